@@ -1,0 +1,34 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+# Untrained weights produce denormal activations that make torchao's convert_pt2e ~200x slower.
+torch.set_flush_denormal(True)
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def make_image_folder(root: Path, classes=("a", "b", "c"), per_class=4, size=(48, 40), seed=0):
+    """Write a small ImageFolder tree of coloured noise JPEGs; each class has its own tint."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for ci, c in enumerate(classes):
+        d = root / c
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            base = np.zeros((size[1], size[0], 3), np.float32)
+            base[..., ci % 3] = 160
+            img = np.clip(base + rng.normal(0, 40, base.shape), 0, 255).astype(np.uint8)
+            Image.fromarray(img).save(d / f"{c}_{i}.jpg", quality=90)
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    return make_image_folder(tmp_path / "images")
