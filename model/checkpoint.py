@@ -17,7 +17,6 @@ from model.import_weights import WeightImportError, load_into
 from model.registry import create, list_models
 
 SCHEMA = "mvit.checkpoint/1"
-_PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # raw pickle protocol 2+, torch.save zip archive
 
 
 class CheckpointError(ValueError):
@@ -158,10 +157,13 @@ def _check_file(path: Path) -> None:
     if path.is_dir():
         raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
     with open(path, "rb") as f:
-        head = f.read(4)
+        head = f.read(9)
     if not head:
         raise CheckpointError(f"{path}: empty file")
-    if any(head.startswith(m) for m in _PICKLE_MAGIC):
+    # safetensors: 8-byte little-endian header length, then a JSON object
+    if len(head) == 9 and head[8:9] == b"{":
+        return
+    if head.startswith(b"PK\x03\x04") or (head[0] == 0x80 and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")):
         raise CheckpointError(f"{path}: looks like a pickled PyTorch file; mvit never unpickles weights: "
                               f"convert it with `mvit-import` (uses torch.load(weights_only=True))")
 

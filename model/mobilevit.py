@@ -34,7 +34,9 @@ class MultiHeadAttention(nn.Module):
         qkv = self.qkv_proj(x)
         q, k, v = qkv.split(c, dim=-1)
         # [B, N, C] -> [B, heads, N, head_dim]: rank 4 throughout
-        q = q.reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2) * self.scaling
+        q = q.reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2)
+        if self.scaling != 1.0:  # folded into qkv_proj for export (model.export_prep)
+            q = q * self.scaling
         k = k.reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2)
         v = v.reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2)
         attn = self.attn_dropout(torch.softmax(q @ k.transpose(-1, -2), dim=-1))

@@ -26,7 +26,9 @@ class Attention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         b, n, c = x.shape
         q, k, v = self.qkv(x).split(c, dim=-1)
-        q = q.reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2) * self.scale
+        q = q.reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2)
+        if self.scale != 1.0:  # folded into qkv for export (model.export_prep)
+            q = q * self.scale
         k = k.reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2)
         v = v.reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2)
         attn = torch.softmax(q @ k.transpose(-1, -2), dim=-1)

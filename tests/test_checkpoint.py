@@ -101,3 +101,15 @@ def test_labels_must_match_the_head(tmp_path):
         save_checkpoint(tmp_path / "x.safetensors", m, CheckpointMeta("mobilevit_test", ["a", "b", "c"],
                                                                       PreprocessContract()))
     assert not any(tmp_path.iterdir())
+
+
+def test_safetensors_header_starting_with_pickle_byte_is_not_mistaken_for_a_pickle(tmp_path):
+    # A safetensors file starts with its header length; a low byte of 0x80 must not look like a pickle.
+    for pad in range(300):
+        m = model.create("mobilevit_test", num_classes=3)
+        meta = CheckpointMeta("mobilevit_test", ["a", "b", "c"], PreprocessContract(), provenance={"p": "x" * pad})
+        path = save_checkpoint(tmp_path / "ck.safetensors", m, meta)
+        if path.read_bytes()[:1] == b"\x80":
+            assert load_checkpoint(path).meta.provenance["p"] == "x" * pad
+            return
+    pytest.fail("no header length with low byte 0x80 was produced")

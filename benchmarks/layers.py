@@ -1,0 +1,218 @@
+"""Where int8 error comes from: per-tensor SQNR between the float and the quantized model.
+
+Two metrics per quantized activation, both as SQNR in dB (higher is better, 20 log10 |x| / |x - y|):
+
+* ``local_sqnr_db``: the tensor against its own quantize-dequantize, inside the quantized model: how
+  well this one tensor's int8 scale represents it (the error this layer adds).
+* ``model_sqnr_db``: the float model's tensor against the quantized model's (dequantized) tensor at
+  the same point: the error accumulated up to here.
+
+Layers are ranked by local SQNR, worst first; the worst few are the ones to try keeping in float.
+Names are what ``mvit-export --keep-float`` accepts: ONNX node names for ONNX, module paths
+(``named_modules()``) for the PT2E model that becomes the TFLite and Core ML int8 artifacts.
+
+* ONNX: onnxruntime's QDQ debugging helpers (``qdq_loss_debug``) on the int8 artifact and the
+  pre-processed float graph it was quantized from.
+* PT2E (TFLite/Core ML int8): the calibrated PT2E graph (observers bypassed: float values) against
+  the converted graph (quantize/dequantize ops in place), matched by graph node name; module paths
+  from each node's ``nn_module_stack``. The .tflite runs the same quantization parameters with
+  integer kernels, so small kernel differences are not in this report.
+"""
+from __future__ import annotations
+
+import math
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+
+def sqnr_db(x: np.ndarray, y: np.ndarray) -> float:
+    """20 log10(|x| / |x - y|), capped at 200 dB for identical tensors."""
+    x = np.asarray(x, np.float64).ravel()
+    y = np.asarray(y, np.float64).ravel()
+    signal, noise = np.linalg.norm(x), np.linalg.norm(x - y)
+    if noise == 0:
+        return 200.0
+    if signal == 0:
+        return -200.0
+    return float(min(200.0, 20 * math.log10(signal / noise)))
+
+
+class _Energy:
+    """Accumulates signal and noise energy over images, for one SQNR per tensor."""
+
+    def __init__(self):
+        self.s = 0.0
+        self.n = 0.0
+
+    def add(self, x, y) -> None:
+        x = np.asarray(x, np.float64).ravel()
+        y = np.asarray(y, np.float64).ravel()
+        self.s += float(x @ x)
+        d = x - y
+        self.n += float(d @ d)
+
+    @property
+    def db(self) -> float | None:
+        if self.n == 0:
+            return 200.0
+        if self.s == 0:
+            return -200.0
+        return float(min(200.0, 10 * math.log10(self.s / self.n)))
+
+
+def _module_of_param(name: str) -> str | None:
+    for suffix in (".weight_bias", ".weight", ".bias"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return None
+
+
+# --------------------------------------------------------------------------------------------- ONNX
+
+def onnx_layer_error(fp32_path, int8_path, inputs: np.ndarray) -> list[dict]:
+    """Per-tensor error of an ONNX QDQ int8 artifact against its fp32 sibling.
+
+    ``inputs``: the int8 artifact's native inputs (N, ...), fed one at a time. The float graph is
+    re-derived the way the ONNX backend quantizes (``quant_pre_process``), so tensor and node names
+    match the QDQ model's and the node names are those ``--keep-float`` resolves.
+    """
+    import onnx
+    from onnxruntime.quantization import qdq_loss_debug as dbg
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        pre = tmp / "pre.onnx"
+        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        float_aug, q_aug = tmp / "float_aug.onnx", tmp / "q_aug.onnx"
+        dbg.modify_model_output_intermediate_tensors(str(pre), str(float_aug))
+        dbg.modify_model_output_intermediate_tensors(str(int8_path), str(q_aug))
+        name = onnx.load(str(pre), load_external_data=False).graph.input[0].name
+
+        class Reader:
+            def __init__(self):
+                self.items = iter([{name: inputs[i : i + 1]} for i in range(len(inputs))])
+
+            def get_next(self):
+                return next(self.items, None)
+
+            def __iter__(self):
+                return iter(self.get_next, None)
+
+        float_acts = dbg.collect_activations(str(float_aug), Reader())
+        q_acts = dbg.collect_activations(str(q_aug), Reader())
+        match = dbg.create_activation_matching(q_acts, float_acts)
+        graph = onnx.load(str(pre), load_external_data=False).graph
+
+    producer = {o: n for n in graph.node for o in n.output}
+    inits = {i.name for i in graph.initializer}
+    module_of_node: dict[str, str | None] = {}
+    for n in graph.node:  # parameter-bearing nodes name their module; others inherit their producer's
+        mod = next((m for m in (_module_of_param(i) for i in n.input if i in inits) if m), None)
+        if mod is None:
+            mod = next((module_of_node.get(producer[i].name) for i in n.input if i in producer), None)
+        module_of_node[n.name] = mod
+    rows = []
+    for tensor, m in match.items():
+        if tensor not in producer:
+            continue  # the graph input: quantized, but no layer of ours produced it
+        node = producer[tensor]
+        local, model = _Energy(), _Energy()
+        for pre_q, post_q in zip(m["pre_qdq"], m["post_qdq"]):
+            local.add(pre_q, post_q)
+        if m.get("float"):
+            for f, post_q in zip(m["float"], m["post_qdq"]):
+                model.add(f, post_q)
+        has_param = any(i in inits for i in node.input)
+        rows.append({"tensor": tensor, "keep_float_name": node.name, "op": node.op_type,
+                     "module": module_of_node.get(node.name), "module_exact": has_param,
+                     "local_sqnr_db": local.db, "model_sqnr_db": model.db if m.get("float") else None})
+    rows.sort(key=lambda r: r["local_sqnr_db"])
+    return rows
+
+
+# --------------------------------------------------------------------------------------------- PT2E
+
+def _run_graph(gm, x, skip_observers: bool) -> dict:
+    """Every call_function node's tensor output of an exported GraphModule, by node name."""
+    import torch
+    from torch.fx import Interpreter
+
+    values: dict = {}
+
+    class Capture(Interpreter):
+        def call_module(self, target, args, kwargs):
+            if skip_observers and "activation_post_process" in str(target):
+                return args[0]
+            return super().call_module(target, args, kwargs)
+
+        def run_node(self, n):
+            out = super().run_node(n)
+            if n.op == "call_function" and isinstance(out, torch.Tensor) and out.is_floating_point():
+                values[n.name] = out.detach()
+            return out
+
+    with torch.no_grad():
+        Capture(gm).run(x)
+    return values
+
+
+def _stack_path(node) -> tuple[str | None, str | None]:
+    stack = node.meta.get("nn_module_stack") or {}
+    if not stack:
+        return None, None
+    path, typ = list(stack.values())[-1]
+    return str(path), (typ.__name__ if isinstance(typ, type) else str(typ).rsplit(".", 1)[-1])
+
+
+def pt2e_layer_error(prepared, converted, inputs, module_names: set[str]) -> list[dict]:
+    """Per-op error of the PT2E int8 model (``converted``) against the calibrated float graph
+    (``prepared``), on ``inputs`` (a list of input tensors, batch 1 each)."""
+    q_ops = {"quantize_per_tensor", "quantize_per_tensor.default", "quantize_per_tensor.tensor"}
+    conv_nodes = {n.name: n for n in converted.graph.nodes}
+    prep_nodes = {n.name: n for n in prepared.graph.nodes}
+    local = defaultdict(_Energy)
+    model = defaultdict(_Energy)
+    deq_of: dict[str, str] = {}
+    for name, n in conv_nodes.items():
+        if name not in prep_nodes or n.op != "call_function":
+            continue
+        for u in n.users:  # op -> quantize -> dequantize: the op's output as int8 represents it
+            if any(q in str(u.target) for q in q_ops):
+                d = next(iter(u.users), None)
+                if d is not None and "dequantize" in str(d.target):
+                    deq_of[name] = d.name
+    for x in inputs:
+        fvals = _run_graph(prepared, x, skip_observers=True)
+        qvals = _run_graph(converted, x, skip_observers=False)
+        for name, dname in deq_of.items():
+            if name in qvals and dname in qvals:
+                local[name].add(qvals[name].numpy(), qvals[dname].numpy())
+                if name in fvals and fvals[name].shape == qvals[dname].shape:
+                    model[name].add(fvals[name].numpy(), qvals[dname].numpy())
+    rows = []
+    for name in deq_of:
+        if name not in local:
+            continue
+        path, typ = _stack_path(prep_nodes[name])
+        keep = path if path in module_names else None
+        rows.append({"tensor": name, "keep_float_name": keep, "op": str(prep_nodes[name].target).replace("aten.", ""),
+                     "module": path, "module_type": typ, "module_exact": keep is not None,
+                     "local_sqnr_db": local[name].db, "model_sqnr_db": model[name].db if name in model else None})
+    rows.sort(key=lambda r: r["local_sqnr_db"])
+    return rows
+
+
+def suggest(rows: list[dict], top: int) -> list[str]:
+    """The ``top`` distinct keep-float names of the worst layers (rows sorted worst first)."""
+    out: list[str] = []
+    for r in rows:
+        name = r.get("keep_float_name")
+        if name and name not in out:
+            out.append(name)
+        if len(out) >= top:
+            break
+    return out

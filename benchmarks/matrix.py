@@ -1,0 +1,507 @@
+"""The benchmark matrix: export (or reuse) every format x precision, then measure each row.
+
+Per checkpoint: the PyTorch eager fp32 baseline row, then one row per artifact with status, size,
+accuracy and agreement with the float model on the labelled data, interleaved latency at a fixed
+thread count (one worker process per row), peak memory, and a per-layer int8 error report.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.latency import Worker, measure
+
+FORMATS = ("onnx", "tflite", "coreml")
+PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
+RUNTIMES = {"torch": "PyTorch eager (CPU)", "onnx": "onnxruntime (CPU EP)", "tflite": "LiteRT interpreter (XNNPACK)",
+            "coreml": "Core ML"}
+ARTICLE_CHECKPOINTS = Path(__file__).resolve().parent / "article" / "checkpoints"
+
+
+class BenchError(ValueError):
+    """Bad input to the benchmark: one line saying what."""
+
+
+@dataclass
+class BenchConfig:
+    weights: list[Path]
+    data: Path
+    calib: Path | None = None
+    calib_count: int = 128
+    formats: tuple[str, ...] = FORMATS
+    precisions: tuple[str, ...] = PRECISIONS
+    threads: int = 2
+    runs: int = 30
+    min_time: float = 3.0
+    out: Path = Path("runs/bench")
+    reuse: bool = False
+    max_images: int | None = None
+    coreml_max_images: int | None = 100
+    layer_report: bool = True
+    layer_images: int = 16
+    keep_float_top: int = 3
+    calib_method: str | None = None
+
+
+class Progress:
+    """Progress lines on the terminal (a dup of stderr taken before converters are silenced)."""
+
+    def __init__(self, stream=None):
+        self.t0 = time.perf_counter()
+        self.stream = stream or os.fdopen(os.dup(2), "w", buffering=1)
+
+    def __call__(self, msg: str) -> None:
+        el = int(time.perf_counter() - self.t0)
+        self.stream.write(f"[{el // 60:02d}:{el % 60:02d}] {msg}\n")
+        self.stream.flush()
+
+
+@contextlib.contextmanager
+def quiet(log: Path):
+    """Send everything written to fd 1 and 2 (converters' progress bars, warnings) to ``log``."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log, "ab") as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def resolve_checkpoint(item: str) -> Path:
+    """A checkpoint path, or a zoo name trained by the article work (benchmarks/article/checkpoints)."""
+    p = Path(item)
+    if p.suffix == ".safetensors" or p.exists():
+        if not p.exists():
+            raise BenchError(f"{p}: no such checkpoint")
+        return p
+    found = sorted(ARTICLE_CHECKPOINTS.glob(f"{item}*.safetensors")) if ARTICLE_CHECKPOINTS.is_dir() else []
+    if not found:
+        raise BenchError(f"--models {item}: not a checkpoint file, and no {ARTICLE_CHECKPOINTS}/{item}*.safetensors")
+    return found[0]
+
+
+def first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
+
+
+def coreml_can_predict() -> tuple[bool, str]:
+    """Core ML predictions need macOS (coremltools' native runtime)."""
+    if platform.system() != "Darwin":
+        return False, (f"no latency: Core ML runs only on Apple OSes (this is {platform.system()}); accuracy and "
+                       f"agreement are graph numerics from mvit's reference interpreter, not a device measurement")
+    try:
+        import coremltools.libcoremlpython  # noqa: F401
+    except ImportError:
+        return False, "no latency: coremltools' native runtime (libcoremlpython) is not available"
+    return True, ""
+
+
+# ------------------------------------------------------------------------------------------ export
+
+@dataclass
+class Artifact:
+    fmt: str
+    precision: str
+    folder: Path | None = None
+    artifact: Path | None = None
+    size_bytes: int | None = None
+    export_s: float | None = None
+    meta: dict = field(default_factory=dict)
+    reused: bool = False
+    error: str | None = None
+
+
+def _size(path: Path) -> int:
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return path.stat().st_size
+
+
+def _reusable(folder: Path, sha: str) -> Artifact | None:
+    meta_file = folder / "model_meta.json"
+    if not meta_file.exists():
+        return None
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (OSError, ValueError):
+        return None
+    if meta.get("source_checkpoint_sha256") != sha:
+        return None
+    from export.api import ARTIFACT_NAMES
+
+    art = folder / ARTIFACT_NAMES[meta["format"]]
+    if not art.exists():
+        return None
+    return Artifact(meta["format"], meta["precision"], folder, art, _size(art), None, meta, reused=True)
+
+
+def export_all(cfg: BenchConfig, ckpt, weights: Path, art_dir: Path, log: Path, say, cache: dict) -> dict:
+    """(format, precision) -> Artifact, exporting what cannot be reused; failures are recorded, not raised."""
+    from export.api import export_model
+
+    arch = ckpt.meta.architecture
+    arts: dict = {}  # ``cache`` is shared: fp32 graphs per format, one PT2E calibration for TFLite and Core ML
+    for fmt in cfg.formats:
+        todo = []
+        for p in cfg.precisions:
+            folder = art_dir / f"{arch}-{p}-{fmt}"
+            a = _reusable(folder, ckpt.sha256) if cfg.reuse else None
+            if a is not None:
+                arts[(fmt, p)] = a
+                say(f"{arch} {fmt} {p}: reusing {folder} (same checkpoint sha256)")
+            else:
+                todo.append(p)
+        if not todo:
+            continue
+        groups = [tuple(todo)]
+        while groups:
+            group = groups.pop(0)
+            say(f"{arch}: exporting {fmt} {', '.join(group)} ...")
+            t0 = time.perf_counter()
+            try:
+                with quiet(log):
+                    results = export_model(weights, (fmt,), group, art_dir, calib=cfg.calib,
+                                           calib_count=cfg.calib_count, calib_method=cfg.calib_method,
+                                           verify=False, force=True, threads=cfg.threads, cache=cache,
+                                           say=lambda m: print(m, file=sys.stderr))
+            except Exception as e:  # noqa: BLE001 - a converter failure becomes a row's status
+                if len(group) > 1:  # find which precision failed
+                    groups = [(p,) for p in group] + groups
+                    continue
+                arts[(fmt, group[0])] = Artifact(fmt, group[0], error=f"export failed: {first_line(e)}")
+                say(f"{arch} {fmt} {group[0]}: export FAILED ({first_line(e)}); details in {log}")
+                continue
+            for r in results:
+                arts[(fmt, r.precision)] = Artifact(fmt, r.precision, r.folder, r.artifact, r.size_bytes,
+                                                    r.seconds, r.meta)
+            say(f"{arch}: exported {fmt} {', '.join(group)} in {time.perf_counter() - t0:.0f} s")
+    return arts
+
+
+# ------------------------------------------------------------------------------------------ metrics
+
+def accuracy_metrics(scores: np.ndarray, ref: np.ndarray, labels, precision: str, kind: str, data: str,
+                     numerics: str = "") -> dict:
+    from export.parity import compare
+
+    rep = compare(ref, scores, kind, labels, precision, data, numerics)
+    k = min(5, scores.shape[1])
+    m = {"n_images": rep.n, "agreement": rep.top1_agreement, "kl_mean": rep.kl_mean, "cosine": rep.cosine,
+         "cosine_space": rep.space, "top5_overlap": rep.top5_overlap, "max_abs_diff": rep.max_abs_diff,
+         "parity_thresholds": rep.thresholds, "parity_failures": rep.failures}
+    if labels is not None:
+        top = np.argsort(-scores, axis=1)[:, :k]
+        m["top1"] = float(np.mean(top[:, 0] == labels))
+        m["top5"] = float(np.mean([l in t for l, t in zip(labels, top)]))
+    return m
+
+
+def reference_metrics(ref: np.ndarray, labels) -> dict:
+    k = min(5, ref.shape[1])
+    m = {"n_images": len(ref), "agreement": 1.0, "kl_mean": 0.0, "cosine": 1.0, "cosine_space": "logits",
+         "top5_overlap": 1.0, "max_abs_diff": 0.0, "parity_failures": []}
+    if labels is not None:
+        top = np.argsort(-ref, axis=1)[:, :k]
+        m["top1"] = float(np.mean(top[:, 0] == labels))
+        m["top5"] = float(np.mean([l in t for l, t in zip(labels, top)]))
+    return m
+
+
+# ------------------------------------------------------------------------------------------ layers
+
+def layer_reports(cfg: BenchConfig, ckpt, arts: dict, calib_pixels: np.ndarray, log: Path, say, cache: dict) -> list[dict]:
+    """Per-layer int8 error for the ONNX QDQ artifact and the PT2E model (TFLite/Core ML int8)."""
+    from benchmarks.layers import onnx_layer_error, pt2e_layer_error, suggest
+
+    reports = []
+    px = calib_pixels[: cfg.layer_images]
+    onnx8, onnx32 = arts.get(("onnx", "int8")), arts.get(("onnx", "fp32"))
+    if onnx8 and onnx8.error is None and onnx32 and onnx32.error is None:
+        say("per-layer error: ONNX int8 (onnxruntime qdq_loss_debug) ...")
+        try:
+            from export.api import load_artifact_runner
+
+            with quiet(log):
+                runner = load_artifact_runner(onnx8.artifact, cfg.threads)
+                rows = onnx_layer_error(onnx32.artifact, onnx8.artifact, runner.prepare(px))
+            reports.append({"artifact": "onnx int8", "method": "onnxruntime.quantization.qdq_loss_debug",
+                            "keep_float_names": "ONNX node names (mvit-export --format onnx --keep-float NAME)",
+                            "images": int(len(px)), "layers": rows, "suggested_keep_float": suggest(rows, cfg.keep_float_top)})
+        except Exception as e:  # noqa: BLE001
+            reports.append({"artifact": "onnx int8", "error": first_line(e)})
+            say(f"per-layer error for ONNX failed: {first_line(e)}")
+    pt2e_fmts = [f for f in ("tflite", "coreml") if arts.get((f, "int8")) and arts[(f, "int8")].error is None]
+    if pt2e_fmts:
+        say(f"per-layer error: PT2E int8 ({' and '.join(pt2e_fmts)}) ...")
+        try:
+            with quiet(log):
+                rep = _pt2e_report(cfg, ckpt, arts, calib_pixels, px, pt2e_fmts[0], cache)
+            rep["artifact"] = " and ".join(f"{f} int8" for f in pt2e_fmts)
+            rep["suggested_keep_float"] = suggest(rep["layers"], cfg.keep_float_top)
+            reports.append(rep)
+        except Exception as e:  # noqa: BLE001
+            reports.append({"artifact": "tflite/coreml int8", "error": first_line(e)})
+            say(f"per-layer error for PT2E failed: {first_line(e)}")
+    return reports
+
+
+def _pt2e_report(cfg, ckpt, arts, calib_pixels, px, fmt, cache) -> dict:
+    import torch
+
+    from benchmarks.layers import pt2e_layer_error
+    from export.base import ExportJob
+    from export.pt2e import pixels_to_tensor, quantize_pt2e
+    from model.preprocess import normalize_hwc_uint8
+
+    c = ckpt.meta.contract
+    details = arts[(fmt, "int8")].meta.get("quantization_details", {})
+    method = details.get("observer") or cfg.calib_method or "histogram"
+    keep = tuple(details.get("keep_float", ()))
+    h, w = c.input_size
+    # The export's calibrated model when this run exported it (same cache key), else calibrate again.
+    job = ExportJob(ckpt.model, ckpt.meta, "int8", "float-nchw", calib_pixels, method, keep, cache)
+    to_input = lambda p: pixels_to_tensor(p, "NCHW", lambda x: normalize_hwc_uint8(x, c))  # noqa: E731
+    converted, _, _ = quantize_pt2e(job, ckpt.model, torch.zeros(1, 3, h, w), to_input, "normalized-nchw")
+    prepared = job.cache[("pt2e", "normalized-nchw", method, keep)][0]
+    names = {n for n, _ in ckpt.model.named_modules() if n}
+    rows = pt2e_layer_error(prepared, converted, [to_input(px[i : i + 1]) for i in range(len(px))], names)
+    return {"method": "PT2E float graph vs converted int8 graph (the model the .tflite/.mlpackage int8 are converted from), "
+                      "calibrated by this run's export (recalibrated with the same settings when artifacts were reused)",
+            "keep_float_names": "module paths (mvit-export --format tflite|coreml --keep-float NAME)",
+            "images": int(len(px)), "layers": rows}
+
+
+# ------------------------------------------------------------------------------------------ one model
+
+def bench_model(cfg: BenchConfig, weights: Path, say) -> dict:
+    import torch
+
+    from export.calibration import generated_pixels, image_files, labelled_indices, load_pixels
+    from export.parity import torch_logits
+    from model.checkpoint import load_checkpoint
+
+    torch.set_flush_denormal(True)  # converter speed (FIELD_NOTES); the eager baseline runs in its own process
+    torch.set_num_threads(cfg.threads)
+    ckpt = load_checkpoint(weights)
+    arch = ckpt.meta.architecture
+    out = Path(cfg.out)
+    art_dir = out / "artifacts"
+    work = out / "work" / f"{arch}-{ckpt.sha256[:8]}"
+    work.mkdir(parents=True, exist_ok=True)
+    log = out / "bench.log"
+
+    files = image_files(cfg.data)
+    pixels, used = load_pixels(files, ckpt.meta.contract, cfg.max_images, warn=lambda m: say(f"warning: {m}"))
+    if len(pixels) == 0:
+        raise BenchError(f"--data {cfg.data}: none of the image files could be read")
+    labels = labelled_indices(used, cfg.data, ckpt.meta.labels)
+    if labels is None:
+        say(f"warning: {cfg.data} is not a class-folder tree with the checkpoint's labels "
+            f"({', '.join(ckpt.meta.labels[:6])}...): no accuracy, agreement only")
+    say(f"{arch}: {len(pixels)} evaluation images from {cfg.data}; computing float reference ...")
+    ref = torch_logits(ckpt.model, pixels, ckpt.meta.contract)
+    np.save(work / "pixels.npy", pixels)
+    np.save(work / "latency_pixel.npy", pixels[:1])
+    data_desc = f"{len(pixels)} images of {cfg.data}"
+
+    cache: dict = {}
+    arts = export_all(cfg, ckpt, weights, art_dir, log, say, cache)
+
+    # Latency (and evaluation) workers: PyTorch baseline + every artifact with a runtime here.
+    can_coreml, coreml_why = coreml_can_predict()
+    workers = [Worker("torch-fp32", {"kind": "torch", "weights": str(weights), "threads": cfg.threads,
+                                     "pixels": str(work / "latency_pixel.npy")}, log)]
+    for (fmt, p), a in arts.items():
+        if a.error is None and (fmt != "coreml" or can_coreml):
+            workers.append(Worker(f"{fmt}-{p}", {"kind": "artifact", "path": str(a.artifact), "threads": cfg.threads,
+                                                 "pixels": str(work / "latency_pixel.npy")}, log))
+    say(f"{arch}: timing {len(workers)} rows interleaved at {cfg.threads} threads "
+        f"(>= {cfg.runs} runs and >= {cfg.min_time:g} s each) ...")
+    measure(workers, cfg.runs, cfg.min_time, eval_pixels=work / "pixels.npy", eval_dir=work, progress=say)
+    by_key = {w.key: w for w in workers}
+
+    base = by_key["torch-fp32"]
+    base_median = base.info.get("latency", {}).get("median_ms")
+    rows = [_row(arch, weights, "torch", "fp32", base, None, reference_metrics(ref, labels), base_median,
+                 status="baseline" if base.error is None else "failed", reason=base.error)]
+    rows[0]["size_mb"] = sum(v.numel() * v.element_size() for v in ckpt.model.state_dict().values()) / 1e6
+    rows[0]["size_note"] = "parameters and buffers in memory (fp32)"
+    for fmt in cfg.formats:
+        for p in cfg.precisions:
+            a = arts.get((fmt, p))
+            if a is None:
+                continue
+            w = by_key.get(f"{fmt}-{p}")
+            if a.error:
+                rows.append(_row(arch, weights, fmt, p, None, a, {}, base_median, status="failed", reason=a.error))
+                continue
+            metrics, reason, numerics = {}, None, ""
+            if fmt == "coreml" and not can_coreml:
+                metrics, reason, numerics = _coreml_eval(cfg, a, pixels, ref, labels, p, data_desc, log, say)
+            elif w is not None and w.error is None and "scores" in w.info:
+                scores = np.load(w.info["scores"])
+                kind = a.meta.get("output", {}).get("kind", "logits")
+                metrics = accuracy_metrics(scores, ref, labels, p, kind, data_desc)
+            else:
+                reason = w.error if w is not None else "not measured"
+            if reason and not metrics:
+                status = "failed"
+            elif metrics.get("parity_failures"):
+                status = "exported, failed parity"
+            else:
+                status = "exported"
+            row = _row(arch, weights, fmt, p, w, a, metrics, base_median, status=status, reason=reason)
+            if fmt == "coreml" and not can_coreml:
+                row["latency_note"] = coreml_why
+                row["numerics"] = numerics
+            rows.append(row)
+    float_top1 = rows[0].get("top1")
+    for r in rows:
+        if r.get("top1") is not None and float_top1 is not None:
+            r["top1_drop_points"] = 100.0 * (float_top1 - r["top1"])
+        fp32 = next((x for x in rows if x["format"] == r["format"] and x["precision"] == "fp32"), None)
+        if fp32 and fp32.get("size_mb") and r.get("size_mb") and r["format"] != "torch":
+            r["size_vs_fp32"] = r["size_mb"] / fp32["size_mb"]
+
+    layers = []
+    if cfg.layer_report and "int8" in cfg.precisions:
+        calib_pixels = None
+        if cfg.calib is not None:
+            calib_pixels, _ = load_pixels(image_files(cfg.calib), ckpt.meta.contract, cfg.calib_count)
+        if calib_pixels is None or len(calib_pixels) == 0:
+            calib_pixels = generated_pixels(ckpt.meta.contract, max(cfg.layer_images, 8))
+        layers = layer_reports(cfg, ckpt, arts, calib_pixels, log, say, cache)
+    shutil.rmtree(work, ignore_errors=True)
+    return {"architecture": arch, "checkpoint": str(weights), "checkpoint_sha256": ckpt.sha256,
+            "labels": list(ckpt.meta.labels), "input_size": list(ckpt.meta.contract.input_size),
+            "evaluation": data_desc, "labelled": labels is not None, "rows": rows, "layer_reports": layers}
+
+
+def _row(arch, weights, fmt, precision, worker, art, metrics, base_median, status, reason=None) -> dict:
+    row = {"model": arch, "format": fmt, "precision": precision,
+           "runtime": RUNTIMES[fmt], "status": status, "reason": reason}
+    if art is not None:
+        row.update({"artifact": str(art.artifact) if art.artifact else None, "reused": art.reused,
+                    "export_s": art.export_s,
+                    "size_mb": art.size_bytes / 1e6 if art.size_bytes is not None else None,
+                    "quantization": art.meta.get("quantization_details") or None,
+                    "input": {k: art.meta.get("input", {}).get(k) for k in ("dtype", "layout", "shape")} if art.meta else None})
+    row.update(metrics)
+    if worker is not None and worker.error is None and "latency" in worker.info:
+        info = worker.info
+        lat = dict(info["latency"])
+        lat.update(load_ms=info.get("load_ms"), first_ms=info.get("first_ms"), prepare_ms=info.get("prepare_ms"))
+        row["latency"] = lat
+        if base_median:
+            row["latency_vs_eager"] = lat["median_ms"] / base_median
+        row["memory"] = {"peak_rss_mb": info.get("peak_rss_mb"), "rss_before_load_mb": info.get("rss_before_mb"),
+                         "peak_over_start_mb": (info["peak_rss_mb"] - info["rss_before_mb"])
+                         if info.get("peak_rss_mb") is not None and info.get("rss_before_mb") is not None else None}
+    elif worker is not None and worker.error and not reason:
+        row["reason"] = worker.error
+    return row
+
+
+def _coreml_eval(cfg, a: Artifact, pixels, ref, labels, precision, data_desc, log, say):
+    """Core ML numerics without a Mac: mvit's reference interpreter of the ML program (capped)."""
+    from export.api import load_artifact_runner
+
+    n = len(pixels) if cfg.coreml_max_images is None else min(len(pixels), cfg.coreml_max_images)
+    say(f"coreml {precision}: reference interpreter on {n} images ...")
+    t0 = time.perf_counter()
+    try:
+        with quiet(log):
+            runner = load_artifact_runner(a.artifact, cfg.threads)
+            scores = np.concatenate([runner.run(pixels[i : i + 1]) for i in range(n)])
+    except Exception as e:  # noqa: BLE001
+        return {}, f"reference interpreter failed: {first_line(e)}", ""
+    numerics = getattr(runner, "numerics", "")
+    desc = data_desc if n == len(pixels) else f"first {n} of {data_desc}"
+    m = accuracy_metrics(scores, ref[:n], labels[:n] if labels is not None else None, precision,
+                         a.meta.get("output", {}).get("kind", "probabilities"), desc, numerics)
+    m["eval_seconds"] = time.perf_counter() - t0
+    return m, None, numerics
+
+
+# ------------------------------------------------------------------------------------------ all
+
+def machine_info(threads: int) -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        flags = next(l for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("flags")).split()
+        isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8") if f in flags]
+    except (OSError, StopIteration):
+        isa = []
+    libs = {}
+    for pkg in ("mvit", "torch", "onnxruntime", "onnx", "ai-edge-litert", "litert-torch", "ai-edge-quantizer",
+                "torchao", "coremltools", "numpy", "matplotlib"):
+        try:
+            libs[pkg] = version(pkg)
+        except PackageNotFoundError:
+            libs[pkg] = None
+    try:
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError):
+        mem = None
+    return {"cpu": cpu, "isa": isa, "cores": os.cpu_count(),
+            "cores_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "memory_gib": round(mem, 1) if mem else None, "os": platform.platform(), "python": platform.python_version(),
+            "threads": threads, "libraries": libs}
+
+
+def run(cfg: BenchConfig, say=None) -> dict:
+    """Run the whole benchmark; returns the report dictionary (also what bench.json holds)."""
+    say = say or Progress()
+    cfg.out = Path(cfg.out)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    load0 = os.getloadavg() if hasattr(os, "getloadavg") else None
+    models = []
+    for w in cfg.weights:
+        models.append(bench_model(cfg, Path(w), say))
+    load1 = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {
+        "schema": "mvit.bench/1",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "seconds": round(time.time() - t0, 1),
+        "machine": machine_info(cfg.threads),
+        "load_average_start_end": [load0, load1],
+        "settings": {"data": str(cfg.data), "calibration": str(cfg.calib) if cfg.calib else "data-free (ZeroQ)",
+                     "calibration_images": cfg.calib_count, "formats": list(cfg.formats),
+                     "precisions": list(cfg.precisions), "threads": cfg.threads, "min_runs": cfg.runs,
+                     "min_time_s": cfg.min_time, "batch": 1,
+                     "latency": "runner.invoke on a prepared batch-1 input (preprocessing excluded, reported as "
+                                "prepare_ms), rows interleaved round-robin in bursts of 0.25 s, one process per row",
+                     "memory": "peak resident set (ru_maxrss) of the row's own process after the timing runs; "
+                               "rss_before_load_mb is the same process with the runtime imported, before the model loads"},
+        "models": models,
+    }

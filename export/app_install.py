@@ -1,0 +1,286 @@
+"""Install an exported artifact into the Android or iOS demo app (``mvit-export ... --app``).
+
+Writes, atomically (temporary copy in the destination folder, then rename):
+
+* Android, ``android_demo/app/src/main/assets/``: ``model.tflite`` + ``model_meta.json`` (float) or
+  ``model_int8.tflite`` + ``model_int8_meta.json`` (int8), and ``labels.txt``;
+* iOS, ``ios_demo/MVitDemo/Models/``: ``Model.mlpackage`` + ``model_meta.json`` (float) or
+  ``ModelInt8.mlpackage`` + ``model_int8_meta.json`` (int8), and ``labels.txt``.
+
+``labels.txt`` is shared by the two variants of an app, so installing a model whose labels differ
+from the other installed variant's is refused unless ``replace_other=True`` (which removes the
+stale variant). The metadata is validated against what the apps read (docs/model_meta.md) before
+anything is written, so a broken export never reaches an app.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from model.contract import PreprocessContract  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = "mvit.model_meta/1"
+APPS = {
+    "android": {
+        "dir": Path("android_demo/app/src/main/assets"),
+        "format": "tflite",
+        "suffix": ".tflite",
+        "names": {"float": ("model.tflite", "model_meta.json"), "int8": ("model_int8.tflite", "model_int8_meta.json")},
+    },
+    "ios": {
+        "dir": Path("ios_demo/MVitDemo/Models"),
+        "format": "coreml",
+        "suffix": ".mlpackage",
+        "names": {"float": ("Model.mlpackage", "model_meta.json"), "int8": ("ModelInt8.mlpackage", "model_int8_meta.json")},
+    },
+}
+VARIANT_PRECISIONS = {"float": ("fp32", "fp16"), "int8": ("int8", "dynamic")}
+DTYPES_IN = ("float32", "float16", "uint8", "int8")
+DTYPES_OUT = ("float32", "float16", "uint8", "int8")
+
+
+class AppInstallError(ValueError):
+    """The artifact or its metadata cannot be installed into the app."""
+
+
+def _quant_ok(q) -> bool:
+    return (isinstance(q, dict) and isinstance(q.get("scale"), (int, float)) and q["scale"] > 0
+            and isinstance(q.get("zero_point"), int))
+
+
+def validate_meta(meta: dict, app: str | None = None, variant: str | None = None) -> list[str]:
+    """Check the fields the apps read; returns the labels. Raises AppInstallError with every problem."""
+    errs: list[str] = []
+    if meta.get("schema") != SCHEMA:
+        errs.append(f"schema is {meta.get('schema')!r}, the apps read {SCHEMA!r}")
+    labels = meta.get("labels")
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) and x.strip() for x in labels):
+        errs.append("labels must be a non-empty list of non-empty strings")
+        labels = []
+    elif any("\n" in x for x in labels):
+        errs.append("labels must not contain newlines")
+    if "num_classes" in meta and meta["num_classes"] != len(labels):
+        errs.append(f"num_classes {meta['num_classes']} != {len(labels)} labels")
+    pre = meta.get("preprocess")
+    contract = None
+    if not isinstance(pre, dict):
+        errs.append("preprocess missing")
+    else:
+        try:
+            contract = PreprocessContract.from_dict(pre)
+        except ValueError as e:
+            errs.append(f"preprocess: {e}")
+        for key in ("input_size", "resize_short", "interpolation", "scale", "mean", "std", "channel_order"):
+            if key not in pre:
+                errs.append(f"preprocess.{key} missing")
+        if contract is not None and pre.get("resize_short") not in (None, contract.resize_short):
+            errs.append(f"preprocess.resize_short {pre.get('resize_short')} != {contract.resize_short} derived from input_size/crop_fraction")
+    inp = meta.get("input")
+    if not isinstance(inp, dict):
+        errs.append("input missing")
+    else:
+        shape, layout, dtype = inp.get("shape"), inp.get("layout"), inp.get("dtype")
+        if layout not in ("NCHW", "NHWC"):
+            errs.append(f"input.layout {layout!r} is not NCHW/NHWC")
+        if dtype not in DTYPES_IN:
+            errs.append(f"input.dtype {dtype!r} is not one of {DTYPES_IN}")
+        if not (isinstance(shape, list) and len(shape) == 4 and shape[0] == 1 and all(isinstance(v, int) for v in shape)):
+            errs.append(f"input.shape {shape!r} must be [1, ., ., .]")
+        elif layout in ("NCHW", "NHWC") and contract is not None:
+            c, h, w = (shape[1], shape[2], shape[3]) if layout == "NCHW" else (shape[3], shape[1], shape[2])
+            if c != 3:
+                errs.append(f"input has {c} channels, expected 3")
+            if [h, w] != list(contract.input_size):
+                errs.append(f"input.shape {shape} does not match preprocess.input_size {list(contract.input_size)}")
+        if dtype in ("int8", "uint8") and not inp.get("normalization_in_model") and not _quant_ok(inp.get("quantization")):
+            errs.append(f"input.dtype {dtype} needs input.quantization {{scale > 0, zero_point int}}")
+    out = meta.get("output")
+    if not isinstance(out, dict):
+        errs.append("output missing")
+    else:
+        if out.get("dtype") not in DTYPES_OUT:
+            errs.append(f"output.dtype {out.get('dtype')!r} is not one of {DTYPES_OUT}")
+        if out.get("dtype") in ("int8", "uint8") and not _quant_ok(out.get("quantization")):
+            errs.append(f"output.dtype {out.get('dtype')} needs output.quantization")
+        if out.get("kind", "logits") not in ("logits", "probabilities"):
+            errs.append(f"output.kind {out.get('kind')!r} is not logits/probabilities")
+        shape = out.get("shape")
+        n = 1
+        for v in shape if isinstance(shape, list) else [None]:
+            n = n * v if isinstance(v, int) else -1
+        if n != len(labels):
+            errs.append(f"output.shape {shape!r} does not hold {len(labels)} classes")
+    if app is not None and meta.get("format") != APPS[app]["format"]:
+        errs.append(f"format {meta.get('format')!r}: the {app} app needs {APPS[app]['format']!r}")
+    if variant is not None and meta.get("precision") not in VARIANT_PRECISIONS[variant]:
+        errs.append(f"precision {meta.get('precision')!r} does not fit the {variant} slot "
+                    f"(expected one of {VARIANT_PRECISIONS[variant]})")
+    if errs:
+        raise AppInstallError("model_meta.json cannot be used by the app:\n  - " + "\n  - ".join(errs))
+    return list(labels)
+
+
+def _find_artifact(src: Path, suffix: str) -> Path:
+    if src.suffix == suffix:
+        return src
+    if src.is_dir():
+        found = sorted(p for p in src.iterdir() if p.suffix == suffix)
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            raise AppInstallError(f"{src}: several {suffix} artifacts ({', '.join(p.name for p in found)}); pass one")
+    raise AppInstallError(f"{src}: no {suffix} artifact")
+
+
+def _find_meta(artifact: Path, meta: Path | None) -> Path:
+    if meta is not None:
+        return meta
+    d = artifact.parent
+    stem = artifact.name[: -len(artifact.suffix)]
+    for cand in (d / f"{stem}.model_meta.json", d / f"{stem}_meta.json", d / f"{stem}.meta.json", d / "model_meta.json"):
+        if cand.is_file():
+            return cand
+    raise AppInstallError(f"no model_meta.json beside {artifact}")
+
+
+def _atomic_write_bytes(dest: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _atomic_copy(src: Path, dest: Path) -> None:
+    if src.is_dir():  # .mlpackage: copy beside, then swap
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+        try:
+            shutil.rmtree(tmp)
+            shutil.copytree(src, tmp)
+            old = None
+            if dest.exists():
+                old = dest.with_name(f".{dest.name}.old")
+                if old.exists():
+                    shutil.rmtree(old) if old.is_dir() else old.unlink()
+                os.replace(dest, old)
+            os.replace(tmp, dest)
+            if old is not None:
+                shutil.rmtree(old) if old.is_dir() else old.unlink()
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+        os.close(fd)
+        try:
+            shutil.copyfile(src, tmp)
+            if dest.is_dir():
+                shutil.rmtree(dest)
+            os.replace(tmp, dest)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir():
+        shutil.rmtree(p)
+    elif p.exists():
+        p.unlink()
+
+
+def install_into_app(artifact_dir_or_file, app: str, variant: str = "float", *, meta_path=None,
+                     labels_path=None, app_root=None, replace_other: bool = False) -> dict[str, Path]:
+    """Copy an exported artifact, its ``model_meta.json`` and ``labels.txt`` into an app's assets.
+
+    ``artifact_dir_or_file``: the ``.tflite`` file / ``.mlpackage`` folder, or the export folder that
+    holds exactly one of them. ``meta_path`` / ``labels_path`` default to the files beside it
+    (``labels.txt`` is written from the metadata's labels when absent). ``app_root``: the repository
+    (default: this one). Returns the installed paths by role.
+    """
+    if app not in APPS:
+        raise AppInstallError(f"app must be one of {sorted(APPS)}, got {app!r}")
+    if variant not in VARIANT_PRECISIONS:
+        raise AppInstallError(f"variant must be one of {sorted(VARIANT_PRECISIONS)}, got {variant!r}")
+    spec = APPS[app]
+    src = Path(artifact_dir_or_file)
+    if not src.exists():
+        raise AppInstallError(f"{src}: no such file or folder")
+    artifact = _find_artifact(src, spec["suffix"])
+    meta_file = _find_meta(artifact, Path(meta_path) if meta_path else None)
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise AppInstallError(f"{meta_file}: unreadable metadata ({e})") from None
+    labels = validate_meta(meta, app, variant)
+    labels_file = Path(labels_path) if labels_path else artifact.parent / "labels.txt"
+    if labels_file.is_file():
+        file_labels = [ln.strip() for ln in labels_file.read_text(encoding="utf-8").splitlines()]
+        while file_labels and not file_labels[-1]:
+            file_labels.pop()
+        if file_labels != labels:
+            raise AppInstallError(f"{labels_file} does not list the metadata's {len(labels)} labels in order")
+    if app == "android" and artifact.stat().st_size < 8:
+        raise AppInstallError(f"{artifact}: empty artifact")
+
+    dest_dir = Path(app_root or REPO) / spec["dir"]
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    model_name, meta_name = spec["names"][variant]
+    other = "int8" if variant == "float" else "float"
+    other_model, other_meta = (dest_dir / n for n in spec["names"][other])
+    if other_meta.is_file():
+        try:
+            other_labels = json.loads(other_meta.read_text(encoding="utf-8")).get("labels")
+        except (OSError, json.JSONDecodeError):
+            other_labels = None
+        if other_labels != labels:
+            if not replace_other:
+                raise AppInstallError(
+                    f"the installed {other} model has other labels than this one and labels.txt is shared; "
+                    f"install both variants of the same model, or pass replace_other=True to remove the {other} one")
+            _remove(other_model)
+            _remove(other_meta)
+
+    _atomic_copy(artifact, dest_dir / model_name)
+    _atomic_write_bytes(dest_dir / meta_name, (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
+    _atomic_write_bytes(dest_dir / "labels.txt", ("\n".join(labels) + "\n").encode("utf-8"))
+    return {"model": dest_dir / model_name, "meta": dest_dir / meta_name, "labels": dest_dir / "labels.txt"}
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Install an exported artifact into a demo app.")
+    ap.add_argument("artifact", type=Path)
+    ap.add_argument("--app", choices=sorted(APPS), required=True)
+    ap.add_argument("--variant", choices=sorted(VARIANT_PRECISIONS), default="float")
+    ap.add_argument("--meta", type=Path)
+    ap.add_argument("--labels", type=Path)
+    ap.add_argument("--replace-other", action="store_true")
+    a = ap.parse_args(argv)
+    try:
+        paths = install_into_app(a.artifact, a.app, a.variant, meta_path=a.meta, labels_path=a.labels,
+                                 replace_other=a.replace_other)
+    except AppInstallError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for role, p in paths.items():
+        print(f"{role}: {p}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,263 @@
+"""Core ML backend: ML Program for iOS 17+, fp16 (default) / fp32, int8 weights, W8A8.
+
+W8A8 is calibrated in PyTorch with PT2E (the model shared with the TFLite backend), exported with
+``torch.export`` + ``run_decompositions({})`` and converted by coremltools, which turns the
+quantize/dequantize pairs into Core ML int8 ops. coremltools 9.0's own PT2E ``CoreMLQuantizer``
+cannot be used: it imports ``torch.ao.quantization.quantizer``, gone in torch 2.13.
+
+Image input (default): Vision feeds camera buffers directly; scale 1/255 with the channel order of
+the contract, and per-channel mean/std folded into the graph (Core ML's image scale is a scalar).
+Outputs: ``classLabel`` and ``classLabel_probs`` (softmax in the graph), labels from the checkpoint.
+
+Numerics: on macOS the runner uses Core ML's own predict. Elsewhere it uses mvit's reference
+interpreter of the ML Program (``export.coreml_interp``): graph numerics, not a device measurement.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from export.base import ExportError, ExportJob, IOSpec, Runner, TensorSpec
+from export.pt2e import pixels_to_tensor, quantize_pt2e
+from export.wrappers import NormalizeOnly
+from model.preprocess import normalize_hwc_uint8
+
+FORMAT = "coreml"
+SUFFIX = ".mlpackage"
+PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
+INPUTS = ("image", "float-nchw")
+META_KEY = "mvit"
+INPUT_NAME = "image"
+QUANT_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale", "quantize", "dequantize")
+
+
+class _Softmax(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return torch.softmax(self.model(x), dim=-1)
+
+
+def _graph(job: ExportJob):
+    """(module, sample, graph_input key, calibration mapping) for the job's input mode."""
+    c = job.contract
+    h, w = c.input_size
+    if job.input_mode == "image":
+        if c.is_plain_scale:
+            inner, key = job.model, "normalized-nchw" if c.channel_order == "RGB" else "bgr-unit-nchw"
+        else:
+            inner, key = NormalizeOnly(job.model, c), "unit-nchw-" + c.channel_order
+
+        def to_input(px):
+            x = px.astype(np.float32) / 255.0
+            if c.channel_order == "BGR":
+                x = x[..., ::-1]
+            return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+
+        return inner.eval(), torch.zeros(1, 3, h, w), key, to_input
+    if job.input_mode == "float-nchw":
+        return job.model, torch.zeros(1, 3, h, w), "normalized-nchw", (
+            lambda px: pixels_to_tensor(px, "NCHW", lambda p: normalize_hwc_uint8(p, c)))
+    raise ExportError(f"Core ML takes --input image or float-nchw, not {job.input_mode}")
+
+
+def export(job: ExportJob, path: Path) -> IOSpec:
+    """Convert ``job`` to an .mlpackage at ``path`` (a folder)."""
+    import coremltools as ct
+
+    inner, sample, key, to_input = _graph(job)
+    details: dict = {}
+    if job.precision == "int8":
+        inner, _, details = quantize_pt2e(job, inner, sample, to_input, key, fold_quantize=True)
+        details = dict(details, coreml="W8A8: int8 weights and activations (quantize/dequantize ops)")
+    module = _Softmax(inner).eval()
+    with torch.no_grad():
+        program = torch.export.export(module, (sample,)).run_decompositions({})
+    c = job.contract
+    if job.input_mode == "image":
+        layout = ct.colorlayout.BGR if c.channel_order == "BGR" else ct.colorlayout.RGB
+        inputs = [ct.ImageType(name=INPUT_NAME, shape=sample.shape, scale=1 / 255.0, bias=[0, 0, 0],
+                               color_layout=layout)]
+    else:
+        inputs = [ct.TensorType(name=INPUT_NAME, shape=sample.shape, dtype=np.float32)]
+    precision = ct.precision.FLOAT32 if job.precision == "fp32" else ct.precision.FLOAT16
+    try:
+        mlmodel = ct.convert(program, inputs=inputs, classifier_config=ct.ClassifierConfig(list(job.meta.labels)),
+                             convert_to="mlprogram", minimum_deployment_target=ct.target.iOS17,
+                             compute_precision=precision)
+    except Exception as e:
+        raise ExportError(f"coremltools could not convert {job.meta.architecture}: {str(e).splitlines()[0][:200]}")
+    if job.precision == "dynamic":
+        from coremltools.optimize.coreml import OpLinearQuantizerConfig, OptimizationConfig, linear_quantize_weights
+
+        cfg = OptimizationConfig(global_config=OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8",
+                                                                       granularity="per_channel"))
+        mlmodel = linear_quantize_weights(mlmodel, cfg)
+        details = {"method": "coremltools linear_quantize_weights", "weights": "int8 per-channel symmetric",
+                   "activations": "float16"}
+    mlmodel.short_description = f"mvit {job.meta.architecture} ({job.precision})"
+    mlmodel.save(str(path))
+    h, w = c.input_size
+    in_spec = (TensorSpec(INPUT_NAME, [1, h, w, 3], "uint8", "NHWC") if job.input_mode == "image"
+               else TensorSpec(INPUT_NAME, [1, 3, h, w], "float32", "NCHW"))
+    probs_name = mlmodel.get_spec().description.predictedProbabilitiesName
+    io = IOSpec(in_spec, TensorSpec(probs_name, [1, job.meta.num_classes], "float32", "NC"),
+                normalization_in_model=job.input_mode == "image", output_kind="probabilities",
+                quantization_details=details)
+    if job.input_mode == "image":
+        io.quantization_details = dict(io.quantization_details, coreml_image={
+            "color_layout": c.channel_order, "scale": 1 / 255.0, "bias": [0.0, 0.0, 0.0]})
+    return io
+
+
+def embed_metadata(path: Path, meta: dict) -> None:
+    """Store model_meta in the package's user-defined metadata (re-saving the package)."""
+    import coremltools as ct
+
+    mlmodel = ct.models.MLModel(str(path), skip_model_load=True)
+    mlmodel.user_defined_metadata[META_KEY] = json.dumps(meta)
+    tmp = Path(path).with_name(Path(path).stem + ".meta-tmp.mlpackage")
+    mlmodel.save(str(tmp))
+    shutil.rmtree(path)
+    tmp.rename(path)
+
+
+def read_metadata(path: Path) -> dict:
+    """model_meta stored in an .mlpackage."""
+    spec = _spec(path)
+    text = spec.description.metadata.userDefined.get(META_KEY)
+    if not text:
+        raise ValueError(f"{path}: no mvit metadata in this .mlpackage")
+    return json.loads(text)
+
+
+def _spec(path: Path):
+    import coremltools as ct
+
+    if not Path(path, "Manifest.json").exists():
+        raise ValueError(f"{path}: not an .mlpackage (no Manifest.json)")
+    try:
+        return ct.utils.load_spec(str(path))
+    except Exception as e:
+        raise ValueError(f"{path}: unreadable .mlpackage ({str(e).splitlines()[0][:120]})") from None
+
+
+def inspect_spec(path: Path) -> dict:
+    """What can be checked without running the model: I/O, labels, op types, max tensor rank."""
+    spec = _spec(path)
+    ops: dict[str, int] = {}
+    max_rank = 0
+    for fn in spec.mlProgram.functions.values():
+        for block in fn.block_specializations.values():
+            for op in _walk(block.operations):
+                ops[op.type] = ops.get(op.type, 0) + 1
+                for out in op.outputs:
+                    if out.type.HasField("tensorType"):
+                        max_rank = max(max_rank, out.type.tensorType.rank)
+    desc = spec.description
+    return {
+        "spec_version": spec.specificationVersion,
+        "inputs": {i.name: i.type.WhichOneof("Type") for i in desc.input},
+        "outputs": {o.name: o.type.WhichOneof("Type") for o in desc.output},
+        "labels": _labels(spec),
+        "probabilities_output": desc.predictedProbabilitiesName,
+        "op_counts": ops,
+        "max_rank": max_rank,
+        "quant_ops": {k: v for k, v in ops.items() if k in QUANT_OPS},
+    }
+
+
+def _labels(spec) -> list[str]:
+    """Class labels held by the program's ``classify`` op."""
+    for fn in spec.mlProgram.functions.values():
+        for block in fn.block_specializations.values():
+            for op in _walk(block.operations):
+                if op.type == "classify":
+                    for arg in op.inputs["classes"].arguments:
+                        return [v.immediateValue.tensor.strings.values[0]
+                                for v in arg.value.immediateValue.list.values]
+    return []
+
+
+def _walk(operations):
+    for op in operations:
+        yield op
+        for block in op.blocks:
+            yield from _walk(block.operations)
+
+
+def check_spec(path: Path, meta: dict) -> list[str]:
+    """Problems found in a saved package against its metadata (empty list = spec is sound)."""
+    info = inspect_spec(path)
+    problems = []
+    if INPUT_NAME not in info["inputs"]:
+        problems.append(f"input {INPUT_NAME!r} missing (has {list(info['inputs'])})")
+    if info["labels"] != list(meta["labels"]):
+        problems.append("class labels differ from the checkpoint's")
+    if info["max_rank"] > 5:
+        problems.append(f"a tensor of rank {info['max_rank']} (Core ML allows at most 5)")
+    q = info["quant_ops"]
+    if meta["precision"] == "dynamic" and not any(k.startswith("constexpr") for k in q):
+        problems.append("int8 weights requested but no constexpr dequantize ops are present")
+    if meta["precision"] == "int8" and not ({"quantize", "dequantize"} <= set(q)):
+        problems.append("W8A8 requested but no quantize/dequantize activation ops are present")
+    return problems
+
+
+class CoreMLRunner(Runner):
+    """Core ML predict on macOS; elsewhere the reference interpreter (graph numerics only)."""
+
+    def __init__(self, path: Path, meta: dict, threads: int = 2, backend: str = "auto"):
+        super().__init__(path, meta)
+        self.backend = ("coreml" if platform.system() == "Darwin" else "interpreter") if backend == "auto" else backend
+        if self.backend == "coreml":
+            import coremltools as ct
+
+            self.mlmodel = ct.models.MLModel(str(path))
+        else:
+            from export import coreml_interp
+
+            self.program = coreml_interp.load_program(str(path))
+        self.probs_name = inspect_spec(path)["probabilities_output"]
+
+    @property
+    def numerics(self) -> str:
+        return ("Core ML predict on this Mac" if self.backend == "coreml" else
+                "graph numerics from mvit's reference interpreter (not a device measurement)")
+
+    def prepare(self, pixels: np.ndarray) -> np.ndarray:
+        if self.input["dtype"] == "uint8":  # image input: raw RGB pixels, NHWC
+            return pixels
+        return super().prepare(pixels)
+
+    def invoke(self, native: np.ndarray) -> np.ndarray:
+        outs = []
+        for i in range(native.shape[0]):
+            x = native[i : i + 1]
+            if self.backend == "coreml":
+                from PIL import Image
+
+                feed = Image.fromarray(x[0]) if self.input["dtype"] == "uint8" else x
+                probs = self.mlmodel.predict({INPUT_NAME: feed})[self.probs_name]
+            else:
+                from export import coreml_interp
+
+                feed = x.transpose(0, 3, 1, 2).astype(np.float32) if self.input["dtype"] == "uint8" else x
+                probs = coreml_interp.run(self.program, {INPUT_NAME: feed}, mode="auto")[self.probs_name]
+            if isinstance(probs, dict):
+                probs = np.array([probs[l] for l in self.meta["labels"]], np.float32)
+            outs.append(np.asarray(probs, np.float32).reshape(1, -1))
+        return np.concatenate(outs)
+
+
+def load_runner(path: Path, threads: int = 2) -> Runner:
+    """A runner for an .mlpackage carrying mvit metadata."""
+    return CoreMLRunner(Path(path), read_metadata(path), threads)

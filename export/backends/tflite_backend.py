@@ -1,0 +1,208 @@
+"""TFLite backend: litert-torch conversion, fp16 weights, dynamic-range and full-integer int8.
+
+int8 is PT2E (litert-torch's quantizer: per-channel symmetric weights, affine int8 activations,
+int8 input and output), the fastest and most accurate int8 route measured here (FIELD_NOTES:
+ai-edge-quantizer's static int8 ran slower than fp32). Runs with ai-edge-litert's interpreter
+(XNNPACK). Metadata lives in a flatbuffer metadata entry named ``mvit``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from export.base import ExportError, ExportJob, IOSpec, Runner, TensorSpec
+from export.metadata import to_json_bytes
+from export.pt2e import pixels_to_tensor, quantize_pt2e
+from export.wrappers import PixelInput
+from model.preprocess import normalize_hwc_uint8
+
+FORMAT = "tflite"
+SUFFIX = ".tflite"
+PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
+INPUTS = ("float-nchw", "uint8-nhwc")
+META_NAME = "mvit"
+_DTYPES = {np.float32: "float32", np.float16: "float16", np.int8: "int8", np.uint8: "uint8"}
+
+
+def _quiet():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    logging.getLogger("litert_torch").setLevel(logging.ERROR)
+
+
+def _wrapped(job: ExportJob):
+    h, w = job.contract.input_size
+    if job.input_mode == "float-nchw":
+        return job.model, torch.zeros(1, 3, h, w), "NCHW", False
+    if job.input_mode == "uint8-nhwc":
+        return PixelInput(job.model, job.contract, "NHWC").eval(), torch.full((1, h, w, 3), 128.0), "NHWC", True
+    raise ExportError(f"TFLite takes --input float-nchw or uint8-nhwc, not {job.input_mode}")
+
+
+def _convert(module, sample, path: Path, **kw) -> None:
+    import litert_torch
+
+    _quiet()
+    litert_torch.convert(module, (sample,), **kw).export(str(path))
+
+
+def _fp32_bytes(job: ExportJob, module, sample, tmp: Path) -> bytes:
+    key = ("tflite-fp32", job.input_mode)
+    if key not in job.cache:
+        _convert(module, sample, tmp)
+        job.cache[key] = tmp.read_bytes()
+    return job.cache[key]
+
+
+def export(job: ExportJob, path: Path) -> IOSpec:
+    """Convert ``job`` to a .tflite file at ``path``."""
+    module, sample, layout, in_model = _wrapped(job)
+    details: dict = {}
+    if job.precision == "int8":
+        normalize = None if in_model else (lambda px: normalize_hwc_uint8(px, job.contract))
+        converted, quantizer, details = quantize_pt2e(
+            job, module, sample, lambda px: pixels_to_tensor(px, layout, normalize),
+            "pixels-nhwc" if in_model else "normalized-nchw")
+        from litert_torch.quantize.quant_config import QuantConfig
+
+        _convert(converted, sample, path, quant_config=QuantConfig(pt2e_quantizer=quantizer))
+    else:
+        fp32 = _fp32_bytes(job, module, sample, path)
+        if job.precision == "fp32":
+            path.write_bytes(fp32)
+        elif job.precision == "fp16":
+            if job.keep_float:
+                details["keep_float_ignored"] = "fp16 converts every weight"
+            path.write_bytes(weights_to_fp16(fp32))
+            details.update(method="float16 weights, dequantized at load")
+        elif job.precision == "dynamic":
+            path.write_bytes(_dynamic_range(fp32, job.keep_float))
+            details.update(method="ai-edge-quantizer dynamic_wi8_afp32", weights="int8 per-channel",
+                           activations="float (quantized on the fly)")
+        else:
+            raise ExportError(f"TFLite has no precision {job.precision!r}")
+    spec = _io_spec(path.read_bytes(), layout)
+    return IOSpec(spec[0], spec[1], normalization_in_model=in_model, quantization_details=details)
+
+
+def _dynamic_range(fp32: bytes, keep_float: tuple[str, ...]) -> bytes:
+    from ai_edge_quantizer import quantizer, recipe
+
+    q = quantizer.Quantizer(bytearray(fp32))
+    q.load_quantization_recipe(recipe.dynamic_wi8_afp32())
+    return bytes(q.quantize().quantized_model)
+
+
+def _io_spec(model_bytes: bytes, layout: str) -> tuple[TensorSpec, TensorSpec]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=model_bytes)
+    specs = []
+    for d, lay in ((it.get_input_details()[0], layout), (it.get_output_details()[0], "NC")):
+        scale, zp = d["quantization"]
+        dtype = _DTYPES[d["dtype"]]
+        q = {"scale": float(scale), "zero_point": int(zp)} if dtype in ("int8", "uint8") and scale else None
+        specs.append(TensorSpec(d["name"], [int(v) for v in d["shape"]], dtype, lay, q))
+    return specs[0], specs[1]
+
+
+def weights_to_fp16(model_bytes: bytes) -> bytes:
+    """Store every float32 constant as float16 behind a DEQUANTIZE op (TFLite's fp16 scheme:
+    half the size; XNNPACK and the GPU delegate consume it directly)."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils as fb
+
+    m = fb.read_model_from_bytearray(bytearray(model_bytes))
+    deq = schema.BuiltinOperator.DEQUANTIZE
+    code = next((i for i, c in enumerate(m.operatorCodes) if c.builtinCode == deq), None)
+    if code is None:
+        oc = schema.OperatorCodeT()
+        oc.builtinCode, oc.deprecatedBuiltinCode, oc.version = deq, deq, 3
+        m.operatorCodes.append(oc)
+        code = len(m.operatorCodes) - 1
+    for sg in m.subgraphs:
+        new_ops = []
+        for ti, t in enumerate(list(sg.tensors)):
+            buf = m.buffers[t.buffer] if t.buffer else None
+            if t.type != schema.TensorType.FLOAT32 or buf is None or buf.data is None or len(buf.data) < 64:
+                continue
+            data = np.frombuffer(bytes(np.asarray(buf.data, np.uint8)), np.float32).astype(np.float16)
+            nb = schema.BufferT()
+            nb.data = np.frombuffer(data.tobytes(), np.uint8)
+            m.buffers.append(nb)
+            half = schema.TensorT()
+            half.shape, half.type, half.buffer = t.shape, schema.TensorType.FLOAT16, len(m.buffers) - 1
+            half.name = f"{_name(t.name or 'w')}_fp16"
+            sg.tensors.append(half)
+            buf.data = None  # the float32 tensor becomes the DEQUANTIZE output
+            op = schema.OperatorT()
+            op.opcodeIndex, op.inputs, op.outputs = code, [len(sg.tensors) - 1], [ti]
+            new_ops.append(op)
+        sg.operators = new_ops + list(sg.operators)
+    return bytes(fb.convert_object_to_bytearray(m))
+
+
+def embed_metadata(path: Path, meta: dict) -> None:
+    """Add (or replace) the ``mvit`` metadata entry of a .tflite file in place."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils as fb
+
+    m = fb.read_model_from_bytearray(bytearray(Path(path).read_bytes()))
+    buf = schema.BufferT()
+    buf.data = np.frombuffer(to_json_bytes(meta), np.uint8)
+    m.buffers.append(buf)
+    entry = schema.MetadataT()
+    entry.name, entry.buffer = META_NAME, len(m.buffers) - 1
+    m.metadata = [e for e in (m.metadata or []) if _name(e.name) != META_NAME] + [entry]
+    Path(path).write_bytes(bytes(fb.convert_object_to_bytearray(m)))
+
+
+def read_metadata(path: Path) -> dict:
+    """The ``mvit`` metadata entry of a .tflite file."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    data = Path(path).read_bytes()
+    try:
+        m = schema.Model.GetRootAs(data, 0)
+        for i in range(m.MetadataLength()):
+            md = m.Metadata(i)
+            if _name(md.Name()) == META_NAME:
+                return json.loads(m.Buffers(md.Buffer()).DataAsNumpy().tobytes())
+    except Exception as e:  # flatbuffers raises assorted errors on foreign bytes
+        raise ValueError(f"{path}: not a readable .tflite file ({type(e).__name__})") from None
+    raise ValueError(f"{path}: no mvit metadata in this .tflite file")
+
+
+def _name(n) -> str:
+    return n.decode() if isinstance(n, bytes) else str(n)
+
+
+class TFLiteRunner(Runner):
+    """ai-edge-litert interpreter (XNNPACK), batch 1 per invoke."""
+
+    def __init__(self, path: Path, meta: dict, threads: int = 2):
+        super().__init__(path, meta)
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+        self.interpreter.allocate_tensors()
+        self._in = self.interpreter.get_input_details()[0]["index"]
+        self._out = self.interpreter.get_output_details()[0]["index"]
+
+    def invoke(self, native: np.ndarray) -> np.ndarray:
+        outs = []
+        for i in range(native.shape[0]):
+            self.interpreter.set_tensor(self._in, native[i : i + 1])
+            self.interpreter.invoke()
+            outs.append(self.interpreter.get_tensor(self._out).copy())
+        return np.concatenate(outs)
+
+
+def load_runner(path: Path, threads: int = 2) -> Runner:
+    """A runner for a .tflite artifact carrying mvit metadata."""
+    _quiet()
+    return TFLiteRunner(Path(path), read_metadata(path), threads)

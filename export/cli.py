@@ -1,0 +1,92 @@
+"""mvit-export: checkpoint -> ONNX / TFLite / Core ML artifacts, verified against the float model."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from export.backends import FORMATS
+from export.base import INPUT_MODES, PRECISIONS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mvit-export", description=__doc__)
+    p.add_argument("--weights", help="mvit checkpoint (.safetensors); default: the shipped garbage-sorting model")
+    p.add_argument("--format", default="tflite", choices=FORMATS + ("all",))
+    p.add_argument("--quantize", default="none", choices=("none",) + PRECISIONS[1:] + ("all",),
+                   help="none = fp32; fp16; dynamic (int8 weights); int8 (weights and activations)")
+    p.add_argument("--calib", help="calibration images (class folders or flat); default: data-free (ZeroQ)")
+    p.add_argument("--calib-count", type=int, default=256)
+    p.add_argument("--calib-method", help="onnx: min-max, percentile, entropy; tflite/coreml: histogram, min-max")
+    p.add_argument("--input", dest="input_mode", choices=INPUT_MODES,
+                   help="artifact input: float-nchw (normalised tensor), uint8-nhwc (raw pixels, normalisation "
+                        "in the model), image (Core ML image). Default: image for Core ML, float-nchw otherwise")
+    p.add_argument("--keep-float", action="append", default=[], metavar="NAME",
+                   help="module/node name or op type to keep in float (repeatable; accepts mvit-bench's names)")
+    p.add_argument("--out", default="out", help="output folder (one subfolder per artifact)")
+    p.add_argument("--force", action="store_true", help="replace existing artifacts")
+    p.add_argument("--no-verify", dest="verify", action="store_false", help="skip the parity check")
+    p.add_argument("--verify-data", help="images for the parity check (default: --calib images not used "
+                                         "for calibration, else generated images)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--app", choices=("android", "ios"), help="also install the artifact into a demo app")
+    return p
+
+
+def render(results) -> str:
+    """A plain-text table of export results."""
+    rows = [("format", "precision", "size MB", "s", "agree", "top5", "cosine", "max|diff|", "status")]
+    for r in results:
+        p = r.parity
+        rows.append((r.format, r.precision, f"{r.size_bytes / 1e6:.2f}", f"{r.seconds:.0f}",
+                     f"{p.top1_agreement:.4f}" if p else "-", f"{p.top5_overlap:.4f}" if p else "-",
+                     f"{p.cosine:.6f}" if p else "-", f"{p.max_abs_diff:.4g}" if p else "-", r.status))
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(str(v).ljust(w) for v, w in zip(row, widths)) for row in rows]
+    for r in results:
+        lines.append(f"{r.format} {r.precision}: {r.artifact}")
+        if r.parity:
+            lines.append(f"  parity on {r.parity.data} ({r.parity.space}{'; ' + r.parity.numerics if r.parity.numerics else ''})")
+            if r.parity.float_accuracy is not None:
+                lines.append(f"  top-1 accuracy: float {r.parity.float_accuracy:.4f}, artifact {r.parity.artifact_accuracy:.4f}")
+            for f in r.parity.failures:
+                lines.append(f"  FAILED: {f}")
+        for n in r.notes:
+            lines.append(f"  note: {n}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    """Entry point of ``mvit-export``."""
+    args = build_parser().parse_args(argv)
+    from export.api import ExportError, export_model
+    from export.calibration import CalibrationError
+    from model.checkpoint import CheckpointError
+
+    formats = FORMATS if args.format == "all" else (args.format,)
+    q = {"none": "fp32"}.get(args.quantize, args.quantize)
+    precisions = PRECISIONS if q == "all" else (q,)
+    try:
+        results = export_model(args.weights, formats, precisions, args.out, args.calib, args.calib_count,
+                               args.calib_method, args.input_mode, tuple(args.keep_float), args.verify,
+                               args.verify_data, args.force, args.threads)
+        if args.app:
+            from export.app_install import install_into_app
+
+            for r in results:
+                dest = install_into_app(r.folder, args.app, variant="int8" if r.precision == "int8" else "float")
+                print(f"installed {r.artifact.name} into {dest}")
+    except (ExportError, CalibrationError, CheckpointError, ValueError, OSError) as e:
+        print(f"mvit-export: error: {e}", file=sys.stderr)
+        return 2
+    print(render(results))
+    failed = [r for r in results if r.parity is not None and not r.parity.passed]
+    if failed:
+        print(f"mvit-export: error: {len(failed)} artifact(s) failed the parity check "
+              f"({', '.join(f'{r.format} {r.precision}: {r.parity.failures[0]}' for r in failed)}); "
+              f"files kept and marked status=failed-parity", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+import XCTest
+@testable import ClassifierCore
+
+/// ClassifierCore against the golden fixtures written by export/app_fixtures.py (Resources/golden).
+final class ClassifierCoreTests: XCTestCase {
+    private func golden(_ name: String) throws -> Data {
+        let dir = try XCTUnwrap(Bundle.module.url(forResource: "golden", withExtension: nil), "missing Resources/golden")
+        return try Data(contentsOf: dir.appendingPathComponent(name))
+    }
+
+    private func fixtures() throws -> [String: Any] {
+        try XCTUnwrap(JSONSerialization.jsonObject(with: golden("fixtures.json")) as? [String: Any])
+    }
+
+    private func list(_ key: String) throws -> [[String: Any]] {
+        try XCTUnwrap(fixtures()[key] as? [[String: Any]])
+    }
+
+    private func spec(_ contract: Any?) throws -> PreprocessSpec {
+        let data = try JSONSerialization.data(withJSONObject: try XCTUnwrap(contract))
+        return try JSONDecoder().decode(PreprocessSpec.self, from: data)
+    }
+
+    private func int(_ v: Any?) -> Int { (v as? NSNumber)?.intValue ?? -1 }
+    private func dbl(_ v: Any?) -> Double { (v as? NSNumber)?.doubleValue ?? .nan }
+
+    func testParsesTheExampleMetadata() throws {
+        let f = try ModelMeta.parse(golden("model_meta_float.json"))
+        XCTAssertEqual(f.labels, ["cardboard", "glass", "metal", "paper", "plastic", "trash"])
+        XCTAssertEqual(f.preprocess.inputSize, [256, 256])
+        XCTAssertEqual(f.preprocess.resizeShort, 256)
+        XCTAssertEqual(f.input.layout, .NHWC)
+        XCTAssertEqual(f.outputKind, .logits)
+
+        let q = try ModelMeta.parse(golden("model_meta_int8.json"))
+        XCTAssertEqual(q.input.dtype, .int8)
+        XCTAssertEqual(q.input.quantization?.zeroPoint, -128)
+        XCTAssertEqual(q.output.quantization, QuantParams(scale: 0.0625, zeroPoint: -10))
+
+        let raw = try ModelMeta.parse(golden("model_meta_uint8_raw.json"))
+        XCTAssertEqual(raw.input.normalizationInModel, true)
+        XCTAssertEqual(raw.outputKind, .probabilities)
+    }
+
+    func testRejectsInconsistentMetadata() throws {
+        var obj = try XCTUnwrap(JSONSerialization.jsonObject(with: golden("model_meta_float.json")) as? [String: Any])
+        obj["num_classes"] = 5
+        XCTAssertThrowsError(try ModelMeta.parse(JSONSerialization.data(withJSONObject: obj)))
+        obj["num_classes"] = 6
+        obj["schema"] = "mvit.model_meta/2"
+        XCTAssertThrowsError(try ModelMeta.parse(JSONSerialization.data(withJSONObject: obj)))
+        obj["schema"] = ModelMeta.schemaID
+        var input = try XCTUnwrap(obj["input"] as? [String: Any])
+        input["shape"] = [1, 224, 224, 3]
+        obj["input"] = input
+        XCTAssertThrowsError(try ModelMeta.parse(JSONSerialization.data(withJSONObject: obj)))
+        XCTAssertThrowsError(try ModelMeta.parse(Data("{not json".utf8)))
+    }
+
+    func testCropGeometryMatchesPython() throws {
+        let images = Dictionary(uniqueKeysWithValues: try list("images").map { ($0["file"] as! String, $0) })
+        let cases = try list("cases")
+        XCTAssertGreaterThan(cases.count, 10)
+        for c in cases {
+            let img = try XCTUnwrap(images[c["image"] as! String])
+            let s = try spec(c["contract"])
+            let g = CropGeometry.of(width: int(img["upright_width"]), height: int(img["upright_height"]), spec: s)
+            let e = try XCTUnwrap(c["geometry"] as? [String: Any])
+            XCTAssertEqual(g, CropGeometry(resizedWidth: int(e["resized_width"]), resizedHeight: int(e["resized_height"]),
+                                           left: int(e["left"]), top: int(e["top"]), width: int(e["width"]), height: int(e["height"])),
+                           "\(c["image"]!) / \(c["contract_name"]!)")
+            let (ux, uy) = Orientation.rotatedSize(width: int(img["width"]), height: int(img["height"]), degrees: int(img["rotation_degrees"]))
+            XCTAssertEqual(ux, int(img["upright_width"]))
+            XCTAssertEqual(uy, int(img["upright_height"]))
+            let roi = g.visionRegionOfInterest
+            XCTAssertGreaterThanOrEqual(roi.x, 0)
+            XCTAssertLessThanOrEqual(roi.x + roi.width, 1.0 + 1e-12)
+            XCTAssertLessThanOrEqual(roi.y + roi.height, 1.0 + 1e-12)
+        }
+    }
+
+    func testResizeShortLikeTheContract() {
+        XCTAssertEqual(PreprocessSpec.resizeShort(height: 224, width: 224, cropFraction: 0.875), 256)
+        XCTAssertEqual(PreprocessSpec.resizeShort(height: 256, width: 256, cropFraction: 256.0 / 288.0), 288)
+        XCTAssertEqual(PreprocessSpec.resizeShort(height: 224, width: 224, cropFraction: 0.9), 249)
+    }
+
+    func testQuantisationMatchesPythonSamples() throws {
+        // The float samples of every case, quantised here, equal Python's quantised samples.
+        for c in try list("cases") {
+            let samples = try XCTUnwrap(c["samples"] as? [[String: Any]])
+            let quant = try XCTUnwrap(c["quantized"] as? [String: [String: Any]])
+            for (name, dtype) in [("int8", DType.int8), ("uint8", DType.uint8)] {
+                let q = try XCTUnwrap(quant[name])
+                let p = QuantParams(scale: dbl(q["scale"]), zeroPoint: int(q["zero_point"]))
+                let expected = try XCTUnwrap(q["samples"] as? [NSNumber]).map(\.intValue)
+                let got = samples.map { Postprocess.quantize(Float(dbl($0["value"])), params: p, dtype: dtype) }
+                XCTAssertEqual(got, expected, "\(c["image"]!) / \(c["contract_name"]!) \(name)")
+            }
+        }
+    }
+
+    func testPostprocessCases() throws {
+        let labels = ["cardboard", "glass", "metal", "paper", "plastic", "trash"]
+        for c in try list("postprocess") {
+            let name = c["name"] as! String
+            let values = try XCTUnwrap(c["values"] as? [NSNumber])
+            let kind = OutputKind(rawValue: c["kind"] as! String)!
+            let out: [Float]
+            if let q = c["quantization"] as? [String: Any] {
+                out = Postprocess.dequantize(values.map(\.intValue), params: QuantParams(scale: dbl(q["scale"]), zeroPoint: int(q["zero_point"])))
+            } else {
+                out = values.map(\.floatValue)
+            }
+            let deq = try XCTUnwrap(c["dequantized"] as? [NSNumber]).map(\.floatValue)
+            XCTAssertEqual(out, deq, name)
+            let probs = try XCTUnwrap(c["probabilities"] as? [NSNumber]).map(\.doubleValue)
+            for (a, b) in zip(Postprocess.scores(out, kind: kind), probs) { XCTAssertEqual(a, b, accuracy: 1e-6, name) }
+            let top = Postprocess.classify(out, kind: kind, labels: labels, k: 3)
+            let expected = try XCTUnwrap(c["top3"] as? [[String: Any]])
+            XCTAssertEqual(top.map(\.index), expected.map { int($0["index"]) }, name)
+            XCTAssertEqual(top.map(\.label), expected.map { $0["label"] as! String }, name)
+        }
+    }
+
+    func testModelCasesWhenPresent() throws {
+        for c in try list("model_cases") {
+            let logits = try XCTUnwrap(c["logits"] as? [NSNumber]).map(\.floatValue)
+            let expected = try XCTUnwrap(c["topk"] as? [[String: Any]])
+            XCTAssertEqual(Postprocess.topK(Postprocess.softmax(logits), k: expected.count), expected.map { int($0["index"]) })
+        }
+    }
+
+    func testLabelsAndRollingAverage() throws {
+        let meta = try ModelMeta.parse(golden("model_meta_float.json"))
+        XCTAssertEqual(try Labels.resolve(meta: meta, labelsText: nil), meta.labels)
+        XCTAssertEqual(Labels.parse("a\r\nb\n\n"), ["a", "b"])
+        XCTAssertThrowsError(try Labels.resolve(meta: meta, labelsText: "a\nb\n"))
+
+        var r = RollingAverage(window: 3)
+        XCTAssertTrue(r.average.isNaN)
+        [1.0, 2.0, 3.0, 10.0].forEach { r.add($0) }
+        XCTAssertEqual(r.average, 5.0, accuracy: 1e-12)
+        XCTAssertEqual(Postprocess.topK([0.1, 0.5, 0.0, 0.5], k: 3), [1, 3, 0])
+        XCTAssertEqual(Orientation.exif(6).degrees, 90)
+    }
+}

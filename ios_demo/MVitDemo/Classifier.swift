@@ -1,0 +1,80 @@
+import ClassifierCore
+import CoreML
+import CoreVideo
+import Foundation
+import ImageIO
+import Vision
+
+struct FrameResult {
+    let top: [Classification]
+    let inferenceMs: Double
+    let totalMs: Double
+}
+
+/// Runs Vision `VNCoreMLRequest`s on the model's crop of a frame. Vision scales exactly the region
+/// the contract keeps (resize short side, centre crop) into the model's image input; the model's
+/// own image-input scale/bias does the normalisation (Core ML export, `normalization_in_model`).
+final class Classifier {
+    let model: LoadedModel
+
+    init(model: LoadedModel) {
+        self.model = model
+    }
+
+    private func request(width: Int, height: Int) -> VNCoreMLRequest {
+        let r = VNCoreMLRequest(model: model.vnModel)
+        let g = CropGeometry.of(width: width, height: height, spec: model.meta.preprocess)
+        let roi = g.visionRegionOfInterest
+        r.regionOfInterest = CGRect(x: roi.x, y: roi.y, width: roi.width, height: roi.height)
+        r.imageCropAndScaleOption = .scaleFill
+        return r
+    }
+
+    /// Upright size of a buffer shown with `orientation`.
+    private static func uprightSize(width: Int, height: Int, orientation: CGImagePropertyOrientation) -> (Int, Int) {
+        let r = Orientation.exif(Int(orientation.rawValue))
+        return Orientation.rotatedSize(width: width, height: height, degrees: r.degrees)
+    }
+
+    func classify(pixelBuffer: CVPixelBuffer, orientation: CGImagePropertyOrientation) throws -> FrameResult {
+        let (w, h) = Classifier.uprightSize(width: CVPixelBufferGetWidth(pixelBuffer), height: CVPixelBufferGetHeight(pixelBuffer), orientation: orientation)
+        let handler = VNImageRequestHandler(cvPixelBuffer: pixelBuffer, orientation: orientation, options: [:])
+        return try perform(handler: handler, width: w, height: h)
+    }
+
+    func classify(cgImage: CGImage, orientation: CGImagePropertyOrientation) throws -> FrameResult {
+        let (w, h) = Classifier.uprightSize(width: cgImage.width, height: cgImage.height, orientation: orientation)
+        let handler = VNImageRequestHandler(cgImage: cgImage, orientation: orientation, options: [:])
+        return try perform(handler: handler, width: w, height: h)
+    }
+
+    private func perform(handler: VNImageRequestHandler, width: Int, height: Int) throws -> FrameResult {
+        let start = CFAbsoluteTimeGetCurrent()
+        let req = request(width: width, height: height)
+        let t0 = CFAbsoluteTimeGetCurrent()
+        try handler.perform([req])
+        let t1 = CFAbsoluteTimeGetCurrent()
+        let scores = try Classifier.scores(from: req.results ?? [], meta: model.meta)
+        let top = Postprocess.classify(scores, kind: model.meta.outputKind, labels: model.labels, k: 3)
+        let end = CFAbsoluteTimeGetCurrent()
+        return FrameResult(top: top, inferenceMs: (t1 - t0) * 1000, totalMs: (end - start) * 1000)
+    }
+
+    /// The model output as floats, whatever Vision returned (a classifier or a raw multi-array).
+    static func scores(from results: [VNObservation], meta: ModelMeta) throws -> [Float] {
+        if let obs = results as? [VNCoreMLFeatureValueObservation], let array = obs.first?.featureValue.multiArrayValue {
+            var out = [Float](repeating: 0, count: array.count)
+            for i in 0..<array.count { out[i] = array[i].floatValue }
+            if let q = meta.output.quantization, meta.output.dtype == .int8 || meta.output.dtype == .uint8 {
+                return Postprocess.dequantize(out.map { Int($0) }, params: q)
+            }
+            return out
+        }
+        if let obs = results as? [VNClassificationObservation], !obs.isEmpty {
+            // A Core ML classifier already returns probabilities keyed by label.
+            let byLabel = Dictionary(obs.map { ($0.identifier, Float($0.confidence)) }, uniquingKeysWith: { a, _ in a })
+            return meta.labels.map { byLabel[$0] ?? 0 }
+        }
+        throw MetaError("the model returned no usable output")
+    }
+}

@@ -1,0 +1,34 @@
+"""A tiny trained checkpoint for export tests: confident predictions make int8 agreement meaningful."""
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import model
+from model.checkpoint import CheckpointMeta, save_checkpoint
+from model.contract import PreprocessContract
+from model.preprocess import list_images, normalize_hwc_uint8, pixels_uint8
+
+CLASSES = ("red", "green", "blue")
+SIZE = (64, 64)
+
+
+def train_tiny_checkpoint(images: Path, out: Path, arch: str = "mobilevit_test", steps: int = 60) -> Path:
+    """Train ``arch`` for a few dozen steps on ``images`` (class folders) and save a checkpoint."""
+    torch.manual_seed(0)
+    contract = PreprocessContract(input_size=SIZE)
+    files = list_images(images)
+    x = torch.from_numpy(normalize_hwc_uint8(np.stack([pixels_uint8(f, contract) for f in files]), contract))
+    y = torch.tensor([CLASSES.index(f.parent.name) for f in files])
+    kwargs = {"img_size": SIZE[0]} if arch.startswith("vit") else {}
+    m = model.create(arch, num_classes=len(CLASSES), **kwargs)
+    opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
+    m.train()
+    for _ in range(steps):
+        idx = torch.randint(0, len(x), (16,))
+        loss = torch.nn.functional.cross_entropy(m(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    meta = CheckpointMeta(arch, list(CLASSES), contract, provenance={"test": "tiny"}, model_kwargs=kwargs)
+    return save_checkpoint(out, m.eval(), meta)

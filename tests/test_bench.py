@@ -1,0 +1,167 @@
+"""mvit-bench: the full format x (fp32, int8) matrix on a tiny trained model, reports, CI floors, bad input."""
+import json
+import struct
+
+import pytest
+
+from benchmarks.cli import main as bench_main
+from benchmarks.report import check_floors, parse_floor
+from conftest import make_image_folder
+from export_fixtures import CLASSES, train_tiny_checkpoint
+
+FAST = ["--runs", "3", "--min-time", "0.05", "--threads", "2"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench_data")
+    make_image_folder(root / "train", classes=CLASSES, per_class=8, size=(80, 72), seed=1)
+    make_image_folder(root / "val", classes=CLASSES, per_class=6, size=(80, 72), seed=2)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny(data, tmp_path_factory):
+    return train_tiny_checkpoint(data / "train", tmp_path_factory.mktemp("bench_ckpt") / "tiny.safetensors")
+
+
+@pytest.fixture(scope="module")
+def bench(tiny, data, tmp_path_factory):
+    """One run of the whole matrix: every format x fp32/int8, with a floor that holds."""
+    out = tmp_path_factory.mktemp("bench_out")
+    rc = bench_main(["--weights", str(tiny), "--data", str(data / "val"), "--out", str(out),
+                     "--quantize", "fp32", "int8", "--calib-count", "8", "--calib-method", "min-max",
+                     "--layer-images", "4", "--coreml-max-images", "6", "--fail-below", "agreement=0.5", *FAST])
+    report = json.loads((out / "bench.json").read_text())
+    return rc, out, report
+
+
+def _rows(report):
+    return {f"{r['format']}-{r['precision']}": r for r in report["models"][0]["rows"]}
+
+
+def test_matrix_rows_and_metrics(bench):
+    rc, out, report = bench
+    assert rc == 0
+    rows = _rows(report)
+    assert list(rows) == ["torch-fp32", "onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8", "coreml-fp32", "coreml-int8"]
+    base = rows["torch-fp32"]
+    assert base["status"] == "baseline" and base["latency"]["median_ms"] > 0 and base["latency_vs_eager"] == 1.0
+    for key, r in rows.items():
+        assert r["status"] in ("baseline", "exported", "exported, failed parity"), (key, r.get("reason"))
+        assert r["n_images"] == 18 and 0 <= r["top1"] <= 1 and 0 <= r["top5"] <= 1
+        assert 0 <= r["agreement"] <= 1 and r["kl_mean"] >= -1e-9 and -1 <= r["cosine"] <= 1 + 1e-9
+        if key != "torch-fp32":
+            assert r["size_mb"] > 0 and r["artifact"] and r["reused"] is False
+        if r["format"] == "coreml":  # no Core ML runtime on Linux: numbers say where they come from
+            assert "latency" not in r and "no latency" in r["latency_note"] and "reference interpreter" in r["numerics"]
+            assert r["n_images"] == 6 or r["n_images"] == 18
+        else:
+            lat = r["latency"]
+            assert lat["runs"] >= 3 and lat["min_ms"] <= lat["median_ms"] <= lat["p90_ms"]
+            assert lat["std_ms"] >= 0 and lat["throughput_ips"] > 0 and lat["load_ms"] > 0 and lat["first_ms"] > 0
+            assert r["latency_vs_eager"] == pytest.approx(lat["median_ms"] / base["latency"]["median_ms"])
+            assert r["memory"]["peak_rss_mb"] >= r["memory"]["rss_before_load_mb"] > 0
+    for fmt in ("onnx", "tflite"):  # the fp32 artifacts are the float model
+        assert rows[f"{fmt}-fp32"]["agreement"] == 1.0 and rows[f"{fmt}-fp32"]["cosine"] > 0.9999
+
+
+def test_memory_is_per_row(bench):
+    _, _, report = bench
+    peaks = [r["memory"]["peak_rss_mb"] for r in report["models"][0]["rows"] if "memory" in r]
+    assert len(set(round(p) for p in peaks)) > 1  # not the parent's high-water mark inherited by every worker
+
+
+def test_json_describes_the_machine(bench):
+    _, _, report = bench
+    m = report["machine"]
+    assert m["cpu"] and m["cores"] >= 1 and m["threads"] == 2
+    for lib in ("torch", "onnxruntime", "ai-edge-litert", "coremltools"):
+        assert m["libraries"][lib]
+    assert report["settings"]["threads"] == 2 and report["models"][0]["checkpoint_sha256"]
+
+
+def test_markdown_and_png(bench):
+    _, out, report = bench
+    md = (out / "bench.md").read_text()
+    for needle in ("| PyTorch eager | fp32 | baseline", "| onnx | int8 |", "| tflite | int8 |", "| coreml | fp32 |",
+                   "median ms", "Where the int8 error comes from: onnx int8", "--keep-float"):
+        assert needle in md, needle
+    png = (out / "bench.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    w, h = struct.unpack(">II", png[16:24])
+    assert w > 300 and h > 200
+
+
+def test_layer_reports_name_layers_the_exporters_accept(bench, tiny):
+    _, out, report = bench
+    reports = {r["artifact"]: r for r in report["models"][0]["layer_reports"]}
+    onnx_rep = reports["onnx int8"]
+    pt2e_rep = reports["tflite int8 and coreml int8"]
+    for rep in (onnx_rep, pt2e_rep):
+        assert "error" not in rep, rep.get("error")
+        sqnr = [r["local_sqnr_db"] for r in rep["layers"]]
+        assert len(sqnr) > 20 and sqnr == sorted(sqnr)  # worst first
+        assert len(rep["suggested_keep_float"]) == 3
+    # The suggested names are accepted by mvit-export's --keep-float resolution, per format.
+    import onnx
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from export.backends.onnx_backend import _nodes_to_keep_float
+    from export.pt2e import quantizer_for
+    from model.checkpoint import load_checkpoint
+
+    pre = out / "pre.onnx"
+    quant_pre_process(str(_rows(report)["onnx-fp32"]["artifact"]), str(pre), skip_symbolic_shape=True)
+    assert len(_nodes_to_keep_float(onnx.load(str(pre)), onnx_rep["suggested_keep_float"])) == 3
+    model = load_checkpoint(tiny).model
+    quantizer_for(model, "min-max", tuple(pt2e_rep["suggested_keep_float"]))  # raises on an unknown name
+    assert all(name in dict(model.named_modules()) for name in pt2e_rep["suggested_keep_float"])
+
+
+def test_fail_below_exits_nonzero_and_reuse_skips_export(bench, tiny, data, capfd):
+    _, out, _ = bench
+    rc = bench_main(["--weights", str(tiny), "--data", str(data / "val"), "--out", str(out), "--reuse",
+                     "--formats", "onnx", "--quantize", "fp32", "--no-layer-report", "--no-plot",
+                     "--fail-below", "onnx-fp32:agreement=1.01", "--fail-above", "onnx-*:size_mb=1000", *FAST])
+    err = capfd.readouterr().err
+    assert rc == 1
+    assert "limit not met: mobilevit_test onnx-fp32: agreement 1 < 1.01" in err
+    assert "size_mb" not in err  # the ceiling that holds is not reported
+    report = json.loads((out / "bench.json").read_text())
+    assert _rows(report)["onnx-fp32"]["reused"] is True and "exporting" not in err
+
+
+def test_check_floors_unit():
+    report = {"models": [{"architecture": "m", "rows": [
+        {"format": "torch", "precision": "fp32", "status": "baseline", "top1": 0.9, "agreement": 1.0},
+        {"format": "tflite", "precision": "int8", "status": "exported", "top1": 0.85, "agreement": 0.97,
+         "latency_vs_eager": 0.25},
+        {"format": "onnx", "precision": "int8", "status": "failed", "reason": "export failed: boom"}]}]}
+    assert check_floors(report, ["tflite-int8:agreement=0.95"], []) == []
+    assert check_floors(report, ["tflite-int8:agreement=0.99"], []) == ["m tflite-int8: agreement 0.97 < 0.99"]
+    assert check_floors(report, [], ["tflite-int8:latency_vs_eager=0.2"]) == ["m tflite-int8: latency_vs_eager 0.25 > 0.2"]
+    failed = check_floors(report, ["*-int8:top1=0.5"], [])
+    assert len(failed) == 1 and "onnx-int8" in failed[0] and "boom" in failed[0]
+    assert check_floors(report, ["coreml-*:top1=0.5"], [])[0].endswith("no row matches 'coreml-*'")
+    assert parse_floor("agreement=0.99") == ("*", "agreement", 0.99)
+    with pytest.raises(ValueError):
+        parse_floor("speed=3")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data", "/nonexistent/folder"], "--data /nonexistent/folder: no such folder"),
+    (["--formats", "caffe"], "unknown value 'caffe'"),
+    (["--quantize", "int4"], "unknown value 'int4'"),
+    (["--fail-below", "speed=3"], "expected [ROWS:]METRIC=VALUE"),
+    (["--weights", "/nonexistent.safetensors"], "no such checkpoint"),
+])
+def test_bad_input_one_clear_line(args, message, data, capfd):
+    argv = args if "--data" in args else ["--data", str(data / "val"), *args]
+    try:
+        rc = bench_main(argv)
+    except SystemExit as e:  # argparse's own errors
+        rc = e.code
+    err = capfd.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert len(err) == 1 and err[0].startswith("mvit-bench: error:") and message in err[0], err

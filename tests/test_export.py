@@ -1,0 +1,169 @@
+"""mvit-export: every format x precision on a tiny trained model, metadata, parity, bad input."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import make_image_folder
+from export import parity
+from export.api import export_model, load_artifact_runner
+from export.backends import FORMATS, get_backend
+from export.base import PRECISIONS
+from export.calibration import synthesize_zeroq
+from export.cli import main as export_main
+from export.cli_predict import main as predict_main
+from export_fixtures import CLASSES, train_tiny_checkpoint
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    return make_image_folder(tmp_path_factory.mktemp("data"), classes=CLASSES, per_class=14, size=(80, 72))
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(data_dir, tmp_path_factory):
+    return train_tiny_checkpoint(data_dir, tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
+
+
+@pytest.fixture(scope="session")
+def matrix(tiny_ckpt, data_dir, tmp_path_factory):
+    """All formats x all precisions in one run (conversions share calibration and fp32 graphs)."""
+    out = tmp_path_factory.mktemp("artifacts")
+    results = export_model(tiny_ckpt, FORMATS, PRECISIONS, out, calib=data_dir, calib_count=24)
+    return {(r.format, r.precision): r for r in results}, out
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_every_format_and_precision_exports_and_passes_parity(matrix, fmt, precision):
+    results, out = matrix
+    r = results[(fmt, precision)]
+    assert r.folder == out / f"mobilevit_test-{precision}-{fmt}" and r.artifact.exists()
+    assert r.parity is not None and r.parity.passed, r.parity.failures
+    assert r.parity.n == 42 - 24 and r.parity.float_accuracy is not None  # the spare --calib images, labelled
+    side = json.loads((r.folder / "model_meta.json").read_text())
+    assert side == get_backend(fmt).read_metadata(r.artifact)  # embedded == beside
+    assert (r.folder / "labels.txt").read_text().split() == list(CLASSES)
+    assert side["precision"] == precision and side["format"] == fmt and len(side["source_checkpoint_sha256"]) == 64
+    assert side["parity"]["passed"] is True
+    # The runner, built from the artifact alone, reproduces the export-time numbers.
+    runner = load_artifact_runner(r.folder)
+    px = np.zeros((1, 64, 64, 3), np.uint8) + 100
+    assert runner.run(px).shape == (1, 3)
+
+
+def test_int8_artifacts_are_quantized_and_small(matrix):
+    results, _ = matrix
+    tfl = results[("tflite", "int8")].meta
+    assert tfl["input"]["dtype"] == "int8" and tfl["input"]["quantization"]["scale"] > 0
+    assert tfl["output"]["dtype"] == "int8"
+    # Tiny models are dominated by graph overhead, so sizes are checked on TFLite and on ONNX weights.
+    assert results[("tflite", "int8")].size_bytes < results[("tflite", "fp32")].size_bytes
+    assert results[("tflite", "fp16")].size_bytes < 0.7 * results[("tflite", "fp32")].size_bytes
+    import onnx
+
+    g = onnx.load(str(results[("onnx", "int8")].artifact)).graph
+    int8_weights = [t for t in g.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 4]
+    assert len(int8_weights) >= 10  # every conv weight stored as int8
+    info = get_backend("coreml").inspect_spec(results[("coreml", "int8")].artifact)
+    assert info["quant_ops"].get("quantize", 0) > 0 and info["quant_ops"].get("dequantize", 0) > 0
+    assert info["max_rank"] <= 5 and info["labels"] == list(CLASSES)
+    dyn = get_backend("coreml").inspect_spec(results[("coreml", "dynamic")].artifact)
+    assert any(k.startswith("constexpr") for k in dyn["quant_ops"])
+
+
+def test_uint8_pixel_input_puts_normalisation_in_the_model(tiny_ckpt, data_dir, tmp_path):
+    res = export_model(tiny_ckpt, ("onnx",), ("fp32",), tmp_path, verify_data=data_dir, input_mode="uint8-nhwc")
+    meta = res[0].meta
+    assert meta["input"]["normalization_in_model"] and meta["input"]["layout"] == "NHWC"
+    assert meta["input"]["dtype"] == "uint8" and res[0].parity.passed and res[0].parity.cosine > 0.99999
+
+
+def test_keep_float_keeps_named_ops_out_of_int8(tiny_ckpt, data_dir, tmp_path):
+    import onnx
+
+    res = export_model(tiny_ckpt, ("onnx",), ("int8",), tmp_path, calib=data_dir, calib_count=20,
+                       keep_float=("MatMul",), verify=False)
+    g = onnx.load(str(res[0].artifact)).graph
+    producers = {o: n for n in g.node for o in n.output}
+    matmuls = [n for n in g.node if n.op_type == "MatMul"]
+    assert matmuls and all(producers.get(i) is None or producers[i].op_type != "DequantizeLinear"
+                           for n in matmuls for i in n.input)
+    with pytest.raises(Exception, match="no ONNX node, op type or module"):
+        export_model(tiny_ckpt, ("onnx",), ("int8",), tmp_path, calib=data_dir, calib_count=20,
+                     keep_float=("NoSuchLayer",), verify=False, force=True)
+
+
+def test_parity_failure_exits_nonzero_and_keeps_marked_file(tiny_ckpt, data_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(parity.THRESHOLDS, "fp32", {"cosine": 1.5})
+    rc = export_main(["--weights", str(tiny_ckpt), "--format", "onnx", "--out", str(tmp_path),
+                      "--verify-data", str(data_dir)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "failed the parity check (onnx fp32: cosine" in err
+    meta = json.loads((tmp_path / "mobilevit_test-fp32-onnx" / "model_meta.json").read_text())
+    assert meta["status"] == "failed-parity" and meta["parity"]["passed"] is False
+
+
+def test_predict_from_artifact_and_checkpoint_agree(matrix, tiny_ckpt, data_dir, capsys):
+    results, _ = matrix
+    img = sorted((data_dir / "green").iterdir())[0]
+    assert predict_main([str(img), "--model", str(results[("tflite", "fp32")].folder), "--top", "2"]) == 0
+    assert predict_main([str(img), "--model", str(tiny_ckpt), "--top", "2"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split(": ")[1].split()[0] == lines[1].split(": ")[1].split()[0] == "green"
+
+
+def test_zeroq_matches_batchnorm_statistics(tiny_ckpt):
+    from model.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(tiny_ckpt)
+    losses = []
+    px = synthesize_zeroq(ck.model, ck.meta.contract, n=4, iters=25, progress=lambda s, t, loss: losses.append(loss))
+    assert px.shape == (4, 64, 64, 3) and px.dtype == np.uint8
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def _one_error_line(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert not any("Traceback" in line for line in err)
+    errors = [line for line in err if "error" in line]
+    assert len(errors) == 1 and errors[0] == err[-1] and err[-1].startswith("mvit-export: error: ")
+    return err[-1]
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--format", "coreml", "--input", "uint8-nhwc"], "coreml does not support --input uint8-nhwc"),
+    (["--format", "tflite", "--input", "image"], "tflite does not support --input image"),
+    (["--format", "onnx", "--quantize", "int8", "--calib", "{tmp}/missing"], "missing: no such folder"),
+    (["--format", "onnx", "--quantize", "int8", "--calib", "{tmp}/empty"], "no image files"),
+    (["--format", "onnx", "--quantize", "int8", "--calib", "{tmp}/junk"], "none of the image files could be read"),
+    (["--format", "onnx", "--calib-count", "0", "--quantize", "int8"], "--calib-count must be at least 1"),
+    (["--format", "onnx", "--out", "{tmp}/file.txt/sub"], "cannot write there"),
+    (["--format", "onnx", "--weights", "{tmp}/model.pt"], "pickled PyTorch file"),
+    (["--format", "onnx", "--weights", "{tmp}/nope.safetensors"], "no such file"),
+])
+def test_bad_input_is_one_clear_line_and_leaves_nothing(tiny_ckpt, tmp_path, capsys, args, needle):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "a.jpg").write_text("not a jpeg")
+    (tmp_path / "file.txt").write_text("x")
+    (tmp_path / "model.pt").write_bytes(b"PK\x03\x04rest-of-a-torch-zip")
+    args = [a.format(tmp=tmp_path) for a in args]
+    if "--weights" not in args:
+        args += ["--weights", str(tiny_ckpt)]
+    out = tmp_path / "out"
+    if "--out" not in args:
+        args += ["--out", str(out)]
+    assert export_main(args) == 2
+    assert needle in _one_error_line(capsys)
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_existing_output_needs_force(tiny_ckpt, tmp_path, capsys):
+    target = tmp_path / "mobilevit_test-fp32-onnx"
+    target.mkdir()
+    (target / "keep.txt").write_text("user file")
+    assert export_main(["--weights", str(tiny_ckpt), "--format", "onnx", "--out", str(tmp_path), "--no-verify"]) == 2
+    assert "exists; pass --force" in _one_error_line(capsys)
+    assert (target / "keep.txt").exists()
