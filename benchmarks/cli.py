@@ -65,8 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=30, help="minimum warm runs per row (default 30)")
     p.add_argument("--min-time", type=float, default=3.0, help="minimum seconds of warm runs per row (default 3)")
     p.add_argument("--max-images", type=int, help="evaluate on at most this many images of --data")
-    p.add_argument("--coreml-max-images", type=int, default=100,
-                   help="images for Core ML's reference interpreter off macOS (slow; default 100)")
+    p.add_argument("--coreml-max-images", type=int, default=32,
+                   help="images for Core ML's reference interpreter off macOS (slow: about 0.5-1 s per image for mobilevit_xxs; default 32)")
     p.add_argument("--out", type=Path, default=Path("runs/bench"), help="reports and artifacts/ (default runs/bench)")
     p.add_argument("--reuse", action="store_true",
                    help="reuse artifacts in OUT/artifacts exported from the same checkpoint (sha256) instead of re-exporting")

@@ -110,8 +110,9 @@ def measure(workers: list[Worker], runs: int, min_time: float, burst: float = 0.
                 except WorkerError as e:
                     w.error = f"runtime failed while timing: {e}"
             if progress and rnd % 4 == 3:
-                done = sum(min(1.0, sum(w.times) / (min_time * 1e3)) for w in live) / max(1, len(live))
-                say(f"timing {len(live)} rows interleaved: {done:.0%}")
+                done = sum(min(1.0, sum(w.times) / max(1e-9, min_time * 1e3), len(w.times) / runs) for w in live)
+                say(f"timing {len(live)} rows interleaved: {done / max(1, len(live)):.0%} "
+                    f"(slowest: {min(len(w.times) for w in live)} runs)")
         for w in live:
             if w.error is None:
                 w.info["latency"] = summarize(w.times)

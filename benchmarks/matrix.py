@@ -46,7 +46,7 @@ class BenchConfig:
     out: Path = Path("runs/bench")
     reuse: bool = False
     max_images: int | None = None
-    coreml_max_images: int | None = 100
+    coreml_max_images: int | None = 32
     layer_report: bool = True
     layer_images: int = 16
     keep_float_top: int = 3

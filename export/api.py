@@ -17,7 +17,7 @@ from export.base import INPUT_MODES, PRECISIONS, ExportError, ExportJob
 from export.calibration import (CalibrationError, generated_pixels, image_files, labelled_indices, load_pixels,
                                 synthesize_zeroq)
 from export.metadata import build_meta, write_sidecars
-from export.parity import ParityReport, check_runner
+from export.parity import ParityReport, check_runner, torch_logits
 from model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, load_checkpoint
 from model.export_prep import prepare_for_export
 
@@ -140,7 +140,7 @@ def export_model(weights=None, formats=("tflite",), precisions=("fp32",), out_di
                             tuple(keep_float), cache)
             say(f"exporting {arch} to {fmt} {precision} ...")
             results.append(_export_one(backend, job, ckpt, targets[(fmt, precision)], verify, verify_pixels,
-                                       verify_labels, verify_source, threads, say))
+                                       verify_labels, verify_source, threads, say, ref_logits))
     return results
 
 
@@ -162,7 +162,7 @@ def _data_free(ckpt, weights: Path, n: int, say) -> np.ndarray:
 
 
 def _export_one(backend, job, ckpt, target: Path, verify, verify_pixels, verify_labels, verify_source,
-                threads, say) -> ExportResult:
+                threads, say, ref_logits=None) -> ExportResult:
     t0 = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
@@ -184,12 +184,13 @@ def _export_one(backend, job, ckpt, target: Path, verify, verify_pixels, verify_
                 runner = None
                 notes.append(f"numerics not checked: {e}")
             if runner is not None:
-                px, lab, src = verify_pixels, verify_labels, verify_source
+                px, lab, src, ref = verify_pixels, verify_labels, verify_source, ref_logits
                 if getattr(runner, "backend", "") == "interpreter" and len(px) > MAX_VERIFY_INTERPRETER:
                     # the reference interpreter takes ~2 s per full-size image: check a fixed subset
-                    px, lab = px[:MAX_VERIFY_INTERPRETER], None if lab is None else lab[:MAX_VERIFY_INTERPRETER]
-                    src = f"first {MAX_VERIFY_INTERPRETER} of {verify_source}"
-                parity = check_runner(runner, ckpt.model, px, job.precision, lab, src)
+                    k = MAX_VERIFY_INTERPRETER
+                    px, lab, ref = px[:k], None if lab is None else lab[:k], None if ref is None else ref[:k]
+                    src = f"first {k} of {verify_source}"
+                parity = check_runner(runner, ckpt.model, px, job.precision, lab, src, ref)
                 runner.close()
                 meta["parity"] = parity.to_dict()
                 if not parity.passed:

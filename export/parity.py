@@ -104,9 +104,11 @@ def compare(ref_logits: np.ndarray, out: np.ndarray, output_kind: str = "logits"
 
 
 def check_runner(runner: Runner, model: torch.nn.Module, pixels: np.ndarray, precision: str,
-                 labels: np.ndarray | None = None, data: str = "") -> ParityReport:
-    """Run ``pixels`` through the artifact and the float model and compare."""
-    ref = torch_logits(model, pixels, runner.contract)
+                 labels: np.ndarray | None = None, data: str = "", ref: np.ndarray | None = None) -> ParityReport:
+    """Run ``pixels`` through the artifact and the float model (or use its precomputed ``ref``
+    logits for the same pixels) and compare."""
+    if ref is None:
+        ref = torch_logits(model, pixels, runner.contract)
     out = runner.run(pixels)
     return compare(ref, out, runner.output.get("kind", "logits"), labels, precision, data,
                    getattr(runner, "numerics", ""))

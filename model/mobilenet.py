@@ -41,14 +41,31 @@ class MV2Block(nn.Module):
         return x + self.conv(x) if self.use_res_connect else self.conv(x)
 
 
-class MobileNetV2(nn.Module):
+class _PooledClassifier(nn.Module):
+    """``features`` then global average pooling, dropout and a linear head (torchvision names)."""
+
+    def __init__(self, features: nn.Sequential, channels: int, num_classes: int, dropout: float):
+        super().__init__()
+        self.features = features
+        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(channels, num_classes))
+        self.num_classes = num_classes
+        _init_torchvision_(self)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Feature map before pooling."""
+        return self.features(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.features(x).mean(dim=(2, 3)))
+
+
+class MobileNetV2(_PooledClassifier):
     """MobileNetV2 classifier."""
 
     SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
                 (6, 160, 3, 2), (6, 320, 1, 1))  # expand t, channels c, repeats n, stride s
 
     def __init__(self, num_classes: int = 1000, width: float = 1.0, dropout: float = 0.2):
-        super().__init__()
         c = make_divisible(32 * width, 8)
         last = make_divisible(1280 * max(1.0, width), 8)
         features: list[nn.Module] = [ConvBNAct(3, c, 3, 2)]
@@ -58,44 +75,23 @@ class MobileNetV2(nn.Module):
                 features.append(MV2Block(c, out, s if i == 0 else 1, t))
                 c = out
         features.append(ConvBNAct(c, last, 1))
-        self.features = nn.Sequential(*features)
-        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(last, num_classes))
-        self.num_classes = num_classes
-        _init_torchvision_(self)
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        """Feature map before pooling."""
-        return self.features(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.features(x).mean(dim=(2, 3)))
+        super().__init__(nn.Sequential(*features), last, num_classes, dropout)
 
 
-class MobileNetV1(nn.Module):
+class MobileNetV1(_PooledClassifier):
     """MobileNetV1: a stem conv and 13 depthwise-separable blocks (ReLU)."""
 
     SETTINGS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 1), (512, 1),
                 (512, 1), (512, 1), (1024, 2), (1024, 1))
 
     def __init__(self, num_classes: int = 1000, width: float = 1.0, dropout: float = 0.2):
-        super().__init__()
         c = make_divisible(32 * width, 8)
         layers: list[nn.Module] = [_conv_bn_relu(3, c, 3, 2)]
         for ch, s in self.SETTINGS:
             out = make_divisible(ch * width, 8)
             layers += [_conv_bn_relu(c, c, 3, s, groups=c), _conv_bn_relu(c, out, 1)]
             c = out
-        self.features = nn.Sequential(*layers)
-        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(c, num_classes))
-        self.num_classes = num_classes
-        _init_torchvision_(self)
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        """Feature map before pooling."""
-        return self.features(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.features(x).mean(dim=(2, 3)))
+        super().__init__(nn.Sequential(*layers), c, num_classes, dropout)
 
 
 def _conv_bn_relu(in_ch: int, out_ch: int, kernel: int, stride: int = 1, groups: int = 1) -> nn.Sequential:

@@ -5,4 +5,12 @@ cd "$(dirname "$0")/.."
 python -m pip install -q -e '.[test]'
 # timm without its torchvision requirement (which would pull a CUDA torch); tests shim torchvision.
 python -m pip install -q --no-deps timm==1.0.31
+# JUnit 4 for the Android core's tests (the Kotlin compiler comes from npm, see android_demo/ci/test_core.sh).
+if [[ ! -f /usr/share/java/junit4.jar || ! -f /usr/share/java/hamcrest-core.jar ]]; then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq junit4 libhamcrest-java >/dev/null
+  else
+    echo "tests/run.sh: install JUnit 4 first: sudo apt-get install -y junit4 libhamcrest-java" >&2
+  fi
+fi
 exec python -m pytest "$@"
