@@ -68,8 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--coreml-max-images", type=int, default=32,
                    help="images for Core ML's reference interpreter off macOS (slow: about 0.5-1 s per image for mobilevit_xxs; default 32)")
     p.add_argument("--out", type=Path, default=Path("runs/bench"), help="reports and artifacts/ (default runs/bench)")
+    p.add_argument("--artifacts", type=Path, help="where artifacts (and bench.log) go; default OUT/artifacts")
     p.add_argument("--reuse", action="store_true",
-                   help="reuse artifacts in OUT/artifacts exported from the same checkpoint (sha256) instead of re-exporting")
+                   help="reuse artifacts in the artifacts folder exported from the same checkpoint (sha256) instead of re-exporting")
     p.add_argument("--no-layer-report", dest="layer_report", action="store_false", help="skip the per-layer int8 error")
     p.add_argument("--layer-images", type=int, default=16, help="calibration images for the per-layer report")
     p.add_argument("--keep-float-top", type=int, default=3, help="how many worst layers to suggest keeping in float")
@@ -146,7 +147,7 @@ def main(argv=None) -> int:
 
     cfg = BenchConfig(weights=weights, data=args.data, calib=calib, calib_count=args.calib_count,
                       formats=_flat(args.formats), precisions=_flat(args.quantize), threads=args.threads,
-                      runs=args.runs, min_time=args.min_time, out=args.out, reuse=args.reuse,
+                      runs=args.runs, min_time=args.min_time, out=args.out, artifacts=args.artifacts, reuse=args.reuse,
                       max_images=args.max_images, coreml_max_images=args.coreml_max_images,
                       layer_report=args.layer_report, layer_images=args.layer_images,
                       keep_float_top=args.keep_float_top, calib_method=args.calib_method)

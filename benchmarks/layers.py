@@ -130,6 +130,11 @@ def onnx_layer_error(fp32_path, int8_path, inputs: np.ndarray) -> list[dict]:
         rows.append({"tensor": tensor, "keep_float_name": node.name, "op": node.op_type,
                      "module": module_of_node.get(node.name), "module_exact": has_param,
                      "local_sqnr_db": local.db, "model_sqnr_db": model.db if m.get("float") else None})
+    by_tensor = {r["tensor"]: r for r in rows}
+    for r in rows:
+        node = producer[r["tensor"]]
+        ins = [by_tensor[i]["model_sqnr_db"] for i in node.input if i in by_tensor and by_tensor[i]["model_sqnr_db"] is not None]
+        r["drop_db"] = (min(ins) - r["model_sqnr_db"]) if ins and r["model_sqnr_db"] is not None else None
     rows.sort(key=lambda r: r["local_sqnr_db"])
     return rows
 
@@ -202,17 +207,40 @@ def pt2e_layer_error(prepared, converted, inputs, module_names: set[str]) -> lis
         rows.append({"tensor": name, "keep_float_name": keep, "op": str(prep_nodes[name].target).replace("aten.", ""),
                      "module": path, "module_type": typ, "module_exact": keep is not None,
                      "local_sqnr_db": local[name].db, "model_sqnr_db": model[name].db if name in model else None})
+    by_name = {r["tensor"]: r for r in rows}
+
+    def sources(node, seen=0):  # op nodes feeding ``node``, looking through observers and view ops
+        out = []
+        for a in node.all_input_nodes:
+            if a.name in by_name:
+                out.append(a.name)
+            elif seen < 8 and (a.op == "call_module" or a.name not in deq_of):
+                out += sources(a, seen + 1)
+        return out
+
+    for r in rows:
+        ins = [by_name[i]["model_sqnr_db"] for i in sources(prep_nodes[r["tensor"]])
+               if by_name[i]["model_sqnr_db"] is not None]
+        r["drop_db"] = (min(ins) - r["model_sqnr_db"]) if ins and r["model_sqnr_db"] is not None else None
     rows.sort(key=lambda r: r["local_sqnr_db"])
     return rows
 
 
+def worst_drops(rows: list[dict], n: int) -> list[dict]:
+    """Rows where the accumulated error grows most (model SQNR of the inputs minus of the output)."""
+    return sorted((r for r in rows if r.get("drop_db") is not None), key=lambda r: -r["drop_db"])[:n]
+
+
 def suggest(rows: list[dict], top: int) -> list[str]:
-    """The ``top`` distinct keep-float names of the worst layers (rows sorted worst first)."""
+    """``top`` distinct keep-float names, alternating the worst local SQNR (rows sorted worst first:
+    layers int8 represents worst) and the largest jumps in accumulated error (layers that amplify it)."""
     out: list[str] = []
-    for r in rows:
-        name = r.get("keep_float_name")
-        if name and name not in out:
-            out.append(name)
+    drops = worst_drops(rows, len(rows))
+    for pair in zip(rows, drops + [None] * (len(rows) - len(drops))):
+        for r in pair:
+            name = r.get("keep_float_name") if r else None
+            if name and name not in out and len(out) < top:
+                out.append(name)
         if len(out) >= top:
             break
     return out

@@ -44,6 +44,7 @@ class BenchConfig:
     runs: int = 30
     min_time: float = 3.0
     out: Path = Path("runs/bench")
+    artifacts: Path | None = None  # default: out/artifacts (also holds bench.log and scratch files)
     reuse: bool = False
     max_images: int | None = None
     coreml_max_images: int | None = 32
@@ -301,14 +302,16 @@ def bench_model(cfg: BenchConfig, weights: Path, say) -> dict:
     from model.checkpoint import load_checkpoint
 
     torch.set_flush_denormal(True)  # converter speed (FIELD_NOTES); the eager baseline runs in its own process
-    torch.set_num_threads(cfg.threads)
+    # One thread in this process (reference logits, conversion, calibration): a 2-thread OpenMP team is
+    # many times slower whenever another process wants the cores. Timed rows use cfg.threads in workers.
+    torch.set_num_threads(1)
     ckpt = load_checkpoint(weights)
     arch = ckpt.meta.architecture
     out = Path(cfg.out)
-    art_dir = out / "artifacts"
-    work = out / "work" / f"{arch}-{ckpt.sha256[:8]}"
+    art_dir = Path(cfg.artifacts) if cfg.artifacts else out / "artifacts"
+    work = art_dir / ".work" / f"{arch}-{ckpt.sha256[:8]}"
     work.mkdir(parents=True, exist_ok=True)
-    log = out / "bench.log"
+    log = art_dir / "bench.log"
 
     files = image_files(cfg.data)
     pixels, used = load_pixels(files, ckpt.meta.contract, cfg.max_images, warn=lambda m: say(f"warning: {m}"))

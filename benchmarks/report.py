@@ -158,6 +158,13 @@ def _layer_md(lr: dict, top: int = 10) -> list[str]:
     for i, r in enumerate(lr["layers"][:top], 1):
         out.append(f"| {i} | `{r.get('keep_float_name') or '–'}` | {r['op']} | {r.get('module') or '–'} | "
                    f"{r['local_sqnr_db']:.1f} | {_f(r.get('model_sqnr_db'), '{:.1f}')} |")
+    drops = sorted((r for r in lr["layers"] if r.get("drop_db") is not None), key=lambda r: -r["drop_db"])[:5]
+    if drops:
+        out += ["", "Largest jumps in accumulated error (model SQNR of the layer's inputs minus of its output):", "",
+                "| keep-float name | op | module | drop dB | model SQNR dB |", "|---|---|---|---:|---:|"]
+        for r in drops:
+            out.append(f"| `{r.get('keep_float_name') or '–'}` | {r['op']} | {r.get('module') or '–'} | "
+                       f"{r['drop_db']:.1f} | {_f(r.get('model_sqnr_db'), '{:.1f}')} |")
     sug = lr.get("suggested_keep_float") or []
     fmt = "onnx" if lr["artifact"].startswith("onnx") else "tflite"
     if sug:
@@ -196,17 +203,20 @@ def plot(report: dict, path: Path) -> str | None:
                        color="black" if r["format"] == "torch" else COLORS.get(r["precision"], "grey"), zorder=3)
             ax.annotate(f"{'eager' if r['format'] == 'torch' else r['format']} {r['precision']}", (lat, 100 * y),
                         textcoords="offset points", xytext=(5, 4), fontsize=7)
-        ax.set_xlabel(f"median latency, ms (batch 1, {report['settings']['threads']} threads)")
+        ax.set_xscale("log")
+        ax.set_xlabel(f"median latency, ms, log scale (batch 1, {report['settings']['threads']} threads)")
         ax.set_ylabel("top-1 accuracy, %" if metric == "top1" else "top-1 agreement with PyTorch fp32, %")
         ax.set_title(f"{m['architecture']}: {m['evaluation']}", fontsize=9)
         ax.grid(True, alpha=0.3)
     handles = [Line2D([], [], marker=MARKERS[f], linestyle="", color="grey", label=f) for f in ("onnx", "tflite", "coreml")]
     handles += [Line2D([], [], marker="*", linestyle="", color="black", markersize=10, label="PyTorch eager")]
     handles += [Line2D([], [], marker="o", linestyle="", color=c, label=p) for p, c in COLORS.items()]
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    fig.legend(handles=handles, loc="lower center", ncol=(len(handles) + 1) // 2, fontsize=8, frameon=False)
     cpu = report["machine"]["cpu"]
     fig.suptitle(f"mvit-bench on {cpu}", fontsize=10)
-    fig.tight_layout(rect=(0, 0.06, 1, 0.96))
+    if left_out:
+        fig.text(0.01, 0.005, "no latency here: " + ", ".join(left_out), fontsize=6, color="grey")
+    fig.tight_layout(rect=(0, 0.1, 1, 0.96))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return f"not plotted (no latency or accuracy): {', '.join(left_out)}" if left_out else None

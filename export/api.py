@@ -132,6 +132,7 @@ def export_model(weights=None, formats=("tflite",), precisions=("fp32",), out_di
 
     results = []
     cache = {} if cache is None else cache  # pass one dict to share fp32 graphs and PT2E calibration across calls
+    ref_logits = torch_logits(ckpt.model, verify_pixels, contract) if verify else None
     for fmt in formats:
         backend = get_backend(fmt)
         for precision in precisions:

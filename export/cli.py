@@ -74,7 +74,7 @@ def main(argv=None) -> int:
 
             for r in results:
                 dest = install_into_app(r.folder, args.app, variant="int8" if r.precision == "int8" else "float")
-                print(f"installed {r.artifact.name} into {dest}")
+                print(f"installed {r.format} {r.precision} into the {args.app} app: {dest['model']}")
     except (ExportError, CalibrationError, CheckpointError, ValueError, OSError) as e:
         print(f"mvit-export: error: {e}", file=sys.stderr)
         return 2

@@ -83,6 +83,9 @@ def atomic_write(path, write_fn) -> None:
     os.close(fd)
     try:
         write_fn(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a finished file gets normal permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
