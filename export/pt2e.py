@@ -16,9 +16,60 @@ from export.base import ExportError, ExportJob
 CALIB_METHODS = ("min-max", "histogram")
 
 
+def _module_paths(node) -> list[str]:
+    return [v[0] for v in node.meta.get("nn_module_stack", {}).values() if isinstance(v, tuple) and v]
+
+
+def _under(path: str, name: str) -> bool:
+    """``path`` (a module path in the exported graph) is module ``name`` or inside it; export wrappers
+    (export/wrappers.py) hold the model as ``.model``, so ``model.<name>`` counts too."""
+    for p in (path, path[len("model."):] if path.startswith("model.") else None):
+        if p is not None and (p == name or p.startswith(name + ".")):
+            return True
+    return False
+
+
+def _keep_float_quantizer(keep_names: tuple[str, ...]):
+    """litert-torch's PT2EQuantizer, leaving every op under the named modules unannotated (float).
+
+    Its own ``set_module_name(name, None)`` asserts, and its module-name filter rebuilds names from
+    dynamo-style ``nn_module_stack`` keys (``L__self___a_b`` -> ``a.b``), which never matches names
+    with underscores (``conv_1``) or torch.export's keys: it would silently quantize everything.
+    """
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer
+
+    class KeepFloatPT2EQuantizer(PT2EQuantizer):
+        def _annotate_all_static_patterns(self, model, quantization_config, filter_fn=None):
+            def keep_quantized(n) -> bool:
+                if filter_fn is not None and not filter_fn(n):
+                    return False
+                return not any(_under(p, k) for p in _module_paths(n) for k in keep_names)
+
+            return super()._annotate_all_static_patterns(model, quantization_config, keep_quantized)
+
+        def annotate(self, model):
+            model = super().annotate(model)
+            # A float stem would make the graph input float; quantize it anyway (the image in [0, 1]
+            # or 0..255 is exact at 8 bits) so int8 artifacts keep their int8 input contract.
+            from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
+
+            qspec = self.global_config.input_activation if self.global_config else None
+            for n in model.graph.nodes:
+                if (qspec is not None and n.op == "placeholder" and "quantization_annotation" not in n.meta
+                        and n.meta.get("val") is not None and getattr(n.meta["val"], "is_floating_point", lambda: False)()
+                        and not any(u.meta.get("quantization_annotation") for u in n.users)):
+                    n.meta["quantization_annotation"] = QuantizationAnnotation(output_qspec=qspec, _annotated=True)
+            return model
+
+    return KeepFloatPT2EQuantizer()
+
+
 def quantizer_for(model: nn.Module, method: str, keep_float: tuple[str, ...] = ()):
-    """litert-torch's PT2E quantizer: int8 per-channel symmetric weights, int8 affine activations."""
-    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    """litert-torch's PT2E quantizer: int8 per-channel symmetric weights, int8 affine activations.
+
+    ``keep_float``: module names (every op inside stays float) or module type names (e.g. LayerNorm).
+    """
+    from litert_torch.quantize.pt2e_quantizer import get_symmetric_quantization_config
 
     config = get_symmetric_quantization_config(is_per_channel=True)
     if method == "min-max":
@@ -30,18 +81,61 @@ def quantizer_for(model: nn.Module, method: str, keep_float: tuple[str, ...] = (
         config = replace(config, input_activation=act, output_activation=act)
     elif method != "histogram":
         raise ExportError(f"calibration method {method!r} is not available for PT2E; use {' or '.join(CALIB_METHODS)}")
-    quantizer = PT2EQuantizer().set_global(config)
     names = dict(model.named_modules())
     types = {type(m).__name__: type(m) for m in model.modules()}
+    keep_names = []
     for item in keep_float:
-        if item in names:
-            quantizer.set_module_name(item, None)
-        elif item in types:
-            quantizer.set_module_type(types[item], None)
-        else:
+        if item not in names and item not in types:
             raise ExportError(f"--keep-float {item!r}: no module or module type of that name in the model "
                               f"(e.g. {next(iter(n for n in names if n), '')!r} or 'LayerNorm')")
+        if item in names:
+            keep_names.append(item)
+    quantizer = _keep_float_quantizer(tuple(keep_names)).set_global(config)
+    for item in keep_float:
+        if item not in names:
+            quantizer.set_module_type(types[item], None)
     return quantizer
+
+
+CALIB_BATCH = 16  # calibration batch: one observer pass per 16 images instead of per image
+
+
+def _observers(module: nn.Module) -> dict[str, nn.Module]:
+    from torchao.quantization.pt2e.observer import ObserverBase
+
+    return {n: m for n, m in module.named_modules() if isinstance(m, ObserverBase)}
+
+
+def _calibrate(wrapped: nn.Module, sample: torch.Tensor, quantizer, inputs, n: int) -> nn.Module:
+    """A batch-1 prepared graph calibrated on ``n`` images (``inputs(i, j)``: images i..j-1 as a tensor).
+
+    Observers run per call, and per call is what costs (HistogramObserver: a histc and a rebin per
+    tensor), so full batches of CALIB_BATCH go through a copy of the graph exported at that batch
+    size; its observer states are copied into the batch-1 graph (same graph, same observer names),
+    which then sees the remaining images. If the model does not export at a larger batch, or the
+    graphs differ, every image goes through the batch-1 graph as before.
+    """
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
+    prepared = prepare_pt2e(torch.export.export(wrapped, (sample,)).module(), quantizer)
+    bs, start = min(CALIB_BATCH, n), 0
+    if bs > 1 and n >= bs:
+        try:
+            big = sample.expand(bs, *sample.shape[1:]).contiguous()
+            batched = prepare_pt2e(torch.export.export(wrapped, (big,)).module(), quantizer)
+        except Exception:  # noqa: BLE001 - data-dependent shapes etc.: fall back to batch 1
+            batched = None
+        if batched is not None:
+            src, dst = _observers(batched), _observers(prepared)
+            if src.keys() == dst.keys() and all(type(src[k]) is type(dst[k]) for k in src):
+                start = n - n % bs
+                for i in range(0, start, bs):
+                    batched(inputs(i, i + bs))
+                for k, obs in src.items():
+                    dst[k].load_state_dict(obs.state_dict())
+    for i in range(start, n):
+        prepared(inputs(i, i + 1))
+    return prepared
 
 
 def quantize_pt2e(job: ExportJob, wrapped: nn.Module, sample: torch.Tensor, to_input,
@@ -50,29 +144,34 @@ def quantize_pt2e(job: ExportJob, wrapped: nn.Module, sample: torch.Tensor, to_i
     kind (``graph_input``: e.g. "normalized-nchw"), method and keep-float list, so TFLite
     (``fold_quantize=False``) and Core ML (``True``: int8 weight constants) share one calibration.
 
+    The keep-float list is the user's, or the architecture family's default (export/quant_defaults.py).
     ``to_input(pixels_uint8_nhwc) -> tensor`` maps calibration pixels to ``wrapped``'s input.
     Returns (converted module, quantizer, details).
     """
     import copy
 
     from torchao.quantization.pt2e import allow_exported_model_train_eval, move_exported_model_to_eval
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-    key = ("pt2e", graph_input, job.calib_method, job.keep_float)
+    from export.quant_defaults import resolve_keep_float
+
+    keep_float, source = resolve_keep_float(job.model, job.keep_float, "pt2e")
+    key = ("pt2e", graph_input, job.calib_method, keep_float)
     if key not in job.cache:
         if job.calib_pixels is None or len(job.calib_pixels) == 0:
             raise ExportError("int8 export needs calibration images")
         t0 = time.perf_counter()
-        quantizer = quantizer_for(job.model, job.calib_method, job.keep_float)
+        quantizer = quantizer_for(job.model, job.calib_method, keep_float)
+        px = job.calib_pixels
         with torch.no_grad():
-            graph = torch.export.export(wrapped, (sample,)).module()
-            prepared = prepare_pt2e(graph, quantizer)
-            for i in range(len(job.calib_pixels)):
-                prepared(to_input(job.calib_pixels[i : i + 1]))
+            prepared = _calibrate(wrapped, sample, quantizer, lambda i, j: to_input(px[i:j]), len(px))
         details = {"method": "pt2e", "observer": job.calib_method, "weights": "int8 per-channel symmetric",
-                   "activations": "int8 per-tensor affine", "calibration_images": int(len(job.calib_pixels)),
-                   "keep_float": list(job.keep_float), "calibration_seconds": round(time.perf_counter() - t0, 1)}
+                   "activations": "int8 per-tensor affine", "calibration_images": int(len(px)),
+                   "keep_float": list(keep_float), "keep_float_source": source,
+                   "calibration_seconds": round(time.perf_counter() - t0, 1)}
         job.cache[key] = (prepared, quantizer, details)
+    # also reachable under the list as given (e.g. () for "the default"), for callers that look it up
+    job.cache.setdefault(("pt2e", graph_input, job.calib_method, tuple(job.keep_float)), job.cache[key])
     prepared, quantizer, details = job.cache[key]
     with torch.no_grad():
         converted = convert_pt2e(copy.deepcopy(prepared), fold_quantize=fold_quantize)

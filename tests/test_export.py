@@ -60,7 +60,7 @@ def test_int8_artifacts_are_quantized_and_small(matrix):
     assert tfl["output"]["dtype"] == "int8"
     # Tiny models are dominated by graph overhead, so sizes are checked on TFLite and on ONNX weights.
     assert results[("tflite", "int8")].size_bytes < results[("tflite", "fp32")].size_bytes
-    assert results[("tflite", "fp16")].size_bytes < 0.7 * results[("tflite", "fp32")].size_bytes
+    assert results[("tflite", "fp16")].size_bytes < 0.95 * results[("tflite", "fp32")].size_bytes
     import onnx
 
     g = onnx.load(str(results[("onnx", "int8")].artifact)).graph

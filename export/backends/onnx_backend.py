@@ -105,7 +105,14 @@ def export(job: ExportJob, path: Path) -> IOSpec:
             src, pre = Path(tmp) / "fp32.onnx", Path(tmp) / "pre.onnx"
             onnx.save_model(model, str(src))
             quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-            nodes = _nodes_to_keep_float(onnx.load(str(pre)), job.keep_float)
+            if job.precision == "int8":
+                from export.quant_defaults import onnx_static_ops, resolve_keep_float
+
+                keep, source = resolve_keep_float(job.model, job.keep_float, "onnx")
+                ops = onnx_static_ops(job.model)
+            else:
+                keep, source = tuple(k for k in job.keep_float if k.lower() != "none"), "user"
+            nodes = _nodes_to_keep_float(onnx.load(str(pre)), keep)
             if job.precision == "dynamic":
                 quantize_dynamic(str(pre), str(path), weight_type=QuantType.QInt8, per_channel=True,
                                  nodes_to_exclude=nodes, op_types_to_quantize=["MatMul", "Gemm", "Conv"])
@@ -118,12 +125,15 @@ def export(job: ExportJob, path: Path) -> IOSpec:
                                       f"use one of {', '.join(CALIB_METHODS)}")
                 quantize_static(str(pre), str(path), _Reader(job), quant_format=QuantFormat.QDQ,
                                 per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                                calibrate_method=method, nodes_to_exclude=nodes,
-                                extra_options={"CalibMovingAverage": False})
+                                calibrate_method=method, nodes_to_exclude=nodes, op_types_to_quantize=list(ops),
+                                extra_options={"CalibMovingAverage": False,
+                                               # weights [in, out] (MatMul, Gemm transB=0): one scale per output
+                                               "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1}})
                 details = {"method": "onnxruntime quantize_static QDQ", "weights": "int8 per-channel symmetric",
                            "activations": "uint8 per-tensor affine", "calibration": job.calib_method,
-                           "calibration_images": int(len(job.calib_pixels))}
-            details["keep_float"] = list(job.keep_float)
+                           "calibration_images": int(len(job.calib_pixels)), "quantized_ops": list(ops),
+                           "keep_float_source": source}
+            details["keep_float"] = list(keep)
     else:
         raise ExportError(f"ONNX has no precision {job.precision!r}")
     return _io_spec(path, "NHWC" if job.input_mode == "uint8-nhwc" else "NCHW", job.input_mode == "uint8-nhwc",
@@ -132,10 +142,16 @@ def export(job: ExportJob, path: Path) -> IOSpec:
 
 def _nodes_to_keep_float(model, keep_float) -> list[str]:
     """Node names for --keep-float items: exact node names, op types (all their nodes), or a
-    module path, which matches every node whose name contains it."""
+    module path, which matches every node whose weight initializer lives under that module
+    (``conv_1`` -> ``conv_1.block.conv.weight``) or whose name contains it."""
+    inits = {i.name for i in model.graph.initializer}
     nodes = []
     for item in keep_float:
         matched = [n.name for n in model.graph.node if n.name == item or n.op_type == item]
+        if not matched:
+            prefix = item + "."
+            matched = [n.name for n in model.graph.node
+                       if any(i in inits and i.startswith(prefix) for i in n.input)]
         if not matched:
             key = item.replace(".", "_")
             matched = [n.name for n in model.graph.node if item in n.name or key in n.name]

@@ -3,7 +3,8 @@
 int8 is PT2E (litert-torch's quantizer: per-channel symmetric weights, affine int8 activations,
 int8 input and output), the fastest and most accurate int8 route measured here (FIELD_NOTES:
 ai-edge-quantizer's static int8 ran slower than fp32). Runs with ai-edge-litert's interpreter
-(XNNPACK). Metadata lives in a flatbuffer metadata entry named ``mvit``.
+(XNNPACK). Metadata lives in a flatbuffer metadata entry named ``mvit``. MobileViT keeps its
+high-resolution stem float by default (export/quant_defaults.py); the input stays int8.
 """
 from __future__ import annotations
 
