@@ -64,8 +64,12 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
 
 
 def compare(ref_logits: np.ndarray, out: np.ndarray, output_kind: str = "logits", labels: np.ndarray | None = None,
-            precision: str = "fp32", data: str = "", numerics: str = "") -> ParityReport:
-    """Metrics of artifact scores ``out`` against float ``ref_logits`` (same images, same order)."""
+            precision: str = "fp32", data: str = "", numerics: str = "", gate_agreement: bool = True) -> ParityReport:
+    """Metrics of artifact scores ``out`` against float ``ref_logits`` (same images, same order).
+
+    ``gate_agreement=False`` reports top-1 agreement without failing on it: on generated images the
+    float model's top-1 is often a near-tie, so agreement says little and only the logit metrics gate.
+    """
     if out.shape != ref_logits.shape:
         raise ValueError(f"artifact output shape {out.shape} != float model output {ref_logits.shape}")
     ref_lp = _log_softmax(ref_logits.astype(np.float64))
@@ -88,7 +92,8 @@ def compare(ref_logits: np.ndarray, out: np.ndarray, output_kind: str = "logits"
         n=len(out), data=data, space=space,
         top1_agreement=float(np.mean(ref_top[:, 0] == out_top[:, 0])), top5_overlap=float(overlap),
         mean_abs_diff=float(np.abs(a - b).mean()), max_abs_diff=float(np.abs(a - b).max()),
-        cosine=float(cos.mean()), kl_mean=float(kl.mean()), thresholds=dict(THRESHOLDS.get(precision, {})),
+        cosine=float(cos.mean()), kl_mean=float(kl.mean()),
+        thresholds={k: v for k, v in THRESHOLDS.get(precision, {}).items() if gate_agreement or k != "top1_agreement"},
         numerics=numerics,
     )
     if labels is not None:
@@ -104,11 +109,12 @@ def compare(ref_logits: np.ndarray, out: np.ndarray, output_kind: str = "logits"
 
 
 def check_runner(runner: Runner, model: torch.nn.Module, pixels: np.ndarray, precision: str,
-                 labels: np.ndarray | None = None, data: str = "", ref: np.ndarray | None = None) -> ParityReport:
+                 labels: np.ndarray | None = None, data: str = "", ref: np.ndarray | None = None,
+                 gate_agreement: bool = True) -> ParityReport:
     """Run ``pixels`` through the artifact and the float model (or use its precomputed ``ref``
     logits for the same pixels) and compare."""
     if ref is None:
         ref = torch_logits(model, pixels, runner.contract)
     out = runner.run(pixels)
     return compare(ref, out, runner.output.get("kind", "logits"), labels, precision, data,
-                   getattr(runner, "numerics", ""))
+                   getattr(runner, "numerics", ""), gate_agreement)

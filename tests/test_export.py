@@ -167,3 +167,14 @@ def test_existing_output_needs_force(tiny_ckpt, tmp_path, capsys):
     assert export_main(["--weights", str(tiny_ckpt), "--format", "onnx", "--out", str(tmp_path), "--no-verify"]) == 2
     assert "exists; pass --force" in _one_error_line(capsys)
     assert (target / "keep.txt").exists()
+
+
+def test_generated_verification_images_gate_on_logits_not_agreement():
+    ref = np.array([[1.0, 0.99, -3.0], [2.0, 0.0, -1.0]])
+    out = np.array([[0.99, 1.0, -3.0], [2.0, 0.0, -1.0]])  # a near-tie flips on the first image
+    gated = parity.compare(ref, out, precision="int8")
+    assert not gated.passed and "top1_agreement" in gated.failures[0]
+    lenient = parity.compare(ref, out, precision="int8", gate_agreement=False)
+    assert lenient.passed and lenient.top1_agreement == 0.5  # still reported
+    bad = parity.compare(ref, -out, precision="int8", gate_agreement=False)
+    assert not bad.passed and "cosine" in bad.failures[0]
