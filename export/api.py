@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from export.backends import FORMATS, get_backend
 from export.base import INPUT_MODES, PRECISIONS, ExportError, ExportJob
@@ -18,7 +17,7 @@ from export.calibration import (CalibrationError, generated_pixels, image_files,
                                 synthesize_zeroq)
 from export.metadata import build_meta, write_sidecars
 from export.parity import ParityReport, check_runner, torch_logits
-from model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, load_checkpoint
+from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from model.export_prep import prepare_for_export
 
 ARTIFACT_NAMES = {"onnx": "model.onnx", "tflite": "model.tflite", "coreml": "model.mlpackage"}

@@ -121,10 +121,8 @@ class Runner:
             if self.input["layout"] == "NHWC":
                 x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
         q = self.input.get("quantization")
-        if self.input["dtype"] in ("int8", "uint8"):
-            if q:
-                return quantize_array(x, q, self.input["dtype"])
-            return x.astype(self.input["dtype"])
+        if q and self.input["dtype"] in ("int8", "uint8"):
+            return quantize_array(x, q, self.input["dtype"])
         return x.astype(self.input["dtype"])
 
     def invoke(self, native: np.ndarray) -> np.ndarray:
