@@ -16,7 +16,13 @@ What is written to ``out_dir`` (all small, deterministic, commit-ready):
 * ``<frame>.yuv`` - synthetic camera frames in YUV_420_888 layout (planar and interleaved chroma,
   padded rows) with the plane offsets/strides in ``fixtures.json``;
 * ``model_meta_*.json`` - example artifact metadata (float NHWC, int8 NHWC, uint8 raw-pixel input);
-* ``fixtures.json`` - everything expected, see ``FIXTURE_SCHEMA``.
+* ``fixtures.json`` - everything expected, see ``FIXTURE_SCHEMA``;
+* ``shipped_models.json`` - the models installed in the apps (``SHIPPED_SCHEMA``): for each artifact
+  (by sha256) and a few fixture images, the preprocessing checksums at its own contract (read from
+  the installed ``model_meta.json``), its raw output and the top-3 after the apps' post-processing.
+  Written by ``write_shipped_fixtures`` (``python -m export.app_fixtures --shipped``; ``mvit-export
+  --app`` runs it after installing); tests/test_shipped_fixtures.py re-runs the artifacts and fails
+  when an installed model no longer matches its recorded cases.
 
 Exactness: the apps implement PIL's separable, fixed-point convolution resampling (bilinear/bicubic
 with antialiasing support scaled by the downscale factor, 22 fractional bits) and PIL's affine
@@ -32,12 +38,13 @@ expected top-k. App core tests check softmax/top-k on those logits and the check
 preprocessing at the model's size; the on-device instrumentation (or a developer) compares the
 shipped artifact's output with ``logits``.
 
-CLI: ``python -m export.app_fixtures`` regenerates the committed copies in both apps.
+CLI: ``python -m export.app_fixtures`` regenerates the committed copies in both apps (``--shipped``:
+only the installed models' cases, ``--no-shipped``: only the synthetic ones).
 """
 from __future__ import annotations
 
 import argparse
-import io
+import hashlib
 import json
 import shutil
 import sys
@@ -66,6 +73,10 @@ TOLERANCES = {
     "tensor_sum_rel": 1e-9,     # float64 sum of the float32 tensor (summation order may differ)
     "quantized": 0,             # int8/uint8 values, exact (round half to even, clamp)
     "probability_abs": 1e-6,    # softmax outputs
+    # Shipped-model cases (shipped_models.json): re-running an artifact on another CPU.
+    "model_output_float_abs": 1e-3,      # float TFLite logits (XNNPACK kernels differ per CPU)
+    "model_output_quantized_steps": 1,   # int8/uint8 outputs, in quantisation steps
+    "coreml_probability_abs": 5e-3,      # Core ML probabilities from the reference interpreter
 }
 
 # Small contracts: the fixture JSON stays small while covering every option of the contract.
@@ -103,6 +114,13 @@ def quantize(x: np.ndarray, scale: float, zero_point: int, dtype: str) -> np.nda
     lo, hi = (-128, 127) if dtype == "int8" else (0, 255)
     q = np.rint(x.astype(np.float32) / np.float32(scale)) + zero_point
     return np.clip(q, lo, hi).astype(np.int8 if dtype == "int8" else np.uint8)
+
+
+def dequantize(values: np.ndarray, q: dict | None) -> np.ndarray:
+    """``(q - zero_point) * scale`` in float32, as the apps do it; float outputs pass through."""
+    if q is None:
+        return np.asarray(values, np.float32)
+    return (np.asarray(values).astype(np.float32) - np.float32(q["zero_point"])) * np.float32(q["scale"])
 
 
 def softmax(x: np.ndarray) -> np.ndarray:
@@ -314,10 +332,7 @@ def _postprocess_cases() -> list[dict]:
         ("float_logits_large", np.array([1000.0, 999.0, -1000.0, 998.5, 0.0, 1.0], np.float32), None, "logits"),
     ]
     for name, values, qp, kind in raw:
-        if qp is not None:
-            deq = (values.astype(np.float32) - np.float32(qp["zero_point"])) * np.float32(qp["scale"])
-        else:
-            deq = values.astype(np.float32)
+        deq = dequantize(values, qp)
         probs = softmax(deq) if kind == "logits" else deq.astype(np.float64)
         top = top_k(probs, 3)
         cases.append({
@@ -393,6 +408,248 @@ def model_cases(images: dict[str, Path], contract: PreprocessContract,
                    topk=[{"index": i, "label": labels[i], "score": float(probs[i])} for i in top_k(probs, k)])
         cases.append(rec)
     return cases
+
+
+# --------------------------------------------------------------------------------------------
+# shipped models: the artifacts installed in the apps (shipped_models.json)
+
+SHIPPED_FILE = "shipped_models.json"
+SHIPPED_SCHEMA = "mvit.app_fixtures.shipped/1"
+SHIPPED_COMMAND = "python -m export.app_fixtures --shipped"
+COREML_IMAGES = 3  # Core ML runs through the numpy reference interpreter here: seconds per image
+SHIPPED_NOTES = {
+    "what": "for each model installed in a demo app and a few fixture images (fixtures.json images): "
+            "the preprocessing at the model's own contract, the artifact's raw output and the top-3 "
+            "the app must show",
+    "meta": "the installed model_meta.json, verbatim; artifact_sha256/meta_sha256 identify the installed files",
+    "sha256": "a file's sha256; for an .mlpackage folder, sha256 over sorted lines "
+              "'relative/path\\0<sha256 of the file>\\n'",
+    "input": "fnv1a32 over the native input tensor's little-endian bytes, in the metadata's layout and "
+             "dtype: exactly what the app feeds the model",
+    "output": "values: the artifact's raw output (int8/uint8 as stored); quantization: the metadata's "
+              "output.quantization, which the app reads (output_quantization_in_artifact: the tensor's own)",
+    "scores": "dequantised in float32, then softmax when output.kind is logits; top3 ties go to the lower index",
+    "stable_top3": "false when neighbouring top-4 outputs are within twice the re-run tolerance (another "
+                   "CPU may order them differently)",
+    "coreml": "Core ML outputs come from mvit's numpy reference interpreter fed with the contract's PIL "
+              "resize (graph numerics, not a device measurement); on the phone Vision does the resize",
+    "regenerate": SHIPPED_COMMAND + " (mvit-export --app runs it after installing)",
+}
+
+
+def shipped_command(app: str | None = None) -> str:
+    """The one command that regenerates the shipped-model cases (of one app's models)."""
+    return SHIPPED_COMMAND + (f" --app {app}" if app else "")
+
+
+def artifact_sha256(path) -> str:
+    """sha256 of a file, or of a folder (``.mlpackage``) over its files' relative paths and hashes."""
+    path = Path(path)
+    if path.is_file():
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        rel = f.relative_to(path)
+        if not any(part.startswith(".") for part in rel.parts):  # .DS_Store and friends
+            h.update(f"{rel.as_posix()}\0{hashlib.sha256(f.read_bytes()).hexdigest()}\n".encode())
+    return h.hexdigest()
+
+
+def _rel(path, root) -> str:
+    return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
+
+
+def installed_models(root=REPO) -> list[dict]:
+    """The models installed in the demo apps: app, variant, format, artifact and metadata paths."""
+    from export.app_install import APPS
+
+    found = []
+    for app, spec in APPS.items():
+        for variant, (model_name, meta_name) in spec["names"].items():
+            artifact, meta = Path(root) / spec["dir"] / model_name, Path(root) / spec["dir"] / meta_name
+            if artifact.exists() and meta.is_file():
+                found.append({"app": app, "variant": variant, "format": spec["format"],
+                              "artifact": artifact, "meta": meta})
+    return found
+
+
+def output_tolerance(fmt: str, dtype: str) -> float:
+    """How far a re-run's raw output may be from the recorded one (``TOLERANCES``), in raw units."""
+    if dtype in ("int8", "uint8"):
+        return float(TOLERANCES["model_output_quantized_steps"])
+    return TOLERANCES["coreml_probability_abs" if fmt == "coreml" else "model_output_float_abs"]
+
+
+def load_shipped_runner(artifact, meta: dict):
+    """The artifact's runner; Core ML always through the reference interpreter (same numbers everywhere).
+
+    Refuses an artifact whose embedded metadata disagrees with the installed ``meta`` on anything
+    the app reads, since the app would then feed or decode the model wrongly.
+    """
+    from export.api import load_artifact_runner
+
+    runner = load_artifact_runner(artifact)
+    if getattr(runner, "backend", None) == "coreml":  # macOS: Core ML predict; use the interpreter instead
+        runner = type(runner)(runner.path, runner.meta, backend="interpreter")
+    for key in ("labels", "preprocess", "input", "output"):
+        if runner.meta.get(key) != meta.get(key):
+            raise ValueError(f"{artifact}: the artifact's embedded metadata differs from the installed "
+                             f"model_meta.json in {key!r}; reinstall the model")
+    return runner
+
+
+def tensor_output_quantization(runner) -> dict | None:
+    """The output tensor's own quantisation as stored in a .tflite (None elsewhere or when float)."""
+    interp = getattr(runner, "interpreter", None)
+    if interp is None:
+        return None
+    scale, zero_point = interp.get_output_details()[0]["quantization"]
+    return {"scale": float(scale), "zero_point": int(zero_point)} if scale else None
+
+
+def input_fnv1a32(native: np.ndarray) -> int:
+    """``fnv1a32`` of a native model input's little-endian bytes (what the apps hash)."""
+    return fnv1a32(np.ascontiguousarray(native, dtype=native.dtype.newbyteorder("<")).tobytes())
+
+
+def run_shipped(runner, meta: dict, image_path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One image through an artifact at its contract: (pixels HWC, native input batch, raw output row)."""
+    pixels = pixels_uint8(image_path, PreprocessContract.from_dict(meta["preprocess"]))
+    native = runner.prepare(pixels[None])
+    return pixels, native, np.asarray(runner.invoke(native))[0]
+
+
+def stable_top3(raw: np.ndarray, tol: float) -> bool:
+    """True when the top-4 raw outputs are pairwise more than ``2 * tol`` apart (a re-run keeps the order)."""
+    top = np.sort(np.asarray(raw, np.float64))[::-1][:4]
+    return bool(np.all(top[:-1] - top[1:] > 2 * tol))
+
+
+def decode_output(raw: np.ndarray, meta: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Raw artifact output -> (dequantised float32, probabilities), as the apps do it."""
+    out = meta["output"]
+    q = out.get("quantization") if out["dtype"] in ("int8", "uint8") else None
+    deq = dequantize(raw, q)
+    scores = softmax(deq) if out.get("kind", "logits") == "logits" else deq.astype(np.float64)
+    return deq, scores
+
+
+def _shipped_case(runner, meta: dict, fmt: str, image: dict, path: Path) -> dict:
+    """One fixture image through one shipped artifact: pixels, native input, raw output, top-3."""
+    pixels, native, raw = run_shipped(runner, meta, path)
+    deq, scores = decode_output(raw, meta)
+    out = meta["output"]
+    contract = PreprocessContract.from_dict(meta["preprocess"])
+    return {
+        "image": image["file"],
+        "geometry": _geometry(image["upright_width"], image["upright_height"], contract),
+        "pixels_sum": int(pixels.astype(np.int64).sum()),
+        "pixels_fnv1a32": fnv1a32(pixels.tobytes()),
+        "input": {"dtype": str(native.dtype), "layout": meta["input"]["layout"], "shape": list(native.shape),
+                  "sum": native.astype(np.float64).sum().item(), "fnv1a32": input_fnv1a32(native)},
+        "output": {"dtype": out["dtype"], "kind": out.get("kind", "logits"),
+                   "quantization": out.get("quantization") if out["dtype"] in ("int8", "uint8") else None,
+                   "values": [v.item() for v in raw]},
+        "dequantized": [float(v) for v in deq],
+        "scores": [float(p) for p in scores],
+        "top3": [{"index": i, "label": meta["labels"][i], "score": float(scores[i])} for i in top_k(scores, 3)],
+        "stable_top3": stable_top3(raw, output_tolerance(fmt, out["dtype"])),
+    }
+
+
+def shipped_model_record(entry: dict, images: Sequence[dict], image_dir: Path, root=REPO) -> dict:
+    """Cases of one installed model (an ``installed_models`` entry) on the given fixture images."""
+    meta = json.loads(Path(entry["meta"]).read_text(encoding="utf-8"))
+    runner = load_shipped_runner(entry["artifact"], meta)
+    try:
+        in_tensor = tensor_output_quantization(runner)
+        in_meta = meta["output"].get("quantization")
+        if in_tensor is not None and (in_meta is None or in_tensor["zero_point"] != in_meta["zero_point"]
+                                      or not np.isclose(in_tensor["scale"], in_meta["scale"], rtol=1e-6, atol=0)):
+            raise ValueError(f"{entry['artifact']}: output tensor quantisation {in_tensor} != the metadata's "
+                             f"{in_meta}: the app would dequantise wrongly; re-export the model")
+        cases = [_shipped_case(runner, meta, entry["format"], im, Path(image_dir) / im["file"]) for im in images]
+        numerics = getattr(runner, "numerics", "ai-edge-litert interpreter, CPU")
+    finally:
+        runner.close()
+    return {
+        "app": entry["app"], "variant": entry["variant"], "format": entry["format"],
+        "artifact": _rel(entry["artifact"], root), "artifact_sha256": artifact_sha256(entry["artifact"]),
+        "meta_file": _rel(entry["meta"], root), "meta_sha256": artifact_sha256(entry["meta"]),
+        "numerics": numerics, "output_quantization_in_artifact": in_tensor,
+        "meta": meta, "cases": cases,
+    }
+
+
+def read_shipped(path) -> dict:
+    """The recorded ``shipped_models.json`` (an empty document when absent)."""
+    path = Path(path)
+    if not path.is_file():
+        return {"schema": SHIPPED_SCHEMA, "models": []}
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    if doc.get("schema") != SHIPPED_SCHEMA:
+        raise ValueError(f"{path}: schema {doc.get('schema')!r}, expected {SHIPPED_SCHEMA!r}; run {SHIPPED_COMMAND}")
+    return doc
+
+
+def stale_shipped_cases(doc: dict, root=REPO) -> list[str]:
+    """Why the recorded shipped-model cases do not describe the installed models (empty when current)."""
+    recorded = {m["artifact"]: m for m in doc.get("models", [])}
+    problems = []
+    installed = installed_models(root)
+    for e in installed:
+        rel = _rel(e["artifact"], root)
+        m = recorded.get(rel)
+        fix = f"run `{shipped_command(e['app'])}`"
+        if m is None:
+            problems.append(f"{rel} is installed but has no recorded cases: {fix}")
+        elif m["artifact_sha256"] != artifact_sha256(e["artifact"]):
+            problems.append(f"{rel} changed since its cases were recorded (sha256 "
+                            f"{m['artifact_sha256'][:12]}... recorded): {fix}")
+        elif m["meta_sha256"] != artifact_sha256(e["meta"]):
+            problems.append(f"{_rel(e['meta'], root)} changed since the cases were recorded: {fix}")
+    gone = sorted(set(recorded) - {_rel(e["artifact"], root) for e in installed})
+    if gone:
+        problems.append(f"cases recorded for models no longer installed ({', '.join(gone)}): run `{SHIPPED_COMMAND}`")
+    return problems
+
+
+def write_shipped_fixtures(dirs: Iterable[Path] = APP_FIXTURE_DIRS, root=REPO, *, apps: Iterable[str] | None = None,
+                           variants: Iterable[str] | None = None, coreml_images: int = COREML_IMAGES) -> list[Path]:
+    """Record the installed models' cases into ``shipped_models.json`` in every fixture folder.
+
+    ``apps`` / ``variants`` restrict which installed models are re-run (default: all); the other
+    installed models keep their recorded cases (or get computed when they have none), models no
+    longer installed are dropped. TFLite models run on every fixture image, Core ML ones on the
+    first ``coreml_images`` (by name). The images come from the fixtures in the first folder.
+    """
+    dirs = [Path(d) for d in dirs]
+    fixtures = dirs[0] / "fixtures.json"
+    if not fixtures.is_file():
+        raise FileNotFoundError(f"{fixtures} missing: run python -m export.app_fixtures first")
+    images = sorted(json.loads(fixtures.read_text())["images"], key=lambda r: r["file"])
+    old = {m["artifact"]: m for m in read_shipped(dirs[0] / SHIPPED_FILE)["models"]}
+    apps, variants = (set(x) if x is not None else None for x in (apps, variants))
+    models = []
+    for entry in installed_models(root):
+        rel = _rel(entry["artifact"], root)
+        redo = (apps is None or entry["app"] in apps) and (variants is None or entry["variant"] in variants)
+        if not redo and rel in old:
+            models.append(old[rel])
+            continue
+        n = coreml_images if entry["format"] == "coreml" else len(images)
+        models.append(shipped_model_record(entry, images[:n], dirs[0], root))
+    doc = {"schema": SHIPPED_SCHEMA, "generator": "export/app_fixtures.py (" + SHIPPED_COMMAND + ")",
+           "notes": SHIPPED_NOTES,
+           "tolerances": {k: v for k, v in TOLERANCES.items() if k.startswith(("model_", "coreml_"))},
+           "models": models}
+    text = json.dumps(doc, indent=1) + "\n"
+    paths = []
+    for d in dirs:
+        d.mkdir(parents=True, exist_ok=True)
+        (d / SHIPPED_FILE).write_text(text)
+        paths.append(d / SHIPPED_FILE)
+    return paths
 
 
 # --------------------------------------------------------------------------------------------
@@ -506,12 +763,19 @@ def write_golden_fixtures(out_dir, contract: PreprocessContract | None = None, c
 
 
 def write_app_fixtures(dirs: Iterable[Path] = APP_FIXTURE_DIRS, **kwargs) -> list[Path]:
-    """Generate once and copy the same files into every app's test resources."""
+    """Generate once and copy the same files into every app's test resources.
+
+    The shipped-model cases (``SHIPPED_FILE``, see ``write_shipped_fixtures``) are kept as they are.
+    """
     dirs = [Path(d) for d in dirs]
     first = dirs[0]
+    shipped = first / SHIPPED_FILE
+    kept = shipped.read_bytes() if shipped.is_file() else None
     if first.exists():
         shutil.rmtree(first)
     write_golden_fixtures(first, **kwargs)
+    if kept is not None:
+        shipped.write_bytes(kept)
     for d in dirs[1:]:
         if d.exists():
             shutil.rmtree(d)
@@ -523,10 +787,22 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, action="append",
                     help="output folder (repeatable); default: both apps' test resources")
+    ap.add_argument("--shipped", action="store_true",
+                    help=f"only re-run the models installed in the apps ({SHIPPED_FILE})")
+    ap.add_argument("--no-shipped", action="store_true", help=f"only the synthetic fixtures; keep {SHIPPED_FILE}")
+    ap.add_argument("--app", action="append", choices=("android", "ios"),
+                    help="re-run only this app's installed models (repeatable; default: both)")
+    ap.add_argument("--coreml-images", type=int, default=COREML_IMAGES,
+                    help=f"fixture images per Core ML model (reference interpreter, slow; default {COREML_IMAGES})")
     args = ap.parse_args(argv)
-    # The shipped model's contract (MVIT_DEFAULT, 256x256) is covered too, by checksums.
-    for p in write_app_fixtures(args.out or APP_FIXTURE_DIRS, contract=PreprocessContract()):
-        print(p)
+    dirs = args.out or APP_FIXTURE_DIRS
+    if not args.shipped:
+        # The default contract (MVIT_DEFAULT, 256x256) is covered too, by checksums.
+        for p in write_app_fixtures(dirs, contract=PreprocessContract()):
+            print(p)
+    if not args.no_shipped:
+        for p in write_shipped_fixtures(dirs, apps=args.app, coreml_images=args.coreml_images):
+            print(p)
     return 0
 
 

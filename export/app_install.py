@@ -11,6 +11,10 @@ Writes, atomically (temporary copy in the destination folder, then rename):
 from the other installed variant's is refused unless ``replace_other=True`` (which removes the
 stale variant). The metadata is validated against what the apps read (docs/model_meta.md) before
 anything is written, so a broken export never reaches an app.
+
+The command line (and ``mvit-export --app``) then re-records the app's golden cases of the installed
+models (``shipped_models.json``, see ``export.app_fixtures.write_shipped_fixtures``), which the
+apps' core tests and tests/test_shipped_fixtures.py check.
 """
 from __future__ import annotations
 
@@ -260,6 +264,33 @@ def install_into_app(artifact_dir_or_file, app: str, variant: str = "float", *, 
     return {"model": dest_dir / model_name, "meta": dest_dir / meta_name, "labels": dest_dir / "labels.txt"}
 
 
+def refresh_app_fixtures(app: str, variants=None) -> list[Path] | None:
+    """Re-record the golden cases of ``app``'s installed models (``export.app_fixtures``) after an install.
+
+    Returns the written ``shipped_models.json`` paths; on failure prints a warning with the one
+    command that does it and returns None (the install itself stands).
+    """
+    from export import app_fixtures
+
+    try:
+        return app_fixtures.write_shipped_fixtures(apps=[app], variants=variants)
+    except Exception as e:  # noqa: BLE001 - any runtime failure: say what to run instead
+        print(f"warning: the {app} app's golden cases were not re-recorded ({type(e).__name__}: {e}); "
+              f"run `{app_fixtures.shipped_command(app)}`", file=sys.stderr)
+        return None
+
+
+def after_install(app: str, variants, refresh: bool = True) -> None:
+    """After installing into ``app``: re-record its golden cases of ``variants``, or print the command."""
+    from export.app_fixtures import shipped_command
+
+    if not refresh:
+        print(f"golden cases of the {app} app not re-recorded: run `{shipped_command(app)}`")
+        return
+    for p in refresh_app_fixtures(app, variants) or []:
+        print(f"golden cases: {p}")
+
+
 def main(argv=None) -> int:
     import argparse
 
@@ -270,6 +301,8 @@ def main(argv=None) -> int:
     ap.add_argument("--meta", type=Path)
     ap.add_argument("--labels", type=Path)
     ap.add_argument("--replace-other", action="store_true")
+    ap.add_argument("--no-fixtures", dest="fixtures", action="store_false",
+                    help="do not re-record the app's golden cases (prints the command that does)")
     a = ap.parse_args(argv)
     try:
         paths = install_into_app(a.artifact, a.app, a.variant, meta_path=a.meta, labels_path=a.labels,
@@ -279,6 +312,7 @@ def main(argv=None) -> int:
         return 2
     for role, p in paths.items():
         print(f"{role}: {p}")
+    after_install(a.app, [a.variant], a.fixtures)
     return 0
 
 

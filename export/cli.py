@@ -28,7 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify-data", help="images for the parity check (default: --calib images not used "
                                          "for calibration, else generated images)")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--app", choices=("android", "ios"), help="also install the artifact into a demo app")
+    p.add_argument("--app", choices=("android", "ios"), help="also install the artifact into a demo app and "
+                                                              "re-record the app's golden cases of it")
+    p.add_argument("--no-app-fixtures", dest="app_fixtures", action="store_false",
+                   help="with --app: install only; print the command that re-records the golden cases")
     return p
 
 
@@ -70,11 +73,15 @@ def main(argv=None) -> int:
                                args.calib_method, args.input_mode, tuple(args.keep_float), args.verify,
                                args.verify_data, args.force, args.threads)
         if args.app:
-            from export.app_install import install_into_app
+            from export.app_install import after_install, install_into_app
 
+            variants = []
             for r in results:
-                dest = install_into_app(r.folder, args.app, variant="int8" if r.precision == "int8" else "float")
+                variants.append("int8" if r.precision == "int8" else "float")
+                dest = install_into_app(r.folder, args.app, variant=variants[-1])
                 print(f"installed {r.format} {r.precision} into the {args.app} app: {dest['model']}")
+            if variants:
+                after_install(args.app, sorted(set(variants)), args.app_fixtures)
     except (ExportError, CalibrationError, CheckpointError, ValueError, OSError) as e:
         print(f"mvit-export: error: {e}", file=sys.stderr)
         return 2

@@ -67,7 +67,7 @@ echo "compiled core + tests in $(( $(date +%s) - start ))s" >&2
 mapfile -t CLASSES < <(cd "$BUILD/test" && find . -name '*Test.class' ! -name '*$*' | sed 's|^\./||; s|\.class$||; s|/|.|g' | sort)
 CP="$BUILD/test:$BUILD/main:$CORE/src/test/resources:$STDLIB:$JUNIT_JAR:$HAMCREST_JAR"
 set +e
-out="$(java -Xmx512m -cp "$CP" org.junit.runner.JUnitCore "${CLASSES[@]}" 2>&1)"
+out="$(java -Xmx512m -Dmvit.appAssets="$HERE/../app/src/main/assets" -cp "$CP" org.junit.runner.JUnitCore "${CLASSES[@]}" 2>&1)"
 rc=$?
 set -e
 echo "$out"

@@ -144,4 +144,85 @@ final class ClassifierCoreTests: XCTestCase {
         XCTAssertEqual(Postprocess.topK([0.1, 0.5, 0.0, 0.5], k: 3), [1, 3, 0])
         XCTAssertEqual(Orientation.exif(6).degrees, 90)
     }
+
+    // MARK: the models installed in the apps (shipped_models.json, `python -m export.app_fixtures --shipped`)
+
+    private static let regenerate = "python -m export.app_fixtures --shipped --app ios"
+
+    private func shippedModels() throws -> [[String: Any]] {
+        let doc = try XCTUnwrap(JSONSerialization.jsonObject(with: golden("shipped_models.json")) as? [String: Any])
+        XCTAssertEqual(doc["schema"] as? String, "mvit.app_fixtures.shipped/1")
+        return try XCTUnwrap(doc["models"] as? [[String: Any]])
+    }
+
+    private func shippedMeta(_ model: [String: Any]) throws -> ModelMeta {
+        try ModelMeta.parse(JSONSerialization.data(withJSONObject: try XCTUnwrap(model["meta"])))
+    }
+
+    private func cases(_ model: [String: Any]) throws -> [[String: Any]] {
+        try XCTUnwrap(model["cases"] as? [[String: Any]])
+    }
+
+    func testShippedModelsCropAtTheirOwnContract() throws {
+        // Vision resizes on the phone; the crop it is asked for must be the contract's, at each model's size.
+        let images = Dictionary(uniqueKeysWithValues: try list("images").map { ($0["file"] as! String, $0) })
+        let models = try shippedModels()
+        XCTAssertTrue(models.contains { $0["app"] as? String == "ios" }, "the iOS models have recorded cases")
+        for m in models {
+            let meta = try shippedMeta(m)
+            XCTAssertGreaterThanOrEqual(try cases(m).count, 3)
+            for c in try cases(m) {
+                let name = "\(m["artifact"]!) on \(c["image"]!)"
+                let img = try XCTUnwrap(images[c["image"] as! String], name)
+                let g = CropGeometry.of(width: int(img["upright_width"]), height: int(img["upright_height"]), spec: meta.preprocess)
+                let e = try XCTUnwrap(c["geometry"] as? [String: Any])
+                XCTAssertEqual(g, CropGeometry(resizedWidth: int(e["resized_width"]), resizedHeight: int(e["resized_height"]),
+                                               left: int(e["left"]), top: int(e["top"]), width: int(e["width"]), height: int(e["height"])),
+                               name)
+                let input = try XCTUnwrap(c["input"] as? [String: Any])
+                XCTAssertEqual(input["dtype"] as? String, meta.input.dtype.rawValue, name)
+                XCTAssertEqual(try XCTUnwrap(input["shape"] as? [NSNumber]).map(\.intValue), meta.input.shape, name)
+            }
+        }
+    }
+
+    func testShippedModelsDecodeTheirRecordedOutputs() throws {
+        for m in try shippedModels() {
+            let meta = try shippedMeta(m)
+            let labels = try Labels.resolve(meta: meta, labelsText: nil)
+            for c in try cases(m) {
+                let name = "\(m["artifact"]!) on \(c["image"]!)"
+                let out = try XCTUnwrap(c["output"] as? [String: Any])
+                let values = try XCTUnwrap(out["values"] as? [NSNumber])
+                let decoded: [Float]
+                if meta.output.dtype == .int8 || meta.output.dtype == .uint8 {
+                    let q = try XCTUnwrap(meta.output.quantization, name)
+                    let recorded = try XCTUnwrap(out["quantization"] as? [String: Any], name)
+                    XCTAssertEqual(QuantParams(scale: dbl(recorded["scale"]), zeroPoint: int(recorded["zero_point"])), q, name)
+                    decoded = Postprocess.dequantize(values.map(\.intValue), params: q)
+                } else {
+                    decoded = values.map(\.floatValue)
+                }
+                XCTAssertEqual(decoded, try XCTUnwrap(c["dequantized"] as? [NSNumber]).map(\.floatValue), name)
+                let top = Postprocess.classify(decoded, kind: meta.outputKind, labels: labels, k: 3)
+                let expected = try XCTUnwrap(c["top3"] as? [[String: Any]])
+                XCTAssertEqual(top.map(\.index), expected.map { int($0["index"]) }, name)
+                XCTAssertEqual(top.map(\.label), expected.map { $0["label"] as! String }, name)
+                for (t, e) in zip(top, expected) { XCTAssertEqual(t.score, dbl(e["score"]), accuracy: 1e-6, name) }
+            }
+        }
+    }
+
+    func testShippedCasesWereRecordedFromTheInstalledMetadata() throws {
+        // This file is ios_demo/ClassifierCore/Tests/ClassifierCoreTests/; the app's models are in ios_demo/MVitDemo/Models.
+        let models = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("../../../MVitDemo/Models").standardized
+        guard FileManager.default.fileExists(atPath: models.path) else { return }
+        for m in try shippedModels() where m["app"] as? String == "ios" {
+            let file = models.appendingPathComponent(((m["meta_file"] as? String ?? "") as NSString).lastPathComponent)
+            let installed = try JSONSerialization.jsonObject(with: Data(contentsOf: file)) as? NSDictionary
+            XCTAssertEqual(installed, m["meta"] as? NSDictionary,
+                           "\(file.lastPathComponent) differs from the recorded metadata: run `\(Self.regenerate)`")
+        }
+    }
 }

@@ -14,6 +14,9 @@ object Golden {
 
     val fixtures: Map<String, Any?> by lazy { Json.parseObject(text("fixtures.json")) }
 
+    /** The installed models' cases (`shipped_models.json`, `python -m export.app_fixtures --shipped`). */
+    val shipped: Map<String, Any?> by lazy { Json.parseObject(text("shipped_models.json")) }
+
     @Suppress("UNCHECKED_CAST")
     fun list(key: String): List<Map<String, Any?>> = fixtures[key] as List<Map<String, Any?>>
 
