@@ -12,7 +12,6 @@ import os
 import platform
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,9 +147,10 @@ def _reusable(folder: Path, sha: str) -> Artifact | None:
         return None
     if meta.get("source_checkpoint_sha256") != sha:
         return None
-    from export.api import ARTIFACT_NAMES
+    from export.api import artifact_name
+    from export.backends import get_backend
 
-    art = folder / ARTIFACT_NAMES[meta["format"]]
+    art = folder / artifact_name(get_backend(meta["format"]))
     if not art.exists():
         return None
     return Artifact(meta["format"], meta["precision"], folder, art, _size(art), None, meta, reused=True)
@@ -232,7 +232,7 @@ def reference_metrics(ref: np.ndarray, labels) -> dict:
 
 def layer_reports(cfg: BenchConfig, ckpt, arts: dict, calib_pixels: np.ndarray, log: Path, say, cache: dict) -> list[dict]:
     """Per-layer int8 error for the ONNX QDQ artifact and the PT2E model (TFLite/Core ML int8)."""
-    from benchmarks.layers import onnx_layer_error, pt2e_layer_error, suggest
+    from benchmarks.layers import onnx_layer_error, suggest
 
     reports = []
     px = calib_pixels[: cfg.layer_images]

@@ -89,7 +89,7 @@ def markdown(report: dict) -> str:
     mach = report["machine"]
     s = report["settings"]
     libs = ", ".join(f"{k} {v}" for k, v in mach["libraries"].items() if v)
-    out = [f"# mvit-bench results",
+    out = ["# mvit-bench results",
            "",
            f"- Machine: {mach['cpu']} ({mach['cores_available']} of {mach['cores']} cores available; "
            f"{' '.join(mach['isa'])}), {mach['os']}",

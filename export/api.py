@@ -1,11 +1,13 @@
 """``export_model``: one checkpoint -> artifacts in several formats and precisions, each verified."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,10 +22,7 @@ from export.parity import ParityReport, check_runner, torch_logits
 from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from model.export_prep import prepare_for_export
 
-ARTIFACT_NAMES = {"onnx": "model.onnx", "tflite": "model.tflite", "coreml": "model.mlpackage"}
-DEFAULT_INPUT = {"onnx": "float-nchw", "tflite": "float-nchw", "coreml": "image"}
 MAX_VERIFY = 200
-MAX_VERIFY_INTERPRETER = 48
 GENERATED = "32 generated images"
 
 
@@ -73,11 +72,13 @@ def check_options(formats, precisions, input_mode: str | None) -> None:
 def export_model(weights=None, formats=("tflite",), precisions=("fp32",), out_dir="out", calib=None,
                  calib_count: int = 256, calib_method: str | None = None, input_mode: str | None = None,
                  keep_float=(), verify: bool = True, verify_data=None, force: bool = False, threads: int = 2,
-                 zeroq_count: int = 32, say=_say, cache: dict | None = None) -> list[ExportResult]:
+                 zeroq_count: int = 32, say=_say, cache: dict | None = None, jobs: int = 1) -> list[ExportResult]:
     """Export a checkpoint (default: the shipped model) to every format x precision asked for.
 
     Each artifact goes to ``out_dir/<arch>-<precision>-<format>/`` with ``labels.txt`` and
     ``model_meta.json``; the folder appears only when complete (built under a temporary name).
+    ``jobs`` > 1 exports formats in that many worker processes at once (``threads`` split between
+    them; worker messages go to stderr, and ``cache`` is not used).
     """
     formats, precisions = tuple(formats), tuple(precisions)
     check_options(formats, precisions, input_mode)
@@ -88,7 +89,7 @@ def export_model(weights=None, formats=("tflite",), precisions=("fp32",), out_di
     export_net = prepare_for_export(ckpt.model)  # parity still compares against the checkpoint as is
     arch = ckpt.meta.architecture
     out_dir = Path(out_dir)
-    targets = {(f, p): out_dir / f"{arch}-{p}-{f}" for f in formats for p in precisions}
+    targets = {(f, p): artifact_folder(out_dir, arch, p, f) for f in formats for p in precisions}
     existing = [str(t) for t in targets.values() if t.exists()]
     if existing and not force:
         raise ExportError(f"{existing[0]} exists; pass --force to replace it")
@@ -130,19 +131,97 @@ def export_model(weights=None, formats=("tflite",), precisions=("fp32",), out_di
         verify_source = f"{GENERATED} (no --verify-data or spare --calib images: weak evidence, agreement not gated)"
         say(f"parity check on {verify_source}")
 
-    results = []
+    plan = _Plan(weights, out_dir, precisions, calib_pixels, calib_method, input_mode, tuple(keep_float), verify,
+                 verify_pixels, verify_labels, verify_source, threads,
+                 torch_logits(ckpt.model, verify_pixels, contract) if verify else None)
+    jobs = max(1, min(jobs, len(formats)))
+    if jobs > 1:
+        return _export_parallel(plan, formats, jobs)
     cache = {} if cache is None else cache  # pass one dict to share fp32 graphs and PT2E calibration across calls
-    ref_logits = torch_logits(ckpt.model, verify_pixels, contract) if verify else None
-    for fmt in formats:
-        backend = get_backend(fmt)
-        for precision in precisions:
-            job = ExportJob(export_net, ckpt.meta, precision, input_mode or DEFAULT_INPUT[fmt], calib_pixels,
-                            calib_method or ("histogram" if fmt in ("tflite", "coreml") else "min-max"),
-                            tuple(keep_float), cache)
-            say(f"exporting {arch} to {fmt} {precision} ...")
-            results.append(_export_one(backend, job, ckpt, targets[(fmt, precision)], verify, verify_pixels,
-                                       verify_labels, verify_source, threads, say, ref_logits))
+    return [r for fmt in formats for r in _export_format(plan, ckpt, export_net, fmt, say, cache)]
+
+
+@dataclass
+class _Plan:
+    """Everything one format's exports need besides the model (picklable: crosses to worker processes)."""
+
+    weights: Path
+    out_dir: Path
+    precisions: tuple
+    calib_pixels: np.ndarray | None
+    calib_method: str | None
+    input_mode: str | None
+    keep_float: tuple
+    verify: bool
+    verify_pixels: np.ndarray | None
+    verify_labels: np.ndarray | None
+    verify_source: str
+    threads: int
+    ref_logits: np.ndarray | None
+
+
+def _export_format(plan: _Plan, ckpt, export_net, fmt: str, say, cache: dict) -> list[ExportResult]:
+    backend = get_backend(fmt)
+    results = []
+    for precision in plan.precisions:
+        job = ExportJob(export_net, ckpt.meta, precision, plan.input_mode or backend.INPUTS[0], plan.calib_pixels,
+                        plan.calib_method or ("histogram" if fmt in ("tflite", "coreml") else "min-max"),
+                        plan.keep_float, cache)
+        target = artifact_folder(plan.out_dir, ckpt.meta.architecture, precision, fmt)
+        say(f"exporting {ckpt.meta.architecture} to {fmt} {precision} ...")
+        results.append(_export_one(backend, job, ckpt, target, plan.verify, plan.verify_pixels, plan.verify_labels,
+                                   plan.verify_source, plan.threads, say, plan.ref_logits))
     return results
+
+
+# Slowest first, so that with fewer workers than formats the short ONNX export fills the gap:
+# litert-torch's conversion dominates TFLite, the reference interpreter's parity check Core ML.
+_HEAVIEST_FIRST = ("tflite", "coreml", "onnx")
+
+
+def _export_parallel(plan: _Plan, formats: tuple, jobs: int) -> list[ExportResult]:
+    """One worker process per format (at most ``jobs`` at once), threads split between them.
+
+    Workers share nothing in memory: TFLite and Core ML int8 each calibrate their own PT2E graph, which
+    costs less than running after one another on a multi-core machine.
+    """
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    plan = dataclasses.replace(plan, threads=max(1, plan.threads // jobs))
+    order = sorted(formats, key=lambda f: _HEAVIEST_FIRST.index(f) if f in _HEAVIEST_FIRST else len(_HEAVIEST_FIRST))
+    with _thread_env(plan.threads), cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+        futures = {fmt: pool.submit(_format_worker, plan, fmt) for fmt in order}
+        try:
+            done = {fmt: futures[fmt].result() for fmt in order}
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
+    return [r for fmt in formats for r in done[fmt]]
+
+
+def _format_worker(plan: _Plan, fmt: str) -> list[ExportResult]:
+    import torch
+
+    torch.set_num_threads(plan.threads)
+    ckpt = load_checkpoint(plan.weights)
+    return _export_format(plan, ckpt, prepare_for_export(ckpt.model), fmt, lambda m: _say(f"[{fmt}] {m}"), {})
+
+
+@contextmanager
+def _thread_env(threads: int):
+    """Thread-count variables that native libraries (OpenMP, OpenBLAS, MKL) read when a worker starts."""
+    names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+    saved = {n: os.environ.get(n) for n in names}
+    os.environ.update({n: str(threads) for n in names})
+    try:
+        yield
+    finally:
+        for n, v in saved.items():
+            if v is None:
+                os.environ.pop(n, None)
+            else:
+                os.environ[n] = v
 
 
 def _data_free(ckpt, weights: Path, n: int, say) -> np.ndarray:
@@ -167,7 +246,7 @@ def _export_one(backend, job, ckpt, target: Path, verify, verify_pixels, verify_
     t0 = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        artifact = tmp / ARTIFACT_NAMES[backend.FORMAT]
+        artifact = tmp / artifact_name(backend)
         io = backend.export(job, artifact)
         meta = build_meta(ckpt.meta, io, backend.FORMAT, job.precision, ckpt.sha256)
         meta["quantization_details"] = dict(meta["quantization_details"], input_mode=job.input_mode)
@@ -186,9 +265,9 @@ def _export_one(backend, job, ckpt, target: Path, verify, verify_pixels, verify_
                 notes.append(f"numerics not checked: {e}")
             if runner is not None:
                 px, lab, src, ref = verify_pixels, verify_labels, verify_source, ref_logits
-                if getattr(runner, "backend", "") == "interpreter" and len(px) > MAX_VERIFY_INTERPRETER:
-                    # the reference interpreter takes ~2 s per full-size image: check a fixed subset
-                    k = MAX_VERIFY_INTERPRETER
+                if runner.max_verify is not None and len(px) > runner.max_verify:
+                    # a slow runner (Core ML's reference interpreter) checks a fixed subset
+                    k = runner.max_verify
                     px, lab, ref = px[:k], None if lab is None else lab[:k], None if ref is None else ref[:k]
                     src = f"first {k} of {verify_source}"
                 # generated images: near-tie top-1s make agreement meaningless, so only logit metrics gate
@@ -206,9 +285,19 @@ def _export_one(backend, job, ckpt, target: Path, verify, verify_pixels, verify_
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    final = target / ARTIFACT_NAMES[backend.FORMAT]
+    final = target / artifact_name(backend)
     return ExportResult(backend.FORMAT, job.precision, target, final, _size(final), time.perf_counter() - t0,
                         meta, parity, notes)
+
+
+def artifact_folder(out_dir: Path, arch: str, precision: str, fmt: str) -> Path:
+    """``out_dir/<arch>-<precision>-<format>``: where one artifact and its sidecars go."""
+    return Path(out_dir) / f"{arch}-{precision}-{fmt}"
+
+
+def artifact_name(backend) -> str:
+    """File name of a backend's artifact inside its export folder: ``model.onnx``, ``model.tflite``, ..."""
+    return f"model{backend.SUFFIX}"
 
 
 def _size(path: Path) -> int:
@@ -223,9 +312,10 @@ def load_artifact_runner(path, threads: int = 2):
 
     path = Path(path)
     if path.is_dir() and not path.name.endswith(".mlpackage"):
-        found = [path / n for n in ARTIFACT_NAMES.values() if (path / n).exists()]
+        names = [artifact_name(get_backend(f)) for f in FORMATS]
+        found = [path / n for n in names if (path / n).exists()]
         if not found:
-            raise ExportError(f"{path}: folder holds no model.onnx, model.tflite or model.mlpackage")
+            raise ExportError(f"{path}: folder holds no {', '.join(names)}")
         path = found[0]
     if not path.exists():
         raise ExportError(f"{path}: no such file")

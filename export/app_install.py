@@ -28,10 +28,9 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model.contract import PreprocessContract  # noqa: E402
+from export.metadata import meta_problems  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-SCHEMA = "mvit.model_meta/1"
 APPS = {
     "android": {
         "dir": Path("android_demo/app/src/main/assets"),
@@ -47,81 +46,16 @@ APPS = {
     },
 }
 VARIANT_PRECISIONS = {"float": ("fp32", "fp16"), "int8": ("int8", "dynamic")}
-DTYPES_IN = ("float32", "float16", "uint8", "int8")
-DTYPES_OUT = ("float32", "float16", "uint8", "int8")
 
 
 class AppInstallError(ValueError):
     """The artifact or its metadata cannot be installed into the app."""
 
 
-def _quant_ok(q) -> bool:
-    return (isinstance(q, dict) and isinstance(q.get("scale"), (int, float)) and q["scale"] > 0
-            and isinstance(q.get("zero_point"), int))
-
-
 def validate_meta(meta: dict, app: str | None = None, variant: str | None = None) -> list[str]:
     """Check the fields the apps read; returns the labels. Raises AppInstallError with every problem."""
-    errs: list[str] = []
-    if meta.get("schema") != SCHEMA:
-        errs.append(f"schema is {meta.get('schema')!r}, the apps read {SCHEMA!r}")
-    labels = meta.get("labels")
-    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) and x.strip() for x in labels):
-        errs.append("labels must be a non-empty list of non-empty strings")
-        labels = []
-    elif any("\n" in x for x in labels):
-        errs.append("labels must not contain newlines")
-    if "num_classes" in meta and meta["num_classes"] != len(labels):
-        errs.append(f"num_classes {meta['num_classes']} != {len(labels)} labels")
-    pre = meta.get("preprocess")
-    contract = None
-    if not isinstance(pre, dict):
-        errs.append("preprocess missing")
-    else:
-        try:
-            contract = PreprocessContract.from_dict(pre)
-        except ValueError as e:
-            errs.append(f"preprocess: {e}")
-        for key in ("input_size", "resize_short", "interpolation", "scale", "mean", "std", "channel_order"):
-            if key not in pre:
-                errs.append(f"preprocess.{key} missing")
-        if contract is not None and pre.get("resize_short") not in (None, contract.resize_short):
-            errs.append(f"preprocess.resize_short {pre.get('resize_short')} != {contract.resize_short} derived from input_size/crop_fraction")
-    inp = meta.get("input")
-    if not isinstance(inp, dict):
-        errs.append("input missing")
-    else:
-        shape, layout, dtype = inp.get("shape"), inp.get("layout"), inp.get("dtype")
-        if layout not in ("NCHW", "NHWC"):
-            errs.append(f"input.layout {layout!r} is not NCHW/NHWC")
-        if dtype not in DTYPES_IN:
-            errs.append(f"input.dtype {dtype!r} is not one of {DTYPES_IN}")
-        if not (isinstance(shape, list) and len(shape) == 4 and shape[0] == 1 and all(isinstance(v, int) for v in shape)):
-            errs.append(f"input.shape {shape!r} must be [1, ., ., .]")
-        elif layout in ("NCHW", "NHWC") and contract is not None:
-            c, h, w = (shape[1], shape[2], shape[3]) if layout == "NCHW" else (shape[3], shape[1], shape[2])
-            if c != 3:
-                errs.append(f"input has {c} channels, expected 3")
-            if [h, w] != list(contract.input_size):
-                errs.append(f"input.shape {shape} does not match preprocess.input_size {list(contract.input_size)}")
-        if dtype in ("int8", "uint8") and not inp.get("normalization_in_model") and not _quant_ok(inp.get("quantization")):
-            errs.append(f"input.dtype {dtype} needs input.quantization {{scale > 0, zero_point int}}")
-    out = meta.get("output")
-    if not isinstance(out, dict):
-        errs.append("output missing")
-    else:
-        if out.get("dtype") not in DTYPES_OUT:
-            errs.append(f"output.dtype {out.get('dtype')!r} is not one of {DTYPES_OUT}")
-        if out.get("dtype") in ("int8", "uint8") and not _quant_ok(out.get("quantization")):
-            errs.append(f"output.dtype {out.get('dtype')} needs output.quantization")
-        if out.get("kind", "logits") not in ("logits", "probabilities"):
-            errs.append(f"output.kind {out.get('kind')!r} is not logits/probabilities")
-        shape = out.get("shape")
-        n = 1
-        for v in shape if isinstance(shape, list) else [None]:
-            n = n * v if isinstance(v, int) else -1
-        if n != len(labels):
-            errs.append(f"output.shape {shape!r} does not hold {len(labels)} classes")
+    errs = meta_problems(meta)
+    labels = meta.get("labels") if not any(e.startswith("labels") for e in errs) else []
     if app is not None and meta.get("format") != APPS[app]["format"]:
         errs.append(f"format {meta.get('format')!r}: the {app} app needs {APPS[app]['format']!r}")
     if variant is not None and meta.get("precision") not in VARIANT_PRECISIONS[variant]:

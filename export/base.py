@@ -101,7 +101,12 @@ def dequantize_array(x: np.ndarray, q: dict) -> np.ndarray:
 class Runner:
     """Runs one artifact. Subclasses implement ``invoke`` on native inputs (batch of 1 or more)."""
 
+    max_verify: int | None = None  # a slow runner caps how many images the export parity check feeds it
+
     def __init__(self, path: Path, meta: dict):
+        from export.metadata import validate_meta  # metadata imports this module
+
+        validate_meta(meta, f"{path}: mvit metadata")
         self.path = Path(path)
         self.meta = meta
         self.contract = PreprocessContract.from_dict(meta["preprocess"])

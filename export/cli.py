@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from export.backends import FORMATS
@@ -16,7 +17,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="none = fp32; fp16; dynamic (int8 weights); int8 (weights and activations)")
     p.add_argument("--calib", help="calibration images (class folders or flat); default: data-free (ZeroQ)")
     p.add_argument("--calib-count", type=int, default=256)
-    p.add_argument("--calib-method", help="onnx: min-max, percentile, entropy; tflite/coreml: histogram, min-max")
+    p.add_argument("--calib-method", help="onnx: min-max, percentile, entropy; tflite/coreml: histogram, min-max "
+                                          "(PT2E); coreml also: coremltools (its linear_quantize_activations)")
     p.add_argument("--input", dest="input_mode", choices=INPUT_MODES,
                    help="artifact input: float-nchw (normalised tensor), uint8-nhwc (raw pixels, normalisation "
                         "in the model), image (Core ML image). Default: image for Core ML, float-nchw otherwise")
@@ -27,7 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", dest="verify", action="store_false", help="skip the parity check")
     p.add_argument("--verify-data", help="images for the parity check (default: --calib images not used "
                                          "for calibration, else generated images)")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2, help="CPU threads in all (split between --jobs)")
+    p.add_argument("--jobs", type=int, default=0,
+                   help="formats exported at once, each in its own process (default: one per format, "
+                        "at most the number of CPUs; 1 = one after another in this process)")
     p.add_argument("--app", choices=("android", "ios"), help="also install the artifact into a demo app and "
                                                               "re-record the app's golden cases of it")
     p.add_argument("--no-app-fixtures", dest="app_fixtures", action="store_false",
@@ -71,7 +76,8 @@ def main(argv=None) -> int:
     try:
         results = export_model(args.weights, formats, precisions, args.out, args.calib, args.calib_count,
                                args.calib_method, args.input_mode, tuple(args.keep_float), args.verify,
-                               args.verify_data, args.force, args.threads)
+                               args.verify_data, args.force, args.threads,
+                               jobs=args.jobs or min(len(formats), os.cpu_count() or 1))
         if args.app:
             from export.app_install import after_install, install_into_app
 

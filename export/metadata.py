@@ -6,11 +6,11 @@ from pathlib import Path
 
 from export.base import IOSpec
 from model.checkpoint import CheckpointMeta, atomic_write
+from model.contract import PreprocessContract
 
 SCHEMA = "mvit.model_meta/1"
 META_FILE = "model_meta.json"
 LABELS_FILE = "labels.txt"
-REQUIRED = ("schema", "architecture", "labels", "preprocess", "input", "output", "format", "precision")
 
 
 def version() -> str:
@@ -46,16 +46,86 @@ def build_meta(ckpt_meta: CheckpointMeta, io: IOSpec, fmt: str, precision: str, 
     }
 
 
+DTYPES = ("float32", "float16", "uint8", "int8")
+
+
 def validate_meta(meta: dict, where: str = "model_meta") -> dict:
-    """Raise ValueError naming the first missing field; return ``meta``."""
-    missing = [k for k in REQUIRED if k not in meta]
-    if missing:
-        raise ValueError(f"{where}: missing field(s) {', '.join(missing)}")
-    if meta["schema"] != SCHEMA:
-        raise ValueError(f"{where}: unknown schema {meta['schema']!r}")
-    if len(meta["labels"]) != meta.get("num_classes", len(meta["labels"])):
-        raise ValueError(f"{where}: {len(meta['labels'])} labels for {meta['num_classes']} classes")
+    """Raise ValueError listing every problem of an artifact's metadata (what runners and apps read);
+    return ``meta``."""
+    errs = meta_problems(meta)
+    if errs:
+        raise ValueError(f"{where}: " + "; ".join(errs))
     return meta
+
+
+def meta_problems(meta: dict) -> list[str]:
+    """Every way ``meta`` fails the model_meta schema the runners and the demo apps read (docs/model_meta.md)."""
+    errs: list[str] = []
+    if meta.get("schema") != SCHEMA:
+        errs.append(f"schema is {meta.get('schema')!r}, expected {SCHEMA!r}")
+    labels = meta.get("labels")
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) and x.strip() for x in labels):
+        errs.append("labels must be a non-empty list of non-empty strings")
+        labels = []
+    elif any("\n" in x for x in labels):
+        errs.append("labels must not contain newlines")
+    if "num_classes" in meta and meta["num_classes"] != len(labels):
+        errs.append(f"num_classes {meta['num_classes']} != {len(labels)} labels")
+    pre = meta.get("preprocess")
+    contract = None
+    if not isinstance(pre, dict):
+        errs.append("preprocess missing")
+    else:
+        try:
+            contract = PreprocessContract.from_dict(pre)
+        except ValueError as e:
+            errs.append(f"preprocess: {e}")
+        for key in ("input_size", "resize_short", "interpolation", "scale", "mean", "std", "channel_order"):
+            if key not in pre:
+                errs.append(f"preprocess.{key} missing")
+        if contract is not None and pre.get("resize_short") not in (None, contract.resize_short):
+            errs.append(f"preprocess.resize_short {pre.get('resize_short')} != {contract.resize_short} derived from input_size/crop_fraction")
+    inp = meta.get("input")
+    if not isinstance(inp, dict):
+        errs.append("input missing")
+    else:
+        shape, layout, dtype = inp.get("shape"), inp.get("layout"), inp.get("dtype")
+        if layout not in ("NCHW", "NHWC"):
+            errs.append(f"input.layout {layout!r} is not NCHW/NHWC")
+        if dtype not in DTYPES:
+            errs.append(f"input.dtype {dtype!r} is not one of {DTYPES}")
+        if not (isinstance(shape, list) and len(shape) == 4 and shape[0] == 1 and all(isinstance(v, int) for v in shape)):
+            errs.append(f"input.shape {shape!r} must be [1, ., ., .]")
+        elif layout in ("NCHW", "NHWC") and contract is not None:
+            c, h, w = (shape[1], shape[2], shape[3]) if layout == "NCHW" else (shape[3], shape[1], shape[2])
+            if c != 3:
+                errs.append(f"input has {c} channels, expected 3")
+            if [h, w] != list(contract.input_size):
+                errs.append(f"input.shape {shape} does not match preprocess.input_size {list(contract.input_size)}")
+        if dtype in ("int8", "uint8") and not inp.get("normalization_in_model") and not _quant_ok(inp.get("quantization")):
+            errs.append(f"input.dtype {dtype} needs input.quantization {{scale > 0, zero_point int}}")
+    out = meta.get("output")
+    if not isinstance(out, dict):
+        errs.append("output missing")
+    else:
+        if out.get("dtype") not in DTYPES:
+            errs.append(f"output.dtype {out.get('dtype')!r} is not one of {DTYPES}")
+        if out.get("dtype") in ("int8", "uint8") and not _quant_ok(out.get("quantization")):
+            errs.append(f"output.dtype {out.get('dtype')} needs output.quantization")
+        if out.get("kind", "logits") not in ("logits", "probabilities"):
+            errs.append(f"output.kind {out.get('kind')!r} is not logits/probabilities")
+        shape = out.get("shape")
+        n = 1
+        for v in shape if isinstance(shape, list) else [None]:
+            n = n * v if isinstance(v, int) else -1
+        if n != len(labels):
+            errs.append(f"output.shape {shape!r} does not hold {len(labels)} classes")
+    return errs
+
+
+def _quant_ok(q) -> bool:
+    return (isinstance(q, dict) and isinstance(q.get("scale"), (int, float)) and q["scale"] > 0
+            and isinstance(q.get("zero_point"), int))
 
 
 def write_sidecars(folder: Path, meta: dict, stem: str | None = None) -> list[Path]:

@@ -73,6 +73,37 @@ def test_int8_artifacts_are_quantized_and_small(matrix):
     assert any(k.startswith("constexpr") for k in dyn["quant_ops"])
 
 
+def test_tflite_tensor_names_are_module_paths(matrix):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from export.backends.tflite_backend import short_tensor_name
+
+    long = ("model.mobilevit.MobileViT/torch.nn.modules.container.Sequential_layer_3/model.layers.InvertedResidual_0/"
+            "torch.nn.modules.container.Sequential_block/model.layers.ConvLayer_red_1x1/"
+            "torch.nn.modules.container.Sequential_block/torch.nn.modules.conv.Conv2d_conv;1")
+    assert short_tensor_name(long) == "layer_3.0.block.red_1x1.block.conv;1"
+    assert short_tensor_name("serving_default_args_0:0") == "serving_default_args_0:0"
+    results, _ = matrix
+    for precision in ("fp32", "int8"):
+        it = Interpreter(str(results[("tflite", precision)].artifact))
+        names = [d["name"] for d in it.get_tensor_details()]
+        assert not any("torch.nn.modules" in n for n in names), precision
+        assert any(n.startswith("layer_") for n in names)
+        assert it.get_signature_list()["serving_default"]["inputs"]  # signature survives the rewrite
+
+
+def test_parallel_export_matches_serial(matrix, tiny_ckpt, data_dir, tmp_path):
+    """--jobs 2: formats in worker processes; same artifacts, parity and order as one after another."""
+    serial, _ = matrix
+    results = export_model(tiny_ckpt, ("tflite", "onnx"), ("fp32",), tmp_path, calib=data_dir, calib_count=24, jobs=2)
+    assert [(r.format, r.precision) for r in results] == [("tflite", "fp32"), ("onnx", "fp32")]
+    px = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    for r in results:
+        assert r.parity.passed and r.parity.n == 42  # fp32 needs no calibration: every image verifies
+        np.testing.assert_allclose(load_artifact_runner(r.folder).run(px),
+                                   load_artifact_runner(serial[(r.format, "fp32")].folder).run(px), atol=1e-5)
+
+
 def test_uint8_pixel_input_puts_normalisation_in_the_model(tiny_ckpt, data_dir, tmp_path):
     res = export_model(tiny_ckpt, ("onnx",), ("fp32",), tmp_path, verify_data=data_dir, input_mode="uint8-nhwc")
     meta = res[0].meta
