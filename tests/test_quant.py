@@ -93,35 +93,173 @@ def _producers(g):
     return {o: n for n in g.node for o in n.output}
 
 
-def test_onnx_int8_mobilevit_quantizes_convs_outside_the_stem(tiny_ckpt, data_dir, tmp_path):
+def _decoded_weight(producers, name, inits):
+    """The int8 initializer behind a weight decoded by Mul(Cast(int8), scale), or None."""
+    mul = producers.get(name)
+    if mul is None or mul.op_type != "Mul":
+        return None
+    cast = producers.get(mul.input[0])
+    if cast is None or cast.op_type != "Cast" or cast.input[0] not in inits:
+        return None
+    return inits[cast.input[0]]
+
+
+@pytest.fixture(scope="module")
+def onnx_int8_fp32(tiny_ckpt, data_dir, tmp_path_factory):
+    """The tiny MobileViT as ONNX int8 and fp32 (one export run: the fp32 graph is shared)."""
+    return export_model(tiny_ckpt, ("onnx",), ("int8", "fp32"), tmp_path_factory.mktemp("onnx"), calib=data_dir,
+                        calib_count=16, verify=False)
+
+
+def test_onnx_int8_mobilevit_quantizes_convs_outside_the_stem(onnx_int8_fp32):
     import onnx
 
-    res = export_model(tiny_ckpt, ("onnx",), ("int8",), tmp_path, calib=data_dir, calib_count=16, verify=False)
+    res = onnx_int8_fp32
     details = res[0].meta["quantization_details"]
     keep = details["keep_float"]
-    assert keep[:3] == ["conv_1", "layer_1", "layer_2"] and "layer_3.1.conv_proj" in keep
+    assert keep[:3] == ["conv_1", "layer_1", "layer_2"] and "layer_3.1.conv_proj" in keep and "layer_3.0" in keep
     assert "layer_3.1.local_rep.conv_1x1" in keep and not any("*" in k for k in keep)
     assert details["keep_float_source"] == "default for mobilevit" and details["quantized_ops"] == ["Conv"]
+    assert details["float_weights"] == ["conv_1", "layer_1", "layer_2"] and details["weight_only_int8"] > 0
     g = onnx.load(str(res[0].artifact)).graph
     producers = _producers(g)
-    # LayerNorm, Softmax and the linears stay float (no quantized output, no int8 weight); so do the stem's convs.
+    inits = {i.name: i for i in g.initializer}
+    # LayerNorm, Softmax and the linears run float (no quantized output, no QDQ weight) but their
+    # weights are stored int8 and decoded by Cast + Mul.
     quantized_inputs = {n.input[0] for n in g.node if n.op_type == "QuantizeLinear"}
-    inits = {i.name for i in g.initializer}
+    linears = 0
     for n in g.node:
         if n.op_type in ("LayerNormalization", "Softmax", "Gemm", "MatMul"):
             assert not quantized_inputs & set(n.output), n.name
             assert not any(producers.get(i) is not None and producers[i].op_type == "DequantizeLinear"
                            and producers[i].input[0] in inits for i in n.input), n.name
-    seen = set()
+        if n.op_type in ("Gemm", "MatMul") and _decoded_weight(producers, n.input[1], inits) is not None:
+            linears += 1
+            assert _decoded_weight(producers, n.input[1], inits).data_type == onnx.TensorProto.INT8
+    assert linears >= 4
+    kinds = set()
     for n in g.node:
-        if n.op_type == "Conv":
-            dq = producers.get(n.input[1])
-            quantized = dq is not None and dq.op_type == "DequantizeLinear"
-            weight = dq.input[0] if quantized else n.input[1]
-            stem = weight.startswith(tuple(k + "." for k in keep))
-            assert quantized != stem, (n.name, weight)
-            seen.add(stem)
-    assert seen == {True, False}
+        if n.op_type != "Conv":
+            continue
+        dq = producers.get(n.input[1])
+        if dq is not None and dq.op_type == "DequantizeLinear":
+            kind, weight = "qdq", dq.input[0]
+        elif n.input[1] in inits:
+            kind, weight = "float", n.input[1]
+        else:
+            packed = _decoded_weight(producers, n.input[1], inits)
+            assert packed is not None and packed.data_type == onnx.TensorProto.INT8, n.name
+            kind, weight = "weight-only", n.input[1]
+        kept = weight.startswith(tuple(k + "." for k in keep))
+        stem = weight.startswith(("conv_1.", "layer_1.", "layer_2."))
+        assert (kind == "qdq") != kept and (kind == "float") == stem, (n.name, weight, kind)
+        kinds.add(kind)
+    assert kinds == {"qdq", "float", "weight-only"}
+
+
+def test_onnx_int8_weight_only_layers_run_as_float_after_session_load(onnx_int8_fp32, tmp_path):
+    """onnxruntime folds the Cast + Mul weight decoding at load: no decoding op is left to run, and the
+    kept-float layers get the same kernels as in the fp32 model."""
+    import onnx
+    import onnxruntime as ort
+
+    int8, fp32 = onnx_int8_fp32[0].artifact, onnx_int8_fp32[1].artifact
+
+    def optimized(path):
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        opts.optimized_model_filepath = str(tmp_path / (path.parent.name + ".opt.onnx"))
+        ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        return onnx.load(opts.optimized_model_filepath).graph
+
+    g = optimized(int8)
+    assert not [n.name for n in g.node if n.op_type == "Cast" or n.name.endswith("_Mul")]
+    count = lambda graph, op: sum(n.op_type == op for n in graph.node)
+    f = optimized(fp32)
+    assert count(g, "Gemm") + count(g, "FusedGemm") == count(f, "Gemm") + count(f, "FusedGemm") > 0
+    assert count(g, "MatMulNBits") == 0
+    # the tiny model's graph is a large share of its file; the shipped model's int8 file is 0.29x fp32
+    assert int8.stat().st_size < 0.7 * fp32.stat().st_size
+
+
+def test_onnx_compress_float_weights_per_output_channel():
+    """Gemm (both transB), MatMul and Conv weights get a scale per output channel; float_weights and
+    initializers that another op also reads stay float; outputs stay within int8 rounding."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from export.backends.onnx_backend import compress_float_weights
+
+    rng = np.random.default_rng(0)
+    spread = lambda n: np.linspace(0.01, 3, n, dtype=np.float32)  # very different channel ranges
+    weights = {"a.w": rng.normal(size=(16, 24)) * spread(24)[None, :],           # Gemm B [K, N]: axis 1
+               "b.w": rng.normal(size=(12, 24)) * spread(12)[:, None],           # Gemm transB [N, K]: axis 0
+               "keep.w": rng.normal(size=(12, 12)),                              # under a float module
+               "shared.w": rng.normal(size=(12, 12)),                            # also read by an Add
+               "conv.w": rng.normal(size=(6, 3, 3, 3)) * spread(6)[:, None, None, None]}
+    weights = {k: v.astype(np.float32) for k, v in weights.items()}
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "a.w"], ["h1"]),
+         helper.make_node("Gemm", ["h1", "b.w"], ["h2"], transB=1),
+         helper.make_node("MatMul", ["h2", "keep.w"], ["y"]),
+         helper.make_node("MatMul", ["h2", "shared.w"], ["h3"]),
+         helper.make_node("Add", ["shared.w", "shared.w"], ["z"]),
+         helper.make_node("Conv", ["img", "conv.w"], ["conv"], pads=[1, 1, 1, 1])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 16]),
+         helper.make_tensor_value_info("img", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape)
+         for n, shape in (("y", [2, 12]), ("h3", [2, 12]), ("z", [12, 12]), ("conv", [1, 6, 8, 8]))],
+        [numpy_helper.from_array(v, k) for k, v in weights.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    ref = model.SerializeToString()
+    packed = compress_float_weights(model, ("keep",), min_size=16)
+    onnx.checker.check_model(model)
+    assert sorted(packed) == ["a.w", "b.w", "conv.w"]
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    assert inits["a.w_int8"].dtype == np.int8 and inits["a.w_scale"].shape == (1, 24)
+    assert inits["b.w_scale"].shape == (12, 1) and inits["conv.w_scale"].shape == (6, 1, 1, 1)
+    assert {"keep.w", "shared.w"} <= set(inits) and "a.w" not in inits
+    for name in packed:  # per-channel scales: every channel uses the full int8 range
+        q = inits[name + "_int8"].astype(np.int32)
+        axis = int(np.argmax(inits[name + "_scale"].shape))
+        assert (np.abs(q).max(axis=tuple(a for a in range(q.ndim) if a != axis)) == 127).all(), name
+    feeds = {"x": rng.normal(size=(2, 16)).astype(np.float32), "img": rng.normal(size=(1, 3, 8, 8)).astype(np.float32)}
+    run = lambda m: ort.InferenceSession(m, providers=["CPUExecutionProvider"]).run(None, feeds)
+    for got, want in zip(run(model.SerializeToString()), run(ref)):
+        assert np.abs(got - want).max() < 0.02 * np.abs(want).max()
+
+
+def test_onnx_simplifier_falls_back_to_the_next_tool_then_to_the_exported_graph(monkeypatch, caplog):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from export.backends import onnx_backend
+
+    # Identity + a constant-foldable Add: both simplifiers shrink this graph to one node
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["c1", "c2"], ["c"]), helper.make_node("Identity", ["x"], ["xi"]),
+         helper.make_node("Add", ["xi", "c"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [numpy_helper.from_array(np.ones((1, 4), np.float32), "c1"),
+         numpy_helper.from_array(np.ones((1, 4), np.float32), "c2")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    out, tool = onnx_backend.simplify(model)
+    assert tool == onnx_backend.SIMPLIFIERS[0] and len(out.graph.node) < 3 and len(model.graph.node) == 3
+
+    def broken(m):
+        raise RuntimeError("simplifier crashed")
+
+    monkeypatch.setitem(onnx_backend.SIMPLIFIER_FUNCS, "onnxsim", broken)
+    out, tool = onnx_backend.simplify(model)
+    assert tool == "onnxslim" and len(out.graph.node) < 3
+    assert "onnxsim failed (RuntimeError: simplifier crashed)" in caplog.text
+    monkeypatch.setitem(onnx_backend.SIMPLIFIER_FUNCS, "onnxslim", broken)
+    out, tool = onnx_backend.simplify(model)
+    assert tool is None and out.SerializeToString() == model.SerializeToString()
 
 
 def test_onnx_int8_linear_weights_are_per_output_channel(data_dir, tmp_path):

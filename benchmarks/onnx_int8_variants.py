@@ -1,0 +1,167 @@
+"""ONNX int8 variants of one model: size, latency vs fp32, agreement and top-1 (the quant_defaults table).
+
+    python -m benchmarks.onnx_int8_variants --calib /work/shared/data/trashnet6/train \
+        --verify-data /work/shared/data/trashnet6/val
+
+Every variant is built by the ONNX backend from one simplified fp32 graph, with the same calibration
+images; a variant changes only which convs get activation QDQ, which op types are quantized, and how
+the float-kept weights are stored. Latency: all sessions in this process at ``--threads`` threads,
+timed interleaved round by round (rotating order), ``--repeats`` times; the median ratio to fp32 over
+the repeats is reported with the per-repeat ratios. Agreement: same top-1 as the PyTorch model.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+STEM = ("conv_1", "layer_1", "layer_2")
+MV2 = ("layer_[345].0",)
+UNFOLD_FOLD = ("*.local_rep.conv_1x1", "*.conv_proj")
+ALL_CONV_KEEP = STEM + MV2 + UNFOLD_FOLD + ("*.local_rep.conv_3x3", "*.fusion", "conv_1x1_exp")
+
+# name: (float-activation modules, op types with QDQ, float-weight modules or None = no weight-only int8,
+#        weight storage for float ops: "castmul" | "dq" | None)
+VARIANTS = {
+    "old default (float weights)": (STEM + UNFOLD_FOLD, ("Conv",), None, None),
+    "old default + int8 weights (DequantizeLinear)": (STEM + UNFOLD_FOLD, ("Conv",), STEM, "dq"),
+    "old default + int8 weights (Cast+Mul)": (STEM + UNFOLD_FOLD, ("Conv",), STEM, "castmul"),
+    "all non-stem convs QDQ": (STEM, ("Conv",), STEM, "castmul"),
+    "QDQ 3x3 + fusion + exp convs (new default)": (STEM + MV2 + UNFOLD_FOLD, ("Conv",), STEM, "castmul"),
+    "QDQ fusion convs only": (ALL_CONV_KEEP[:-3] + ("*.local_rep.conv_3x3", "conv_1x1_exp"), ("Conv",), STEM,
+                              "castmul"),
+    "new default + QDQ Gemm": (STEM + MV2 + UNFOLD_FOLD, ("Conv", "Gemm"), STEM, "castmul"),
+    "weight-only int8, stem float (no QDQ)": (ALL_CONV_KEEP, ("Conv",), STEM, "castmul"),
+    "weight-only int8 everywhere (no QDQ)": (ALL_CONV_KEEP, ("Conv",), (), "castmul"),
+}
+
+
+_CASTMUL = []  # the backend's own compress_float_weights (patched during the run)
+
+
+def _dq_weights(model, float_weights=(), min_size=128):
+    """Like compress_float_weights, but decoded by a weight-only DequantizeLinear (for comparison)."""
+    from onnx import helper, numpy_helper
+
+    names = _CASTMUL[0](model, float_weights, min_size)
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    drop = {n + s for n in names for s in ("_Cast", "_Mul")}
+    nodes = [n for n in g.node if n.name not in drop]
+    for name in names:
+        scale = numpy_helper.to_array(inits[name + "_scale"])
+        axis = int(np.argmax(scale.shape)) if scale.size > 1 else 0
+        g.initializer.remove(inits[name + "_scale"])
+        g.initializer.extend([numpy_helper.from_array(scale.reshape(-1), name + "_scale"),
+                              numpy_helper.from_array(np.zeros(scale.size, np.int8), name + "_zp")])
+        nodes.insert(0, helper.make_node("DequantizeLinear", [name + "_int8", name + "_scale", name + "_zp"], [name],
+                                         name=name + "_DequantizeLinear", axis=axis))
+    del g.node[:]
+    g.node.extend(nodes)
+    return names
+
+
+def main(argv=None) -> int:
+    import onnx
+    import torch
+
+    import export.quant_defaults as qd
+    from benchmarks.onnx_simplifier import _interleaved, _session
+    from export.backends import onnx_backend as ob
+    from export.base import ExportJob
+    from export.calibration import image_files, labelled_indices, load_pixels
+    from export.parity import torch_logits
+    from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+    from model.export_prep import prepare_for_export
+    from model.preprocess import normalize_hwc_uint8
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--weights", default=str(DEFAULT_CHECKPOINT))
+    ap.add_argument("--calib", required=True)
+    ap.add_argument("--calib-count", type=int, default=256)
+    ap.add_argument("--verify-data", required=True)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=12)
+    ap.add_argument("--per-round", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--only", nargs="*", help="variant names to build (default: all)")
+    ap.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    ck = load_checkpoint(args.weights)
+    net = prepare_for_export(ck.model)
+    contract = ck.meta.contract
+    calib, _ = load_pixels(image_files(args.calib), contract, args.calib_count)
+    val, used = load_pixels(image_files(args.verify_data), contract, None)
+    labels = labelled_indices(used, args.verify_data, ck.meta.labels)
+    ref = torch_logits(ck.model, val, contract).argmax(1)
+    x_val = normalize_hwc_uint8(val, contract)
+    cache: dict = {}
+    fam = qd.family(net)
+    saved = (dict(qd.DEFAULT_KEEP_FLOAT[fam]), dict(qd.ONNX_FLOAT_WEIGHTS), dict(qd.ONNX_STATIC_OPS),
+             ob.compress_float_weights)
+    _CASTMUL[:] = [saved[3]]
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        fp32 = tmp / "fp32.onnx"
+        ob.export(ExportJob(net, ck.meta, "fp32", cache=cache), fp32)
+        rows["fp32"] = {"path": fp32, "build_s": 0.0}
+        try:
+            for name, (keep, ops, float_weights, storage) in VARIANTS.items():
+                if args.only and name not in args.only:
+                    continue
+                qd.DEFAULT_KEEP_FLOAT[fam]["onnx"] = keep
+                qd.ONNX_STATIC_OPS[fam] = ops
+                qd.ONNX_FLOAT_WEIGHTS[fam] = float_weights or ()
+                ob.compress_float_weights = {None: lambda m, fw=(), min_size=0: [], "dq": _dq_weights,
+                                             "castmul": saved[3]}[storage]
+                path = tmp / f"v{len(rows)}.onnx"
+                t0 = time.perf_counter()
+                ob.export(ExportJob(net, ck.meta, "int8", calib_pixels=calib, cache=cache), path)
+                rows[name] = {"path": path, "build_s": time.perf_counter() - t0}
+                print(f"built {name} in {rows[name]['build_s']:.0f} s", flush=True)
+        finally:
+            qd.DEFAULT_KEEP_FLOAT[fam].update(saved[0])
+            qd.ONNX_FLOAT_WEIGHTS.clear(), qd.ONNX_FLOAT_WEIGHTS.update(saved[1])
+            qd.ONNX_STATIC_OPS.clear(), qd.ONNX_STATIC_OPS.update(saved[2])
+            ob.compress_float_weights = saved[3]
+        for name, r in rows.items():
+            s = _session(r["path"], args.threads)
+            out = np.concatenate([s.run(None, {"image": x_val[i:i + 1]})[0] for i in range(len(x_val))])
+            r.update(size=r["path"].stat().st_size, agree=float((out.argmax(1) == ref).mean()),
+                     top1=float((out.argmax(1) == labels).mean()), flips=int((out.argmax(1) != ref).sum()))
+            print(f"evaluated {name}: agreement {r['agree']:.2%}", flush=True)
+        sessions = {name: _session(r["path"], args.threads) for name, r in rows.items()}
+        ratios = {name: [] for name in rows}
+        for rep in range(args.repeats):
+            med = _interleaved(sessions, x_val[:1], args.rounds, args.per_round)
+            for name in rows:
+                ratios[name].append(med[name] / med["fp32"])
+                rows[name].setdefault("ms", []).append(med[name])
+            print(f"repeat {rep}: fp32 {med['fp32']:.1f} ms", flush=True)
+    fp32_size = rows["fp32"]["size"]
+    lines = [f"{args.threads} threads; latency ratio = median over {args.repeats} repeats of (variant median / fp32 "
+             f"median), {args.rounds}x{args.per_round} interleaved runs each; agreement/top-1 on {len(val)} images "
+             f"of {args.verify_data}; {len(calib)} calibration images.", "",
+             "| variant | size MB | size / fp32 | latency ms | latency / fp32 (repeats) | agreement | flips | top-1 |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        rs = ratios[name]
+        lines.append(f"| {name} | {r['size'] / 1e6:.2f} | {r['size'] / fp32_size:.3f} | {np.median(r['ms']):.1f} "
+                     f"| {np.median(rs):.3f} ({', '.join(f'{x:.2f}' for x in rs)}) | {r['agree']:.2%} | {r['flips']} "
+                     f"| {r['top1']:.2%} |")
+    report = "\n".join(lines) + "\n"
+    print(report)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(report)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
