@@ -5,6 +5,23 @@ W8A8 is calibrated in PyTorch with PT2E (the model shared with the TFLite backen
 quantize/dequantize pairs into Core ML int8 ops. coremltools 9.0's own PT2E ``CoreMLQuantizer``
 cannot be used: it imports ``torch.ao.quantization.quantizer``, gone in torch 2.13.
 
+``--calib-method coremltools`` builds W8A8 with coremltools' own recipe instead: the fp16 model is
+converted, ``linear_quantize_activations`` calibrates it (per-tensor min/max; mvit's reference
+interpreter stands in for macOS predict, ``export.coreml_interp.calibrate``), then
+``linear_quantize_weights``; the same keep-float modules stay fp16. PT2E stays the default because
+it is closer to the float model. trashnet6 val, all 407 images, 256 calibration images, interpreter
+in fp16 mode (benchmarks/coreml_w8a8.py, benchmarks/results/coreml_w8a8.md):
+
+  route (stem conv_1/layer_1/layer_2 float)        agreement  top-1   cosine   size
+  PT2E, histogram observers (default)                99.51%   89.19%  0.99953  1.30 MB
+  PT2E, min-max observers                            98.53%   88.21%  0.99901  1.30 MB
+  coremltools, affine activations (this option)      98.28%   89.43%  0.99907  1.33 MB
+  coremltools, symmetric (its documented example)    97.30%   90.66%  0.99459  1.28 MB
+  (float model top-1 89.43%; everything int8: PT2E 95.82%, coremltools 92.14% / 89.19% agreement)
+
+At equal observers (min/max) the two routes agree within a point; PT2E's edge is its histogram
+observer, which coremltools' calibration does not offer.
+
 Image input (default): Vision feeds camera buffers directly; scale 1/255 with the channel order of
 the contract, and per-channel mean/std folded into the graph (Core ML's image scale is a scalar).
 Outputs: ``classLabel`` and ``classLabel_probs`` (softmax in the graph), labels from the checkpoint.
@@ -32,8 +49,14 @@ FORMAT = "coreml"
 SUFFIX = ".mlpackage"
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
 INPUTS = ("image", "float-nchw")
+INTERPRETER_MAX_VERIFY = 48  # the reference interpreter takes ~2 s per 256x256 image: parity checks this many
 META_KEY = "mvit"
 INPUT_NAME = "image"
+# --calib-method for coremltools' own activation calibration (the others, histogram / min-max, are PT2E's)
+CT_CALIB_METHOD = "coremltools"
+# Activations of the coremltools route: "linear" (affine, a zero point, like PT2E's). coremltools'
+# documented example, "linear_symmetric", measured worse on trashnet6 (benchmarks/results/coreml_w8a8.md).
+CT_ACTIVATION_MODE = "linear"
 QUANT_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale", "quantize", "dequantize")
 
 
@@ -75,7 +98,10 @@ def export(job: ExportJob, path: Path) -> IOSpec:
 
     inner, sample, key, to_input = _graph(job)
     details: dict = {}
-    if job.precision == "int8":
+    ct_route = job.precision == "int8" and job.calib_method == CT_CALIB_METHOD
+    if ct_route:
+        ct_keep_float = _ct_keep_float(job)  # checked before the (slow) conversion
+    if job.precision == "int8" and not ct_route:
         inner, _, details = quantize_pt2e(job, inner, sample, to_input, key, fold_quantize=True)
         details = dict(details, coreml="W8A8: int8 weights and activations (quantize/dequantize ops)")
     module = _Softmax(inner).eval()
@@ -95,6 +121,8 @@ def export(job: ExportJob, path: Path) -> IOSpec:
                              compute_precision=precision)
     except Exception as e:
         raise ExportError(f"coremltools could not convert {job.meta.architecture}: {str(e).splitlines()[0][:200]}")
+    if ct_route:
+        mlmodel, details = _quantize_coremltools(job, mlmodel, program, to_input, *ct_keep_float)
     if job.precision == "dynamic":
         from coremltools.optimize.coreml import OpLinearQuantizerConfig, OptimizationConfig, linear_quantize_weights
 
@@ -105,6 +133,10 @@ def export(job: ExportJob, path: Path) -> IOSpec:
                    "activations": "float16"}
     mlmodel.short_description = f"mvit {job.meta.architecture} ({job.precision})"
     mlmodel.save(str(path))
+    # A PT2E graph carries ExecuTorch debug handles, and coremltools then writes their op mapping
+    # beside the model (0.3 MB for mobilevit_xxs, 19% of the W8A8 package): not part of the model
+    # (not in Manifest.json), not read by Core ML.
+    Path(path, "executorch_debug_handle_mapping.json").unlink(missing_ok=True)
     h, w = c.input_size
     in_spec = (TensorSpec(INPUT_NAME, [1, h, w, 3], "uint8", "NHWC") if job.input_mode == "image"
                else TensorSpec(INPUT_NAME, [1, 3, h, w], "float32", "NCHW"))
@@ -116,6 +148,86 @@ def export(job: ExportJob, path: Path) -> IOSpec:
         io.quantization_details = dict(io.quantization_details, coreml_image={
             "color_layout": c.channel_order, "scale": 1 / 255.0, "bias": [0.0, 0.0, 0.0]})
     return io
+
+
+def _stem_op_names(program, mlmodel, keep_float: tuple[str, ...]) -> list[str]:
+    """Names of the Core ML ops that come from the modules (names or module type names) in
+    ``keep_float``, found through the exported graph the model was converted from.
+
+    coremltools names each op after the torch.export node it converts (fused conv + batch norm after
+    the norm node), and the fp16 pass appends ``_cast_fp16``; the node's ``nn_module_stack`` says
+    which module it ran in.
+    """
+    def model_path(path: str) -> str:  # the wrappers (_Softmax, NormalizeOnly) hold the model as .model
+        while path.startswith("model."):
+            path = path[len("model."):]
+        return path
+
+    where: dict[str, tuple[list[str], list[str]]] = {}
+    for n in program.graph.nodes:
+        stack = [v for v in n.meta.get("nn_module_stack", {}).values() if isinstance(v, tuple) and len(v) == 2]
+        where[n.name] = ([model_path(p) for p, _ in stack], [str(t).rsplit(".", 1)[-1].strip("'>") for _, t in stack])
+    names = []
+    for op in mlmodel._mil_program.functions["main"].operations:
+        base = op.name[: -len("_cast_fp16")] if op.name.endswith("_cast_fp16") else op.name
+        paths, types = where.get(base, ([], []))
+        if any(p == k or p.startswith(k + ".") for p in paths for k in keep_float) or set(types) & set(keep_float):
+            names.append(op.name)
+    return names
+
+
+def _ct_keep_float(job: ExportJob) -> tuple[tuple[str, ...], str]:
+    """The keep-float list of the coremltools route (user's or the family default) and its source;
+    every name must be a module or module type of the model."""
+    from export.quant_defaults import resolve_keep_float
+
+    keep_float, source = resolve_keep_float(job.model, job.keep_float, "pt2e")
+    names = {n for n, _ in job.model.named_modules() if n}
+    types = {type(m).__name__ for m in job.model.modules()}
+    unknown = [k for k in keep_float if k not in names and k not in types]
+    if unknown:
+        raise ExportError(f"--keep-float {unknown[0]!r}: no module or module type of that name in the model "
+                          f"(e.g. {next(iter(sorted(names)), '')!r} or 'LayerNorm')")
+    return keep_float, source
+
+
+def _quantize_coremltools(job: ExportJob, mlmodel, program, to_input, keep_float, source):
+    """W8A8 with coremltools' own recipe: ``linear_quantize_activations`` (per-tensor min/max of
+    every activation on the calibration images, run by mvit's reference interpreter in fp16, as
+    Core ML's predict would on macOS; ``export.coreml_interp.calibrate``), then
+    ``linear_quantize_weights`` (int8 per-channel symmetric, every conv/linear weight). The ops of
+    the ``keep_float`` modules keep fp16 weights and activations.
+    """
+    import time
+
+    import coremltools.optimize.coreml as cto
+
+    from export.coreml_interp import calibrate_activations_linux
+
+    if job.calib_pixels is None or len(job.calib_pixels) == 0:
+        raise ExportError("int8 export needs calibration images")
+    excluded = _stem_op_names(program, mlmodel, keep_float) if keep_float else []
+    if keep_float and not excluded:
+        raise ExportError(f"--keep-float {', '.join(keep_float)}: no Core ML op comes from these modules")
+    t0 = time.perf_counter()
+    px = job.calib_pixels
+    if job.input_mode == "image":  # the image input takes 0..255 RGB pixels, NCHW
+        samples = [{INPUT_NAME: px[i : i + 1].transpose(0, 3, 1, 2).astype(np.float32)} for i in range(len(px))]
+    else:
+        samples = [{INPUT_NAME: to_input(px[i : i + 1]).numpy()} for i in range(len(px))]
+    act = cto.OpLinearQuantizerConfig(mode=CT_ACTIVATION_MODE)
+    wq = cto.OpLinearQuantizerConfig(mode="linear_symmetric", granularity="per_channel", weight_threshold=0)
+    skip = {name: None for name in excluded}
+    q = calibrate_activations_linux(mlmodel, samples, cto.OptimizationConfig(global_config=act, op_name_configs=skip),
+                                    weight_config=cto.OptimizationConfig(global_config=wq, op_name_configs=skip),
+                                    mode="fp16")
+    details = {"method": "coremltools", "observer": "min-max (per tensor, coremltools linear_quantize_activations)",
+               "calibration_run": "mvit reference interpreter, fp16", "weights": "int8 per-channel symmetric",
+               "activations": f"int8 per-tensor ({CT_ACTIVATION_MODE})", "calibration_images": int(len(px)),
+               "keep_float": list(keep_float), "keep_float_source": source, "keep_float_ops": len(excluded),
+               "calibration_seconds": round(time.perf_counter() - t0, 1),
+               "coreml": "W8A8: int8 weights and activations (quantize/dequantize ops)"}
+    return q, details
 
 
 def embed_metadata(path: Path, meta: dict) -> None:
@@ -218,6 +330,8 @@ class CoreMLRunner(Runner):
     def __init__(self, path: Path, meta: dict, threads: int = 2, backend: str = "auto"):
         super().__init__(path, meta)
         self.backend = ("coreml" if platform.system() == "Darwin" else "interpreter") if backend == "auto" else backend
+        if self.backend == "interpreter":
+            self.max_verify = INTERPRETER_MAX_VERIFY
         if self.backend == "coreml":
             import coremltools as ct
 
