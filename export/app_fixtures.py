@@ -77,6 +77,9 @@ TOLERANCES = {
     "model_output_float_abs": 1e-3,      # float TFLite logits (XNNPACK kernels differ per CPU)
     "model_output_quantized_steps": 1,   # int8/uint8 outputs, in quantisation steps
     "coreml_probability_abs": 5e-3,      # Core ML probabilities from the reference interpreter
+    # W8A8 Core ML: a different summation order (BLAS threads, CPU) can move one activation across an
+    # fp16 rounding boundary and so by a whole int8 step; measured 0.0116 between two interpreter builds.
+    "coreml_int8_probability_abs": 3e-2,
 }
 
 # Small contracts: the fixture JSON stays small while covering every option of the contract.
@@ -473,11 +476,13 @@ def installed_models(root=REPO) -> list[dict]:
     return found
 
 
-def output_tolerance(fmt: str, dtype: str) -> float:
+def output_tolerance(fmt: str, dtype: str, precision: str = "fp32") -> float:
     """How far a re-run's raw output may be from the recorded one (``TOLERANCES``), in raw units."""
     if dtype in ("int8", "uint8"):
         return float(TOLERANCES["model_output_quantized_steps"])
-    return TOLERANCES["coreml_probability_abs" if fmt == "coreml" else "model_output_float_abs"]
+    if fmt == "coreml":
+        return TOLERANCES["coreml_int8_probability_abs" if precision == "int8" else "coreml_probability_abs"]
+    return TOLERANCES["model_output_float_abs"]
 
 
 def load_shipped_runner(artifact, meta: dict):
@@ -553,7 +558,7 @@ def _shipped_case(runner, meta: dict, fmt: str, image: dict, path: Path) -> dict
         "dequantized": [float(v) for v in deq],
         "scores": [float(p) for p in scores],
         "top3": [{"index": i, "label": meta["labels"][i], "score": float(scores[i])} for i in top_k(scores, 3)],
-        "stable_top3": stable_top3(raw, output_tolerance(fmt, out["dtype"])),
+        "stable_top3": stable_top3(raw, output_tolerance(fmt, out["dtype"], meta.get("precision", "fp32"))),
     }
 
 
