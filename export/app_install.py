@@ -29,6 +29,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from export.metadata import meta_problems  # noqa: E402
+from model.checkpoint import atomic_write  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 APPS = {
@@ -90,16 +91,7 @@ def _find_meta(artifact: Path, meta: Path | None) -> Path:
 
 
 def _atomic_write_bytes(dest: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(dest, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def _atomic_copy(src: Path, dest: Path) -> None:
@@ -121,16 +113,9 @@ def _atomic_copy(src: Path, dest: Path) -> None:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
     else:
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-        os.close(fd)
-        try:
-            shutil.copyfile(src, tmp)
-            if dest.is_dir():
-                shutil.rmtree(dest)
-            os.replace(tmp, dest)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        if dest.is_dir():
+            shutil.rmtree(dest)
+        atomic_write(dest, lambda tmp: shutil.copyfile(src, tmp))
 
 
 def _remove(p: Path) -> None:

@@ -168,6 +168,7 @@ def test_install_into_android_app(tmp_path, variant):
     assert json.loads((assets / meta_name).read_text()) == meta
     assert (assets / "labels.txt").read_text().splitlines() == meta["labels"]
     assert not [p for p in assets.iterdir() if p.name.startswith(".")], "no temporary files left"
+    assert all(p.stat().st_mode & 0o044 == 0o044 for p in assets.iterdir()), "assets readable by all (not mkstemp's 0600)"
     # Re-installing replaces in place.
     install_into_app(src / "mvit.tflite", "android", variant, app_root=root)
 
