@@ -32,3 +32,19 @@ def make_image_folder(root: Path, classes=("a", "b", "c"), per_class=4, size=(48
 @pytest.fixture
 def image_folder(tmp_path):
     return make_image_folder(tmp_path / "images")
+
+
+@pytest.fixture(scope="session")
+def small_data_dir(tmp_path_factory):
+    """A 3-class folder of 72x72 images (8 per class) for quantization tests."""
+    from export_fixtures import CLASSES
+
+    return make_image_folder(tmp_path_factory.mktemp("small_data"), classes=CLASSES, per_class=8, size=(72, 72))
+
+
+@pytest.fixture(scope="session")
+def small_ckpt(small_data_dir, tmp_path_factory):
+    """A tiny MobileViT trained briefly on ``small_data_dir`` (trained weights: realistic int8 ranges)."""
+    from export_fixtures import train_tiny_checkpoint
+
+    return train_tiny_checkpoint(small_data_dir, tmp_path_factory.mktemp("small_ckpt") / "tiny.safetensors", steps=30)

@@ -6,20 +6,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from conftest import make_image_folder
-from export_fixtures import CLASSES, train_tiny_checkpoint
-
 pytest.importorskip("coremltools")
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return make_image_folder(tmp_path_factory.mktemp("w8a8data"), classes=CLASSES, per_class=8, size=(72, 72))
-
-
-@pytest.fixture(scope="module")
-def tiny_ckpt(data_dir, tmp_path_factory):
-    return train_tiny_checkpoint(data_dir, tmp_path_factory.mktemp("w8a8ckpt") / "tiny.safetensors", steps=30)
 
 
 def _ops(artifact) -> dict:
@@ -28,11 +15,11 @@ def _ops(artifact) -> dict:
     return get_backend("coreml").inspect_spec(artifact)["op_counts"]
 
 
-def test_coremltools_route_exports_w8a8_that_passes_parity(tiny_ckpt, data_dir, tmp_path):
+def test_coremltools_route_exports_w8a8_that_passes_parity(small_ckpt, small_data_dir, tmp_path):
     from export import coreml_interp
     from export.api import export_model
 
-    r = export_model(tiny_ckpt, ("coreml",), ("int8",), tmp_path, calib=data_dir, calib_count=12,
+    r = export_model(small_ckpt, ("coreml",), ("int8",), tmp_path, calib=small_data_dir, calib_count=12,
                      calib_method="coremltools")[0]
     d = r.meta["quantization_details"]
     assert d["method"] == "coremltools" and d["calibration_images"] == 12 and "linear" in d["activations"]
@@ -54,12 +41,12 @@ def test_coremltools_route_exports_w8a8_that_passes_parity(tiny_ckpt, data_dir, 
     assert _ops(r.artifact)["constexpr_affine_dequantize"] == len(convs) - n_stem + _ops(r.artifact)["linear"]
 
 
-def test_unknown_keep_float_on_coremltools_route_fails_before_converting(tiny_ckpt, data_dir, tmp_path):
+def test_unknown_keep_float_on_coremltools_route_fails_before_converting(small_ckpt, small_data_dir, tmp_path):
     from export.api import export_model
     from export.base import ExportError
 
     with pytest.raises(ExportError, match="no module or module type of that name"):
-        export_model(tiny_ckpt, ("coreml",), ("int8",), tmp_path, calib=data_dir, calib_count=4,
+        export_model(small_ckpt, ("coreml",), ("int8",), tmp_path, calib=small_data_dir, calib_count=4,
                      calib_method="coremltools", keep_float=("no_such_module",), verify=False)
 
 

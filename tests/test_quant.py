@@ -4,21 +4,10 @@ import pytest
 import torch
 
 import model
-from conftest import make_image_folder
 from export.api import export_model
 from export.base import ExportJob
 from export.quant_defaults import DEFAULT_KEEP_FLOAT, resolve_keep_float
-from export_fixtures import CLASSES, train_tiny_checkpoint
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return make_image_folder(tmp_path_factory.mktemp("qdata"), classes=CLASSES, per_class=8, size=(72, 72))
-
-
-@pytest.fixture(scope="module")
-def tiny_ckpt(data_dir, tmp_path_factory):
-    return train_tiny_checkpoint(data_dir, tmp_path_factory.mktemp("qckpt") / "tiny.safetensors", steps=30)
+from export_fixtures import train_tiny_checkpoint
 
 
 def test_default_keep_float_for_mobilevit_is_overridable():
@@ -64,14 +53,14 @@ def test_batched_pt2e_calibration_matches_batch_one():
     assert batched(x[:1]).shape == (1, 3)  # the batch-1 graph is the one returned
 
 
-def test_pt2e_details_name_the_default_keep_float(tiny_ckpt, data_dir):
+def test_pt2e_details_name_the_default_keep_float(small_ckpt, small_data_dir):
     from export.calibration import image_files, load_pixels
     from export.pt2e import pixels_to_tensor, quantize_pt2e
     from model.checkpoint import load_checkpoint
     from model.preprocess import normalize_hwc_uint8
 
-    ck = load_checkpoint(tiny_ckpt)
-    px, _ = load_pixels(image_files(data_dir), ck.meta.contract, 18)
+    ck = load_checkpoint(small_ckpt)
+    px, _ = load_pixels(image_files(small_data_dir), ck.meta.contract, 18)
     job = ExportJob(ck.model, ck.meta, "int8", "float-nchw", px, "histogram")
     to_input = lambda p: pixels_to_tensor(p, "NCHW", lambda x: normalize_hwc_uint8(x, ck.meta.contract))  # noqa: E731
     converted, _, details = quantize_pt2e(job, ck.model, torch.zeros(1, 3, 64, 64), to_input, "normalized-nchw")
@@ -105,9 +94,9 @@ def _decoded_weight(producers, name, inits):
 
 
 @pytest.fixture(scope="module")
-def onnx_int8_fp32(tiny_ckpt, data_dir, tmp_path_factory):
+def onnx_int8_fp32(small_ckpt, small_data_dir, tmp_path_factory):
     """The tiny MobileViT as ONNX int8 and fp32 (one export run: the fp32 graph is shared)."""
-    return export_model(tiny_ckpt, ("onnx",), ("int8", "fp32"), tmp_path_factory.mktemp("onnx"), calib=data_dir,
+    return export_model(small_ckpt, ("onnx",), ("int8", "fp32"), tmp_path_factory.mktemp("onnx"), calib=small_data_dir,
                         calib_count=16, verify=False)
 
 
@@ -232,7 +221,6 @@ def test_onnx_compress_float_weights_per_output_channel():
 
 
 def test_onnx_simplifier_falls_back_to_the_next_tool_then_to_the_exported_graph(monkeypatch, caplog):
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     from export.backends import onnx_backend
@@ -262,13 +250,13 @@ def test_onnx_simplifier_falls_back_to_the_next_tool_then_to_the_exported_graph(
     assert tool is None and out.SerializeToString() == model.SerializeToString()
 
 
-def test_onnx_int8_linear_weights_are_per_output_channel(data_dir, tmp_path):
+def test_onnx_int8_linear_weights_are_per_output_channel(small_data_dir, tmp_path):
     """Other families quantize Conv, Gemm and MatMul; a [in, out] weight gets one scale per output."""
     import onnx
     from onnx import numpy_helper
 
-    ckpt = train_tiny_checkpoint(data_dir, tmp_path / "vit.safetensors", arch="vit_test", steps=5)
-    res = export_model(ckpt, ("onnx",), ("int8",), tmp_path, calib=data_dir, calib_count=8, verify=False)
+    ckpt = train_tiny_checkpoint(small_data_dir, tmp_path / "vit.safetensors", arch="vit_test", steps=5)
+    res = export_model(ckpt, ("onnx",), ("int8",), tmp_path, calib=small_data_dir, calib_count=8, verify=False)
     assert res[0].meta["quantization_details"]["keep_float"] == []
     g = onnx.load(str(res[0].artifact)).graph
     inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
