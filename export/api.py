@@ -279,6 +279,7 @@ def _export_one(backend, job, ckpt, target: Path, verify, verify_pixels, verify_
                     meta["status"] = "failed-parity"
                 backend.embed_metadata(artifact, meta)
         write_sidecars(tmp, meta)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; the finished folder is an ordinary one
         if target.exists():
             shutil.rmtree(target) if target.is_dir() else target.unlink()
         os.replace(tmp, target)
