@@ -28,7 +28,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from export.metadata import meta_problems  # noqa: E402
+from export.metadata import meta_issues  # noqa: E402
 from model.checkpoint import atomic_write  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,8 +55,9 @@ class AppInstallError(ValueError):
 
 def validate_meta(meta: dict, app: str | None = None, variant: str | None = None) -> list[str]:
     """Check the fields the apps read; returns the labels. Raises AppInstallError with every problem."""
-    errs = meta_problems(meta)
-    labels = meta.get("labels") if not any(e.startswith("labels") for e in errs) else []
+    problems = meta_issues(meta)
+    labels = [] if any(p.field == "labels" for p in problems) else meta["labels"]
+    errs = [p.message for p in problems]
     if app is not None and meta.get("format") != APPS[app]["format"]:
         errs.append(f"format {meta.get('format')!r}: the {app} app needs {APPS[app]['format']!r}")
     if variant is not None and meta.get("precision") not in VARIANT_PRECISIONS[variant]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from export.base import IOSpec
@@ -58,68 +59,101 @@ def validate_meta(meta: dict, where: str = "model_meta") -> dict:
     return meta
 
 
+@dataclass(frozen=True)
+class MetaProblem:
+    """One way model_meta fails its schema: the top-level ``field`` at fault and a readable ``message``."""
+
+    field: str
+    message: str
+
+
 def meta_problems(meta: dict) -> list[str]:
     """Every way ``meta`` fails the model_meta schema the runners and the demo apps read (docs/model_meta.md)."""
-    errs: list[str] = []
-    if meta.get("schema") != SCHEMA:
-        errs.append(f"schema is {meta.get('schema')!r}, expected {SCHEMA!r}")
+    return [p.message for p in meta_issues(meta)]
+
+
+def meta_issues(meta: dict) -> list[MetaProblem]:
+    """``meta_problems`` with each message tagged by its top-level field (``"labels"``, ``"input"``, ...)."""
     labels = meta.get("labels")
-    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) and x.strip() for x in labels):
-        errs.append("labels must be a non-empty list of non-empty strings")
-        labels = []
-    elif any("\n" in x for x in labels):
-        errs.append("labels must not contain newlines")
-    if "num_classes" in meta and meta["num_classes"] != len(labels):
-        errs.append(f"num_classes {meta['num_classes']} != {len(labels)} labels")
-    pre = meta.get("preprocess")
-    contract = None
+    n_labels = len(labels) if _label_list(labels) else 0
+    contract, pre_errs = _preprocess_problems(meta.get("preprocess"))
+    found = {
+        "schema": [] if meta.get("schema") == SCHEMA else [f"schema is {meta.get('schema')!r}, expected {SCHEMA!r}"],
+        "labels": _label_problems(labels),
+        "num_classes": [f"num_classes {meta['num_classes']} != {n_labels} labels"]
+        if "num_classes" in meta and meta["num_classes"] != n_labels else [],
+        "preprocess": pre_errs,
+        "input": _input_problems(meta.get("input"), contract),
+        "output": _output_problems(meta.get("output"), n_labels),
+    }
+    return [MetaProblem(name, msg) for name, msgs in found.items() for msg in msgs]
+
+
+def _label_list(labels) -> bool:
+    return isinstance(labels, list) and bool(labels) and all(isinstance(x, str) and x.strip() for x in labels)
+
+
+def _label_problems(labels) -> list[str]:
+    if not _label_list(labels):
+        return ["labels must be a non-empty list of non-empty strings"]
+    return ["labels must not contain newlines"] if any("\n" in x for x in labels) else []
+
+
+def _preprocess_problems(pre) -> tuple[PreprocessContract | None, list[str]]:
+    """The contract ``pre`` describes (None if it does not) and what is wrong with it."""
     if not isinstance(pre, dict):
-        errs.append("preprocess missing")
-    else:
-        try:
-            contract = PreprocessContract.from_dict(pre)
-        except ValueError as e:
-            errs.append(f"preprocess: {e}")
-        for key in ("input_size", "resize_short", "interpolation", "scale", "mean", "std", "channel_order"):
-            if key not in pre:
-                errs.append(f"preprocess.{key} missing")
-        if contract is not None and pre.get("resize_short") not in (None, contract.resize_short):
-            errs.append(f"preprocess.resize_short {pre.get('resize_short')} != {contract.resize_short} derived from input_size/crop_fraction")
-    inp = meta.get("input")
+        return None, ["preprocess missing"]
+    errs, contract = [], None
+    try:
+        contract = PreprocessContract.from_dict(pre)
+    except ValueError as e:
+        errs.append(f"preprocess: {e}")
+    for key in ("input_size", "resize_short", "interpolation", "scale", "mean", "std", "channel_order"):
+        if key not in pre:
+            errs.append(f"preprocess.{key} missing")
+    if contract is not None and pre.get("resize_short") not in (None, contract.resize_short):
+        errs.append(f"preprocess.resize_short {pre.get('resize_short')} != {contract.resize_short} derived from input_size/crop_fraction")
+    return contract, errs
+
+
+def _input_problems(inp, contract: PreprocessContract | None) -> list[str]:
     if not isinstance(inp, dict):
-        errs.append("input missing")
-    else:
-        shape, layout, dtype = inp.get("shape"), inp.get("layout"), inp.get("dtype")
-        if layout not in ("NCHW", "NHWC"):
-            errs.append(f"input.layout {layout!r} is not NCHW/NHWC")
-        if dtype not in DTYPES:
-            errs.append(f"input.dtype {dtype!r} is not one of {DTYPES}")
-        if not (isinstance(shape, list) and len(shape) == 4 and shape[0] == 1 and all(isinstance(v, int) for v in shape)):
-            errs.append(f"input.shape {shape!r} must be [1, ., ., .]")
-        elif layout in ("NCHW", "NHWC") and contract is not None:
-            c, h, w = (shape[1], shape[2], shape[3]) if layout == "NCHW" else (shape[3], shape[1], shape[2])
-            if c != 3:
-                errs.append(f"input has {c} channels, expected 3")
-            if [h, w] != list(contract.input_size):
-                errs.append(f"input.shape {shape} does not match preprocess.input_size {list(contract.input_size)}")
-        if dtype in ("int8", "uint8") and not inp.get("normalization_in_model") and not _quant_ok(inp.get("quantization")):
-            errs.append(f"input.dtype {dtype} needs input.quantization {{scale > 0, zero_point int}}")
-    out = meta.get("output")
+        return ["input missing"]
+    errs = []
+    shape, layout, dtype = inp.get("shape"), inp.get("layout"), inp.get("dtype")
+    if layout not in ("NCHW", "NHWC"):
+        errs.append(f"input.layout {layout!r} is not NCHW/NHWC")
+    if dtype not in DTYPES:
+        errs.append(f"input.dtype {dtype!r} is not one of {DTYPES}")
+    if not (isinstance(shape, list) and len(shape) == 4 and shape[0] == 1 and all(isinstance(v, int) for v in shape)):
+        errs.append(f"input.shape {shape!r} must be [1, ., ., .]")
+    elif layout in ("NCHW", "NHWC") and contract is not None:
+        c, h, w = (shape[1], shape[2], shape[3]) if layout == "NCHW" else (shape[3], shape[1], shape[2])
+        if c != 3:
+            errs.append(f"input has {c} channels, expected 3")
+        if [h, w] != list(contract.input_size):
+            errs.append(f"input.shape {shape} does not match preprocess.input_size {list(contract.input_size)}")
+    if dtype in ("int8", "uint8") and not inp.get("normalization_in_model") and not _quant_ok(inp.get("quantization")):
+        errs.append(f"input.dtype {dtype} needs input.quantization {{scale > 0, zero_point int}}")
+    return errs
+
+
+def _output_problems(out, n_labels: int) -> list[str]:
     if not isinstance(out, dict):
-        errs.append("output missing")
-    else:
-        if out.get("dtype") not in DTYPES:
-            errs.append(f"output.dtype {out.get('dtype')!r} is not one of {DTYPES}")
-        if out.get("dtype") in ("int8", "uint8") and not _quant_ok(out.get("quantization")):
-            errs.append(f"output.dtype {out.get('dtype')} needs output.quantization")
-        if out.get("kind", "logits") not in ("logits", "probabilities"):
-            errs.append(f"output.kind {out.get('kind')!r} is not logits/probabilities")
-        shape = out.get("shape")
-        n = 1
-        for v in shape if isinstance(shape, list) else [None]:
-            n = n * v if isinstance(v, int) else -1
-        if n != len(labels):
-            errs.append(f"output.shape {shape!r} does not hold {len(labels)} classes")
+        return ["output missing"]
+    errs = []
+    if out.get("dtype") not in DTYPES:
+        errs.append(f"output.dtype {out.get('dtype')!r} is not one of {DTYPES}")
+    if out.get("dtype") in ("int8", "uint8") and not _quant_ok(out.get("quantization")):
+        errs.append(f"output.dtype {out.get('dtype')} needs output.quantization")
+    if out.get("kind", "logits") not in ("logits", "probabilities"):
+        errs.append(f"output.kind {out.get('kind')!r} is not logits/probabilities")
+    shape = out.get("shape")
+    n = 1
+    for v in shape if isinstance(shape, list) else [None]:
+        n = n * v if isinstance(v, int) else -1
+    if n != n_labels:
+        errs.append(f"output.shape {shape!r} does not hold {n_labels} classes")
     return errs
 
 
