@@ -11,7 +11,6 @@ the repeats is reported with the per-repeat ratios. Agreement: same top-1 as the
 """
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -65,41 +64,24 @@ def _dq_weights(model, float_weights=(), min_size=128):
 
 
 def main(argv=None) -> int:
-    import onnx
-    import torch
-
+    """Build every variant, measure it and print (with ``--out`` also write) the Markdown table."""
     import export.quant_defaults as qd
+    from benchmarks._script_args import load_bench_inputs, onnx_bench_parser
     from benchmarks.onnx_simplifier import _interleaved, _session
     from export.backends import onnx_backend as ob
     from export.base import ExportJob
-    from export.calibration import image_files, labelled_indices, load_pixels
+    from export.calibration import labelled_indices
     from export.parity import torch_logits
-    from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
-    from model.export_prep import prepare_for_export
-    from model.preprocess import normalize_hwc_uint8
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--weights", default=str(DEFAULT_CHECKPOINT))
-    ap.add_argument("--calib", required=True)
-    ap.add_argument("--calib-count", type=int, default=256)
-    ap.add_argument("--verify-data", required=True)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=12)
-    ap.add_argument("--per-round", type=int, default=3)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap = onnx_bench_parser(__doc__, rounds=12)
     ap.add_argument("--only", nargs="*", help="variant names to build (default: all)")
     ap.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
     args = ap.parse_args(argv)
 
-    torch.set_num_threads(args.threads)
-    ck = load_checkpoint(args.weights)
-    net = prepare_for_export(ck.model)
-    contract = ck.meta.contract
-    calib, _ = load_pixels(image_files(args.calib), contract, args.calib_count)
-    val, used = load_pixels(image_files(args.verify_data), contract, None)
-    labels = labelled_indices(used, args.verify_data, ck.meta.labels)
-    ref = torch_logits(ck.model, val, contract).argmax(1)
-    x_val = normalize_hwc_uint8(val, contract)
+    inp = load_bench_inputs(args)
+    ck, net, calib, val, x_val = inp.ckpt, inp.net, inp.calib, inp.val, inp.x_val
+    labels = labelled_indices(inp.val_files, args.verify_data, ck.meta.labels)
+    ref = torch_logits(ck.model, val, ck.meta.contract).argmax(1)
     cache: dict = {}
     fam = qd.family(net)
     saved = (dict(qd.DEFAULT_KEEP_FLOAT[fam]), dict(qd.ONNX_FLOAT_WEIGHTS), dict(qd.ONNX_STATIC_OPS),

@@ -10,7 +10,6 @@ interleaved, round by round in rotating order; medians and ratios to the unsimpl
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import tempfile
 import time
@@ -58,36 +57,19 @@ def _interleaved(sessions: dict, x: np.ndarray, rounds: int, per_round: int) -> 
 
 
 def main(argv=None) -> int:
+    """Simplify, build, time and compare every chain; write ``--out`` and print it."""
     import onnx
 
+    from benchmarks._script_args import load_bench_inputs, onnx_bench_parser
     from export.backends import onnx_backend as ob
     from export.base import ExportJob
-    from export.calibration import image_files, load_pixels
-    from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
-    from model.export_prep import prepare_for_export
-    from model.preprocess import normalize_hwc_uint8
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--weights", default=str(DEFAULT_CHECKPOINT))
-    ap.add_argument("--calib", required=True, help="image folder for int8 calibration")
-    ap.add_argument("--calib-count", type=int, default=256)
-    ap.add_argument("--verify-data", required=True, help="image folder: outputs compared on these")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=30)
-    ap.add_argument("--per-round", type=int, default=3)
-    ap.add_argument("--repeats", type=int, default=3, help="interleaved timings; ratios reported per repeat")
+    ap = onnx_bench_parser(__doc__, rounds=30)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/onnx_simplifier.md"))
     args = ap.parse_args(argv)
 
-    import torch
-
-    torch.set_num_threads(args.threads)
-    ck = load_checkpoint(args.weights)
-    net = prepare_for_export(ck.model)
-    contract = ck.meta.contract
-    calib, _ = load_pixels(image_files(args.calib), contract, args.calib_count)
-    val, _ = load_pixels(image_files(args.verify_data), contract, None)
-    x_val = normalize_hwc_uint8(val, contract)
+    inp = load_bench_inputs(args)
+    ck, net, calib, val, x_val = inp.ckpt, inp.net, inp.calib, inp.val, inp.x_val
     t0 = time.perf_counter()
     raw = ob.torch_export(ExportJob(net, ck.meta, "fp32"))
     export_s = time.perf_counter() - t0

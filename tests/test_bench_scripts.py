@@ -1,0 +1,41 @@
+"""The ONNX measurement scripts' shared command line and inputs (benchmarks/_script_args.py)."""
+import pytest
+import torch
+
+import model
+from benchmarks import onnx_int8_variants, onnx_simplifier
+from benchmarks._script_args import load_bench_inputs, onnx_bench_parser
+from model.checkpoint import CheckpointMeta, save_checkpoint
+from model.contract import PreprocessContract
+
+SHARED = ("--weights", "--calib", "--calib-count", "--verify-data", "--threads", "--rounds", "--per-round",
+          "--repeats")
+
+
+@pytest.mark.parametrize("script, own", [(onnx_int8_variants, ("--only", "--out")), (onnx_simplifier, ("--out",))])
+def test_both_scripts_take_the_shared_options(script, own, capsys):
+    with pytest.raises(SystemExit) as e:
+        script.main(["--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and out.startswith("usage:")
+    assert all(opt in out for opt in SHARED + own)
+
+
+def test_shared_inputs_load_checkpoint_and_images(image_folder, tmp_path):
+    m = model.create("mobilevit_test", num_classes=3)
+    meta = CheckpointMeta("mobilevit_test", ["a", "b", "c"], PreprocessContract(input_size=(64, 64)),
+                          provenance={"test": "bench scripts"})
+    ckpt = save_checkpoint(tmp_path / "ck.safetensors", m.eval(), meta)
+    args = onnx_bench_parser("title\nbody", rounds=7).parse_args(
+        ["--weights", str(ckpt), "--calib", str(image_folder), "--calib-count", "5", "--verify-data",
+         str(image_folder), "--threads", "1"])
+    assert (args.rounds, args.per_round, args.repeats) == (7, 3, 3)
+    threads = torch.get_num_threads()
+    try:
+        inp = load_bench_inputs(args)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    assert inp.calib.shape == (5, 64, 64, 3) and inp.val.shape == (12, 64, 64, 3)
+    assert len(inp.val_files) == 12 and inp.x_val.shape == (12, 3, 64, 64)
+    assert inp.ckpt.meta.labels == ["a", "b", "c"] and inp.net is not None
