@@ -92,6 +92,57 @@ def test_tflite_tensor_names_are_module_paths(matrix):
         assert it.get_signature_list()["serving_default"]["inputs"]  # signature survives the rewrite
 
 
+def _tflite_op_input_types(path) -> list[tuple[str, str]]:
+    """(op name, first input's tensor type) per operator of a .tflite file."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    m = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(Path(path).read_bytes(), 0))
+    ops = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    g = m.subgraphs[0]
+    out = []
+    for op in g.operators:
+        code = m.operatorCodes[op.opcodeIndex]
+        out.append((ops[max(code.builtinCode, code.deprecatedBuiltinCode)], types[g.tensors[op.inputs[0]].type]))
+    return out
+
+
+def test_tflite_int8_runs_silu_in_int8_outside_the_float_stem(matrix, tiny_ckpt):
+    """SiLU (LOGISTIC + MUL in TFLite) is int8 wherever its conv or linear is; only the stem kept float
+    by default (conv_1, layer_1, layer_2) has float LOGISTIC ops."""
+    from torch import nn
+
+    from export.quant_defaults import DEFAULT_KEEP_FLOAT
+    from model.checkpoint import load_checkpoint
+
+    net = load_checkpoint(tiny_ckpt).model
+    kept = DEFAULT_KEEP_FLOAT["mobilevit"]["pt2e"]
+    silu = [name for name, m in net.named_modules() if isinstance(m, nn.SiLU)]
+    in_stem = [n for n in silu if n.split(".")[0] in kept]
+    results, _ = matrix
+    ops = _tflite_op_input_types(results[("tflite", "int8")].artifact)
+    logistic = [t for op, t in ops if op == "LOGISTIC"]
+    assert len(logistic) == len(silu)
+    assert logistic.count("FLOAT32") == len(in_stem) and logistic.count("INT8") == len(silu) - len(in_stem) > 0
+
+
+def test_split_silu_is_numerically_silu():
+    import torch
+
+    import model
+    from export.pt2e import split_silu
+
+    torch.manual_seed(0)
+    net = model.create("mobilevit_test", num_classes=3).eval()
+    x = torch.rand(2, 3, 64, 64)
+    gm = torch.export.export(net, (x,)).module()
+    n_silu = sum(isinstance(m, torch.nn.SiLU) for m in net.modules())
+    assert split_silu(gm, lambda n: True) == n_silu
+    assert not any(n.target == torch.ops.aten.silu.default for n in gm.graph.nodes)
+    with torch.no_grad():
+        torch.testing.assert_close(gm(x), net(x), rtol=1e-5, atol=1e-5)
+
+
 def test_parallel_export_matches_serial(matrix, tiny_ckpt, data_dir, tmp_path):
     """--jobs 2: formats in worker processes; same artifacts, parity and order as one after another."""
     serial, _ = matrix

@@ -1,0 +1,212 @@
+"""Why int8 TFLite is (or is not) faster than fp32 on this CPU: kernels alone, then the whole model.
+
+Part 1 times small stacks of one layer type (3x3 conv, 1x1 conv, depthwise conv, linear, SiLU) as fp32
+and as litert-torch PT2E int8, so the int8 kernels' own speed-up on this CPU is known. Part 2 converts
+the shipped model as fp32 and as int8 variants (the default, the default without int8 SiLU, nothing kept
+float) and reports latency against fp32 and top-1 agreement with fp32 on labelled images.
+
+Latency: one process, XNNPACK at ``--threads``, all rows prepared first, then rounds of ``--per`` invokes
+per row in alternating order; medians of all invokes. Run it on an otherwise idle machine:
+
+    python -m benchmarks.tflite_int8_speed --calib ../shared/data/trashnet6/train \\
+        --val ../shared/data/trashnet6/val --out benchmarks/results/tflite_int8_speed.md
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "model" / "weights" / "mobilevit_xxs_trashnet6.safetensors"
+
+
+def _interpreter(path: Path, threads: int):
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(str(path), num_threads=threads)
+    it.allocate_tensors()
+    return it
+
+
+def interleaved_median_ms(paths: list[Path], threads: int, rounds: int, per: int) -> list[float]:
+    """Median invoke time of each model, timed in alternating rounds on zero inputs."""
+    its = []
+    for p in paths:
+        it = _interpreter(p, threads)
+        d = it.get_input_details()[0]
+        it.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
+        it.invoke()
+        its.append(it)
+    times: list[list[float]] = [[] for _ in paths]
+    for r in range(rounds):
+        order = range(len(its)) if r % 2 == 0 else reversed(range(len(its)))
+        for i in order:
+            for _ in range(per):
+                t = time.perf_counter()
+                its[i].invoke()
+                times[i].append(time.perf_counter() - t)
+    return [1e3 * float(np.median(t)) for t in times]
+
+
+def _convert(module: nn.Module, sample: torch.Tensor, path: Path, quantizer=None) -> None:
+    import litert_torch
+
+    from export.backends.tflite_backend import shorten_tensor_names
+
+    kw = {}
+    if quantizer is not None:
+        from litert_torch.quantize.quant_config import QuantConfig
+
+        kw["quant_config"] = QuantConfig(pt2e_quantizer=quantizer)
+    litert_torch.convert(module, (sample,), **kw).export(str(path))
+    path.write_bytes(shorten_tensor_names(path.read_bytes()))  # as mvit-export writes it
+
+
+def int8_tflite(module: nn.Module, calib: torch.Tensor, path: Path, keep_float=(), quantize_silu=True) -> None:
+    """PT2E int8 (the export's quantizer and calibration) of ``module``, calibrated on ``calib``, to ``path``."""
+    from torchao.quantization.pt2e import allow_exported_model_train_eval
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    from export.pt2e import _calibrate, quantizer_for
+
+    q = quantizer_for(module, "histogram", tuple(keep_float), quantize_silu)
+    sample = calib[:1]
+    with torch.no_grad():
+        prepared = _calibrate(module, sample, q, lambda i, j: calib[i:j], len(calib))
+        converted = allow_exported_model_train_eval(convert_pt2e(prepared, fold_quantize=False))
+    _convert(converted, torch.zeros_like(sample), path, q)
+
+
+def _stack(kind: str) -> tuple[nn.Module, tuple[int, ...]]:
+    layers = {
+        "conv 3x3, 64 ch, 64x64": (lambda: nn.Conv2d(64, 64, 3, padding=1), (1, 64, 64, 64)),
+        "conv 1x1, 128 ch, 64x64": (lambda: nn.Conv2d(128, 128, 1), (1, 128, 64, 64)),
+        "depthwise 3x3, 128 ch, 64x64": (lambda: nn.Conv2d(128, 128, 3, padding=1, groups=128), (1, 128, 64, 64)),
+        "linear 96->192->96, 256 tokens": (lambda: nn.Sequential(nn.Linear(96, 192), nn.ReLU(), nn.Linear(192, 96)),
+                                           (1, 256, 96)),
+        "conv 1x1 + SiLU, 128 ch, 64x64": (lambda: nn.Sequential(nn.Conv2d(128, 128, 1), nn.SiLU()), (1, 128, 64, 64)),
+    }
+    make, shape = layers[kind]
+    blocks = [nn.Sequential(make(), nn.ReLU()) if "SiLU" not in kind else make() for _ in range(6)]
+    return nn.Sequential(*blocks).eval(), shape
+
+
+def kernels(tmp: Path, threads: int, rounds: int, per: int) -> list[dict]:
+    """fp32 vs int8 latency of six stacked layers of each kind (everything int8)."""
+    rows = []
+    torch.manual_seed(0)
+    for kind in ("conv 3x3, 64 ch, 64x64", "conv 1x1, 128 ch, 64x64", "depthwise 3x3, 128 ch, 64x64",
+                 "linear 96->192->96, 256 tokens", "conv 1x1 + SiLU, 128 ch, 64x64"):
+        net, shape = _stack(kind)
+        f, q = tmp / "k_fp32.tflite", tmp / "k_int8.tflite"
+        _convert(net, torch.zeros(*shape), f)
+        int8_tflite(net, torch.randn(16, *shape[1:]), q)
+        ms = interleaved_median_ms([f, q], threads, rounds, per)
+        rows.append({"layer": kind, "fp32_ms": ms[0], "int8_ms": ms[1]})
+    return rows
+
+
+def _agreement(fp32: Path, int8: Path, x: np.ndarray, threads: int) -> float:
+    outs = []
+    for p in (fp32, int8):
+        it = _interpreter(p, threads)
+        i, o = it.get_input_details()[0], it.get_output_details()[0]
+        top = []
+        for img in x:
+            xi = img[None]
+            if i["dtype"] == np.int8:
+                s, z = i["quantization"]
+                xi = np.clip(np.round(xi / s + z), -128, 127).astype(np.int8)
+            it.set_tensor(i["index"], xi)
+            it.invoke()
+            top.append(int(np.argmax(it.get_tensor(o["index"]))))
+        outs.append(np.array(top))
+    return float((outs[0] == outs[1]).mean() * 100)
+
+
+def whole_model(weights: Path, calib_dir: Path, val_dir: Path, calib_count: int, tmp: Path, threads: int,
+                rounds: int, per: int) -> list[dict]:
+    """fp32 vs int8 variants of the checkpoint: latency ratio and agreement on ``val_dir``."""
+    from export.calibration import image_files, load_pixels
+    from export.quant_defaults import resolve_keep_float
+    from model.checkpoint import load_checkpoint
+    from model.export_prep import prepare_for_export
+    from model.preprocess import normalize_hwc_uint8
+
+    ck = load_checkpoint(weights)
+    net, contract = prepare_for_export(ck.model), ck.meta.contract
+    calib = torch.from_numpy(normalize_hwc_uint8(load_pixels(image_files(calib_dir), contract, calib_count)[0], contract))
+    val = normalize_hwc_uint8(load_pixels(image_files(val_dir), contract)[0], contract)
+    default, _ = resolve_keep_float(net, (), "pt2e")
+    variants = [("int8, default (stem float, SiLU int8)", default, True),
+                ("int8, stem float, SiLU float (litert-torch's annotation)", default, False),
+                ("int8, nothing float, SiLU int8", (), True)]
+    fp32 = tmp / "fp32.tflite"
+    _convert(net, torch.zeros(1, 3, *contract.input_size), fp32)
+    paths = [fp32]
+    for i, (_, keep, silu) in enumerate(variants):
+        paths.append(tmp / f"v{i}.tflite")
+        int8_tflite(net, calib, paths[-1], keep, silu)
+    ms = interleaved_median_ms(paths, threads, rounds, per)
+    rows = [{"model": "fp32", "ms": ms[0], "ratio": 1.0, "agreement": 100.0, "size": fp32.stat().st_size}]
+    for (name, _, _), p, t in zip(variants, paths[1:], ms[1:]):
+        rows.append({"model": name, "ms": t, "ratio": t / ms[0], "agreement": _agreement(fp32, p, val, threads),
+                     "size": p.stat().st_size})
+    return rows
+
+
+def render(kernel_rows: list[dict], model_rows: list[dict], args) -> str:
+    """Markdown report of both parts."""
+    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    isa = ", ".join(f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni") if f" {f}" in flags) or "?"
+    lines = [f"# int8 vs fp32 TFLite speed on this CPU ({platform.processor() or platform.machine()}; {isa})", "",
+             f"XNNPACK, {args.threads} threads, batch 1, medians of {args.rounds} alternating rounds x {args.per} "
+             "invokes. Command: `python -m benchmarks.tflite_int8_speed " + " ".join(args.argv) + "`", "",
+             "## Kernels: six stacked layers, fp32 vs PT2E int8", "",
+             "| layers | fp32 ms | int8 ms | int8 / fp32 |", "|---|---:|---:|---:|"]
+    lines += [f"| {r['layer']} | {r['fp32_ms']:.2f} | {r['int8_ms']:.2f} | {r['int8_ms'] / r['fp32_ms']:.2f} |"
+              for r in kernel_rows]
+    lines += ["", f"## {Path(args.weights).name}: {args.calib_count} calibration images, agreement on {args.val}", "",
+              "| artifact | MB | median ms | / fp32 | top-1 agreement % |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {r['model']} | {r['size'] / 1e6:.2f} | {r['ms']:.2f} | {r['ratio']:.2f} | {r['agreement']:.2f} |"
+              for r in model_rows]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    """Run both parts and print (or write) the Markdown report."""
+    import sys
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
+    ap.add_argument("--calib", required=True)
+    ap.add_argument("--val", required=True)
+    ap.add_argument("--calib-count", type=int, default=256)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--per", type=int, default=20)
+    ap.add_argument("--out")
+    args = ap.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    torch.set_flush_denormal(True)
+    with tempfile.TemporaryDirectory() as tmp:
+        k = kernels(Path(tmp), args.threads, args.rounds, args.per)
+        m = whole_model(Path(args.weights), Path(args.calib), Path(args.val), args.calib_count, Path(tmp),
+                        args.threads, args.rounds, args.per)
+    text = render(k, m, args)
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
