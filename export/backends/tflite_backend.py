@@ -1,8 +1,9 @@
 """TFLite backend: litert-torch conversion, fp16 weights, dynamic-range and full-integer int8.
 
 int8 is PT2E (litert-torch's quantizer: per-channel symmetric weights, affine int8 activations,
-int8 input and output), the fastest and most accurate int8 route measured here (FIELD_NOTES:
-ai-edge-quantizer's static int8 ran slower than fp32). Runs with ai-edge-litert's interpreter
+int8 input and output, SiLU in int8 too: export/pt2e.split_silu), the fastest and most accurate int8
+route measured here (FIELD_NOTES: ai-edge-quantizer's static int8 ran slower than fp32; on this AVX2
+CPU int8 runs at fp32 speed: benchmarks/results/tflite_int8_speed.md). Runs with ai-edge-litert's interpreter
 (XNNPACK). Metadata lives in a flatbuffer metadata entry named ``mvit``. MobileViT keeps its
 high-resolution stem float by default (export/quant_defaults.py); the input stays int8.
 """
