@@ -175,7 +175,8 @@ def export(job: ExportJob, path: Path) -> IOSpec:
             onnx.save_model(model, str(src))
             quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
             if job.precision == "int8":
-                from export.quant_defaults import onnx_float_weights, onnx_static_ops, resolve_keep_float
+                from export.quant_defaults import (onnx_float_weights, onnx_reduce_range, onnx_static_ops,
+                                                   resolve_keep_float)
 
                 keep, source = resolve_keep_float(job.model, job.keep_float, "onnx")
                 ops = onnx_static_ops(job.model)
@@ -192,8 +193,10 @@ def export(job: ExportJob, path: Path) -> IOSpec:
                 if method is None:
                     raise ExportError(f"calibration method {job.calib_method!r} is not available for ONNX; "
                                       f"use one of {', '.join(CALIB_METHODS)}")
+                reduce_range = onnx_reduce_range(job.model)
                 quantize_static(str(pre), str(path), _Reader(job), quant_format=QuantFormat.QDQ,
                                 per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                                reduce_range=reduce_range,
                                 calibrate_method=method, nodes_to_exclude=nodes, op_types_to_quantize=list(ops),
                                 extra_options={"CalibMovingAverage": False,
                                                # weights [in, out] (MatMul, Gemm transB=0): one scale per output
@@ -202,7 +205,8 @@ def export(job: ExportJob, path: Path) -> IOSpec:
                 qmodel = onnx.load(str(path))
                 packed = compress_float_weights(qmodel, float_weights)
                 onnx.save_model(qmodel, str(path))
-                details = {"method": "onnxruntime quantize_static QDQ", "weights": "int8 per-channel symmetric",
+                details = {"method": "onnxruntime quantize_static QDQ",
+                           "weights": "int8 per-channel symmetric" + (", 7-bit range" if reduce_range else ""),
                            "activations": "uint8 per-tensor affine", "calibration": job.calib_method,
                            "calibration_images": int(len(job.calib_pixels)), "quantized_ops": list(ops),
                            "keep_float_source": source,
