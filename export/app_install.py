@@ -28,7 +28,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from export.metadata import meta_issues  # noqa: E402
+from export.metadata import meta_problems  # noqa: E402
 from model.checkpoint import atomic_write  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,9 +55,7 @@ class AppInstallError(ValueError):
 
 def validate_meta(meta: dict, app: str | None = None, variant: str | None = None) -> list[str]:
     """Check the fields the apps read; returns the labels. Raises AppInstallError with every problem."""
-    problems = meta_issues(meta)
-    labels = [] if any(p.field == "labels" for p in problems) else meta["labels"]
-    errs = [p.message for p in problems]
+    errs = meta_problems(meta)
     if app is not None and meta.get("format") != APPS[app]["format"]:
         errs.append(f"format {meta.get('format')!r}: the {app} app needs {APPS[app]['format']!r}")
     if variant is not None and meta.get("precision") not in VARIANT_PRECISIONS[variant]:
@@ -65,7 +63,7 @@ def validate_meta(meta: dict, app: str | None = None, variant: str | None = None
                     f"(expected one of {VARIANT_PRECISIONS[variant]})")
     if errs:
         raise AppInstallError("model_meta.json cannot be used by the app:\n  - " + "\n  - ".join(errs))
-    return list(labels)
+    return list(meta["labels"])  # valid here: meta_problems checked them
 
 
 def _find_artifact(src: Path, suffix: str) -> Path:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 from export.base import IOSpec
@@ -59,34 +58,16 @@ def validate_meta(meta: dict, where: str = "model_meta") -> dict:
     return meta
 
 
-@dataclass(frozen=True)
-class MetaProblem:
-    """One way model_meta fails its schema: the top-level ``field`` at fault and a readable ``message``."""
-
-    field: str
-    message: str
-
-
 def meta_problems(meta: dict) -> list[str]:
     """Every way ``meta`` fails the model_meta schema the runners and the demo apps read (docs/model_meta.md)."""
-    return [p.message for p in meta_issues(meta)]
-
-
-def meta_issues(meta: dict) -> list[MetaProblem]:
-    """``meta_problems`` with each message tagged by its top-level field (``"labels"``, ``"input"``, ...)."""
     labels = meta.get("labels")
     n_labels = len(labels) if _label_list(labels) else 0
     contract, pre_errs = _preprocess_problems(meta.get("preprocess"))
-    found = {
-        "schema": [] if meta.get("schema") == SCHEMA else [f"schema is {meta.get('schema')!r}, expected {SCHEMA!r}"],
-        "labels": _label_problems(labels),
-        "num_classes": [f"num_classes {meta['num_classes']} != {n_labels} labels"]
-        if "num_classes" in meta and meta["num_classes"] != n_labels else [],
-        "preprocess": pre_errs,
-        "input": _input_problems(meta.get("input"), contract),
-        "output": _output_problems(meta.get("output"), n_labels),
-    }
-    return [MetaProblem(name, msg) for name, msgs in found.items() for msg in msgs]
+    schema = [] if meta.get("schema") == SCHEMA else [f"schema is {meta.get('schema')!r}, expected {SCHEMA!r}"]
+    num_classes = ([f"num_classes {meta['num_classes']} != {n_labels} labels"]
+                   if "num_classes" in meta and meta["num_classes"] != n_labels else [])
+    return (schema + _label_problems(labels) + num_classes + pre_errs
+            + _input_problems(meta.get("input"), contract) + _output_problems(meta.get("output"), n_labels))
 
 
 def _label_list(labels) -> bool:

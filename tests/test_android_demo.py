@@ -11,7 +11,7 @@ import pytest
 from conftest_apps import ANDROID, GOLDEN_DIRS, ROOT, same_tree, syntax_errors  # noqa: E402  (adds ROOT to sys.path)
 from export import app_fixtures  # noqa: E402
 from export.app_install import AppInstallError, install_into_app, validate_meta  # noqa: E402
-from export.metadata import meta_issues  # noqa: E402
+from export.metadata import meta_problems  # noqa: E402
 from model.contract import PreprocessContract  # noqa: E402
 
 
@@ -198,20 +198,20 @@ def test_install_rejects_bad_metadata(tmp_path):
     assert not (root / "android_demo" / "app" / "src" / "main" / "assets" / "model.tflite").exists()
 
 
-def test_metadata_problems_name_their_field():
-    """Callers tell a labels problem by its field, not by the wording of its message."""
+def test_validate_meta_returns_labels_only_for_valid_metadata():
+    """Bad labels are refused with the labels message; a class-count mismatch is named where it is."""
     meta = app_fixtures.example_model_meta("float")
-    assert meta_issues(meta) == [] and validate_meta(meta) == meta["labels"]
+    assert meta_problems(meta) == [] and validate_meta(meta) == meta["labels"]
     for labels in ([], ["a", ""], ["a\nb"] + meta["labels"][1:], "a b c"):
-        fields = [p.field for p in meta_issues(dict(meta, labels=labels))]
-        assert "labels" in fields, labels
+        assert any(p.startswith("labels must") for p in meta_problems(dict(meta, labels=labels))), labels
         with pytest.raises(AppInstallError, match="labels must"):
             validate_meta(dict(meta, labels=labels))
-    # Messages that mention labels but blame another field are not labels problems.
-    issues = meta_issues(dict(meta, num_classes=len(meta["labels"]) + 1))
-    assert [p.field for p in issues] == ["num_classes"] and "labels" in issues[0].message
-    issues = meta_issues(dict(meta, labels=meta["labels"] + ["extra"], num_classes=len(meta["labels"]) + 1))
-    assert [p.field for p in issues] == ["output"]
+    problems = meta_problems(dict(meta, num_classes=len(meta["labels"]) + 1))
+    assert len(problems) == 1 and problems[0].startswith("num_classes")
+    problems = meta_problems(dict(meta, labels=meta["labels"] + ["extra"], num_classes=len(meta["labels"]) + 1))
+    assert len(problems) == 1 and problems[0].startswith("output")
+    with pytest.raises(AppInstallError, match="output"):
+        validate_meta(dict(meta, labels=meta["labels"] + ["extra"], num_classes=len(meta["labels"]) + 1))
 
 
 def test_install_refuses_mixed_labels(tmp_path):
