@@ -71,6 +71,25 @@ class Worker:
             self._log.close()
 
 
+def interleaved_medians(calls: dict, rounds: int, per_round: int, warmup: int = 3) -> dict:
+    """Median ms of each zero-argument callable, timed in one process: ``rounds`` rounds of ``per_round``
+    calls each, the starting callable rotating every round (for in-process side-by-side comparisons)."""
+    import time
+
+    for fn in calls.values():
+        for _ in range(warmup):
+            fn()
+    keys, times = list(calls), {k: [] for k in calls}
+    for r in range(rounds):
+        k = r % len(keys)
+        for key in keys[k:] + keys[:k]:
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                calls[key]()
+                times[key].append((time.perf_counter() - t0) * 1e3)
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
 def summarize(times_ms: list[float]) -> dict:
     """Median, p90, min, mean, std and throughput of warm-run times."""
     t = np.asarray(times_ms, np.float64)

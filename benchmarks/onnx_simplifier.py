@@ -42,18 +42,10 @@ def _session(path: Path, threads: int, optimized: Path | None = None):
 
 
 def _interleaved(sessions: dict, x: np.ndarray, rounds: int, per_round: int) -> dict:
-    for s in sessions.values():
-        for _ in range(3):
-            s.run(None, {"image": x})
-    keys, times = list(sessions), {k: [] for k in sessions}
-    for r in range(rounds):
-        k = r % len(keys)
-        for key in keys[k:] + keys[:k]:
-            for _ in range(per_round):
-                t0 = time.perf_counter()
-                sessions[key].run(None, {"image": x})
-                times[key].append((time.perf_counter() - t0) * 1e3)
-    return {k: float(np.median(v)) for k, v in times.items()}
+    from benchmarks.latency import interleaved_medians
+
+    return interleaved_medians({k: (lambda s=s: s.run(None, {"image": x})) for k, s in sessions.items()},
+                               rounds, per_round)
 
 
 def main(argv=None) -> int:

@@ -6,7 +6,7 @@ the shipped model as fp32 and as int8 variants (the default, the default without
 float) and reports latency against fp32 and top-1 agreement with fp32 on labelled images.
 
 Latency: one process, XNNPACK at ``--threads``, all rows prepared first, then rounds of ``--per`` invokes
-per row in alternating order; medians of all invokes. Run it on an otherwise idle machine:
+per row, the starting row rotating each round; medians of all invokes. Run it on an otherwise idle machine:
 
     python -m benchmarks.tflite_int8_speed --calib ../shared/data/trashnet6/train \\
         --val ../shared/data/trashnet6/val --out benchmarks/results/tflite_int8_speed.md
@@ -17,7 +17,6 @@ import argparse
 import os
 import platform
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -36,23 +35,17 @@ def _interpreter(path: Path, threads: int):
 
 
 def interleaved_median_ms(paths: list[Path], threads: int, rounds: int, per: int) -> list[float]:
-    """Median invoke time of each model, timed in alternating rounds on zero inputs."""
+    """Median invoke time of each model, timed in rotating rounds on zero inputs."""
+    from benchmarks.latency import interleaved_medians
+
     its = []
     for p in paths:
         it = _interpreter(p, threads)
         d = it.get_input_details()[0]
         it.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
-        it.invoke()
         its.append(it)
-    times: list[list[float]] = [[] for _ in paths]
-    for r in range(rounds):
-        order = range(len(its)) if r % 2 == 0 else reversed(range(len(its)))
-        for i in order:
-            for _ in range(per):
-                t = time.perf_counter()
-                its[i].invoke()
-                times[i].append(time.perf_counter() - t)
-    return [1e3 * float(np.median(t)) for t in times]
+    medians = interleaved_medians({i: it.invoke for i, it in enumerate(its)}, rounds, per)
+    return [medians[i] for i in range(len(its))]
 
 
 def _convert(module: nn.Module, sample: torch.Tensor, path: Path, quantizer=None) -> None:
@@ -167,7 +160,7 @@ def render(kernel_rows: list[dict], model_rows: list[dict], args) -> str:
     flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
     isa = ", ".join(f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni") if f" {f}" in flags) or "?"
     lines = [f"# int8 vs fp32 TFLite speed on this CPU ({platform.processor() or platform.machine()}; {isa})", "",
-             f"XNNPACK, {args.threads} threads, batch 1, medians of {args.rounds} alternating rounds x {args.per} "
+             f"XNNPACK, {args.threads} threads, batch 1, medians of {args.rounds} rotating rounds x {args.per} "
              "invokes. Command: `python -m benchmarks.tflite_int8_speed " + " ".join(args.argv) + "`", "",
              "## Kernels: six stacked layers, fp32 vs PT2E int8", "",
              "| layers | fp32 ms | int8 ms | int8 / fp32 |", "|---|---:|---:|---:|"]

@@ -38,7 +38,7 @@ def split_silu(gm: torch.fx.GraphModule, where) -> int:
     ``fixed_qparams`` annotator) and the product is annotated like any activation, so the whole
     activation runs in int8 (XNNPACK: a lookup table and an int8 multiply), as it would fused into the
     conv on a phone's int8 path. Measured here (benchmarks/results/tflite_int8_speed.md): six 1x1 convs
-    + SiLU run 0.87x of fp32 with it; the whole shipped model 1.00x vs 1.01x of fp32 without it (this
+    + SiLU run 0.84x of fp32 with it; the whole shipped model 1.03x vs 1.04x of fp32 without it (this
     AVX2 CPU's int8 convs are no faster than fp32), agreement 99.02% vs 99.26% (one image of 407).
     """
     aten = torch.ops.aten

@@ -39,3 +39,16 @@ def test_shared_inputs_load_checkpoint_and_images(image_folder, tmp_path):
     assert inp.calib.shape == (5, 64, 64, 3) and inp.val.shape == (12, 64, 64, 3)
     assert len(inp.val_files) == 12 and inp.x_val.shape == (12, 3, 64, 64)
     assert inp.ckpt.meta.labels == ["a", "b", "c"] and inp.net is not None
+
+
+def test_interleaved_medians_calls_each_callable_equally_and_reports_medians():
+    from benchmarks.latency import interleaved_medians
+
+    counts = {"a": 0, "b": 0}
+
+    def call(key):
+        counts[key] += 1
+
+    out = interleaved_medians({k: (lambda k=k: call(k)) for k in counts}, rounds=4, per_round=5, warmup=2)
+    assert set(out) == {"a", "b"} and all(v >= 0 for v in out.values())
+    assert counts == {"a": 2 + 4 * 5, "b": 2 + 4 * 5}
