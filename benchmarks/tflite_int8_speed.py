@@ -48,10 +48,11 @@ def interleaved_median_ms(paths: list[Path], threads: int, rounds: int, per: int
     return [medians[i] for i in range(len(its))]
 
 
-def _convert(module: nn.Module, sample: torch.Tensor, path: Path, quantizer=None) -> None:
+def _convert(module: nn.Module, sample: torch.Tensor, path: Path, quantizer=None, pad_in_float=True) -> None:
     import litert_torch
 
     from export.backends.tflite_backend import shorten_tensor_names
+    from export.tflite_passes import dequantize_before_pad
 
     kw = {}
     if quantizer is not None:
@@ -59,11 +60,16 @@ def _convert(module: nn.Module, sample: torch.Tensor, path: Path, quantizer=None
 
         kw["quant_config"] = QuantConfig(pt2e_quantizer=quantizer)
     litert_torch.convert(module, (sample,), **kw).export(str(path))
-    path.write_bytes(shorten_tensor_names(path.read_bytes()))  # as mvit-export writes it
+    data = path.read_bytes()
+    if pad_in_float:
+        data = dequantize_before_pad(data)[0]
+    path.write_bytes(shorten_tensor_names(data))  # as mvit-export writes it
 
 
-def int8_tflite(module: nn.Module, calib: torch.Tensor, path: Path, keep_float=(), quantize_silu=True) -> None:
-    """PT2E int8 (the export's quantizer and calibration) of ``module``, calibrated on ``calib``, to ``path``."""
+def int8_tflite(module: nn.Module, calib: torch.Tensor, path: Path, keep_float=(), quantize_silu=True,
+                pad_in_float=True) -> None:
+    """PT2E int8 (the export's quantizer and calibration) of ``module``, calibrated on ``calib``, to ``path``;
+    ``pad_in_float=False`` skips mvit-export's dequantize-before-pad rewrite (export/tflite_passes.py)."""
     from torchao.quantization.pt2e import allow_exported_model_train_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
@@ -74,7 +80,7 @@ def int8_tflite(module: nn.Module, calib: torch.Tensor, path: Path, keep_float=(
     with torch.no_grad():
         prepared = _calibrate(module, sample, q, lambda i, j: calib[i:j], len(calib))
         converted = allow_exported_model_train_eval(convert_pt2e(prepared, fold_quantize=False))
-    _convert(converted, torch.zeros_like(sample), path, q)
+    _convert(converted, torch.zeros_like(sample), path, q, pad_in_float)
 
 
 def _stack(kind: str) -> tuple[nn.Module, tuple[int, ...]]:
@@ -129,6 +135,7 @@ def whole_model(weights: Path, calib_dir: Path, val_dir: Path, calib_count: int,
     """fp32 vs int8 variants of the checkpoint: latency ratio and agreement on ``val_dir``."""
     from export.calibration import image_files, load_pixels
     from export.quant_defaults import resolve_keep_float
+    from export.tflite_passes import dequantize_before_pad
     from model.checkpoint import load_checkpoint
     from model.export_prep import prepare_for_export
     from model.preprocess import normalize_hwc_uint8
@@ -139,14 +146,16 @@ def whole_model(weights: Path, calib_dir: Path, val_dir: Path, calib_count: int,
     val = normalize_hwc_uint8(load_pixels(image_files(val_dir), contract)[0], contract)
     default, _ = resolve_keep_float(net, (), "pt2e")
     variants = [("int8, default (stem float, SiLU int8)", default, True),
+                ("int8, default, PAD before DEQUANTIZE (the converter's order)", None, None),
                 ("int8, stem float, SiLU float (litert-torch's annotation)", default, False),
                 ("int8, nothing float, SiLU int8", (), True)]
     fp32 = tmp / "fp32.tflite"
     _convert(net, torch.zeros(1, 3, *contract.input_size), fp32)
-    paths = [fp32]
-    for i, (_, keep, silu) in enumerate(variants):
-        paths.append(tmp / f"v{i}.tflite")
-        int8_tflite(net, calib, paths[-1], keep, silu)
+    paths = [fp32] + [tmp / f"v{i}.tflite" for i in range(len(variants))]
+    int8_tflite(net, calib, paths[2], default, True, pad_in_float=False)
+    paths[1].write_bytes(dequantize_before_pad(paths[2].read_bytes())[0])  # the same calibration, rewritten
+    for (_, keep, silu), p in list(zip(variants, paths[1:]))[2:]:
+        int8_tflite(net, calib, p, keep, silu)
     ms = interleaved_median_ms(paths, threads, rounds, per)
     rows = [{"model": "fp32", "ms": ms[0], "ratio": 1.0, "agreement": 100.0, "size": fp32.stat().st_size}]
     for (name, _, _), p, t in zip(variants, paths[1:], ms[1:]):

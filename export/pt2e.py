@@ -38,8 +38,9 @@ def split_silu(gm: torch.fx.GraphModule, where) -> int:
     ``fixed_qparams`` annotator) and the product is annotated like any activation, so the whole
     activation runs in int8 (XNNPACK: a lookup table and an int8 multiply), as it would fused into the
     conv on a phone's int8 path. Measured here (benchmarks/results/tflite_int8_speed.md): six 1x1 convs
-    + SiLU run 0.84x of fp32 with it; the whole shipped model 1.03x vs 1.04x of fp32 without it (this
-    AVX2 CPU's int8 convs are no faster than fp32), agreement 99.02% vs 99.26% (one image of 407).
+    + SiLU run 0.84x of fp32 with it; the whole shipped model 1.03x vs 1.04x of fp32 without it (before
+    the input PAD fix of export/tflite_passes.py and the LayerNorm fold; this AVX2 CPU's int8 convs are
+    no faster than fp32), agreement 99.02% vs 99.26% (one image of 407).
     """
     aten = torch.ops.aten
     graph, count = gm.graph, 0
@@ -168,7 +169,8 @@ def _observers(module: nn.Module) -> dict[str, nn.Module]:
 
 
 def _calibrate(wrapped: nn.Module, sample: torch.Tensor, quantizer, inputs, n: int) -> nn.Module:
-    """A batch-1 prepared graph calibrated on ``n`` images (``inputs(i, j)``: images i..j-1 as a tensor).
+    """A batch-1 prepared graph of ``wrapped`` (a copy, LayerNorm affine folded) calibrated on ``n``
+    images (``inputs(i, j)``: images i..j-1 as a tensor).
 
     Observers run per call, and per call is what costs (HistogramObserver: a histc and a rebin per
     tensor), so full batches of CALIB_BATCH go through a copy of the graph exported at that batch
@@ -176,9 +178,16 @@ def _calibrate(wrapped: nn.Module, sample: torch.Tensor, quantizer, inputs, n: i
     which then sees the remaining images. If the model does not export at a larger batch, or the
     graphs differ, every image goes through the batch-1 graph as before.
     """
+    import copy
+
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
-    wrapped.eval()  # dropout off and BatchNorm on running statistics in the exported graph (see quantize_pt2e)
+    from model.export_prep import fold_layernorm_affine_
+
+    # Dropout off and BatchNorm on running statistics in the exported graph (see quantize_pt2e); the
+    # LayerNorms' affine parameters folded into the linears they feed, so int8 sees normalized
+    # activations (model/export_prep.py: 99.02% -> 99.75% TFLite agreement on the shipped model).
+    wrapped = fold_layernorm_affine_(copy.deepcopy(wrapped).eval())
     prepared = prepare_pt2e(torch.export.export(wrapped, (sample,)).module(), quantizer)
     bs, start = min(CALIB_BATCH, n), 0
     if bs > 1 and n >= bs:

@@ -126,6 +126,18 @@ def test_tflite_int8_runs_silu_in_int8_outside_the_float_stem(matrix, tiny_ckpt)
     assert logistic.count("FLOAT32") == len(in_stem) and logistic.count("INT8") == len(silu) - len(in_stem) > 0
 
 
+def test_tflite_int8_float_stem_pads_in_float(matrix):
+    """The stride-2 first conv of the float stem gets its PAD after the input's DEQUANTIZE, where
+    XNNPACK folds it into the conv (export/tflite_passes.dequantize_before_pad)."""
+    results, _ = matrix
+    r = results[("tflite", "int8")]
+    ops = _tflite_op_input_types(r.artifact)
+    pads = [i for i, (op, _) in enumerate(ops) if op == "PAD"]
+    assert ops[pads[0]] == ("PAD", "FLOAT32") and ops[pads[0] - 1] == ("DEQUANTIZE", "INT8")
+    assert not any(ops[i][1] == "INT8" and ops[i + 1][0] == "DEQUANTIZE" for i in pads)
+    assert r.meta["quantization_details"]["dequantize_before_pad"] >= 1
+
+
 def test_split_silu_is_numerically_silu():
     import torch
 

@@ -3,9 +3,12 @@
 int8 is PT2E (litert-torch's quantizer: per-channel symmetric weights, affine int8 activations,
 int8 input and output, SiLU in int8 too: export/pt2e.split_silu), the fastest and most accurate int8
 route measured here (FIELD_NOTES: ai-edge-quantizer's static int8 ran slower than fp32; on this AVX2
-CPU int8 runs at fp32 speed: benchmarks/results/tflite_int8_speed.md). Runs with ai-edge-litert's interpreter
+CPU, whose int8 kernels are no faster than fp32, the int8 model runs at ~0.9x of fp32:
+benchmarks/results/tflite_int8_speed.md). Runs with ai-edge-litert's interpreter
 (XNNPACK). Metadata lives in a flatbuffer metadata entry named ``mvit``. MobileViT keeps its
-high-resolution stem float by default (export/quant_defaults.py); the input stays int8.
+high-resolution stem float by default (export/quant_defaults.py); the input stays int8, and the
+converted graph dequantizes it before the first conv's PAD so XNNPACK folds that PAD into the conv
+(export/tflite_passes.py).
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import torch
 from export.base import ExportError, ExportJob, IOSpec, Runner, TensorSpec
 from export.metadata import to_json_bytes
 from export.pt2e import pixels_to_tensor, quantize_pt2e
+from export.tflite_passes import dequantize_before_pad
 from export.wrappers import PixelInput
 from model.preprocess import normalize_hwc_uint8
 
@@ -87,7 +91,10 @@ def export(job: ExportJob, path: Path) -> IOSpec:
                            activations="float (quantized on the fly)")
         else:
             raise ExportError(f"TFLite has no precision {job.precision!r}")
-    path.write_bytes(shorten_tensor_names(path.read_bytes()))
+    model_bytes, moved = dequantize_before_pad(path.read_bytes())
+    if moved:
+        details["dequantize_before_pad"] = moved
+    path.write_bytes(shorten_tensor_names(model_bytes))
     spec = _io_spec(path.read_bytes(), layout)
     return IOSpec(spec[0], spec[1], normalization_in_model=in_model, quantization_details=details)
 

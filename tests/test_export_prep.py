@@ -1,0 +1,48 @@
+"""model/export_prep.py: exact rewrites before export (all formats) and before PT2E int8."""
+import torch
+from torch import nn
+
+import model
+from model.export_prep import fold_layernorm_affine_, prepare_for_export
+from model.mobilevit import MultiHeadAttention
+
+
+def _trained_like(net: nn.Module) -> nn.Module:
+    """Non-trivial LayerNorm and BatchNorm parameters, as training leaves them (init is 1 and 0)."""
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.LayerNorm):
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) * 2 + 0.1)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g))
+            elif isinstance(m, nn.BatchNorm2d):
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+    return net.eval()
+
+
+def test_prepared_model_computes_the_same_logits():
+    torch.manual_seed(0)
+    net = _trained_like(model.create("mobilevit_test", num_classes=5))
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    prepared = fold_layernorm_affine_(prepare_for_export(net))
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(prepared(x), net(x), rtol=1e-4, atol=1e-4)
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())  # the original is untouched
+
+
+def test_layernorm_affine_moves_into_the_next_linear():
+    net = _trained_like(model.create("mobilevit_test", num_classes=5))
+    assert all(m.elementwise_affine for m in prepare_for_export(net).modules() if isinstance(m, nn.LayerNorm))
+    prepared = fold_layernorm_affine_(prepare_for_export(net))
+    for seq in (m for m in prepared.modules() if isinstance(m, nn.Sequential)):
+        for norm, nxt in zip(seq, list(seq)[1:]):
+            if isinstance(norm, nn.LayerNorm) and isinstance(nxt, (nn.Linear, MultiHeadAttention)):
+                assert not norm.elementwise_affine
+    norms = [m for m in prepared.modules() if isinstance(m, nn.LayerNorm)]
+    folded = [m for m in norms if not m.elementwise_affine]
+    # Two pre-norm LayerNorms per transformer layer fold; each block's final LayerNorm (before the
+    # fold back to a feature map) keeps its affine parameters.
+    assert folded and len(norms) - len(folded) == sum(1 for m in prepared.modules() if type(m).__name__ == "MobileViTBlock")
+    assert all(m.scaling == 1.0 for m in prepared.modules() if isinstance(m, MultiHeadAttention))
