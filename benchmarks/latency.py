@@ -90,6 +90,19 @@ def interleaved_medians(calls: dict, rounds: int, per_round: int, warmup: int = 
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
+def tflite_on_zeros(model, threads: int):
+    """``invoke`` of an ai-edge-litert interpreter for ``model`` (a .tflite path or its bytes) whose
+    inputs are set to zeros: a zero-argument callable for ``interleaved_medians``."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    kw = {"model_content": model} if isinstance(model, (bytes, bytearray)) else {"model_path": str(model)}
+    it = Interpreter(num_threads=threads, **kw)
+    it.allocate_tensors()
+    for d in it.get_input_details():
+        it.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
+    return it.invoke
+
+
 def summarize(times_ms: list[float]) -> dict:
     """Median, p90, min, mean, std and throughput of warm-run times."""
     t = np.asarray(times_ms, np.float64)

@@ -36,23 +36,16 @@ def _interpreter(path: Path, threads: int):
 
 def interleaved_median_ms(paths: list[Path], threads: int, rounds: int, per: int) -> list[float]:
     """Median invoke time of each model, timed in rotating rounds on zero inputs."""
-    from benchmarks.latency import interleaved_medians
+    from benchmarks.latency import interleaved_medians, tflite_on_zeros
 
-    its = []
-    for p in paths:
-        it = _interpreter(p, threads)
-        d = it.get_input_details()[0]
-        it.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
-        its.append(it)
-    medians = interleaved_medians({i: it.invoke for i, it in enumerate(its)}, rounds, per)
-    return [medians[i] for i in range(len(its))]
+    medians = interleaved_medians({i: tflite_on_zeros(p, threads) for i, p in enumerate(paths)}, rounds, per)
+    return [medians[i] for i in range(len(paths))]
 
 
 def _convert(module: nn.Module, sample: torch.Tensor, path: Path, quantizer=None, pad_in_float=True) -> None:
     import litert_torch
 
-    from export.backends.tflite_backend import shorten_tensor_names
-    from export.tflite_passes import dequantize_before_pad
+    from export.backends.tflite_backend import finish_graph, shorten_tensor_names
 
     kw = {}
     if quantizer is not None:
@@ -61,9 +54,8 @@ def _convert(module: nn.Module, sample: torch.Tensor, path: Path, quantizer=None
         kw["quant_config"] = QuantConfig(pt2e_quantizer=quantizer)
     litert_torch.convert(module, (sample,), **kw).export(str(path))
     data = path.read_bytes()
-    if pad_in_float:
-        data = dequantize_before_pad(data)[0]
-    path.write_bytes(shorten_tensor_names(data))  # as mvit-export writes it
+    # as mvit-export writes it, or without its PAD rewrite for comparison
+    path.write_bytes(finish_graph(data)[0] if pad_in_float else shorten_tensor_names(data))
 
 
 def int8_tflite(module: nn.Module, calib: torch.Tensor, path: Path, keep_float=(), quantize_silu=True,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -57,20 +56,9 @@ def cut(model, lo: int, hi: int) -> bytes:
 
 
 def _median_ms(model_bytes: bytes, threads: int, runs: int) -> float:
-    from ai_edge_litert.interpreter import Interpreter
+    from benchmarks.latency import interleaved_medians, tflite_on_zeros
 
-    it = Interpreter(model_content=model_bytes, num_threads=threads)
-    it.allocate_tensors()
-    for d in it.get_input_details():
-        it.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
-    for _ in range(3):
-        it.invoke()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        it.invoke()
-        times.append(time.perf_counter() - t)
-    return 1e3 * float(np.median(times))
+    return interleaved_medians({0: tflite_on_zeros(model_bytes, threads)}, 1, runs)[0]
 
 
 def profile(path: Path, threads: int = 2, runs: int = 40, span: int = 1) -> list[dict]:
@@ -87,7 +75,7 @@ def profile(path: Path, threads: int = 2, runs: int = 40, span: int = 1) -> list
         group = sg.operators[lo:hi]
         codes = [model.operatorCodes[op.opcodeIndex] for op in group]
         first, last = sg.tensors[group[0].inputs[0]], sg.tensors[group[-1].outputs[0]]
-        rows.append({"index": lo, "op": "+".join(ops_by_code.get(max(c.builtinCode, c.deprecatedBuiltinCode), "CUSTOM")
+        rows.append({"index": lo, "op": "+".join(ops_by_code.get(fb.get_builtin_code_from_operator_code(c), "CUSTOM")
                                                  for c in codes),
                      "dtype": f"{types[first.type]}>{types[last.type]}".lower(),
                      "shape": [int(v) for v in last.shape], "ms": _median_ms(cut(model, lo, hi), threads, runs)})

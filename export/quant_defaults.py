@@ -19,10 +19,9 @@ the transformer blocks, fusion convs and classifier survive int8.
 Rechecked with PT2E folding the transformer LayerNorms' affine parameters (export/pt2e.py), TFLite,
 256 calibration images, all 407 val images (``mvit-export --format tflite --quantize int8 --calib
 ../shared/data/trashnet6/train --verify-data ../shared/data/trashnet6/val --keep-float ...``): default
-99.75%, conv_1 + layer_1 98.28%, conv_1 96.81%, nothing 94.84%. The float stem is also the fastest
-here: one interleaved run (XNNPACK, 2 threads) put the default at 0.97x of fp32 and the three others at
-1.04-1.05x (this AVX2 CPU's int8 depthwise convs and high-resolution int8 elementwise ops are slower
-than float; benchmarks/results/tflite_int8_speed.md).
+99.75%, conv_1 + layer_1 98.28%, conv_1 96.81%, nothing 94.84%. Quantizing the stem buys no speed on
+this AVX2 CPU either: nothing float runs at the default's speed (0.90x of fp32 each,
+benchmarks/results/tflite_int8_speed.md).
 
 ONNX int8 (onnxruntime 1.32 QDQ, u8 activations / s8 per-channel weights, min-max over 256 train
 images; all 407 val images; 2 intra-op threads on this 2-core AVX2 machine without VNNI; latency =

@@ -24,8 +24,7 @@ def dequantize_before_pad(model_bytes: bytes) -> tuple[bytes, int]:
     quantized = (schema.TensorType.INT8, schema.TensorType.UINT8)
 
     def code(op) -> int:
-        c = m.operatorCodes[op.opcodeIndex]
-        return max(c.builtinCode, c.deprecatedBuiltinCode)
+        return fb.get_builtin_code_from_operator_code(m.operatorCodes[op.opcodeIndex])
 
     moved = 0
     for sg in m.subgraphs:

@@ -12,6 +12,20 @@ torch.set_flush_denormal(True)
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+def tflite_op_input_types(model) -> list[tuple[str, str]]:
+    """(op name, first input's tensor type) per operator of a .tflite file (path or bytes)."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils as fb
+
+    data = model if isinstance(model, (bytes, bytearray)) else Path(model).read_bytes()
+    m = fb.read_model_from_bytearray(bytearray(data))
+    ops = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    g = m.subgraphs[0]
+    return [(ops[fb.get_builtin_code_from_operator_code(m.operatorCodes[op.opcodeIndex])], types[g.tensors[op.inputs[0]].type])
+            for op in g.operators]
+
+
 def make_image_folder(root: Path, classes=("a", "b", "c"), per_class=4, size=(48, 40), seed=0):
     """Write a small ImageFolder tree of coloured noise JPEGs; each class has its own tint."""
     import numpy as np

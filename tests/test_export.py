@@ -1,11 +1,10 @@
 """mvit-export: every format x precision on a tiny trained model, metadata, parity, bad input."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import make_image_folder
+from conftest import make_image_folder, tflite_op_input_types
 from export import parity
 from export.api import export_model, load_artifact_runner
 from export.backends import FORMATS, get_backend
@@ -92,21 +91,6 @@ def test_tflite_tensor_names_are_module_paths(matrix):
         assert it.get_signature_list()["serving_default"]["inputs"]  # signature survives the rewrite
 
 
-def _tflite_op_input_types(path) -> list[tuple[str, str]]:
-    """(op name, first input's tensor type) per operator of a .tflite file."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    m = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(Path(path).read_bytes(), 0))
-    ops = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
-    g = m.subgraphs[0]
-    out = []
-    for op in g.operators:
-        code = m.operatorCodes[op.opcodeIndex]
-        out.append((ops[max(code.builtinCode, code.deprecatedBuiltinCode)], types[g.tensors[op.inputs[0]].type]))
-    return out
-
-
 def test_tflite_int8_runs_silu_in_int8_outside_the_float_stem(matrix, tiny_ckpt):
     """SiLU (LOGISTIC + MUL in TFLite) is int8 wherever its conv or linear is; only the stem kept float
     by default (conv_1, layer_1, layer_2) has float LOGISTIC ops."""
@@ -120,7 +104,7 @@ def test_tflite_int8_runs_silu_in_int8_outside_the_float_stem(matrix, tiny_ckpt)
     silu = [name for name, m in net.named_modules() if isinstance(m, nn.SiLU)]
     in_stem = [n for n in silu if n.split(".")[0] in kept]
     results, _ = matrix
-    ops = _tflite_op_input_types(results[("tflite", "int8")].artifact)
+    ops = tflite_op_input_types(results[("tflite", "int8")].artifact)
     logistic = [t for op, t in ops if op == "LOGISTIC"]
     assert len(logistic) == len(silu)
     assert logistic.count("FLOAT32") == len(in_stem) and logistic.count("INT8") == len(silu) - len(in_stem) > 0
@@ -131,7 +115,7 @@ def test_tflite_int8_float_stem_pads_in_float(matrix):
     XNNPACK folds it into the conv (export/tflite_passes.dequantize_before_pad)."""
     results, _ = matrix
     r = results[("tflite", "int8")]
-    ops = _tflite_op_input_types(r.artifact)
+    ops = tflite_op_input_types(r.artifact)
     pads = [i for i, (op, _) in enumerate(ops) if op == "PAD"]
     assert ops[pads[0]] == ("PAD", "FLOAT32") and ops[pads[0] - 1] == ("DEQUANTIZE", "INT8")
     assert not any(ops[i][1] == "INT8" and ops[i + 1][0] == "DEQUANTIZE" for i in pads)

@@ -1,24 +1,11 @@
 """Graph rewrites on converted .tflite files (export/tflite_passes.py)."""
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from conftest import tflite_op_input_types
 from export.tflite_passes import dequantize_before_pad
-
-
-def _ops(model_bytes: bytes) -> list[tuple[str, str]]:
-    """(op name, first input's tensor type) per operator."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    m = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(model_bytes, 0))
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
-    g = m.subgraphs[0]
-    return [(names[max(m.operatorCodes[op.opcodeIndex].builtinCode, m.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode)],
-             types[g.tensors[op.inputs[0]].type]) for op in g.operators]
 
 
 def _outputs(model_bytes: bytes, xs: np.ndarray) -> np.ndarray:
@@ -70,11 +57,11 @@ def float_stem_int8(tmp_path_factory) -> bytes:
 
 
 def test_dequantize_moves_in_front_of_the_pad_and_changes_no_output(float_stem_int8):
-    before = _ops(float_stem_int8)
+    before = tflite_op_input_types(float_stem_int8)
     assert before[:3] == [("TRANSPOSE", "INT8"), ("PAD", "INT8"), ("DEQUANTIZE", "INT8")]  # what the converter emits
     after_bytes, moved = dequantize_before_pad(float_stem_int8)
     assert moved == 1
-    after = _ops(after_bytes)
+    after = tflite_op_input_types(after_bytes)
     assert after[:4] == [("TRANSPOSE", "INT8"), ("DEQUANTIZE", "INT8"), ("PAD", "FLOAT32"), ("CONV_2D", "FLOAT32")]
     assert sorted(after) != sorted(before) and len(after) == len(before)
     xs = np.random.default_rng(0).integers(-128, 128, (8, 3, 16, 16)).astype(np.int8)

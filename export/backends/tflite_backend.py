@@ -91,12 +91,19 @@ def export(job: ExportJob, path: Path) -> IOSpec:
                            activations="float (quantized on the fly)")
         else:
             raise ExportError(f"TFLite has no precision {job.precision!r}")
-    model_bytes, moved = dequantize_before_pad(path.read_bytes())
+    model_bytes, moved = finish_graph(path.read_bytes())
     if moved:
         details["dequantize_before_pad"] = moved
-    path.write_bytes(shorten_tensor_names(model_bytes))
+    path.write_bytes(model_bytes)
     spec = _io_spec(path.read_bytes(), layout)
     return IOSpec(spec[0], spec[1], normalization_in_model=in_model, quantization_details=details)
+
+
+def finish_graph(model_bytes: bytes) -> tuple[bytes, int]:
+    """What every export does to litert-torch's output: DEQUANTIZE before PAD (export/tflite_passes.py;
+    returns how many moved) and module-path tensor names."""
+    model_bytes, moved = dequantize_before_pad(model_bytes)
+    return shorten_tensor_names(model_bytes), moved
 
 
 def _dynamic_range(fp32: bytes, keep_float: tuple[str, ...]) -> bytes:
