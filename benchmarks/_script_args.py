@@ -15,7 +15,7 @@ def onnx_bench_parser(doc: str, rounds: int) -> argparse.ArgumentParser:
     --weights, --calib, --calib-count, --verify-data, --threads, --rounds, --per-round, --repeats;
     each script adds its own (--out, ...).
     """
-    from model.checkpoint import DEFAULT_CHECKPOINT
+    from mvit.model.checkpoint import DEFAULT_CHECKPOINT
 
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--weights", default=str(DEFAULT_CHECKPOINT))
@@ -46,10 +46,10 @@ def load_bench_inputs(args: argparse.Namespace) -> BenchInputs:
     ``--calib`` and every image of ``--verify-data`` (uint8, and normalised as the model's input)."""
     import torch
 
-    from export.calibration import image_files, load_pixels
-    from model.checkpoint import load_checkpoint
-    from model.export_prep import prepare_for_export
-    from model.preprocess import normalize_hwc_uint8
+    from mvit.quant.calibration import image_files, load_pixels
+    from mvit.model.checkpoint import load_checkpoint
+    from mvit.model.export_prep import prepare_for_export
+    from mvit.model.preprocess import normalize_hwc_uint8
 
     torch.set_num_threads(args.threads)
     ck = load_checkpoint(args.weights)

@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchmarks.matrix import FORMATS, PRECISIONS
+from mvit.bench.matrix import FORMATS, PRECISIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "trashnet6" / "val"
@@ -103,7 +103,7 @@ def main(argv=None) -> int:
         print(f"mvit-bench: error: {msg}", file=sys.stderr)
         return 2
 
-    from benchmarks.report import check_floors, parse_floor
+    from mvit.bench.report import check_floors, parse_floor
 
     try:
         for spec in args.fail_below + args.fail_above:
@@ -127,9 +127,9 @@ def main(argv=None) -> int:
         except ImportError:
             return fail("the PNG plot needs matplotlib (pip install matplotlib), or pass --no-plot")
 
-    from benchmarks.matrix import BenchConfig, BenchError, Progress, resolve_checkpoint, run
-    from export.calibration import CalibrationError, image_files
-    from model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, read_meta
+    from mvit.bench.matrix import BenchConfig, BenchError, Progress, resolve_checkpoint, run
+    from mvit.quant.calibration import CalibrationError, image_files
+    from mvit.model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, read_meta
 
     try:
         image_files(args.data)
@@ -158,7 +158,7 @@ def main(argv=None) -> int:
         report = run(cfg, say)
     except (BenchError, CalibrationError, CheckpointError) as e:
         return fail(str(e))
-    from benchmarks.report import write_reports
+    from mvit.bench.report import write_reports
 
     paths = write_reports(report, cfg.out, args.plot)
     say(f"done in {report['seconds']:.0f} s: " + ", ".join(str(p) for p in paths.values()))

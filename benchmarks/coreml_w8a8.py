@@ -58,7 +58,7 @@ VARIANTS = {
 @contextmanager
 def activation_mode(mode: str | None):
     """The coremltools route's activation mode (the backend's default unless given)."""
-    from export.backends import coreml_backend
+    from mvit.export.backends import coreml_backend
 
     original = coreml_backend.CT_ACTIVATION_MODE
     coreml_backend.CT_ACTIVATION_MODE = mode or original
@@ -71,7 +71,7 @@ def activation_mode(mode: str | None):
 @contextmanager
 def coremltools_as_shipped():
     """The coremltools route without mvit's range fix: coremltools 9.0's last-sample ranges."""
-    import export.coreml_interp as ci
+    import mvit.export.coreml_interp as ci
 
     original = ci.calibrate_activations_linux
     ci.calibrate_activations_linux = functools.partial(original, accumulate=False)
@@ -82,7 +82,7 @@ def coremltools_as_shipped():
 
 
 def build(name: str, args) -> dict:
-    from export.api import export_model
+    from mvit.export.api import export_model
 
     v = VARIANTS[name]
     precision = v.get("precision", "int8")
@@ -98,7 +98,7 @@ def build(name: str, args) -> dict:
 
 def evaluate(artifact: str, pixels: np.ndarray, log) -> tuple[np.ndarray, float]:
     """Scores of every image from the reference interpreter in fp16 mode; seconds per image."""
-    from export import coreml_interp
+    from mvit.export import coreml_interp
 
     interp = coreml_interp.Interpreter(artifact)
     name = next(iter(interp.program.inputs))
@@ -113,7 +113,7 @@ def evaluate(artifact: str, pixels: np.ndarray, log) -> tuple[np.ndarray, float]
 
 
 def metrics(ref_logits: np.ndarray, probs: np.ndarray, labels: np.ndarray) -> dict:
-    from export.parity import compare
+    from mvit.export.parity import compare
 
     rep = compare(ref_logits, probs, "probabilities", labels, "int8")
     return {"n": rep.n, "top1_agreement": rep.top1_agreement, "accuracy": rep.artifact_accuracy,
@@ -154,9 +154,9 @@ def main(argv=None) -> int:
     p.add_argument("--force", action="store_true", help="rebuild variants that already have results")
     args = p.parse_args(argv)
 
-    from export.calibration import image_files, labelled_indices, load_pixels
-    from export.parity import torch_logits
-    from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+    from mvit.quant.calibration import image_files, labelled_indices, load_pixels
+    from mvit.export.parity import torch_logits
+    from mvit.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 
     def log(msg):
         print(msg, file=sys.stderr, flush=True)

@@ -15,8 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 class WorkerError(RuntimeError):
     """A worker that died or answered with an error."""
@@ -33,11 +31,10 @@ class Worker:
     error: str | None = None
 
     def start(self) -> None:
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-                   TF_CPP_MIN_LOG_LEVEL="3", OMP_NUM_THREADS=str(self.spec["threads"]))
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", OMP_NUM_THREADS=str(self.spec["threads"]))
         self._log = open(self.log, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks.worker"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=self._log, env=env, cwd=str(ROOT), text=True,
+        self.proc = subprocess.Popen([sys.executable, "-m", "mvit.bench.worker"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self._log, env=env, text=True,
                                      bufsize=1)
         self.proc.stdin.write(json.dumps(self.spec) + "\n")
         self.proc.stdin.flush()

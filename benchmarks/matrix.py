@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.latency import Worker, measure
+from mvit.bench.latency import Worker, measure
 
 FORMATS = ("onnx", "tflite", "coreml")
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
@@ -147,8 +147,8 @@ def _reusable(folder: Path, sha: str) -> Artifact | None:
         return None
     if meta.get("source_checkpoint_sha256") != sha:
         return None
-    from export.api import artifact_name
-    from export.backends import get_backend
+    from mvit.export.api import artifact_name
+    from mvit.export.backends import get_backend
 
     art = folder / artifact_name(get_backend(meta["format"]))
     if not art.exists():
@@ -158,7 +158,7 @@ def _reusable(folder: Path, sha: str) -> Artifact | None:
 
 def export_all(cfg: BenchConfig, ckpt, weights: Path, art_dir: Path, log: Path, say, cache: dict) -> dict:
     """(format, precision) -> Artifact, exporting what cannot be reused; failures are recorded, not raised."""
-    from export.api import export_model
+    from mvit.export.api import export_model
 
     arch = ckpt.meta.architecture
     arts: dict = {}  # ``cache`` is shared: fp32 graphs per format, one PT2E calibration for TFLite and Core ML
@@ -203,7 +203,7 @@ def export_all(cfg: BenchConfig, ckpt, weights: Path, art_dir: Path, log: Path, 
 
 def accuracy_metrics(scores: np.ndarray, ref: np.ndarray, labels, precision: str, kind: str, data: str,
                      numerics: str = "") -> dict:
-    from export.parity import compare
+    from mvit.export.parity import compare
 
     rep = compare(ref, scores, kind, labels, precision, data, numerics)
     k = min(5, scores.shape[1])
@@ -232,7 +232,7 @@ def reference_metrics(ref: np.ndarray, labels) -> dict:
 
 def layer_reports(cfg: BenchConfig, ckpt, arts: dict, calib_pixels: np.ndarray, log: Path, say, cache: dict) -> list[dict]:
     """Per-layer int8 error for the ONNX QDQ artifact and the PT2E model (TFLite/Core ML int8)."""
-    from benchmarks.layers import onnx_layer_error, suggest
+    from mvit.bench.layers import onnx_layer_error, suggest
 
     reports = []
     px = calib_pixels[: cfg.layer_images]
@@ -240,7 +240,7 @@ def layer_reports(cfg: BenchConfig, ckpt, arts: dict, calib_pixels: np.ndarray, 
     if onnx8 and onnx8.error is None and onnx32 and onnx32.error is None:
         say("per-layer error: ONNX int8 (onnxruntime qdq_loss_debug) ...")
         try:
-            from export.api import load_artifact_runner
+            from mvit.export.api import load_artifact_runner
 
             with quiet(log):
                 runner = load_artifact_runner(onnx8.artifact, cfg.threads)
@@ -269,10 +269,10 @@ def layer_reports(cfg: BenchConfig, ckpt, arts: dict, calib_pixels: np.ndarray, 
 def _pt2e_report(cfg, ckpt, arts, calib_pixels, px, fmt, cache) -> dict:
     import torch
 
-    from benchmarks.layers import pt2e_layer_error
-    from export.base import ExportJob
-    from export.pt2e import pixels_to_tensor, quantize_pt2e
-    from model.preprocess import normalize_hwc_uint8
+    from mvit.bench.layers import pt2e_layer_error
+    from mvit.export.base import ExportJob
+    from mvit.quant.pt2e import pixels_to_tensor, quantize_pt2e
+    from mvit.model.preprocess import normalize_hwc_uint8
 
     c = ckpt.meta.contract
     details = arts[(fmt, "int8")].meta.get("quantization_details", {})
@@ -282,7 +282,8 @@ def _pt2e_report(cfg, ckpt, arts, calib_pixels, px, fmt, cache) -> dict:
     # The export's calibrated model when this run exported it (same cache key), else calibrate again.
     job = ExportJob(ckpt.model, ckpt.meta, "int8", "float-nchw", calib_pixels, method, keep, cache)
     to_input = lambda p: pixels_to_tensor(p, "NCHW", lambda x: normalize_hwc_uint8(x, c))  # noqa: E731
-    converted, _, _ = quantize_pt2e(job, ckpt.model, torch.zeros(1, 3, h, w), to_input, "normalized-nchw")
+    converted, _, _ = quantize_pt2e(ckpt.model, ckpt.model, torch.zeros(1, 3, h, w), to_input, "normalized-nchw",
+                                   **job.quant_args())
     prepared = job.cache[("pt2e", "normalized-nchw", method, keep)][0]
     names = {n for n, _ in ckpt.model.named_modules() if n}
     rows = pt2e_layer_error(prepared, converted, [to_input(px[i : i + 1]) for i in range(len(px))], names)
@@ -297,9 +298,9 @@ def _pt2e_report(cfg, ckpt, arts, calib_pixels, px, fmt, cache) -> dict:
 def bench_model(cfg: BenchConfig, weights: Path, say) -> dict:
     import torch
 
-    from export.calibration import generated_pixels, image_files, labelled_indices, load_pixels
-    from export.parity import torch_logits
-    from model.checkpoint import load_checkpoint
+    from mvit.quant.calibration import generated_pixels, image_files, labelled_indices, load_pixels
+    from mvit.export.parity import torch_logits
+    from mvit.model.checkpoint import load_checkpoint
 
     torch.set_flush_denormal(True)  # converter speed (FIELD_NOTES); the eager baseline runs in its own process
     # One thread in this process (reference logits, conversion, calibration): a 2-thread OpenMP team is
@@ -427,7 +428,7 @@ def _row(arch, weights, fmt, precision, worker, art, metrics, base_median, statu
 
 def _coreml_eval(cfg, a: Artifact, pixels, ref, labels, precision, data_desc, log, say):
     """Core ML numerics without a Mac: mvit's reference interpreter of the ML program (capped)."""
-    from export.api import load_artifact_runner
+    from mvit.export.api import load_artifact_runner
 
     n = len(pixels) if cfg.coreml_max_images is None else min(len(pixels), cfg.coreml_max_images)
     say(f"coreml {precision}: reference interpreter on {n} images ...")

@@ -1,6 +1,6 @@
 """ONNX int8 variants of one model: size, latency vs fp32, agreement and top-1 (the quant_defaults table).
 
-    python -m benchmarks.onnx_int8_variants --calib /work/shared/data/trashnet6/train \
+    python -m mvit.bench.onnx_int8_variants --calib /work/shared/data/trashnet6/train \
         --verify-data /work/shared/data/trashnet6/val
 
 Every variant is built by the ONNX backend from one simplified fp32 graph, with the same calibration
@@ -65,13 +65,13 @@ def _dq_weights(model, float_weights=(), min_size=128):
 
 def main(argv=None) -> int:
     """Build every variant, measure it and print (with ``--out`` also write) the Markdown table."""
-    import export.quant_defaults as qd
-    from benchmarks._script_args import load_bench_inputs, onnx_bench_parser
-    from benchmarks.onnx_simplifier import _interleaved, _session
-    from export.backends import onnx_backend as ob
-    from export.base import ExportJob
-    from export.calibration import labelled_indices
-    from export.parity import torch_logits
+    import mvit.quant.defaults as qd
+    from mvit.bench._script_args import load_bench_inputs, onnx_bench_parser
+    from mvit.bench.onnx_simplifier import _interleaved, _session
+    from mvit.export.backends import onnx_backend as ob
+    from mvit.export.base import ExportJob
+    from mvit.quant.calibration import labelled_indices
+    from mvit.export.parity import torch_logits
 
     ap = onnx_bench_parser(__doc__, rounds=12)
     ap.add_argument("--only", nargs="*", help="variant names to build (default: all)")

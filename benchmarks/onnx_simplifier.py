@@ -1,6 +1,6 @@
 """onnxsim vs onnxslim on the exported ONNX graph: nodes, size, time, onnxruntime latency, outputs.
 
-    python -m benchmarks.onnx_simplifier --calib /work/shared/data/trashnet6/train \
+    python -m mvit.bench.onnx_simplifier --calib /work/shared/data/trashnet6/train \
         --verify-data /work/shared/data/trashnet6/val --out benchmarks/results/onnx_simplifier.md
 
 Each simplifier chain (none, onnxsim, onnxslim, both orders) simplifies the same dynamo export; the
@@ -22,7 +22,7 @@ CHAINS = {"none": (), "onnxsim": ("onnxsim",), "onnxslim": ("onnxslim",),
 
 
 def _chain(model, tools):
-    from export.backends import onnx_backend as ob
+    from mvit.export.backends import onnx_backend as ob
 
     for tool in tools:
         model = ob.SIMPLIFIER_FUNCS[tool](model)
@@ -42,7 +42,7 @@ def _session(path: Path, threads: int, optimized: Path | None = None):
 
 
 def _interleaved(sessions: dict, x: np.ndarray, rounds: int, per_round: int) -> dict:
-    from benchmarks.latency import interleaved_medians
+    from mvit.bench.latency import interleaved_medians
 
     return interleaved_medians({k: (lambda s=s: s.run(None, {"image": x})) for k, s in sessions.items()},
                                rounds, per_round)
@@ -52,9 +52,9 @@ def main(argv=None) -> int:
     """Simplify, build, time and compare every chain; write ``--out`` and print it."""
     import onnx
 
-    from benchmarks._script_args import load_bench_inputs, onnx_bench_parser
-    from export.backends import onnx_backend as ob
-    from export.base import ExportJob
+    from mvit.bench._script_args import load_bench_inputs, onnx_bench_parser
+    from mvit.export.backends import onnx_backend as ob
+    from mvit.export.base import ExportJob
 
     ap = onnx_bench_parser(__doc__, rounds=30)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/onnx_simplifier.md"))
@@ -114,7 +114,7 @@ def _markdown(rows, args, n_val, export_s) -> str:
     import onnxsim
     import onnxslim
 
-    cmd = (f"python -m benchmarks.onnx_simplifier --calib {args.calib} --verify-data {args.verify_data} "
+    cmd = (f"python -m mvit.bench.onnx_simplifier --calib {args.calib} --verify-data {args.verify_data} "
            f"--threads {args.threads} --rounds {args.rounds} --per-round {args.per_round} --repeats {args.repeats} "
            f"--out {args.out}")
     lines = [

@@ -8,7 +8,7 @@ float) and reports latency against fp32 and top-1 agreement with fp32 on labelle
 Latency: one process, XNNPACK at ``--threads``, all rows prepared first, then rounds of ``--per`` invokes
 per row, the starting row rotating each round; medians of all invokes. Run it on an otherwise idle machine:
 
-    python -m benchmarks.tflite_int8_speed --calib ../shared/data/trashnet6/train \\
+    python -m mvit.bench.tflite_int8_speed --calib ../shared/data/trashnet6/train \\
         --val ../shared/data/trashnet6/val --out benchmarks/results/tflite_int8_speed.md
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ def _interpreter(path: Path, threads: int):
 
 def interleaved_median_ms(paths: list[Path], threads: int, rounds: int, per: int) -> list[float]:
     """Median invoke time of each model, timed in rotating rounds on zero inputs."""
-    from benchmarks.latency import interleaved_medians, tflite_on_zeros
+    from mvit.bench.latency import interleaved_medians, tflite_on_zeros
 
     medians = interleaved_medians({i: tflite_on_zeros(p, threads) for i, p in enumerate(paths)}, rounds, per)
     return [medians[i] for i in range(len(paths))]
@@ -45,7 +45,7 @@ def interleaved_median_ms(paths: list[Path], threads: int, rounds: int, per: int
 def _convert(module: nn.Module, sample: torch.Tensor, path: Path, quantizer=None, pad_in_float=True) -> None:
     import litert_torch
 
-    from export.backends.tflite_backend import finish_graph, shorten_tensor_names
+    from mvit.export.backends.tflite_backend import finish_graph, shorten_tensor_names
 
     kw = {}
     if quantizer is not None:
@@ -65,7 +65,7 @@ def int8_tflite(module: nn.Module, calib: torch.Tensor, path: Path, keep_float=(
     from torchao.quantization.pt2e import allow_exported_model_train_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-    from export.pt2e import _calibrate, quantizer_for
+    from mvit.quant.pt2e import _calibrate, quantizer_for
 
     q = quantizer_for(module, "histogram", tuple(keep_float), quantize_silu)
     sample = calib[:1]
@@ -125,12 +125,12 @@ def _agreement(fp32: Path, int8: Path, x: np.ndarray, threads: int) -> float:
 def whole_model(weights: Path, calib_dir: Path, val_dir: Path, calib_count: int, tmp: Path, threads: int,
                 rounds: int, per: int) -> list[dict]:
     """fp32 vs int8 variants of the checkpoint: latency ratio and agreement on ``val_dir``."""
-    from export.calibration import image_files, load_pixels
-    from export.quant_defaults import resolve_keep_float
-    from export.tflite_passes import dequantize_before_pad
-    from model.checkpoint import load_checkpoint
-    from model.export_prep import prepare_for_export
-    from model.preprocess import normalize_hwc_uint8
+    from mvit.quant.calibration import image_files, load_pixels
+    from mvit.quant.defaults import resolve_keep_float
+    from mvit.export.tflite_passes import dequantize_before_pad
+    from mvit.model.checkpoint import load_checkpoint
+    from mvit.model.export_prep import prepare_for_export
+    from mvit.model.preprocess import normalize_hwc_uint8
 
     ck = load_checkpoint(weights)
     net, contract = prepare_for_export(ck.model), ck.meta.contract
@@ -162,7 +162,7 @@ def render(kernel_rows: list[dict], model_rows: list[dict], args) -> str:
     isa = ", ".join(f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni") if f" {f}" in flags) or "?"
     lines = [f"# int8 vs fp32 TFLite speed on this CPU ({platform.processor() or platform.machine()}; {isa})", "",
              f"XNNPACK, {args.threads} threads, batch 1, medians of {args.rounds} rotating rounds x {args.per} "
-             "invokes. Command: `python -m benchmarks.tflite_int8_speed " + " ".join(args.argv) + "`", "",
+             "invokes. Command: `python -m mvit.bench.tflite_int8_speed " + " ".join(args.argv) + "`", "",
              "## Kernels: six stacked layers, fp32 vs PT2E int8", "",
              "| layers | fp32 ms | int8 ms | int8 / fp32 |", "|---|---:|---:|---:|"]
     lines += [f"| {r['layer']} | {r['fp32_ms']:.2f} | {r['int8_ms']:.2f} | {r['int8_ms'] / r['fp32_ms']:.2f} |"

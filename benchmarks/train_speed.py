@@ -14,7 +14,7 @@ import time
 
 import torch
 
-import model as zoo
+import mvit.model as zoo
 
 CONFIGS = {
     "fp32": (False, None),

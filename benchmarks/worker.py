@@ -53,7 +53,7 @@ class TorchEager:
     def __init__(self, weights: str, threads: int):
         import torch
 
-        from model.checkpoint import load_checkpoint
+        from mvit.model.checkpoint import load_checkpoint
 
         torch.set_num_threads(threads)
         self.torch = torch
@@ -62,7 +62,7 @@ class TorchEager:
         self.contract = self.ckpt.meta.contract
 
     def prepare(self, pixels: np.ndarray):
-        from model.preprocess import normalize_hwc_uint8
+        from mvit.model.preprocess import normalize_hwc_uint8
 
         return self.torch.from_numpy(normalize_hwc_uint8(pixels, self.contract))
 
@@ -79,9 +79,9 @@ def _preimport(spec: dict) -> None:
     if spec["kind"] == "torch":
         import torch  # noqa: F401
 
-        import model  # noqa: F401
+        import mvit.model  # noqa: F401
     else:
-        from export.backends import format_of, get_backend
+        from mvit.export.backends import format_of, get_backend
 
         fmt = format_of(spec["path"])
         get_backend(fmt)
@@ -114,7 +114,7 @@ def main() -> int:
                 if spec["kind"] == "torch":
                     runner = TorchEager(spec["weights"], spec["threads"])
                 else:
-                    from export.api import load_artifact_runner
+                    from mvit.export.api import load_artifact_runner
 
                     runner = load_artifact_runner(spec["path"], spec["threads"])
                 reply(load_ms=(time.perf_counter() - t0) * 1e3, rss_before_mb=before, rss_after_mb=_rss_mb())

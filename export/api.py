@@ -13,14 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from export.backends import FORMATS, get_backend
-from export.base import INPUT_MODES, PRECISIONS, ExportError, ExportJob
-from export.calibration import (CalibrationError, generated_pixels, image_files, labelled_indices, load_pixels,
+from mvit.export.backends import FORMATS, get_backend
+from mvit.export.base import INPUT_MODES, PRECISIONS, ExportError, ExportJob
+from mvit.quant.calibration import (CalibrationError, generated_pixels, image_files, labelled_indices, load_pixels,
                                 synthesize_zeroq)
-from export.metadata import build_meta, write_sidecars
-from export.parity import ParityReport, check_runner, torch_logits
-from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
-from model.export_prep import prepare_for_export
+from mvit.export.metadata import build_meta, write_sidecars
+from mvit.export.parity import ParityReport, check_runner, torch_logits
+from mvit.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+from mvit.model.export_prep import prepare_for_export
 
 MAX_VERIFY = 200
 GENERATED = "32 generated images"
@@ -309,7 +309,7 @@ def _size(path: Path) -> int:
 
 def load_artifact_runner(path, threads: int = 2):
     """A runner for any artifact file (or its folder), by suffix."""
-    from export.backends import format_of
+    from mvit.export.backends import format_of
 
     path = Path(path)
     if path.is_dir() and not path.name.endswith(".mlpackage"):

@@ -12,9 +12,8 @@ A backend module (``export/backends/<format>.py``) defines:
     def read_metadata(path: Path) -> dict                # read it back
     def load_runner(path: Path, threads: int = 2) -> Runner
 
-Runners take what a phone has, decoded pixels after resize and centre crop (uint8 NHWC, RGB),
-and apply the artifact's own input contract from its metadata, so parity checks and benchmarks
-exercise exactly the conversion an app must do.
+Runners (``mvit.export.runner``) take what a phone has, decoded pixels after resize and centre crop
+(uint8 NHWC, RGB), and apply the artifact's own input contract from its metadata.
 """
 from __future__ import annotations
 
@@ -25,9 +24,8 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from model.checkpoint import CheckpointMeta
-from model.preprocess import normalize_hwc_uint8
-from model.contract import PreprocessContract
+from mvit.model.checkpoint import CheckpointMeta
+from mvit.model.contract import PreprocessContract
 
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
 INPUT_MODES = ("float-nchw", "uint8-nhwc", "image")
@@ -80,69 +78,13 @@ class ExportJob:
     def contract(self) -> PreprocessContract:
         return self.meta.contract
 
+    def quant_args(self) -> dict:
+        """The keyword arguments ``mvit.quant`` calibration takes from this job."""
+        return {"calib_pixels": self.calib_pixels, "method": self.calib_method, "keep_float": self.keep_float,
+                "cache": self.cache}
+
     def calib_inputs(self) -> np.ndarray:
         """Calibration images as float NCHW model inputs (the contract's normalisation)."""
         if self.calib_pixels is None:
             raise ExportError("int8 export needs calibration images")
         return normalize_hwc_uint8(self.calib_pixels, self.contract)
-
-
-def quantize_array(x: np.ndarray, q: dict, dtype: str) -> np.ndarray:
-    """Affine quantisation with round-half-even and clipping to the integer type's range."""
-    info = np.iinfo(np.dtype(dtype))
-    return np.clip(np.rint(x / q["scale"]) + q["zero_point"], info.min, info.max).astype(dtype)
-
-
-def dequantize_array(x: np.ndarray, q: dict) -> np.ndarray:
-    """Inverse of ``quantize_array``: real = (q - zero_point) * scale, as float32."""
-    return ((x.astype(np.float32) - q["zero_point"]) * q["scale"]).astype(np.float32)
-
-
-class Runner:
-    """Runs one artifact. Subclasses implement ``invoke`` on native inputs (batch of 1 or more)."""
-
-    max_verify: int | None = None  # a slow runner caps how many images the export parity check feeds it
-
-    def __init__(self, path: Path, meta: dict):
-        from export.metadata import validate_meta  # metadata imports this module
-
-        validate_meta(meta, f"{path}: mvit metadata")
-        self.path = Path(path)
-        self.meta = meta
-        self.contract = PreprocessContract.from_dict(meta["preprocess"])
-        self.input = meta["input"]
-        self.output = meta["output"]
-
-    def prepare(self, pixels: np.ndarray) -> np.ndarray:
-        """uint8 NHWC RGB pixels (already resized and cropped) -> the artifact's native input."""
-        if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[-1] != 3:
-            raise ValueError(f"expected N,H,W,3 uint8 pixels, got {pixels.dtype} {pixels.shape}")
-        if self.input.get("normalization_in_model"):
-            x = pixels.astype(np.float32)  # raw RGB 0..255: the artifact normalises
-            if self.input["layout"] == "NCHW":
-                x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-        else:
-            x = normalize_hwc_uint8(pixels, self.contract)  # NCHW float32
-            if self.input["layout"] == "NHWC":
-                x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-        q = self.input.get("quantization")
-        if q and self.input["dtype"] in ("int8", "uint8"):
-            return quantize_array(x, q, self.input["dtype"])
-        return x.astype(self.input["dtype"])
-
-    def invoke(self, native: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-    def finish(self, out: np.ndarray) -> np.ndarray:
-        """Native output -> float32 logits (or probabilities, per ``output.kind``)."""
-        q = self.output.get("quantization")
-        if q and self.output["dtype"] in ("int8", "uint8"):
-            return dequantize_array(out, q)
-        return out.astype(np.float32)
-
-    def run(self, pixels: np.ndarray) -> np.ndarray:
-        """Pixels -> float32 scores [N, classes]."""
-        return self.finish(self.invoke(self.prepare(pixels)))
-
-    def close(self) -> None:
-        """Release the runtime (optional)."""

@@ -5,8 +5,8 @@ import argparse
 import os
 import sys
 
-from export.backends import FORMATS
-from export.base import INPUT_MODES, PRECISIONS
+from mvit.export.backends import FORMATS
+from mvit.export.base import INPUT_MODES, PRECISIONS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,9 +66,9 @@ def render(results) -> str:
 def main(argv=None) -> int:
     """Entry point of ``mvit-export``."""
     args = build_parser().parse_args(argv)
-    from export.api import ExportError, export_model
-    from export.calibration import CalibrationError
-    from model.checkpoint import CheckpointError
+    from mvit.export.api import ExportError, export_model
+    from mvit.quant.calibration import CalibrationError
+    from mvit.model.checkpoint import CheckpointError
 
     formats = FORMATS if args.format == "all" else (args.format,)
     q = {"none": "fp32"}.get(args.quantize, args.quantize)
@@ -79,7 +79,7 @@ def main(argv=None) -> int:
                                args.verify_data, args.force, args.threads,
                                jobs=args.jobs or min(len(formats), os.cpu_count() or 1))
         if args.app:
-            from export.app_install import after_install, install_into_app
+            from mvit.apps.install import after_install, install_into_app
 
             variants = []
             for r in results:

@@ -6,9 +6,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from export.base import Runner
-from model.contract import PreprocessContract
-from model.preprocess import normalize_hwc_uint8
+from mvit.export.runner import Runner
+from mvit.model.contract import PreprocessContract
+from mvit.model.preprocess import normalize_hwc_uint8
 
 # Floors (or ceilings, for *_max) per precision. Agreement = same top-1 as the float model.
 THRESHOLDS = {

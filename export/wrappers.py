@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from model.contract import PreprocessContract
+from mvit.model.contract import PreprocessContract
 
 
 class PixelInput(nn.Module):

@@ -4,9 +4,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from model.checkpoint import CheckpointError
-from model.contract import INTERPOLATIONS
-from model.data import DatasetError
+from mvit.model.checkpoint import CheckpointError
+from mvit.model.contract import INTERPOLATIONS
+from mvit.model.data import DatasetError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from model.train import TrainConfig, TrainError, command_line, train
+    from mvit.model.train import TrainConfig, TrainError, command_line, train
 
     cfg = TrainConfig(**{k: v for k, v in vars(args).items()},
                       command=command_line() if argv is None else "mvit-train " + " ".join(argv))

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from model.contract import PreprocessContract
-from model.preprocess import IMAGE_SUFFIXES, ImageLoadError, normalize_tensor, pixels_uint8
+from mvit.model.contract import PreprocessContract
+from mvit.model.preprocess import IMAGE_SUFFIXES, ImageLoadError, normalize_tensor, pixels_uint8
 
 
 class DatasetError(ValueError):

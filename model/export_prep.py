@@ -25,8 +25,8 @@ from torch import nn
 
 def fold_attention_scale_(model: nn.Module) -> nn.Module:
     """In place: scale the query rows of every fused qkv projection and drop the runtime scaling."""
-    from model.mobilevit import MultiHeadAttention
-    from model.vit import Attention
+    from mvit.model.mobilevit import MultiHeadAttention
+    from mvit.model.vit import Attention
 
     with torch.no_grad():
         for m in model.modules():
@@ -53,7 +53,7 @@ def fold_layernorm_affine_(model: nn.Module) -> nn.Module:
     """In place: fold the scale and shift of each LayerNorm that feeds a linear layer directly (the
     pre-norm LayerNorms of MobileViT v1's transformer layers: ``Sequential(LayerNorm, Linear | MHA)``)
     into that linear, leaving a LayerNorm without affine parameters."""
-    from model.mobilevit import MultiHeadAttention
+    from mvit.model.mobilevit import MultiHeadAttention
 
     with torch.no_grad():
         for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:

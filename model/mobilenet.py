@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from model.layers import make_divisible
-from model.registry import register_model
+from mvit.model.layers import make_divisible
+from mvit.model.registry import register_model
 
 
 class ConvBNAct(nn.Sequential):

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from model.layers import ClassifierHead, ConvLayer, InvertedResidual, init_cvnets_
-from model.registry import register_model
+from mvit.model.layers import ClassifierHead, ConvLayer, InvertedResidual, init_cvnets_
+from mvit.model.registry import register_model
 
 
 class MultiHeadAttention(nn.Module):

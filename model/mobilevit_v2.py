@@ -8,8 +8,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from model.layers import ClassifierHead, ConvLayer, InvertedResidual, init_cvnets_, make_divisible
-from model.registry import register_model
+from mvit.model.layers import ClassifierHead, ConvLayer, InvertedResidual, init_cvnets_, make_divisible
+from mvit.model.registry import register_model
 
 
 class LinearSelfAttention(nn.Module):

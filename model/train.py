@@ -32,10 +32,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import model as zoo
-from model.checkpoint import CheckpointMeta, atomic_write, save_checkpoint
-from model.contract import PreprocessContract
-from model.data import AugmentConfig, DatasetError, augment_batch, decode_split, eval_batch, find_splits
+import mvit.model as zoo
+from mvit.model.checkpoint import CheckpointMeta, atomic_write, save_checkpoint
+from mvit.model.contract import PreprocessContract
+from mvit.model.data import AugmentConfig, DatasetError, augment_batch, decode_split, eval_batch, find_splits
 
 STATE_SCHEMA = "mvit.train_state/1"
 
@@ -536,7 +536,7 @@ def train(cfg: TrainConfig, log=None) -> dict:
 
 def train_eval_view(train_px, contract: PreprocessContract, device):
     """Training images as the contract would crop them (centre crop, resized to the input size)."""
-    from model.data import DecodedImages
+    from mvit.model.data import DecodedImages
 
     h, w = contract.input_size
     px = train_px.pixels

@@ -6,8 +6,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 ANDROID = ROOT / "android_demo"
 IOS = ROOT / "ios_demo"

@@ -4,10 +4,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import model
-from model.checkpoint import CheckpointMeta, save_checkpoint
-from model.contract import PreprocessContract
-from model.preprocess import list_images, normalize_hwc_uint8, pixels_uint8
+import mvit.model
+from mvit.model.checkpoint import CheckpointMeta, save_checkpoint
+from mvit.model.contract import PreprocessContract
+from mvit.model.preprocess import list_images, normalize_hwc_uint8, pixels_uint8
 
 CLASSES = ("red", "green", "blue")
 SIZE = (64, 64)

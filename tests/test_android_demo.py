@@ -8,11 +8,11 @@ import subprocess
 
 import pytest
 
-from conftest_apps import ANDROID, GOLDEN_DIRS, ROOT, same_tree, syntax_errors  # noqa: E402  (adds ROOT to sys.path)
-from export import app_fixtures  # noqa: E402
-from export.app_install import AppInstallError, install_into_app, validate_meta  # noqa: E402
-from export.metadata import meta_problems  # noqa: E402
-from model.contract import PreprocessContract  # noqa: E402
+from conftest_apps import ANDROID, GOLDEN_DIRS, ROOT, same_tree, syntax_errors  # noqa: E402
+from mvit.apps import fixtures as app_fixtures  # noqa: E402
+from mvit.apps.install import AppInstallError, install_into_app, validate_meta  # noqa: E402
+from mvit.export.metadata import meta_problems  # noqa: E402
+from mvit.model.contract import PreprocessContract  # noqa: E402
 
 
 # ---------------------------------------------------------------- golden fixtures
@@ -25,9 +25,9 @@ def test_committed_fixtures_are_current(tmp_path):
     out = tmp_path / "golden"
     app_fixtures.write_golden_fixtures(out, contract=PreprocessContract())
     for d in GOLDEN_DIRS:
-        assert d.is_dir(), f"{d} missing: run python -m export.app_fixtures"
+        assert d.is_dir(), f"{d} missing: run python -m mvit.apps.fixtures"
         stale = [f for f in same_tree(out, d) if f != app_fixtures.SHIPPED_FILE]
-        assert stale == [], f"{d} is stale ({stale}): run python -m export.app_fixtures"
+        assert stale == [], f"{d} is stale ({stale}): run python -m mvit.apps.fixtures"
 
 
 def test_fixture_content_covers_the_contract():

@@ -4,8 +4,8 @@ import struct
 
 import pytest
 
-from benchmarks.cli import main as bench_main
-from benchmarks.report import check_floors, parse_floor
+from mvit.bench.cli import main as bench_main
+from mvit.bench.report import check_floors, parse_floor
 from conftest import make_image_folder
 from export_fixtures import CLASSES, train_tiny_checkpoint
 
@@ -108,9 +108,9 @@ def test_layer_reports_name_layers_the_exporters_accept(bench, tiny):
     import onnx
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from export.backends.onnx_backend import _nodes_to_keep_float
-    from export.pt2e import quantizer_for
-    from model.checkpoint import load_checkpoint
+    from mvit.export.backends.onnx_backend import _nodes_to_keep_float
+    from mvit.quant.pt2e import quantizer_for
+    from mvit.model.checkpoint import load_checkpoint
 
     pre = out / "pre.onnx"
     quant_pre_process(str(_rows(report)["onnx-fp32"]["artifact"]), str(pre), skip_symbolic_shape=True)

@@ -2,11 +2,11 @@
 import pytest
 import torch
 
-import model
-from benchmarks import onnx_int8_variants, onnx_simplifier
-from benchmarks._script_args import load_bench_inputs, onnx_bench_parser
-from model.checkpoint import CheckpointMeta, save_checkpoint
-from model.contract import PreprocessContract
+import mvit.model
+from mvit.bench import onnx_int8_variants, onnx_simplifier
+from mvit.bench._script_args import load_bench_inputs, onnx_bench_parser
+from mvit.model.checkpoint import CheckpointMeta, save_checkpoint
+from mvit.model.contract import PreprocessContract
 
 SHARED = ("--weights", "--calib", "--calib-count", "--verify-data", "--threads", "--rounds", "--per-round",
           "--repeats")
@@ -42,7 +42,7 @@ def test_shared_inputs_load_checkpoint_and_images(image_folder, tmp_path):
 
 
 def test_interleaved_medians_calls_each_callable_equally_and_reports_medians():
-    from benchmarks.latency import interleaved_medians
+    from mvit.bench.latency import interleaved_medians
 
     counts = {"a": 0, "b": 0}
 

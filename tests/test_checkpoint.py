@@ -4,9 +4,9 @@ import pickle
 import pytest
 import torch
 
-import model
-from model.checkpoint import CheckpointError, CheckpointMeta, load_checkpoint, read_meta, save_checkpoint
-from model.contract import HF_MOBILEVIT, PreprocessContract
+import mvit.model
+from mvit.model.checkpoint import CheckpointError, CheckpointMeta, load_checkpoint, read_meta, save_checkpoint
+from mvit.model.contract import HF_MOBILEVIT, PreprocessContract
 
 
 def _save(tmp_path, arch="mobilevit_test", labels=("cat", "dog", "fish"), contract=None):

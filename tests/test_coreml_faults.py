@@ -8,12 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 ct = pytest.importorskip("coremltools")
 torch = pytest.importorskip("torch")
 
-from export.coreml_interp import UnsupportedOpError, check_against_reference, load_program  # noqa: E402
-from export.coreml_interp._tiny import convert, make_tiny  # noqa: E402
+from mvit.export.coreml_interp import UnsupportedOpError, check_against_reference, load_program  # noqa: E402
+from mvit.export.coreml_interp._tiny import convert, make_tiny  # noqa: E402
 
 
 def sensitive_model():

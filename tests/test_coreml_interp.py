@@ -8,17 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 ct = pytest.importorskip("coremltools")
 torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 from coremltools.converters.mil import Builder as mb  # noqa: E402
 
-from export.coreml_interp import (  # noqa: E402
+from mvit.export.coreml_interp import (  # noqa: E402
     Interpreter, ProgramError, UnsupportedOpError, check_against_reference, load_program, run, scores,
 )
-from export.coreml_interp._tiny import TINY_MODELS, convert, make_tiny  # noqa: E402
-from export.coreml_interp.ops import OPS  # noqa: E402
+from mvit.export.coreml_interp._tiny import TINY_MODELS, convert, make_tiny  # noqa: E402
+from mvit.export.coreml_interp.ops import OPS  # noqa: E402
 
 IOS17 = ct.target.iOS17
 
@@ -368,7 +367,7 @@ def test_w8a8_pt2e_scalar_constant_mul(inputs):
 
 
 def test_calibrate_activations_linux(inputs):
-    from export.coreml_interp import calibrate_activations_linux
+    from mvit.export.coreml_interp import calibrate_activations_linux
 
     model = make_tiny("mobilevit_v1")
     ml = convert(model, inputs[:1], "fp16")
@@ -379,7 +378,7 @@ def test_calibrate_activations_linux(inputs):
     assert r["passed"], r
     assert r["cosine"] > 0.99
     from coremltools.optimize.coreml.experimental._model_debugger import ModelDebugger
-    from export.coreml_interp.calibrate import interpreter_predictions
+    from mvit.export.coreml_interp.calibrate import interpreter_predictions
 
     original = ModelDebugger.predict_intermediate_outputs
     with interpreter_predictions():
@@ -388,8 +387,8 @@ def test_calibrate_activations_linux(inputs):
 
 
 def test_zoo_mobilevit_if_available(tmp_path):
-    registry = pytest.importorskip("model.registry")
-    pytest.importorskip("model.mobilevit")
+    registry = pytest.importorskip("mvit.model.registry")
+    pytest.importorskip("mvit.model.mobilevit")
     if "mobilevit_test" not in registry.list_models():
         pytest.skip("zoo has no mobilevit_test")
     model = registry.create("mobilevit_test", num_classes=6).eval()

@@ -10,14 +10,14 @@ pytest.importorskip("coremltools")
 
 
 def _ops(artifact) -> dict:
-    from export.backends import get_backend
+    from mvit.export.backends import get_backend
 
     return get_backend("coreml").inspect_spec(artifact)["op_counts"]
 
 
 def test_coremltools_route_exports_w8a8_that_passes_parity(small_ckpt, small_data_dir, tmp_path):
-    from export import coreml_interp
-    from export.api import export_model
+    from mvit.export import coreml_interp
+    from mvit.export.api import export_model
 
     r = export_model(small_ckpt, ("coreml",), ("int8",), tmp_path, calib=small_data_dir, calib_count=12,
                      calib_method="coremltools")[0]
@@ -42,8 +42,8 @@ def test_coremltools_route_exports_w8a8_that_passes_parity(small_ckpt, small_dat
 
 
 def test_unknown_keep_float_on_coremltools_route_fails_before_converting(small_ckpt, small_data_dir, tmp_path):
-    from export.api import export_model
-    from export.base import ExportError
+    from mvit.export.api import export_model
+    from mvit.export.base import ExportError
 
     with pytest.raises(ExportError, match="no module or module type of that name"):
         export_model(small_ckpt, ("coreml",), ("int8",), tmp_path, calib=small_data_dir, calib_count=4,
@@ -55,7 +55,7 @@ def test_calibration_ranges_cover_every_sample():
     from coremltools.optimize.coreml.experimental import _post_training_quantization as ptq
     from coremltools.optimize.coreml.experimental._model_debugger import ModelDebugger
 
-    from export.coreml_interp.calibrate import interpreter_predictions
+    from mvit.export.coreml_interp.calibrate import interpreter_predictions
 
     def ranges(record, update):
         stats = defaultdict(dict)
@@ -73,7 +73,7 @@ def test_calibration_ranges_cover_every_sample():
 
 
 def test_round_fp16_matches_numpy_bit_for_bit():
-    from export.coreml_interp.interpreter import round_fp16
+    from mvit.export.coreml_interp.interpreter import round_fp16
 
     rng = np.random.default_rng(0)
     bits = rng.integers(0, 2**32, size=1_000_000, dtype=np.uint64).astype(np.uint32)
@@ -91,7 +91,7 @@ def test_round_fp16_matches_numpy_bit_for_bit():
 
 
 def test_blas_threads_restores_the_previous_count():
-    from export.coreml_interp import _threads
+    from mvit.export.coreml_interp import _threads
 
     libs = _threads._openblas()
     if not libs:

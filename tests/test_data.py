@@ -6,9 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
-from model.contract import PreprocessContract
-from model.data import AugmentConfig, DatasetError, augment_batch, decode_split, eval_batch, find_splits
-from model.preprocess import pixels_uint8
+from mvit.model.contract import PreprocessContract
+from mvit.model.data import AugmentConfig, DatasetError, augment_batch, decode_split, eval_batch, find_splits
+from mvit.model.preprocess import pixels_uint8
 
 
 def _img(path, colour, size=(40, 30), mode="RGB"):

@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 
 from conftest import make_image_folder, tflite_op_input_types
-from export import parity
-from export.api import export_model, load_artifact_runner
-from export.backends import FORMATS, get_backend
-from export.base import PRECISIONS
-from export.calibration import synthesize_zeroq
-from export.cli import main as export_main
-from export.cli_predict import main as predict_main
+from mvit.export import parity
+from mvit.export.api import export_model, load_artifact_runner
+from mvit.export.backends import FORMATS, get_backend
+from mvit.export.base import PRECISIONS
+from mvit.quant.calibration import synthesize_zeroq
+from mvit.export.cli import main as export_main
+from mvit.export.cli_predict import main as predict_main
 from export_fixtures import CLASSES, train_tiny_checkpoint
 
 
@@ -75,7 +75,7 @@ def test_int8_artifacts_are_quantized_and_small(matrix):
 def test_tflite_tensor_names_are_module_paths(matrix):
     from ai_edge_litert.interpreter import Interpreter
 
-    from export.backends.tflite_backend import short_tensor_name
+    from mvit.export.backends.tflite_backend import short_tensor_name
 
     long = ("model.mobilevit.MobileViT/torch.nn.modules.container.Sequential_layer_3/model.layers.InvertedResidual_0/"
             "torch.nn.modules.container.Sequential_block/model.layers.ConvLayer_red_1x1/"
@@ -96,8 +96,8 @@ def test_tflite_int8_runs_silu_in_int8_outside_the_float_stem(matrix, tiny_ckpt)
     by default (conv_1, layer_1, layer_2) has float LOGISTIC ops."""
     from torch import nn
 
-    from export.quant_defaults import DEFAULT_KEEP_FLOAT
-    from model.checkpoint import load_checkpoint
+    from mvit.quant.defaults import DEFAULT_KEEP_FLOAT
+    from mvit.model.checkpoint import load_checkpoint
 
     net = load_checkpoint(tiny_ckpt).model
     kept = DEFAULT_KEEP_FLOAT["mobilevit"]["pt2e"]
@@ -125,8 +125,8 @@ def test_tflite_int8_float_stem_pads_in_float(matrix):
 def test_split_silu_is_numerically_silu():
     import torch
 
-    import model
-    from export.pt2e import split_silu
+    import mvit.model
+    from mvit.quant.pt2e import split_silu
 
     torch.manual_seed(0)
     net = model.create("mobilevit_test", num_classes=3).eval()
@@ -193,7 +193,7 @@ def test_predict_from_artifact_and_checkpoint_agree(matrix, tiny_ckpt, data_dir,
 
 
 def test_zeroq_matches_batchnorm_statistics(tiny_ckpt):
-    from model.checkpoint import load_checkpoint
+    from mvit.model.checkpoint import load_checkpoint
 
     ck = load_checkpoint(tiny_ckpt)
     losses = []

@@ -1,10 +1,10 @@
 """What an export leaves on disk: an ordinary folder with ordinary files."""
 import stat
 
-import model
-from export.api import export_model
-from model.checkpoint import CheckpointMeta, save_checkpoint
-from model.contract import PreprocessContract
+import mvit.model
+from mvit.export.api import export_model
+from mvit.model.checkpoint import CheckpointMeta, save_checkpoint
+from mvit.model.contract import PreprocessContract
 
 
 def test_export_folder_is_0755_and_files_0644(tmp_path):

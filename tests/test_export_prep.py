@@ -2,9 +2,9 @@
 import torch
 from torch import nn
 
-import model
-from model.export_prep import fold_layernorm_affine_, prepare_for_export
-from model.mobilevit import MultiHeadAttention
+import mvit.model
+from mvit.model.export_prep import fold_layernorm_affine_, prepare_for_export
+from mvit.model.mobilevit import MultiHeadAttention
 
 
 def _trained_like(net: nn.Module) -> nn.Module:

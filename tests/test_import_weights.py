@@ -6,8 +6,8 @@ import textwrap
 import pytest
 import torch
 
-import model
-from model.import_weights import WeightImportError, convert_state_dict, load_into, read_state_dict
+import mvit.model
+from mvit.model.import_weights import WeightImportError, convert_state_dict, load_into, read_state_dict
 
 
 def randomise_(m):
@@ -57,7 +57,7 @@ TIMM_CHECK = textwrap.dedent("""
     sys.path.insert(0, {root!r}); sys.path.insert(0, {tests!r})
     import torchvision_shim; torchvision_shim.install()
     import timm, model
-    from model.import_weights import load_into
+    from mvit.model.import_weights import load_into
     from test_import_weights import randomise_
     for name in ("mobilevit_xs", "mobilevitv2_050"):
         t = randomise_(timm.create_model(name, num_classes=5))

@@ -10,9 +10,9 @@ import re
 
 import pytest
 
-from conftest_apps import GOLDEN_DIRS, IOS, same_tree, syntax_errors  # noqa: E402  (adds ROOT to sys.path)
-from export import app_fixtures  # noqa: E402
-from export.app_install import install_into_app  # noqa: E402
+from conftest_apps import GOLDEN_DIRS, IOS, same_tree, syntax_errors  # noqa: E402
+from mvit.apps import fixtures as app_fixtures  # noqa: E402
+from mvit.apps.install import install_into_app  # noqa: E402
 
 
 def _swift_files():

@@ -6,8 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from model.contract import PreprocessContract
-from model.preprocess import (ImageLoadError, list_images, load_rgb, normalize_hwc_uint8, normalize_tensor,
+from mvit.model.contract import PreprocessContract
+from mvit.model.preprocess import (ImageLoadError, list_images, load_rgb, normalize_hwc_uint8, normalize_tensor,
                               pixels_uint8, preprocess_file)
 
 

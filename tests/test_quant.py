@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-import model
-from export.api import export_model
-from export.base import ExportJob
-from export.quant_defaults import DEFAULT_KEEP_FLOAT, resolve_keep_float
+import mvit.model
+from mvit.export.api import export_model
+from mvit.export.base import ExportJob
+from mvit.quant.defaults import DEFAULT_KEEP_FLOAT, resolve_keep_float
 from export_fixtures import train_tiny_checkpoint
 
 
@@ -24,7 +24,7 @@ def test_default_keep_float_for_mobilevit_is_overridable():
 
 
 def _observer_ranges(prepared):
-    from export.pt2e import _observers
+    from mvit.quant.pt2e import _observers
 
     return {k: (float(o.min_val.min()), float(o.max_val.max())) for k, o in _observers(prepared).items()
             if hasattr(o, "min_val")}
@@ -32,8 +32,8 @@ def _observer_ranges(prepared):
 
 def test_batched_pt2e_calibration_matches_batch_one():
     """Min-max observers are order-free: batches of 16 plus a batch-1 remainder give the same ranges."""
-    from export import pt2e
-    from export.pt2e import _calibrate, quantizer_for
+    from mvit.export import pt2e
+    from mvit.quant.pt2e import _calibrate, quantizer_for
 
     torch.manual_seed(0)
     net = model.create("mobilevit_test", num_classes=3).eval()
@@ -54,16 +54,17 @@ def test_batched_pt2e_calibration_matches_batch_one():
 
 
 def test_pt2e_details_name_the_default_keep_float(small_ckpt, small_data_dir):
-    from export.calibration import image_files, load_pixels
-    from export.pt2e import pixels_to_tensor, quantize_pt2e
-    from model.checkpoint import load_checkpoint
-    from model.preprocess import normalize_hwc_uint8
+    from mvit.quant.calibration import image_files, load_pixels
+    from mvit.quant.pt2e import pixels_to_tensor, quantize_pt2e
+    from mvit.model.checkpoint import load_checkpoint
+    from mvit.model.preprocess import normalize_hwc_uint8
 
     ck = load_checkpoint(small_ckpt)
     px, _ = load_pixels(image_files(small_data_dir), ck.meta.contract, 18)
     job = ExportJob(ck.model, ck.meta, "int8", "float-nchw", px, "histogram")
     to_input = lambda p: pixels_to_tensor(p, "NCHW", lambda x: normalize_hwc_uint8(x, ck.meta.contract))  # noqa: E731
-    converted, _, details = quantize_pt2e(job, ck.model, torch.zeros(1, 3, 64, 64), to_input, "normalized-nchw")
+    converted, _, details = quantize_pt2e(ck.model, ck.model, torch.zeros(1, 3, 64, 64), to_input, "normalized-nchw",
+                                          **job.quant_args())
     assert details["keep_float"] == list(DEFAULT_KEEP_FLOAT["mobilevit"]["pt2e"])
     assert details["keep_float_source"] == "default for mobilevit"
     # the stem's conv runs in float: no quantize op feeds its weight
@@ -181,7 +182,7 @@ def test_onnx_compress_float_weights_per_output_channel():
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from export.backends.onnx_backend import compress_float_weights
+    from mvit.export.backends.onnx_backend import compress_float_weights
 
     rng = np.random.default_rng(0)
     spread = lambda n: np.linspace(0.01, 3, n, dtype=np.float32)  # very different channel ranges
@@ -226,7 +227,7 @@ def test_onnx_compress_float_weights_per_output_channel():
 def test_onnx_simplifier_falls_back_to_the_next_tool_then_to_the_exported_graph(monkeypatch, caplog):
     from onnx import TensorProto, helper, numpy_helper
 
-    from export.backends import onnx_backend
+    from mvit.export.backends import onnx_backend
 
     # Identity + a constant-foldable Add: both simplifiers shrink this graph to one node
     graph = helper.make_graph(

@@ -15,8 +15,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from conftest_apps import GOLDEN_DIRS, ROOT  # noqa: E402  (adds ROOT to sys.path)
-from export import app_fixtures  # noqa: E402
+from conftest_apps import GOLDEN_DIRS, ROOT  # noqa: E402
+from mvit.apps import fixtures as app_fixtures  # noqa: E402
 
 SHIPPED = GOLDEN_DIRS[0] / app_fixtures.SHIPPED_FILE
 
@@ -103,7 +103,7 @@ def test_stale_cases_name_the_regeneration_command(tmp_path):
             e["artifact_sha256"] = "0" * 64
     problems = app_fixtures.stale_shipped_cases(changed, ROOT)
     assert len(problems) == 1 and m["artifact"] in problems[0]
-    assert "python -m export.app_fixtures --shipped --app android" in problems[0]
+    assert "python -m mvit.apps.fixtures --shipped --app android" in problems[0]
     problems = app_fixtures.stale_shipped_cases(doc, tmp_path)  # nothing installed there
     assert len(problems) == 1 and "no longer installed" in problems[0]
 
@@ -151,7 +151,8 @@ def test_base_regeneration_keeps_the_shipped_cases(tmp_path, monkeypatch):
 
 def test_mvit_export_app_rerecords_the_golden_cases(monkeypatch, capsys):
     """``mvit-export --app`` installs, then re-records that app's cases (or prints the command)."""
-    from export import api, app_install, cli
+    from mvit.apps import install as app_install
+    from mvit.export import api, cli
 
     result = SimpleNamespace(format="tflite", precision="int8", folder="out/x", size_bytes=1e6, seconds=1.0,
                              parity=None, status="ok", artifact="out/x/model.tflite", notes=[])
@@ -165,7 +166,7 @@ def test_mvit_export_app_rerecords_the_golden_cases(monkeypatch, capsys):
 
     assert cli.main(["--app", "android", "--no-app-fixtures"]) == 0
     assert len(calls) == 1
-    assert "python -m export.app_fixtures --shipped --app android" in capsys.readouterr().out
+    assert "python -m mvit.apps.fixtures --shipped --app android" in capsys.readouterr().out
 
     def boom(**kw):
         raise RuntimeError("no interpreter")
@@ -173,4 +174,4 @@ def test_mvit_export_app_rerecords_the_golden_cases(monkeypatch, capsys):
     monkeypatch.setattr(app_fixtures, "write_shipped_fixtures", boom)
     assert cli.main(["--app", "ios"]) == 0
     err = capsys.readouterr().err
-    assert "no interpreter" in err and "python -m export.app_fixtures --shipped --app ios" in err
+    assert "no interpreter" in err and "python -m mvit.apps.fixtures --shipped --app ios" in err

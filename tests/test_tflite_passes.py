@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from conftest import tflite_op_input_types
-from export.tflite_passes import dequantize_before_pad
+from mvit.export.tflite_passes import dequantize_before_pad
 
 
 def _outputs(model_bytes: bytes, xs: np.ndarray) -> np.ndarray:
@@ -40,7 +40,7 @@ def float_stem_int8(tmp_path_factory) -> bytes:
     from litert_torch.quantize.quant_config import QuantConfig
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    from export.pt2e import quantizer_for
+    from mvit.quant.pt2e import quantizer_for
 
     torch.manual_seed(0)
     net = _FloatStem().eval()

@@ -3,8 +3,8 @@ import onnx
 import pytest
 import torch
 
-import model
-from model import mobilevit, mobilevit_v2
+import mvit.model
+from mvit.model import mobilevit, mobilevit_v2
 
 V1 = ["mobilevit_xxs", "mobilevit_xs", "mobilevit_s"]
 V2 = [f"mobilevitv2_{w}" for w in ("050", "075", "100", "125", "150", "175", "200")]

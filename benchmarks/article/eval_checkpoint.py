@@ -10,9 +10,9 @@ import json
 import numpy as np
 import torch
 
-from model.checkpoint import load_checkpoint
-from model.data import scan_class_folders
-from model.preprocess import preprocess_file
+from mvit.model.checkpoint import load_checkpoint
+from mvit.model.data import scan_class_folders
+from mvit.model.preprocess import preprocess_file
 
 
 def main(argv=None):

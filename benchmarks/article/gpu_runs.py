@@ -30,7 +30,7 @@ EPOCH_RATIO = {"trashnet6": 1.0, "imagenette10": 0.5}  # imagenette epochs = rat
 
 
 def probe(model_name: str, size: int, classes: int, batch: int, device: str, steps: int = 10) -> float:
-    import model as zoo
+    import mvit.model as zoo
 
     kw = {"img_size": size} if model_name.startswith("vit") else {}
     net = zoo.create(model_name, classes, **kw).to(device).to(memory_format=torch.channels_last)
@@ -58,7 +58,7 @@ def probe(model_name: str, size: int, classes: int, batch: int, device: str, ste
 
 
 def count_train(data: Path, ds: str) -> int:
-    from model.preprocess import list_images
+    from mvit.model.preprocess import list_images
 
     return len(list_images(data / ds / "train"))
 
@@ -155,7 +155,7 @@ def main(argv=None):
     for ds, size in DATASETS.items():
         for m in models:
             name = f"{m}_{ds}"
-            cmd = [sys.executable, "-m", "model.cli_train", "--data", str(a.data / ds), "--model", m,
+            cmd = [sys.executable, "-m", "mvit.model.cli_train", "--data", str(a.data / ds), "--model", m,
                    "--img-size", str(size), "--epochs", str(epochs[ds]), "--batch-size", str(a.batch_size),
                    "--warmup-epochs", str(max(1, round(epochs[ds] * 0.03))), "--out", str(runs / name),
                    "--device", a.device, "--workers", "2", "--seed", "0"] + a.extra.split()

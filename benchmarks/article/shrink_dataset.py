@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from model.preprocess import ImageLoadError, list_images, load_rgb
+from mvit.model.preprocess import ImageLoadError, list_images, load_rgb
 
 
 def _one(job):

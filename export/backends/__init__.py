@@ -11,7 +11,7 @@ def get_backend(fmt: str) -> ModuleType:
     """The backend module for a format name."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
-    return importlib.import_module(f"export.backends.{fmt}_backend")
+    return importlib.import_module(f"mvit.export.backends.{fmt}_backend")
 
 
 def format_of(path) -> str:

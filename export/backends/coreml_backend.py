@@ -41,10 +41,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from export.base import ExportError, ExportJob, IOSpec, Runner, TensorSpec
-from export.pt2e import pixels_to_tensor, quantize_pt2e
-from export.wrappers import NormalizeOnly
-from model.preprocess import normalize_hwc_uint8
+from mvit.export.base import ExportError, ExportJob, IOSpec, TensorSpec
+from mvit.export.runner import Runner
+from mvit.quant.pt2e import pixels_to_tensor, quantize_pt2e
+from mvit.export.wrappers import NormalizeOnly
+from mvit.model.preprocess import normalize_hwc_uint8
 
 FORMAT = "coreml"
 SUFFIX = ".mlpackage"
@@ -103,7 +104,8 @@ def export(job: ExportJob, path: Path) -> IOSpec:
     if ct_route:
         ct_keep_float = _ct_keep_float(job)  # checked before the (slow) conversion
     if job.precision == "int8" and not ct_route:
-        inner, _, details = quantize_pt2e(job, inner, sample, to_input, key, fold_quantize=True)
+        inner, _, details = quantize_pt2e(job.model, inner, sample, to_input, key, fold_quantize=True,
+                                          **job.quant_args())
         details = dict(details, coreml="W8A8: int8 weights and activations (quantize/dequantize ops)")
     module = _Softmax(inner).eval()
     with torch.no_grad():
@@ -180,7 +182,7 @@ def _stem_op_names(program, mlmodel, keep_float: tuple[str, ...]) -> list[str]:
 def _ct_keep_float(job: ExportJob) -> tuple[tuple[str, ...], str]:
     """The keep-float list of the coremltools route (user's or the family default) and its source;
     every name must be a module or module type of the model."""
-    from export.quant_defaults import resolve_keep_float
+    from mvit.quant.defaults import resolve_keep_float
 
     keep_float, source = resolve_keep_float(job.model, job.keep_float, "pt2e")
     names = {n for n, _ in job.model.named_modules() if n}
@@ -203,7 +205,7 @@ def _quantize_coremltools(job: ExportJob, mlmodel, program, to_input, keep_float
 
     import coremltools.optimize.coreml as cto
 
-    from export.coreml_interp import calibrate_activations_linux
+    from mvit.export.coreml_interp import calibrate_activations_linux
 
     if job.calib_pixels is None or len(job.calib_pixels) == 0:
         raise ExportError("int8 export needs calibration images")
@@ -338,7 +340,7 @@ class CoreMLRunner(Runner):
 
             self.mlmodel = ct.models.MLModel(str(path))
         else:
-            from export import coreml_interp
+            from mvit.export import coreml_interp
 
             self.program = coreml_interp.load_program(str(path))
             self._interp = coreml_interp.Interpreter(self.program)  # constants prepared once, not per image
@@ -364,7 +366,7 @@ class CoreMLRunner(Runner):
                 feed = Image.fromarray(x[0]) if self.input["dtype"] == "uint8" else x
                 probs = self.mlmodel.predict({INPUT_NAME: feed})[self.probs_name]
             else:
-                from export import coreml_interp
+                from mvit.export import coreml_interp
 
                 feed = x.transpose(0, 3, 1, 2).astype(np.float32) if self.input["dtype"] == "uint8" else x
                 probs = coreml_interp.run(self._interp, {INPUT_NAME: feed}, mode="auto")[self.probs_name]

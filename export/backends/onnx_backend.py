@@ -4,7 +4,7 @@ Runs with onnxruntime on the CPU. Metadata lives in ``metadata_props["mvit"]``. 
 single file: weights are folded back in rather than left in a separate ``.onnx.data``.
 
 Simplifier. onnxsim 0.8.1 vs onnxslim 0.1.98 on the shipped mobilevit_xxs (256x256), onnxruntime 1.32,
-2 threads; ``python -m benchmarks.onnx_simplifier --calib /work/shared/data/trashnet6/train
+2 threads; ``python -m mvit.bench.onnx_simplifier --calib /work/shared/data/trashnet6/train
 --verify-data /work/shared/data/trashnet6/val`` (full table: benchmarks/results/onnx_simplifier.md):
 
 | graph            | nodes fp32/int8 | ORT nodes fp32/int8 | fp32 bytes | int8 bytes | simplify s | latency fp32 / int8 vs none |
@@ -31,9 +31,9 @@ changes its QDQ node count, and both constant-fold the Cast+Mul int8 weight stor
 (1.13 MB -> 2.78 MB).
 
 int8. Static QDQ (onnxruntime quantize_static, uint8 activations, int8 per-channel weights) on the
-op types and modules export.quant_defaults chooses; the float-kept Conv/Gemm/MatMul weights are then
+op types and modules mvit.quant.defaults chooses; the float-kept Conv/Gemm/MatMul weights are then
 stored as int8 too (``compress_float_weights``), decoded once when the session loads. Measurements and
-the reasons for the default are in export.quant_defaults' docstring.
+the reasons for the default are in mvit.quant.defaults' docstring.
 """
 from __future__ import annotations
 
@@ -46,8 +46,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export.base import ExportError, ExportJob, IOSpec, Runner, TensorSpec
-from export.wrappers import PixelInput
+from mvit.export.base import ExportError, ExportJob, IOSpec, TensorSpec
+from mvit.export.runner import Runner
+from mvit.export.wrappers import PixelInput
 
 FORMAT = "onnx"
 SUFFIX = ".onnx"
@@ -175,7 +176,7 @@ def export(job: ExportJob, path: Path) -> IOSpec:
             onnx.save_model(model, str(src))
             quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
             if job.precision == "int8":
-                from export.quant_defaults import (onnx_float_weights, onnx_reduce_range, onnx_static_ops,
+                from mvit.quant.defaults import (onnx_float_weights, onnx_reduce_range, onnx_static_ops,
                                                    resolve_keep_float)
 
                 keep, source = resolve_keep_float(job.model, job.keep_float, "onnx")

@@ -20,12 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export.base import ExportError, ExportJob, IOSpec, Runner, TensorSpec
-from export.metadata import to_json_bytes
-from export.pt2e import pixels_to_tensor, quantize_pt2e
-from export.tflite_passes import dequantize_before_pad
-from export.wrappers import PixelInput
-from model.preprocess import normalize_hwc_uint8
+from mvit.export.base import ExportError, ExportJob, IOSpec, TensorSpec
+from mvit.export.runner import Runner
+from mvit.export.metadata import to_json_bytes
+from mvit.quant.pt2e import pixels_to_tensor, quantize_pt2e
+from mvit.export.tflite_passes import dequantize_before_pad
+from mvit.export.wrappers import PixelInput
+from mvit.model.preprocess import normalize_hwc_uint8
 
 FORMAT = "tflite"
 SUFFIX = ".tflite"
@@ -71,8 +72,8 @@ def export(job: ExportJob, path: Path) -> IOSpec:
     if job.precision == "int8":
         normalize = None if in_model else (lambda px: normalize_hwc_uint8(px, job.contract))
         converted, quantizer, details = quantize_pt2e(
-            job, module, sample, lambda px: pixels_to_tensor(px, layout, normalize),
-            "pixels-nhwc" if in_model else "normalized-nchw")
+            job.model, module, sample, lambda px: pixels_to_tensor(px, layout, normalize),
+            "pixels-nhwc" if in_model else "normalized-nchw", **job.quant_args())
         from litert_torch.quantize.quant_config import QuantConfig
 
         _convert(converted, sample, path, quant_config=QuantConfig(pt2e_quantizer=quantizer))

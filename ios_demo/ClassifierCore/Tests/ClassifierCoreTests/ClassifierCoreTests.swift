@@ -145,9 +145,9 @@ final class ClassifierCoreTests: XCTestCase {
         XCTAssertEqual(Orientation.exif(6).degrees, 90)
     }
 
-    // MARK: the models installed in the apps (shipped_models.json, `python -m export.app_fixtures --shipped`)
+    // MARK: the models installed in the apps (shipped_models.json, `python -m mvit.apps.fixtures --shipped`)
 
-    private static let regenerate = "python -m export.app_fixtures --shipped --app ios"
+    private static let regenerate = "python -m mvit.apps.fixtures --shipped --app ios"
 
     private func shippedModels() throws -> [[String: Any]] {
         let doc = try XCTUnwrap(JSONSerialization.jsonObject(with: golden("shipped_models.json")) as? [String: Any])

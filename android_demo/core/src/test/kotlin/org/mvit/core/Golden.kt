@@ -6,7 +6,7 @@ import java.util.Base64
 object Golden {
     fun bytes(name: String): ByteArray {
         val s = Golden::class.java.classLoader.getResourceAsStream("golden/$name")
-            ?: throw AssertionError("missing test resource golden/$name: run `python -m export.app_fixtures`")
+            ?: throw AssertionError("missing test resource golden/$name: run `python -m mvit.apps.fixtures`")
         return s.use { it.readBytes() }
     }
 
@@ -14,7 +14,7 @@ object Golden {
 
     val fixtures: Map<String, Any?> by lazy { Json.parseObject(text("fixtures.json")) }
 
-    /** The installed models' cases (`shipped_models.json`, `python -m export.app_fixtures --shipped`). */
+    /** The installed models' cases (`shipped_models.json`, `python -m mvit.apps.fixtures --shipped`). */
     val shipped: Map<String, Any?> by lazy { Json.parseObject(text("shipped_models.json")) }
 
     @Suppress("UNCHECKED_CAST")

@@ -110,6 +110,6 @@ class ShippedModelTest {
     }
 
     private companion object {
-        const val REGEN = "python -m export.app_fixtures --shipped --app android"
+        const val REGEN = "python -m mvit.apps.fixtures --shipped --app android"
     }
 }

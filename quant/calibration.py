@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from model.contract import PreprocessContract
-from model.preprocess import ImageLoadError, list_images, pixels_uint8
+from mvit.model.contract import PreprocessContract
+from mvit.model.preprocess import ImageLoadError, list_images, pixels_uint8
 
 
 class CalibrationError(ValueError):

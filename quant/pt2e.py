@@ -1,6 +1,6 @@
 """Post-training int8 quantisation in PyTorch (PT2E), shared by the TFLite and Core ML backends.
 
-One calibrated model serves both formats in one export run (``job.cache``), so W8A8 TFLite and
+One calibrated model serves both formats in one export run (one ``cache`` dict), so W8A8 TFLite and
 Core ML artifacts carry the same quantisation parameters.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from export.base import ExportError, ExportJob
+from mvit.quant import QuantError
 
 CALIB_METHODS = ("min-max", "histogram")
 
@@ -142,13 +142,13 @@ def quantizer_for(model: nn.Module, method: str, keep_float: tuple[str, ...] = (
         act = replace(config.input_activation, observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12))
         config = replace(config, input_activation=act, output_activation=act)
     elif method != "histogram":
-        raise ExportError(f"calibration method {method!r} is not available for PT2E; use {' or '.join(CALIB_METHODS)}")
+        raise QuantError(f"calibration method {method!r} is not available for PT2E; use {' or '.join(CALIB_METHODS)}")
     names = dict(model.named_modules())
     types = {type(m).__name__: type(m) for m in model.modules()}
     keep_names = []
     for item in keep_float:
         if item not in names and item not in types:
-            raise ExportError(f"--keep-float {item!r}: no module or module type of that name in the model "
+            raise QuantError(f"--keep-float {item!r}: no module or module type of that name in the model "
                               f"(e.g. {next(iter(n for n in names if n), '')!r} or 'LayerNorm')")
         if item in names:
             keep_names.append(item)
@@ -182,7 +182,7 @@ def _calibrate(wrapped: nn.Module, sample: torch.Tensor, quantizer, inputs, n: i
 
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
-    from model.export_prep import fold_layernorm_affine_
+    from mvit.model.export_prep import fold_layernorm_affine_
 
     # Dropout off and BatchNorm on running statistics in the exported graph (see quantize_pt2e); the
     # LayerNorms' affine parameters folded into the linears they feed, so int8 sees normalized
@@ -209,41 +209,44 @@ def _calibrate(wrapped: nn.Module, sample: torch.Tensor, quantizer, inputs, n: i
     return prepared
 
 
-def quantize_pt2e(job: ExportJob, wrapped: nn.Module, sample: torch.Tensor, to_input,
-                  graph_input: str, fold_quantize: bool = False) -> tuple[nn.Module, object, dict]:
-    """Export, calibrate and convert ``wrapped``; calibration is cached in the job per graph input
-    kind (``graph_input``: e.g. "normalized-nchw"), method and keep-float list, so TFLite
-    (``fold_quantize=False``) and Core ML (``True``: int8 weight constants) share one calibration.
+def quantize_pt2e(model: nn.Module, wrapped: nn.Module, sample: torch.Tensor, to_input, graph_input: str, *,
+                  calib_pixels: np.ndarray | None, method: str, keep_float: tuple[str, ...] = (),
+                  cache: dict | None = None, fold_quantize: bool = False) -> tuple[nn.Module, object, dict]:
+    """Export, calibrate and convert ``wrapped`` (``model``, possibly inside an input wrapper).
 
-    The keep-float list is the user's, or the architecture family's default (export/quant_defaults.py).
-    ``to_input(pixels_uint8_nhwc) -> tensor`` maps calibration pixels to ``wrapped``'s input.
-    Returns (converted module, quantizer, details).
+    Calibration is cached in ``cache`` per graph input kind (``graph_input``: e.g. "normalized-nchw"),
+    method and keep-float list, so TFLite (``fold_quantize=False``) and Core ML (``True``: int8 weight
+    constants) share one calibration. The keep-float list is the user's, or the architecture family's
+    default (``mvit.quant.defaults``). ``to_input(pixels_uint8_nhwc) -> tensor`` maps calibration pixels
+    (N,H,W,3 uint8, resized and cropped) to ``wrapped``'s input. Returns (converted module, quantizer, details).
     """
     import copy
 
     from torchao.quantization.pt2e import allow_exported_model_train_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-    from export.quant_defaults import resolve_keep_float
+    from mvit.quant.defaults import resolve_keep_float
 
-    keep_float, source = resolve_keep_float(job.model, job.keep_float, "pt2e")
-    key = ("pt2e", graph_input, job.calib_method, keep_float)
-    if key not in job.cache:
-        if job.calib_pixels is None or len(job.calib_pixels) == 0:
-            raise ExportError("int8 export needs calibration images")
+    cache = {} if cache is None else cache
+    given = tuple(keep_float)
+    keep_float, source = resolve_keep_float(model, given, "pt2e")
+    key = ("pt2e", graph_input, method, keep_float)
+    if key not in cache:
+        if calib_pixels is None or len(calib_pixels) == 0:
+            raise QuantError("int8 export needs calibration images")
         t0 = time.perf_counter()
-        quantizer = quantizer_for(job.model, job.calib_method, keep_float)
-        px = job.calib_pixels
+        quantizer = quantizer_for(model, method, keep_float)
+        px = calib_pixels
         with torch.no_grad():
             prepared = _calibrate(wrapped, sample, quantizer, lambda i, j: to_input(px[i:j]), len(px))
-        details = {"method": "pt2e", "observer": job.calib_method, "weights": "int8 per-channel symmetric",
+        details = {"method": "pt2e", "observer": method, "weights": "int8 per-channel symmetric",
                    "activations": "int8 per-tensor affine", "calibration_images": int(len(px)),
                    "keep_float": list(keep_float), "keep_float_source": source,
                    "calibration_seconds": round(time.perf_counter() - t0, 1)}
-        job.cache[key] = (prepared, quantizer, details)
+        cache[key] = (prepared, quantizer, details)
     # also reachable under the list as given (e.g. () for "the default"), for callers that look it up
-    job.cache.setdefault(("pt2e", graph_input, job.calib_method, tuple(job.keep_float)), job.cache[key])
-    prepared, quantizer, details = job.cache[key]
+    cache.setdefault(("pt2e", graph_input, method, given), cache[key])
+    prepared, quantizer, details = cache[key]
     with torch.no_grad():
         converted = convert_pt2e(copy.deepcopy(prepared), fold_quantize=fold_quantize)
     # The graph was exported from an eval-mode model (dropout already train=False, BatchNorm on running

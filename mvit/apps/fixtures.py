@@ -20,7 +20,7 @@ What is written to ``out_dir`` (all small, deterministic, commit-ready):
 * ``shipped_models.json`` - the models installed in the apps (``SHIPPED_SCHEMA``): for each artifact
   (by sha256) and a few fixture images, the preprocessing checksums at its own contract (read from
   the installed ``model_meta.json``), its raw output and the top-3 after the apps' post-processing.
-  Written by ``write_shipped_fixtures`` (``python -m export.app_fixtures --shipped``; ``mvit-export
+  Written by ``write_shipped_fixtures`` (``python -m mvit.apps.fixtures --shipped``; ``mvit-export
   --app`` runs it after installing); tests/test_shipped_fixtures.py re-runs the artifacts and fails
   when an installed model no longer matches its recorded cases.
 
@@ -38,7 +38,7 @@ expected top-k. App core tests check softmax/top-k on those logits and the check
 preprocessing at the model's size; the on-device instrumentation (or a developer) compares the
 shipped artifact's output with ``logits``.
 
-CLI: ``python -m export.app_fixtures`` regenerates the committed copies in both apps (``--shipped``:
+CLI: ``python -m mvit.apps.fixtures`` regenerates the committed copies in both apps (``--shipped``:
 only the installed models' cases, ``--no-shipped``: only the synthetic ones).
 """
 from __future__ import annotations
@@ -54,14 +54,11 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 from PIL import Image
 
-if __package__ in (None, ""):  # python export/app_fixtures.py
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from model.contract import PreprocessContract  # noqa: E402
-from model.preprocess import load_rgb, normalize_hwc_uint8, pixels_uint8  # noqa: E402
+from mvit.model.contract import PreprocessContract  # noqa: E402
+from mvit.model.preprocess import load_rgb, normalize_hwc_uint8, pixels_uint8  # noqa: E402
 
 FIXTURE_SCHEMA = "mvit.app_fixtures/1"
-REPO = Path(__file__).resolve().parents[1]
+from mvit.apps.slots import APPS, REPO  # noqa: E402
 APP_FIXTURE_DIRS = (
     REPO / "android_demo" / "core" / "src" / "test" / "resources" / "golden",
     REPO / "ios_demo" / "ClassifierCore" / "Tests" / "ClassifierCoreTests" / "Resources" / "golden",
@@ -418,7 +415,7 @@ def model_cases(images: dict[str, Path], contract: PreprocessContract,
 
 SHIPPED_FILE = "shipped_models.json"
 SHIPPED_SCHEMA = "mvit.app_fixtures.shipped/1"
-SHIPPED_COMMAND = "python -m export.app_fixtures --shipped"
+SHIPPED_COMMAND = "python -m mvit.apps.fixtures --shipped"
 COREML_IMAGES = 3  # Core ML runs through the numpy reference interpreter here: seconds per image
 SHIPPED_NOTES = {
     "what": "for each model installed in a demo app and a few fixture images (fixtures.json images): "
@@ -464,8 +461,6 @@ def _rel(path, root) -> str:
 
 def installed_models(root=REPO) -> list[dict]:
     """The models installed in the demo apps: app, variant, format, artifact and metadata paths."""
-    from export.app_install import APPS
-
     found = []
     for app, spec in APPS.items():
         for variant, (model_name, meta_name) in spec["names"].items():
@@ -491,7 +486,7 @@ def load_shipped_runner(artifact, meta: dict):
     Refuses an artifact whose embedded metadata disagrees with the installed ``meta`` on anything
     the app reads, since the app would then feed or decode the model wrongly.
     """
-    from export.api import load_artifact_runner
+    from mvit.export.api import load_artifact_runner
 
     runner = load_artifact_runner(artifact)
     if getattr(runner, "backend", None) == "coreml":  # macOS: Core ML predict; use the interpreter instead
@@ -631,7 +626,7 @@ def write_shipped_fixtures(dirs: Iterable[Path] = APP_FIXTURE_DIRS, root=REPO, *
     dirs = [Path(d) for d in dirs]
     fixtures = dirs[0] / "fixtures.json"
     if not fixtures.is_file():
-        raise FileNotFoundError(f"{fixtures} missing: run python -m export.app_fixtures first")
+        raise FileNotFoundError(f"{fixtures} missing: run python -m mvit.apps.fixtures first")
     images = sorted(json.loads(fixtures.read_text())["images"], key=lambda r: r["file"])
     old = {m["artifact"]: m for m in read_shipped(dirs[0] / SHIPPED_FILE)["models"]}
     apps, variants = (set(x) if x is not None else None for x in (apps, variants))
@@ -736,7 +731,7 @@ def write_golden_fixtures(out_dir, contract: PreprocessContract | None = None, c
 
     doc = {
         "schema": FIXTURE_SCHEMA,
-        "generator": "export/app_fixtures.py (python -m export.app_fixtures)",
+        "generator": "export/app_fixtures.py (python -m mvit.apps.fixtures)",
         "notes": {
             "raw": "*.rgba: stored pixels (before EXIF rotation), RGBA row-major; rotate clockwise by "
                    "rotation_degrees to get the upright image the contract starts from",

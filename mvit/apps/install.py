@@ -13,7 +13,7 @@ stale variant). The metadata is validated against what the apps read (docs/model
 anything is written, so a broken export never reaches an app.
 
 The command line (and ``mvit-export --app``) then re-records the app's golden cases of the installed
-models (``shipped_models.json``, see ``export.app_fixtures.write_shipped_fixtures``), which the
+models (``shipped_models.json``, see ``mvit.apps.fixtures.write_shipped_fixtures``), which the
 apps' core tests and tests/test_shipped_fixtures.py check.
 """
 from __future__ import annotations
@@ -25,28 +25,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from mvit.export.metadata import meta_problems  # noqa: E402
+from mvit.model.checkpoint import atomic_write  # noqa: E402
 
-from export.metadata import meta_problems  # noqa: E402
-from model.checkpoint import atomic_write  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
-APPS = {
-    "android": {
-        "dir": Path("android_demo/app/src/main/assets"),
-        "format": "tflite",
-        "suffix": ".tflite",
-        "names": {"float": ("model.tflite", "model_meta.json"), "int8": ("model_int8.tflite", "model_int8_meta.json")},
-    },
-    "ios": {
-        "dir": Path("ios_demo/MVitDemo/Models"),
-        "format": "coreml",
-        "suffix": ".mlpackage",
-        "names": {"float": ("Model.mlpackage", "model_meta.json"), "int8": ("ModelInt8.mlpackage", "model_int8_meta.json")},
-    },
-}
-VARIANT_PRECISIONS = {"float": ("fp32", "fp16"), "int8": ("int8", "dynamic")}
+from mvit.apps.slots import APPS, REPO, VARIANT_PRECISIONS  # noqa: E402
 
 
 class AppInstallError(ValueError):
@@ -183,12 +165,12 @@ def install_into_app(artifact_dir_or_file, app: str, variant: str = "float", *, 
 
 
 def refresh_app_fixtures(app: str, variants=None) -> list[Path] | None:
-    """Re-record the golden cases of ``app``'s installed models (``export.app_fixtures``) after an install.
+    """Re-record the golden cases of ``app``'s installed models (``mvit.apps.fixtures``) after an install.
 
     Returns the written ``shipped_models.json`` paths; on failure prints a warning with the one
     command that does it and returns None (the install itself stands).
     """
-    from export import app_fixtures
+    from mvit.apps import fixtures as app_fixtures
 
     try:
         return app_fixtures.write_shipped_fixtures(apps=[app], variants=variants)
@@ -200,7 +182,7 @@ def refresh_app_fixtures(app: str, variants=None) -> list[Path] | None:
 
 def after_install(app: str, variants, refresh: bool = True) -> None:
     """After installing into ``app``: re-record its golden cases of ``variants``, or print the command."""
-    from export.app_fixtures import shipped_command
+    from mvit.apps.fixtures import shipped_command
 
     if not refresh:
         print(f"golden cases of the {app} app not re-recorded: run `{shipped_command(app)}`")

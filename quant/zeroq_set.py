@@ -1,6 +1,6 @@
 """Synthesise and store a data-free (ZeroQ) calibration set beside a checkpoint.
 
-``python -m export.zeroq_set CHECKPOINT [--count N] [--iters N]`` writes ``<checkpoint>.zeroq.npz``
+``python -m mvit.quant.zeroq_set CHECKPOINT [--count N] [--iters N]`` writes ``<checkpoint>.zeroq.npz``
 (uint8 pixels + the checkpoint's SHA-256). ``mvit-export`` uses it when no ``--calib`` is given
 and the hash matches, so the README's main job needs no data and no minutes of synthesis.
 """
@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export.calibration import synthesize_zeroq
-from model.checkpoint import atomic_write, load_checkpoint
+from mvit.quant.calibration import synthesize_zeroq
+from mvit.model.checkpoint import atomic_write, load_checkpoint
 
 
 def main(argv=None) -> int:

@@ -28,7 +28,7 @@ images; all 407 val images; 2 intra-op threads on this 2-core AVX2 machine witho
 median over 3 repeats of the variant/fp32 ratio of interleaved medians, each repeat's ratio in
 brackets). "int8 weights" means the float-kept layers store their weights as int8 too (see
 ``onnx_backend.compress_float_weights``); the stem's weights always stay float. Produced by
-``python -m benchmarks.onnx_int8_variants --calib /work/shared/data/trashnet6/train
+``python -m mvit.bench.onnx_int8_variants --calib /work/shared/data/trashnet6/train
 --verify-data /work/shared/data/trashnet6/val``:
 
 | variant                                          | size / fp32 | latency / fp32    | agree  | top-1  |
@@ -129,7 +129,7 @@ def onnx_reduce_range(model: nn.Module) -> bool:
 
 def family(model: nn.Module) -> str | None:
     """Architecture family of ``model`` for the default keep-float lists (None: no default)."""
-    from model.mobilevit import MobileViT
+    from mvit.model.mobilevit import MobileViT
 
     if isinstance(model, MobileViT):
         return "mobilevit"

@@ -1,0 +1,53 @@
+"""mvit: take a trained PyTorch MobileViT classifier to phones.
+
+The public API, one function per step of the pipeline (each imports its heavy dependencies only
+when called, so ``import mvit`` stays light):
+
+    create(name, num_classes)       a model of the zoo (``mvit.model.list_models()``)
+    load(path)                      a checkpoint: model, labels, preprocessing contract
+    export(request)                 an ``ExportRequest`` -> verified artifacts (``mvit.export``)
+    bench(config)                   the benchmark matrix (``mvit.bench``)
+    predict(model, images, top)     top-k labels from any artifact or checkpoint
+
+Packages: ``mvit.model`` (architectures, checkpoints, preprocessing, training), ``mvit.export``
+(one backend per format, metadata, parity), ``mvit.quant`` (int8 engine), ``mvit.bench``
+(latency and accuracy), ``mvit.apps`` (the demo apps' Python side).
+"""
+from __future__ import annotations
+
+__all__ = ["create", "load", "export", "bench", "predict"]
+
+
+def create(name: str, num_classes: int = 1000, **kwargs):
+    """A registered model variant with a ``num_classes`` head (weights initialised, not trained)."""
+    from mvit.model import create as _create
+
+    return _create(name, num_classes, **kwargs)
+
+
+def load(path=None):
+    """Load a checkpoint (default: the shipped garbage-sorting model); returns a ``Checkpoint``."""
+    from mvit.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+
+    return load_checkpoint(path or DEFAULT_CHECKPOINT)
+
+
+def export(request=None, **kwargs):
+    """Export per an ``mvit.export.ExportRequest`` (or the keyword arguments of one); returns the results."""
+    from mvit.export.api import export_model
+
+    return export_model(**kwargs) if request is None else export_model(request)
+
+
+def bench(config):
+    """Run the benchmark matrix for an ``mvit.bench.matrix.BenchConfig``; returns the report dictionary."""
+    from mvit.bench.matrix import run
+
+    return run(config)
+
+
+def predict(model, images, top: int = 3, threads: int = 2):
+    """Top-``top`` (label, probability) pairs per image, from an artifact or a checkpoint."""
+    from mvit.export.cli_predict import predict as _predict
+
+    return _predict(model, images, top, threads)
