@@ -211,14 +211,17 @@ def _calibrate(wrapped: nn.Module, sample: torch.Tensor, quantizer, inputs, n: i
 
 def quantize_pt2e(model: nn.Module, wrapped: nn.Module, sample: torch.Tensor, to_input, graph_input: str, *,
                   calib_pixels: np.ndarray | None, method: str, keep_float: tuple[str, ...] = (),
-                  cache: dict | None = None, fold_quantize: bool = False) -> tuple[nn.Module, object, dict]:
+                  cache: dict | None = None, fold_quantize: bool = False,
+                  ranges=None) -> tuple[nn.Module, object, dict]:
     """Export, calibrate and convert ``wrapped`` (``model``, possibly inside an input wrapper).
 
     Calibration is cached in ``cache`` per graph input kind (``graph_input``: e.g. "normalized-nchw"),
     method and keep-float list, so TFLite (``fold_quantize=False``) and Core ML (``True``: int8 weight
     constants) share one calibration. The keep-float list is the user's, or the architecture family's
     default (``mvit.quant.defaults``). ``to_input(pixels_uint8_nhwc) -> tensor`` maps calibration pixels
-    (N,H,W,3 uint8, resized and cropped) to ``wrapped``'s input. Returns (converted module, quantizer, details).
+    (N,H,W,3 uint8, resized and cropped) to ``wrapped``'s input. ``ranges``: a QAT checkpoint's learned
+    activation ranges (``mvit.quant.qat.LearnedRanges``), which replace the calibrated ones they cover; its
+    keep-float list is then the default. Returns (converted module, quantizer, details).
     """
     import copy
 
@@ -229,8 +232,11 @@ def quantize_pt2e(model: nn.Module, wrapped: nn.Module, sample: torch.Tensor, to
 
     cache = {} if cache is None else cache
     given = tuple(keep_float)
+    if ranges is not None and not given:
+        given = ranges.keep_float or ("none",)
     keep_float, source = resolve_keep_float(model, given, "pt2e")
-    key = ("pt2e", graph_input, method, keep_float)
+    learned = () if ranges is None else (id(ranges),)
+    key = ("pt2e", graph_input, method, keep_float) + learned
     if key not in cache:
         if calib_pixels is None or len(calib_pixels) == 0:
             raise QuantError("int8 export needs calibration images")
@@ -243,9 +249,12 @@ def quantize_pt2e(model: nn.Module, wrapped: nn.Module, sample: torch.Tensor, to
                    "activations": "int8 per-tensor affine", "calibration_images": int(len(px)),
                    "keep_float": list(keep_float), "keep_float_source": source,
                    "calibration_seconds": round(time.perf_counter() - t0, 1)}
+        if ranges is not None:
+            inner = next(name for name, m in wrapped.named_modules() if m is model)
+            details |= ranges.apply(prepared, inner + "." if inner else "")
         cache[key] = (prepared, quantizer, details)
     # also reachable under the list as given (e.g. () for "the default"), for callers that look it up
-    cache.setdefault(("pt2e", graph_input, method, given), cache[key])
+    cache.setdefault(("pt2e", graph_input, method, given) + learned, cache[key])
     prepared, quantizer, details = cache[key]
     with torch.no_grad():
         converted = convert_pt2e(copy.deepcopy(prepared), fold_quantize=fold_quantize)
