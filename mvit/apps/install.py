@@ -48,6 +48,38 @@ def validate_meta(meta: dict, app: str | None = None, variant: str | None = None
     return list(meta["labels"])  # valid here: meta_problems checked them
 
 
+def plan_install(app: str, formats, precisions) -> dict[tuple[str, str], str]:
+    """(format, precision) -> the ``app`` slot ("float" / "int8") each export goes to.
+
+    Raises AppInstallError, before anything is exported, for a format the app cannot run, a precision
+    without a slot, or an app folder that is not there (mvit installed without its source checkout).
+    """
+    if app not in APPS:
+        raise AppInstallError(f"unknown app {app!r}; choose from {', '.join(APPS)}")
+    spec = APPS[app]
+    wrong = [f for f in formats if f != spec["format"]]
+    if wrong:
+        raise AppInstallError(f"the {app} app runs {spec['format']} only, not {', '.join(wrong)}: "
+                              f"export with --format {spec['format']}")
+    slot_of = {p: slot for slot, ps in VARIANT_PRECISIONS.items() for p in ps}
+    slots = {}
+    for p in precisions:
+        if p not in slot_of:
+            raise AppInstallError(f"the {app} app has no slot for {p} models (slots: "
+                                  + "; ".join(f"{s}: {', '.join(ps)}" for s, ps in VARIANT_PRECISIONS.items()) + ")")
+        slots[(spec["format"], p)] = slot_of[p]
+    taken: dict[str, str] = {}
+    for (_, p), slot in slots.items():
+        if slot in taken:
+            raise AppInstallError(f"{taken[slot]} and {p} would both go into the {app} app's {slot} slot: "
+                                  f"export one of them")
+        taken[slot] = p
+    if not (REPO / spec["dir"]).is_dir():
+        raise AppInstallError(f"{REPO / spec['dir']}: no {app} demo app here; --app needs mvit's source checkout "
+                              f"(git clone, then pip install -e .)")
+    return slots
+
+
 def _find_artifact(src: Path, suffix: str) -> Path:
     if src.suffix == suffix:
         return src
