@@ -1,6 +1,6 @@
 """The golden cases of the models installed in the apps (shipped_models.json) stay true.
 
-export/app_fixtures.py records, for every installed artifact (by sha256) and a few fixture images,
+mvit/apps/fixtures.py records, for every installed artifact (by sha256) and a few fixture images,
 the preprocessing checksums at the model's own contract, the raw output and the expected top-3; the
 Kotlin and Swift core tests replay them. Here the artifacts are re-run: TFLite on every recorded
 image (fast), Core ML (reference interpreter, seconds per image) on one image per model. Floats are
