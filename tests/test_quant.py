@@ -32,7 +32,7 @@ def _observer_ranges(prepared):
 
 def test_batched_pt2e_calibration_matches_batch_one():
     """Min-max observers are order-free: batches of 16 plus a batch-1 remainder give the same ranges."""
-    from mvit.export import pt2e
+    from mvit.quant import pt2e
     from mvit.quant.pt2e import _calibrate, quantizer_for
 
     torch.manual_seed(0)
