@@ -67,6 +67,7 @@ class _Data:
     verify_source: str = ""
     generated: bool = False                  # verification images are generated, not real
     ref_logits: np.ndarray | None = None      # the float model on verify_pixels
+    learned_ranges: object = None             # a QAT checkpoint's int8 activation ranges (mvit.quant.qat)
 
 
 def export_model(request: ExportRequest | None = None, *, say=None, cache: dict | None = None,
@@ -89,6 +90,13 @@ def export_model(request: ExportRequest | None = None, *, say=None, cache: dict 
     say(f"exporting {arch} ({weights.name}) to {', '.join(request.formats)} x {', '.join(request.precisions)} "
         f"in {request.out}")
     data = _load_data(request, ckpt, weights, say)
+    if "int8" in request.precisions:
+        from mvit.quant.qat import read_ranges
+
+        data.learned_ranges = read_ranges(weights)
+        if data.learned_ranges is not None:
+            say(f"int8 takes the {len(data.learned_ranges.ranges)} activation ranges learned by quantization-aware "
+                f"training (mvit-train --qat) from {weights.name}")
     if request.verify:
         data.ref_logits = torch_logits(ckpt.model, data.verify_pixels, ckpt.meta.contract)
     jobs = max(1, min(request.jobs, len(request.formats)))
@@ -174,7 +182,8 @@ def _export_format(request: ExportRequest, data: _Data, ckpt, export_net, fmt: s
         job = ExportJob(export_net, ckpt.meta, precision, request.input_mode or backend.INPUTS[0],
                         data.calib_pixels if precision == "int8" else None,
                         request.calib_method or backend.CALIB_METHODS[0],
-                        () if precision != "int8" and keep == (KEEP_NOTHING_FLOAT,) else keep, cache)
+                        () if precision != "int8" and keep == (KEEP_NOTHING_FLOAT,) else keep, cache,
+                        data.learned_ranges if precision == "int8" else None)
         target = artifact_folder(request.out, ckpt.meta.architecture, precision, fmt)
         results.append(_export_one(backend, job, ckpt, target, request, data, say))
     return results

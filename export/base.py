@@ -63,6 +63,7 @@ class ExportJob:
     calib_method: str = "min-max"
     keep_float: tuple[str, ...] = ()   # module names or op types kept in float
     cache: dict[str, Any] = field(default_factory=dict)  # shared between formats of one export run
+    learned_ranges: Any = None  # a QAT checkpoint's activation ranges (mvit.quant.qat.LearnedRanges), for int8
 
     @property
     def contract(self) -> PreprocessContract:
@@ -71,7 +72,7 @@ class ExportJob:
     def quant_args(self) -> dict:
         """The keyword arguments ``mvit.quant`` calibration takes from this job."""
         return {"calib_pixels": self.calib_pixels, "method": self.calib_method, "keep_float": self.keep_float,
-                "cache": self.cache}
+                "cache": self.cache, "ranges": self.learned_ranges}
 
     def calib_inputs(self) -> np.ndarray:
         """Calibration images as float NCHW model inputs (the contract's normalisation)."""
