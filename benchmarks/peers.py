@@ -267,7 +267,6 @@ def run(args, say=print) -> dict:
     from mvit.export.parity import torch_logits
     from mvit.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
     from mvit.model.images import image_files, labelled_indices, load_pixels
-    from mvit.model.preprocess import normalize_hwc_uint8  # noqa: F401 (imported before timing)
 
     torch.set_flush_denormal(True)
     torch.set_num_threads(1)  # this process builds and evaluates; the timed rows run in their own processes
@@ -407,12 +406,17 @@ def main(argv=None) -> int:
     except (PeersError, CheckpointError, OSError) as e:
         print(f"peers: error: {e}", file=sys.stderr)
         return 2
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "peers.json").write_text(json.dumps(report, indent=1) + "\n")
-    (out / "peers.md").write_text(render(report))
-    print(render(report))
+    print(write_report(Path(args.out), "peers", report, render))
     return 0
+
+
+def write_report(out: Path, name: str, report: dict, render) -> str:
+    """``out/name.json`` (the report) and ``out/name.md`` (``render(report)``); returns the markdown."""
+    out.mkdir(parents=True, exist_ok=True)
+    text = render(report)
+    (out / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
+    (out / f"{name}.md").write_text(text)
+    return text
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from mvit.model.data import AugmentConfig, DatasetError, augment_batch, decode_s
 STATE_SCHEMA = "mvit.train_state/1"
 STATE_FILE = "last.state.safetensors"
 METRICS_FILE = "metrics.jsonl"
+LOG_EVERY_S = 300.0  # without a terminal (a log file), a progress line this often within long epochs
 
 
 class TrainError(ValueError):
@@ -576,7 +577,7 @@ def train_one_epoch(cfg: TrainConfig, rt: Runtime, trainee: Trainee, model: nn.M
     tot_loss = torch.zeros((), dtype=torch.float64, device=device)
     tot_correct = torch.zeros((), dtype=torch.float64, device=device)
     seen, lr = 0, sched.lr_at(state.step)
-    t0 = time.monotonic()
+    t0 = last_line = time.monotonic()
     steps = tqdm(range(sched.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                  disable=not (rt.is_main and sys.stderr.isatty()), dynamic_ncols=True)
     for s in steps:
@@ -599,9 +600,14 @@ def train_one_epoch(cfg: TrainConfig, rt: Runtime, trainee: Trainee, model: nn.M
         tot_loss += loss.detach().double() * len(mine)
         tot_correct += (logits.detach().argmax(1) == y).sum().double()
         seen += len(mine)
+        now = time.monotonic()
+        status = (f"loss {float(tot_loss) / seen:.3f} acc {100 * float(tot_correct) / seen:.1f}% "
+                  f"{seen * rt.world / max(now - t0, 1e-9):.1f} img/s")
         if not steps.disable:
-            steps.set_postfix_str(f"loss {float(tot_loss) / seen:.3f} acc {100 * float(tot_correct) / seen:.1f}% "
-                                  f"{seen * rt.world / max(time.monotonic() - t0, 1e-9):.1f} img/s", refresh=False)
+            steps.set_postfix_str(status, refresh=False)
+        elif now - last_line >= LOG_EVERY_S and s + 1 < sched.steps_per_epoch:  # a log file: a line now and then
+            rt.say(f"epoch {epoch + 1}/{cfg.epochs} step {s + 1}/{sched.steps_per_epoch} {status}")
+            last_line = now
     steps.close()
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -12,12 +12,9 @@ import torch
 from mvit.model.checkpoint import load_checkpoint, read_meta
 from mvit.model.cli_train import main
 from mvit.model.contract import PreprocessContract
-from mvit.model.export_prep import prepare_for_export
 from mvit.model.preprocess import normalize_hwc_uint8
-from mvit.quant.calibration import generated_pixels
-from mvit.quant.pt2e import pixels_to_tensor, quantize_pt2e
-from mvit.quant.qat import (HEADER_KEY, LearnedRanges, float_model, learned_ranges, observe_ranges, observer_keys,
-                            prepare_qat, read_ranges)
+from mvit.model.images import generated_pixels
+from mvit.quant.qat import HEADER_KEY, float_model, observe_ranges, prepare_qat, read_ranges
 
 QAT_ARGS = ["--workers", "1", "--device", "cpu", "--no-train-eval", "--val-fraction", "0.25"]
 
@@ -62,58 +59,21 @@ def test_qat_weights_map_back_to_the_float_architecture(qat_model):
     assert norms and all(float(m.weight.detach().min()) == float(m.weight.detach().max()) == 1.0 for m in norms)
 
 
-def test_learned_ranges_reach_every_observer_of_the_export_graph(qat_model):
-    ck, qm = qat_model
-    ranges = LearnedRanges(learned_ranges(qm))
-    assert ranges.ranges and all(v[0] > 0 for v in ranges.ranges.values())
-    contract = ck.meta.contract
-    px = generated_pixels(contract, 4)
-    h, w = contract.input_size
-    net = prepare_for_export(ck.model)  # as mvit.export hands models to the backends
-    converted, _, details = quantize_pt2e(
-        net, net, torch.zeros(1, 3, h, w),
-        lambda p: pixels_to_tensor(p, "NCHW", lambda z: normalize_hwc_uint8(z, contract)), "normalized-nchw",
-        calib_pixels=px, method="histogram", ranges=ranges)
-    assert details["keep_float"] == [] and details["calibrated_ranges"] == []
-    assert details["learned_ranges_applied"] == len(ranges.ranges)
-    # the converted graph quantizes with exactly the learned parameters
-    learned = {(round(s, 12), z) for s, z, _, _ in ranges.ranges.values()}
-    used = {(round(float(n.args[1]), 12), int(n.args[2])) for n in converted.graph.nodes
-            if n.op == "call_function" and "quantize_per_tensor" in str(n.target)}
-    assert learned <= used
-
-    from mvit.export.wrappers import PixelInput
-
-    wrapped = PixelInput(net, contract, "NHWC").eval()
-    _, _, details = quantize_pt2e(net, wrapped, torch.full((1, h, w, 3), 128.0),
-                                  lambda p: pixels_to_tensor(p, "NHWC"), "pixels-nhwc", calib_pixels=px,
-                                  method="histogram", ranges=ranges)
-    # every range but the model input's (now made inside the graph from pixels) is the learned one
-    assert details["learned_ranges_applied"] == len(ranges.ranges) - 1
-    assert len(details["calibrated_ranges"]) <= 2
-
-
-def test_qat_graph_and_export_graph_observe_the_same_tensors(qat_model):
-    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
-
-    from mvit.model.export_prep import fold_layernorm_affine_
-    from mvit.quant.pt2e import quantizer_for
-
-    ck, qm = qat_model
-    h, w = ck.meta.contract.input_size
-    net = fold_layernorm_affine_(prepare_for_export(ck.model))
-    ptq = prepare_pt2e(torch.export.export(net, (torch.zeros(1, 3, h, w),)).module(), quantizer_for(net, "histogram"))
-    assert set(observer_keys(ptq)) == set(observer_keys(qm.graph))
-
-
 def _run_qat(data, ckpt, out, *extra):
     return main(["--data", str(data), "--out", str(out), "--qat", "--init", str(ckpt), "--batch-size", "18",
                  "--epochs", "2", "--seed", "3"] + QAT_ARGS + list(extra))
 
 
-def test_qat_trains_two_steps_resumes_exactly_and_saves_ranges(small_data_dir, small_ckpt, tmp_path):
-    full, part = tmp_path / "full", tmp_path / "part"
-    assert _run_qat(small_data_dir, small_ckpt, full) == 0  # 18 training images: one step per epoch
+@pytest.fixture(scope="module")
+def qat_run(small_data_dir, small_ckpt, tmp_path_factory):
+    """A finished QAT run of the tiny checkpoint: two epochs of one step each (18 training images)."""
+    full = tmp_path_factory.mktemp("qat") / "full"
+    assert _run_qat(small_data_dir, small_ckpt, full) == 0
+    return full
+
+
+def test_qat_trains_two_steps_resumes_exactly_and_saves_ranges(qat_run, small_data_dir, small_ckpt, tmp_path):
+    full, part = qat_run, tmp_path / "part"
     rows = [json.loads(x) for x in (full / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [0, 1] and all(0 <= r["val_agreement"] <= 1 for r in rows)
     ck = load_checkpoint(full / "last.safetensors")  # an ordinary float checkpoint too
@@ -176,3 +136,56 @@ def test_corrupt_ranges_header_is_one_line(small_ckpt, tmp_path):
         read_ranges(bad)
     assert np.isfinite(load_checkpoint(bad).model(torch.zeros(1, 3, 64, 64)).detach().numpy()).all()
     assert PreprocessContract(input_size=(64, 64)).input_size == read_meta(bad).contract.input_size
+
+
+def _tflite_qparams(path) -> set:
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils as fb
+
+    m = fb.read_model_from_bytearray(bytearray(path.read_bytes()))
+    out = set()
+    for t in m.subgraphs[0].tensors:
+        q = t.quantization
+        if q is not None and q.scale is not None and len(q.scale) == 1 and t.type == schema.TensorType.INT8:
+            out.add((float(np.float32(q.scale[0])), int(q.zeroPoint[0])))
+    return out
+
+
+def _onnx_qparams(path) -> set:
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    return {(float(np.float32(inits[n.input[1]])), int(inits[n.input[2]])) for n in m.graph.node
+            if n.op_type == "QuantizeLinear" and inits.get(n.input[1]) is not None and inits[n.input[1]].size == 1}
+
+
+def test_qat_checkpoint_exports_every_format_with_its_learned_ranges(qat_run, small_data_dir, tmp_path):
+    from mvit.bench.peers import census
+    from mvit.export.api import export_model
+    from mvit.export.request import ExportRequest
+
+    ckpt = qat_run / "last.safetensors"
+    learned = read_ranges(ckpt)
+    results = export_model(ExportRequest(checkpoint=ckpt, formats=("tflite", "onnx", "coreml"), precisions=("int8",),
+                                         calib=small_data_dir, calib_count=6, verify=False, out=tmp_path))
+    def qparams(ops=("",)):
+        return {(float(np.float32(s)), z) for k, (s, z, _, _) in learned.ranges.items() if k.split("|")[1].startswith(ops)}
+
+    for r in results:
+        d = r.meta["quantization_details"]
+        assert d["keep_float"] == [], r.format
+        if r.format == "coreml":  # image input: the model's input range is made in the graph, calibrated
+            assert d["learned_ranges_applied"] == len(learned.ranges) - 1 and d["calibrated_ranges"]
+        else:
+            assert d["learned_ranges_applied"] == len(learned.ranges) and d["calibrated_ranges"] == []
+    by = {r.format: r.artifact for r in results}
+    # the runtimes get the learned parameters: ONNX all of them; TFLite every conv and linear output (its
+    # converter merges back-to-back requantizations, e.g. a sigmoid's fixed range and the product's input)
+    assert qparams() <= _onnx_qparams(by["onnx"])
+    assert qparams(("aten::conv2d", "aten::linear")) <= _tflite_qparams(by["tflite"])
+    ops = census(by["tflite"], "tflite")["ops"]
+    assert not any(k.startswith(("CONV_2D(float", "DEPTHWISE_CONV_2D(float", "FULLY_CONNECTED(float")) for k in ops)
+    ops = census(by["onnx"], "onnx")["ops"]
+    assert ops.get("Conv(qdq)") == 35 and "Conv(float)" not in ops
