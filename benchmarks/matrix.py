@@ -20,10 +20,10 @@ import numpy as np
 
 from mvit.bench.latency import Worker, measure
 
-FORMATS = ("onnx", "tflite", "coreml")
+FORMATS = ("onnx", "tflite", "coreml", "executorch")
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
 RUNTIMES = {"torch": "PyTorch eager (CPU)", "onnx": "onnxruntime (CPU EP)", "tflite": "LiteRT interpreter (XNNPACK)",
-            "coreml": "Core ML"}
+            "coreml": "Core ML", "executorch": "ExecuTorch runtime (XNNPACK delegate)"}
 ARTICLE_CHECKPOINTS = Path(__file__).resolve().parent / "article" / "checkpoints"
 
 
@@ -159,12 +159,13 @@ def _reusable(folder: Path, sha: str) -> Artifact | None:
 def export_all(cfg: BenchConfig, ckpt, weights: Path, art_dir: Path, log: Path, say, cache: dict) -> dict:
     """(format, precision) -> Artifact, exporting what cannot be reused; failures are recorded, not raised."""
     from mvit.export.api import export_model
+    from mvit.export.backends import get_backend
 
     arch = ckpt.meta.architecture
     arts: dict = {}  # ``cache`` is shared: fp32 graphs per format, one PT2E calibration for TFLite and Core ML
     for fmt in cfg.formats:
         todo = []
-        for p in cfg.precisions:
+        for p in (p for p in cfg.precisions if p in get_backend(fmt).PRECISIONS):
             folder = art_dir / f"{arch}-{p}-{fmt}"
             a = _reusable(folder, ckpt.sha256) if cfg.reuse else None
             if a is not None:

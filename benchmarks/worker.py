@@ -84,7 +84,7 @@ def _preimport(spec: dict) -> None:
         from mvit.export.backends import format_of, get_backend
 
         fmt = format_of(spec["path"])
-        get_backend(fmt)
+        getattr(get_backend(fmt), "import_runtime", lambda: None)()
         if fmt == "onnx":
             import onnxruntime  # noqa: F401
         elif fmt == "tflite":
@@ -113,6 +113,10 @@ def main() -> int:
                 t0 = time.perf_counter()
                 if spec["kind"] == "torch":
                     runner = TorchEager(spec["weights"], spec["threads"])
+                elif spec.get("meta") is not None:  # a file described by the caller (mvit.bench.files)
+                    from mvit.export.backends import format_of, get_backend
+
+                    runner = get_backend(format_of(spec["path"])).load_runner(spec["path"], spec["threads"], spec["meta"])
                 else:
                     from mvit.export.api import load_artifact_runner
 

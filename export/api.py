@@ -57,6 +57,9 @@ def check_options(formats, precisions, input_mode: str | None) -> None:
         if fmt not in FORMATS:
             raise ExportError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
         backend = get_backend(fmt)
+        why = getattr(backend, "unavailable", lambda: None)()
+        if why:
+            raise ExportError(why)
         for p in precisions:
             if p not in PRECISIONS:
                 raise ExportError(f"unknown precision {p!r}; choose from {', '.join(PRECISIONS)}")
@@ -165,7 +168,7 @@ def _export_format(plan: _Plan, ckpt, export_net, fmt: str, say, cache: dict) ->
     results = []
     for precision in plan.precisions:
         job = ExportJob(export_net, ckpt.meta, precision, plan.input_mode or backend.INPUTS[0], plan.calib_pixels,
-                        plan.calib_method or ("histogram" if fmt in ("tflite", "coreml") else "min-max"),
+                        plan.calib_method or ("histogram" if fmt in ("tflite", "coreml", "executorch") else "min-max"),
                         plan.keep_float, cache)
         target = artifact_folder(plan.out_dir, ckpt.meta.architecture, precision, fmt)
         say(f"exporting {ckpt.meta.architecture} to {fmt} {precision} ...")
@@ -176,7 +179,7 @@ def _export_format(plan: _Plan, ckpt, export_net, fmt: str, say, cache: dict) ->
 
 # Slowest first, so that with fewer workers than formats the short ONNX export fills the gap:
 # litert-torch's conversion dominates TFLite, the reference interpreter's parity check Core ML.
-_HEAVIEST_FIRST = ("tflite", "coreml", "onnx")
+_HEAVIEST_FIRST = ("executorch", "tflite", "coreml", "onnx")
 
 
 def _export_parallel(plan: _Plan, formats: tuple, jobs: int) -> list[ExportResult]:

@@ -63,6 +63,24 @@ def render(results) -> str:
     return "\n".join(lines)
 
 
+def all_formats(precisions) -> tuple[str, ...]:
+    """``--format all``: the formats installed here that take every precision asked for (the others
+    are named on stderr: ask for them by name)."""
+    from mvit.export.backends import get_backend
+
+    chosen = []
+    for fmt in FORMATS:
+        backend = get_backend(fmt)
+        why = getattr(backend, "unavailable", lambda: None)()
+        lacking = [p for p in precisions if p not in backend.PRECISIONS]
+        if why or lacking:
+            print(f"mvit-export: note: --format all leaves out {fmt}: "
+                  f"{why or 'it has no ' + ', '.join(lacking) + ' precision'}", file=sys.stderr)
+        else:
+            chosen.append(fmt)
+    return tuple(chosen)
+
+
 def main(argv=None) -> int:
     """Entry point of ``mvit-export``."""
     args = build_parser().parse_args(argv)
@@ -70,9 +88,9 @@ def main(argv=None) -> int:
     from mvit.quant.calibration import CalibrationError
     from mvit.model.checkpoint import CheckpointError
 
-    formats = FORMATS if args.format == "all" else (args.format,)
     q = {"none": "fp32"}.get(args.quantize, args.quantize)
     precisions = PRECISIONS if q == "all" else (q,)
+    formats = all_formats(precisions) if args.format == "all" else (args.format,)
     try:
         results = export_model(args.weights, formats, precisions, args.out, args.calib, args.calib_count,
                                args.calib_method, args.input_mode, tuple(args.keep_float), args.verify,

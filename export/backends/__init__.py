@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-FORMATS = ("onnx", "tflite", "coreml")
+FORMATS = ("onnx", "tflite", "coreml", "executorch")
 
 
 def get_backend(fmt: str) -> ModuleType:
@@ -20,4 +20,4 @@ def format_of(path) -> str:
     for fmt in FORMATS:
         if name.endswith(get_backend(fmt).SUFFIX):
             return fmt
-    raise ValueError(f"{path}: not an .onnx, .tflite or .mlpackage artifact")
+    raise ValueError(f"{path}: not an .onnx, .tflite, .mlpackage or .pte artifact")
