@@ -14,10 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from mvit.bench.matrix import FORMATS, PRECISIONS
-
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "trashnet6" / "val"
+from mvit.export.backends import FORMATS
+from mvit.export.base import PRECISIONS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,8 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="several checkpoints (paths, or zoo names trained for the article: "
                         "benchmarks/article/checkpoints/NAME*.safetensors), benchmarked one after another")
     p.add_argument("--data", type=Path,
-                   help=f"labelled images (class folders named like the checkpoint's labels); default {DEFAULT_DATA} "
-                        f"(with FILE arguments: no default, no accuracy without it)")
+                   help="evaluation images: class folders named like the checkpoint's labels give accuracy; "
+                        "a flat folder gives agreement with the float model only (required for the matrix; "
+                        "with FILE arguments, optional)")
     p.add_argument("--calib", type=Path, help="int8 calibration images; default: the 'train' folder beside --data "
                                               "if there is one, else data-free (ZeroQ)")
     p.add_argument("--calib-count", type=int, default=128)
@@ -112,7 +111,7 @@ def main(argv=None) -> int:
     if wants_other_mode(args):
         return main_other(args, data_given=args.data is not None)
     if args.data is None:
-        args.data = DEFAULT_DATA
+        return fail("the matrix needs --data DIR (evaluation images)")
     from mvit.bench.report import check_floors, parse_floor
 
     try:
@@ -138,7 +137,7 @@ def main(argv=None) -> int:
             return fail("the PNG plot needs matplotlib (pip install matplotlib), or pass --no-plot")
 
     from mvit.bench.matrix import BenchConfig, BenchError, Progress, resolve_checkpoint, run
-    from mvit.quant.calibration import CalibrationError, image_files
+    from mvit.model.images import ImageFolderError, image_files
     from mvit.model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, read_meta
 
     try:
@@ -155,7 +154,7 @@ def main(argv=None) -> int:
         from mvit.bench.device_results import read_device_results
 
         device = [read_device_results(f) for f in args.device_results]
-    except (BenchError, CalibrationError, CheckpointError, ValueError) as e:
+    except (BenchError, ImageFolderError, CheckpointError, ValueError) as e:
         return fail(str(e))
 
     cfg = BenchConfig(weights=weights, data=args.data, calib=calib, calib_count=args.calib_count,
@@ -169,7 +168,7 @@ def main(argv=None) -> int:
         say("warning: no --calib folder and no 'train' folder beside --data: int8 uses data-free (ZeroQ) calibration")
     try:
         report = run(cfg, say)
-    except (BenchError, CalibrationError, CheckpointError) as e:
+    except (BenchError, ImageFolderError, CheckpointError) as e:
         return fail(str(e))
     from mvit.bench.device_results import merge
     from mvit.bench.report import write_reports

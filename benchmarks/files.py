@@ -261,9 +261,9 @@ def reference_scores(ref: Path, pixels_for, threads: int, options: FileOptions) 
 def bench_files(cfg: FilesConfig, say=None) -> dict:
     """Measure every file of ``cfg``; returns the report (the matrix's report schema, one section
     of file rows)."""
-    from mvit.bench.matrix import accuracy_metrics, coreml_can_predict
+    from mvit.bench.matrix import accuracy_metrics
     from mvit.model.contract import PreprocessContract
-    from mvit.quant.calibration import generated_pixels, image_files, labelled_indices, load_pixels
+    from mvit.model.images import ImageFolderError, generated_pixels, image_files, labelled_indices, load_pixels
 
     say = say or Progress()
     t0 = time.time()
@@ -284,7 +284,10 @@ def bench_files(cfg: FilesConfig, say=None) -> dict:
             say(f"{e.name}: {e.fmt}, {e.meta_source if e.meta else 'no labels or preprocessing'}, "
                 f"{(e.census or {}).get('ops_total', '?')} ops")
 
-        files = image_files(cfg.data) if cfg.data is not None else []
+        try:
+            files = image_files(cfg.data) if cfg.data is not None else []
+        except ImageFolderError as e:
+            raise BenchError(str(e)) from None
         pixel_cache: dict = {}
 
         def pixels_for(contract: PreprocessContract):
@@ -296,7 +299,7 @@ def bench_files(cfg: FilesConfig, say=None) -> dict:
                 pixel_cache[key] = (px, used)
             return pixel_cache[key][0]
 
-        workers, can_coreml = [], coreml_can_predict()
+        workers = []
         for i, e in enumerate(entries):
             contract = PreprocessContract.from_dict(e.run_meta["preprocess"])
             one = work / f"latency_{i}.npy"
@@ -307,8 +310,9 @@ def bench_files(cfg: FilesConfig, say=None) -> dict:
                 ev = work / f"eval_{i}.npy"
                 np.save(ev, pixels_for(contract))
                 spec["eval_pixels"] = str(ev)
-            if e.backend.FORMAT == "coreml" and not can_coreml[0]:
-                e.notes.append(can_coreml[1])
+            timeable, why = e.backend.can_time()
+            if not timeable:
+                e.notes.append(why)
                 continue
             workers.append(Worker(f"{i}:{e.name}", spec, log))
         ref = None

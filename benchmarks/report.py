@@ -286,8 +286,8 @@ def _layer_md(lr: dict, top: int = 10) -> list[str]:
             out.append(f"| `{r.get('keep_float_name') or '–'}` | {r['op']} | {r.get('module') or '–'} | "
                        f"{r['drop_db']:.1f} | {_f(r.get('model_sqnr_db'), '{:.1f}')} |")
     sug = lr.get("suggested_keep_float") or []
-    fmt = "onnx" if lr["artifact"].startswith("onnx") else "tflite"
     if sug:
+        fmt = lr["artifact"].split()[0]
         flags = " ".join(f"--keep-float {s}" for s in sug)
         out += ["", f"To try keeping the worst layers in float: `mvit-export --format {fmt} --quantize int8 {flags}`"]
     return out + [""]

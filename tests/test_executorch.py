@@ -22,8 +22,8 @@ def exported(small_ckpt, small_data_dir, tmp_path_factory):
     """fp32 and int8 .pte of the tiny trained model, parity-checked on its images; and the PT2E cache."""
     out = tmp_path_factory.mktemp("et_export")
     cache: dict = {}
-    results = export_model(small_ckpt, ("executorch",), ("fp32", "int8"), out, calib=small_data_dir, calib_count=16,
-                           verify_data=small_data_dir, force=True, cache=cache)
+    results = export_model(checkpoint=small_ckpt, formats=("executorch",), precisions=("fp32", "int8"), out=out,
+                           calib=small_data_dir, calib_count=16, verify_data=small_data_dir, force=True, cache=cache)
     return {r.precision: r for r in results}, out, cache
 
 
@@ -50,7 +50,7 @@ def test_int8_runs_the_pt2e_model_shared_with_tflite(exported, small_ckpt, small
 
     from mvit.model.checkpoint import load_checkpoint
     from mvit.model.preprocess import normalize_hwc_uint8
-    from mvit.quant.calibration import image_files, load_pixels
+    from mvit.model.images import image_files, load_pixels
     from mvit.quant.pt2e import pixels_to_tensor, quantize_pt2e
 
     results, _, cache = exported

@@ -33,8 +33,14 @@ from mvit.export.wrappers import input_graph, quantize_input_graph
 
 FORMAT = "executorch"
 SUFFIX = ".pte"
+RUNTIME = "ExecuTorch runtime (XNNPACK delegate)"
 PRECISIONS = ("fp32", "int8")
 INPUTS = ("float-nchw", "uint8-nhwc")
+CALIB_METHODS = ("histogram", "min-max")  # mvit.quant.pt2e's observers, as for TFLite and Core ML
+KEEP_FLOAT = {"int8": "module names or module types (conv_1, LayerNorm) whose ops stay float; none = all int8"}
+INT8_ROUTE = "pt2e"
+RUNTIME_MODULES = ("executorch.runtime",)  # imported before a benchmark times the model load
+EXPORT_COST = 4  # lowering runs XNNPACK's graph passes: slower than litert-torch's conversion
 META_METHOD = "mvit_meta"
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 VERSION = "1.5.1"
@@ -178,6 +184,22 @@ def delegation_summary(graph_module) -> dict:
     return {"delegate": "XnnpackBackend", "subgraphs": info.num_delegated_subgraphs,
             "delegated_nodes": info.num_delegated_nodes, "non_delegated_nodes": info.num_non_delegated_nodes,
             "delegated_ops": taken, "non_delegated_ops": left}
+
+
+def check_artifact(path: Path, meta: dict) -> list[str]:
+    """Kernels or delegates the program needs that this runtime lacks, and the input shape against
+    the metadata (ops XNNPACK left to the portable kernels run, slower: the metadata lists them)."""
+    problems = [f"needs {m}, which this ExecuTorch runtime lacks" for m in missing_ops(path)]
+    shape = io_details(path)["input"]["shape"]
+    if shape != meta["input"]["shape"]:
+        problems.append(f"input shape {shape} != metadata {meta['input']['shape']}")
+    return problems
+
+
+def can_time() -> tuple[bool, str]:
+    """ExecuTorch's runtime (pybindings, XNNPACK) runs on this machine when the extra is installed."""
+    why = unavailable()
+    return (why is None), (f"no latency: {why}" if why else "")
 
 
 # ------------------------------------------------------------------------------------------ metadata
@@ -377,8 +399,3 @@ def op_census(path: Path, threads: int = 2) -> dict:
             "ops": sorted(rows.values(), key=lambda r: (-r["count"], r["op"])),
             "fallback": {r["op"]: r["count"] for r in rows.values() if not r["delegated"]},
             "dtype_note": "inside XNNPACK: node type and first input's datatype; outside: ExecuTorch kernels"}
-
-
-def import_runtime() -> None:
-    """Import the runtime (a benchmark worker does this before timing the model's load)."""
-    from executorch.runtime import Runtime  # noqa: F401

@@ -1,14 +1,11 @@
-"""TFLite backend: litert-torch conversion, fp16 weights, dynamic-range and full-integer int8.
+"""TFLite backend: litert-torch conversion; fp32, fp16 weights, dynamic-range and full-integer int8.
 
-int8 is PT2E (litert-torch's quantizer: per-channel symmetric weights, affine int8 activations,
-int8 input and output, SiLU in int8 too: export/pt2e.split_silu), the fastest and most accurate int8
-route measured here (FIELD_NOTES: ai-edge-quantizer's static int8 ran slower than fp32; on this AVX2
-CPU, whose int8 kernels are no faster than fp32, the int8 model runs at ~0.9x of fp32:
-benchmarks/results/tflite_int8_speed.md). Runs with ai-edge-litert's interpreter
-(XNNPACK). Metadata lives in a flatbuffer metadata entry named ``mvit``. MobileViT keeps its
-high-resolution stem float by default (export/quant_defaults.py); the input stays int8, and the
-converted graph dequantizes it before the first conv's PAD so XNNPACK folds that PAD into the conv
-(export/tflite_passes.py).
+int8 is PT2E (``mvit.quant.pt2e``: per-channel symmetric int8 weights, affine int8 activations, int8
+input and output, SiLU in int8 too), the route measured fastest and most accurate here
+(benchmarks/results/tflite_int8_speed.md). After conversion the graph dequantizes the int8 input
+before the first conv's PAD so XNNPACK folds that PAD into the conv (``mvit.export.tflite_passes``).
+Runs with ai-edge-litert's interpreter (XNNPACK). Metadata lives in a flatbuffer metadata entry
+named ``mvit``.
 """
 from __future__ import annotations
 
@@ -27,8 +24,14 @@ from mvit.export.wrappers import input_graph, quantize_input_graph
 
 FORMAT = "tflite"
 SUFFIX = ".tflite"
+RUNTIME = "LiteRT interpreter (XNNPACK)"
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
 INPUTS = ("float-nchw", "uint8-nhwc")
+CALIB_METHODS = ("histogram", "min-max")
+KEEP_FLOAT = {"int8": "module names or module types (conv_1, LayerNorm) whose ops stay float; none = all int8"}
+INT8_ROUTE = "pt2e"
+RUNTIME_MODULES = ("ai_edge_litert.interpreter",)  # imported before a benchmark times the model load
+EXPORT_COST = 3
 META_NAME = "mvit"
 _DTYPES = {np.float32: "float32", np.float16: "float16", np.int8: "int8", np.uint8: "uint8"}
 
@@ -67,12 +70,10 @@ def export(job: ExportJob, path: Path) -> IOSpec:
         if job.precision == "fp32":
             path.write_bytes(fp32)
         elif job.precision == "fp16":
-            if job.keep_float:
-                details["keep_float_ignored"] = "fp16 converts every weight"
             path.write_bytes(weights_to_fp16(fp32))
             details.update(method="float16 weights, dequantized at load")
         elif job.precision == "dynamic":
-            path.write_bytes(_dynamic_range(fp32, job.keep_float))
+            path.write_bytes(_dynamic_range(fp32))
             details.update(method="ai-edge-quantizer dynamic_wi8_afp32", weights="int8 per-channel",
                            activations="float (quantized on the fly)")
         else:
@@ -92,7 +93,7 @@ def finish_graph(model_bytes: bytes) -> tuple[bytes, int]:
     return shorten_tensor_names(model_bytes), moved
 
 
-def _dynamic_range(fp32: bytes, keep_float: tuple[str, ...]) -> bytes:
+def _dynamic_range(fp32: bytes) -> bytes:
     from ai_edge_quantizer import quantizer, recipe
 
     q = quantizer.Quantizer(bytearray(fp32))
@@ -147,6 +148,39 @@ def weights_to_fp16(model_bytes: bytes) -> bytes:
             new_ops.append(op)
         sg.operators = new_ops + list(sg.operators)
     return bytes(fb.convert_object_to_bytearray(m))
+
+
+def check_artifact(path: Path, meta: dict) -> list[str]:
+    """Ops the interpreter cannot run without extra libraries (Flex, custom), and I/O against metadata."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    problems = [f"op {name} needs a runtime extension (Flex/custom), which phones' LiteRT lacks"
+                for name in custom_ops(Path(path).read_bytes())]
+    it = Interpreter(model_path=str(path))
+    shape = [int(v) for v in it.get_input_details()[0]["shape"]]
+    if shape != meta["input"]["shape"]:
+        problems.append(f"input shape {shape} != metadata {meta['input']['shape']}")
+    return problems
+
+
+def custom_ops(model_bytes: bytes) -> list[str]:
+    """Names of the custom (including Flex) ops in a .tflite file."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils as fb
+
+    m = fb.read_model_from_bytearray(bytearray(model_bytes))
+    return sorted({_name(c.customCode) for c in m.operatorCodes
+                   if fb.get_builtin_code_from_operator_code(c) == schema.BuiltinOperator.CUSTOM})
+
+
+def can_time() -> tuple[bool, str]:
+    """LiteRT's interpreter runs on this machine."""
+    return True, ""
+
+
+def unavailable() -> str | None:
+    """Never: LiteRT is a core dependency of mvit."""
+    return None
 
 
 def embed_metadata(path: Path, meta: dict) -> None:
@@ -263,8 +297,8 @@ def io_details(path: Path) -> dict:
     return out
 
 
-def _operators(model_bytes: bytes, subgraphs=None) -> list[tuple[str, tuple[str, ...], str | None]]:
-    """(op name, input tensor types, custom code) per operator of the given subgraphs (default: all),
+def _operators(model_bytes: bytes, subgraphs=None) -> list[tuple[str, tuple[str, ...]]]:
+    """(op name or custom code, input tensor types) per operator of the given subgraphs (default: all),
     from the flatbuffer."""
     from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.tools import flatbuffer_utils as fb
@@ -284,14 +318,17 @@ def _operators(model_bytes: bytes, subgraphs=None) -> list[tuple[str, tuple[str,
             name = custom if builtin == schema.BuiltinOperator.CUSTOM else names.get(builtin, f"BUILTIN_{builtin}")
             dtypes = tuple(types.get(sg.tensors[int(t)].type, "?") for t in (op.inputs if op.inputs is not None else [])
                            if int(t) >= 0)
-            ops.append((name, dtypes, custom if builtin == schema.BuiltinOperator.CUSTOM else None))
+            ops.append((name, dtypes))
     return ops
 
 
 def missing_ops(path: Path) -> list[str]:
     """Ops of a .tflite file that ai-edge-litert's interpreter cannot run: Select TensorFlow (Flex)
     ops and custom ops (the interpreter registers neither), named."""
-    custom = sorted({c for _, _, c in _operators(Path(path).read_bytes()) if c})
+    try:
+        custom = custom_ops(Path(path).read_bytes())
+    except Exception as e:  # flatbuffers raises assorted errors on foreign bytes
+        raise ValueError(f"not a readable .tflite file ({type(e).__name__})") from None
     return [f"{c} ({'Flex: a TensorFlow op, needs the Select TF ops delegate' if c.startswith('Flex') else 'custom op'})"
             for c in custom]
 
@@ -325,7 +362,7 @@ def op_census(path: Path, threads: int = 2) -> dict:
             taken.add(producer[t])
             stack += [int(i) for i in by_index[producer[t]]["inputs"] if int(i) >= 0]
     rows: dict = {}
-    for i, (name, dtypes, _) in enumerate(ops[: len(plain)]):
+    for i, (name, dtypes) in enumerate(ops[: len(plain)]):
         key = (name, dtypes[0] if dtypes else "-")
         r = rows.setdefault(key, {"op": name, "dtype": key[1], "count": 0, "delegated": 0})
         r["count"] += 1
