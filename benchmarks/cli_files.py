@@ -127,9 +127,9 @@ def main_other(args, data_given: bool) -> int:
             opts = FileOptions(labels=read_labels(args.labels), size=args.size, mean=tuple(args.mean or (0, 0, 0)),
                                std=tuple(args.std or (1, 1, 1)), bgr=args.bgr, resize_short=args.resize_short,
                                crop=args.crop, interpolation=args.interpolation)
-        phone = []
+        phone, rejected = [], []
         if args.adb is not None:
-            phone = _run_adb(args, opts, say)
+            phone, rejected = _run_adb(args, say)
         if args.files and args.adb is None:
             data = args.data if data_given else None
             if data is not None and not Path(data).is_dir():
@@ -148,21 +148,20 @@ def main_other(args, data_given: bool) -> int:
         _write_phone_results(phone, Path(args.out), say)
     paths = write_reports(report, args.out, args.plot)
     say("done: " + ", ".join(str(p) for p in paths.values()))
-    rejected = getattr(args, "_rejected", [])
     for line in rejected:
         print(f"mvit-bench: error: {line}", file=sys.stderr)
     return 2 if rejected else 0
 
 
-def _run_adb(args, opts, say) -> list[dict]:
+def _run_adb(args, say) -> tuple[list[dict], list[str]]:
+    """(device_results dictionaries, one line per model the phone refused)."""
     from mvit.bench.adb import AdbConfig, parse_binary_args, run
 
     cfg = AdbConfig(files=list(args.files), binaries=parse_binary_args(args.adb_benchmark_binary),
                     serial=args.adb or None, threads=args.adb_threads, runs=args.adb_runs, warmup=args.adb_warmup,
                     gpu=args.adb_gpu, adb=args.adb_path)
     results = run(cfg, say, describe=_describe)
-    args._rejected = cfg.rejected
-    return results
+    return results, cfg.rejected
 
 
 def _describe(path: Path) -> tuple[str, str, str]:

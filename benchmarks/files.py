@@ -261,20 +261,25 @@ def reference_scores(ref: Path, pixels_for, threads: int, options: FileOptions) 
 def bench_files(cfg: FilesConfig, say=None) -> dict:
     """Measure every file of ``cfg``; returns the report (the matrix's report schema, one section
     of file rows)."""
-    from mvit.bench.matrix import accuracy_metrics
     from mvit.model.contract import PreprocessContract
-    from mvit.model.images import ImageFolderError, generated_pixels, image_files, labelled_indices, load_pixels
+    from mvit.model.images import ImageFolderError, generated_pixels, image_files, load_pixels
 
     say = say or Progress()
     t0 = time.time()
     load0 = os.getloadavg() if hasattr(os, "getloadavg") else None
+    if cfg.reference is not None and cfg.data is None:
+        raise BenchError("--reference needs --data (the images to compare the models on)")
+    try:
+        files = image_files(cfg.data) if cfg.data is not None else []
+    except ImageFolderError as e:
+        raise BenchError(str(e)) from None
+    entries = open_entries(cfg.files, cfg.options, cfg.threads)  # every file checked before anything is written
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     work = out / ".work-files"
     work.mkdir(exist_ok=True)
     log = out / "bench.log"
     try:
-        entries = open_entries(cfg.files, cfg.options, cfg.threads)
         for e in entries:
             with quiet(log):
                 try:
@@ -284,10 +289,6 @@ def bench_files(cfg: FilesConfig, say=None) -> dict:
             say(f"{e.name}: {e.fmt}, {e.meta_source if e.meta else 'no labels or preprocessing'}, "
                 f"{(e.census or {}).get('ops_total', '?')} ops")
 
-        try:
-            files = image_files(cfg.data) if cfg.data is not None else []
-        except ImageFolderError as e:
-            raise BenchError(str(e)) from None
         pixel_cache: dict = {}
 
         def pixels_for(contract: PreprocessContract):
@@ -317,8 +318,6 @@ def bench_files(cfg: FilesConfig, say=None) -> dict:
             workers.append(Worker(f"{i}:{e.name}", spec, log))
         ref = None
         if cfg.reference is not None:
-            if not files:
-                raise BenchError("--reference needs --data (the images to compare the models on)")
             ref = reference_scores(cfg.reference, pixels_for, cfg.threads, cfg.options)
         say(f"timing {len(workers)} file(s) interleaved at {cfg.threads} threads "
             f"(>= {cfg.runs} runs and >= {cfg.min_time:g} s each) ...")
@@ -329,7 +328,7 @@ def bench_files(cfg: FilesConfig, say=None) -> dict:
         names = display_names([e.path for e in entries])
         for i, e in enumerate(entries):
             w = by_key.get(f"{i}:{e.name}")
-            rows.append(_row(e, w, files, pixel_cache, ref, cfg, labelled_indices, accuracy_metrics))
+            rows.append(_row(e, w, pixel_cache, ref, cfg))
             rows[-1]["name"] = names[i]
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -357,8 +356,11 @@ def _evaluation(cfg: FilesConfig, pixel_cache: dict) -> str:
     return f"{n} images of {cfg.data}"
 
 
-def _row(e: FileEntry, w, files, pixel_cache, ref, cfg, labelled_indices, accuracy_metrics) -> dict:
+def _row(e: FileEntry, w, pixel_cache: dict, ref, cfg: FilesConfig) -> dict:
+    """The report row of one file: what it is, its census, and what its worker measured."""
+    from mvit.bench.matrix import accuracy_metrics
     from mvit.model.contract import PreprocessContract
+    from mvit.model.images import labelled_indices
 
     row = {"model": (e.meta or {}).get("architecture") or e.path.stem, "file": str(e.path), "artifact": str(e.path),
            "format": e.fmt, "precision": precision_of(e), "runtime": (e.census or {}).get("runtime"),
