@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 from mvit.model.contract import INTERPOLATIONS
@@ -107,10 +108,10 @@ def check_args(args) -> str | None:
 
 def main_other(args, data_given: bool) -> int:
     """Run FILE benchmarks, a phone over adb and/or merge device results; write the reports."""
-    from mvit.bench.device_results import DeviceResultsError, empty_report, merge, read_device_results
-    from mvit.bench.files import FileOptions, FilesConfig, bench_files, read_labels
+    from mvit.bench.device_results import DeviceResultsError, merge
     from mvit.bench.matrix import BenchError, Progress
     from mvit.bench.report import write_reports
+    from mvit.export.console import captured
 
     def fail(msg: str) -> int:
         print(f"mvit-bench: error: {msg}", file=sys.stderr)
@@ -119,31 +120,18 @@ def main_other(args, data_given: bool) -> int:
     problem = check_args(args)
     if problem:
         return fail(problem)
-    say = Progress()
-    try:
-        device = [read_device_results(f) for f in args.device_results]  # bad files fail before any work
-        opts = FileOptions()
-        if args.labels is not None:
-            opts = FileOptions(labels=read_labels(args.labels), size=args.size, mean=tuple(args.mean or (0, 0, 0)),
-                               std=tuple(args.std or (1, 1, 1)), bgr=args.bgr, resize_short=args.resize_short,
-                               crop=args.crop, interpolation=args.interpolation)
-        phone, rejected = [], []
-        if args.adb is not None:
-            phone, rejected = _run_adb(args, say)
-        if args.files and args.adb is None:
-            data = args.data if data_given else None
-            if data is not None and not Path(data).is_dir():
-                return fail(f"--data {data}: no such folder")
-            cfg = FilesConfig(files=list(args.files), options=opts, data=data, reference=args.reference,
-                              max_images=args.max_images, threads=args.threads, runs=args.runs,
-                              min_time=args.min_time, out=args.out)
-            report = bench_files(cfg, say)
-        else:
-            report = empty_report()
-    except (BenchError, DeviceResultsError) as e:
-        return fail(str(e))
+    say = Progress()  # a copy of the terminal's stderr, taken before the libraries' chatter is captured
+    with tempfile.TemporaryDirectory() as tmp:
+        chatter = Path(tmp) / "bench.log"
+        try:
+            with captured(chatter):  # import-time warnings of torchao, ExecuTorch, LiteRT: to bench.log
+                report, device, phone, rejected = _work(args, data_given, say)
+        except (BenchError, DeviceResultsError) as e:
+            return fail(str(e))
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        with open(Path(args.out) / "bench.log", "a") as log:
+            log.write(chatter.read_text(errors="replace"))
     merge(report, device + phone, [str(f) for f in args.device_results] + [None] * len(phone))
-    Path(args.out).mkdir(parents=True, exist_ok=True)
     if phone:
         _write_phone_results(phone, Path(args.out), say)
     paths = write_reports(report, args.out, args.plot)
@@ -151,6 +139,32 @@ def main_other(args, data_given: bool) -> int:
     for line in rejected:
         print(f"mvit-bench: error: {line}", file=sys.stderr)
     return 2 if rejected else 0
+
+
+def _work(args, data_given: bool, say):
+    """(report, device result files, phone runs, rejected models) of the command."""
+    from mvit.bench.device_results import empty_report, read_device_results
+    from mvit.bench.files import FileOptions, FilesConfig, bench_files, read_labels
+    from mvit.bench.matrix import BenchError
+
+    device = [read_device_results(f) for f in args.device_results]  # bad files fail before any work
+    opts = FileOptions()
+    if args.labels is not None:
+        opts = FileOptions(labels=read_labels(args.labels), size=args.size, mean=tuple(args.mean or (0, 0, 0)),
+                           std=tuple(args.std or (1, 1, 1)), bgr=args.bgr, resize_short=args.resize_short,
+                           crop=args.crop, interpolation=args.interpolation)
+    phone, rejected = [], []
+    if args.adb is not None:
+        phone, rejected = _run_adb(args, say)
+    if args.files and args.adb is None:
+        data = args.data if data_given else None
+        if data is not None and not Path(data).is_dir():
+            raise BenchError(f"--data {data}: no such folder")
+        cfg = FilesConfig(files=list(args.files), options=opts, data=data, reference=args.reference,
+                          max_images=args.max_images, threads=args.threads, runs=args.runs,
+                          min_time=args.min_time, out=args.out)
+        return bench_files(cfg, say), device, phone, rejected
+    return empty_report(), device, phone, rejected
 
 
 def _run_adb(args, say) -> tuple[list[dict], list[str]]:
