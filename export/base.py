@@ -113,11 +113,18 @@ class Backend(Protocol):
     def can_time(self) -> tuple[bool, str]:
         """Whether this machine runs the format natively (latency means something), and if not, why."""
 
+    def unavailable(self) -> str | None:
+        """Why this machine cannot export or run the format at all (an optional converter or runtime
+        not installed: one line saying how to install it), or None."""
+
 
 def option_problems(backend: Backend, precision: str, input_mode: str | None, calib_method: str | None,
                     keep_float: tuple[str, ...]) -> list[str]:
     """Why ``backend`` cannot export at these options (one line each; [] when it can)."""
     fmt, problems = backend.FORMAT, []
+    why = backend.unavailable()
+    if why:
+        return [why]
     if precision not in backend.PRECISIONS:
         problems.append(f"{fmt} has no precision {precision} (it has {', '.join(backend.PRECISIONS)})")
     if input_mode is not None and input_mode not in backend.INPUTS:

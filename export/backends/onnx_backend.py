@@ -349,6 +349,11 @@ def can_time() -> tuple[bool, str]:
     return True, ""
 
 
+def unavailable() -> str | None:
+    """Never: onnxruntime is a core dependency of mvit."""
+    return None
+
+
 def embed_metadata(path: Path, meta: dict) -> None:
     """Store model_meta as ``metadata_props["mvit"]`` (replacing an older entry)."""
     import onnx
@@ -380,13 +385,7 @@ class ONNXRunner(Runner):
 
     def __init__(self, path: Path, meta: dict, threads: int = 2):
         super().__init__(path, meta)
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.session = _session(path, threads)
         self._in = self.session.get_inputs()[0].name
         self._batch_one = self.session.get_inputs()[0].shape[0] == 1
 
@@ -397,6 +396,83 @@ class ONNXRunner(Runner):
                                for i in range(native.shape[0])])
 
 
-def load_runner(path: Path, threads: int = 2) -> Runner:
-    """A runner for an .onnx artifact carrying mvit metadata."""
-    return ONNXRunner(Path(path), read_metadata(path), threads)
+def load_runner(path: Path, threads: int = 2, meta: dict | None = None) -> Runner:
+    """A runner for an .onnx file: its mvit metadata, or ``meta`` describing a file without any."""
+    return ONNXRunner(Path(path), meta if meta is not None else read_metadata(path), threads)
+
+
+# ------------------------------------------------------------------------------------------ any .onnx file
+
+def _session(path: Path, threads: int = 2, optimized_path: Path | None = None):
+    """An onnxruntime CPU session: ``threads`` intra-op threads, every graph optimisation (the
+    optimised graph saved to ``optimized_path`` if given)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    if optimized_path is not None:
+        opts.optimized_model_filepath = str(optimized_path)
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def io_details(path: Path) -> dict:
+    """Input and output tensors of any .onnx file: name, shape, dtype (quantization: None, ONNX
+    graphs quantize inside)."""
+    sess = _session(path, 1)
+    out = {}
+    for key, t in (("input", sess.get_inputs()[0]), ("output", sess.get_outputs()[0])):
+        out[key] = {"name": t.name, "shape": [v if isinstance(v, int) else 1 for v in t.shape],
+                    "dtype": _ORT_DTYPES.get(t.type, t.type), "quantization": None}
+    return out
+
+
+def missing_ops(path: Path) -> list[str]:
+    """Nodes of an .onnx file whose (domain, op type) onnxruntime has no schema for, named."""
+    import onnx
+    from onnxruntime.capi.onnxruntime_pybind11_state import get_all_operator_schema
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # protobuf DecodeError and friends
+        raise ValueError(f"not a readable .onnx file ({type(e).__name__})") from None
+    known = {(s.domain or "ai.onnx", s.name) for s in get_all_operator_schema()}
+    local = {(f.domain or "ai.onnx", f.name) for f in model.functions}
+    missing = sorted({(n.domain or "ai.onnx", n.op_type) for n in model.graph.node} - known - local)
+    return [f"{op} (custom op, domain {domain})" for domain, op in missing]
+
+
+def op_census(path: Path, threads: int = 2) -> dict:
+    """Node types with their first input's dtype, in the graph onnxruntime runs after its own
+    optimisation (level ORT_ENABLE_ALL, CPU execution provider), against the file's own graph."""
+    import tempfile
+
+    import onnx
+
+    def census(model) -> dict:
+        try:
+            model = onnx.shape_inference.infer_shapes(model)
+        except Exception:  # contrib ops without shape functions: dtypes of what it could infer
+            pass
+        g = model.graph
+        types = {v.name: v.type.tensor_type.elem_type for v in list(g.input) + list(g.value_info) + list(g.output)}
+        types.update({i.name: i.data_type for i in g.initializer})
+        rows: dict = {}
+        for n in g.node:
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(types[n.input[0]]).name if n.input and types.get(n.input[0]) else "-"
+            op = n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}:{n.op_type}"
+            r = rows.setdefault((op, dtype), {"op": op, "dtype": dtype, "count": 0})
+            r["count"] += 1
+        return {"nodes": len(g.node), "ops": sorted(rows.values(), key=lambda r: (-r["count"], r["op"]))}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        optimized = Path(tmp) / "optimized.onnx"
+        _session(path, threads, optimized)
+        after = census(onnx.load(str(optimized)))
+    before = census(onnx.load(str(path)))
+    return {"runtime": f"onnxruntime CPU execution provider, ORT_ENABLE_ALL, {threads} threads",
+            "delegate": None, "ops_total": after["nodes"], "ops": after["ops"], "file_nodes": before["nodes"],
+            "file_ops": before["ops"], "dtype_note": "dtype: the node's first input"}
+
