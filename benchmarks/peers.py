@@ -8,7 +8,7 @@ mvit's own artifacts (``mvit.export``, as ``mvit-export`` makes them), from the 
 | ONNX | ``torch.onnx.export(model, (x,), path)`` (its defaults) + onnxruntime | onnxruntime ``quant_pre_process`` + ``quantize_static`` (QDQ, per-channel weights, MinMax; defaults otherwise) |
 | TFLite | ``litert_torch.convert(model, (x,))`` | litert-torch PT2E: ``get_symmetric_quantization_config(is_per_channel=True)``, ``prepare_pt2e``, calibrate, ``convert_pt2e``, ``litert_torch.convert`` |
 
-(ExecuTorch is not installed here; Core ML has no runtime off macOS.) Each peer file gets mvit's
+(ExecuTorch's stock XNNPACKQuantizer path is not a row yet; Core ML has no runtime off macOS.) Each peer file gets mvit's
 model_meta entry so that the same runners feed every row (the input each file declares: float NCHW,
 or int8 quantized with the file's own scale and zero point); its graph is not touched.
 
@@ -16,8 +16,8 @@ Timing is ``mvit.bench.latency.measure``: one worker process per row (onnxruntim
 cannot slow another runtime: only one process runs at a time), driven round-robin in rotating order
 until every row has ``--runs`` runs and ``--min-time`` seconds; medians at ``--threads`` threads. Then
 every row predicts every ``--val`` image: agreement = same top-1 as the float model (PyTorch eager).
-The op census (op type and input dtype per node, QUANTIZE/DEQUANTIZE counts) does not depend on the
-CPU; the latencies do (int8 pays only where the CPU has int8 dot products: VNNI, ARM dotprod).
+The op census (``mvit-bench FILE``'s: op type and input dtype of what the runtime runs, ONNX after
+onnxruntime's graph optimisation; QUANTIZE/DEQUANTIZE counts) does not depend on the CPU; the latencies do (int8 pays only where the CPU has int8 dot products: VNNI, ARM dotprod).
 
     python -m mvit.bench.peers --calib ../shared/data/trashnet6/train --val ../shared/data/trashnet6/val \\
         --out benchmarks/results
@@ -131,25 +131,12 @@ def tflite_int8_peer(model, sample, path: Path, calib: np.ndarray) -> None:
 
 def _io_spec(path: Path, fmt: str):
     """The input/output tensors a file declares, read through its runtime (for its model_meta)."""
+    from mvit.export.backends import get_backend
     from mvit.export.base import IOSpec, TensorSpec
 
-    if fmt == "onnx":
-        import onnxruntime as ort
-
-        s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        dt = {"tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(int8)": "int8"}
-        i, o = s.get_inputs()[0], s.get_outputs()[0]
-        return IOSpec(TensorSpec(i.name, list(i.shape), dt[i.type], "NCHW"), TensorSpec(o.name, list(o.shape), dt[o.type], "NC"))
-    from ai_edge_litert.interpreter import Interpreter
-
-    it = Interpreter(model_path=str(path))
-    specs = []
-    for d, layout in ((it.get_input_details()[0], "NCHW"), (it.get_output_details()[0], "NC")):
-        dtype = np.dtype(d["dtype"]).name
-        scale, zp = d["quantization"]
-        q = {"scale": float(scale), "zero_point": int(zp)} if dtype in ("int8", "uint8") and scale else None
-        specs.append(TensorSpec(d["name"], [int(v) for v in d["shape"]], dtype, layout, q))
-    return IOSpec(specs[0], specs[1])
+    io = get_backend(fmt).io_details(path)
+    return IOSpec(*(TensorSpec(d["name"], d["shape"], d["dtype"], layout, d["quantization"])
+                    for d, layout in ((io["input"], "NCHW"), (io["output"], "NC"))))
 
 
 def label_peer(ckpt, path: Path, fmt: str, precision: str) -> None:
@@ -210,48 +197,33 @@ def build_mvit(weights: Path, calib_dir: Path, calib_count: int, work: Path, thr
 
 # ------------------------------------------------------------------------------------------ census
 
+QUANTIZE_OPS = ("QUANTIZE", "QuantizeLinear", "quantize")  # TFLite, ONNX, Core ML (MIL)
+DEQUANTIZE_OPS = ("DEQUANTIZE", "DequantizeLinear", "dequantize")
+
+
 def census(path: Path, fmt: str) -> dict:
-    """Op types with their first input's dtype (ONNX: ``qdq`` when a DequantizeLinear feeds it), node
-    counts, and the quantize/dequantize counts."""
+    """The op census ``mvit-bench FILE`` reports (``Backend.op_census``: the ops the runtime runs, ONNX
+    after onnxruntime's optimisation), as ``{"op(dtype)": count}`` with the quantize/dequantize counts."""
+    from mvit.export.backends import get_backend
+
+    c = get_backend(fmt).op_census(path, 1)
     ops: Counter = Counter()
-    if fmt == "onnx":
-        import onnx
-        from onnx import TensorProto, shape_inference
+    for r in c["ops"]:
+        ops[f"{r['op'].split(':')[-1]}({r['dtype']})"] += r["count"]
 
-        m = shape_inference.infer_shapes(onnx.load(str(path)))
-        types = {v.name: v.type.tensor_type.elem_type for v in list(m.graph.value_info) + list(m.graph.input)
-                 + list(m.graph.output)}
-        types.update({i.name: i.data_type for i in m.graph.initializer})
-        made_by = {o: n.op_type for n in m.graph.node for o in n.output}
-        for n in m.graph.node:
-            first = n.input[0] if n.input else None
-            t = types.get(first)
-            # a float op fed by DequantizeLinear is an int8 op once onnxruntime fuses the QDQ pattern
-            kind = "qdq" if made_by.get(first) == "DequantizeLinear" and n.op_type != "QuantizeLinear" else \
-                (TensorProto.DataType.Name(t).lower() if t else "?")
-            ops[f"{n.op_type}({kind})"] += 1
-        quant = sum(v for k, v in ops.items() if k.startswith("QuantizeLinear"))
-        dequant = sum(v for k, v in ops.items() if k.startswith("DequantizeLinear"))
-    else:
-        from ai_edge_litert import schema_py_generated as schema
-        from ai_edge_litert.tools import flatbuffer_utils as fb
+    def count(names):
+        return sum(v for k, v in ops.items() if k.split("(")[0] in names)
 
-        m = fb.read_model_from_bytearray(bytearray(path.read_bytes()))
-        names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-        tnames = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
-        g = m.subgraphs[0]
-        for op in g.operators:
-            name = names[fb.get_builtin_code_from_operator_code(m.operatorCodes[op.opcodeIndex])]
-            ops[f"{name}({tnames[g.tensors[op.inputs[0]].type] if len(op.inputs) else '?'})"] += 1
-        quant = sum(v for k, v in ops.items() if k.startswith("QUANTIZE("))
-        dequant = sum(v for k, v in ops.items() if k.startswith("DEQUANTIZE("))
-    return {"nodes": sum(ops.values()), "quantize": quant, "dequantize": dequant, "ops": dict(sorted(ops.items()))}
+    return {"runtime": c["runtime"], "nodes": c["ops_total"], "quantize": count(QUANTIZE_OPS),
+            "dequantize": count(DEQUANTIZE_OPS), "ops": dict(sorted(ops.items()))}
 
 
 def _heavy_ops(c: dict) -> str:
     """The compute ops of a census (convs, matmuls) by input dtype, e.g. ``CONV_2D int8 35``."""
-    keys = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "Conv", "QLinearConv", "MatMul",
-            "Gemm", "QLinearMatMul", "MatMulInteger", "ConvInteger")
+    keys = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "Conv", "QLinearConv", "MatMul", "conv",
+            "linear", "matmul",
+            "Gemm", "QGemm", "QLinearMatMul", "MatMulInteger", "ConvInteger", "MatMulIntegerToFloat",
+            "DynamicQuantizeMatMul")
     parts = [f"{k.split('(')[0]} {k.split('(')[1][:-1]} {v}" for k, v in c["ops"].items() if k.split("(")[0] in keys]
     return ", ".join(parts)
 
