@@ -394,8 +394,14 @@ def load_runner(path: Path, threads: int = 2, meta: dict | None = None) -> Runne
 
 # ------------------------------------------------------------------------------------------ any .mlpackage
 
-_MIL_DTYPES = {1: "float16", 2: "float32", 3: "float64", 4: "bfloat16", 8: "int8", 9: "int16", 10: "int32",
-               11: "int64", 12: "uint8", 13: "uint16", 14: "uint32", 15: "uint64", 16: "int4"}  # MIL.proto DataType
+def _mil_dtype(code: int) -> str:
+    """The name of a MIL tensor data type (MIL.proto's DataType enum, e.g. 10 -> float16)."""
+    from coremltools.proto import MIL_pb2
+
+    try:
+        return MIL_pb2.DataType.Name(code).lower()
+    except ValueError:
+        return str(code)
 
 
 def io_details(path: Path) -> dict:
@@ -430,7 +436,7 @@ def op_census(path: Path, threads: int = 2) -> dict:
         for block in fn.block_specializations.values():
             for op in _walk(block.operations):
                 t = op.outputs[0].type if op.outputs else None
-                dtype = (_MIL_DTYPES.get(t.tensorType.dataType, str(t.tensorType.dataType))
+                dtype = (_mil_dtype(t.tensorType.dataType)
                          if t is not None and t.HasField("tensorType") else "-")
                 r = rows.setdefault((op.type, dtype), {"op": op.type, "dtype": dtype, "count": 0})
                 r["count"] += 1
