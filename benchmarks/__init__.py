@@ -1,2 +1,18 @@
-"""mvit-bench: the format x precision matrix of one or more checkpoints, with latency, size, accuracy,
-agreement with the float model, and where int8 error comes from."""
+"""mvit.bench: latency, size and accuracy of exported models, and their reports.
+
+``mvit.bench(config)`` (this package is callable) runs the benchmark matrix for a
+``mvit.bench.matrix.BenchConfig`` and returns the report dictionary (what bench.json holds).
+"""
+import sys
+import types
+
+
+class _Callable(types.ModuleType):
+    def __call__(self, config, say=None):
+        """Run the benchmark matrix for ``config``; returns the report dictionary."""
+        from mvit.bench.matrix import run
+
+        return run(config, say)
+
+
+sys.modules[__name__].__class__ = _Callable

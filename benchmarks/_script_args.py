@@ -46,7 +46,7 @@ def load_bench_inputs(args: argparse.Namespace) -> BenchInputs:
     ``--calib`` and every image of ``--verify-data`` (uint8, and normalised as the model's input)."""
     import torch
 
-    from mvit.quant.calibration import image_files, load_pixels
+    from mvit.model.images import image_files, load_pixels
     from mvit.model.checkpoint import load_checkpoint
     from mvit.model.export_prep import prepare_for_export
     from mvit.model.preprocess import normalize_hwc_uint8

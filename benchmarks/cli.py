@@ -14,10 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from mvit.bench.matrix import FORMATS, PRECISIONS
-
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "trashnet6" / "val"
+from mvit.export.backends import FORMATS
+from mvit.export.base import PRECISIONS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -50,8 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", nargs="+", metavar="CKPT_OR_NAME",
                    help="several checkpoints (paths, or zoo names trained for the article: "
                         "benchmarks/article/checkpoints/NAME*.safetensors), benchmarked one after another")
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA,
-                   help=f"labelled images (class folders named like the checkpoint's labels); default {DEFAULT_DATA}")
+    p.add_argument("--data", type=Path, required=True,
+                   help="evaluation images: class folders named like the checkpoint's labels give accuracy; "
+                        "a flat folder gives agreement with the float model only")
     p.add_argument("--calib", type=Path, help="int8 calibration images; default: the 'train' folder beside --data "
                                               "if there is one, else data-free (ZeroQ)")
     p.add_argument("--calib-count", type=int, default=128)
@@ -128,7 +127,7 @@ def main(argv=None) -> int:
             return fail("the PNG plot needs matplotlib (pip install matplotlib), or pass --no-plot")
 
     from mvit.bench.matrix import BenchConfig, BenchError, Progress, resolve_checkpoint, run
-    from mvit.quant.calibration import CalibrationError, image_files
+    from mvit.model.images import ImageFolderError, image_files
     from mvit.model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, read_meta
 
     try:
@@ -142,7 +141,7 @@ def main(argv=None) -> int:
                 raise BenchError(f"{w}: no such checkpoint" + (" (the shipped model is not there yet; pass --weights)"
                                                                if Path(w) == DEFAULT_CHECKPOINT else ""))
             read_meta(w)
-    except (BenchError, CalibrationError, CheckpointError) as e:
+    except (BenchError, ImageFolderError, CheckpointError) as e:
         return fail(str(e))
 
     cfg = BenchConfig(weights=weights, data=args.data, calib=calib, calib_count=args.calib_count,
@@ -156,7 +155,7 @@ def main(argv=None) -> int:
         say("warning: no --calib folder and no 'train' folder beside --data: int8 uses data-free (ZeroQ) calibration")
     try:
         report = run(cfg, say)
-    except (BenchError, CalibrationError, CheckpointError) as e:
+    except (BenchError, ImageFolderError, CheckpointError) as e:
         return fail(str(e))
     from mvit.bench.report import write_reports
 

@@ -87,7 +87,7 @@ def build(name: str, args) -> dict:
     v = VARIANTS[name]
     precision = v.get("precision", "int8")
     with coremltools_as_shipped() if v.get("as_shipped") else nullcontext(), activation_mode(v.get("activation_mode")):
-        r = export_model(args.weights, ("coreml",), (precision,), Path(args.out) / name,
+        r = export_model(checkpoint=args.weights, formats=("coreml",), precisions=(precision,), out=Path(args.out) / name,
                          calib=args.calib, calib_count=args.calib_count,
                          calib_method=v.get("calib_method"), keep_float=v.get("keep_float", ()),
                          verify=False, force=True)[0]
@@ -154,7 +154,7 @@ def main(argv=None) -> int:
     p.add_argument("--force", action="store_true", help="rebuild variants that already have results")
     args = p.parse_args(argv)
 
-    from mvit.quant.calibration import image_files, labelled_indices, load_pixels
+    from mvit.model.images import image_files, labelled_indices, load_pixels
     from mvit.export.parity import torch_logits
     from mvit.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 

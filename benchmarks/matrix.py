@@ -6,7 +6,6 @@ thread count (one worker process per row), peak memory, and a per-layer int8 err
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import platform
@@ -19,11 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from mvit.bench.latency import Worker, measure
+from mvit.export.backends import FORMATS, get_backend
+from mvit.export.base import PRECISIONS
+from mvit.export.console import captured
 
-FORMATS = ("onnx", "tflite", "coreml")
-PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
-RUNTIMES = {"torch": "PyTorch eager (CPU)", "onnx": "onnxruntime (CPU EP)", "tflite": "LiteRT interpreter (XNNPACK)",
-            "coreml": "Core ML"}
+EAGER_RUNTIME = "PyTorch eager (CPU)"
 ARTICLE_CHECKPOINTS = Path(__file__).resolve().parent / "article" / "checkpoints"
 
 
@@ -66,24 +65,9 @@ class Progress:
         self.stream.flush()
 
 
-@contextlib.contextmanager
 def quiet(log: Path):
-    """Send everything written to fd 1 and 2 (converters' progress bars, warnings) to ``log``."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with open(log, "ab") as f:
-        os.dup2(f.fileno(), 1)
-        os.dup2(f.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
+    """Everything written to fd 1 and 2 inside the block (converters' progress bars, warnings) goes to ``log``."""
+    return captured(log)
 
 
 def resolve_checkpoint(item: str) -> Path:
@@ -104,18 +88,6 @@ def first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
 
 
-def coreml_can_predict() -> tuple[bool, str]:
-    """Core ML predictions need macOS (coremltools' native runtime)."""
-    if platform.system() != "Darwin":
-        return False, (f"no latency: Core ML runs only on Apple OSes (this is {platform.system()}); accuracy and "
-                       f"agreement are graph numerics from mvit's reference interpreter, not a device measurement")
-    try:
-        import coremltools.libcoremlpython  # noqa: F401
-    except ImportError:
-        return False, "no latency: coremltools' native runtime (libcoremlpython) is not available"
-    return True, ""
-
-
 # ------------------------------------------------------------------------------------------ export
 
 @dataclass
@@ -129,6 +101,11 @@ class Artifact:
     meta: dict = field(default_factory=dict)
     reused: bool = False
     error: str | None = None
+
+    @classmethod
+    def from_result(cls, r) -> "Artifact":
+        """An artifact this run exported (an ``mvit.export.api.ExportResult``)."""
+        return cls(r.format, r.precision, r.folder, r.artifact, r.size_bytes, r.seconds, r.meta)
 
 
 def _size(path: Path) -> int:
@@ -147,10 +124,11 @@ def _reusable(folder: Path, sha: str) -> Artifact | None:
         return None
     if meta.get("source_checkpoint_sha256") != sha:
         return None
-    from mvit.export.api import artifact_name
-    from mvit.export.backends import get_backend
+    from mvit.export.request import artifact_name
 
-    art = folder / artifact_name(get_backend(meta["format"]))
+    if meta.get("format") not in FORMATS:
+        return None
+    art = folder / artifact_name(meta["format"])
     if not art.exists():
         return None
     return Artifact(meta["format"], meta["precision"], folder, art, _size(art), None, meta, reused=True)
@@ -159,13 +137,14 @@ def _reusable(folder: Path, sha: str) -> Artifact | None:
 def export_all(cfg: BenchConfig, ckpt, weights: Path, art_dir: Path, log: Path, say, cache: dict) -> dict:
     """(format, precision) -> Artifact, exporting what cannot be reused; failures are recorded, not raised."""
     from mvit.export.api import export_model
+    from mvit.export.request import ExportRequest, artifact_folder
 
     arch = ckpt.meta.architecture
     arts: dict = {}  # ``cache`` is shared: fp32 graphs per format, one PT2E calibration for TFLite and Core ML
     for fmt in cfg.formats:
         todo = []
         for p in cfg.precisions:
-            folder = art_dir / f"{arch}-{p}-{fmt}"
+            folder = artifact_folder(art_dir, arch, p, fmt)
             a = _reusable(folder, ckpt.sha256) if cfg.reuse else None
             if a is not None:
                 arts[(fmt, p)] = a
@@ -180,11 +159,11 @@ def export_all(cfg: BenchConfig, ckpt, weights: Path, art_dir: Path, log: Path, 
             say(f"{arch}: exporting {fmt} {', '.join(group)} ...")
             t0 = time.perf_counter()
             try:
+                request = ExportRequest(checkpoint=weights, formats=(fmt,), precisions=group, out=art_dir,
+                                        force=True, calib=cfg.calib, calib_count=cfg.calib_count,
+                                        calib_method=cfg.calib_method, verify=False, threads=cfg.threads)
                 with quiet(log):
-                    results = export_model(weights, (fmt,), group, art_dir, calib=cfg.calib,
-                                           calib_count=cfg.calib_count, calib_method=cfg.calib_method,
-                                           verify=False, force=True, threads=cfg.threads, cache=cache,
-                                           say=lambda m: print(m, file=sys.stderr))
+                    results = export_model(request, cache=cache, say=lambda m: print(m, file=sys.stderr))
             except Exception as e:  # noqa: BLE001 - a converter failure becomes a row's status
                 if len(group) > 1:  # find which precision failed
                     groups = [(p,) for p in group] + groups
@@ -193,8 +172,7 @@ def export_all(cfg: BenchConfig, ckpt, weights: Path, art_dir: Path, log: Path, 
                 say(f"{arch} {fmt} {group[0]}: export FAILED ({first_line(e)}); details in {log}")
                 continue
             for r in results:
-                arts[(fmt, r.precision)] = Artifact(fmt, r.precision, r.folder, r.artifact, r.size_bytes,
-                                                    r.seconds, r.meta)
+                arts[(fmt, r.precision)] = Artifact.from_result(r)
             say(f"{arch}: exported {fmt} {', '.join(group)} in {time.perf_counter() - t0:.0f} s")
     return arts
 
@@ -231,37 +209,46 @@ def reference_metrics(ref: np.ndarray, labels) -> dict:
 # ------------------------------------------------------------------------------------------ layers
 
 def layer_reports(cfg: BenchConfig, ckpt, arts: dict, calib_pixels: np.ndarray, log: Path, say, cache: dict) -> list[dict]:
-    """Per-layer int8 error for the ONNX QDQ artifact and the PT2E model (TFLite/Core ML int8)."""
+    """Per-layer int8 error of each int8 route: onnxruntime's QDQ artifacts and the PT2E model (which the
+    PT2E formats' int8 artifacts are converted from)."""
     from mvit.bench.layers import onnx_layer_error, suggest
 
     reports = []
     px = calib_pixels[: cfg.layer_images]
-    onnx8, onnx32 = arts.get(("onnx", "int8")), arts.get(("onnx", "fp32"))
-    if onnx8 and onnx8.error is None and onnx32 and onnx32.error is None:
-        say("per-layer error: ONNX int8 (onnxruntime qdq_loss_debug) ...")
+    int8 = {fmt: a for (fmt, p), a in arts.items() if p == "int8" and a.error is None}
+    routes: dict[str, list[str]] = {}
+    for fmt in int8:
+        routes.setdefault(get_backend(fmt).INT8_ROUTE, []).append(fmt)
+    for fmt in routes.get("onnxruntime-qdq", []):
+        fp32 = arts.get((fmt, "fp32"))
+        if fp32 is None or fp32.error is not None:
+            continue
+        say(f"per-layer error: {fmt} int8 (onnxruntime qdq_loss_debug) ...")
         try:
             from mvit.export.api import load_artifact_runner
 
             with quiet(log):
-                runner = load_artifact_runner(onnx8.artifact, cfg.threads)
-                rows = onnx_layer_error(onnx32.artifact, onnx8.artifact, runner.prepare(px))
-            reports.append({"artifact": "onnx int8", "method": "onnxruntime.quantization.qdq_loss_debug",
-                            "keep_float_names": "ONNX node names (mvit-export --format onnx --keep-float NAME)",
+                runner = load_artifact_runner(int8[fmt].artifact, cfg.threads)
+                rows = onnx_layer_error(fp32.artifact, int8[fmt].artifact, runner.prepare(px))
+            reports.append({"artifact": f"{fmt} int8", "method": "onnxruntime.quantization.qdq_loss_debug",
+                            "keep_float_names": f"ONNX node names (mvit-export --format {fmt} --keep-float NAME)",
                             "images": int(len(px)), "layers": rows, "suggested_keep_float": suggest(rows, cfg.keep_float_top)})
         except Exception as e:  # noqa: BLE001
-            reports.append({"artifact": "onnx int8", "error": first_line(e)})
-            say(f"per-layer error for ONNX failed: {first_line(e)}")
-    pt2e_fmts = [f for f in ("tflite", "coreml") if arts.get((f, "int8")) and arts[(f, "int8")].error is None]
+            reports.append({"artifact": f"{fmt} int8", "error": first_line(e)})
+            say(f"per-layer error for {fmt} failed: {first_line(e)}")
+    pt2e_fmts = routes.get("pt2e", [])
     if pt2e_fmts:
-        say(f"per-layer error: PT2E int8 ({' and '.join(pt2e_fmts)}) ...")
+        names = " and ".join(f"{f} int8" for f in pt2e_fmts)
+        say(f"per-layer error: PT2E int8 ({names}) ...")
         try:
             with quiet(log):
                 rep = _pt2e_report(cfg, ckpt, arts, calib_pixels, px, pt2e_fmts[0], cache)
-            rep["artifact"] = " and ".join(f"{f} int8" for f in pt2e_fmts)
+            rep["artifact"] = names
+            rep["keep_float_names"] = f"module paths (mvit-export --format {'|'.join(pt2e_fmts)} --keep-float NAME)"
             rep["suggested_keep_float"] = suggest(rep["layers"], cfg.keep_float_top)
             reports.append(rep)
         except Exception as e:  # noqa: BLE001
-            reports.append({"artifact": "tflite/coreml int8", "error": first_line(e)})
+            reports.append({"artifact": names, "error": first_line(e)})
             say(f"per-layer error for PT2E failed: {first_line(e)}")
     return reports
 
@@ -289,7 +276,6 @@ def _pt2e_report(cfg, ckpt, arts, calib_pixels, px, fmt, cache) -> dict:
     rows = pt2e_layer_error(prepared, converted, [to_input(px[i : i + 1]) for i in range(len(px))], names)
     return {"method": "PT2E float graph vs converted int8 graph (the model the .tflite/.mlpackage int8 are converted from), "
                       "calibrated by this run's export (recalibrated with the same settings when artifacts were reused)",
-            "keep_float_names": "module paths (mvit-export --format tflite|coreml --keep-float NAME)",
             "images": int(len(px)), "layers": rows}
 
 
@@ -298,7 +284,7 @@ def _pt2e_report(cfg, ckpt, arts, calib_pixels, px, fmt, cache) -> dict:
 def bench_model(cfg: BenchConfig, weights: Path, say) -> dict:
     import torch
 
-    from mvit.quant.calibration import generated_pixels, image_files, labelled_indices, load_pixels
+    from mvit.model.images import generated_pixels, image_files, labelled_indices, load_pixels
     from mvit.export.parity import torch_logits
     from mvit.model.checkpoint import load_checkpoint
 
@@ -332,11 +318,11 @@ def bench_model(cfg: BenchConfig, weights: Path, say) -> dict:
     arts = export_all(cfg, ckpt, weights, art_dir, log, say, cache)
 
     # Latency (and evaluation) workers: PyTorch baseline + every artifact with a runtime here.
-    can_coreml, coreml_why = coreml_can_predict()
+    timeable = {fmt: get_backend(fmt).can_time() for fmt in cfg.formats}
     workers = [Worker("torch-fp32", {"kind": "torch", "weights": str(weights), "threads": cfg.threads,
                                      "pixels": str(work / "latency_pixel.npy")}, log)]
     for (fmt, p), a in arts.items():
-        if a.error is None and (fmt != "coreml" or can_coreml):
+        if a.error is None and timeable[fmt][0]:
             workers.append(Worker(f"{fmt}-{p}", {"kind": "artifact", "path": str(a.artifact), "threads": cfg.threads,
                                                  "pixels": str(work / "latency_pixel.npy")}, log))
     say(f"{arch}: timing {len(workers)} rows interleaved at {cfg.threads} threads "
@@ -360,8 +346,8 @@ def bench_model(cfg: BenchConfig, weights: Path, say) -> dict:
                 rows.append(_row(arch, weights, fmt, p, None, a, {}, base_median, status="failed", reason=a.error))
                 continue
             metrics, reason, numerics = {}, None, ""
-            if fmt == "coreml" and not can_coreml:
-                metrics, reason, numerics = _coreml_eval(cfg, a, pixels, ref, labels, p, data_desc, log, say)
+            if not timeable[fmt][0]:
+                metrics, reason, numerics = _untimed_eval(cfg, a, pixels, ref, labels, p, data_desc, log, say)
             elif w is not None and w.error is None and "scores" in w.info:
                 scores = np.load(w.info["scores"])
                 kind = a.meta.get("output", {}).get("kind", "logits")
@@ -375,8 +361,8 @@ def bench_model(cfg: BenchConfig, weights: Path, say) -> dict:
             else:
                 status = "exported"
             row = _row(arch, weights, fmt, p, w, a, metrics, base_median, status=status, reason=reason)
-            if fmt == "coreml" and not can_coreml:
-                row["latency_note"] = coreml_why
+            if not timeable[fmt][0]:
+                row["latency_note"] = timeable[fmt][1]
                 row["numerics"] = numerics
             rows.append(row)
     float_top1 = rows[0].get("top1")
@@ -403,7 +389,7 @@ def bench_model(cfg: BenchConfig, weights: Path, say) -> dict:
 
 def _row(arch, weights, fmt, precision, worker, art, metrics, base_median, status, reason=None) -> dict:
     row = {"model": arch, "format": fmt, "precision": precision,
-           "runtime": RUNTIMES[fmt], "status": status, "reason": reason}
+           "runtime": EAGER_RUNTIME if fmt == "torch" else get_backend(fmt).RUNTIME, "status": status, "reason": reason}
     if art is not None:
         row.update({"artifact": str(art.artifact) if art.artifact else None, "reused": art.reused,
                     "export_s": art.export_s,
@@ -426,12 +412,13 @@ def _row(arch, weights, fmt, precision, worker, art, metrics, base_median, statu
     return row
 
 
-def _coreml_eval(cfg, a: Artifact, pixels, ref, labels, precision, data_desc, log, say):
-    """Core ML numerics without a Mac: mvit's reference interpreter of the ML program (capped)."""
+def _untimed_eval(cfg, a: Artifact, pixels, ref, labels, precision, data_desc, log, say):
+    """Numerics of a format this machine cannot time (Core ML off macOS: mvit's reference interpreter),
+    in this process, on at most ``cfg.coreml_max_images`` images."""
     from mvit.export.api import load_artifact_runner
 
     n = len(pixels) if cfg.coreml_max_images is None else min(len(pixels), cfg.coreml_max_images)
-    say(f"coreml {precision}: reference interpreter on {n} images ...")
+    say(f"{a.fmt} {precision}: evaluating on {n} images without a native runtime ...")
     t0 = time.perf_counter()
     try:
         with quiet(log):

@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     from mvit.bench.onnx_simplifier import _interleaved, _session
     from mvit.export.backends import onnx_backend as ob
     from mvit.export.base import ExportJob
-    from mvit.quant.calibration import labelled_indices
+    from mvit.model.images import labelled_indices
     from mvit.export.parity import torch_logits
 
     ap = onnx_bench_parser(__doc__, rounds=12)

@@ -166,8 +166,8 @@ def _layer_md(lr: dict, top: int = 10) -> list[str]:
             out.append(f"| `{r.get('keep_float_name') or '–'}` | {r['op']} | {r.get('module') or '–'} | "
                        f"{r['drop_db']:.1f} | {_f(r.get('model_sqnr_db'), '{:.1f}')} |")
     sug = lr.get("suggested_keep_float") or []
-    fmt = "onnx" if lr["artifact"].startswith("onnx") else "tflite"
     if sug:
+        fmt = lr["artifact"].split()[0]
         flags = " ".join(f"--keep-float {s}" for s in sug)
         out += ["", f"To try keeping the worst layers in float: `mvit-export --format {fmt} --quantize int8 {flags}`"]
     return out + [""]
@@ -208,7 +208,8 @@ def plot(report: dict, path: Path) -> str | None:
         ax.set_ylabel("top-1 accuracy, %" if metric == "top1" else "top-1 agreement with PyTorch fp32, %")
         ax.set_title(f"{m['architecture']}: {m['evaluation']}", fontsize=9)
         ax.grid(True, alpha=0.3)
-    handles = [Line2D([], [], marker=MARKERS[f], linestyle="", color="grey", label=f) for f in ("onnx", "tflite", "coreml")]
+    shown = sorted({r["format"] for m in models for r in m["rows"] if r["format"] != "torch"})
+    handles = [Line2D([], [], marker=MARKERS.get(f, "o"), linestyle="", color="grey", label=f) for f in shown]
     handles += [Line2D([], [], marker="*", linestyle="", color="black", markersize=10, label="PyTorch eager")]
     handles += [Line2D([], [], marker="o", linestyle="", color=c, label=p) for p, c in COLORS.items()]
     fig.legend(handles=handles, loc="lower center", ncol=(len(handles) + 1) // 2, fontsize=8, frameon=False)

@@ -125,7 +125,7 @@ def _agreement(fp32: Path, int8: Path, x: np.ndarray, threads: int) -> float:
 def whole_model(weights: Path, calib_dir: Path, val_dir: Path, calib_count: int, tmp: Path, threads: int,
                 rounds: int, per: int) -> list[dict]:
     """fp32 vs int8 variants of the checkpoint: latency ratio and agreement on ``val_dir``."""
-    from mvit.quant.calibration import image_files, load_pixels
+    from mvit.model.images import image_files, load_pixels
     from mvit.quant.defaults import resolve_keep_float
     from mvit.export.tflite_passes import dequantize_before_pad
     from mvit.model.checkpoint import load_checkpoint

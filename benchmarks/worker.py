@@ -83,12 +83,10 @@ def _preimport(spec: dict) -> None:
     else:
         from mvit.export.backends import format_of, get_backend
 
-        fmt = format_of(spec["path"])
-        get_backend(fmt)
-        if fmt == "onnx":
-            import onnxruntime  # noqa: F401
-        elif fmt == "tflite":
-            from ai_edge_litert import interpreter  # noqa: F401
+        import importlib
+
+        for name in get_backend(format_of(spec["path"])).RUNTIME_MODULES:
+            importlib.import_module(name)
 
 
 def main() -> int:

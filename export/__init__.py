@@ -1,5 +1,24 @@
 """mvit.export: a checkpoint to ONNX / TFLite / Core ML artifacts, each verified against the float model.
 
-One backend module per format (``mvit.export.backends``), the metadata every artifact carries
-(``mvit.export.metadata``), runners (``mvit.export.runner``) and the parity check (``mvit.export.parity``).
+``mvit.export(request)`` (this package is callable) runs an ``ExportRequest`` and returns one
+``ExportResult`` per artifact; it is ``mvit.export.api.export_model``. Inside: one backend module per
+format (``mvit.export.backends``), the metadata every artifact carries (``mvit.export.metadata``),
+runners (``mvit.export.runner``) and the parity check (``mvit.export.parity``).
 """
+import sys
+import types
+
+from mvit.export.request import ExportRequest
+
+__all__ = ["ExportRequest"]
+
+
+class _Callable(types.ModuleType):
+    def __call__(self, request=None, **kwargs):
+        """Run an ``ExportRequest`` (or one built from ``kwargs``); returns the export results."""
+        from mvit.export.api import export_model
+
+        return export_model(request, **kwargs)
+
+
+sys.modules[__name__].__class__ = _Callable

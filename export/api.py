@@ -1,10 +1,15 @@
-"""``export_model``: one checkpoint -> artifacts in several formats and precisions, each verified."""
+"""``export_model(request)``: one checkpoint -> artifacts in several formats and precisions, each verified.
+
+Each artifact goes to ``out/<arch>-<precision>-<format>/`` with ``labels.txt``, ``model_meta.json`` and
+``export.log`` (what the converters printed); the folder appears only when complete, built under a
+temporary name that a killed run leaves behind and the next run into the same folder removes.
+"""
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
-import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -13,17 +18,20 @@ from pathlib import Path
 
 import numpy as np
 
-from mvit.export.backends import FORMATS, get_backend
-from mvit.export.base import INPUT_MODES, PRECISIONS, ExportError, ExportJob
-from mvit.quant.calibration import (CalibrationError, generated_pixels, image_files, labelled_indices, load_pixels,
-                                synthesize_zeroq)
+from mvit.export.backends import get_backend
+from mvit.export.base import ExportError, ExportJob
+from mvit.export.console import CapturedOutput, Console
 from mvit.export.metadata import build_meta, write_sidecars
 from mvit.export.parity import ParityReport, check_runner, torch_logits
+from mvit.export.request import KEEP_NOTHING_FLOAT, ExportRequest, artifact_folder, artifact_name
 from mvit.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from mvit.model.export_prep import prepare_for_export
+from mvit.model.images import ImageFolderError, generated_pixels, image_files, labelled_indices, load_pixels
 
-MAX_VERIFY = 200
-GENERATED = "32 generated images"
+MAX_VERIFY = 200       # spare --calib images used for the parity check
+GENERATED_COUNT = 32   # generated images for the parity check when no real ones are given
+LOG_FILE = "export.log"
+_TMP_TAG = ".tmp-"     # temporary artifact folders: .<name>.tmp-<pid>-<random>
 
 
 @dataclass
@@ -39,6 +47,7 @@ class ExportResult:
     meta: dict
     parity: ParityReport | None = None
     notes: list[str] = field(default_factory=list)
+    log: Path | None = None
 
     @property
     def status(self) -> str:
@@ -47,165 +56,155 @@ class ExportResult:
         return "exported, parity passed" if self.parity.passed else "exported, FAILED parity"
 
 
-def _say(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+@dataclass
+class _Data:
+    """Calibration and verification images of one run (picklable: crosses to worker processes)."""
+
+    calib_pixels: np.ndarray | None = None   # N,H,W,3 uint8, for int8
+    calib_source: str = ""
+    verify_pixels: np.ndarray | None = None
+    verify_labels: np.ndarray | None = None
+    verify_source: str = ""
+    generated: bool = False                  # verification images are generated, not real
+    ref_logits: np.ndarray | None = None      # the float model on verify_pixels
 
 
-def check_options(formats, precisions, input_mode: str | None) -> None:
-    """Reject unknown or unsupported format/precision/input combinations before any work."""
-    for fmt in formats:
-        if fmt not in FORMATS:
-            raise ExportError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
-        backend = get_backend(fmt)
-        for p in precisions:
-            if p not in PRECISIONS:
-                raise ExportError(f"unknown precision {p!r}; choose from {', '.join(PRECISIONS)}")
-            if p not in backend.PRECISIONS:
-                raise ExportError(f"{fmt} does not support --quantize {p}")
-        if input_mode is not None:
-            if input_mode not in INPUT_MODES:
-                raise ExportError(f"unknown --input {input_mode!r}; choose from {', '.join(INPUT_MODES)}")
-            if input_mode not in backend.INPUTS:
-                raise ExportError(f"{fmt} does not support --input {input_mode} (it takes {', '.join(backend.INPUTS)})")
+def export_model(request: ExportRequest | None = None, *, say=None, cache: dict | None = None,
+                 **kwargs) -> list[ExportResult]:
+    """Export per ``request`` (or an ``ExportRequest(**kwargs)``); one ``ExportResult`` per artifact.
 
-
-def export_model(weights=None, formats=("tflite",), precisions=("fp32",), out_dir="out", calib=None,
-                 calib_count: int = 256, calib_method: str | None = None, input_mode: str | None = None,
-                 keep_float=(), verify: bool = True, verify_data=None, force: bool = False, threads: int = 2,
-                 zeroq_count: int = 32, say=_say, cache: dict | None = None, jobs: int = 1) -> list[ExportResult]:
-    """Export a checkpoint (default: the shipped model) to every format x precision asked for.
-
-    Each artifact goes to ``out_dir/<arch>-<precision>-<format>/`` with ``labels.txt`` and
-    ``model_meta.json``; the folder appears only when complete (built under a temporary name).
-    ``jobs`` > 1 exports formats in that many worker processes at once (``threads`` split between
-    them; worker messages go to stderr, and ``cache`` is not used).
+    ``say`` receives progress lines (default: the terminal). ``cache`` (one dict shared between calls)
+    keeps fp32 graphs and PT2E calibrations, so a caller exporting format after format converts once.
     """
-    formats, precisions = tuple(formats), tuple(precisions)
-    check_options(formats, precisions, input_mode)
-    weights = Path(weights) if weights else DEFAULT_CHECKPOINT
-    if calib_count < 1:
-        raise ExportError("--calib-count must be at least 1")
+    request = (request or ExportRequest(**kwargs)).check()
+    say = say or Console()
+    weights = request.checkpoint or DEFAULT_CHECKPOINT
     ckpt = load_checkpoint(weights)
-    export_net = prepare_for_export(ckpt.model)  # parity still compares against the checkpoint as is
     arch = ckpt.meta.architecture
-    out_dir = Path(out_dir)
-    targets = {(f, p): artifact_folder(out_dir, arch, p, f) for f in formats for p in precisions}
-    existing = [str(t) for t in targets.values() if t.exists()]
-    if existing and not force:
+    targets = [artifact_folder(request.out, arch, p, f) for f in request.formats for p in request.precisions]
+    existing = [str(t) for t in targets if t.exists()]
+    if existing and not request.force:
         raise ExportError(f"{existing[0]} exists; pass --force to replace it")
+    _prepare_out(request.out)
+    say(f"exporting {arch} ({weights.name}) to {', '.join(request.formats)} x {', '.join(request.precisions)} "
+        f"in {request.out}")
+    data = _load_data(request, ckpt, weights, say)
+    if request.verify:
+        data.ref_logits = torch_logits(ckpt.model, data.verify_pixels, ckpt.meta.contract)
+    jobs = max(1, min(request.jobs, len(request.formats)))
+    if jobs > 1:
+        return _export_parallel(request, data, jobs)
+    cache = {} if cache is None else cache
+    export_net = prepare_for_export(ckpt.model)  # parity still compares against the checkpoint as is
+    return [r for fmt in request.formats for r in _export_format(request, data, ckpt, export_net, fmt, say, cache)]
+
+
+def _prepare_out(out: Path) -> None:
+    """Create ``out``, check it is writable, and remove temporary folders of runs that were killed."""
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=out_dir, prefix=".write-test-")
+        out.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-")
         probe.close()
     except OSError as e:
-        raise ExportError(f"{out_dir}: cannot write there ({e.strerror})") from None
+        raise ExportError(f"{out}: cannot write there ({e.strerror})") from None
+    for stale in out.glob(f".*{_TMP_TAG}*"):
+        m = re.search(re.escape(_TMP_TAG) + r"(\d+)-", stale.name)
+        if m and not _alive(int(m.group(1))):
+            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
 
-    contract = ckpt.meta.contract
-    calib_pixels = verify_pixels = verify_labels = None
-    verify_source = ""
-    needs_calib = "int8" in precisions
-    if calib is not None:
-        files = image_files(calib)
-        calib_pixels, used = load_pixels(files, contract, calib_count if needs_calib else 0,
-                                         warn=lambda m: say(f"warning: {m}"))
-        if needs_calib and len(calib_pixels) == 0:
-            raise CalibrationError(f"{calib}: none of the image files could be read")
-        if needs_calib and len(calib_pixels) < min(100, calib_count):
-            say(f"warning: only {len(calib_pixels)} calibration images; 100 or more give steadier int8 results")
-        if verify and verify_data is None:
-            used_set = set(used) if needs_calib else set()
-            rest = [f for f in files if f not in used_set]
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _load_data(request: ExportRequest, ckpt, weights: Path, say) -> _Data:
+    """Calibration images (int8 only) and verification images with labels where the folders have them."""
+    contract, data = ckpt.meta.contract, _Data()
+    warn = lambda m: say(f"warning: {m}")  # noqa: E731
+    needs_calib = "int8" in request.precisions
+    if request.calib is not None:
+        files = image_files(request.calib)
+        bad: list[Path] = []
+        data.calib_pixels, used = load_pixels(files, contract, request.calib_count if needs_calib else 0, warn=warn,
+                                              unreadable=bad)
+        if needs_calib and len(data.calib_pixels) == 0:
+            raise ImageFolderError(f"{request.calib}: none of the image files could be read")
+        if needs_calib and len(data.calib_pixels) < min(100, request.calib_count):
+            warn(f"only {len(data.calib_pixels)} calibration images; 100 or more give steadier int8 results")
+        data.calib_source = f"{len(data.calib_pixels)} images of {request.calib}"
+        if request.verify and request.verify_data is None:
+            taken = set(used) | set(bad)
+            rest = [f for f in files if f not in taken]
             if rest:
-                verify_pixels, vused = load_pixels(rest, contract, MAX_VERIFY, warn=lambda m: say(f"warning: {m}"))
-                verify_labels = labelled_indices(vused, calib, ckpt.meta.labels)
-                verify_source = f"{len(verify_pixels)} images of {calib} not used for calibration"
+                px, vused = load_pixels(rest, contract, MAX_VERIFY, warn=warn)
+                if len(px):
+                    data.verify_pixels, data.verify_labels = px, labelled_indices(vused, request.calib, ckpt.meta.labels)
+                    data.verify_source = f"{len(px)} images of {request.calib} not used for calibration"
     elif needs_calib:
-        calib_pixels = _data_free(ckpt, weights, zeroq_count, say)
-    if verify and verify_data is not None:
-        vfiles = image_files(verify_data)
-        verify_pixels, vused = load_pixels(vfiles, contract, None, warn=lambda m: say(f"warning: {m}"))
-        verify_labels = labelled_indices(vused, verify_data, ckpt.meta.labels)
-        verify_source = f"{len(verify_pixels)} images of {verify_data}"
-    if verify and (verify_pixels is None or len(verify_pixels) == 0):
-        verify_pixels = generated_pixels(contract, 32)
-        verify_source = f"{GENERATED} (no --verify-data or spare --calib images: weak evidence, agreement not gated)"
-        say(f"parity check on {verify_source}")
+        from mvit.quant.calibration import data_free_pixels
 
-    plan = _Plan(weights, out_dir, precisions, calib_pixels, calib_method, input_mode, tuple(keep_float), verify,
-                 verify_pixels, verify_labels, verify_source, threads,
-                 torch_logits(ckpt.model, verify_pixels, contract) if verify else None)
-    jobs = max(1, min(jobs, len(formats)))
-    if jobs > 1:
-        return _export_parallel(plan, formats, jobs)
-    cache = {} if cache is None else cache  # pass one dict to share fp32 graphs and PT2E calibration across calls
-    return [r for fmt in formats for r in _export_format(plan, ckpt, export_net, fmt, say, cache)]
+        data.calib_pixels, data.calib_source = data_free_pixels(ckpt, weights, request.zeroq_count, say)
+        warn(f"no --calib images: int8 calibrated on {data.calib_source}; real images calibrate better "
+             f"(--calib DIR)")
+    if request.verify and request.verify_data is not None:
+        px, vused = load_pixels(image_files(request.verify_data), contract, None, warn=warn)
+        if len(px) == 0:
+            raise ImageFolderError(f"{request.verify_data}: none of the image files could be read")
+        data.verify_pixels, data.verify_labels = px, labelled_indices(vused, request.verify_data, ckpt.meta.labels)
+        data.verify_source = f"{len(px)} images of {request.verify_data}"
+    if request.verify and data.verify_pixels is None:
+        data.verify_pixels, data.verify_labels = generated_pixels(contract, GENERATED_COUNT), None
+        data.verify_source, data.generated = f"{GENERATED_COUNT} generated images", True
+    return data
 
 
-@dataclass
-class _Plan:
-    """Everything one format's exports need besides the model (picklable: crosses to worker processes)."""
-
-    weights: Path
-    out_dir: Path
-    precisions: tuple
-    calib_pixels: np.ndarray | None
-    calib_method: str | None
-    input_mode: str | None
-    keep_float: tuple
-    verify: bool
-    verify_pixels: np.ndarray | None
-    verify_labels: np.ndarray | None
-    verify_source: str
-    threads: int
-    ref_logits: np.ndarray | None
-
-
-def _export_format(plan: _Plan, ckpt, export_net, fmt: str, say, cache: dict) -> list[ExportResult]:
+def _export_format(request: ExportRequest, data: _Data, ckpt, export_net, fmt: str, say, cache: dict) -> list[ExportResult]:
     backend = get_backend(fmt)
+    keep = request.keep_float_list()
     results = []
-    for precision in plan.precisions:
-        job = ExportJob(export_net, ckpt.meta, precision, plan.input_mode or backend.INPUTS[0], plan.calib_pixels,
-                        plan.calib_method or ("histogram" if fmt in ("tflite", "coreml") else "min-max"),
-                        plan.keep_float, cache)
-        target = artifact_folder(plan.out_dir, ckpt.meta.architecture, precision, fmt)
-        say(f"exporting {ckpt.meta.architecture} to {fmt} {precision} ...")
-        results.append(_export_one(backend, job, ckpt, target, plan.verify, plan.verify_pixels, plan.verify_labels,
-                                   plan.verify_source, plan.threads, say, plan.ref_logits))
+    for precision in request.precisions:
+        job = ExportJob(export_net, ckpt.meta, precision, request.input_mode or backend.INPUTS[0],
+                        data.calib_pixels if precision == "int8" else None,
+                        request.calib_method or backend.CALIB_METHODS[0],
+                        () if precision != "int8" and keep == (KEEP_NOTHING_FLOAT,) else keep, cache)
+        target = artifact_folder(request.out, ckpt.meta.architecture, precision, fmt)
+        results.append(_export_one(backend, job, ckpt, target, request, data, say))
     return results
 
 
-# Slowest first, so that with fewer workers than formats the short ONNX export fills the gap:
-# litert-torch's conversion dominates TFLite, the reference interpreter's parity check Core ML.
-_HEAVIEST_FIRST = ("tflite", "coreml", "onnx")
-
-
-def _export_parallel(plan: _Plan, formats: tuple, jobs: int) -> list[ExportResult]:
-    """One worker process per format (at most ``jobs`` at once), threads split between them.
-
-    Workers share nothing in memory: TFLite and Core ML int8 each calibrate their own PT2E graph, which
-    costs less than running after one another on a multi-core machine.
-    """
+def _export_parallel(request: ExportRequest, data: _Data, jobs: int) -> list[ExportResult]:
+    """One worker process per format (at most ``jobs`` at once), threads split between them; the
+    slowest exports start first. Workers share nothing in memory: TFLite and Core ML int8 each
+    calibrate their own PT2E graph, which costs less than running one after the other."""
     import concurrent.futures as cf
     import multiprocessing as mp
 
-    plan = dataclasses.replace(plan, threads=max(1, plan.threads // jobs))
-    order = sorted(formats, key=lambda f: _HEAVIEST_FIRST.index(f) if f in _HEAVIEST_FIRST else len(_HEAVIEST_FIRST))
-    with _thread_env(plan.threads), cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
-        futures = {fmt: pool.submit(_format_worker, plan, fmt) for fmt in order}
+    request = dataclasses.replace(request, threads=max(1, request.threads // jobs), jobs=1)
+    order = sorted(request.formats, key=lambda f: -get_backend(f).EXPORT_COST)
+    with _thread_env(request.threads), cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+        futures = {fmt: pool.submit(_format_worker, request, data, fmt) for fmt in order}
         try:
             done = {fmt: futures[fmt].result() for fmt in order}
         except BaseException:
             pool.shutdown(cancel_futures=True)
             raise
-    return [r for fmt in formats for r in done[fmt]]
+    return [r for fmt in request.formats for r in done[fmt]]
 
 
-def _format_worker(plan: _Plan, fmt: str) -> list[ExportResult]:
+def _format_worker(request: ExportRequest, data: _Data, fmt: str) -> list[ExportResult]:
     import torch
 
-    torch.set_num_threads(plan.threads)
-    ckpt = load_checkpoint(plan.weights)
-    return _export_format(plan, ckpt, prepare_for_export(ckpt.model), fmt, lambda m: _say(f"[{fmt}] {m}"), {})
+    torch.set_num_threads(request.threads)
+    ckpt = load_checkpoint(request.checkpoint or DEFAULT_CHECKPOINT)
+    return _export_format(request, data, ckpt, prepare_for_export(ckpt.model), fmt, Console(), {})
 
 
 @contextmanager
@@ -224,81 +223,84 @@ def _thread_env(threads: int):
                 os.environ[n] = v
 
 
-def _data_free(ckpt, weights: Path, n: int, say) -> np.ndarray:
-    shipped = Path(str(weights).replace(".safetensors", ".zeroq.npz"))
-    if shipped.exists():
-        data = np.load(shipped)
-        if str(data["sha256"]) == ckpt.sha256:
-            say(f"warning: no --calib images: using {len(data['pixels'])} data-free (ZeroQ) calibration images "
-                f"shipped with the model; real images calibrate better")
-            return data["pixels"]
-    say(f"warning: no --calib images: synthesising {n} data-free (ZeroQ) calibration images from the "
-        f"model's BatchNorm statistics; real images calibrate better")
+def _export_one(backend, job: ExportJob, ckpt, target: Path, request: ExportRequest, data: _Data, say) -> ExportResult:
+    """Convert, check and verify one artifact in a temporary folder, then rename it into place."""
     t0 = time.perf_counter()
-    px = synthesize_zeroq(ckpt.model, ckpt.meta.contract, n=n,
-                          progress=lambda s, total, loss: say(f"  ZeroQ step {s}/{total}  loss {loss:.3f}"))
-    say(f"  synthesised in {time.perf_counter() - t0:.0f} s")
-    return px
-
-
-def _export_one(backend, job, ckpt, target: Path, verify, verify_pixels, verify_labels, verify_source,
-                threads, say, ref_logits=None) -> ExportResult:
-    t0 = time.perf_counter()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    label = f"{backend.FORMAT} {job.precision}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}{_TMP_TAG}{os.getpid()}-", dir=target.parent))
+    log = CapturedOutput(tmp / LOG_FILE, echo=request.verbose)
     try:
-        artifact = tmp / artifact_name(backend)
-        io = backend.export(job, artifact)
-        meta = build_meta(ckpt.meta, io, backend.FORMAT, job.precision, ckpt.sha256)
-        meta["quantization_details"] = dict(meta["quantization_details"], input_mode=job.input_mode)
-        backend.embed_metadata(artifact, meta)
-        notes, parity = [], None
-        if backend.FORMAT == "coreml":
-            problems = backend.check_spec(artifact, meta)
+        with log.capture():
+            artifact = tmp / artifact_name(backend.FORMAT)
+            io = backend.export(job, artifact)
+            meta = build_meta(ckpt.meta, io, backend.FORMAT, job.precision, ckpt.sha256)
+            meta["quantization_details"] = dict(meta["quantization_details"], input_mode=job.input_mode)
+            if job.precision == "int8":
+                meta["quantization_details"]["calibration_source"] = data.calib_source
+            backend.embed_metadata(artifact, meta)
+            problems = backend.check_artifact(artifact, meta)
             if problems:
-                raise ExportError(f"Core ML spec check failed: {'; '.join(problems)}")
-            notes.append("Core ML spec checked: inputs, outputs, labels, tensor ranks <= 5, quantization ops")
-        if verify:
-            try:
-                runner = backend.load_runner(artifact, threads)
-            except ImportError as e:
-                runner = None
-                notes.append(f"numerics not checked: {e}")
-            if runner is not None:
-                px, lab, src, ref = verify_pixels, verify_labels, verify_source, ref_logits
-                if runner.max_verify is not None and len(px) > runner.max_verify:
-                    # a slow runner (Core ML's reference interpreter) checks a fixed subset
-                    k = runner.max_verify
-                    px, lab, ref = px[:k], None if lab is None else lab[:k], None if ref is None else ref[:k]
-                    src = f"first {k} of {verify_source}"
-                # generated images: near-tie top-1s make agreement meaningless, so only logit metrics gate
-                parity = check_runner(runner, ckpt.model, px, job.precision, lab, src, ref,
-                                      gate_agreement=not src.startswith(GENERATED))
-                runner.close()
+                raise ExportError(f"{label}: the written artifact failed its checks: {'; '.join(problems)}")
+            t_export = time.perf_counter() - t0
+            say(f"{label}: converted in {t_export:.0f} s")
+            parity, notes = None, []
+            if request.verify:
+                parity, notes = _verify(backend, artifact, job, ckpt, data, request.threads)
                 meta["parity"] = parity.to_dict()
                 if not parity.passed:
                     meta["status"] = "failed-parity"
                 backend.embed_metadata(artifact, meta)
-        write_sidecars(tmp, meta)
+                say(f"{label}: parity checked on {parity.data} in {time.perf_counter() - t0 - t_export:.0f} s")
+            write_sidecars(tmp, meta)
         os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; the finished folder is an ordinary one
+        os.chmod(tmp / LOG_FILE, 0o644)
         if target.exists():
             shutil.rmtree(target) if target.is_dir() else target.unlink()
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as e:
+        kept = _keep_log(tmp, target)
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, Exception) and not isinstance(e, ExportError):
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            raise ExportError(f"{label}: conversion failed ({type(e).__name__}: {first})"
+                              + (f"; converter output in {kept}" if kept else "")) from e
+        if isinstance(e, ExportError) and kept:
+            raise ExportError(f"{e}; converter output in {kept}") from e
         raise
-    final = target / artifact_name(backend)
+    final = target / artifact_name(backend.FORMAT)
     return ExportResult(backend.FORMAT, job.precision, target, final, _size(final), time.perf_counter() - t0,
-                        meta, parity, notes)
+                        meta, parity, notes, target / LOG_FILE)
 
 
-def artifact_folder(out_dir: Path, arch: str, precision: str, fmt: str) -> Path:
-    """``out_dir/<arch>-<precision>-<format>``: where one artifact and its sidecars go."""
-    return Path(out_dir) / f"{arch}-{precision}-{fmt}"
+def _keep_log(tmp: Path, target: Path) -> Path | None:
+    """Keep a failed export's converter output beside the folder it was meant for."""
+    log = tmp / LOG_FILE
+    if not log.exists() or log.stat().st_size == 0:
+        return None
+    kept = target.parent / f"{target.name}.{LOG_FILE}"
+    try:
+        shutil.move(str(log), kept)
+    except OSError:
+        return None
+    return kept
 
 
-def artifact_name(backend) -> str:
-    """File name of a backend's artifact inside its export folder: ``model.onnx``, ``model.tflite``, ..."""
-    return f"model{backend.SUFFIX}"
+def _verify(backend, artifact: Path, job: ExportJob, ckpt, data: _Data, threads: int) -> tuple[ParityReport, list[str]]:
+    """The artifact's parity report on the run's verification images (a slow runner gets a subset)."""
+    runner = backend.load_runner(artifact, threads)
+    px, lab, src, ref = data.verify_pixels, data.verify_labels, data.verify_source, data.ref_logits
+    notes = []
+    if runner.max_verify is not None and len(px) > runner.max_verify:
+        k = runner.max_verify
+        px, lab, ref = px[:k], None if lab is None else lab[:k], ref[:k]
+        src = f"the first {k} of {src}"
+        notes.append(f"{backend.RUNTIME} is slow here: parity checked on {k} images")
+    try:
+        # generated images: near-tie top-1s make agreement meaningless, so only logit metrics gate
+        parity = check_runner(runner, ckpt.model, px, job.precision, lab, src, ref, gate_agreement=not data.generated)
+    finally:
+        runner.close()
+    return parity, notes
 
 
 def _size(path: Path) -> int:
@@ -308,12 +310,12 @@ def _size(path: Path) -> int:
 
 
 def load_artifact_runner(path, threads: int = 2):
-    """A runner for any artifact file (or its folder), by suffix."""
-    from mvit.export.backends import format_of
+    """A runner for any artifact file (or its export folder), by suffix."""
+    from mvit.export.backends import FORMATS, format_of
 
     path = Path(path)
-    if path.is_dir() and not path.name.endswith(".mlpackage"):
-        names = [artifact_name(get_backend(f)) for f in FORMATS]
+    if path.is_dir() and format_of_or_none(path) is None:
+        names = [artifact_name(f) for f in FORMATS]
         found = [path / n for n in names if (path / n).exists()]
         if not found:
             raise ExportError(f"{path}: folder holds no {', '.join(names)}")
@@ -321,3 +323,13 @@ def load_artifact_runner(path, threads: int = 2):
     if not path.exists():
         raise ExportError(f"{path}: no such file")
     return get_backend(format_of(path)).load_runner(path, threads)
+
+
+def format_of_or_none(path) -> str | None:
+    """The format whose suffix ``path`` has, or None."""
+    from mvit.export.backends import format_of
+
+    try:
+        return format_of(path)
+    except ValueError:
+        return None

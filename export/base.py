@@ -1,31 +1,21 @@
-"""The small interface every export backend implements, and the runner every artifact gets.
+"""The interface every export backend implements (``Backend``), and what a backend is given and returns.
 
-A backend module (``export/backends/<format>.py``) defines:
-
-    FORMAT: str                     # "onnx" | "tflite" | "coreml"
-    SUFFIX: str                     # file or package suffix, e.g. ".tflite"
-    PRECISIONS: tuple[str, ...]     # subset of ("fp32", "fp16", "dynamic", "int8")
-    INPUTS: tuple[str, ...]         # subset of ("float-nchw", "uint8-nhwc", "image")
-    def export(job: ExportJob, path: Path) -> IOSpec
-        write the artifact to ``path`` (a temporary path the caller renames), return its I/O spec
-    def embed_metadata(path: Path, meta: dict) -> None   # store model_meta inside the artifact
-    def read_metadata(path: Path) -> dict                # read it back
-    def load_runner(path: Path, threads: int = 2) -> Runner
-
-Runners (``mvit.export.runner``) take what a phone has, decoded pixels after resize and centre crop
-(uint8 NHWC, RGB), and apply the artifact's own input contract from its metadata.
+A backend is one module, ``export/backends/<format>_backend.py``, registered in
+``mvit.export.backends.FORMATS``; everything format-specific lives there and nowhere else. Its
+artifacts run through ``mvit.export.runner.Runner`` subclasses: pixels in, float scores out.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from torch import nn
 
 from mvit.model.checkpoint import CheckpointMeta
 from mvit.model.contract import PreprocessContract
+from mvit.model.preprocess import normalize_hwc_uint8
 
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
 INPUT_MODES = ("float-nchw", "uint8-nhwc", "image")
@@ -88,3 +78,52 @@ class ExportJob:
         if self.calib_pixels is None:
             raise ExportError("int8 export needs calibration images")
         return normalize_hwc_uint8(self.calib_pixels, self.contract)
+
+
+class Backend(Protocol):
+    """What an export backend module provides (checked for every registered backend by the tests)."""
+
+    FORMAT: str                      # the --format name: "onnx", "tflite", ...
+    SUFFIX: str                      # artifact suffix: ".onnx", ".tflite", ".mlpackage" (a folder), ...
+    RUNTIME: str                     # what runs the artifact here, for reports ("onnxruntime (CPU EP)")
+    PRECISIONS: tuple[str, ...]      # subset of PRECISIONS
+    INPUTS: tuple[str, ...]          # subset of INPUT_MODES; the first is the default
+    CALIB_METHODS: tuple[str, ...]   # int8 calibration methods; the first is the default
+    KEEP_FLOAT: dict[str, str]       # precision -> what --keep-float NAME means there; absent = refused
+    INT8_ROUTE: str                  # the mvit.quant route its int8 takes: "pt2e" or "onnxruntime-qdq"
+    RUNTIME_MODULES: tuple[str, ...]  # Python modules of the runtime, imported before timing a model load
+    EXPORT_COST: int                 # relative export time, to start the slowest first when in parallel
+
+    def export(self, job: ExportJob, path: Path) -> IOSpec:
+        """Write the artifact for ``job`` to ``path`` (a temporary path the caller renames)."""
+
+    def check_artifact(self, path: Path, meta: dict) -> list[str]:
+        """Static checks of a written artifact against its metadata: problems, [] when sound."""
+
+    def embed_metadata(self, path: Path, meta: dict) -> None:
+        """Store model_meta inside the artifact."""
+
+    def read_metadata(self, path: Path) -> dict:
+        """model_meta stored in the artifact (ValueError with one line if none or unreadable)."""
+
+    def load_runner(self, path: Path, threads: int = 2) -> Any:
+        """A ``Runner`` for the artifact."""
+
+    def can_time(self) -> tuple[bool, str]:
+        """Whether this machine runs the format natively (latency means something), and if not, why."""
+
+
+def option_problems(backend: Backend, precision: str, input_mode: str | None, calib_method: str | None,
+                    keep_float: tuple[str, ...]) -> list[str]:
+    """Why ``backend`` cannot export at these options (one line each; [] when it can)."""
+    fmt, problems = backend.FORMAT, []
+    if precision not in backend.PRECISIONS:
+        problems.append(f"{fmt} has no precision {precision} (it has {', '.join(backend.PRECISIONS)})")
+    if input_mode is not None and input_mode not in backend.INPUTS:
+        problems.append(f"{fmt} does not take --input {input_mode} (it takes {', '.join(backend.INPUTS)})")
+    if calib_method is not None and precision == "int8" and calib_method not in backend.CALIB_METHODS:
+        problems.append(f"{fmt} int8 has no --calib-method {calib_method} (it has {', '.join(backend.CALIB_METHODS)})")
+    if keep_float and precision not in backend.KEEP_FLOAT:
+        where = ", ".join(backend.KEEP_FLOAT) or "no precision"
+        problems.append(f"{fmt} {precision} cannot keep layers float (--keep-float applies to {fmt} {where})")
+    return problems

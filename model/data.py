@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from mvit.model.contract import PreprocessContract
-from mvit.model.preprocess import IMAGE_SUFFIXES, ImageLoadError, normalize_tensor, pixels_uint8
+from mvit.model.preprocess import IMAGE_SUFFIXES, ImageLoadError, normalize_tensor, pixels_uint8, skipped_summary
 
 
 class DatasetError(ValueError):
@@ -143,7 +143,7 @@ def decode_split(split: Split, size: int, contract: PreprocessContract | None = 
 
     With ``contract`` the images are exactly what the contract feeds the model (resize, centre crop at
     ``contract.input_size``); otherwise the short side is resized to ``size`` and the centre square kept.
-    Unreadable files are reported (once each) and skipped.
+    Unreadable files are skipped and reported in one line (how many, the first few).
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
     if contract is not None:
@@ -162,10 +162,11 @@ def decode_split(split: Split, size: int, contract: PreprocessContract | None = 
     for (arr, err), lab in zip(results, split.labels):
         if err is not None:
             skipped.append(err)
-            log(f"skipping unreadable image: {err}")
             continue
         arrays.append(arr)
         labels.append(lab)
+    if skipped:
+        log(f"warning: {skipped_summary(skipped)}")
     if not arrays:
         raise DatasetError("no readable images")
     counts = np.bincount(labels, minlength=len(split.classes))

@@ -24,8 +24,9 @@ class ImageLoadError(ValueError):
 def load_rgb(source) -> Image.Image:
     """Open an image file (path, bytes or file object) as upright 8-bit RGB.
 
-    EXIF orientation is applied; greyscale, palette, CMYK and alpha images are converted (alpha is
-    composited on white, what a phone camera would never produce but a PNG often has).
+    EXIF orientation is applied; greyscale (8 or 16 bit), palette, CMYK and alpha images are converted
+    (alpha is composited on white, what a phone camera would never produce but a PNG often has).
+    Images over PIL's decompression-bomb limit are refused, not decoded.
     """
     name = str(source) if isinstance(source, (str, Path)) else "<image>"
     try:
@@ -34,17 +35,28 @@ def load_rgb(source) -> Image.Image:
         with Image.open(source) as im:
             im.load()
             im = ImageOps.exif_transpose(im)
+            if im.mode.startswith("I;16") or (im.mode == "I" and im.getextrema()[1] > 255):
+                im = im.convert("I").point(lambda v: v * (1 / 256)).convert("L")  # 16-bit grey: the top 8 bits
             if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
                 im = im.convert("RGBA")
                 bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
                 im = Image.alpha_composite(bg, im)
             return im.convert("RGB")
+    except Image.DecompressionBombError:
+        raise ImageLoadError(f"{name}: refused, too many pixels to decode safely (decompression bomb?)") from None
     except FileNotFoundError:
         raise ImageLoadError(f"{name}: no such file") from None
     except UnidentifiedImageError:
         raise ImageLoadError(f"{name}: not an image file") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageLoadError(f"{name}: unreadable image ({e})") from None
+
+
+def skipped_summary(errors: list[str], first: int = 3) -> str:
+    """One line for images that could not be read: how many, and the first few reasons."""
+    shown = "; ".join(errors[:first])
+    more = f"; and {len(errors) - first} more" if len(errors) > first else ""
+    return f"skipped {len(errors)} unreadable image{'s' if len(errors) != 1 else ''}: {shown}{more}"
 
 
 def resize_and_crop(img: Image.Image, contract: PreprocessContract) -> Image.Image:

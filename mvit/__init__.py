@@ -5,8 +5,8 @@ when called, so ``import mvit`` stays light):
 
     create(name, num_classes)       a model of the zoo (``mvit.model.list_models()``)
     load(path)                      a checkpoint: model, labels, preprocessing contract
-    export(request)                 an ``ExportRequest`` -> verified artifacts (``mvit.export``)
-    bench(config)                   the benchmark matrix (``mvit.bench``)
+    export(request)                 an ``ExportRequest`` -> verified artifacts (the package ``mvit.export``)
+    bench(config)                   a ``BenchConfig`` -> the benchmark report (the package ``mvit.bench``)
     predict(model, images, top)     top-k labels from any artifact or checkpoint
 
 Packages: ``mvit.model`` (architectures, checkpoints, preprocessing, training), ``mvit.export``
@@ -32,18 +32,14 @@ def load(path=None):
     return load_checkpoint(path or DEFAULT_CHECKPOINT)
 
 
-def export(request=None, **kwargs):
-    """Export per an ``mvit.export.ExportRequest`` (or the keyword arguments of one); returns the results."""
-    from mvit.export.api import export_model
+def __getattr__(name: str):
+    # ``mvit.export`` and ``mvit.bench`` are the packages themselves, callable: mvit.export(request),
+    # mvit.bench(config). Imported on first use.
+    if name in ("export", "bench"):
+        import importlib
 
-    return export_model(**kwargs) if request is None else export_model(request)
-
-
-def bench(config):
-    """Run the benchmark matrix for an ``mvit.bench.matrix.BenchConfig``; returns the report dictionary."""
-    from mvit.bench.matrix import run
-
-    return run(config)
+        return importlib.import_module(f"mvit.{name}")
+    raise AttributeError(f"module 'mvit' has no attribute {name!r}")
 
 
 def predict(model, images, top: int = 3, threads: int = 2):

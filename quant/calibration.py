@@ -1,8 +1,8 @@
-"""Calibration and verification images: from folders, or synthesised from BatchNorm statistics."""
+"""Data-free calibration images (ZeroQ) synthesised from a model's BatchNorm statistics, and the
+shipped set that spares the main job the synthesis."""
 from __future__ import annotations
 
-import random
-import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -10,65 +10,7 @@ import torch
 from torch import nn
 
 from mvit.model.contract import PreprocessContract
-from mvit.model.preprocess import ImageLoadError, list_images, pixels_uint8
-
-
-class CalibrationError(ValueError):
-    """Calibration or verification images that cannot be used."""
-
-
-def image_files(folder, seed: int = 0) -> list[Path]:
-    """All image files under ``folder`` (a class tree or flat), in a seeded random order."""
-    root = Path(folder)
-    if not root.exists():
-        raise CalibrationError(f"{root}: no such folder")
-    if not root.is_dir():
-        raise CalibrationError(f"{root}: not a folder")
-    files = list_images(root)
-    if not files:
-        raise CalibrationError(f"{root}: no image files (.jpg, .png, ...) found")
-    random.Random(seed).shuffle(files)
-    return files
-
-
-def load_pixels(files, contract: PreprocessContract, limit: int | None = None, warn=None):
-    """Decode up to ``limit`` readable images to N,H,W,3 uint8 (resized and cropped per contract).
-
-    Unreadable files are skipped and reported through ``warn``; returns (pixels, used_files).
-    """
-    pixels, used = [], []
-    for f in files:
-        if limit is not None and len(pixels) >= limit:
-            break
-        try:
-            pixels.append(pixels_uint8(f, contract))
-            used.append(Path(f))
-        except ImageLoadError as e:
-            (warn or _stderr)(f"skipping {e}")
-    h, w = contract.input_size
-    return (np.stack(pixels) if pixels else np.zeros((0, h, w, 3), np.uint8)), used
-
-
-def labelled_indices(files, root, labels: list[str]) -> np.ndarray | None:
-    """Class index per file when ``root`` is a class-folder tree whose names are ``labels``, else None."""
-    idx = {l: i for i, l in enumerate(labels)}
-    out = []
-    for f in files:
-        parts = Path(f).relative_to(root).parts
-        if len(parts) < 2 or parts[-2] not in idx:
-            return None
-        out.append(idx[parts[-2]])
-    return np.asarray(out)
-
-
-def generated_pixels(contract: PreprocessContract, n: int = 32, seed: int = 0) -> np.ndarray:
-    """Smooth random colour images (for parity checks when no real images are given)."""
-    g = torch.Generator().manual_seed(seed)
-    h, w = contract.input_size
-    low = torch.rand(n, 3, max(2, h // 16), max(2, w // 16), generator=g)
-    img = torch.nn.functional.interpolate(low, size=(h, w), mode="bicubic", align_corners=False)
-    img = img + 0.08 * torch.randn(n, 3, h, w, generator=g)
-    return (img.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+from mvit.quant import QuantError
 
 
 def synthesize_zeroq(model: nn.Module, contract: PreprocessContract, n: int = 32, iters: int = 60,
@@ -81,7 +23,7 @@ def synthesize_zeroq(model: nn.Module, contract: PreprocessContract, n: int = 32
     """
     bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     if not bns:
-        raise CalibrationError("data-free calibration needs BatchNorm layers; give --calib images")
+        raise QuantError("data-free calibration needs BatchNorm layers; give --calib images")
     stats: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def hook(mod, inp, _out):
@@ -124,5 +66,22 @@ def synthesize_zeroq(model: nn.Module, contract: PreprocessContract, n: int = 32
     return px.permute(0, 2, 3, 1).numpy()
 
 
-def _stderr(msg: str) -> None:
-    print(f"mvit: warning: {msg}", file=sys.stderr)
+def shipped_set_path(checkpoint: Path) -> Path:
+    """Where the data-free calibration set of a checkpoint is stored: ``<checkpoint>.zeroq.npz``."""
+    return Path(str(checkpoint).replace(".safetensors", ".zeroq.npz"))
+
+
+def data_free_pixels(ckpt, checkpoint: Path, n: int, say) -> tuple[np.ndarray, str]:
+    """Calibration pixels without data: the set shipped beside ``checkpoint`` when it was made for
+    exactly these weights (SHA-256), else ``n`` images synthesised now. Returns (pixels, description)."""
+    shipped = shipped_set_path(checkpoint)
+    if shipped.exists():
+        with np.load(shipped) as data:
+            if str(data["sha256"]) == ckpt.sha256:
+                px = data["pixels"]
+                return px, f"{len(px)} data-free (ZeroQ) images shipped with the model"
+    say(f"synthesising {n} data-free (ZeroQ) calibration images from the model's BatchNorm statistics ...")
+    t0 = time.perf_counter()
+    px = synthesize_zeroq(ckpt.model, ckpt.meta.contract, n=n)
+    say(f"synthesised {n} ZeroQ images in {time.perf_counter() - t0:.0f} s")
+    return px, f"{n} data-free (ZeroQ) images synthesised from BatchNorm statistics"

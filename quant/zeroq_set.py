@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mvit.quant.calibration import synthesize_zeroq
+from mvit.quant.calibration import shipped_set_path, synthesize_zeroq
 from mvit.model.checkpoint import atomic_write, load_checkpoint
 
 
@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     px = synthesize_zeroq(ck.model, ck.meta.contract, n=args.count, iters=args.iters, seed=args.seed,
                           progress=lambda s, n, loss: print(f"step {s}/{n} BN-statistics loss {loss:.3f}", flush=True))
-    out = Path(str(args.checkpoint).replace(".safetensors", ".zeroq.npz"))
+    out = shipped_set_path(Path(args.checkpoint))
     atomic_write(out, lambda tmp: np.savez_compressed(open(tmp, "wb"), pixels=px, sha256=np.array(ck.sha256),
                                                        iters=np.array(args.iters), seed=np.array(args.seed)))
     print(f"wrote {out} ({len(px)} images, {time.perf_counter() - t0:.0f} s)")

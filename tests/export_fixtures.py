@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import mvit.model
+from mvit import model
 from mvit.model.checkpoint import CheckpointMeta, save_checkpoint
 from mvit.model.contract import PreprocessContract
 from mvit.model.preprocess import list_images, normalize_hwc_uint8, pixels_uint8

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-import mvit.model
+from mvit import model
 from mvit.bench import onnx_int8_variants, onnx_simplifier
 from mvit.bench._script_args import load_bench_inputs, onnx_bench_parser
 from mvit.model.checkpoint import CheckpointMeta, save_checkpoint

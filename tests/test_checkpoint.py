@@ -4,7 +4,7 @@ import pickle
 import pytest
 import torch
 
-import mvit.model
+from mvit import model
 from mvit.model.checkpoint import CheckpointError, CheckpointMeta, load_checkpoint, read_meta, save_checkpoint
 from mvit.model.contract import HF_MOBILEVIT, PreprocessContract
 
@@ -31,8 +31,19 @@ def test_roundtrip_keeps_weights_labels_and_contract(tmp_path):
     assert list(tmp_path.iterdir()) == [path]  # no temporary files left behind
 
 
-def test_hf_contract_records_bgr_instead_of_changing_weights():
-    assert HF_MOBILEVIT.channel_order == "BGR" and HF_MOBILEVIT.is_plain_scale
+def test_hf_contract_feeds_the_model_bgr_pixels_scaled_to_unit_range(tmp_path):
+    """Hugging Face MobileViT weights expect BGR /255: the contract stored with them must produce that
+    from an RGB image, after a save/load round trip (weights are not permuted to RGB)."""
+    import numpy as np
+
+    from mvit.model.preprocess import normalize_hwc_uint8
+
+    _, path = _save(tmp_path, contract=HF_MOBILEVIT)
+    contract = load_checkpoint(path).meta.contract
+    red = np.zeros((1, 4, 4, 3), np.uint8)
+    red[..., 0] = 255
+    x = normalize_hwc_uint8(red, contract)
+    assert x.shape == (1, 3, 4, 4) and (x[0, 2] == 1.0).all() and (x[0, :2] == 0.0).all()
 
 
 def test_missing_file(tmp_path):

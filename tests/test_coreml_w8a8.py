@@ -19,7 +19,7 @@ def test_coremltools_route_exports_w8a8_that_passes_parity(small_ckpt, small_dat
     from mvit.export import coreml_interp
     from mvit.export.api import export_model
 
-    r = export_model(small_ckpt, ("coreml",), ("int8",), tmp_path, calib=small_data_dir, calib_count=12,
+    r = export_model(checkpoint=small_ckpt, formats=("coreml",), precisions=("int8",), out=tmp_path, calib=small_data_dir, calib_count=12,
                      calib_method="coremltools")[0]
     d = r.meta["quantization_details"]
     assert d["method"] == "coremltools" and d["calibration_images"] == 12 and "linear" in d["activations"]
@@ -46,7 +46,7 @@ def test_unknown_keep_float_on_coremltools_route_fails_before_converting(small_c
     from mvit.export.base import ExportError
 
     with pytest.raises(ExportError, match="no module or module type of that name"):
-        export_model(small_ckpt, ("coreml",), ("int8",), tmp_path, calib=small_data_dir, calib_count=4,
+        export_model(checkpoint=small_ckpt, formats=("coreml",), precisions=("int8",), out=tmp_path, calib=small_data_dir, calib_count=4,
                      calib_method="coremltools", keep_float=("no_such_module",), verify=False)
 
 

@@ -29,7 +29,7 @@ def tiny_ckpt(data_dir, tmp_path_factory):
 def matrix(tiny_ckpt, data_dir, tmp_path_factory):
     """All formats x all precisions in one run (conversions share calibration and fp32 graphs)."""
     out = tmp_path_factory.mktemp("artifacts")
-    results = export_model(tiny_ckpt, FORMATS, PRECISIONS, out, calib=data_dir, calib_count=24)
+    results = export_model(checkpoint=tiny_ckpt, formats=FORMATS, precisions=PRECISIONS, out=out, calib=data_dir, calib_count=24)
     return {(r.format, r.precision): r for r in results}, out
 
 
@@ -125,7 +125,7 @@ def test_tflite_int8_float_stem_pads_in_float(matrix):
 def test_split_silu_is_numerically_silu():
     import torch
 
-    import mvit.model
+    from mvit import model
     from mvit.quant.pt2e import split_silu
 
     torch.manual_seed(0)
@@ -142,7 +142,7 @@ def test_split_silu_is_numerically_silu():
 def test_parallel_export_matches_serial(matrix, tiny_ckpt, data_dir, tmp_path):
     """--jobs 2: formats in worker processes; same artifacts, parity and order as one after another."""
     serial, _ = matrix
-    results = export_model(tiny_ckpt, ("tflite", "onnx"), ("fp32",), tmp_path, calib=data_dir, calib_count=24, jobs=2)
+    results = export_model(checkpoint=tiny_ckpt, formats=("tflite", "onnx"), precisions=("fp32",), out=tmp_path, calib=data_dir, calib_count=24, jobs=2)
     assert [(r.format, r.precision) for r in results] == [("tflite", "fp32"), ("onnx", "fp32")]
     px = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
     for r in results:
@@ -152,7 +152,7 @@ def test_parallel_export_matches_serial(matrix, tiny_ckpt, data_dir, tmp_path):
 
 
 def test_uint8_pixel_input_puts_normalisation_in_the_model(tiny_ckpt, data_dir, tmp_path):
-    res = export_model(tiny_ckpt, ("onnx",), ("fp32",), tmp_path, verify_data=data_dir, input_mode="uint8-nhwc")
+    res = export_model(checkpoint=tiny_ckpt, formats=("onnx",), precisions=("fp32",), out=tmp_path, verify_data=data_dir, input_mode="uint8-nhwc")
     meta = res[0].meta
     assert meta["input"]["normalization_in_model"] and meta["input"]["layout"] == "NHWC"
     assert meta["input"]["dtype"] == "uint8" and res[0].parity.passed and res[0].parity.cosine > 0.99999
@@ -161,7 +161,7 @@ def test_uint8_pixel_input_puts_normalisation_in_the_model(tiny_ckpt, data_dir, 
 def test_keep_float_keeps_named_ops_out_of_int8(tiny_ckpt, data_dir, tmp_path):
     import onnx
 
-    res = export_model(tiny_ckpt, ("onnx",), ("int8",), tmp_path, calib=data_dir, calib_count=20,
+    res = export_model(checkpoint=tiny_ckpt, formats=("onnx",), precisions=("int8",), out=tmp_path, calib=data_dir, calib_count=20,
                        keep_float=("MatMul",), verify=False)
     g = onnx.load(str(res[0].artifact)).graph
     producers = {o: n for n in g.node for o in n.output}
@@ -169,7 +169,7 @@ def test_keep_float_keeps_named_ops_out_of_int8(tiny_ckpt, data_dir, tmp_path):
     assert matmuls and all(producers.get(i) is None or producers[i].op_type != "DequantizeLinear"
                            for n in matmuls for i in n.input)
     with pytest.raises(Exception, match="no ONNX node, op type or module"):
-        export_model(tiny_ckpt, ("onnx",), ("int8",), tmp_path, calib=data_dir, calib_count=20,
+        export_model(checkpoint=tiny_ckpt, formats=("onnx",), precisions=("int8",), out=tmp_path, calib=data_dir, calib_count=20,
                      keep_float=("NoSuchLayer",), verify=False, force=True)
 
 
@@ -211,12 +211,22 @@ def _one_error_line(capsys):
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["--format", "coreml", "--input", "uint8-nhwc"], "coreml does not support --input uint8-nhwc"),
-    (["--format", "tflite", "--input", "image"], "tflite does not support --input image"),
+    (["--format", "coreml", "--input", "uint8-nhwc"], "coreml does not take --input uint8-nhwc"),
+    (["--format", "tflite", "--input", "image"], "tflite does not take --input image"),
+    (["--format", "onnx", "--quantize", "int8", "--calib-method", "histogram"], "onnx int8 has no --calib-method histogram"),
+    (["--format", "onnx", "--calib-method", "min-max"], "--calib-method applies to int8 only"),
+    (["--format", "tflite", "--quantize", "dynamic", "--keep-float", "conv_1"], "tflite dynamic cannot keep layers float"),
+    (["--format", "coreml", "--quantize", "fp16", "--keep-float", "conv_1"], "coreml fp16 cannot keep layers float"),
+    (["--format", "onnx", "--threads", "0"], "--threads must be an integer >= 1"),
+    (["--format", "onnx", "--jobs", "-2"], "--jobs must be an integer >= 1"),
+    (["--format", "onnx", "--quantize", "int8", "--app", "android"], "the android app runs tflite models only"),
+    (["--format", "all", "--app", "ios"], "cannot install onnx/tflite"),
+    (["--format", "tflite", "--quantize", "int8", "dynamic", "--app", "android"], "would both go to the android app's int8 slot"),
+    (["--format", "tflite", "--quantize", "bf16"], "invalid choice: 'bf16'"),
     (["--format", "onnx", "--quantize", "int8", "--calib", "{tmp}/missing"], "missing: no such folder"),
     (["--format", "onnx", "--quantize", "int8", "--calib", "{tmp}/empty"], "no image files"),
     (["--format", "onnx", "--quantize", "int8", "--calib", "{tmp}/junk"], "none of the image files could be read"),
-    (["--format", "onnx", "--calib-count", "0", "--quantize", "int8"], "--calib-count must be at least 1"),
+    (["--format", "onnx", "--calib-count", "0", "--quantize", "int8"], "--calib-count must be an integer >= 1"),
     (["--format", "onnx", "--out", "{tmp}/file.txt/sub"], "cannot write there"),
     (["--format", "onnx", "--weights", "{tmp}/model.pt"], "pickled PyTorch file"),
     (["--format", "onnx", "--weights", "{tmp}/nope.safetensors"], "no such file"),

@@ -2,7 +2,7 @@
 import torch
 from torch import nn
 
-import mvit.model
+from mvit import model
 from mvit.model.export_prep import fold_layernorm_affine_, prepare_for_export
 from mvit.model.mobilevit import MultiHeadAttention
 

@@ -6,7 +6,7 @@ import textwrap
 import pytest
 import torch
 
-import mvit.model
+from mvit import model
 from mvit.model.import_weights import WeightImportError, convert_state_dict, load_into, read_state_dict
 
 

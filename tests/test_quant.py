@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-import mvit.model
+from mvit import model
 from mvit.export.api import export_model
 from mvit.export.base import ExportJob
 from mvit.quant.defaults import DEFAULT_KEEP_FLOAT, resolve_keep_float
@@ -32,7 +32,7 @@ def _observer_ranges(prepared):
 
 def test_batched_pt2e_calibration_matches_batch_one():
     """Min-max observers are order-free: batches of 16 plus a batch-1 remainder give the same ranges."""
-    from mvit.export import pt2e
+    from mvit.quant import pt2e
     from mvit.quant.pt2e import _calibrate, quantizer_for
 
     torch.manual_seed(0)
@@ -54,7 +54,7 @@ def test_batched_pt2e_calibration_matches_batch_one():
 
 
 def test_pt2e_details_name_the_default_keep_float(small_ckpt, small_data_dir):
-    from mvit.quant.calibration import image_files, load_pixels
+    from mvit.model.images import image_files, load_pixels
     from mvit.quant.pt2e import pixels_to_tensor, quantize_pt2e
     from mvit.model.checkpoint import load_checkpoint
     from mvit.model.preprocess import normalize_hwc_uint8
@@ -97,7 +97,7 @@ def _decoded_weight(producers, name, inits):
 @pytest.fixture(scope="module")
 def onnx_int8_fp32(small_ckpt, small_data_dir, tmp_path_factory):
     """The tiny MobileViT as ONNX int8 and fp32 (one export run: the fp32 graph is shared)."""
-    return export_model(small_ckpt, ("onnx",), ("int8", "fp32"), tmp_path_factory.mktemp("onnx"), calib=small_data_dir,
+    return export_model(checkpoint=small_ckpt, formats=("onnx",), precisions=("int8", "fp32"), out=tmp_path_factory.mktemp("onnx"), calib=small_data_dir,
                         calib_count=16, verify=False)
 
 
@@ -260,7 +260,7 @@ def test_onnx_int8_linear_weights_are_per_output_channel(small_data_dir, tmp_pat
     from onnx import numpy_helper
 
     ckpt = train_tiny_checkpoint(small_data_dir, tmp_path / "vit.safetensors", arch="vit_test", steps=5)
-    res = export_model(ckpt, ("onnx",), ("int8",), tmp_path, calib=small_data_dir, calib_count=8, verify=False)
+    res = export_model(checkpoint=ckpt, formats=("onnx",), precisions=("int8",), out=tmp_path, calib=small_data_dir, calib_count=8, verify=False)
     assert res[0].meta["quantization_details"]["keep_float"] == []
     g = onnx.load(str(res[0].artifact)).graph
     inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}

@@ -1,6 +1,6 @@
 """The golden cases of the models installed in the apps (shipped_models.json) stay true.
 
-export/app_fixtures.py records, for every installed artifact (by sha256) and a few fixture images,
+mvit/apps/fixtures.py records, for every installed artifact (by sha256) and a few fixture images,
 the preprocessing checksums at the model's own contract, the raw output and the expected top-3; the
 Kotlin and Swift core tests replay them. Here the artifacts are re-run: TFLite on every recorded
 image (fast), Core ML (reference interpreter, seconds per image) on one image per model. Floats are
@@ -154,9 +154,12 @@ def test_mvit_export_app_rerecords_the_golden_cases(monkeypatch, capsys):
     from mvit.apps import install as app_install
     from mvit.export import api, cli
 
-    result = SimpleNamespace(format="tflite", precision="int8", folder="out/x", size_bytes=1e6, seconds=1.0,
-                             parity=None, status="ok", artifact="out/x/model.tflite", notes=[])
-    monkeypatch.setattr(api, "export_model", lambda *a, **k: [result])
+    def fake_export(request, **kw):  # what the request asked for, without converting anything
+        return [SimpleNamespace(format=f, precision=p, folder="out/x", size_bytes=1e6, seconds=1.0, parity=None,
+                                status="ok", artifact="out/x/model", notes=[])
+                for f in request.formats for p in request.precisions]
+
+    monkeypatch.setattr(api, "export_model", fake_export)
     monkeypatch.setattr(app_install, "install_into_app", lambda *a, **k: {"model": "assets/model_int8.tflite"})
     calls = []
     monkeypatch.setattr(app_fixtures, "write_shipped_fixtures", lambda **kw: calls.append(kw) or ["golden/x.json"])
@@ -172,6 +175,6 @@ def test_mvit_export_app_rerecords_the_golden_cases(monkeypatch, capsys):
         raise RuntimeError("no interpreter")
 
     monkeypatch.setattr(app_fixtures, "write_shipped_fixtures", boom)
-    assert cli.main(["--app", "ios"]) == 0
+    assert cli.main(["--app", "ios", "--format", "coreml"]) == 0
     err = capsys.readouterr().err
     assert "no interpreter" in err and "python -m mvit.apps.fixtures --shipped --app ios" in err

@@ -49,7 +49,7 @@ def test_train_writes_checkpoints_metrics_and_loads_through_the_zoo(data, tmp_pa
     out = tmp_path / "run"
     assert main(["--data", str(data), "--out", str(out), "--epochs", "2", "--ema", "0.9"] + ARGS) == 0
     err = capsys.readouterr().err
-    assert "skipping unreadable image" in err and "corrupt.jpg" in err and "img/s" in err
+    assert "skipped 1 unreadable image" in err and "corrupt.jpg" in err and "img/s" in err
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [0, 1]
     assert {"train_loss", "train_acc", "val_acc", "images_per_s", "lr"} <= set(rows[0])

@@ -3,7 +3,7 @@ import onnx
 import pytest
 import torch
 
-import mvit.model
+from mvit import model
 from mvit.model import mobilevit, mobilevit_v2
 
 V1 = ["mobilevit_xxs", "mobilevit_xs", "mobilevit_s"]

@@ -1,3 +1,5 @@
+import org.jetbrains.kotlin.gradle.dsl.JvmTarget
+
 plugins {
     alias(libs.plugins.android.application)
     alias(libs.plugins.kotlin.android)
@@ -39,8 +41,12 @@ android {
     }
 }
 
+// Bytecode for Java 17, compiled by whatever JDK runs Gradle (17 or newer, e.g. Android Studio's
+// bundled JDK 21): no jvmToolchain, which would demand an installed JDK 17 or a toolchain resolver.
 kotlin {
-    jvmToolchain(17)
+    compilerOptions {
+        jvmTarget.set(JvmTarget.JVM_17)
+    }
 }
 
 dependencies {
@@ -60,7 +66,7 @@ dependencies {
     implementation(libs.compose.material3)
     implementation(libs.activity.compose)
     implementation(libs.lifecycle.runtime.compose)
-    implementation(libs.lifecycle.viewmodel.compose)
+    implementation(libs.lifecycle.viewmodel)
     implementation(libs.core.ktx)
     implementation(libs.exifinterface)
     debugImplementation(libs.compose.ui.tooling)

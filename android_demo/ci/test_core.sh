@@ -5,8 +5,15 @@
 # (pinned below; installed into a cache folder on first use), Debian's JUnit 4 + Hamcrest
 # (`apt-get install -y junit4 libhamcrest-java`: /usr/share/java/junit4.jar, hamcrest-core.jar).
 #
+# Warnings are errors in main and test sources (-Werror, no -nowarn).
+#
+# Usage: test_core.sh           compile, run every *Test class (JUnit 4)
+#        test_core.sh --bench   compile, run the frame-conversion benchmark (FrameBenchmark.kt) instead
+#
 # Environment: KOTLIN_HOME (an unpacked kotlin-compiler, skips the npm step), MVIT_CACHE
-# (default ~/.cache/mvit), JUNIT_JAR / HAMCREST_JAR (override the Debian paths).
+# (default ~/.cache/mvit), JUNIT_JAR / HAMCREST_JAR (override the Debian paths),
+# MVIT_DEVICE_RESULTS_OUT (BenchmarkReportTest also writes its device-results JSON there),
+# CORE_BUILD_DIR (class output, default core/build/ci).
 # Prints JUnit's summary and a closing "N passed, N failed" line; exits non-zero on any failure.
 set -euo pipefail
 
@@ -17,6 +24,12 @@ CACHE="${MVIT_CACHE:-$HOME/.cache/mvit}"
 BUILD="${CORE_BUILD_DIR:-$CORE/build/ci}"
 
 die() { echo "test_core.sh: $*" >&2; exit 2; }
+MODE=test
+case "${1:-}" in
+  "") ;;
+  --bench) MODE=bench ;;
+  *) die "unknown argument '$1' (usage: test_core.sh [--bench])" ;;
+esac
 
 command -v java >/dev/null || die "java not found (apt-get install -y openjdk-17-jdk-headless)"
 
@@ -57,17 +70,22 @@ if grep -n -E '^\s*import\s+android(x)?\.' "${MAIN_SRC[@]}"; then die "core impo
 
 export JAVA_OPTS="${JAVA_OPTS:--Xmx1g} -XX:+UseSerialGC -XX:TieredStopAtLevel=1"
 start=$(date +%s)
-"$KOTLINC" -jvm-target 17 -language-version 2.2 -Werror -nowarn -d "$BUILD/main" "${MAIN_SRC[@]}" 2>&1 \
-  || die "core main sources do not compile"
-"$KOTLINC" -jvm-target 17 -nowarn -cp "$BUILD/main:$JUNIT_JAR:$HAMCREST_JAR" -d "$BUILD/test" "${TEST_SRC[@]}" 2>&1 \
-  || die "core test sources do not compile"
+"$KOTLINC" -jvm-target 17 -Werror -d "$BUILD/main" "${MAIN_SRC[@]}" 2>&1 \
+  || die "core main sources do not compile (warnings are errors)"
+"$KOTLINC" -jvm-target 17 -Werror -cp "$BUILD/main:$JUNIT_JAR:$HAMCREST_JAR" -d "$BUILD/test" "${TEST_SRC[@]}" 2>&1 \
+  || die "core test sources do not compile (warnings are errors)"
 echo "compiled core + tests in $(( $(date +%s) - start ))s" >&2
+
+CP="$BUILD/test:$BUILD/main:$CORE/src/test/resources:$STDLIB:$JUNIT_JAR:$HAMCREST_JAR"
+if [[ $MODE == bench ]]; then
+  exec java -Xmx512m -cp "$CP" org.mvit.core.FrameBenchmarkKt
+fi
 
 # --- run every *Test class ---------------------------------------------------------------------
 mapfile -t CLASSES < <(cd "$BUILD/test" && find . -name '*Test.class' ! -name '*$*' | sed 's|^\./||; s|\.class$||; s|/|.|g' | sort)
-CP="$BUILD/test:$BUILD/main:$CORE/src/test/resources:$STDLIB:$JUNIT_JAR:$HAMCREST_JAR"
 set +e
-out="$(java -Xmx512m -Dmvit.appAssets="$HERE/../app/src/main/assets" -cp "$CP" org.junit.runner.JUnitCore "${CLASSES[@]}" 2>&1)"
+out="$(java -Xmx512m -Dmvit.appAssets="$HERE/../app/src/main/assets" -Dmvit.deviceResultsOut="${MVIT_DEVICE_RESULTS_OUT:-}" \
+  -cp "$CP" org.junit.runner.JUnitCore "${CLASSES[@]}" 2>&1)"
 rc=$?
 set -e
 echo "$out"

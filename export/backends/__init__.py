@@ -1,4 +1,7 @@
-"""Export backends, one module per format, all with the interface described in ``export.base``."""
+"""Export backends: one module per format, each providing what ``mvit.export.base.Backend`` lists.
+
+Adding a format is one module here plus its name in ``FORMATS``.
+"""
 from __future__ import annotations
 
 import importlib
@@ -15,9 +18,18 @@ def get_backend(fmt: str) -> ModuleType:
 
 
 def format_of(path) -> str:
-    """Guess an artifact's format from its file name."""
+    """An artifact's format, from its file name."""
     name = str(path).rstrip("/")
     for fmt in FORMATS:
         if name.endswith(get_backend(fmt).SUFFIX):
             return fmt
-    raise ValueError(f"{path}: not an .onnx, .tflite or .mlpackage artifact")
+    raise ValueError(f"{path}: not an {', '.join(get_backend(f).SUFFIX for f in FORMATS)} artifact")
+
+
+def missing_members(backend: ModuleType) -> list[str]:
+    """Names of ``mvit.export.base.Backend`` members that ``backend`` does not define."""
+    from mvit.export.base import Backend
+
+    wanted = [n for n in Backend.__annotations__] + [n for n, v in vars(Backend).items()
+                                                      if callable(v) and not n.startswith("_")]
+    return [n for n in wanted if not hasattr(backend, n)]

@@ -1,34 +1,21 @@
-"""Core ML backend: ML Program for iOS 17+, fp16 (default) / fp32, int8 weights, W8A8.
+"""Core ML backend: ML Program for iOS 17+; fp16 (the default compute precision) / fp32, int8 weights,
+W8A8.
 
-W8A8 is calibrated in PyTorch with PT2E (the model shared with the TFLite backend), exported with
-``torch.export`` + ``run_decompositions({})`` and converted by coremltools, which turns the
-quantize/dequantize pairs into Core ML int8 ops. coremltools 9.0's own PT2E ``CoreMLQuantizer``
-cannot be used: it imports ``torch.ao.quantization.quantizer``, gone in torch 2.13.
+W8A8 is calibrated in PyTorch with PT2E (``mvit.quant.pt2e``, the calibration the TFLite backend
+shares), exported with ``torch.export`` + ``run_decompositions({})`` and converted by coremltools,
+which turns the quantize/dequantize pairs into Core ML int8 ops. coremltools 9.0's own PT2E
+``CoreMLQuantizer`` cannot be used: it imports ``torch.ao.quantization.quantizer``, gone in torch 2.13.
+``--calib-method coremltools`` builds W8A8 with coremltools' own recipe instead
+(``linear_quantize_activations``, calibrated by mvit's reference interpreter where macOS is not
+available); PT2E stays the default because it is closer to the float model
+(benchmarks/results/coreml_w8a8.md).
 
-``--calib-method coremltools`` builds W8A8 with coremltools' own recipe instead: the fp16 model is
-converted, ``linear_quantize_activations`` calibrates it (per-tensor min/max; mvit's reference
-interpreter stands in for macOS predict, ``export.coreml_interp.calibrate``), then
-``linear_quantize_weights``; the same keep-float modules stay fp16. PT2E stays the default because
-it is closer to the float model. trashnet6 val, all 407 images, 256 calibration images, interpreter
-in fp16 mode (benchmarks/coreml_w8a8.py, benchmarks/results/coreml_w8a8.md):
-
-  route (stem conv_1/layer_1/layer_2 float)        agreement  top-1   cosine   size
-  PT2E, histogram observers (default)                99.51%   89.19%  0.99953  1.30 MB
-  PT2E, min-max observers                            98.53%   88.21%  0.99901  1.30 MB
-  coremltools, affine activations (this option)      98.28%   89.43%  0.99907  1.33 MB
-  coremltools, symmetric (its documented example)    97.30%   90.66%  0.99459  1.28 MB
-  (float model top-1 89.43%; everything int8: PT2E 95.82%, coremltools 92.14% / 89.19% agreement)
-  PT2E with LayerNorm affine folded (export/pt2e.py, now the default): 99.26%, 89.19%, 0.99951, 1.33 MB
-
-At equal observers (min/max) the two routes agree within a point; PT2E's edge is its histogram
-observer, which coremltools' calibration does not offer.
-
-Image input (default): Vision feeds camera buffers directly; scale 1/255 with the channel order of
-the contract, and per-channel mean/std folded into the graph (Core ML's image scale is a scalar).
+Image input (the default): Vision feeds camera buffers directly; scale 1/255 with the contract's
+channel order, per-channel mean/std folded into the graph (Core ML's image scale is a scalar).
 Outputs: ``classLabel`` and ``classLabel_probs`` (softmax in the graph), labels from the checkpoint.
 
-Numerics: on macOS the runner uses Core ML's own predict. Elsewhere it uses mvit's reference
-interpreter of the ML Program (``export.coreml_interp``): graph numerics, not a device measurement.
+Numerics: on macOS the runner uses Core ML's own predict; elsewhere mvit's reference interpreter of
+the ML Program (``mvit.export.coreml_interp``): graph numerics, not a device measurement.
 """
 from __future__ import annotations
 
@@ -49,13 +36,19 @@ from mvit.model.preprocess import normalize_hwc_uint8
 
 FORMAT = "coreml"
 SUFFIX = ".mlpackage"
+RUNTIME = "Core ML"
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
 INPUTS = ("image", "float-nchw")
+KEEP_FLOAT = {"int8": "module names or module types (conv_1, LayerNorm) whose ops stay fp16; none = all int8"}
+INT8_ROUTE = "pt2e"
+RUNTIME_MODULES = ("coremltools",)  # imported before a benchmark times the model load
+EXPORT_COST = 2
 INTERPRETER_MAX_VERIFY = 48  # the reference interpreter takes ~0.4 s per 256x256 image: parity checks this many
 META_KEY = "mvit"
 INPUT_NAME = "image"
 # --calib-method for coremltools' own activation calibration (the others, histogram / min-max, are PT2E's)
 CT_CALIB_METHOD = "coremltools"
+CALIB_METHODS = ("histogram", "min-max", CT_CALIB_METHOD)
 # Activations of the coremltools route: "linear" (affine, a zero point, like PT2E's). coremltools'
 # documented example, "linear_symmetric", measured worse on trashnet6 (benchmarks/results/coreml_w8a8.md).
 CT_ACTIVATION_MODE = "linear"
@@ -309,8 +302,21 @@ def _walk(operations):
             yield from _walk(block.operations)
 
 
-def check_spec(path: Path, meta: dict) -> list[str]:
-    """Problems found in a saved package against its metadata (empty list = spec is sound)."""
+def can_time() -> tuple[bool, str]:
+    """Core ML predictions need macOS (coremltools' native runtime)."""
+    if platform.system() != "Darwin":
+        return False, (f"no latency: Core ML runs only on Apple OSes (this is {platform.system()}); accuracy and "
+                       f"agreement are graph numerics from mvit's reference interpreter, not a device measurement")
+    try:
+        import coremltools.libcoremlpython  # noqa: F401
+    except ImportError:
+        return False, "no latency: coremltools' native runtime (libcoremlpython) is not available"
+    return True, ""
+
+
+def check_artifact(path: Path, meta: dict) -> list[str]:
+    """The saved package against its metadata: input, labels, tensor ranks <= 5, and the quantization ops
+    the precision promises ([] = sound)."""
     info = inspect_spec(path)
     problems = []
     if INPUT_NAME not in info["inputs"]:

@@ -1,39 +1,11 @@
-"""ONNX backend: torch.onnx (dynamo exporter), onnxsim (onnxslim as fallback), fp16, dynamic and static (QDQ) int8.
+"""ONNX backend: torch.onnx (dynamo exporter), simplified by onnxsim (onnxslim as fallback); fp32, fp16,
+dynamic and static (QDQ) int8. Runs with onnxruntime on the CPU.
 
-Runs with onnxruntime on the CPU. Metadata lives in ``metadata_props["mvit"]``. The artifact is a
-single file: weights are folded back in rather than left in a separate ``.onnx.data``.
-
-Simplifier. onnxsim 0.8.1 vs onnxslim 0.1.98 on the shipped mobilevit_xxs (256x256), onnxruntime 1.32,
-2 threads; ``python -m mvit.bench.onnx_simplifier --calib /work/shared/data/trashnet6/train
---verify-data /work/shared/data/trashnet6/val`` (full table: benchmarks/results/onnx_simplifier.md):
-
-| graph            | nodes fp32/int8 | ORT nodes fp32/int8 | fp32 bytes | int8 bytes | simplify s | latency fp32 / int8 vs none |
-|------------------|-----------------|---------------------|------------|------------|------------|-----------------------------|
-| none (exporter)  | 360 / 542       | 363 / 416           | 4,604,434  | 1,159,396  | -          | 1 / 1                       |
-| onnxsim          | 369 / 515       | 336 / 389           | 3,866,091  | 1,130,720  | 0.09-0.45  | 0.98 / 1.03 (run 1: 1.00 / 1.07) |
-| onnxslim         | 387 / 533       | 354 / 407           | 3,872,220  | 1,138,865  | 1.3-4.9    | 1.00 / 1.01 (run 1: 0.99 / 0.99) |
-| onnxsim+onnxslim | 369 / 515       | 336 / 389           | 3,867,898  | 1,132,527  | 0.9-3.3    | 1.00 / 1.05 (run 1: 0.99 / 1.05) |
-| onnxslim+onnxsim | 369 / 515       | 336 / 389           | 3,870,247  | 1,136,892  | 1.5-1.9    | 0.95 / 1.03 (run 1: 1.00 / 1.08) |
-
-(latency: median of 3 repeats of 90 interleaved runs per model; fp32 ~70 ms, int8 ~66 ms; simplify
-time varies with the machine's load.)
-
-Both fold the exporter's MatMul+Add pairs into Gemm (with Reshapes around them) and drop 0.74 MB of
-duplicated constants; their outputs are bit-identical to the unsimplified graph's, fp32 and int8.
-onnxsim leaves 18 fewer Reshapes (onnxslim does not merge the ones after 9 Gemms and 9 Muls) and
-runs ~10x faster; chaining both, in either order, ends at onnxsim's graph. Latency differences are
-within this machine's noise (other agents share its 2 cores; repeats of one row spread by up to 8%):
-the int8 model built from the unsimplified graph came out 3-7% faster than onnxsim's in both runs,
-but its fp32 file is 19% larger and its int8 file has 27 more nodes. So onnxsim simplifies, onnxslim
-takes over when onnxsim fails (no wheel for the platform, a crash, its own check failing), and the
-exporter's graph is kept when both fail. The int8 graph is not simplified again: neither tool
-changes its QDQ node count, and both constant-fold the Cast+Mul int8 weight storage back to float
-(1.13 MB -> 2.78 MB).
-
-int8. Static QDQ (onnxruntime quantize_static, uint8 activations, int8 per-channel weights) on the
-op types and modules mvit.quant.defaults chooses; the float-kept Conv/Gemm/MatMul weights are then
-stored as int8 too (``compress_float_weights``), decoded once when the session loads. Measurements and
-the reasons for the default are in mvit.quant.defaults' docstring.
+The artifact is a single file (weights folded back in, no ``.onnx.data``); metadata lives in
+``metadata_props["mvit"]``. int8 is onnxruntime's static QDQ (uint8 activations, int8 per-channel
+weights) on the layers ``mvit.quant`` chooses; the weights of layers kept float are stored as int8
+too and decoded when the session loads (``compress_float_weights``). The measurements behind these
+choices: benchmarks/results/onnx_simplifier.md and onnx_int8_variants.md.
 """
 from __future__ import annotations
 
@@ -52,9 +24,15 @@ from mvit.export.wrappers import PixelInput
 
 FORMAT = "onnx"
 SUFFIX = ".onnx"
+RUNTIME = "onnxruntime (CPU EP)"
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
 INPUTS = ("float-nchw", "uint8-nhwc")
 CALIB_METHODS = ("min-max", "percentile", "entropy")
+KEEP_FLOAT = {p: "ONNX node names, op types (Conv, Gemm) or module paths whose nodes stay float"
+              for p in ("fp16", "dynamic", "int8")}
+INT8_ROUTE = "onnxruntime-qdq"
+RUNTIME_MODULES = ("onnxruntime",)  # imported before a benchmark times the model load
+EXPORT_COST = 1
 META_KEY = "mvit"
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 # Tried in order: the first that succeeds simplifies the exported graph (see the module docstring).
@@ -312,6 +290,24 @@ def _io_spec(path: Path, layout: str, in_model: bool, details: dict) -> IOSpec:
     return IOSpec(TensorSpec(i.name, list(i.shape), _ORT_DTYPES[i.type], layout),
                   TensorSpec(o.name, list(o.shape), _ORT_DTYPES[o.type], "NC"),
                   normalization_in_model=in_model, quantization_details=details)
+
+
+def check_artifact(path: Path, meta: dict) -> list[str]:
+    """onnx's checker, and a single self-contained file."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path))
+    except Exception as e:  # onnx raises ValidationError and friends
+        return [f"onnx checker: {str(e).splitlines()[0][:200]}"]
+    external = [t.name for t in onnx.load(str(path), load_external_data=False).graph.initializer
+                if t.data_location == onnx.TensorProto.EXTERNAL]
+    return [f"{len(external)} weights stored outside the file"] if external else []
+
+
+def can_time() -> tuple[bool, str]:
+    """onnxruntime's CPU provider runs on this machine."""
+    return True, ""
 
 
 def embed_metadata(path: Path, meta: dict) -> None:

@@ -1,14 +1,11 @@
-"""TFLite backend: litert-torch conversion, fp16 weights, dynamic-range and full-integer int8.
+"""TFLite backend: litert-torch conversion; fp32, fp16 weights, dynamic-range and full-integer int8.
 
-int8 is PT2E (litert-torch's quantizer: per-channel symmetric weights, affine int8 activations,
-int8 input and output, SiLU in int8 too: export/pt2e.split_silu), the fastest and most accurate int8
-route measured here (FIELD_NOTES: ai-edge-quantizer's static int8 ran slower than fp32; on this AVX2
-CPU, whose int8 kernels are no faster than fp32, the int8 model runs at ~0.9x of fp32:
-benchmarks/results/tflite_int8_speed.md). Runs with ai-edge-litert's interpreter
-(XNNPACK). Metadata lives in a flatbuffer metadata entry named ``mvit``. MobileViT keeps its
-high-resolution stem float by default (export/quant_defaults.py); the input stays int8, and the
-converted graph dequantizes it before the first conv's PAD so XNNPACK folds that PAD into the conv
-(export/tflite_passes.py).
+int8 is PT2E (``mvit.quant.pt2e``: per-channel symmetric int8 weights, affine int8 activations, int8
+input and output, SiLU in int8 too), the route measured fastest and most accurate here
+(benchmarks/results/tflite_int8_speed.md). After conversion the graph dequantizes the int8 input
+before the first conv's PAD so XNNPACK folds that PAD into the conv (``mvit.export.tflite_passes``).
+Runs with ai-edge-litert's interpreter (XNNPACK). Metadata lives in a flatbuffer metadata entry
+named ``mvit``.
 """
 from __future__ import annotations
 
@@ -30,8 +27,14 @@ from mvit.model.preprocess import normalize_hwc_uint8
 
 FORMAT = "tflite"
 SUFFIX = ".tflite"
+RUNTIME = "LiteRT interpreter (XNNPACK)"
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
 INPUTS = ("float-nchw", "uint8-nhwc")
+CALIB_METHODS = ("histogram", "min-max")
+KEEP_FLOAT = {"int8": "module names or module types (conv_1, LayerNorm) whose ops stay float; none = all int8"}
+INT8_ROUTE = "pt2e"
+RUNTIME_MODULES = ("ai_edge_litert.interpreter",)  # imported before a benchmark times the model load
+EXPORT_COST = 3
 META_NAME = "mvit"
 _DTYPES = {np.float32: "float32", np.float16: "float16", np.int8: "int8", np.uint8: "uint8"}
 
@@ -82,12 +85,10 @@ def export(job: ExportJob, path: Path) -> IOSpec:
         if job.precision == "fp32":
             path.write_bytes(fp32)
         elif job.precision == "fp16":
-            if job.keep_float:
-                details["keep_float_ignored"] = "fp16 converts every weight"
             path.write_bytes(weights_to_fp16(fp32))
             details.update(method="float16 weights, dequantized at load")
         elif job.precision == "dynamic":
-            path.write_bytes(_dynamic_range(fp32, job.keep_float))
+            path.write_bytes(_dynamic_range(fp32))
             details.update(method="ai-edge-quantizer dynamic_wi8_afp32", weights="int8 per-channel",
                            activations="float (quantized on the fly)")
         else:
@@ -107,7 +108,7 @@ def finish_graph(model_bytes: bytes) -> tuple[bytes, int]:
     return shorten_tensor_names(model_bytes), moved
 
 
-def _dynamic_range(fp32: bytes, keep_float: tuple[str, ...]) -> bytes:
+def _dynamic_range(fp32: bytes) -> bytes:
     from ai_edge_quantizer import quantizer, recipe
 
     q = quantizer.Quantizer(bytearray(fp32))
@@ -162,6 +163,34 @@ def weights_to_fp16(model_bytes: bytes) -> bytes:
             new_ops.append(op)
         sg.operators = new_ops + list(sg.operators)
     return bytes(fb.convert_object_to_bytearray(m))
+
+
+def check_artifact(path: Path, meta: dict) -> list[str]:
+    """Ops the interpreter cannot run without extra libraries (Flex, custom), and I/O against metadata."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    problems = [f"op {name} needs a runtime extension (Flex/custom), which phones' LiteRT lacks"
+                for name in custom_ops(Path(path).read_bytes())]
+    it = Interpreter(model_path=str(path))
+    shape = [int(v) for v in it.get_input_details()[0]["shape"]]
+    if shape != meta["input"]["shape"]:
+        problems.append(f"input shape {shape} != metadata {meta['input']['shape']}")
+    return problems
+
+
+def custom_ops(model_bytes: bytes) -> list[str]:
+    """Names of the custom (including Flex) ops in a .tflite file."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils as fb
+
+    m = fb.read_model_from_bytearray(bytearray(model_bytes))
+    return sorted({_name(c.customCode) for c in m.operatorCodes
+                   if fb.get_builtin_code_from_operator_code(c) == schema.BuiltinOperator.CUSTOM})
+
+
+def can_time() -> tuple[bool, str]:
+    """LiteRT's interpreter runs on this machine."""
+    return True, ""
 
 
 def embed_metadata(path: Path, meta: dict) -> None:

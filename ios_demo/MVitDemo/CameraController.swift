@@ -3,8 +3,10 @@ import ClassifierCore
 import Foundation
 import ImageIO
 
-/// AVCaptureSession on its own queue; frames arrive on a serial video queue, late frames are dropped.
-final class CameraController: NSObject, AVCaptureVideoDataOutputSampleBufferDelegate {
+/// AVCaptureSession on its own queue; frames arrive on a serial video queue and are handled there,
+/// synchronously: while a frame is being classified the delegate does not return, so
+/// AVFoundation drops the late frames (`alwaysDiscardsLateVideoFrames`) instead of queueing them.
+final class CameraController: NSObject, AVCaptureVideoDataOutputSampleBufferDelegate, @unchecked Sendable {
     enum Authorization { case notDetermined, authorized, denied }
 
     let session = AVCaptureSession()
@@ -13,7 +15,7 @@ final class CameraController: NSObject, AVCaptureVideoDataOutputSampleBufferDele
     private let output = AVCaptureVideoDataOutput()
     private var configured = false
 
-    /// Called on the video queue with each frame that was not dropped.
+    /// Called on the video queue with each frame AVFoundation did not drop; runs to completion there.
     var onFrame: ((CVPixelBuffer, CGImagePropertyOrientation) -> Void)?
 
     static var authorization: Authorization {
@@ -24,7 +26,7 @@ final class CameraController: NSObject, AVCaptureVideoDataOutputSampleBufferDele
         }
     }
 
-    static func requestAccess(_ done: @escaping (Bool) -> Void) {
+    static func requestAccess(_ done: @escaping @Sendable (Bool) -> Void) {
         AVCaptureDevice.requestAccess(for: .video) { granted in DispatchQueue.main.async { done(granted) } }
     }
 
@@ -36,8 +38,12 @@ final class CameraController: NSObject, AVCaptureVideoDataOutputSampleBufferDele
         }
     }
 
+    /// Stops the capture (photo and benchmark modes, app in the background).
     func stop() {
-        sessionQueue.async { [weak self] in self?.session.stopRunning() }
+        sessionQueue.async { [weak self] in
+            guard let self, self.session.isRunning else { return }
+            self.session.stopRunning()
+        }
     }
 
     private func configure() {

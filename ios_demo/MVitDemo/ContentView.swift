@@ -4,40 +4,105 @@ import PhotosUI
 import SwiftUI
 import UIKit
 
+enum Mode: String, CaseIterable, Identifiable {
+    case camera = "Camera"
+    case photo = "Photo"
+    case benchmark = "Benchmark"
+    var id: String { rawValue }
+}
+
+/// The classifier the video queue uses, swapped by the main actor when a model finishes loading.
+final class ClassifierBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var current: Classifier?
+    var value: Classifier? {
+        get { lock.lock(); defer { lock.unlock() }; return current }
+        set { lock.lock(); current = newValue; lock.unlock() }
+    }
+}
+
+struct Comparison {
+    let float: [Classification]
+    let int8: [Classification]
+    let agreement: Agreement
+}
+
 @MainActor
 final class ViewModel: ObservableObject {
     @Published var top: [Classification] = []
     @Published var lastMs: Double = .nan
-    @Published var inferenceMs: Double = .nan
+    @Published var visionMs: Double = .nan
     @Published var averageMs: Double = .nan
+    @Published var fps: Double = 0
     @Published var error: String?
+    @Published var loading = false
     @Published var variant: ModelVariant = ModelVariant.allCases.first(where: \.isInstalled) ?? .float
     @Published var compute: ComputeChoice = .all
+    @Published var mode: Mode = .camera
     @Published var authorization = CameraController.authorization
     @Published var photo: UIImage?
+    @Published var comparison: Comparison?
+    @Published var benchmarkStatus = ""
+    @Published var benchmarkRows: [BenchmarkRow] = []
+    @Published var benchmarkFile: URL?
 
     let camera = CameraController()
-    private var classifier: Classifier?
+    private let box = ClassifierBox()
     private var average = RollingAverage(window: 30)
-    private let inferenceQueue = DispatchQueue(label: "mvit.inference")
-    private var busy = false
+    private var frameRate = FrameRate(window: 30)
+    private let photoQueue = DispatchQueue(label: "mvit.photo", qos: .userInitiated)
+    private var loadTask: Task<Void, Never>?
 
     init() {
-        reload()
+        let box = self.box
+        // Runs on the video queue, synchronously: AVFoundation drops the frames that arrive meanwhile.
         camera.onFrame = { [weak self] buffer, orientation in
-            self?.handle(buffer: buffer, orientation: orientation)
+            guard let classifier = box.value else { return }
+            let result = Result { try classifier.classify(pixelBuffer: buffer, orientation: orientation) }
+            Task { @MainActor in self?.show(result) }
+        }
+        reload()
+    }
+
+    /// Loads the chosen model off the main thread; then re-runs the photo (and the comparison) if one is shown.
+    func reload() {
+        loadTask?.cancel()
+        box.value = nil
+        loading = true
+        average.reset()
+        frameRate.reset()
+        let (variant, compute) = (self.variant, self.compute)
+        loadTask = Task {
+            do {
+                let model = try await LoadedModel.load(variant, compute: compute)
+                guard !Task.isCancelled else { return }
+                box.value = Classifier(model: model)
+                error = nil
+                loading = false
+                if let photo { classify(photo: photo) }
+                if comparison != nil { compare() }
+            } catch {
+                guard !Task.isCancelled else { return }
+                loading = false
+                self.error = "\(error)"
+            }
         }
     }
 
-    func reload() {
-        do {
-            classifier = Classifier(model: try LoadedModel.load(variant, compute: compute))
-            error = nil
-        } catch {
-            classifier = nil
-            self.error = "\(error)"
+    func setMode(_ m: Mode) {
+        mode = m
+        comparison = nil
+        if m == .camera {
+            photo = nil
+            startCamera()
+        } else {
+            camera.stop() // no capture in photo or benchmark mode
         }
-        average.reset()
+    }
+
+    /// The app left or re-entered the foreground.
+    func scene(active: Bool) {
+        if active && mode == .camera { startCamera() } else { camera.stop() }
     }
 
     func startCamera() {
@@ -47,36 +112,64 @@ final class ViewModel: ObservableObject {
             camera.start()
         case .notDetermined:
             CameraController.requestAccess { granted in
-                self.authorization = granted ? .authorized : .denied
-                if granted { self.camera.start() }
+                Task { @MainActor in
+                    self.authorization = granted ? .authorized : .denied
+                    if granted && self.mode == .camera { self.camera.start() }
+                }
             }
         case .denied:
             authorization = .denied
         }
     }
 
-    /// Runs on the camera's video queue; drops the frame while the previous one is still running.
-    nonisolated private func handle(buffer: CVPixelBuffer, orientation: CGImagePropertyOrientation) {
-        Task { @MainActor in
-            guard self.photo == nil, !self.busy, let classifier = self.classifier else { return }
-            self.busy = true
-            self.inferenceQueue.async {
-                let result = Result { try classifier.classify(pixelBuffer: buffer, orientation: orientation) }
-                Task { @MainActor in
-                    self.busy = false
-                    self.show(result)
+    func classify(photo image: UIImage) {
+        photo = image
+        mode = .photo
+        camera.stop()
+        guard let classifier = box.value, let cg = image.cgImage else { return }
+        let orientation = CGImagePropertyOrientation(image.imageOrientation)
+        photoQueue.async {
+            let result = Result { try classifier.classify(cgImage: cg, orientation: orientation) }
+            Task { @MainActor in self.show(result) }
+        }
+    }
+
+    /// The float and the int8 model on the shown photo, with the chosen compute units.
+    func compare() {
+        guard let image = photo, let cg = image.cgImage else { return }
+        let orientation = CGImagePropertyOrientation(image.imageOrientation)
+        let compute = self.compute
+        Task {
+            do {
+                var tops = [ModelVariant: [Classification]]()
+                for v in ModelVariant.allCases {
+                    let c = Classifier(model: try await LoadedModel.load(v, compute: compute))
+                    tops[v] = try await withCheckedThrowingContinuation { cont in
+                        photoQueue.async { cont.resume(with: Result { try c.classify(cgImage: cg, orientation: orientation).top }) }
+                    }
                 }
+                let f = tops[.float] ?? [], q = tops[.int8] ?? []
+                comparison = Comparison(float: f, int8: q, agreement: Agreement(f, q))
+            } catch {
+                self.error = "comparison failed: \(error)"
             }
         }
     }
 
-    func classify(photo image: UIImage) {
-        photo = image
-        guard let classifier, let cg = image.cgImage else { return }
-        let orientation = CGImagePropertyOrientation(image.imageOrientation)
-        inferenceQueue.async {
-            let result = Result { try classifier.classify(cgImage: cg, orientation: orientation) }
-            Task { @MainActor in self.show(result) }
+    func runBenchmark() {
+        benchmarkRows = []
+        benchmarkFile = nil
+        benchmarkStatus = "starting"
+        Task {
+            do {
+                let (report, url) = try await BenchmarkRunner.run { text in Task { @MainActor in self.benchmarkStatus = text } }
+                benchmarkRows = report.rows
+                benchmarkFile = url
+                benchmarkStatus = "done"
+            } catch {
+                benchmarkStatus = "failed"
+                self.error = "benchmark failed: \(error)"
+            }
         }
     }
 
@@ -85,9 +178,11 @@ final class ViewModel: ObservableObject {
         case .success(let r):
             top = r.top
             lastMs = r.totalMs
-            inferenceMs = r.inferenceMs
+            visionMs = r.visionMs
             average.add(r.totalMs)
             averageMs = average.average
+            frameRate.record(CACurrentMediaTime())
+            fps = frameRate.fps
         case .failure(let e):
             error = "\(e)"
         }
@@ -128,19 +223,46 @@ struct CameraPreview: UIViewRepresentable {
     func updateUIView(_ uiView: PreviewView, context: Context) {}
 }
 
+struct ScoreRows: View {
+    let top: [Classification]
+
+    var body: some View {
+        ForEach(top, id: \.index) { c in
+            HStack {
+                Text(c.label).frame(width: 100, alignment: .leading)
+                ProgressView(value: min(max(c.score, 0), 1))
+                Text(String(format: "%5.1f%%", c.score * 100)).monospacedDigit().frame(width: 64, alignment: .trailing)
+            }
+        }
+    }
+}
+
 struct ContentView: View {
     @StateObject private var model = ViewModel()
     @State private var pickerItem: PhotosPickerItem?
+    @Environment(\.scenePhase) private var scenePhase
 
     private func ms(_ v: Double) -> String { v.isNaN ? "–" : String(format: "%.1f", v) }
 
     var body: some View {
         VStack(spacing: 0) {
+            Picker("Mode", selection: Binding(get: { model.mode }, set: { model.setMode($0) })) {
+                ForEach(Mode.allCases) { Text($0.rawValue).tag($0) }
+            }
+            .pickerStyle(.segmented)
+            .padding(.horizontal)
             ZStack {
                 Color.black
-                if let photo = model.photo {
-                    Image(uiImage: photo).resizable().scaledToFit()
-                } else {
+                switch model.mode {
+                case .benchmark:
+                    benchmarkPanel
+                case .photo:
+                    if let photo = model.photo {
+                        Image(uiImage: photo).resizable().scaledToFit()
+                    } else {
+                        PhotosPicker("Choose a photo…", selection: $pickerItem, matching: .images)
+                    }
+                case .camera:
                     switch model.authorization {
                     case .authorized:
                         CameraPreview(session: model.camera.session)
@@ -159,17 +281,23 @@ struct ContentView: View {
             }
             VStack(alignment: .leading, spacing: 6) {
                 if let error = model.error { Text(error).foregroundStyle(.red).font(.footnote) }
-                ForEach(model.top, id: \.index) { c in
-                    HStack {
-                        Text(c.label).frame(width: 100, alignment: .leading)
-                        ProgressView(value: min(max(c.score, 0), 1))
-                        Text(String(format: "%5.1f%%", c.score * 100)).monospacedDigit().frame(width: 64, alignment: .trailing)
+                if model.loading { Text("loading the model…").font(.caption) }
+                if model.mode != .benchmark {
+                    if let cmp = model.comparison {
+                        Text("float").font(.caption)
+                        ScoreRows(top: cmp.float)
+                        Text("int8").font(.caption)
+                        ScoreRows(top: cmp.int8)
+                        Text("\(cmp.agreement.top1Agrees ? "top-1 agrees" : "top-1 DIFFERS") · \(cmp.agreement.sharedTop3)/3 of the top-3 shared")
+                            .font(.caption)
+                    } else {
+                        ScoreRows(top: model.top)
                     }
+                    Text("frame \(ms(model.lastMs)) ms · Vision scale+model \(ms(model.visionMs)) ms · avg \(ms(model.averageMs)) ms · \(String(format: "%.1f", model.fps)) FPS")
+                        .font(.caption).monospacedDigit()
                 }
-                Text("frame \(ms(model.lastMs)) ms · inference \(ms(model.inferenceMs)) ms · avg \(ms(model.averageMs)) ms")
-                    .font(.caption).monospacedDigit()
                 Picker("Compute units", selection: $model.compute) {
-                    ForEach(ComputeChoice.allCases) { Text($0.rawValue).tag($0) }
+                    ForEach(ComputeChoice.allCases) { Text($0.title).tag($0) }
                 }
                 .pickerStyle(.segmented)
                 .onChange(of: model.compute) { model.reload() }
@@ -178,22 +306,49 @@ struct ContentView: View {
                 }
                 .pickerStyle(.segmented)
                 .onChange(of: model.variant) { model.reload() }
-                HStack {
-                    PhotosPicker("Photo…", selection: $pickerItem, matching: .images)
-                    if model.photo != nil {
-                        Button("Back to camera") { model.photo = nil; model.top = [] }
+                if model.mode == .photo {
+                    HStack {
+                        PhotosPicker("Photo…", selection: $pickerItem, matching: .images)
+                        Button("Compare float / int8") { model.compare() }
+                            .disabled(model.photo == nil || !ModelVariant.allCases.allSatisfy(\.isInstalled))
                     }
                 }
             }
             .padding()
         }
         .onAppear { model.startCamera() }
+        .onChange(of: scenePhase) { model.scene(active: scenePhase == .active) }
         .onChange(of: pickerItem) {
             Task {
                 if let data = try? await pickerItem?.loadTransferable(type: Data.self), let image = UIImage(data: data) {
                     model.classify(photo: image)
                 }
             }
+        }
+    }
+
+    private var benchmarkPanel: some View {
+        ScrollView {
+            VStack(alignment: .leading, spacing: 8) {
+                Text("Fixed input (the shipped model's golden image), 10 warm-up + 50 timed predictions per model and compute-unit choice; only MLModel.prediction is timed.")
+                    .font(.caption).foregroundStyle(.white)
+                Button("Run benchmark") { model.runBenchmark() }
+                    .disabled(model.benchmarkStatus.hasSuffix("runs") || model.benchmarkStatus.hasSuffix("loading"))
+                Text(model.benchmarkStatus).font(.caption).foregroundStyle(.white)
+                ForEach(Array(model.benchmarkRows.enumerated()), id: \.offset) { _, r in
+                    VStack(alignment: .leading) {
+                        Text("\(r.precision) · \(r.accelerator)").font(.callout)
+                        Text("median \(ms(r.latency.medianMs)) ms · p90 \(ms(r.latency.p90Ms)) ms · load \(ms(r.loadMs ?? .nan)) ms · first \(ms(r.firstMs ?? .nan)) ms")
+                            .font(.caption).monospacedDigit()
+                        Text((r.top3 ?? []).map { "\($0.label) \(String(format: "%.2f", $0.score))" }.joined(separator: "  ")).font(.caption)
+                    }
+                    .foregroundStyle(.white)
+                }
+                if let url = model.benchmarkFile {
+                    ShareLink("Share \(url.lastPathComponent)", item: url)
+                }
+            }
+            .padding()
         }
     }
 }

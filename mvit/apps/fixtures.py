@@ -30,16 +30,12 @@ nearest-neighbour sampling, so the resized and cropped uint8 pixels must match *
 everything after them (float32 normalisation is bit-exact in IEEE single precision, quantisation
 uses round-half-to-even). ``TOLERANCES`` documents the only allowed slack (sums of floats).
 
-Model top-k hook: pass ``logits_fn`` (a callable taking an NCHW float32 batch and returning
-``(N, num_classes)`` logits, e.g. a torch model in eval mode, an ONNX Runtime session or a TFLite
-interpreter wrapped by the exporter) together with that model's ``contract`` and ``labels``; each
-image then gets its preprocessing checksums at the model's real input size, the logits and the
-expected top-k. App core tests check softmax/top-k on those logits and the checksums of their own
-preprocessing at the model's size; the on-device instrumentation (or a developer) compares the
-shipped artifact's output with ``logits``.
+The benchmark modes of both apps run on one of these images (``BENCHMARK_IMAGE``), installed into
+the apps' model folders as ``benchmark_input.rgba`` + ``benchmark_input.json``
+(``write_benchmark_inputs``), so a phone's top-3 can be compared with the recorded cases.
 
-CLI: ``python -m mvit.apps.fixtures`` regenerates the committed copies in both apps (``--shipped``:
-only the installed models' cases, ``--no-shipped``: only the synthetic ones).
+CLI: ``python -m mvit.apps.fixtures`` regenerates the committed copies in both apps and their
+benchmark inputs (``--shipped``: only the installed models' cases, ``--no-shipped``: only the synthetic ones).
 """
 from __future__ import annotations
 
@@ -49,7 +45,7 @@ import json
 import shutil
 import sys
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -386,30 +382,6 @@ def example_model_meta(variant: str = "float", contract: PreprocessContract | No
     }
 
 
-def model_cases(images: dict[str, Path], contract: PreprocessContract,
-                logits_fn: Callable[[np.ndarray], np.ndarray], labels: Sequence[str],
-                k: int = 3) -> list[dict]:
-    """The top-k hook: expected preprocessing checksums, logits and top-k of a real model.
-
-    ``logits_fn(batch)`` takes an NCHW float32 batch built by ``model.preprocess`` for
-    ``contract`` and returns ``(N, num_classes)`` logits (or probabilities, see the meta).
-    """
-    names = sorted(images)
-    pix = [pixels_uint8(images[n], contract) for n in names]
-    batch = np.stack([normalize_hwc_uint8(p, contract) for p in pix]).astype(np.float32)
-    logits = np.asarray(logits_fn(batch), dtype=np.float64)
-    if logits.shape != (len(names), len(labels)):
-        raise ValueError(f"logits_fn returned shape {logits.shape}, expected {(len(names), len(labels))}")
-    cases = []
-    for name, p, lg in zip(names, pix, logits):
-        probs = softmax(lg)
-        rec = _tensor_record(p, contract, full_pixels=False)
-        rec.update(image=name, contract=contract.to_dict(), logits=[float(v) for v in lg],
-                   topk=[{"index": i, "label": labels[i], "score": float(probs[i])} for i in top_k(probs, k)])
-        cases.append(rec)
-    return cases
-
-
 # --------------------------------------------------------------------------------------------
 # shipped models: the artifacts installed in the apps (shipped_models.json)
 
@@ -639,7 +611,7 @@ def write_shipped_fixtures(dirs: Iterable[Path] = APP_FIXTURE_DIRS, root=REPO, *
             continue
         n = coreml_images if entry["format"] == "coreml" else len(images)
         models.append(shipped_model_record(entry, images[:n], dirs[0], root))
-    doc = {"schema": SHIPPED_SCHEMA, "generator": "export/app_fixtures.py (" + SHIPPED_COMMAND + ")",
+    doc = {"schema": SHIPPED_SCHEMA, "generator": "mvit/apps/fixtures.py (" + SHIPPED_COMMAND + ")",
            "notes": SHIPPED_NOTES,
            "tolerances": {k: v for k, v in TOLERANCES.items() if k.startswith(("model_", "coreml_"))},
            "models": models}
@@ -655,25 +627,15 @@ def write_shipped_fixtures(dirs: Iterable[Path] = APP_FIXTURE_DIRS, root=REPO, *
 # --------------------------------------------------------------------------------------------
 # the writer
 
-def write_golden_fixtures(out_dir, contract: PreprocessContract | None = None, checkpoint=None, *,
-                          logits_fn: Callable[[np.ndarray], np.ndarray] | None = None,
-                          labels: Sequence[str] | None = None) -> Path:
+def write_golden_fixtures(out_dir, contract: PreprocessContract | None = None) -> Path:
     """Write the golden fixtures into ``out_dir``; returns the path of ``fixtures.json``.
 
     ``contract``: an extra contract to cover besides the built-in small ones (``FIXTURE_CONTRACTS``),
-    typically the shipped model's; it gets checksums (no inlined pixels when it is large).
-    ``checkpoint`` / ``logits_fn``: the top-k hook. ``logits_fn`` is a callable NCHW float32 ->
-    logits; ``checkpoint`` may itself be such a callable (the exporter builds it from the real
-    checkpoint). With either, ``labels`` (class-index order) is required and ``model_cases`` are
-    added for ``contract`` (default contract when None).
+    typically the shipped model's; it gets checksums (no inlined pixels when it is large). The
+    models' own outputs are recorded separately, from the installed artifacts (``write_shipped_fixtures``).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if checkpoint is not None and logits_fn is None:
-        if not callable(checkpoint):
-            raise TypeError("checkpoint: pass a callable logits_fn(NCHW float32) -> logits; the exporter "
-                            "builds it from the checkpoint so that this module stays framework-free")
-        logits_fn = checkpoint
 
     images = _synthetic_images()
     image_paths: dict[str, Path] = {}
@@ -731,7 +693,7 @@ def write_golden_fixtures(out_dir, contract: PreprocessContract | None = None, c
 
     doc = {
         "schema": FIXTURE_SCHEMA,
-        "generator": "export/app_fixtures.py (python -m mvit.apps.fixtures)",
+        "generator": "mvit/apps/fixtures.py (python -m mvit.apps.fixtures)",
         "notes": {
             "raw": "*.rgba: stored pixels (before EXIF rotation), RGBA row-major; rotate clockwise by "
                    "rotation_degrees to get the upright image the contract starts from",
@@ -751,15 +713,40 @@ def write_golden_fixtures(out_dir, contract: PreprocessContract | None = None, c
         "frames": frames,
         "postprocess": _postprocess_cases(),
         "model_meta_examples": metas,
-        "model_cases": [],
     }
-    if logits_fn is not None:
-        if labels is None:
-            raise ValueError("labels are required with logits_fn/checkpoint")
-        doc["model_cases"] = model_cases(image_paths, contract or PreprocessContract(), logits_fn, labels)
     path = out / "fixtures.json"
     path.write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n")
     return path
+
+
+BENCHMARK_IMAGE = "checker_300x200.png"
+BENCHMARK_FILES = ("benchmark_input.rgba", "benchmark_input.json")
+
+
+def benchmark_input_files(golden_dir: Path = APP_FIXTURE_DIRS[0]) -> dict[str, bytes]:
+    """The benchmark modes' fixed input, from the golden fixtures: ``BENCHMARK_FILES`` name -> bytes."""
+    golden_dir = Path(golden_dir)
+    images = {r["file"]: r for r in json.loads((golden_dir / "fixtures.json").read_text())["images"]}
+    rec = images[BENCHMARK_IMAGE]
+    doc = {"image": rec["file"], "width": rec["width"], "height": rec["height"],
+           "rotation_degrees": rec["rotation_degrees"],
+           "note": "raw RGBA of a golden fixture image (as stored, rotate clockwise by rotation_degrees); "
+                   "the installed models' recorded cases on it are in shipped_models.json; written by "
+                   "python -m mvit.apps.fixtures"}
+    return {BENCHMARK_FILES[0]: (golden_dir / rec["raw"]).read_bytes(),
+            BENCHMARK_FILES[1]: (json.dumps(doc, indent=1) + "\n").encode()}
+
+
+def write_benchmark_inputs(golden_dir: Path = APP_FIXTURE_DIRS[0], root=REPO) -> list[Path]:
+    """Install the benchmark input into every app's model folder (``APPS[app]["dir"]``)."""
+    written = []
+    for spec in APPS.values():
+        d = Path(root) / spec["dir"]
+        d.mkdir(parents=True, exist_ok=True)
+        for name, data in benchmark_input_files(golden_dir).items():
+            (d / name).write_bytes(data)
+            written.append(d / name)
+    return written
 
 
 def write_app_fixtures(dirs: Iterable[Path] = APP_FIXTURE_DIRS, **kwargs) -> list[Path]:
@@ -800,6 +787,9 @@ def main(argv=None) -> int:
         # The default contract (MVIT_DEFAULT, 256x256) is covered too, by checksums.
         for p in write_app_fixtures(dirs, contract=PreprocessContract()):
             print(p)
+        if not args.out:
+            for p in write_benchmark_inputs():
+                print(p)
     if not args.no_shipped:
         for p in write_shipped_fixtures(dirs, apps=args.app, coreml_images=args.coreml_images):
             print(p)

@@ -12,6 +12,9 @@ from the other installed variant's is refused unless ``replace_other=True`` (whi
 stale variant). The metadata is validated against what the apps read (docs/model_meta.md) before
 anything is written, so a broken export never reaches an app.
 
+``plan_install`` decides, before anything is exported, which slot each exported (format, precision)
+goes to (``mvit.apps.slots.SLOT_OF_PRECISION``) and refuses what an app cannot hold.
+
 The command line (and ``mvit-export --app``) then re-records the app's golden cases of the installed
 models (``shipped_models.json``, see ``mvit.apps.fixtures.write_shipped_fixtures``), which the
 apps' core tests and tests/test_shipped_fixtures.py check.
@@ -28,11 +31,56 @@ from pathlib import Path
 from mvit.export.metadata import meta_problems  # noqa: E402
 from mvit.model.checkpoint import atomic_write  # noqa: E402
 
-from mvit.apps.slots import APPS, REPO, VARIANT_PRECISIONS  # noqa: E402
+from mvit.apps.slots import APPS, REPO, SLOT_OF_PRECISION, VARIANT_PRECISIONS  # noqa: E402
 
 
 class AppInstallError(ValueError):
     """The artifact or its metadata cannot be installed into the app."""
+
+
+def app_folder(app: str, app_root=None) -> Path:
+    """The app's source folder (``android_demo`` / ``ios_demo``) in the checkout at ``app_root``.
+
+    Raises AppInstallError (one line) for an unknown app, or when the folder is not there, as after
+    ``pip install mvit`` from a wheel: the apps exist only in a source checkout.
+    """
+    if app not in APPS:
+        raise AppInstallError(f"app must be one of {', '.join(sorted(APPS))}, got {app!r}")
+    root = Path(app_root or REPO)
+    folder = root / APPS[app]["project"]
+    if not folder.is_dir():
+        raise AppInstallError(
+            f"the {app} app's source folder {APPS[app]['project']}/ is not in {root}: the demo apps live in "
+            f"mvit's source checkout (git clone, then pip install -e .), not in an installed wheel")
+    return folder
+
+
+def plan_install(app: str, formats, precisions, app_root=None) -> dict[tuple[str, str], str]:
+    """Which app slot ("float" / "int8") each exported (format, precision) goes to, decided before
+    anything is exported.
+
+    Raises AppInstallError with one line when the app folder is missing, a format is one the app
+    cannot run, a precision has no slot, or two precisions would land in the same slot.
+    """
+    app_folder(app, app_root)
+    fmt = APPS[app]["format"]
+    formats, precisions = list(dict.fromkeys(formats)), list(dict.fromkeys(precisions))
+    foreign = [f for f in formats if f != fmt]
+    if foreign:
+        raise AppInstallError(f"the {app} app runs {fmt} models only, so --app {app} cannot install "
+                              f"{'/'.join(foreign)}: export --format {fmt}")
+    unknown = [p for p in precisions if p not in SLOT_OF_PRECISION]
+    if unknown:
+        slots = "; ".join(f"{s}: {'/'.join(ps)}" for s, ps in VARIANT_PRECISIONS.items())
+        raise AppInstallError(f"no {app} app slot for precision {'/'.join(unknown)} (slots {slots})")
+    by_slot: dict[str, list[str]] = {}
+    for p in precisions:
+        by_slot.setdefault(SLOT_OF_PRECISION[p], []).append(p)
+    for slot, ps in by_slot.items():
+        if len(ps) > 1:
+            raise AppInstallError(f"{' and '.join(ps)} would both go to the {app} app's {slot} slot, which holds "
+                                  f"one model: export one of them with --app {app}")
+    return {(f, p): SLOT_OF_PRECISION[p] for f in formats for p in precisions}
 
 
 def validate_meta(meta: dict, app: str | None = None, variant: str | None = None) -> list[str]:
@@ -106,18 +154,18 @@ def _remove(p: Path) -> None:
         p.unlink()
 
 
-def install_into_app(artifact_dir_or_file, app: str, variant: str = "float", *, meta_path=None,
+def install_into_app(artifact_dir_or_file, app: str, variant: str | None = None, *, meta_path=None,
                      labels_path=None, app_root=None, replace_other: bool = False) -> dict[str, Path]:
     """Copy an exported artifact, its ``model_meta.json`` and ``labels.txt`` into an app's assets.
 
     ``artifact_dir_or_file``: the ``.tflite`` file / ``.mlpackage`` folder, or the export folder that
-    holds exactly one of them. ``meta_path`` / ``labels_path`` default to the files beside it
+    holds exactly one of them. ``variant``: the app slot, "float" or "int8" (default: the slot of the
+    metadata's precision, ``SLOT_OF_PRECISION``). ``meta_path`` / ``labels_path`` default to the files beside it
     (``labels.txt`` is written from the metadata's labels when absent). ``app_root``: the repository
     (default: this one). Returns the installed paths by role.
     """
-    if app not in APPS:
-        raise AppInstallError(f"app must be one of {sorted(APPS)}, got {app!r}")
-    if variant not in VARIANT_PRECISIONS:
+    app_folder(app, app_root)
+    if variant is not None and variant not in VARIANT_PRECISIONS:
         raise AppInstallError(f"variant must be one of {sorted(VARIANT_PRECISIONS)}, got {variant!r}")
     spec = APPS[app]
     src = Path(artifact_dir_or_file)
@@ -129,6 +177,10 @@ def install_into_app(artifact_dir_or_file, app: str, variant: str = "float", *, 
         meta = json.loads(meta_file.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
         raise AppInstallError(f"{meta_file}: unreadable metadata ({e})") from None
+    if variant is None:
+        variant = SLOT_OF_PRECISION.get(meta.get("precision"))
+        if variant is None:
+            raise AppInstallError(f"{meta_file}: precision {meta.get('precision')!r} has no app slot; pass variant")
     labels = validate_meta(meta, app, variant)
     labels_file = Path(labels_path) if labels_path else artifact.parent / "labels.txt"
     if labels_file.is_file():
@@ -141,7 +193,7 @@ def install_into_app(artifact_dir_or_file, app: str, variant: str = "float", *, 
         raise AppInstallError(f"{artifact}: empty artifact")
 
     dest_dir = Path(app_root or REPO) / spec["dir"]
-    dest_dir.mkdir(parents=True, exist_ok=True)
+    dest_dir.mkdir(parents=True, exist_ok=True)  # inside the app folder checked above
     model_name, meta_name = spec["names"][variant]
     other = "int8" if variant == "float" else "float"
     other_model, other_meta = (dest_dir / n for n in spec["names"][other])
@@ -197,7 +249,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Install an exported artifact into a demo app.")
     ap.add_argument("artifact", type=Path)
     ap.add_argument("--app", choices=sorted(APPS), required=True)
-    ap.add_argument("--variant", choices=sorted(VARIANT_PRECISIONS), default="float")
+    ap.add_argument("--variant", choices=sorted(VARIANT_PRECISIONS),
+                    help="app slot (default: the slot of the metadata's precision: fp32/fp16 float, dynamic/int8 int8)")
     ap.add_argument("--meta", type=Path)
     ap.add_argument("--labels", type=Path)
     ap.add_argument("--replace-other", action="store_true")
@@ -212,7 +265,8 @@ def main(argv=None) -> int:
         return 2
     for role, p in paths.items():
         print(f"{role}: {p}")
-    after_install(a.app, [a.variant], a.fixtures)
+    slot = next(v for v, (model, _) in APPS[a.app]["names"].items() if paths["model"].name == model)
+    after_install(a.app, [slot], a.fixtures)
     return 0
 
 

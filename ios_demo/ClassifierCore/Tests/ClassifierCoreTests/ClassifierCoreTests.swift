@@ -1,7 +1,8 @@
+import CryptoKit
 import XCTest
 @testable import ClassifierCore
 
-/// ClassifierCore against the golden fixtures written by export/app_fixtures.py (Resources/golden).
+/// ClassifierCore against the golden fixtures written by mvit/apps/fixtures.py (Resources/golden).
 final class ClassifierCoreTests: XCTestCase {
     private func golden(_ name: String) throws -> Data {
         let dir = try XCTUnwrap(Bundle.module.url(forResource: "golden", withExtension: nil), "missing Resources/golden")
@@ -123,14 +124,6 @@ final class ClassifierCoreTests: XCTestCase {
         }
     }
 
-    func testModelCasesWhenPresent() throws {
-        for c in try list("model_cases") {
-            let logits = try XCTUnwrap(c["logits"] as? [NSNumber]).map(\.floatValue)
-            let expected = try XCTUnwrap(c["topk"] as? [[String: Any]])
-            XCTAssertEqual(Postprocess.topK(Postprocess.softmax(logits), k: expected.count), expected.map { int($0["index"]) })
-        }
-    }
-
     func testLabelsAndRollingAverage() throws {
         let meta = try ModelMeta.parse(golden("model_meta_float.json"))
         XCTAssertEqual(try Labels.resolve(meta: meta, labelsText: nil), meta.labels)
@@ -213,16 +206,108 @@ final class ClassifierCoreTests: XCTestCase {
         }
     }
 
-    func testShippedCasesWereRecordedFromTheInstalledMetadata() throws {
-        // This file is ios_demo/ClassifierCore/Tests/ClassifierCoreTests/; the app's models are in ios_demo/MVitDemo/Models.
+    /// ios_demo/MVitDemo/Models, from this file's path (ios_demo/ClassifierCore/Tests/ClassifierCoreTests/).
+    private func installedModels() throws -> URL {
         let models = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
             .appendingPathComponent("../../../MVitDemo/Models").standardized
-        guard FileManager.default.fileExists(atPath: models.path) else { return }
-        for m in try shippedModels() where m["app"] as? String == "ios" {
-            let file = models.appendingPathComponent(((m["meta_file"] as? String ?? "") as NSString).lastPathComponent)
-            let installed = try JSONSerialization.jsonObject(with: Data(contentsOf: file)) as? NSDictionary
-            XCTAssertEqual(installed, m["meta"] as? NSDictionary,
-                           "\(file.lastPathComponent) differs from the recorded metadata: run `\(Self.regenerate)`")
+        guard FileManager.default.fileExists(atPath: models.path) else {
+            XCTFail("\(models.path) is missing: run the tests from a checkout of the repository")
+            throw CocoaError(.fileNoSuchFile)
         }
+        return models
+    }
+
+    /// sha256 of a file, or of a folder as mvit.apps.fixtures.artifact_sha256 computes it (sorted relative paths and file hashes).
+    private func sha256(_ url: URL) throws -> String {
+        func hex(_ d: Data) -> String { SHA256.hash(data: d).map { String(format: "%02x", $0) }.joined() }
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDir) else { throw CocoaError(.fileNoSuchFile) }
+        if !isDir.boolValue { return hex(try Data(contentsOf: url)) }
+        let files = (FileManager.default.enumerator(at: url, includingPropertiesForKeys: [.isRegularFileKey])?.allObjects as? [URL] ?? [])
+            .filter { (try? $0.resourceValues(forKeys: [.isRegularFileKey]).isRegularFile) == true }
+            .map { String($0.standardized.path.dropFirst(url.standardized.path.count + 1)) }
+            .filter { !$0.split(separator: "/").contains { $0.hasPrefix(".") } }
+            .sorted()
+        var lines = ""
+        for rel in files { lines += "\(rel)\u{0}\(hex(try Data(contentsOf: url.appendingPathComponent(rel))))\n" }
+        return hex(Data(lines.utf8))
+    }
+
+    func testShippedCasesWereRecordedFromTheInstalledFiles() throws {
+        let models = try installedModels()
+        let ios = try shippedModels().filter { $0["app"] as? String == "ios" }
+        XCTAssertEqual(ios.count, 2, "both iOS variants have recorded cases: run `\(Self.regenerate)`")
+        for m in ios {
+            let meta = models.appendingPathComponent(((m["meta_file"] as? String ?? "") as NSString).lastPathComponent)
+            let installed = try JSONSerialization.jsonObject(with: Data(contentsOf: meta)) as? NSDictionary
+            XCTAssertEqual(installed, m["meta"] as? NSDictionary,
+                           "\(meta.lastPathComponent) differs from the recorded metadata: run `\(Self.regenerate)`")
+            let artifact = models.appendingPathComponent(((m["artifact"] as? String ?? "") as NSString).lastPathComponent)
+            XCTAssertEqual(try sha256(artifact), m["artifact_sha256"] as? String,
+                           "\(artifact.lastPathComponent) changed since its cases were recorded: run `\(Self.regenerate)`")
+        }
+    }
+
+    func testTheBenchmarkInputIsAGoldenImage() throws {
+        let models = try installedModels()
+        let input = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: models.appendingPathComponent("benchmark_input.json"))) as? [String: Any])
+        let images = Dictionary(uniqueKeysWithValues: try list("images").map { ($0["file"] as! String, $0) })
+        let rec = try XCTUnwrap(images[input["image"] as? String ?? ""], "benchmark_input.json names no golden image")
+        XCTAssertEqual(try Data(contentsOf: models.appendingPathComponent("benchmark_input.rgba")), try golden(rec["raw"] as! String))
+        XCTAssertEqual(int(input["width"]), int(rec["width"]))
+        XCTAssertEqual(int(input["rotation_degrees"]), int(rec["rotation_degrees"]))
+    }
+
+    // MARK: benchmark mode (docs/device_results.md)
+
+    func testLatencyStatisticsAndTiming() {
+        let s = LatencyStats.of([5, 1, 3, 2, 4, 10], warmup: 3)
+        XCTAssertEqual(s.medianMs, 3.5, accuracy: 1e-12)
+        XCTAssertEqual(s.p90Ms, 7.5, accuracy: 1e-12)
+        XCTAssertEqual(s.minMs, 1)
+        var now: UInt64 = 0
+        let costs: [UInt64] = [30, 20, 20, 4, 6, 5, 5, 9]
+        var calls = 0
+        let m = Benchmark.measure(warmup: 3, runs: 5, clock: { now }) { now += costs[calls] * 1_000_000; calls += 1 }
+        XCTAssertEqual(calls, 8)
+        XCTAssertEqual(m.firstMs, 30, accuracy: 1e-9)
+        XCTAssertEqual(m.latency.p90Ms, 7.8, accuracy: 1e-9)
+    }
+
+    func testBenchmarkReportFollowsTheSchema() throws {
+        let lat = LatencyStats.of([9, 10, 11, 12], warmup: 10)
+        let row = BenchmarkRow(model: "mobilevit_xxs", artifact: "ModelInt8.mlpackage", artifactSha256: nil, format: "coreml",
+                               precision: "int8", accelerator: "cpu_and_ne", acceleratorUsed: "cpu_and_ne", threads: nil,
+                               latency: lat, loadMs: 40, firstMs: 25, top3: [ScoredLabel(label: "plastic", score: 0.9)],
+                               note: "Core ML does not report the unit that ran")
+        let report = BenchmarkReport(created: Date(timeIntervalSince1970: 1_796_126_400),
+                                     device: DeviceInfo(manufacturer: "Apple", model: "iPhone15,2", soc: nil, os: "iOS", osVersion: "18.1", abi: nil),
+                                     rows: [row])
+        XCTAssertEqual(report.problems, [])
+        let doc = try XCTUnwrap(JSONSerialization.jsonObject(with: report.json()) as? [String: Any])
+        XCTAssertEqual(doc["schema"] as? String, "mvit.device_results/1")
+        XCTAssertEqual(doc["created"] as? String, "2026-12-01T12:00:00Z")
+        XCTAssertEqual(doc["source"] as? String, "ios-app")
+        let device = try XCTUnwrap(doc["device"] as? [String: Any])
+        XCTAssertTrue(device["soc"] is NSNull && device["abi"] is NSNull)
+        let r = try XCTUnwrap((doc["rows"] as? [[String: Any]])?.first)
+        XCTAssertTrue(r["threads"] is NSNull && r["artifact_sha256"] is NSNull)
+        XCTAssertEqual((r["latency"] as? [String: Any])?["median_ms"] as? Double, 10.5)
+        let bad = BenchmarkReport(created: Date(), device: report.device, rows: [BenchmarkRow(
+            model: "m", artifact: "a", artifactSha256: nil, format: "coreml", precision: "fp32", accelerator: "npu",
+            acceleratorUsed: "npu", threads: nil, latency: lat, loadMs: nil, firstMs: nil, top3: nil, note: "")])
+        XCTAssertFalse(bad.problems.isEmpty)
+        XCTAssertThrowsError(try bad.json())
+    }
+
+    func testAgreementAndFrameRate() {
+        func c(_ idx: [Int]) -> [Classification] { idx.map { Classification(index: $0, label: "l\($0)", score: 0.1) } }
+        XCTAssertEqual(Agreement(c([4, 1, 2]), c([4, 2, 1])), Agreement(c([4, 1, 2]), c([4, 1, 2])))
+        XCTAssertTrue(Agreement(c([4, 1, 2]), c([4, 2, 1])).top1Agrees)
+        XCTAssertEqual(Agreement(c([4, 1, 2]), c([1, 4, 5])).sharedTop3, 2)
+        var f = FrameRate(window: 4)
+        XCTAssertEqual(f.fps, 0)
+        for i in 0..<10 { f.record(Double(i) * 0.05) }
+        XCTAssertEqual(f.fps, 20, accuracy: 1e-9)
     }
 }

@@ -1,40 +1,41 @@
 package org.mvit.demo
 
 import android.content.Context
+import android.os.SystemClock
 import com.google.ai.edge.litert.Accelerator
+import com.google.ai.edge.litert.BuiltinNpuAcceleratorProvider
 import com.google.ai.edge.litert.CompiledModel
+import com.google.ai.edge.litert.Environment
 import com.google.ai.edge.litert.LiteRtException
 import com.google.ai.edge.litert.TensorBuffer
+import org.mvit.core.AcceleratorChoice
+import org.mvit.core.AcceleratorOutcome
 import org.mvit.core.DType
 import org.mvit.core.Labels
 import org.mvit.core.MetaException
 import org.mvit.core.ModelMeta
+import org.mvit.core.ModelVariant
 import org.mvit.core.Postprocess
 import org.mvit.core.Preprocessor
+import org.mvit.core.Settings
+import org.mvit.core.sha256Hex
 import java.io.Closeable
 import java.io.FileNotFoundException
 
-/** Which installed artifact to run: the asset names written by `export/app_install.py`. */
-enum class ModelVariant(val modelAsset: String, val metaAsset: String, val title: String) {
-    FLOAT("model.tflite", "model_meta.json", "float"),
-    INT8("model_int8.tflite", "model_int8_meta.json", "int8"),
-}
-
-enum class AcceleratorChoice { CPU, GPU }
-
-data class EngineConfig(val variant: ModelVariant = ModelVariant.FLOAT, val accelerator: AcceleratorChoice = AcceleratorChoice.CPU, val threads: Int = 4)
-
 /**
- * One compiled LiteRT model with its input/output buffers, created once per configuration.
- * Only ever used from the single inference thread.
+ * One compiled LiteRT model with its input/output buffers and preprocessing buffers, created once
+ * per (variant, accelerator, threads). Only ever used from the single inference thread.
  */
 class ClassifierEngine private constructor(
-    val config: EngineConfig,
+    val variant: ModelVariant,
     val meta: ModelMeta,
     val labels: List<String>,
     private val model: CompiledModel,
-    /** The accelerator actually in use, e.g. "GPU" or "CPU (GPU unavailable: …)". */
-    val backend: String,
+    private val env: Environment?,
+    /** What was asked and what compiled the model (after any fallback). */
+    val outcome: AcceleratorOutcome,
+    /** Time to load and compile the model, milliseconds. */
+    val loadMs: Double,
 ) : Closeable {
     private val inputs: List<TensorBuffer> = model.createInputBuffers()
     private val outputs: List<TensorBuffer> = model.createOutputBuffers()
@@ -42,26 +43,36 @@ class ClassifierEngine private constructor(
     /** Preprocessing buffers for this model, allocated once. */
     val preprocessor = Preprocessor(meta)
 
-    /** Runs the model on [preprocessor]'s current input; returns the dequantised output scores. */
-    fun run(): FloatArray {
-        val input = inputs[0]
+    /** Copies [preprocessor]'s current input into the model's input buffer. */
+    fun writeInput() {
         when (meta.input.dtype) {
-            DType.FLOAT32, DType.FLOAT16 -> input.writeFloat(preprocessor.floatInput!!)
+            DType.FLOAT32, DType.FLOAT16 -> inputs[0].writeFloat(preprocessor.floatInput!!)
             // int8 and uint8 share the byte representation: the bytes hold the bit patterns.
-            DType.INT8, DType.UINT8 -> input.writeInt8(preprocessor.byteInput!!)
+            DType.INT8, DType.UINT8 -> inputs[0].writeInt8(preprocessor.byteInput!!)
         }
-        model.run(inputs, outputs)
-        val out = outputs[0]
-        return when (meta.output.dtype) {
-            DType.FLOAT32, DType.FLOAT16 -> Postprocess.decode(meta.output, out.readFloat(), null)
-            DType.INT8, DType.UINT8 -> Postprocess.decode(meta.output, null, out.readInt8())
-        }
+    }
+
+    /** The inference alone, on the input already written (what the benchmark times). */
+    fun invoke() = model.run(inputs, outputs)
+
+    /** The dequantised output scores of the last [invoke]. */
+    fun readScores(): FloatArray = when (meta.output.dtype) {
+        DType.FLOAT32, DType.FLOAT16 -> Postprocess.decode(meta.output, outputs[0].readFloat(), null)
+        DType.INT8, DType.UINT8 -> Postprocess.decode(meta.output, null, outputs[0].readInt8())
+    }
+
+    /** Writes the input, runs the model, returns the scores. */
+    fun run(): FloatArray {
+        writeInput()
+        invoke()
+        return readScores()
     }
 
     override fun close() {
         inputs.forEach { it.close() }
         outputs.forEach { it.close() }
         model.close()
+        env?.close()
     }
 
     companion object {
@@ -77,30 +88,68 @@ class ClassifierEngine private constructor(
             return ModelMeta.parse(text)
         }
 
-        fun create(context: Context, config: EngineConfig): ClassifierEngine {
-            val meta = readMeta(context, config.variant)
+        /** sha256 of the installed artifact (the benchmark JSON's `artifact_sha256`). */
+        fun artifactSha256(context: Context, variant: ModelVariant): String =
+            context.assets.open(variant.modelAsset).use { sha256Hex(it) }
+
+        /**
+         * Loads [variant] on the accelerator in [settings]. GPU and NPU are asked for alone, so that a
+         * missing or unsupported one fails instead of silently running on the CPU under its name; the
+         * engine then falls back to the CPU and [outcome] says why.
+         */
+        fun create(context: Context, variant: ModelVariant, settings: Settings): ClassifierEngine {
+            val meta = readMeta(context, variant)
             val labelsTxt = try {
                 context.assets.open("labels.txt").bufferedReader().use { it.readText() }
             } catch (e: FileNotFoundException) {
                 null
             }
             val labels = Labels.resolve(meta, labelsTxt)
-            val cpu = CompiledModel.Options(Accelerator.CPU).apply {
-                cpuOptions = CompiledModel.CpuOptions(numThreads = config.threads)
+            val t0 = SystemClock.elapsedRealtimeNanos()
+            fun ms() = (SystemClock.elapsedRealtimeNanos() - t0) / 1e6
+            val asked = settings.accelerator
+            val cpuOptions = CompiledModel.Options(Accelerator.CPU).apply {
+                cpuOptions = CompiledModel.CpuOptions(numThreads = settings.threads)
             }
-            if (config.accelerator == AcceleratorChoice.GPU) {
-                // GPU alone, so that a missing/unsupported GPU throws instead of silently running
-                // on the CPU while claiming "GPU"; then fall back and say so.
-                try {
-                    val gpu = CompiledModel.create(context.assets, config.variant.modelAsset, CompiledModel.Options(Accelerator.GPU))
-                    return ClassifierEngine(config, meta, labels, gpu, "GPU")
+            fun onCpu(reason: String?): ClassifierEngine {
+                val m = CompiledModel.create(context.assets, variant.modelAsset, cpuOptions)
+                val outcome = AcceleratorOutcome(asked, AcceleratorChoice.CPU, settings.threads, reason)
+                return ClassifierEngine(variant, meta, labels, m, null, outcome, ms())
+            }
+            return when (asked) {
+                AcceleratorChoice.CPU -> onCpu(null)
+                AcceleratorChoice.GPU -> try {
+                    val m = CompiledModel.create(context.assets, variant.modelAsset, CompiledModel.Options(Accelerator.GPU))
+                    ClassifierEngine(variant, meta, labels, m, null, AcceleratorOutcome(asked, AcceleratorChoice.GPU, null), ms())
                 } catch (e: LiteRtException) {
-                    val model = CompiledModel.create(context.assets, config.variant.modelAsset, cpu)
-                    return ClassifierEngine(config, meta, labels, model, "CPU ×${config.threads} (GPU unavailable: ${e.message ?: "error"})")
+                    onCpu(e.message ?: "LiteRT error")
+                }
+                AcceleratorChoice.NPU -> {
+                    // The NPU needs the SoC vendor's dispatch library in the APK; LiteRT lists the
+                    // accelerators its environment could load.
+                    val env = try {
+                        Environment.create(context, BuiltinNpuAcceleratorProvider(context))
+                    } catch (e: LiteRtException) {
+                        return onCpu("no LiteRT NPU environment (${e.message})")
+                    }
+                    val offered = try {
+                        Accelerator.NPU in env.getAvailableAccelerators()
+                    } catch (e: LiteRtException) {
+                        false
+                    }
+                    if (!offered) {
+                        env.close()
+                        return onCpu("LiteRT offers no NPU on this device (SoC ${socModel() ?: "unknown"})")
+                    }
+                    try {
+                        val m = CompiledModel.create(context.assets, variant.modelAsset, CompiledModel.Options(Accelerator.NPU), env)
+                        ClassifierEngine(variant, meta, labels, m, env, AcceleratorOutcome(asked, AcceleratorChoice.NPU, null), ms())
+                    } catch (e: LiteRtException) {
+                        env.close()
+                        onCpu(e.message ?: "LiteRT error")
+                    }
                 }
             }
-            val model = CompiledModel.create(context.assets, config.variant.modelAsset, cpu)
-            return ClassifierEngine(config, meta, labels, model, "CPU ×${config.threads}")
         }
     }
 }

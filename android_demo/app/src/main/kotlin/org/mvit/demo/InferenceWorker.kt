@@ -10,16 +10,33 @@ import kotlinx.coroutines.flow.MutableStateFlow
 import kotlinx.coroutines.flow.StateFlow
 import kotlinx.coroutines.flow.asStateFlow
 import kotlinx.coroutines.flow.update
+import org.mvit.core.AcceleratorChoice
+import org.mvit.core.Agreement
+import org.mvit.core.Benchmark
+import org.mvit.core.BenchmarkInput
+import org.mvit.core.BenchmarkReport
+import org.mvit.core.BenchmarkRow
 import org.mvit.core.Classification
 import org.mvit.core.FrameStats
+import org.mvit.core.ModelVariant
 import org.mvit.core.Postprocess
+import org.mvit.core.Settings
 import org.mvit.core.YuvPlane
+import java.io.File
 import java.nio.ByteBuffer
 import java.util.concurrent.ExecutorService
 import java.util.concurrent.Executors
 
+enum class Mode { CAMERA, PHOTO, BENCHMARK }
+
+/** fp32 and int8 on the same photo. */
+data class Comparison(val float: List<Classification>, val int8: List<Classification>, val agreement: Agreement, val backends: String)
+
+data class BenchmarkState(val running: Boolean = false, val progress: String = "", val rows: List<BenchmarkRow> = emptyList(), val savedTo: String? = null)
+
 data class UiState(
-    val config: EngineConfig = EngineConfig(),
+    val settings: Settings = Settings(),
+    val mode: Mode = Mode.CAMERA,
     val installed: Set<ModelVariant> = emptySet(),
     val backend: String = "",
     val top: List<Classification> = emptyList(),
@@ -29,12 +46,17 @@ data class UiState(
     val avgTotalMs: Double = Double.NaN,
     val fps: Double = 0.0,
     val error: String? = null,
-    val stillImage: Bitmap? = null,
+    val photo: Bitmap? = null,
+    val comparison: Comparison? = null,
+    val benchmark: BenchmarkState = BenchmarkState(),
+    /** The loaded model's `preprocess.resize_short`: how far photos may be subsampled when decoded. */
+    val resizeShort: Int = 256,
 )
 
 /**
  * The single inference thread: CameraX delivers frames on it (ImageAnalysis keeps only the latest),
- * engine (re)creation and still images run on it too, so the model and its buffers are never shared.
+ * engine (re)creation, photos, comparisons and benchmarks run on it too, so a model and its buffers
+ * are never shared. Owned by [ClassifierViewModel], so it survives rotation.
  */
 class InferenceWorker(private val context: Context) : AutoCloseable {
     val executor: ExecutorService = Executors.newSingleThreadExecutor { r -> Thread(r, "mvit-inference") }
@@ -47,28 +69,42 @@ class InferenceWorker(private val context: Context) : AutoCloseable {
     init {
         val installed = ModelVariant.values().filter { ClassifierEngine.isInstalled(context, it) }.toSet()
         _state.update { it.copy(installed = installed) }
-        configure(EngineConfig(variant = installed.firstOrNull() ?: ModelVariant.FLOAT))
+        configure(Settings(variant = installed.firstOrNull() ?: ModelVariant.FLOAT))
     }
 
-    fun configure(config: EngineConfig) {
-        executor.execute {
-            engine?.close()
-            engine = null
-            stats.reset()
-            try {
-                val e = ClassifierEngine.create(context, config)
-                engine = e
-                _state.update { it.copy(config = config, backend = e.backend, error = null, top = emptyList()) }
-            } catch (t: Throwable) {
-                _state.update { it.copy(config = config, backend = "", error = "Cannot load ${config.variant.title} model: ${t.message}") }
-            }
+    /** New settings: reload the engine, then re-run the photo (and the comparison) when one is shown. */
+    fun configure(settings: Settings) = executor.execute {
+        load(settings)
+        val s = _state.value
+        if (s.photo != null) {
+            classifyPhoto()
+            if (s.comparison != null) compareNow()
         }
+    }
+
+    private fun load(settings: Settings) {
+        engine?.close()
+        engine = null
+        stats.reset()
+        _state.update { it.copy(settings = settings, top = emptyList(), backend = "loading…") }
+        try {
+            val e = ClassifierEngine.create(context, settings.variant, settings)
+            engine = e
+            _state.update { it.copy(backend = e.outcome.label, resizeShort = e.meta.preprocess.resizeShort, error = null) }
+        } catch (t: Throwable) {
+            _state.update { it.copy(backend = "", error = "Cannot load the ${settings.variant.title} model: ${t.message}") }
+        }
+    }
+
+    fun setMode(mode: Mode) = executor.execute {
+        _state.update { it.copy(mode = mode, photo = if (mode == Mode.PHOTO) it.photo else null, comparison = null, top = emptyList()) }
+        stats.reset()
     }
 
     /** ImageAnalysis.Analyzer body; runs on [executor]. Always closes the frame. */
     fun analyze(image: ImageProxy) {
         image.use { frame ->
-            if (_state.value.stillImage != null) return
+            if (_state.value.mode != Mode.CAMERA) return
             val e = engine ?: return
             val t0 = SystemClock.elapsedRealtimeNanos()
             val rotation = frame.imageInfo.rotationDegrees
@@ -95,22 +131,100 @@ class InferenceWorker(private val context: Context) : AutoCloseable {
         }
     }
 
-    /** Classify a decoded, upright still image (photo mode). */
-    fun classifyStill(bitmap: Bitmap?) {
-        executor.execute {
-            _state.update { it.copy(stillImage = bitmap, top = emptyList()) }
-            val e = engine ?: return@execute
-            if (bitmap == null) return@execute
-            val t0 = SystemClock.elapsedRealtimeNanos()
-            val argb = if (bitmap.config == Bitmap.Config.ARGB_8888) bitmap else bitmap.copy(Bitmap.Config.ARGB_8888, false)
-            val size = argb.rowBytes * argb.height
-            val buf = rgbaScratch?.takeIf { it.capacity() >= size } ?: ByteBuffer.allocateDirect(size).also { rgbaScratch = it }
-            buf.clear()
-            argb.copyPixelsToBuffer(buf) // ARGB_8888 is laid out as R, G, B, A bytes
-            buf.rewind()
-            e.preprocessor.fromRgba(buf, argb.width, argb.height, argb.rowBytes, 4, 0)
-            stats.reset()
-            runModel(e, t0)
+    /** Photo mode: show and classify an upright, already downsampled photo. */
+    fun showPhoto(bitmap: Bitmap) = executor.execute {
+        _state.update { it.copy(mode = Mode.PHOTO, photo = bitmap, comparison = null) }
+        classifyPhoto()
+    }
+
+    private fun loadPhoto(e: ClassifierEngine, bitmap: Bitmap) {
+        val argb = if (bitmap.config == Bitmap.Config.ARGB_8888) bitmap else bitmap.copy(Bitmap.Config.ARGB_8888, false)
+        val size = argb.rowBytes * argb.height
+        val buf = rgbaScratch?.takeIf { it.capacity() >= size } ?: ByteBuffer.allocateDirect(size).also { rgbaScratch = it }
+        buf.clear()
+        argb.copyPixelsToBuffer(buf) // ARGB_8888 is laid out as R, G, B, A bytes
+        buf.rewind()
+        e.preprocessor.fromRgba(buf, argb.width, argb.height, argb.rowBytes, 4, 0)
+    }
+
+    private fun classifyPhoto() {
+        val e = engine ?: return
+        val bitmap = _state.value.photo ?: return
+        val t0 = SystemClock.elapsedRealtimeNanos()
+        loadPhoto(e, bitmap)
+        stats.reset()
+        runModel(e, t0)
+    }
+
+    /** Photo mode: the float and the int8 model on the same photo, with the current accelerator. */
+    fun compare() = executor.execute { compareNow() }
+
+    private fun compareNow() {
+        val bitmap = _state.value.photo ?: return
+        val settings = _state.value.settings
+        try {
+            val tops = HashMap<ModelVariant, List<Classification>>()
+            val backends = ArrayList<String>()
+            for (v in ModelVariant.values()) {
+                val e = if (v == engine?.variant) engine!! else ClassifierEngine.create(context, v, settings)
+                try {
+                    loadPhoto(e, bitmap)
+                    tops[v] = Postprocess.classify(e.run(), e.meta.output.kind, e.labels, 3)
+                    backends += "${v.title}: ${e.outcome.label}"
+                } finally {
+                    if (e !== engine) e.close()
+                }
+            }
+            val f = tops.getValue(ModelVariant.FLOAT)
+            val q = tops.getValue(ModelVariant.INT8)
+            _state.update { it.copy(comparison = Comparison(f, q, Agreement.of(f, q), backends.joinToString(" · ")), error = null) }
+        } catch (t: Throwable) {
+            _state.update { it.copy(error = "Comparison failed: ${t.message}") }
+        }
+    }
+
+    /**
+     * Benchmark mode: every installed model on every accelerator (CPU with the chosen threads, GPU,
+     * NPU; a fallback is reported as such), on the fixed golden input; writes the JSON report into
+     * [outDir] and shows the rows.
+     */
+    fun runBenchmark(warmup: Int, runs: Int, outDir: File) = executor.execute {
+        val settings = _state.value.settings
+        val rows = ArrayList<BenchmarkRow>()
+        fun progress(text: String) = _state.update { it.copy(benchmark = BenchmarkState(true, text, rows.toList())) }
+        try {
+            val input = BenchmarkInput.parse(context.assets.open(BenchmarkInput.JSON_ASSET).bufferedReader().use { it.readText() })
+            val rgba = context.assets.open(BenchmarkInput.RGBA_ASSET).use { it.readBytes() }
+            input.check(rgba)
+            engine?.close()
+            engine = null
+            for (v in _state.value.installed.sortedBy { it.ordinal }) {
+                val sha = ClassifierEngine.artifactSha256(context, v)
+                for (a in AcceleratorChoice.values()) {
+                    progress("${v.title} on ${a.title}: loading")
+                    ClassifierEngine.create(context, v, settings.copy(variant = v, accelerator = a)).use { e ->
+                        e.preprocessor.fromRgba(ByteBuffer.wrap(rgba), input.width, input.height, input.width * 4, 4, input.rotationDegrees)
+                        e.writeInput()
+                        progress("${v.title} on ${e.outcome.label}: $runs runs")
+                        val m = Benchmark.measure(warmup, runs, SystemClock::elapsedRealtimeNanos) { e.invoke() }
+                        val top = Postprocess.classify(e.readScores(), e.meta.output.kind, e.labels, 3)
+                        rows += BenchmarkRow(
+                            model = e.meta.architecture, artifact = v.modelAsset, artifactSha256 = sha, format = "tflite",
+                            precision = e.meta.precision, accelerator = a.id, acceleratorUsed = e.outcome.used.id,
+                            threads = e.outcome.threads, latency = m.latency, loadMs = e.loadMs, firstMs = m.firstMs, top3 = top,
+                            note = listOf(e.outcome.note, "input: ${input.image}").filter { it.isNotEmpty() }.joinToString("; "),
+                        )
+                    }
+                }
+            }
+            val report = BenchmarkReport(BenchmarkReport.isoUtc(System.currentTimeMillis()), "android-app", deviceInfo(), rows)
+            outDir.mkdirs()
+            val file = report.writeTo(File(outDir, "mvit-device-results-${System.currentTimeMillis()}.json"))
+            _state.update { it.copy(benchmark = BenchmarkState(false, "done", rows.toList(), file.absolutePath), error = null) }
+        } catch (t: Throwable) {
+            _state.update { it.copy(benchmark = BenchmarkState(false, "failed", rows.toList()), error = "Benchmark failed: ${t.message}") }
+        } finally {
+            load(settings)
         }
     }
 

@@ -78,37 +78,58 @@ object FrameConverter {
         }
     }
 
-    /** Rotate clockwise by 0/90/180/270 degrees (CameraX `rotationDegrees`, EXIF orientations 1/6/3/8). */
+    /**
+     * Rotate clockwise by 0/90/180/270 degrees (CameraX `rotationDegrees`, EXIF orientations 1/6/3/8)
+     * into the caller's [out] (reused across frames): index arithmetic only, nothing is allocated.
+     */
     fun rotate(src: RgbImage, degrees: Int, out: RgbImage) {
-        val deg = ((degrees % 360) + 360) % 360
-        val (w, h) = src.width to src.height
+        val deg = normalizedDegrees(degrees)
+        val w = src.width
+        val h = src.height
         val swap = deg == 90 || deg == 270
-        require(deg % 90 == 0) { "rotation must be a multiple of 90 degrees, got $degrees" }
         require(out.width == (if (swap) h else w) && out.height == (if (swap) w else h)) { "bad output size for rotation" }
         val s = src.data
         val o = out.data
+        if (deg == 0) {
+            System.arraycopy(s, 0, o, 0, w * h * 3)
+            return
+        }
+        // Destination (nx, ny) of source (x, y): 90: (h-1-y, x); 180: (w-1-x, h-1-y); 270: (y, w-1-x).
+        // As a destination offset: start + x * stepX + y * stepY (in pixels of `out`).
         val ow = out.width
+        val start: Int
+        val stepX: Int
+        val stepY: Int
+        when (deg) {
+            90 -> { start = h - 1; stepX = ow; stepY = -1 }
+            180 -> { start = (h - 1) * ow + (w - 1); stepX = -1; stepY = -ow }
+            else -> { start = (w - 1) * ow; stepX = -ow; stepY = 1 }
+        }
+        var si = 0
         for (y in 0 until h) {
+            var di = (start + y * stepY) * 3
+            val step = stepX * 3
             for (x in 0 until w) {
-                val (nx, ny) = when (deg) {
-                    0 -> x to y
-                    90 -> (h - 1 - y) to x
-                    180 -> (w - 1 - x) to (h - 1 - y)
-                    else -> y to (w - 1 - x)
-                }
-                val si = (y * w + x) * 3
-                val di = (ny * ow + nx) * 3
                 o[di] = s[si]
                 o[di + 1] = s[si + 1]
                 o[di + 2] = s[si + 2]
+                si += 3
+                di += step
             }
         }
     }
 
-    fun rotatedSize(width: Int, height: Int, degrees: Int): Pair<Int, Int> {
-        val deg = ((degrees % 360) + 360) % 360
-        return if (deg == 90 || deg == 270) height to width else width to height
+    /** Degrees reduced to 0/90/180/270; anything that is not a multiple of 90 is refused. */
+    fun normalizedDegrees(degrees: Int): Int {
+        require(degrees % 90 == 0) { "rotation must be a multiple of 90 degrees, got $degrees" }
+        return ((degrees % 360) + 360) % 360
     }
+
+    /** Width of a `width x height` image after a clockwise rotation. */
+    fun rotatedWidth(width: Int, height: Int, degrees: Int): Int = if (normalizedDegrees(degrees) % 180 == 0) width else height
+
+    /** Height of a `width x height` image after a clockwise rotation. */
+    fun rotatedHeight(width: Int, height: Int, degrees: Int): Int = if (normalizedDegrees(degrees) % 180 == 0) height else width
 
     internal fun clamp8(v: Int): Byte = (if (v < 0) 0 else if (v > 255) 255 else v).toByte()
 }

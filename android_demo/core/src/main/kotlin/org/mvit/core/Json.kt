@@ -202,3 +202,61 @@ internal fun Map<String, Any?>.intList(key: String): List<Int> = numList(key).ma
     if (it != Math.floor(it)) throw MetaException("'$key' must be a list of integers")
     it.toInt()
 }
+
+/** Writes maps, lists, strings, numbers, booleans and null as indented JSON (RFC 8259). */
+object JsonWriter {
+    fun write(value: Any?): String = StringBuilder().also { append(it, value, 0) }.append('\n').toString()
+
+    private fun append(sb: StringBuilder, v: Any?, indent: Int) {
+        when (v) {
+            null -> sb.append("null")
+            is String -> string(sb, v)
+            is Boolean -> sb.append(v)
+            is Int, is Long, is Short, is Byte -> sb.append(v.toString())
+            is Number -> {
+                val d = v.toDouble()
+                require(d.isFinite()) { "JSON has no representation for $d" }
+                sb.append(d.toString()) // "9.8", "41.0", "1.0E-4": all valid JSON numbers
+            }
+            is Map<*, *> -> container(sb, v.entries.toList(), indent, '{', '}') { e, i ->
+                string(sb, e.key as? String ?: throw IllegalArgumentException("JSON keys are strings, got ${e.key}"))
+                sb.append(": ")
+                append(sb, e.value, i)
+            }
+            is List<*> -> container(sb, v, indent, '[', ']') { e, i -> append(sb, e, i) }
+            else -> throw IllegalArgumentException("cannot write ${v::class.java.simpleName} as JSON")
+        }
+    }
+
+    private fun <T> container(sb: StringBuilder, items: List<T>, indent: Int, open: Char, close: Char, item: (T, Int) -> Unit) {
+        if (items.isEmpty()) {
+            sb.append(open).append(close)
+            return
+        }
+        sb.append(open).append('\n')
+        items.forEachIndexed { n, e ->
+            repeat(indent + 2) { sb.append(' ') }
+            item(e, indent + 2)
+            if (n < items.size - 1) sb.append(',')
+            sb.append('\n')
+        }
+        repeat(indent) { sb.append(' ') }
+        sb.append(close)
+    }
+
+    private fun string(sb: StringBuilder, s: String) {
+        sb.append('"')
+        for (c in s) {
+            when {
+                c == '"' -> sb.append("\\\"")
+                c == '\\' -> sb.append("\\\\")
+                c == '\n' -> sb.append("\\n")
+                c == '\r' -> sb.append("\\r")
+                c == '\t' -> sb.append("\\t")
+                c < ' ' -> sb.append(String.format(java.util.Locale.ROOT, "\\u%04x", c.code))
+                else -> sb.append(c)
+            }
+        }
+        sb.append('"')
+    }
+}

@@ -137,9 +137,9 @@ class Preprocessor(val meta: ModelMeta) {
     }
 
     fun fromUnrotated(img: RgbImage, rotationDegrees: Int) {
-        if (((rotationDegrees % 360) + 360) % 360 == 0) return fromUpright(img)
-        val (w, h) = FrameConverter.rotatedSize(img.width, img.height, rotationDegrees)
-        val r = rotatedBuffer(w, h)
+        if (FrameConverter.normalizedDegrees(rotationDegrees) == 0) return fromUpright(img)
+        val r = rotatedBuffer(FrameConverter.rotatedWidth(img.width, img.height, rotationDegrees),
+            FrameConverter.rotatedHeight(img.width, img.height, rotationDegrees))
         FrameConverter.rotate(img, rotationDegrees, r)
         fromUpright(r)
     }

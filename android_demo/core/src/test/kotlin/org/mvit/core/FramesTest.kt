@@ -58,7 +58,8 @@ class FramesTest {
         //                         f c                          a d
         val src = RgbImage(3, 2, ByteArray(18) { (it / 3 + 1).toByte() }) // a=1 .. f=6
         fun rot(deg: Int): List<Int> {
-            val (w, h) = FrameConverter.rotatedSize(3, 2, deg)
+            val w = FrameConverter.rotatedWidth(3, 2, deg)
+            val h = FrameConverter.rotatedHeight(3, 2, deg)
             val o = RgbImage(w, h)
             FrameConverter.rotate(src, deg, o)
             return (0 until w * h).map { o.data[it * 3].toInt() }

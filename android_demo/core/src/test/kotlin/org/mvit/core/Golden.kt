@@ -2,7 +2,7 @@ package org.mvit.core
 
 import java.util.Base64
 
-/** Access to the golden fixtures written by `export/app_fixtures.py` (test resources `golden/`). */
+/** Access to the golden fixtures written by `mvit/apps/fixtures.py` (test resources `golden/`). */
 object Golden {
     fun bytes(name: String): ByteArray {
         val s = Golden::class.java.classLoader.getResourceAsStream("golden/$name")

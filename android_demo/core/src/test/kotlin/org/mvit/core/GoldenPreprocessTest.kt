@@ -18,8 +18,8 @@ class GoldenPreprocessTest {
         val raw = Golden.rawImage(rec)
         val rot = (rec["rotation_degrees"] as Number).toInt()
         if (rot == 0) return raw
-        val (w, h) = FrameConverter.rotatedSize(raw.width, raw.height, rot)
-        return RgbImage(w, h).also { FrameConverter.rotate(raw, rot, it) }
+        val out = RgbImage(FrameConverter.rotatedWidth(raw.width, raw.height, rot), FrameConverter.rotatedHeight(raw.width, raw.height, rot))
+        return out.also { FrameConverter.rotate(raw, rot, it) }
     }
 
     private fun assertPixels(case: Map<String, Any?>, crop: RgbImage, what: String) {

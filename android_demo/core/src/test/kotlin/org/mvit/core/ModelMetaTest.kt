@@ -57,7 +57,7 @@ class ModelMetaTest {
         assertEquals(288, PreprocessSpec.resizeShortFor(256, 256, 256.0 / 288.0))
         assertEquals(249, PreprocessSpec.resizeShortFor(224, 224, 0.9))
         val m = Json.parseObject(example("float")).toMutableMap()
-        val pre = (m["preprocess"] as Map<String, Any?>).toMutableMap()
+        val pre = Golden.obj(m, "preprocess").toMutableMap()
         pre.remove("resize_short")
         pre["crop_fraction"] = 0.875
         assertEquals(293, PreprocessSpec.fromJson(pre).resizeShort)

@@ -6,7 +6,6 @@ import org.junit.Assert.assertTrue
 import org.junit.Test
 import java.io.File
 import java.nio.ByteBuffer
-import java.security.MessageDigest
 
 /**
  * The models installed in the apps (`golden/shipped_models.json`): at each model's own contract,
@@ -23,13 +22,14 @@ class ShippedModelTest {
 
     private fun what(model: Map<String, Any?>, case: Map<String, Any?>) = "${model["artifact"]} on ${case["image"]}"
 
-    /** `android_demo/app/src/main/assets`, from `-Dmvit.appAssets` (ci/test_core.sh) or the working directory. */
-    private fun installedAssets(): File? =
-        listOfNotNull(System.getProperty("mvit.appAssets"), "../app/src/main/assets", "android_demo/app/src/main/assets")
-            .map { File(it) }.firstOrNull { it.isDirectory }
+    /** `android_demo/app/src/main/assets`, from `-Dmvit.appAssets` (ci/test_core.sh, Gradle) or the working directory. */
+    private fun installedAssets(): File {
+        val candidates = listOfNotNull(System.getProperty("mvit.appAssets"), "../app/src/main/assets", "android_demo/app/src/main/assets")
+        return candidates.map { File(it) }.firstOrNull { it.isDirectory }
+            ?: throw AssertionError("the app's assets folder is not at any of $candidates: run with -Dmvit.appAssets=android_demo/app/src/main/assets")
+    }
 
-    private fun sha256(f: File): String =
-        MessageDigest.getInstance("SHA-256").digest(f.readBytes()).joinToString("") { "%02x".format(it) }
+    private fun sha256(f: File): String = f.inputStream().use { sha256Hex(it) }
 
     @Test
     fun everyShippedModelHasCases() {
@@ -39,10 +39,48 @@ class ShippedModelTest {
     }
 
     @Test
+    fun bothVariantsAreInstalledWithTheirMetadata() {
+        val assets = installedAssets()
+        for (v in ModelVariant.values()) {
+            assertTrue("${v.modelAsset} is not installed in $assets: run `mvit-export --app android`", File(assets, v.modelAsset).isFile)
+            assertEquals("${v.metaAsset}: precision fits the ${v.title} slot", v == ModelVariant.INT8,
+                ModelMeta.parse(File(assets, v.metaAsset).readText()).precision in setOf("int8", "dynamic"))
+        }
+        assertTrue("labels.txt is installed", File(assets, "labels.txt").isFile)
+    }
+
+    @Test
+    fun theBenchmarkInputIsAGoldenImageWithRecordedCases() {
+        val assets = installedAssets()
+        val input = BenchmarkInput.parse(File(assets, BenchmarkInput.JSON_ASSET).readText())
+        val rgba = File(assets, BenchmarkInput.RGBA_ASSET).readBytes()
+        input.check(rgba)
+        val rec = images[input.image] ?: throw AssertionError("${input.image} is not a golden fixture image: run `python -m mvit.apps.fixtures`")
+        assertArrayEquals("benchmark_input.rgba differs from ${rec["raw"]}: run `python -m mvit.apps.fixtures`", Golden.bytes(rec["raw"] as String), rgba)
+        assertEquals(listOf(rec["width"], rec["height"], rec["rotation_degrees"]).map { (it as Number).toInt() }, listOf(input.width, input.height, input.rotationDegrees))
+        for (m in models.filter { it["app"] == "android" }) {
+            assertTrue("${m["artifact"]}: no recorded case on ${input.image}", Golden.objs(m, "cases").any { it["image"] == input.image })
+        }
+        assertThrowsMeta { input.check(rgba.copyOf(rgba.size - 4)) }
+        assertThrowsMeta { BenchmarkInput.parse("""{"image": "x.png", "width": 0, "height": 2, "rotation_degrees": 0}""") }
+        assertThrowsMeta { BenchmarkInput.parse("""{"image": "x.png", "width": 2, "height": 2, "rotation_degrees": 45}""") }
+    }
+
+    private fun assertThrowsMeta(block: () -> Unit) {
+        try {
+            block()
+        } catch (e: IllegalArgumentException) { // MetaException, or require() for the rotation
+            return
+        }
+        throw AssertionError("expected a refusal")
+    }
+
+    @Test
     fun casesWereRecordedFromTheInstalledFiles() {
-        val assets = installedAssets() ?: return // app sources not reachable from here: the Python test checks them
+        val assets = installedAssets()
         val recorded = models.filter { it["app"] == "android" }.associateBy { (it["artifact"] as String).substringAfterLast('/') }
         val installed = assets.listFiles { f -> f.name.endsWith(".tflite") }!!.map { it.name }.sorted()
+        assertTrue("no .tflite installed in $assets", installed.isNotEmpty())
         assertEquals("installed models without recorded cases: run `$REGEN`", installed, recorded.keys.sorted())
         for ((name, m) in recorded) {
             assertEquals("$name changed since its cases were recorded: run `$REGEN`", m["artifact_sha256"], sha256(File(assets, name)))
