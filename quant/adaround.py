@@ -127,6 +127,20 @@ def collect_moments(sim: SimGraph, ls: list[Layer], x: torch.Tensor, batch: int,
     return [m.finish(asymmetric) for m in moments]
 
 
+def _low_rank_error(m: Moments, w: torch.Tensor, energy: float = 0.9999, max_rank: int = 256):
+    """With float inputs on both sides the error is ||(Wq - W) L||^2 for E[x x^T] = L L^T; keeping the
+    eigen-directions that hold ``energy`` of the input's second moment (at most ``max_rank``) makes each
+    step cost out x in x rank instead of out x in^2."""
+    vals, vecs = torch.linalg.eigh(m.ff.double())
+    vals = vals.clamp_min(0).flip(0)
+    vecs = vecs.flip(1)
+    cum = vals.cumsum(0) / vals.sum().clamp_min(1e-30)
+    rank = min(int(torch.searchsorted(cum, torch.tensor(energy, dtype=cum.dtype))) + 1, max_rank, len(vals))
+    root = (vecs[:, :rank] * vals[:rank].sqrt()).float()
+    wf = w.flatten(1)
+    return lambda wq: (wq.flatten(1) - wf).matmul(root).pow(2).sum()
+
+
 def round_layer(layer: Layer, m: Moments, bias: torch.Tensor | None, iters: int = 1000, lam: float = 0.5,
                 lr: float = 1e-2) -> tuple[torch.Tensor, float, float]:
     """Learned int8 rounding of one layer from its input ``Moments``; returns (on-grid float weight,
@@ -151,10 +165,12 @@ def round_layer(layer: Layer, m: Moments, bias: torch.Tensor | None, iters: int 
     with torch.no_grad():
         nearest = torch.round(ws).clamp(p.qmin, p.qmax) * s
         e_near = float(_error(m, nearest, w, bias, bias, depthwise))
+    loss_fn = _low_rank_error(m, w) if m.qq is m.ff and not depthwise else (
+        lambda wq: _error(m, wq, w, bias, bias, depthwise))
     scale = 1.0 / max(e_near, 1e-12)  # a well-conditioned loss whatever the layer's magnitude
     warmup = iters // 5
     for it in range(iters):
-        loss = _error(m, weight(False), w, bias, bias, depthwise) * scale
+        loss = loss_fn(weight(False)) * scale
         if it >= warmup:
             beta = 20 - (20 - 2) * (it - warmup) / max(1, iters - warmup)
             loss = loss + lam * (1 - (2 * _h(v) - 1).abs().pow(beta)).mean()
@@ -185,9 +201,14 @@ def adaround(sim: SimGraph, x: torch.Tensor, batch: int, iters: int = 1000, lam:
     if progress:
         progress(f"input moments of {len(ls)} layers ({time.perf_counter() - t0:.0f} s)")
     out = {}
-    for layer, m in zip(ls, moments):
-        bias = layer.point.bias if layer.point.has_bias else None
-        w, e0, e1 = round_layer(layer, m, bias, iters, lam)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # thousands of small products: extra threads only wait on each other
+    try:
+        rounded = [round_layer(l, m, l.point.bias if l.point.has_bias else None, iters, lam)
+                   for l, m in zip(ls, moments)]
+    finally:
+        torch.set_num_threads(threads)
+    for layer, (w, e0, e1) in zip(ls, rounded):
         layer.point.rounded = w
         out[layer.path] = w
         if progress:
