@@ -8,8 +8,8 @@ identity and ReLU. It does not hold for SiLU (x * sigmoid(x)), ReLU6 (the clip a
 Hardswish: SiLU(x / s) * s = x * sigmoid(x / s), a different function unless s = 1. So by default only
 pairs joined by identity or ReLU are equalized (``approximate=False``: the float model is unchanged);
 ``approximate=True`` equalizes across those activations too, treating them as ReLU, which changes the
-float model's function: mvit measures what that costs (benchmarks/results/quant_methods_*.md) rather
-than assuming it.
+float model's function (what that costs on a full model is not measured yet; see
+benchmarks/results/int8_search.md).
 
 s_i = sqrt(r1_i / r2_i) with r1_i the range of conv1's row i and r2_i that of conv2's column i, which
 makes both ranges sqrt(r1_i * r2_i) (Nagel et al., eq. 9). Depthwise convs take part on either side.

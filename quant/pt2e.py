@@ -225,13 +225,14 @@ def _calibrate(wrapped: nn.Module, sample: torch.Tensor, quantizer, inputs, n: i
 
 def quantize_pt2e(model: nn.Module, wrapped: nn.Module, sample: torch.Tensor, to_input, graph_input: str, *,
                   calib_pixels: np.ndarray | None, method: str, keep_float: tuple[str, ...] = (),
+                  keep_float_source: str = "user",
                   cache: dict | None = None, fold_quantize: bool = False) -> tuple[nn.Module, object, dict]:
     """Export, calibrate and convert ``wrapped`` (``model``, possibly inside an input wrapper).
 
     Calibration is cached in ``cache`` per graph input kind (``graph_input``: e.g. "normalized-nchw"),
     method and keep-float list, so TFLite (``fold_quantize=False``) and Core ML (``True``: int8 weight
-    constants) share one calibration. The keep-float list is the user's, or the architecture family's
-    default (``mvit.quant.defaults``). ``to_input(pixels_uint8_nhwc) -> tensor`` maps calibration pixels
+    constants) share one calibration. ``keep_float``: the modules that stay float (an export's
+    ``mvit.quant.plan.Plan``), ``keep_float_source`` where that list came from. ``to_input(pixels_uint8_nhwc) -> tensor`` maps calibration pixels
     (N,H,W,3 uint8, resized and cropped) to ``wrapped``'s input. Returns (converted module, quantizer, details).
     """
     import copy
@@ -239,11 +240,8 @@ def quantize_pt2e(model: nn.Module, wrapped: nn.Module, sample: torch.Tensor, to
     from torchao.quantization.pt2e import allow_exported_model_train_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-    from mvit.quant.defaults import resolve_keep_float
-
     cache = {} if cache is None else cache
-    given = tuple(keep_float)
-    keep_float, source = resolve_keep_float(model, given, "pt2e")
+    keep_float = tuple(k for k in keep_float if k.lower() != "none")
     key = ("pt2e", graph_input, method, keep_float)
     if key not in cache:
         if calib_pixels is None or len(calib_pixels) == 0:
@@ -255,11 +253,9 @@ def quantize_pt2e(model: nn.Module, wrapped: nn.Module, sample: torch.Tensor, to
             prepared = _calibrate(wrapped, sample, quantizer, lambda i, j: to_input(px[i:j]), len(px))
         details = {"method": "pt2e", "observer": method, "weights": "int8 per-channel symmetric",
                    "activations": "int8 per-tensor affine", "calibration_images": int(len(px)),
-                   "keep_float": list(keep_float), "keep_float_source": source,
+                   "keep_float": list(keep_float), "keep_float_source": keep_float_source,
                    "calibration_seconds": round(time.perf_counter() - t0, 1)}
         cache[key] = (prepared, quantizer, details)
-    # also reachable under the list as given (e.g. () for "the default"), for callers that look it up
-    cache.setdefault(("pt2e", graph_input, method, given), cache[key])
     prepared, quantizer, details = cache[key]
     with torch.no_grad():
         converted = convert_pt2e(copy.deepcopy(prepared), fold_quantize=fold_quantize)

@@ -4,7 +4,7 @@ int8 conversion, in one call.
 ``apply_recipe`` returns a float model that every backend converts as usual (PT2E for TFLite and Core
 ML, onnxruntime for ONNX): BatchNorm and LayerNorm affine folded, scales migrated, and -- when asked --
 weights on their int8 grid (learned rounding) and biases corrected. Which steps help was measured
-step by step (benchmarks/quant_methods.py, benchmarks/results/quant_methods_*.md).
+step by step (benchmarks/results/int8_search.md).
 """
 from __future__ import annotations
 

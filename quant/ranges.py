@@ -3,7 +3,7 @@ each quantization point's float values on the calibration images.
 
 PT2E's HistogramObserver already picks a range that minimises an L2 quantization error on its own
 histogram; ``search_ranges`` offers the alternatives so they can be measured against it
-(benchmarks/quant_methods.py) and used where they do better.
+(benchmarks/results/int8_search.md) and used where they do better.
 """
 from __future__ import annotations
 

@@ -161,9 +161,10 @@ class SearchResult:
     min_agreement: float
     met: bool
     images: int                       # held-out images the agreement was measured on
-    evaluations: list[dict] = field(default_factory=list)  # {"float_units": k, "agreement": a}
+    evaluations: list[dict] = field(default_factory=list)  # {"float_units": k, "agreement": a, "cosine": c}
     order: list[str] = field(default_factory=list)         # the ranked units the prefix came from
     float_cost_fraction: float = 0.0  # share of the model's conv/linear cost left float
+    cosine: float | None = None       # mean logit cosine with the float model, with float_units float
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -173,29 +174,39 @@ class SearchResult:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
-def bisect_prefix(order: list[str], evaluate, min_agreement: float, log=None) -> tuple[int, float, list[dict]]:
-    """Smallest k with ``evaluate(order[:k]) >= min_agreement`` by bisection (agreement grows with k,
-    up to noise); returns (k, its agreement, evaluations). k = len(order) + 1 when even all miss."""
+def score(out: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
+    """(top-1 agreement, mean cosine of the mean-centred logits) of ``out`` against ``ref``."""
+    a, b = out.double() - out.double().mean(1, keepdim=True), ref.double() - ref.double().mean(1, keepdim=True)
+    cos = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-12)
+    return agreement(out, ref), float(cos.mean())
+
+
+def bisect_prefix(order: list[str], evaluate, min_agreement: float, log=None, min_cosine: float = -1.0,
+                  known: dict | None = None) -> tuple[int, tuple[float, float], list[dict]]:
+    """Smallest k whose ``evaluate(order[:k]) -> (agreement, cosine)`` meets ``min_agreement`` and
+    ``min_cosine``, by bisection (both grow with k, up to noise); returns (k, its scores,
+    evaluations). k = len(order) + 1 when even all miss. ``known``: scores already measured, by k."""
     evals: list[dict] = []
-    seen: dict[int, float] = {}
+    seen: dict[int, tuple[float, float]] = {}
 
-    def ev(k: int) -> float:
+    def ev(k: int) -> bool:
         if k not in seen:
-            seen[k] = float(evaluate(order[:k]))
-            evals.append({"float_units": k, "agreement": seen[k]})
-            if log:
-                log(f"  {k} unit(s) float: agreement {100 * seen[k]:.2f}%")
-        return seen[k]
+            measured = k not in (known or {})
+            seen[k] = tuple(evaluate(order[:k])) if measured else known[k]
+            evals.append({"float_units": k, "agreement": seen[k][0], "cosine": seen[k][1]})
+            if log and measured:
+                log(f"  {k} unit(s) float: agreement {100 * seen[k][0]:.2f}%, cosine {seen[k][1]:.4f}")
+        return seen[k][0] >= min_agreement and seen[k][1] >= min_cosine
 
-    if ev(0) >= min_agreement:
+    if ev(0):
         return 0, seen[0], evals
     hi = len(order)
-    if ev(hi) < min_agreement:
+    if not ev(hi):
         return hi + 1, seen[hi], evals
     lo = 0  # ev(lo) misses, ev(hi) meets
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if ev(mid) >= min_agreement:
+        if ev(mid):
             hi = mid
         else:
             lo = mid
@@ -203,17 +214,17 @@ def bisect_prefix(order: list[str], evaluate, min_agreement: float, log=None) ->
 
 
 def search(order: list[tuple[str, float, float]], evaluate, min_agreement: float, images: int,
-           total_cost: float, log=None) -> SearchResult:
-    """The cheapest prefix of ``order`` (from ``rank_units``) meeting ``min_agreement``."""
+           total_cost: float, log=None, min_cosine: float = -1.0, known: dict | None = None) -> SearchResult:
+    """The cheapest prefix of ``order`` (from ``rank_units``) meeting ``min_agreement`` (and ``min_cosine``)."""
     names = [u for u, _, _ in order]
-    k, agree, evals = bisect_prefix(names, evaluate, min_agreement, log)
+    k, (agree, cos), evals = bisect_prefix(names, evaluate, min_agreement, log, min_cosine, known)
     met = k <= len(names)
     prefix = names[: min(k, len(names))]
     cost = sum(c for u, _, c in order if u in prefix)
     # a module inside another chosen one adds nothing to the list
     chosen = [u for u in prefix if not any(u != o and u.startswith(o + ".") for o in prefix)]
     return SearchResult(chosen, agree, min_agreement, met, images, evals, names,
-                        round(cost / total_cost, 4) if total_cost else 0.0)
+                        round(cost / total_cost, 4) if total_cost else 0.0, cos)
 
 
 def search_sim(model: nn.Module, quantizer, calib: torch.Tensor, heldout: torch.Tensor, min_agreement: float,
@@ -231,9 +242,9 @@ def search_sim(model: nn.Module, quantizer, calib: torch.Tensor, heldout: torch.
     cost = unit_costs(sim, units, batch)
     order = rank_units(sim, units, sens, cost)
 
-    def evaluate(float_units) -> float:
+    def evaluate(float_units) -> tuple[float, float]:
         sim.set_float(float_units)
-        return agreement(sim.run(heldout, batch), ref)
+        return score(sim.run(heldout, batch), ref)
 
     try:
         return search(order, evaluate, min_agreement, len(heldout), sum(cost.values()), log)
