@@ -23,7 +23,7 @@ from mvit.export.base import ExportError, ExportJob
 from mvit.export.console import CapturedOutput, Console
 from mvit.export.metadata import build_meta, write_sidecars
 from mvit.export.parity import ParityReport, check_runner, torch_logits
-from mvit.export.request import KEEP_NOTHING_FLOAT, ExportRequest, artifact_folder, artifact_name
+from mvit.export.request import KEEP_NOTHING_FLOAT, ExportRequest, artifact_folder, artifact_name, folders_overlap
 from mvit.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from mvit.model.export_prep import prepare_for_export
 from mvit.model.images import ImageFolderError, generated_pixels, image_files, labelled_indices, load_pixels
@@ -206,7 +206,8 @@ def _load_data(request: ExportRequest, ckpt, weights: Path, say, heldout: bool =
             warn(f"only {len(data.calib_pixels)} calibration images; 100 or more give steadier int8 results")
         data.calib_source = f"{len(data.calib_pixels)} images of {request.calib}"
         taken = set(used) | set(bad)
-        if needs_calib and heldout and request.search_data is None:
+        verifies_calib = request.verify_data is not None and folders_overlap(request.verify_data, request.calib)
+        if needs_calib and heldout and request.search_data is None and not verifies_calib:
             rest = [f for f in files if f not in taken]
             # the verification images come from the same folder: leave them at least half of the rest
             share = HELDOUT_IMAGES if request.verify_data is not None or not request.verify else len(rest) // 2

@@ -69,8 +69,9 @@ class ExportRequest:
             errs.append(f"--min-agreement must be a number in (0, 1], got {m!r}")
         if self.search_data is not None and "int8" not in self.precisions:
             errs.append("--search-data applies to int8 only")
-        if self.search_data is not None and self.verify_data is not None and _same(self.search_data, self.verify_data):
-            errs.append("--search-data and --verify-data are the same folder: the int8 search must not see the "
+        if (self.search_data is not None and self.verify_data is not None
+                and folders_overlap(self.search_data, self.verify_data)):
+            errs.append("--search-data and --verify-data share images: the int8 search must not see the "
                         "verification images")
         if self.calib_method is not None and "int8" not in self.precisions:
             errs.append("--calib-method applies to int8 only")
@@ -106,11 +107,13 @@ class ExportRequest:
         return out
 
 
-def _same(a: Path, b: Path) -> bool:
+def folders_overlap(a: Path, b: Path) -> bool:
+    """Whether folders ``a`` and ``b`` share images (one is the other or inside it)."""
     try:
-        return a.resolve() == b.resolve()
+        a, b = a.resolve(), b.resolve()
     except OSError:
         return False
+    return a == b or b in a.parents or a in b.parents
 
 
 def artifact_folder(out_dir, arch: str, precision: str, fmt: str) -> Path:

@@ -241,7 +241,7 @@ def _one_error_line(capsys):
     (["--format", "onnx", "--quantize", "int8", "--min-agreement", "nan"], "--min-agreement must be a number in (0, 1], got nan"),
     (["--format", "onnx", "--quantize", "int8", "--min-agreement", "most"], "argument --min-agreement: invalid float value: 'most'"),
     (["--format", "onnx", "--quantize", "int8", "--search-data", "{tmp}/empty", "--verify-data", "{tmp}/empty/"],
-     "--search-data and --verify-data are the same folder"),
+     "--search-data and --verify-data share images"),
     (["--format", "onnx", "--search-data", "{tmp}/empty"], "--search-data applies to int8 only"),
     (["--format", "onnx", "--out", "{tmp}/file.txt/sub"], "cannot write there"),
     (["--format", "onnx", "--weights", "{tmp}/model.pt"], "pickled PyTorch file"),
