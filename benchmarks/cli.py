@@ -48,9 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", nargs="+", metavar="CKPT_OR_NAME",
                    help="several checkpoints (paths, or zoo names trained for the article: "
                         "benchmarks/article/checkpoints/NAME*.safetensors), benchmarked one after another")
-    p.add_argument("--data", type=Path, required=True,
+    p.add_argument("--data", type=Path,
                    help="evaluation images: class folders named like the checkpoint's labels give accuracy; "
-                        "a flat folder gives agreement with the float model only")
+                        "a flat folder gives agreement with the float model only (required for the matrix; "
+                        "with FILE arguments, optional)")
     p.add_argument("--calib", type=Path, help="int8 calibration images; default: the 'train' folder beside --data "
                                               "if there is one, else data-free (ZeroQ)")
     p.add_argument("--calib-count", type=int, default=128)
@@ -81,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fail-above", action="append", default=[], metavar="[ROWS:]METRIC=VALUE",
                    help="exit 1 if a metric is above VALUE, e.g. 'tflite-int8:latency_vs_eager=0.2', kl=0.01, "
                         "top1_drop=0.5, size_vs_fp32=0.3")
+    from mvit.bench.cli_files import add_arguments
+
+    add_arguments(p)
     return p
 
 
@@ -102,6 +106,12 @@ def main(argv=None) -> int:
         print(f"mvit-bench: error: {msg}", file=sys.stderr)
         return 2
 
+    from mvit.bench.cli_files import main_other, wants_other_mode
+
+    if wants_other_mode(args):
+        return main_other(args, data_given=args.data is not None)
+    if args.data is None:
+        return fail("the matrix needs --data DIR (evaluation images)")
     from mvit.bench.report import check_floors, parse_floor
 
     try:
@@ -141,7 +151,10 @@ def main(argv=None) -> int:
                 raise BenchError(f"{w}: no such checkpoint" + (" (the shipped model is not there yet; pass --weights)"
                                                                if Path(w) == DEFAULT_CHECKPOINT else ""))
             read_meta(w)
-    except (BenchError, ImageFolderError, CheckpointError) as e:
+        from mvit.bench.device_results import read_device_results
+
+        device = [read_device_results(f) for f in args.device_results]
+    except (BenchError, ImageFolderError, CheckpointError, ValueError) as e:
         return fail(str(e))
 
     cfg = BenchConfig(weights=weights, data=args.data, calib=calib, calib_count=args.calib_count,
@@ -157,8 +170,10 @@ def main(argv=None) -> int:
         report = run(cfg, say)
     except (BenchError, ImageFolderError, CheckpointError) as e:
         return fail(str(e))
+    from mvit.bench.device_results import merge
     from mvit.bench.report import write_reports
 
+    merge(report, device, [str(f) for f in args.device_results])
     paths = write_reports(report, cfg.out, args.plot)
     say(f"done in {report['seconds']:.0f} s: " + ", ".join(str(p) for p in paths.values()))
     _print_summary(report)

@@ -149,16 +149,16 @@ def measure(workers: list[Worker], runs: int, min_time: float, burst: float = 0.
                     w.info.update(w.ask(cmd="memory"))
                 except WorkerError as e:
                     w.error = f"runtime failed: {e}"
-        if eval_pixels is not None:
-            for w in workers:
-                if w.error is None and w.spec["kind"] != "torch":
-                    out = eval_dir / f"{w.key.replace('/', '_')}.npy"
-                    try:
-                        w.info["eval_seconds"] = w.ask(cmd="eval", pixels=str(eval_pixels), out=str(out))["seconds"]
-                        w.info["scores"] = str(out)
-                        say(f"evaluated {w.key} in {w.info['eval_seconds']:.1f} s")
-                    except WorkerError as e:
-                        w.error = f"runtime failed on the evaluation images: {e}"
+        for w in workers:
+            pixels = w.spec.get("eval_pixels", eval_pixels)  # a worker's own images, or everyone's
+            if pixels is not None and w.error is None and w.spec["kind"] != "torch":
+                out = eval_dir / f"{w.key.replace('/', '_').replace(':', '_')}.npy"
+                try:
+                    w.info["eval_seconds"] = w.ask(cmd="eval", pixels=str(pixels), out=str(out))["seconds"]
+                    w.info["scores"] = str(out)
+                    say(f"evaluated {w.key} in {w.info['eval_seconds']:.1f} s")
+                except WorkerError as e:
+                    w.error = f"runtime failed on the evaluation images: {e}"
     finally:
         for w in workers:
             w.stop()

@@ -143,7 +143,7 @@ def export_all(cfg: BenchConfig, ckpt, weights: Path, art_dir: Path, log: Path, 
     arts: dict = {}  # ``cache`` is shared: fp32 graphs per format, one PT2E calibration for TFLite and Core ML
     for fmt in cfg.formats:
         todo = []
-        for p in cfg.precisions:
+        for p in (p for p in cfg.precisions if p in get_backend(fmt).PRECISIONS):  # ExecuTorch: fp32, int8
             folder = artifact_folder(art_dir, arch, p, fmt)
             a = _reusable(folder, ckpt.sha256) if cfg.reuse else None
             if a is not None:

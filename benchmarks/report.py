@@ -86,20 +86,24 @@ def _f(v, fmt="{:.2f}", none="–"):
 
 
 def markdown(report: dict) -> str:
-    mach = report["machine"]
-    s = report["settings"]
-    libs = ", ".join(f"{k} {v}" for k, v in mach["libraries"].items() if v)
-    out = ["# mvit-bench results",
-           "",
-           f"- Machine: {mach['cpu']} ({mach['cores_available']} of {mach['cores']} cores available; "
-           f"{' '.join(mach['isa'])}), {mach['os']}",
-           f"- Threads: {s['threads']}; batch 1; latency of `invoke` on a prepared input, rows interleaved "
-           f"(>= {s['min_runs']} runs and >= {s['min_time_s']:g} s per row); load average at start/end: "
-           f"{_loads(report.get('load_average_start_end'))}",
-           f"- Data: {s['data']}; int8 calibration: {s['calibration']} ({s['calibration_images']} images)",
-           f"- Libraries: {libs}",
-           f"- Run: {report['created']}, {report['seconds']:.0f} s", ""]
+    """bench.md: the machine and settings, one table per model (or of model files), the phones' rows."""
+    out = ["# mvit-bench results", ""]
+    mach, s = report.get("machine"), report.get("settings") or {}
+    if mach and report["models"]:
+        libs = ", ".join(f"{k} {v}" for k, v in mach["libraries"].items() if v)
+        out += [f"- Machine: {mach['cpu']} ({mach['cores_available']} of {mach['cores']} cores available; "
+                f"{' '.join(mach['isa'])}), {mach['os']}",
+                f"- Threads: {s['threads']}; batch 1; latency of `invoke` on a prepared input, rows interleaved "
+                f"(>= {s['min_runs']} runs and >= {s['min_time_s']:g} s per row); load average at start/end: "
+                f"{_loads(report.get('load_average_start_end'))}"]
+        if "calibration" in s:
+            out.append(f"- Data: {s['data']}; int8 calibration: {s['calibration']} ({s['calibration_images']} images)")
+        out += [f"- Libraries: {libs}", f"- Run: {report['created']}, {report['seconds']:.0f} s", ""]
+    out += _side_by_side_md(report)
     for m in report["models"]:
+        if m.get("kind") == "files":
+            out += _files_md(m)
+            continue
         out += [f"## {m['architecture']} ({m['input_size'][0]}x{m['input_size'][1]})", "",
                 f"Checkpoint `{Path(m['checkpoint']).name}` (sha256 {m['checkpoint_sha256'][:12]}); evaluation: "
                 f"{m['evaluation']}. Agreement = same top-1 as PyTorch fp32; KL = mean KL(float || artifact) of the "
@@ -134,6 +138,8 @@ def markdown(report: dict) -> str:
         out.append("")
         for lr in m.get("layer_reports", []):
             out += _layer_md(lr)
+    for run in report.get("device_runs", []):
+        out += _device_md(run)
     return "\n".join(out) + "\n"
 
 
@@ -141,6 +147,120 @@ def _loads(pair):
     if not pair or not pair[0]:
         return "n/a"
     return " / ".join(f"{p[0]:.1f}" for p in pair if p)
+
+
+def _files_md(m: dict) -> list[str]:
+    """The table of model files (``mvit-bench FILE ...``) and each file's op census."""
+    out = [f"## Model files ({m['evaluation']})", "",
+           "Metadata: where labels and preprocessing came from (the file's mvit metadata, the command's options, "
+           "or none: latency on a generated image only). Agreement, KL and cosine against the --reference model.", "",
+           "| file | format | precision | metadata | status | size MB | top-1 % | agreement % | KL | cosine | "
+           "median ms | p90 ms | min ms | load ms | first ms | peak MB | ops (XNNPACK) |",
+           "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    notes = []
+    for r in m["rows"]:
+        lat, mem, c = r.get("latency") or {}, r.get("memory") or {}, r.get("census") or {}
+        status = r["status"]
+        for n in ([r["reason"]] if r.get("reason") else []) + list(r.get("notes") or []):
+            notes.append(f"{r.get('name') or Path(r['file']).name}: {n}")
+            status += f" [{len(notes)}]"
+        ops = "–" if "ops_total" not in c else (
+            f"{c['ops_total']}" + (f" ({c['ops_delegated']} in {c['delegate_partitions']} partition"
+                                   f"{'s' if c['delegate_partitions'] != 1 else ''})" if c.get("delegate") else ""))
+        out.append("| " + " | ".join([
+            f"`{r.get('name') or Path(r['file']).name}`", r["format"], r.get("precision") or "–", r.get("metadata", "–"),
+            status,
+            _f(r.get("size_mb")), _f(_pct(r.get("top1")), "{:.1f}"), _f(_pct(r.get("agreement")), "{:.1f}"),
+            _f(r.get("kl_mean"), "{:.4f}"), _f(r.get("cosine"), "{:.4f}"), _f(lat.get("median_ms")),
+            _f(lat.get("p90_ms")), _f(lat.get("min_ms")), _f(lat.get("load_ms"), "{:.0f}"),
+            _f(lat.get("first_ms"), "{:.1f}"), _f(mem.get("peak_rss_mb"), "{:.0f}"), ops]) + " |")
+    out.append("")
+    out += [f"[{i}] {n}  " for i, n in enumerate(notes, 1)] + ([""] if notes else [])
+    for r in m["rows"]:
+        out += _census_md(r.get("name") or Path(r["file"]).name, r.get("census") or {})
+    return out
+
+
+def _census_md(name: str, c: dict, top: int = 12) -> list[str]:
+    out = [f"### Op census: `{name}`", ""]
+    if "error" in c:
+        return out + [f"Not available: {c['error']}", ""]
+    line = f"{c.get('runtime')}: {c.get('ops_total')} ops"
+    if c.get("delegate"):
+        line += (f", {c['ops_delegated']} run by the {c['delegate']} delegate in {c['delegate_partitions']} "
+                 f"partition{'s' if c['delegate_partitions'] != 1 else ''}")
+        fb = c.get("fallback") or {}
+        line += (f"; outside it: {', '.join(f'{k} x{v}' for k, v in fb.items())}" if fb else "; nothing falls back")
+    if "file_nodes" in c:
+        line += f" (the file holds {c['file_nodes']} nodes before onnxruntime's optimisation)"
+    out += [line + f". {c.get('dtype_note', '')}", ""]
+    ops = c.get("ops") or []
+    delegated = any("delegated" in o for o in ops)
+    out += ["| op | dtype | count |" + (" delegated |" if delegated else ""),
+            "|---|---|---:|" + ("---:|" if delegated else "")]
+    for o in ops[:top]:
+        out.append(f"| {o['op']} | {o['dtype']} | {o['count']} |" + (f" {o.get('delegated', 0)} |" if delegated else ""))
+    if len(ops) > top:
+        out.append(f"| ({len(ops) - top} more kinds in bench.json) | | {sum(o['count'] for o in ops[top:])} |"
+                   + (" |" if delegated else ""))
+    return out + [""]
+
+
+def _device_md(run: dict) -> list[str]:
+    """One phone run (a device_results file or an --adb session)."""
+    out = [f"## Phone: {run['device_label']}", "",
+           f"Source: {run['source']}{' (' + Path(run['file']).name + ')' if run.get('file') else ''}, "
+           f"measured {run['created']}. Only the inference is timed, on a prepared input.", "",
+           "| model | artifact | format | precision | accelerator (used) | threads | median ms | p90 ms | min ms | "
+           "mean ms | runs | load ms | first ms | top-1 on the fixed input | note |",
+           "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+    for r in run["rows"]:
+        lat = r["latency"]
+        p90 = _f(lat.get("p90_ms")) if lat.get("p90_ms") is not None else f"p95 {_f(lat.get('p95_ms'))}"
+        top = r.get("top3") or []
+        out.append("| " + " | ".join([
+            r["model"], f"`{r['artifact']}`", r["format"], r["precision"],
+            r["accelerator"] + ("" if r["accelerator_used"] == r["accelerator"] else f" ({r['accelerator_used']})"),
+            _f(r.get("threads"), "{}"), _f(lat["median_ms"]), p90, _f(lat["min_ms"]), _f(lat["mean_ms"]),
+            str(lat["runs"]), _f(r.get("load_ms"), "{:.0f}"), _f(r.get("first_ms"), "{:.1f}"),
+            f"{top[0]['label']} {top[0]['score']:.2f}" if top else "–", (r.get("note") or "").replace("|", "/")]) + " |")
+    return out + [""]
+
+
+def latency_points(report: dict) -> list[dict]:
+    """Every row with a median latency, from this PC and from the phones: where, what, median, p90."""
+    pts = []
+    cpu = (report.get("machine") or {}).get("cpu", "this PC")
+    threads = (report.get("settings") or {}).get("threads")
+    for m in report["models"]:
+        for r in m["rows"]:
+            lat = r.get("latency") or {}
+            if lat.get("median_ms"):
+                what = (r.get("name") or Path(r["file"]).name) if r.get("file") else \
+                    ("PyTorch eager" if r["format"] == "torch" else r["format"]) + f" {r['precision']}"
+                pts.append({"where": f"PC: {cpu}", "what": what, "format": r["format"], "precision": r.get("precision"),
+                            "accelerator": f"cpu, {threads} threads" if threads else "cpu",
+                            "median_ms": lat["median_ms"], "p90_ms": lat.get("p90_ms")})
+    for run in report.get("device_runs", []):
+        for r in run["rows"]:
+            acc = r["accelerator_used"] + (f", {r['threads']} threads" if r.get("threads") else "")
+            pts.append({"where": run["device_label"], "what": f"{r['artifact']}", "format": r["format"],
+                        "precision": r["precision"], "accelerator": acc, "median_ms": r["latency"]["median_ms"],
+                        "p90_ms": r["latency"].get("p90_ms")})
+    return pts
+
+
+def _side_by_side_md(report: dict) -> list[str]:
+    """One table of every latency row, PC and phones, when phones are in the report."""
+    if not report.get("device_runs"):
+        return []
+    out = ["## Latency, this PC and the phones side by side", "",
+           "| where | model file / row | format | precision | runs on | median ms | p90 ms |",
+           "|---|---|---|---|---|---:|---:|"]
+    for p in latency_points(report):
+        out.append(f"| {p['where']} | {p['what']} | {p['format']} | {p['precision'] or '–'} | {p['accelerator']} | "
+                   f"{_f(p['median_ms'])} | {_f(p['p90_ms'])} |")
+    return out + [""]
 
 
 def _pct(v):
@@ -175,46 +295,76 @@ def _layer_md(lr: dict, top: int = 10) -> list[str]:
 
 # --------------------------------------------------------------------------------------------- plot
 
-MARKERS = {"torch": "*", "onnx": "o", "tflite": "s", "coreml": "^"}
+MARKERS = {"torch": "*", "onnx": "o", "tflite": "s", "coreml": "^", "executorch": "D"}
 COLORS = {"fp32": "tab:blue", "fp16": "tab:green", "dynamic": "tab:orange", "int8": "tab:red"}
+
+
+def _label(r: dict) -> str:
+    if r.get("file"):
+        return r.get("name") or Path(r["file"]).name
+    return f"{'eager' if r['format'] == 'torch' else r['format']} {r['precision']}"
 
 
 def plot(report: dict, path: Path) -> str | None:
     """Accuracy (top-1, else agreement) against median latency, per format (marker) and precision
-    (colour). Returns a note about rows left out, or None."""
+    (colour), one panel per model; when phones are in the report (or rows have no accuracy), a panel
+    of median latencies of every row, PC and phones side by side. Returns a note about rows left
+    out, or None."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
-    models = report["models"]
-    fig, axes = plt.subplots(1, len(models), figsize=(6.4 * len(models), 4.8), squeeze=False)
-    left_out = []
-    for ax, m in zip(axes[0], models):
-        metric = "top1" if m["labelled"] else "agreement"
+    def metric_of(m):
+        return "top1" if m.get("labelled") else "agreement"
+
+    scatter = [m for m in report["models"]
+               if any(r.get(metric_of(m)) is not None and (r.get("latency") or {}).get("median_ms") for r in m["rows"])]
+    bars = latency_points(report) if report.get("device_runs") or len(scatter) < len(report["models"]) else []
+    panels = len(scatter) + (1 if bars else 0)
+    fig, axes = plt.subplots(1, max(1, panels), figsize=(6.4 * max(1, panels), 4.8 + (0.18 * len(bars) if bars else 0)),
+                             squeeze=False)
+    left_out, formats = [], set()
+    for ax, m in zip(axes[0], scatter):
+        metric = metric_of(m)
         for r in m["rows"]:
             lat = (r.get("latency") or {}).get("median_ms")
             y = r.get(metric)
             if lat is None or y is None:
-                left_out.append(f"{m['architecture']} {r['format']} {r['precision']}")
+                left_out.append(f"{m['architecture']} {_label(r)}")
                 continue
+            formats.add(r["format"])
             ax.scatter(lat, 100 * y, marker=MARKERS.get(r["format"], "o"), s=140 if r["format"] == "torch" else 60,
                        color="black" if r["format"] == "torch" else COLORS.get(r["precision"], "grey"), zorder=3)
-            ax.annotate(f"{'eager' if r['format'] == 'torch' else r['format']} {r['precision']}", (lat, 100 * y),
-                        textcoords="offset points", xytext=(5, 4), fontsize=7)
+            ax.annotate(_label(r), (lat, 100 * y), textcoords="offset points", xytext=(5, 4), fontsize=7)
         ax.set_xscale("log")
         ax.set_xlabel(f"median latency, ms, log scale (batch 1, {report['settings']['threads']} threads)")
-        ax.set_ylabel("top-1 accuracy, %" if metric == "top1" else "top-1 agreement with PyTorch fp32, %")
+        ax.set_ylabel("top-1 accuracy, %" if metric == "top1" else "top-1 agreement with the reference, %")
         ax.set_title(f"{m['architecture']}: {m['evaluation']}", fontsize=9)
         ax.grid(True, alpha=0.3)
-    shown = sorted({r["format"] for m in models for r in m["rows"] if r["format"] != "torch"})
-    handles = [Line2D([], [], marker=MARKERS.get(f, "o"), linestyle="", color="grey", label=f) for f in shown]
-    handles += [Line2D([], [], marker="*", linestyle="", color="black", markersize=10, label="PyTorch eager")]
+    if bars:
+        ax = axes[0][len(scatter)]
+        names = [f"{p['what']} | {p['accelerator']} | {p['where']}" for p in bars]
+        ax.barh(range(len(bars)), [p["median_ms"] for p in bars],
+                color=[COLORS.get(p["precision"], "grey") for p in bars])
+        ax.set_yticks(range(len(bars)), names, fontsize=6)
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+        ax.set_xlabel("median latency, ms, log scale (batch 1)")
+        ax.set_title("latency: this PC and the phones", fontsize=9)
+        ax.grid(True, axis="x", alpha=0.3)
+    if not panels:
+        axes[0][0].text(0.5, 0.5, "no row has a latency", ha="center", va="center")
+        axes[0][0].set_axis_off()
+    handles = [Line2D([], [], marker=MARKERS[f], linestyle="", color="grey", label=f)
+               for f in MARKERS if f in formats and f != "torch"]
+    if "torch" in formats:
+        handles += [Line2D([], [], marker="*", linestyle="", color="black", markersize=10, label="PyTorch eager")]
     handles += [Line2D([], [], marker="o", linestyle="", color=c, label=p) for p, c in COLORS.items()]
     fig.legend(handles=handles, loc="lower center", ncol=(len(handles) + 1) // 2, fontsize=8, frameon=False)
-    cpu = report["machine"]["cpu"]
-    fig.suptitle(f"mvit-bench on {cpu}", fontsize=10)
+    cpu = (report.get("machine") or {}).get("cpu")
+    fig.suptitle(f"mvit-bench on {cpu}" if cpu and report["models"] else "mvit-bench", fontsize=10)
     if left_out:
         fig.text(0.01, 0.005, "no latency here: " + ", ".join(left_out), fontsize=6, color="grey")
     fig.tight_layout(rect=(0, 0.1, 1, 0.96))

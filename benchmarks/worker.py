@@ -111,6 +111,10 @@ def main() -> int:
                 t0 = time.perf_counter()
                 if spec["kind"] == "torch":
                     runner = TorchEager(spec["weights"], spec["threads"])
+                elif spec.get("meta") is not None:  # a file described by the caller (mvit.bench.files)
+                    from mvit.export.backends import format_of, get_backend
+
+                    runner = get_backend(format_of(spec["path"])).load_runner(spec["path"], spec["threads"], spec["meta"])
                 else:
                     from mvit.export.api import load_artifact_runner
 

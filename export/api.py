@@ -70,6 +70,7 @@ class _Data:
     heldout_pixels: np.ndarray | None = None  # calibration-folder images the int8 search measures on
     generated: bool = False                  # verification images are generated, not real
     ref_logits: np.ndarray | None = None      # the float model on verify_pixels
+    learned_ranges: object = None             # a QAT checkpoint's int8 activation ranges (mvit.quant.qat)
 
 
 def export_model(request: ExportRequest | None = None, *, say=None, cache: dict | None = None,
@@ -91,10 +92,19 @@ def export_model(request: ExportRequest | None = None, *, say=None, cache: dict 
     _prepare_out(request.out)
     say(f"exporting {arch} ({weights.name}) to {', '.join(request.formats)} x {', '.join(request.precisions)} "
         f"in {request.out}")
+    learned = None
+    if "int8" in request.precisions:
+        from mvit.quant.qat import read_ranges
+
+        learned = read_ranges(weights)
     routes = _int8_routes(request)
-    searching = any(needs_search(r, request.keep_float_list(), request.min_agreement, weights, ckpt.sha256)
-                    for r in routes)
+    searching = learned is None and any(
+        needs_search(r, request.keep_float_list(), request.min_agreement, weights, ckpt.sha256) for r in routes)
     data = _load_data(request, ckpt, weights, say, heldout=searching)
+    data.learned_ranges = learned
+    if learned is not None:
+        say(f"int8 takes the {len(learned.ranges)} activation ranges learned by quantization-aware "
+            f"training (mvit-train --qat) from {weights.name}")
     if request.verify:
         data.ref_logits = torch_logits(ckpt.model, data.verify_pixels, ckpt.meta.contract)
     cache = {} if cache is None else cache
@@ -135,10 +145,15 @@ def _int8_plan(route: str, fmt: str, request: ExportRequest, data: _Data, ckpt, 
             job = ExportJob(export_net, ckpt.meta, "int8", backend.INPUTS[0], data.calib_pixels,
                             request.calib_method or backend.CALIB_METHODS[0], (), cache)
             evaluate = evaluator(job, data.heldout_pixels, torch_logits(export_net, data.heldout_pixels, c))
+    keep = request.keep_float_list()
     try:
-        plan = int8_plan(route, export_net, keep_float=request.keep_float_list(), min_agreement=request.min_agreement,
-                         calib=calib, heldout=heldout, evaluate=evaluate, checkpoint=weights,
-                         sha256=ckpt.sha256, cache=cache, say=say)
+        if data.learned_ranges is not None and not keep:  # a QAT checkpoint: the float layers it was trained with
+            plan = Plan([k for k in data.learned_ranges.keep_float if k.lower() != KEEP_NOTHING_FLOAT],
+                        "quantization-aware training", request.min_agreement)
+        else:
+            plan = int8_plan(route, export_net, keep_float=keep, min_agreement=request.min_agreement,
+                             calib=calib, heldout=heldout, evaluate=evaluate, checkpoint=weights,
+                             sha256=ckpt.sha256, cache=cache, say=say)
     except QuantError as e:
         raise ExportError(str(e)) from None
     say(describe(plan, route))
@@ -241,7 +256,8 @@ def _export_format(request: ExportRequest, data: _Data, ckpt, export_net, fmt: s
             precision_keep, source = (() if keep == (KEEP_NOTHING_FLOAT,) else keep), "user"
         job = ExportJob(export_net, ckpt.meta, precision, request.input_mode or backend.INPUTS[0],
                         data.calib_pixels if precision == "int8" else None,
-                        request.calib_method or backend.CALIB_METHODS[0], precision_keep, cache, source)
+                        request.calib_method or backend.CALIB_METHODS[0], precision_keep, cache,
+                        learned_ranges=data.learned_ranges if precision == "int8" else None, keep_float_source=source)
         target = artifact_folder(request.out, ckpt.meta.architecture, precision, fmt)
         results.append(_export_one(backend, job, ckpt, target, request, data, say, plan))
     return results

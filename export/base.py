@@ -63,6 +63,7 @@ class ExportJob:
     calib_method: str = "min-max"
     keep_float: tuple[str, ...] = ()   # module names or op types kept in float (int8: the plan's)
     cache: dict[str, Any] = field(default_factory=dict)  # shared between formats of one export run
+    learned_ranges: Any = None  # a QAT checkpoint's activation ranges (mvit.quant.qat.LearnedRanges), for int8
     keep_float_source: str = "user"    # where keep_float came from (mvit.quant.plan.Plan.source)
 
     @property
@@ -72,8 +73,7 @@ class ExportJob:
     def quant_args(self) -> dict:
         """The keyword arguments ``mvit.quant`` calibration takes from this job."""
         return {"calib_pixels": self.calib_pixels, "method": self.calib_method, "keep_float": self.keep_float,
-                "keep_float_source": self.keep_float_source,
-                "cache": self.cache}
+                "keep_float_source": self.keep_float_source, "cache": self.cache, "ranges": self.learned_ranges}
 
     def calib_inputs(self) -> np.ndarray:
         """Calibration images as float NCHW model inputs (the contract's normalisation)."""
@@ -114,11 +114,18 @@ class Backend(Protocol):
     def can_time(self) -> tuple[bool, str]:
         """Whether this machine runs the format natively (latency means something), and if not, why."""
 
+    def unavailable(self) -> str | None:
+        """Why this machine cannot export or run the format at all (an optional converter or runtime
+        not installed: one line saying how to install it), or None."""
+
 
 def option_problems(backend: Backend, precision: str, input_mode: str | None, calib_method: str | None,
                     keep_float: tuple[str, ...]) -> list[str]:
     """Why ``backend`` cannot export at these options (one line each; [] when it can)."""
     fmt, problems = backend.FORMAT, []
+    why = backend.unavailable()
+    if why:
+        return [why]
     if precision not in backend.PRECISIONS:
         problems.append(f"{fmt} has no precision {precision} (it has {', '.join(backend.PRECISIONS)})")
     if input_mode is not None and input_mode not in backend.INPUTS:

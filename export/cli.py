@@ -72,9 +72,9 @@ def request_from_args(args):
     """The ``ExportRequest`` the command line asks for."""
     from mvit.export.request import ExportRequest
 
-    formats = FORMATS if "all" in args.format else tuple(args.format)
     asked = ["fp32" if q == "none" else q for q in args.quantize]
     precisions = PRECISIONS if "all" in asked else tuple(dict.fromkeys(asked))
+    formats = all_formats(precisions) if "all" in args.format else tuple(args.format)
     jobs = args.jobs if args.jobs else min(len(formats), os.cpu_count() or 1)
     return ExportRequest(checkpoint=args.weights, formats=formats, precisions=precisions, out=args.out,
                          force=args.force, calib=args.calib, calib_count=args.calib_count,
@@ -82,6 +82,22 @@ def request_from_args(args):
                          min_agreement=args.min_agreement, search_data=args.search_data,
                          input_mode=args.input_mode, verify=args.verify, verify_data=args.verify_data,
                          threads=args.threads, jobs=jobs, verbose=args.verbose)
+
+
+def all_formats(precisions) -> tuple[str, ...]:
+    """``--format all``: the formats installed here that take every precision asked for (the others
+    are named on stderr: ask for them by name)."""
+    chosen = []
+    for fmt in FORMATS:
+        backend = get_backend(fmt)
+        why = backend.unavailable()
+        lacking = [p for p in precisions if p not in backend.PRECISIONS]
+        if why or lacking:
+            print(f"mvit-export: note: --format all leaves out {fmt}: "
+                  f"{why or 'it has no ' + ', '.join(lacking) + ' precision'}", file=sys.stderr)
+        else:
+            chosen.append(fmt)
+    return tuple(chosen)
 
 
 def render(results) -> str:

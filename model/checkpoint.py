@@ -92,16 +92,34 @@ def atomic_write(path, write_fn) -> None:
         raise
 
 
-def save_checkpoint(path, model: nn.Module, meta: CheckpointMeta) -> Path:
-    """Write ``model``'s weights and ``meta`` to ``path`` atomically; returns the path."""
+def save_checkpoint(path, model: nn.Module, meta: CheckpointMeta, extra_header: dict[str, str] | None = None) -> Path:
+    """Write ``model``'s weights and ``meta`` to ``path`` atomically; returns the path.
+
+    ``extra_header``: further named JSON strings for the safetensors header (e.g. ``mvit_qat``, the
+    activation ranges of a quantization-aware fine-tuned checkpoint: mvit.quant.qat); loading ignores them.
+    """
     from safetensors.torch import save_file
 
     if getattr(model, "num_classes", meta.num_classes) != meta.num_classes:
         raise CheckpointError(f"model has {model.num_classes} classes but {meta.num_classes} labels were given")
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()
                if not k.endswith("num_batches_tracked")}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"mvit": meta.to_json()}))
+    header = dict(extra_header or {}) | {"mvit": meta.to_json()}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
     return Path(path)
+
+
+def read_header_entry(path, key: str) -> str | None:
+    """One named entry of a checkpoint's safetensors header (``None`` when absent); reads only the header."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    _check_file(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return (f.metadata() or {}).get(key)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: corrupt or truncated safetensors file ({_first_line(e)})") from None
 
 
 def read_meta(path) -> CheckpointMeta:

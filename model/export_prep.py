@@ -23,29 +23,34 @@ import torch
 from torch import nn
 
 
-def fold_attention_scale_(model: nn.Module) -> nn.Module:
-    """In place: scale the query rows of every fused qkv projection and drop the runtime scaling."""
+def attention_scales(model: nn.Module):
+    """(attention module, its fused qkv projection, the name of its query-scale attribute) per
+    attention layer of the zoo's transformers."""
     from mvit.model.mobilevit import MultiHeadAttention
     from mvit.model.vit import Attention
 
+    for m in model.modules():
+        if isinstance(m, MultiHeadAttention):
+            yield m, m.qkv_proj, "scaling"
+        elif isinstance(m, Attention):
+            yield m, m.qkv, "scale"
+
+
+def scale_queries_(proj: nn.Linear, factor: float) -> None:
+    """In place: multiply the query rows (the first third) of a fused qkv projection by ``factor``."""
+    dim = proj.out_features // 3
     with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, MultiHeadAttention):
-                proj, scale = m.qkv_proj, m.scaling
-            elif isinstance(m, Attention):
-                proj, scale = m.qkv, m.scale
-            else:
-                continue
-            if scale == 1.0:
-                continue
-            dim = proj.out_features // 3
-            proj.weight[:dim] *= scale
-            if proj.bias is not None:
-                proj.bias[:dim] *= scale
-            if isinstance(m, MultiHeadAttention):
-                m.scaling = 1.0
-            else:
-                m.scale = 1.0
+        proj.weight[:dim] *= factor
+        if proj.bias is not None:
+            proj.bias[:dim] *= factor
+
+
+def fold_attention_scale_(model: nn.Module) -> nn.Module:
+    """In place: scale the query rows of every fused qkv projection and drop the runtime scaling."""
+    for m, proj, attr in attention_scales(model):
+        if getattr(m, attr) != 1.0:
+            scale_queries_(proj, getattr(m, attr))
+            setattr(m, attr, 1.0)
     return model
 
 

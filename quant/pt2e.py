@@ -225,15 +225,18 @@ def _calibrate(wrapped: nn.Module, sample: torch.Tensor, quantizer, inputs, n: i
 
 def quantize_pt2e(model: nn.Module, wrapped: nn.Module, sample: torch.Tensor, to_input, graph_input: str, *,
                   calib_pixels: np.ndarray | None, method: str, keep_float: tuple[str, ...] = (),
-                  keep_float_source: str = "user",
-                  cache: dict | None = None, fold_quantize: bool = False) -> tuple[nn.Module, object, dict]:
+                  keep_float_source: str = "user", cache: dict | None = None, fold_quantize: bool = False,
+                  ranges=None) -> tuple[nn.Module, object, dict]:
     """Export, calibrate and convert ``wrapped`` (``model``, possibly inside an input wrapper).
 
     Calibration is cached in ``cache`` per graph input kind (``graph_input``: e.g. "normalized-nchw"),
     method and keep-float list, so TFLite (``fold_quantize=False``) and Core ML (``True``: int8 weight
     constants) share one calibration. ``keep_float``: the modules that stay float (an export's
-    ``mvit.quant.plan.Plan``), ``keep_float_source`` where that list came from. ``to_input(pixels_uint8_nhwc) -> tensor`` maps calibration pixels
-    (N,H,W,3 uint8, resized and cropped) to ``wrapped``'s input. Returns (converted module, quantizer, details).
+    ``mvit.quant.plan.Plan``; "none" = none), ``keep_float_source`` where that list came from.
+    ``to_input(pixels_uint8_nhwc) -> tensor`` maps calibration pixels (N,H,W,3 uint8, resized and cropped)
+    to ``wrapped``'s input. ``ranges``: a QAT checkpoint's learned activation ranges
+    (``mvit.quant.qat.LearnedRanges``), which replace the calibrated ones they cover; without a
+    keep-float list its own is used. Returns (converted module, quantizer, details).
     """
     import copy
 
@@ -241,8 +244,12 @@ def quantize_pt2e(model: nn.Module, wrapped: nn.Module, sample: torch.Tensor, to
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
     cache = {} if cache is None else cache
-    keep_float = tuple(k for k in keep_float if k.lower() != "none")
-    key = ("pt2e", graph_input, method, keep_float)
+    given = tuple(keep_float)
+    if ranges is not None and not given:
+        given, keep_float_source = tuple(ranges.keep_float) or ("none",), "quantization-aware training"
+    keep_float = tuple(k for k in given if k.lower() != "none")
+    learned = () if ranges is None else (id(ranges),)
+    key = ("pt2e", graph_input, method, keep_float) + learned
     if key not in cache:
         if calib_pixels is None or len(calib_pixels) == 0:
             raise QuantError("int8 export needs calibration images")
@@ -255,6 +262,9 @@ def quantize_pt2e(model: nn.Module, wrapped: nn.Module, sample: torch.Tensor, to
                    "activations": "int8 per-tensor affine", "calibration_images": int(len(px)),
                    "keep_float": list(keep_float), "keep_float_source": keep_float_source,
                    "calibration_seconds": round(time.perf_counter() - t0, 1)}
+        if ranges is not None:
+            inner = next(name for name, m in wrapped.named_modules() if m is model)
+            details |= ranges.apply(prepared, inner + "." if inner else "")
         cache[key] = (prepared, quantizer, details)
     prepared, quantizer, details = cache[key]
     with torch.no_grad():

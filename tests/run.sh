@@ -2,7 +2,8 @@
 # The project's one test command: installs the test-only tools, then runs the whole suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python -m pip install -q -e '.[test]'
+# The ExecuTorch extra too: tests/test_executorch.py exports and runs .pte files (skipped without it).
+python -m pip install -q -e '.[test,executorch]'
 # timm without its torchvision requirement (which would pull a CUDA torch); tests shim torchvision.
 python -m pip install -q --no-deps timm==1.0.31
 # JUnit 4 for the Android core's tests (the Kotlin compiler comes from npm, see android_demo/ci/test_core.sh).

@@ -27,10 +27,11 @@ def tiny(data, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def bench(tiny, data, tmp_path_factory):
-    """One run of the whole matrix: every format x fp32/int8, with a floor that holds."""
+    """One run of the matrix: the core formats x fp32/int8, with a floor that holds (ExecuTorch's rows:
+    test_executorch.py, which reuses its own exports)."""
     out = tmp_path_factory.mktemp("bench_out")
     rc = bench_main(["--weights", str(tiny), "--data", str(data / "val"), "--out", str(out),
-                     "--quantize", "fp32", "int8", "--calib-count", "8", "--calib-method", "min-max",
+                     "--formats", "onnx", "tflite", "coreml", "--quantize", "fp32", "int8", "--calib-count", "8", "--calib-method", "min-max",
                      "--layer-images", "4", "--coreml-max-images", "6", "--fail-below", "agreement=0.5", *FAST])
     report = json.loads((out / "bench.json").read_text())
     return rc, out, report

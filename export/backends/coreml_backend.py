@@ -312,6 +312,11 @@ def can_time() -> tuple[bool, str]:
     return True, ""
 
 
+def unavailable() -> str | None:
+    """Never: coremltools is a core dependency of mvit."""
+    return None
+
+
 def check_artifact(path: Path, meta: dict) -> list[str]:
     """The saved package against its metadata: input, labels, tensor ranks <= 5, and the quantization ops
     the precision promises ([] = sound)."""
@@ -380,6 +385,54 @@ class CoreMLRunner(Runner):
         return np.concatenate(outs)
 
 
-def load_runner(path: Path, threads: int = 2) -> Runner:
-    """A runner for an .mlpackage carrying mvit metadata."""
-    return CoreMLRunner(Path(path), read_metadata(path), threads)
+def load_runner(path: Path, threads: int = 2, meta: dict | None = None) -> Runner:
+    """A runner for an .mlpackage: its mvit metadata, or ``meta`` describing a package without any."""
+    return CoreMLRunner(Path(path), meta if meta is not None else read_metadata(path), threads)
+
+
+# ------------------------------------------------------------------------------------------ any .mlpackage
+
+_MIL_DTYPES = {1: "float16", 2: "float32", 3: "float64", 4: "bfloat16", 8: "int8", 9: "int16", 10: "int32",
+               11: "int64", 12: "uint8", 13: "uint16", 14: "uint32", 15: "uint64", 16: "int4"}  # MIL.proto DataType
+
+
+def io_details(path: Path) -> dict:
+    """First input and output of any .mlpackage: name, shape, dtype (an image input: uint8 NHWC)."""
+    desc = _spec(path).description
+    out = {}
+    for key, f in (("input", desc.input[0]), ("output", desc.output[0])):
+        kind = f.type.WhichOneof("Type")
+        if kind == "imageType":
+            shape, dtype = [1, int(f.type.imageType.height), int(f.type.imageType.width), 3], "uint8"
+        elif kind == "multiArrayType":
+            shape = [int(v) for v in f.type.multiArrayType.shape]
+            dtype = {65568: "float32", 65552: "float16", 131104: "int32"}.get(f.type.multiArrayType.dataType, "float32")
+        else:
+            shape, dtype = [], kind
+        out[key] = {"name": f.name, "shape": shape, "dtype": dtype, "quantization": None}
+    return out
+
+
+def missing_ops(path: Path) -> list[str]:
+    """Nothing can be checked against a runtime here: Core ML runs only on Apple OSes."""
+    _spec(path)
+    return []
+
+
+def op_census(path: Path, threads: int = 2) -> dict:
+    """Op types of the ML program with the dtype of each op's first output (Core ML decides at load
+    time which compute unit runs what: no delegate split can be read from the file)."""
+    spec = _spec(path)
+    rows: dict = {}
+    for fn in spec.mlProgram.functions.values():
+        for block in fn.block_specializations.values():
+            for op in _walk(block.operations):
+                t = op.outputs[0].type if op.outputs else None
+                dtype = (_MIL_DTYPES.get(t.tensorType.dataType, str(t.tensorType.dataType))
+                         if t is not None and t.HasField("tensorType") else "-")
+                r = rows.setdefault((op.type, dtype), {"op": op.type, "dtype": dtype, "count": 0})
+                r["count"] += 1
+    return {"runtime": "none here (Core ML runs on Apple OSes only)", "delegate": None,
+            "ops_total": sum(r["count"] for r in rows.values()),
+            "ops": sorted(rows.values(), key=lambda r: (-r["count"], r["op"])),
+            "dtype_note": "dtype: the op's first output"}

@@ -15,15 +15,12 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from mvit.export.base import ExportError, ExportJob, IOSpec, TensorSpec
 from mvit.export.runner import Runner
 from mvit.export.metadata import to_json_bytes
-from mvit.quant.pt2e import pixels_to_tensor, quantize_pt2e
 from mvit.export.tflite_passes import dequantize_before_pad
-from mvit.export.wrappers import PixelInput
-from mvit.model.preprocess import normalize_hwc_uint8
+from mvit.export.wrappers import input_graph, quantize_input_graph
 
 FORMAT = "tflite"
 SUFFIX = ".tflite"
@@ -44,15 +41,6 @@ def _quiet():
     logging.getLogger("litert_torch").setLevel(logging.ERROR)
 
 
-def _wrapped(job: ExportJob):
-    h, w = job.contract.input_size
-    if job.input_mode == "float-nchw":
-        return job.model, torch.zeros(1, 3, h, w), "NCHW", False
-    if job.input_mode == "uint8-nhwc":
-        return PixelInput(job.model, job.contract, "NHWC").eval(), torch.full((1, h, w, 3), 128.0), "NHWC", True
-    raise ExportError(f"TFLite takes --input float-nchw or uint8-nhwc, not {job.input_mode}")
-
-
 def _convert(module, sample, path: Path, **kw) -> None:
     import litert_torch
 
@@ -70,13 +58,10 @@ def _fp32_bytes(job: ExportJob, module, sample, tmp: Path) -> bytes:
 
 def export(job: ExportJob, path: Path) -> IOSpec:
     """Convert ``job`` to a .tflite file at ``path``."""
-    module, sample, layout, in_model = _wrapped(job)
+    module, sample, layout, in_model = input_graph(job, "TFLite")
     details: dict = {}
     if job.precision == "int8":
-        normalize = None if in_model else (lambda px: normalize_hwc_uint8(px, job.contract))
-        converted, quantizer, details = quantize_pt2e(
-            job.model, module, sample, lambda px: pixels_to_tensor(px, layout, normalize),
-            "pixels-nhwc" if in_model else "normalized-nchw", **job.quant_args())
+        converted, quantizer, details = quantize_input_graph(job, module, sample, layout, in_model)
         from litert_torch.quantize.quant_config import QuantConfig
 
         _convert(converted, sample, path, quant_config=QuantConfig(pt2e_quantizer=quantizer))
@@ -193,6 +178,11 @@ def can_time() -> tuple[bool, str]:
     return True, ""
 
 
+def unavailable() -> str | None:
+    """Never: LiteRT is a core dependency of mvit."""
+    return None
+
+
 def embed_metadata(path: Path, meta: dict) -> None:
     """Add (or replace) the ``mvit`` metadata entry of a .tflite file in place."""
     from ai_edge_litert import schema_py_generated as schema
@@ -284,7 +274,104 @@ class TFLiteRunner(Runner):
         return np.concatenate(outs)
 
 
-def load_runner(path: Path, threads: int = 2) -> Runner:
-    """A runner for a .tflite artifact carrying mvit metadata."""
+def load_runner(path: Path, threads: int = 2, meta: dict | None = None) -> Runner:
+    """A runner for a .tflite file: its mvit metadata, or ``meta`` describing a file without any."""
     _quiet()
-    return TFLiteRunner(Path(path), read_metadata(path), threads)
+    return TFLiteRunner(Path(path), meta if meta is not None else read_metadata(path), threads)
+
+
+# ------------------------------------------------------------------------------------------ any .tflite file
+
+def io_details(path: Path) -> dict:
+    """Input and output tensors of any .tflite file: name, shape, dtype, quantization (or None)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    _quiet()
+    it = Interpreter(model_path=str(path))
+    out = {}
+    for key, d in (("input", it.get_input_details()[0]), ("output", it.get_output_details()[0])):
+        scale, zp = d["quantization"]
+        dtype = _DTYPES.get(d["dtype"], np.dtype(d["dtype"]).name)
+        q = {"scale": float(scale), "zero_point": int(zp)} if dtype in ("int8", "uint8") and scale else None
+        out[key] = {"name": d["name"], "shape": [int(v) for v in d["shape"]], "dtype": dtype, "quantization": q}
+    return out
+
+
+def _operators(model_bytes: bytes, subgraphs=None) -> list[tuple[str, tuple[str, ...]]]:
+    """(op name or custom code, input tensor types) per operator of the given subgraphs (default: all),
+    from the flatbuffer."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils as fb
+
+    try:
+        m = fb.read_model_from_bytearray(bytearray(model_bytes))
+    except Exception as e:  # flatbuffers raises assorted errors on foreign bytes
+        raise ValueError(f"not a readable .tflite file ({type(e).__name__})") from None
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    types = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    ops = []
+    for sg in m.subgraphs if subgraphs is None else [m.subgraphs[i] for i in subgraphs]:
+        for op in sg.operators or []:
+            code = m.operatorCodes[op.opcodeIndex]
+            builtin = fb.get_builtin_code_from_operator_code(code)
+            custom = _name(code.customCode) if code.customCode else None
+            name = custom if builtin == schema.BuiltinOperator.CUSTOM else names.get(builtin, f"BUILTIN_{builtin}")
+            dtypes = tuple(types.get(sg.tensors[int(t)].type, "?") for t in (op.inputs if op.inputs is not None else [])
+                           if int(t) >= 0)
+            ops.append((name, dtypes))
+    return ops
+
+
+def missing_ops(path: Path) -> list[str]:
+    """Ops of a .tflite file that ai-edge-litert's interpreter cannot run: Select TensorFlow (Flex)
+    ops and custom ops (the interpreter registers neither), named."""
+    try:
+        custom = custom_ops(Path(path).read_bytes())
+    except Exception as e:  # flatbuffers raises assorted errors on foreign bytes
+        raise ValueError(f"not a readable .tflite file ({type(e).__name__})") from None
+    return [f"{c} ({'Flex: a TensorFlow op, needs the Select TF ops delegate' if c.startswith('Flex') else 'custom op'})"
+            for c in custom]
+
+
+def op_census(path: Path, threads: int = 2) -> dict:
+    """Op types with their input dtypes, and which of them the XNNPACK delegate took in this runtime.
+
+    The interpreter reports the DELEGATE nodes XNNPACK created next to the original nodes; the nodes a
+    delegate replaced are the ones between its input and output tensors, found by walking back from
+    its outputs.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    _quiet()
+    ops = _operators(Path(path).read_bytes(), subgraphs=[0])  # the interpreter's nodes are subgraph 0's
+    it = Interpreter(model_path=str(path), num_threads=threads)
+    it.allocate_tensors()
+    nodes = it._get_ops_details()
+    plain = [d for d in nodes if d["op_name"] != "DELEGATE"]
+    producer = {int(t): d["index"] for d in plain for t in d["outputs"]}
+    by_index = {d["index"]: d for d in nodes}
+    taken = set()
+    delegates = [d for d in nodes if d["op_name"] == "DELEGATE"]
+    for dg in delegates:
+        boundary = {int(t) for t in dg["inputs"]}
+        stack = [int(t) for t in dg["outputs"]]
+        while stack:
+            t = stack.pop()
+            if t in boundary or t not in producer or producer[t] in taken:
+                continue
+            taken.add(producer[t])
+            stack += [int(i) for i in by_index[producer[t]]["inputs"] if int(i) >= 0]
+    rows: dict = {}
+    for i, (name, dtypes) in enumerate(ops[: len(plain)]):
+        key = (name, dtypes[0] if dtypes else "-")
+        r = rows.setdefault(key, {"op": name, "dtype": key[1], "count": 0, "delegated": 0})
+        r["count"] += 1
+        r["delegated"] += i in taken
+    fallback = {}
+    for r in rows.values():
+        if r["count"] > r["delegated"]:
+            fallback[f"{r['op']} ({r['dtype']})"] = r["count"] - r["delegated"]
+    return {"runtime": f"ai-edge-litert interpreter, {threads} threads", "delegate": "XNNPACK",
+            "ops_total": len(plain), "ops_delegated": len(taken), "delegate_partitions": len(delegates),
+            "ops": sorted(rows.values(), key=lambda r: (-r["count"], r["op"])), "fallback": fallback,
+            "dtype_note": "dtype: the op's first input tensor"}

@@ -1,0 +1,51 @@
+"""benchmarks/peers.py: the plain ONNX peer files run through mvit's runners exactly as built, and the
+op census tells int8 from float nodes."""
+import numpy as np
+import pytest
+import torch
+
+from mvit.bench import peers
+from mvit.export.api import load_artifact_runner
+from mvit.export.parity import torch_logits
+from mvit.model.checkpoint import load_checkpoint
+from mvit.model.images import generated_pixels
+from mvit.model.preprocess import normalize_hwc_uint8
+
+
+def test_onnx_peers_are_labelled_timed_through_mvit_runners_and_censused(small_ckpt, tmp_path):
+    ck = load_checkpoint(small_ckpt)
+    contract = ck.meta.contract
+    h, w = contract.input_size
+    fp32, int8 = tmp_path / "model-fp32.onnx", tmp_path / "model-int8.onnx"
+    peers.onnx_fp32_peer(ck.model, torch.zeros(1, 3, h, w), fp32)
+    peers.onnx_int8_peer(fp32, int8, normalize_hwc_uint8(generated_pixels(contract, 10), contract))
+    for path, precision in ((fp32, "fp32"), (int8, "int8")):
+        peers.label_peer(ck, path, "onnx", precision)
+    assert not list(tmp_path.glob("*.data"))  # one self-contained file each
+
+    px = generated_pixels(contract, 6, seed=4)
+    ref = torch_logits(ck.model, px, contract)
+    runner = load_artifact_runner(fp32)
+    assert runner.meta["quantization_details"]["method"].startswith("torch.onnx.export")
+    np.testing.assert_allclose(runner.run(px), ref, rtol=1e-3, atol=1e-4)
+    assert np.isfinite(load_artifact_runner(int8).run(px)).all()
+
+    c32, c8 = peers.census(fp32, "onnx"), peers.census(int8, "onnx")
+    def convs(c, name):
+        return sum(v for k, v in c["ops"].items() if k.split("(")[0] == name)
+
+    # what onnxruntime runs, after its graph optimisation
+    assert c32["quantize"] == 0 and convs(c32, "Conv") + convs(c32, "FusedConv") == 35
+    # stock quantize_static QDQ: onnxruntime fuses some convolutions into QLinearConv and runs the others in
+    # float between DequantizeLinear and QuantizeLinear; the census shows which (every one is accounted for)
+    assert c8["quantize"] > 0 and c8["dequantize"] >= c8["quantize"]
+    assert convs(c8, "QLinearConv") > 0 and convs(c8, "QLinearConv") + convs(c8, "Conv") == 35
+    assert "QLinearConv uint8" in peers._heavy_ops(c8)
+
+
+def test_peers_command_line_refuses_bad_numbers(capsys):
+    for bad in (["--calib-count", "0"], ["--threads", "0"], ["--min-time", "-1"]):
+        with pytest.raises(SystemExit) as e:
+            peers.main(["--calib", "x", "--val", "y"] + bad)
+        assert e.value.code == 2
+    assert "must be" in capsys.readouterr().err
