@@ -1,11 +1,12 @@
-"""ONNX int8 variants of one model: size, latency vs fp32, agreement and top-1 (the quant_defaults table).
+"""ONNX int8 variants of one MobileViT: size, latency vs fp32, agreement and top-1 (onnx_int8_variants.md).
 
     python -m mvit.bench.onnx_int8_variants --calib /work/shared/data/trashnet6/train \
         --verify-data /work/shared/data/trashnet6/val
 
 Every variant is built by the ONNX backend from one simplified fp32 graph, with the same calibration
-images; a variant changes only which convs get activation QDQ, which op types are quantized, and how
-the float-kept weights are stored. Latency: all sessions in this process at ``--threads`` threads,
+images and 8-bit weights (as when the table was made); a variant changes only which modules stay
+float (``--keep-float``), which op types are quantized, and how the float-kept weights are stored
+(``compress_float_weights`` applied to the exported file). Latency: all sessions in this process at ``--threads`` threads,
 timed interleaved round by round (rotating order), ``--repeats`` times; the median ratio to fp32 over
 the repeats is reported with the per-repeat ratios. Agreement: same top-1 as the PyTorch model.
 """
@@ -63,9 +64,18 @@ def _dq_weights(model, float_weights=(), min_size=128):
     return names
 
 
+def _expand(net, patterns) -> tuple[str, ...]:
+    """Module names matching the fnmatch ``patterns`` (plain names as they are)."""
+    import fnmatch
+
+    names = [n for n, _ in net.named_modules() if n]
+    return tuple(n for p in patterns for n in ([p] if not any(c in p for c in "*?[") else fnmatch.filter(names, p)))
+
+
 def main(argv=None) -> int:
     """Build every variant, measure it and print (with ``--out`` also write) the Markdown table."""
-    import mvit.quant.defaults as qd
+    import onnx
+
     from mvit.bench._script_args import load_bench_inputs, onnx_bench_parser
     from mvit.bench.onnx_simplifier import _interleaved, _session
     from mvit.export.backends import onnx_backend as ob
@@ -83,10 +93,9 @@ def main(argv=None) -> int:
     labels = labelled_indices(inp.val_files, args.verify_data, ck.meta.labels)
     ref = torch_logits(ck.model, val, ck.meta.contract).argmax(1)
     cache: dict = {}
-    fam = qd.family(net)
-    saved = (dict(qd.DEFAULT_KEEP_FLOAT[fam]), dict(qd.ONNX_FLOAT_WEIGHTS), dict(qd.ONNX_STATIC_OPS),
-             ob.compress_float_weights)
-    _CASTMUL[:] = [saved[3]]
+    saved = (ob.STATIC_OPS, ob.REDUCE_RANGE)
+    _CASTMUL[:] = [ob.compress_float_weights]
+    storage_fn = {None: lambda m, fw=(), min_size=0: [], "dq": _dq_weights, "castmul": ob.compress_float_weights}
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -94,24 +103,22 @@ def main(argv=None) -> int:
         ob.export(ExportJob(net, ck.meta, "fp32", cache=cache), fp32)
         rows["fp32"] = {"path": fp32, "build_s": 0.0}
         try:
+            ob.REDUCE_RANGE = False
             for name, (keep, ops, float_weights, storage) in VARIANTS.items():
                 if args.only and name not in args.only:
                     continue
-                qd.DEFAULT_KEEP_FLOAT[fam]["onnx"] = keep
-                qd.ONNX_STATIC_OPS[fam] = ops
-                qd.ONNX_FLOAT_WEIGHTS[fam] = float_weights or ()
-                ob.compress_float_weights = {None: lambda m, fw=(), min_size=0: [], "dq": _dq_weights,
-                                             "castmul": saved[3]}[storage]
+                ob.STATIC_OPS = ops
                 path = tmp / f"v{len(rows)}.onnx"
                 t0 = time.perf_counter()
-                ob.export(ExportJob(net, ck.meta, "int8", calib_pixels=calib, cache=cache), path)
+                ob.export(ExportJob(net, ck.meta, "int8", calib_pixels=calib, keep_float=_expand(net, keep),
+                                    cache=cache), path)
+                qmodel = onnx.load(str(path))
+                storage_fn[storage](qmodel, _expand(net, float_weights or ()))
+                onnx.save_model(qmodel, str(path))
                 rows[name] = {"path": path, "build_s": time.perf_counter() - t0}
                 print(f"built {name} in {rows[name]['build_s']:.0f} s", flush=True)
         finally:
-            qd.DEFAULT_KEEP_FLOAT[fam].update(saved[0])
-            qd.ONNX_FLOAT_WEIGHTS.clear(), qd.ONNX_FLOAT_WEIGHTS.update(saved[1])
-            qd.ONNX_STATIC_OPS.clear(), qd.ONNX_STATIC_OPS.update(saved[2])
-            ob.compress_float_weights = saved[3]
+            ob.STATIC_OPS, ob.REDUCE_RANGE = saved
         for name, r in rows.items():
             s = _session(r["path"], args.threads)
             out = np.concatenate([s.run(None, {"image": x_val[i:i + 1]})[0] for i in range(len(x_val))])

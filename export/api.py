@@ -23,10 +23,12 @@ from mvit.export.base import ExportError, ExportJob
 from mvit.export.console import CapturedOutput, Console
 from mvit.export.metadata import build_meta, write_sidecars
 from mvit.export.parity import ParityReport, check_runner, torch_logits
-from mvit.export.request import KEEP_NOTHING_FLOAT, ExportRequest, artifact_folder, artifact_name
+from mvit.export.request import KEEP_NOTHING_FLOAT, ExportRequest, artifact_folder, artifact_name, folders_overlap
 from mvit.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from mvit.model.export_prep import prepare_for_export
 from mvit.model.images import ImageFolderError, generated_pixels, image_files, labelled_indices, load_pixels
+from mvit.model.preprocess import normalize_hwc_uint8
+from mvit.quant.plan import HELDOUT_IMAGES, Plan, describe, int8_plan, needs_search
 
 MAX_VERIFY = 200       # spare --calib images used for the parity check
 GENERATED_COUNT = 32   # generated images for the parity check when no real ones are given
@@ -65,6 +67,7 @@ class _Data:
     verify_pixels: np.ndarray | None = None
     verify_labels: np.ndarray | None = None
     verify_source: str = ""
+    heldout_pixels: np.ndarray | None = None  # calibration-folder images the int8 search measures on
     generated: bool = False                  # verification images are generated, not real
     ref_logits: np.ndarray | None = None      # the float model on verify_pixels
     learned_ranges: object = None             # a QAT checkpoint's int8 activation ranges (mvit.quant.qat)
@@ -89,22 +92,74 @@ def export_model(request: ExportRequest | None = None, *, say=None, cache: dict 
     _prepare_out(request.out)
     say(f"exporting {arch} ({weights.name}) to {', '.join(request.formats)} x {', '.join(request.precisions)} "
         f"in {request.out}")
-    data = _load_data(request, ckpt, weights, say)
+    learned = None
     if "int8" in request.precisions:
         from mvit.quant.qat import read_ranges
 
-        data.learned_ranges = read_ranges(weights)
-        if data.learned_ranges is not None:
-            say(f"int8 takes the {len(data.learned_ranges.ranges)} activation ranges learned by quantization-aware "
-                f"training (mvit-train --qat) from {weights.name}")
+        learned = read_ranges(weights)
+    routes = _int8_routes(request)
+    searching = learned is None and any(
+        needs_search(r, request.keep_float_list(), request.min_agreement, weights, ckpt.sha256) for r in routes)
+    data = _load_data(request, ckpt, weights, say, heldout=searching)
+    data.learned_ranges = learned
+    if learned is not None:
+        say(f"int8 takes the {len(learned.ranges)} activation ranges learned by quantization-aware "
+            f"training (mvit-train --qat) from {weights.name}")
     if request.verify:
         data.ref_logits = torch_logits(ckpt.model, data.verify_pixels, ckpt.meta.contract)
-    jobs = max(1, min(request.jobs, len(request.formats)))
-    if jobs > 1:
-        return _export_parallel(request, data, jobs)
     cache = {} if cache is None else cache
     export_net = prepare_for_export(ckpt.model)  # parity still compares against the checkpoint as is
-    return [r for fmt in request.formats for r in _export_format(request, data, ckpt, export_net, fmt, say, cache)]
+    plans = {r: _int8_plan(r, fmt, request, data, ckpt, weights, export_net, say, cache) for r, fmt in routes.items()}
+    jobs = max(1, min(request.jobs, len(request.formats)))
+    if jobs > 1:
+        return _export_parallel(request, data, jobs, plans)
+    return [r for fmt in request.formats
+            for r in _export_format(request, data, ckpt, export_net, fmt, say, cache, plans)]
+
+
+def _int8_routes(request: ExportRequest) -> dict[str, str]:
+    """int8 route -> the first requested format taking it (none unless int8 is asked for)."""
+    if "int8" not in request.precisions:
+        return {}
+    routes: dict[str, str] = {}
+    for fmt in request.formats:
+        routes.setdefault(get_backend(fmt).INT8_ROUTE, fmt)
+    return routes
+
+
+def _int8_plan(route: str, fmt: str, request: ExportRequest, data: _Data, ckpt, weights: Path, export_net, say,
+               cache: dict) -> Plan:
+    """The float layers of ``route``'s int8 (``mvit.quant.plan.int8_plan``), printed in one line; an
+    unmet budget is an ExportError before anything is written."""
+    import torch
+
+    from mvit.quant import QuantError
+
+    backend, c = get_backend(fmt), ckpt.meta.contract
+    calib = heldout = evaluate = None
+    if data.heldout_pixels is not None and len(data.heldout_pixels) and data.calib_pixels is not None:
+        calib = torch.from_numpy(normalize_hwc_uint8(data.calib_pixels, c))
+        heldout = torch.from_numpy(normalize_hwc_uint8(data.heldout_pixels, c))
+        evaluator = getattr(backend, "int8_search_evaluator", None)
+        if evaluator is not None:  # measured in the format's own runtime
+            job = ExportJob(export_net, ckpt.meta, "int8", backend.INPUTS[0], data.calib_pixels,
+                            request.calib_method or backend.CALIB_METHODS[0], (), cache)
+            evaluate = evaluator(job, data.heldout_pixels, torch_logits(export_net, data.heldout_pixels, c))
+    keep = request.keep_float_list()
+    try:
+        if data.learned_ranges is not None and not keep:  # a QAT checkpoint: the float layers it was trained with
+            plan = Plan([k for k in data.learned_ranges.keep_float if k.lower() != KEEP_NOTHING_FLOAT],
+                        "quantization-aware training", request.min_agreement)
+        else:
+            plan = int8_plan(route, export_net, keep_float=keep, min_agreement=request.min_agreement,
+                             calib=calib, heldout=heldout, evaluate=evaluate, checkpoint=weights,
+                             sha256=ckpt.sha256, cache=cache, say=say)
+    except QuantError as e:
+        raise ExportError(str(e)) from None
+    say(describe(plan, route))
+    for n in plan.notes:
+        say(f"note: {n}")
+    return plan
 
 
 def _prepare_out(out: Path) -> None:
@@ -133,8 +188,10 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _load_data(request: ExportRequest, ckpt, weights: Path, say) -> _Data:
-    """Calibration images (int8 only) and verification images with labels where the folders have them."""
+def _load_data(request: ExportRequest, ckpt, weights: Path, say, heldout: bool = False) -> _Data:
+    """Calibration images (int8 only); when ``heldout``, up to ``HELDOUT_IMAGES`` for the int8 search
+    (from --search-data, else calibration-folder images not used to calibrate, never verification
+    images); verification images with labels where the folders have them."""
     contract, data = ckpt.meta.contract, _Data()
     warn = lambda m: say(f"warning: {m}")  # noqa: E731
     needs_calib = "int8" in request.precisions
@@ -148,8 +205,16 @@ def _load_data(request: ExportRequest, ckpt, weights: Path, say) -> _Data:
         if needs_calib and len(data.calib_pixels) < min(100, request.calib_count):
             warn(f"only {len(data.calib_pixels)} calibration images; 100 or more give steadier int8 results")
         data.calib_source = f"{len(data.calib_pixels)} images of {request.calib}"
+        taken = set(used) | set(bad)
+        verifies_calib = request.verify_data is not None and folders_overlap(request.verify_data, request.calib)
+        if needs_calib and heldout and request.search_data is None and not verifies_calib:
+            rest = [f for f in files if f not in taken]
+            # the verification images come from the same folder: leave them at least half of the rest
+            share = HELDOUT_IMAGES if request.verify_data is not None or not request.verify else len(rest) // 2
+            data.heldout_pixels, hused = load_pixels(rest, contract, min(HELDOUT_IMAGES, share), warn=warn,
+                                                     unreadable=bad)
+            taken |= set(hused) | set(bad)
         if request.verify and request.verify_data is None:
-            taken = set(used) | set(bad)
             rest = [f for f in files if f not in taken]
             if rest:
                 px, vused = load_pixels(rest, contract, MAX_VERIFY, warn=warn)
@@ -162,6 +227,10 @@ def _load_data(request: ExportRequest, ckpt, weights: Path, say) -> _Data:
         data.calib_pixels, data.calib_source = data_free_pixels(ckpt, weights, request.zeroq_count, say)
         warn(f"no --calib images: int8 calibrated on {data.calib_source}; real images calibrate better "
              f"(--calib DIR)")
+    if needs_calib and heldout and request.search_data is not None:
+        data.heldout_pixels, _ = load_pixels(image_files(request.search_data), contract, HELDOUT_IMAGES, warn=warn)
+        if len(data.heldout_pixels) == 0:
+            raise ImageFolderError(f"{request.search_data}: none of the image files could be read")
     if request.verify and request.verify_data is not None:
         px, vused = load_pixels(image_files(request.verify_data), contract, None, warn=warn)
         if len(px) == 0:
@@ -174,22 +243,27 @@ def _load_data(request: ExportRequest, ckpt, weights: Path, say) -> _Data:
     return data
 
 
-def _export_format(request: ExportRequest, data: _Data, ckpt, export_net, fmt: str, say, cache: dict) -> list[ExportResult]:
+def _export_format(request: ExportRequest, data: _Data, ckpt, export_net, fmt: str, say, cache: dict,
+                   plans: dict[str, Plan]) -> list[ExportResult]:
     backend = get_backend(fmt)
     keep = request.keep_float_list()
     results = []
     for precision in request.precisions:
+        plan = plans.get(backend.INT8_ROUTE) if precision == "int8" else None
+        if plan is not None:
+            precision_keep, source = tuple(plan.float_units), plan.source
+        else:
+            precision_keep, source = (() if keep == (KEEP_NOTHING_FLOAT,) else keep), "user"
         job = ExportJob(export_net, ckpt.meta, precision, request.input_mode or backend.INPUTS[0],
                         data.calib_pixels if precision == "int8" else None,
-                        request.calib_method or backend.CALIB_METHODS[0],
-                        () if precision != "int8" and keep == (KEEP_NOTHING_FLOAT,) else keep, cache,
-                        data.learned_ranges if precision == "int8" else None)
+                        request.calib_method or backend.CALIB_METHODS[0], precision_keep, cache,
+                        learned_ranges=data.learned_ranges if precision == "int8" else None, keep_float_source=source)
         target = artifact_folder(request.out, ckpt.meta.architecture, precision, fmt)
-        results.append(_export_one(backend, job, ckpt, target, request, data, say))
+        results.append(_export_one(backend, job, ckpt, target, request, data, say, plan))
     return results
 
 
-def _export_parallel(request: ExportRequest, data: _Data, jobs: int) -> list[ExportResult]:
+def _export_parallel(request: ExportRequest, data: _Data, jobs: int, plans: dict[str, Plan]) -> list[ExportResult]:
     """One worker process per format (at most ``jobs`` at once), threads split between them; the
     slowest exports start first. Workers share nothing in memory: TFLite and Core ML int8 each
     calibrate their own PT2E graph, which costs less than running one after the other."""
@@ -199,7 +273,7 @@ def _export_parallel(request: ExportRequest, data: _Data, jobs: int) -> list[Exp
     request = dataclasses.replace(request, threads=max(1, request.threads // jobs), jobs=1)
     order = sorted(request.formats, key=lambda f: -get_backend(f).EXPORT_COST)
     with _thread_env(request.threads), cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
-        futures = {fmt: pool.submit(_format_worker, request, data, fmt) for fmt in order}
+        futures = {fmt: pool.submit(_format_worker, request, data, fmt, plans) for fmt in order}
         try:
             done = {fmt: futures[fmt].result() for fmt in order}
         except BaseException:
@@ -208,12 +282,12 @@ def _export_parallel(request: ExportRequest, data: _Data, jobs: int) -> list[Exp
     return [r for fmt in request.formats for r in done[fmt]]
 
 
-def _format_worker(request: ExportRequest, data: _Data, fmt: str) -> list[ExportResult]:
+def _format_worker(request: ExportRequest, data: _Data, fmt: str, plans: dict[str, Plan]) -> list[ExportResult]:
     import torch
 
     torch.set_num_threads(request.threads)
     ckpt = load_checkpoint(request.checkpoint or DEFAULT_CHECKPOINT)
-    return _export_format(request, data, ckpt, prepare_for_export(ckpt.model), fmt, Console(), {})
+    return _export_format(request, data, ckpt, prepare_for_export(ckpt.model), fmt, Console(), {}, plans)
 
 
 @contextmanager
@@ -232,7 +306,8 @@ def _thread_env(threads: int):
                 os.environ[n] = v
 
 
-def _export_one(backend, job: ExportJob, ckpt, target: Path, request: ExportRequest, data: _Data, say) -> ExportResult:
+def _export_one(backend, job: ExportJob, ckpt, target: Path, request: ExportRequest, data: _Data, say,
+                plan: Plan | None = None) -> ExportResult:
     """Convert, check and verify one artifact in a temporary folder, then rename it into place."""
     t0 = time.perf_counter()
     label = f"{backend.FORMAT} {job.precision}"
@@ -242,7 +317,8 @@ def _export_one(backend, job: ExportJob, ckpt, target: Path, request: ExportRequ
         with log.capture():
             artifact = tmp / artifact_name(backend.FORMAT)
             io = backend.export(job, artifact)
-            meta = build_meta(ckpt.meta, io, backend.FORMAT, job.precision, ckpt.sha256)
+            meta = build_meta(ckpt.meta, io, backend.FORMAT, job.precision, ckpt.sha256,
+                              plan.to_dict() if plan is not None else None)
             meta["quantization_details"] = dict(meta["quantization_details"], input_mode=job.input_mode)
             if job.precision == "int8":
                 meta["quantization_details"]["calibration_source"] = data.calib_source
@@ -254,7 +330,7 @@ def _export_one(backend, job: ExportJob, ckpt, target: Path, request: ExportRequ
             say(f"{label}: converted in {t_export:.0f} s")
             parity, notes = None, []
             if request.verify:
-                parity, notes = _verify(backend, artifact, job, ckpt, data, request.threads)
+                parity, notes = _verify(backend, artifact, job, ckpt, data, request)
                 meta["parity"] = parity.to_dict()
                 if not parity.passed:
                     meta["status"] = "failed-parity"
@@ -294,9 +370,11 @@ def _keep_log(tmp: Path, target: Path) -> Path | None:
     return kept
 
 
-def _verify(backend, artifact: Path, job: ExportJob, ckpt, data: _Data, threads: int) -> tuple[ParityReport, list[str]]:
-    """The artifact's parity report on the run's verification images (a slow runner gets a subset)."""
-    runner = backend.load_runner(artifact, threads)
+def _verify(backend, artifact: Path, job: ExportJob, ckpt, data: _Data,
+            request: ExportRequest) -> tuple[ParityReport, list[str]]:
+    """The artifact's parity report on the run's verification images (a slow runner gets a subset);
+    int8 agreement is gated at ``request.min_agreement``."""
+    runner = backend.load_runner(artifact, request.threads)
     px, lab, src, ref = data.verify_pixels, data.verify_labels, data.verify_source, data.ref_logits
     notes = []
     if runner.max_verify is not None and len(px) > runner.max_verify:
@@ -306,7 +384,9 @@ def _verify(backend, artifact: Path, job: ExportJob, ckpt, data: _Data, threads:
         notes.append(f"{backend.RUNTIME} is slow here: parity checked on {k} images")
     try:
         # generated images: near-tie top-1s make agreement meaningless, so only logit metrics gate
-        parity = check_runner(runner, ckpt.model, px, job.precision, lab, src, ref, gate_agreement=not data.generated)
+        floors = {"top1_agreement": request.min_agreement} if job.precision == "int8" else None
+        parity = check_runner(runner, ckpt.model, px, job.precision, lab, src, ref, gate_agreement=not data.generated,
+                              floors=floors)
     finally:
         runner.close()
     return parity, notes

@@ -61,9 +61,10 @@ class ExportJob:
     input_mode: str = "float-nchw"  # one of INPUT_MODES
     calib_pixels: np.ndarray | None = None  # N,H,W,3 uint8 RGB (resized + cropped), for int8
     calib_method: str = "min-max"
-    keep_float: tuple[str, ...] = ()   # module names or op types kept in float
+    keep_float: tuple[str, ...] = ()   # module names or op types kept in float (int8: the plan's)
     cache: dict[str, Any] = field(default_factory=dict)  # shared between formats of one export run
     learned_ranges: Any = None  # a QAT checkpoint's activation ranges (mvit.quant.qat.LearnedRanges), for int8
+    keep_float_source: str = "user"    # where keep_float came from (mvit.quant.plan.Plan.source)
 
     @property
     def contract(self) -> PreprocessContract:
@@ -72,7 +73,7 @@ class ExportJob:
     def quant_args(self) -> dict:
         """The keyword arguments ``mvit.quant`` calibration takes from this job."""
         return {"calib_pixels": self.calib_pixels, "method": self.calib_method, "keep_float": self.keep_float,
-                "cache": self.cache, "ranges": self.learned_ranges}
+                "keep_float_source": self.keep_float_source, "cache": self.cache, "ranges": self.learned_ranges}
 
     def calib_inputs(self) -> np.ndarray:
         """Calibration images as float NCHW model inputs (the contract's normalisation)."""

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from mvit.export.backends import FORMATS, get_backend
 from mvit.export.base import INPUT_MODES, PRECISIONS
+from mvit.quant.plan import DEFAULT_MIN_AGREEMENT, HELDOUT_IMAGES
 
 QUANTIZE_CHOICES = ("none",) + PRECISIONS + ("all",)
 
@@ -39,7 +40,17 @@ def build_parser() -> argparse.ArgumentParser:
                         + ", ".join(f"{f} {get_backend(f).INPUTS[0]}" for f in FORMATS))
     p.add_argument("--keep-float", action="append", default=[], metavar="NAME",
                    help="layer to keep in float (repeatable; module path or op type, as mvit-bench's per-layer "
-                        "report names them); none = every layer int8")
+                        "report names them); none = every layer int8. Default for int8: the layers the search "
+                        "for --min-agreement chose")
+    p.add_argument("--min-agreement", type=float, default=DEFAULT_MIN_AGREEMENT, metavar="X",
+                   help="int8: share of images whose top-1 must match the float model, in (0, 1] (default "
+                        f"{DEFAULT_MIN_AGREEMENT}). Without --keep-float the layers left float are searched to meet "
+                        "it on calibration images held out from calibration (cached per checkpoint); the parity "
+                        "check gates int8 at it")
+    p.add_argument("--search-data", type=Path, metavar="DIR",
+                   help=f"int8: images the float-layer search measures agreement on (up to {HELDOUT_IMAGES}; "
+                        "default: --calib images not used for calibration). Images the model was not trained on "
+                        "show its int8 flips; training images rarely flip")
     p.add_argument("--out", type=Path, default=Path("out"), help="output folder (one subfolder per artifact)")
     p.add_argument("--force", action="store_true", help="replace existing artifacts")
     p.add_argument("--no-verify", dest="verify", action="store_false", help="skip the parity check")
@@ -68,6 +79,7 @@ def request_from_args(args):
     return ExportRequest(checkpoint=args.weights, formats=formats, precisions=precisions, out=args.out,
                          force=args.force, calib=args.calib, calib_count=args.calib_count,
                          calib_method=args.calib_method, keep_float=tuple(args.keep_float),
+                         min_agreement=args.min_agreement, search_data=args.search_data,
                          input_mode=args.input_mode, verify=args.verify, verify_data=args.verify_data,
                          threads=args.threads, jobs=jobs, verbose=args.verbose)
 

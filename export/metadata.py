@@ -24,8 +24,11 @@ def version() -> str:
         return "0+unknown"
 
 
-def build_meta(ckpt_meta: CheckpointMeta, io: IOSpec, fmt: str, precision: str, source_sha256: str) -> dict:
-    """The model_meta dictionary for one artifact."""
+def build_meta(ckpt_meta: CheckpointMeta, io: IOSpec, fmt: str, precision: str, source_sha256: str,
+               int8_plan: dict | None = None) -> dict:
+    """The model_meta dictionary for one artifact. ``int8_plan``: the layers an int8 artifact keeps
+    float and how they were chosen (``mvit.quant.plan.Plan.to_dict()``), stored in
+    ``quantization_details["int8_plan"]``."""
     inp = io.input.to_dict()
     inp["normalization_in_model"] = io.normalization_in_model
     out = io.output.to_dict()
@@ -40,7 +43,7 @@ def build_meta(ckpt_meta: CheckpointMeta, io: IOSpec, fmt: str, precision: str, 
         "output": out,
         "format": fmt,
         "precision": precision,
-        "quantization_details": io.quantization_details,
+        "quantization_details": dict(io.quantization_details, **({"int8_plan": int8_plan} if int8_plan else {})),
         "source_checkpoint_sha256": source_sha256,
         "mvit_version": version(),
     }

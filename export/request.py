@@ -12,6 +12,7 @@ from pathlib import Path
 
 from mvit.export.backends import FORMATS, get_backend
 from mvit.export.base import INPUT_MODES, PRECISIONS, ExportError, option_problems
+from mvit.quant.plan import DEFAULT_MIN_AGREEMENT
 
 KEEP_NOTHING_FLOAT = "none"  # --keep-float none: quantize every layer
 
@@ -30,6 +31,8 @@ class ExportRequest:
     calib_method: str | None = None       # None = each backend's default
     zeroq_count: int = 32                 # data-free images synthesised when none are shipped
     keep_float: tuple[str, ...] = ()      # layers kept float (backend-specific names; "none" = all int8)
+    min_agreement: float = DEFAULT_MIN_AGREEMENT  # int8: the search's budget and the parity gate
+    search_data: Path | None = None       # int8 search images; None = --calib images not used to calibrate
     input_mode: str | None = None         # None = each backend's default input
     verify: bool = True
     verify_data: Path | None = None       # None = --calib images not used for calibration, else generated
@@ -41,7 +44,7 @@ class ExportRequest:
         for name in ("formats", "precisions", "keep_float"):
             value = getattr(self, name)
             object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(dict.fromkeys(value)))
-        for name in ("checkpoint", "out", "calib", "verify_data"):
+        for name in ("checkpoint", "out", "calib", "verify_data", "search_data"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):
                 object.__setattr__(self, name, Path(value))
@@ -61,6 +64,15 @@ class ExportRequest:
         for name, low in (("calib_count", 1), ("zeroq_count", 1), ("threads", 1), ("jobs", 1)):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < low:
                 errs.append(f"--{name.replace('_', '-')} must be an integer >= {low}, got {getattr(self, name)!r}")
+        m = self.min_agreement
+        if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 < m <= 1:
+            errs.append(f"--min-agreement must be a number in (0, 1], got {m!r}")
+        if self.search_data is not None and "int8" not in self.precisions:
+            errs.append("--search-data applies to int8 only")
+        if (self.search_data is not None and self.verify_data is not None
+                and folders_overlap(self.search_data, self.verify_data)):
+            errs.append("--search-data and --verify-data share images: the int8 search must not see the "
+                        "verification images")
         if self.calib_method is not None and "int8" not in self.precisions:
             errs.append("--calib-method applies to int8 only")
         keep = self.keep_float_list()
@@ -93,6 +105,15 @@ class ExportRequest:
             v = getattr(self, f.name)
             out[f.name] = str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
         return out
+
+
+def folders_overlap(a: Path, b: Path) -> bool:
+    """Whether folders ``a`` and ``b`` share images (one is the other or inside it)."""
+    try:
+        a, b = a.resolve(), b.resolve()
+    except OSError:
+        return False
+    return a == b or b in a.parents or a in b.parents
 
 
 def artifact_folder(out_dir, arch: str, precision: str, fmt: str) -> Path:

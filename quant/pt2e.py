@@ -168,15 +168,12 @@ def _observers(module: nn.Module) -> dict[str, nn.Module]:
     return {n: m for n, m in module.named_modules() if isinstance(m, ObserverBase)}
 
 
-def _calibrate(wrapped: nn.Module, sample: torch.Tensor, quantizer, inputs, n: int) -> nn.Module:
-    """A batch-1 prepared graph of ``wrapped`` (a copy, LayerNorm affine folded) calibrated on ``n``
-    images (``inputs(i, j)``: images i..j-1 as a tensor).
+def prepare(wrapped: nn.Module, sample: torch.Tensor, quantizer) -> torch.fx.GraphModule:
+    """``wrapped`` (a copy, LayerNorm affine folded) exported at ``sample``'s shape with observers inserted.
 
-    Observers run per call, and per call is what costs (HistogramObserver: a histc and a rebin per
-    tensor), so full batches of CALIB_BATCH go through a copy of the graph exported at that batch
-    size; its observer states are copied into the batch-1 graph (same graph, same observer names),
-    which then sees the remaining images. If the model does not export at a larger batch, or the
-    graphs differ, every image goes through the batch-1 graph as before.
+    Dropout is off and BatchNorm on running statistics in the exported graph (see quantize_pt2e); the
+    LayerNorms' affine parameters are folded into the linears they feed, so int8 sees normalized
+    activations (model/export_prep.py: 99.02% -> 99.75% TFLite agreement on the shipped model).
     """
     import copy
 
@@ -184,26 +181,43 @@ def _calibrate(wrapped: nn.Module, sample: torch.Tensor, quantizer, inputs, n: i
 
     from mvit.model.export_prep import fold_layernorm_affine_
 
-    # Dropout off and BatchNorm on running statistics in the exported graph (see quantize_pt2e); the
-    # LayerNorms' affine parameters folded into the linears they feed, so int8 sees normalized
-    # activations (model/export_prep.py: 99.02% -> 99.75% TFLite agreement on the shipped model).
     wrapped = fold_layernorm_affine_(copy.deepcopy(wrapped).eval())
-    prepared = prepare_pt2e(torch.export.export(wrapped, (sample,)).module(), quantizer)
+    return prepare_pt2e(torch.export.export(wrapped, (sample,)).module(), quantizer)
+
+
+def copy_observers(src: nn.Module, dst: nn.Module) -> bool:
+    """Load ``src``'s observer states into ``dst`` (the same graph at another batch size); False when
+    the two graphs' observers differ."""
+    a, b = _observers(src), _observers(dst)
+    if a.keys() != b.keys() or any(type(a[k]) is not type(b[k]) for k in a):
+        return False
+    for k, obs in a.items():
+        b[k].load_state_dict(obs.state_dict())
+    return True
+
+
+def _calibrate(wrapped: nn.Module, sample: torch.Tensor, quantizer, inputs, n: int) -> nn.Module:
+    """A batch-1 prepared graph of ``wrapped`` (see ``prepare``) calibrated on ``n`` images
+    (``inputs(i, j)``: images i..j-1 as a tensor).
+
+    Observers run per call, and per call is what costs (HistogramObserver: a histc and a rebin per
+    tensor), so full batches of CALIB_BATCH go through a copy of the graph exported at that batch
+    size; its observer states are copied into the batch-1 graph (same graph, same observer names),
+    which then sees the remaining images. If the model does not export at a larger batch, or the
+    graphs differ, every image goes through the batch-1 graph as before.
+    """
+    prepared = prepare(wrapped, sample, quantizer)
     bs, start = min(CALIB_BATCH, n), 0
     if bs > 1 and n >= bs:
         try:
-            big = sample.expand(bs, *sample.shape[1:]).contiguous()
-            batched = prepare_pt2e(torch.export.export(wrapped, (big,)).module(), quantizer)
+            batched = prepare(wrapped, sample.expand(bs, *sample.shape[1:]).contiguous(), quantizer)
         except Exception:  # noqa: BLE001 - data-dependent shapes etc.: fall back to batch 1
             batched = None
-        if batched is not None:
-            src, dst = _observers(batched), _observers(prepared)
-            if src.keys() == dst.keys() and all(type(src[k]) is type(dst[k]) for k in src):
-                start = n - n % bs
-                for i in range(0, start, bs):
-                    batched(inputs(i, i + bs))
-                for k, obs in src.items():
-                    dst[k].load_state_dict(obs.state_dict())
+        if batched is not None and _observers(batched).keys() == _observers(prepared).keys():
+            start = n - n % bs
+            for i in range(0, start, bs):
+                batched(inputs(i, i + bs))
+            copy_observers(batched, prepared)
     for i in range(start, n):
         prepared(inputs(i, i + 1))
     return prepared
@@ -211,30 +225,29 @@ def _calibrate(wrapped: nn.Module, sample: torch.Tensor, quantizer, inputs, n: i
 
 def quantize_pt2e(model: nn.Module, wrapped: nn.Module, sample: torch.Tensor, to_input, graph_input: str, *,
                   calib_pixels: np.ndarray | None, method: str, keep_float: tuple[str, ...] = (),
-                  cache: dict | None = None, fold_quantize: bool = False,
+                  keep_float_source: str = "user", cache: dict | None = None, fold_quantize: bool = False,
                   ranges=None) -> tuple[nn.Module, object, dict]:
     """Export, calibrate and convert ``wrapped`` (``model``, possibly inside an input wrapper).
 
     Calibration is cached in ``cache`` per graph input kind (``graph_input``: e.g. "normalized-nchw"),
     method and keep-float list, so TFLite (``fold_quantize=False``) and Core ML (``True``: int8 weight
-    constants) share one calibration. The keep-float list is the user's, or the architecture family's
-    default (``mvit.quant.defaults``). ``to_input(pixels_uint8_nhwc) -> tensor`` maps calibration pixels
-    (N,H,W,3 uint8, resized and cropped) to ``wrapped``'s input. ``ranges``: a QAT checkpoint's learned
-    activation ranges (``mvit.quant.qat.LearnedRanges``), which replace the calibrated ones they cover; its
-    keep-float list is then the default. Returns (converted module, quantizer, details).
+    constants) share one calibration. ``keep_float``: the modules that stay float (an export's
+    ``mvit.quant.plan.Plan``; "none" = none), ``keep_float_source`` where that list came from.
+    ``to_input(pixels_uint8_nhwc) -> tensor`` maps calibration pixels (N,H,W,3 uint8, resized and cropped)
+    to ``wrapped``'s input. ``ranges``: a QAT checkpoint's learned activation ranges
+    (``mvit.quant.qat.LearnedRanges``), which replace the calibrated ones they cover; without a
+    keep-float list its own is used. Returns (converted module, quantizer, details).
     """
     import copy
 
     from torchao.quantization.pt2e import allow_exported_model_train_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-    from mvit.quant.defaults import resolve_keep_float
-
     cache = {} if cache is None else cache
     given = tuple(keep_float)
     if ranges is not None and not given:
-        given = ranges.keep_float or ("none",)
-    keep_float, source = resolve_keep_float(model, given, "pt2e")
+        given, keep_float_source = tuple(ranges.keep_float) or ("none",), "quantization-aware training"
+    keep_float = tuple(k for k in given if k.lower() != "none")
     learned = () if ranges is None else (id(ranges),)
     key = ("pt2e", graph_input, method, keep_float) + learned
     if key not in cache:
@@ -247,14 +260,12 @@ def quantize_pt2e(model: nn.Module, wrapped: nn.Module, sample: torch.Tensor, to
             prepared = _calibrate(wrapped, sample, quantizer, lambda i, j: to_input(px[i:j]), len(px))
         details = {"method": "pt2e", "observer": method, "weights": "int8 per-channel symmetric",
                    "activations": "int8 per-tensor affine", "calibration_images": int(len(px)),
-                   "keep_float": list(keep_float), "keep_float_source": source,
+                   "keep_float": list(keep_float), "keep_float_source": keep_float_source,
                    "calibration_seconds": round(time.perf_counter() - t0, 1)}
         if ranges is not None:
             inner = next(name for name, m in wrapped.named_modules() if m is model)
             details |= ranges.apply(prepared, inner + "." if inner else "")
         cache[key] = (prepared, quantizer, details)
-    # also reachable under the list as given (e.g. () for "the default"), for callers that look it up
-    cache.setdefault(("pt2e", graph_input, method, given) + learned, cache[key])
     prepared, quantizer, details = cache[key]
     with torch.no_grad():
         converted = convert_pt2e(copy.deepcopy(prepared), fold_quantize=fold_quantize)

@@ -32,3 +32,16 @@ def train_tiny_checkpoint(images: Path, out: Path, arch: str = "mobilevit_test",
         opt.step()
     meta = CheckpointMeta(arch, list(CLASSES), contract, provenance={"test": "tiny"}, model_kwargs=kwargs)
     return save_checkpoint(out, m.eval(), meta)
+
+
+def seed_int8_plan(checkpoint: Path, float_units, min_agreement: float = 0.995) -> None:
+    """Store ``float_units`` as the checkpoint's cached int8 search result for every route, as a search
+    meeting ``min_agreement`` would (exports then take it without searching)."""
+    from mvit.model.checkpoint import file_sha256
+    from mvit.quant.plan import RECIPE, ROUTES
+    from mvit.quant.search import SearchResult, cache_key, store
+
+    sha = file_sha256(checkpoint)
+    for route in ROUTES:
+        result = SearchResult(list(float_units), 1.0, min_agreement, True, 0, cosine=1.0)
+        store(checkpoint, sha, cache_key(route, min_agreement, RECIPE), result, {"test": "seeded"})

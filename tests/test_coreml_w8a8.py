@@ -20,10 +20,10 @@ def test_coremltools_route_exports_w8a8_that_passes_parity(small_ckpt, small_dat
     from mvit.export.api import export_model
 
     r = export_model(checkpoint=small_ckpt, formats=("coreml",), precisions=("int8",), out=tmp_path, calib=small_data_dir, calib_count=12,
-                     calib_method="coremltools")[0]
+                     calib_method="coremltools", keep_float=("conv_1", "layer_1", "layer_2"))[0]
     d = r.meta["quantization_details"]
     assert d["method"] == "coremltools" and d["calibration_images"] == 12 and "linear" in d["activations"]
-    assert d["keep_float"] == ["conv_1", "layer_1", "layer_2"] and d["keep_float_ops"] > 0  # family default
+    assert d["keep_float"] == ["conv_1", "layer_1", "layer_2"] and d["keep_float_ops"] > 0 and d["keep_float_source"] == "user"
     assert r.parity is not None and r.parity.passed, r.parity.failures
     assert r.parity.n == 24 - 12 and r.parity.numerics.startswith("graph numerics")
     side = json.loads((r.folder / "model_meta.json").read_text())

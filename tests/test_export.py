@@ -12,7 +12,9 @@ from mvit.export.base import PRECISIONS
 from mvit.quant.calibration import synthesize_zeroq
 from mvit.export.cli import main as export_main
 from mvit.export.cli_predict import main as predict_main
-from export_fixtures import CLASSES, train_tiny_checkpoint
+from export_fixtures import CLASSES, seed_int8_plan, train_tiny_checkpoint
+
+STEM = ("conv_1", "layer_1", "layer_2")
 
 
 @pytest.fixture(scope="session")
@@ -34,6 +36,7 @@ ALL_PRECISION_FORMATS = tuple(f for f in FORMATS if get_backend(f).PRECISIONS ==
 def matrix(tiny_ckpt, data_dir, tmp_path_factory):
     """Those formats x all precisions in one run (conversions share calibration and fp32 graphs)."""
     out = tmp_path_factory.mktemp("artifacts")
+    seed_int8_plan(tiny_ckpt, STEM)  # a cached search result: int8 keeps the stem float, no search here
     results = export_model(checkpoint=tiny_ckpt, formats=ALL_PRECISION_FORMATS, precisions=PRECISIONS, out=out,
                            calib=data_dir, calib_count=24)
     return {(r.format, r.precision): r for r in results}, out
@@ -98,18 +101,18 @@ def test_tflite_tensor_names_are_module_paths(matrix):
 
 
 def test_tflite_int8_runs_silu_in_int8_outside_the_float_stem(matrix, tiny_ckpt):
-    """SiLU (LOGISTIC + MUL in TFLite) is int8 wherever its conv or linear is; only the stem kept float
-    by default (conv_1, layer_1, layer_2) has float LOGISTIC ops."""
+    """SiLU (LOGISTIC + MUL in TFLite) is int8 wherever its conv or linear is; only the stem the int8
+    plan keeps float (conv_1, layer_1, layer_2) has float LOGISTIC ops."""
     from torch import nn
 
-    from mvit.quant.defaults import DEFAULT_KEEP_FLOAT
     from mvit.model.checkpoint import load_checkpoint
 
     net = load_checkpoint(tiny_ckpt).model
-    kept = DEFAULT_KEEP_FLOAT["mobilevit"]["pt2e"]
-    silu = [name for name, m in net.named_modules() if isinstance(m, nn.SiLU)]
-    in_stem = [n for n in silu if n.split(".")[0] in kept]
     results, _ = matrix
+    details = results[("tflite", "int8")].meta["quantization_details"]
+    assert details["keep_float"] == list(STEM) and details["int8_plan"]["source"] == "cache"
+    silu = [name for name, m in net.named_modules() if isinstance(m, nn.SiLU)]
+    in_stem = [n for n in silu if n.split(".")[0] in STEM]
     ops = tflite_op_input_types(results[("tflite", "int8")].artifact)
     logistic = [t for op, t in ops if op == "LOGISTIC"]
     assert len(logistic) == len(silu)
@@ -233,6 +236,13 @@ def _one_error_line(capsys):
     (["--format", "onnx", "--quantize", "int8", "--calib", "{tmp}/empty"], "no image files"),
     (["--format", "onnx", "--quantize", "int8", "--calib", "{tmp}/junk"], "none of the image files could be read"),
     (["--format", "onnx", "--calib-count", "0", "--quantize", "int8"], "--calib-count must be an integer >= 1"),
+    (["--format", "onnx", "--quantize", "int8", "--min-agreement", "0"], "--min-agreement must be a number in (0, 1], got 0.0"),
+    (["--format", "onnx", "--quantize", "int8", "--min-agreement", "1.01"], "--min-agreement must be a number in (0, 1], got 1.01"),
+    (["--format", "onnx", "--quantize", "int8", "--min-agreement", "nan"], "--min-agreement must be a number in (0, 1], got nan"),
+    (["--format", "onnx", "--quantize", "int8", "--min-agreement", "most"], "argument --min-agreement: invalid float value: 'most'"),
+    (["--format", "onnx", "--quantize", "int8", "--search-data", "{tmp}/empty", "--verify-data", "{tmp}/empty/"],
+     "--search-data and --verify-data share images"),
+    (["--format", "onnx", "--search-data", "{tmp}/empty"], "--search-data applies to int8 only"),
     (["--format", "onnx", "--out", "{tmp}/file.txt/sub"], "cannot write there"),
     (["--format", "onnx", "--weights", "{tmp}/model.pt"], "pickled PyTorch file"),
     (["--format", "onnx", "--weights", "{tmp}/nope.safetensors"], "no such file"),

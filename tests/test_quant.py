@@ -1,4 +1,4 @@
-"""int8 quantization details: default mixed precision, batched PT2E calibration, ONNX QDQ layout."""
+"""int8 quantization details: explicit float lists, batched PT2E calibration, ONNX QDQ layout."""
 import numpy as np
 import pytest
 import torch
@@ -6,21 +6,19 @@ import torch
 from mvit import model
 from mvit.export.api import export_model
 from mvit.export.base import ExportJob
-from mvit.quant.defaults import DEFAULT_KEEP_FLOAT, resolve_keep_float
+from mvit.quant.plan import int8_plan, needs_search
 from export_fixtures import train_tiny_checkpoint
 
+STEM = ("conv_1", "layer_1", "layer_2")
 
-def test_default_keep_float_for_mobilevit_is_overridable():
+
+def test_an_explicit_keep_float_list_wins_over_search_and_cache(tmp_path):
     net = model.create("mobilevit_test", num_classes=3)
-    keep, source = resolve_keep_float(net, (), "pt2e")
-    assert keep == DEFAULT_KEEP_FLOAT["mobilevit"]["pt2e"] and source == "default for mobilevit"
-    assert all(k in dict(net.named_modules()) for k in keep)
-    onnx_keep, _ = resolve_keep_float(net, (), "onnx")
-    assert "layer_3.1.conv_proj" in onnx_keep and all(k in dict(net.named_modules()) for k in onnx_keep)
-    assert resolve_keep_float(net, ("layer_3",), "pt2e") == (("layer_3",), "user")
-    assert resolve_keep_float(net, ("none",), "onnx") == ((), "user: none")
-    other = model.create("mobilenet_v2_test", num_classes=3)
-    assert resolve_keep_float(other, (), "onnx") == ((), "default: none")
+    plan = int8_plan("pt2e", net, keep_float=("layer_3",), checkpoint=tmp_path / "x.safetensors", sha256="0" * 64)
+    assert (plan.float_units, plan.source, plan.search) == (["layer_3"], "user", None)
+    plan = int8_plan("onnxruntime-qdq", net, keep_float=("None",))
+    assert (plan.float_units, plan.source) == ([], "user: none")
+    assert not needs_search("pt2e", ("none",), 0.995, None, None) and needs_search("pt2e", (), 0.995, None, None)
 
 
 def _observer_ranges(prepared):
@@ -53,7 +51,7 @@ def test_batched_pt2e_calibration_matches_batch_one():
     assert batched(x[:1]).shape == (1, 3)  # the batch-1 graph is the one returned
 
 
-def test_pt2e_details_name_the_default_keep_float(small_ckpt, small_data_dir):
+def test_pt2e_keeps_the_named_modules_float(small_ckpt, small_data_dir):
     from mvit.model.images import image_files, load_pixels
     from mvit.quant.pt2e import pixels_to_tensor, quantize_pt2e
     from mvit.model.checkpoint import load_checkpoint
@@ -61,12 +59,11 @@ def test_pt2e_details_name_the_default_keep_float(small_ckpt, small_data_dir):
 
     ck = load_checkpoint(small_ckpt)
     px, _ = load_pixels(image_files(small_data_dir), ck.meta.contract, 18)
-    job = ExportJob(ck.model, ck.meta, "int8", "float-nchw", px, "histogram")
+    job = ExportJob(ck.model, ck.meta, "int8", "float-nchw", px, "histogram", STEM, keep_float_source="search")
     to_input = lambda p: pixels_to_tensor(p, "NCHW", lambda x: normalize_hwc_uint8(x, ck.meta.contract))  # noqa: E731
     converted, _, details = quantize_pt2e(ck.model, ck.model, torch.zeros(1, 3, 64, 64), to_input, "normalized-nchw",
                                           **job.quant_args())
-    assert details["keep_float"] == list(DEFAULT_KEEP_FLOAT["mobilevit"]["pt2e"])
-    assert details["keep_float_source"] == "default for mobilevit"
+    assert details["keep_float"] == list(STEM) and details["keep_float_source"] == "search"
     # the stem's conv runs in float: no quantize op feeds its weight
     graph = converted.graph
     convs = [n for n in graph.nodes if n.target == torch.ops.aten.conv2d.default]
@@ -83,96 +80,41 @@ def _producers(g):
     return {o: n for n in g.node for o in n.output}
 
 
-def _decoded_weight(producers, name, inits):
-    """The int8 initializer behind a weight decoded by Mul(Cast(int8), scale), or None."""
-    mul = producers.get(name)
-    if mul is None or mul.op_type != "Mul":
-        return None
-    cast = producers.get(mul.input[0])
-    if cast is None or cast.op_type != "Cast" or cast.input[0] not in inits:
-        return None
-    return inits[cast.input[0]]
-
-
 @pytest.fixture(scope="module")
-def onnx_int8_fp32(small_ckpt, small_data_dir, tmp_path_factory):
-    """The tiny MobileViT as ONNX int8 and fp32 (one export run: the fp32 graph is shared)."""
-    return export_model(checkpoint=small_ckpt, formats=("onnx",), precisions=("int8", "fp32"), out=tmp_path_factory.mktemp("onnx"), calib=small_data_dir,
-                        calib_count=16, verify=False)
+def onnx_int8_stem_float(small_ckpt, small_data_dir, tmp_path_factory):
+    """The tiny MobileViT as ONNX int8 with the stem float."""
+    return export_model(checkpoint=small_ckpt, formats=("onnx",), precisions=("int8",), out=tmp_path_factory.mktemp("onnx"), calib=small_data_dir,
+                        calib_count=16, verify=False, keep_float=STEM)
 
 
-def test_onnx_int8_mobilevit_quantizes_convs_outside_the_stem(onnx_int8_fp32):
+def test_onnx_int8_quantizes_every_conv_and_linear_outside_the_float_layers(onnx_int8_stem_float):
     import onnx
     from onnx import numpy_helper
 
-    res = onnx_int8_fp32
+    res = onnx_int8_stem_float
     details = res[0].meta["quantization_details"]
-    keep = details["keep_float"]
-    assert keep[:3] == ["conv_1", "layer_1", "layer_2"] and "layer_3.1.conv_proj" in keep and "layer_3.0" in keep
-    assert "layer_3.1.local_rep.conv_1x1" in keep and not any("*" in k for k in keep)
-    assert details["keep_float_source"] == "default for mobilevit" and details["quantized_ops"] == ["Conv"]
-    assert details["float_weights"] == ["conv_1", "layer_1", "layer_2"] and details["weight_only_int8"] > 0
+    assert details["keep_float"] == list(STEM) and details["keep_float_source"] == "user"
+    assert details["quantized_ops"] == ["Conv", "Gemm", "MatMul"] and "7-bit" in details["weights"]
+    assert details["int8_plan"]["source"] == "user" and details["int8_plan"]["float_units"] == list(STEM)
     g = onnx.load(str(res[0].artifact)).graph
     producers = _producers(g)
     inits = {i.name: i for i in g.initializer}
-    # LayerNorm, Softmax and the linears run float (no quantized output, no QDQ weight) but their
-    # weights are stored int8 and decoded by Cast + Mul.
-    quantized_inputs = {n.input[0] for n in g.node if n.op_type == "QuantizeLinear"}
-    linears = 0
+    kinds = {}
     for n in g.node:
-        if n.op_type in ("LayerNormalization", "Softmax", "Gemm", "MatMul"):
-            assert not quantized_inputs & set(n.output), n.name
-            assert not any(producers.get(i) is not None and producers[i].op_type == "DequantizeLinear"
-                           and producers[i].input[0] in inits for i in n.input), n.name
-        if n.op_type in ("Gemm", "MatMul") and _decoded_weight(producers, n.input[1], inits) is not None:
-            linears += 1
-            assert _decoded_weight(producers, n.input[1], inits).data_type == onnx.TensorProto.INT8
-    assert linears >= 4
-    kinds = set()
-    for n in g.node:
-        if n.op_type != "Conv":
+        if n.op_type not in ("Conv", "Gemm"):
             continue
         dq = producers.get(n.input[1])
         if dq is not None and dq.op_type == "DequantizeLinear":
             kind, weight = "qdq", dq.input[0]
-            # MobileViT's measured layout keeps 8-bit weights (reduce_range off): channels reach +-127
-            assert np.abs(numpy_helper.to_array(inits[weight]).astype(np.int16)).max() == 127, n.name
-        elif n.input[1] in inits:
-            kind, weight = "float", n.input[1]
+            # 7-bit weights (REDUCE_RANGE): per-channel scales use [-64, 63]
+            assert np.abs(numpy_helper.to_array(inits[weight]).astype(np.int16)).max() <= 64, n.name
         else:
-            packed = _decoded_weight(producers, n.input[1], inits)
-            assert packed is not None and packed.data_type == onnx.TensorProto.INT8, n.name
-            kind, weight = "weight-only", n.input[1]
-        kept = weight.startswith(tuple(k + "." for k in keep))
-        stem = weight.startswith(("conv_1.", "layer_1.", "layer_2."))
-        assert (kind == "qdq") != kept and (kind == "float") == stem, (n.name, weight, kind)
-        kinds.add(kind)
-    assert kinds == {"qdq", "float", "weight-only"}
-
-
-def test_onnx_int8_weight_only_layers_run_as_float_after_session_load(onnx_int8_fp32, tmp_path):
-    """onnxruntime folds the Cast + Mul weight decoding at load: no decoding op is left to run, and the
-    kept-float layers get the same kernels as in the fp32 model."""
-    import onnx
-    import onnxruntime as ort
-
-    int8, fp32 = onnx_int8_fp32[0].artifact, onnx_int8_fp32[1].artifact
-
-    def optimized(path):
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-        opts.optimized_model_filepath = str(tmp_path / (path.parent.name + ".opt.onnx"))
-        ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        return onnx.load(opts.optimized_model_filepath).graph
-
-    g = optimized(int8)
-    assert not [n.name for n in g.node if n.op_type == "Cast" or n.name.endswith("_Mul")]
-    count = lambda graph, op: sum(n.op_type == op for n in graph.node)
-    f = optimized(fp32)
-    assert count(g, "Gemm") + count(g, "FusedGemm") == count(f, "Gemm") + count(f, "FusedGemm") > 0
-    assert count(g, "MatMulNBits") == 0
-    # the tiny model's graph is a large share of its file; the shipped model's int8 file is 0.29x fp32
-    assert int8.stat().st_size < 0.7 * fp32.stat().st_size
+            assert n.input[1] in inits, n.name
+            kind, weight = "float", n.input[1]
+        kept = weight.startswith(tuple(k + "." for k in STEM))
+        assert (kind == "float") == kept, (n.name, weight, kind)
+        kinds[kind, n.op_type] = kinds.get((kind, n.op_type), 0) + 1
+    assert {("qdq", "Conv"), ("float", "Conv"), ("qdq", "Gemm")} <= set(kinds), kinds
 
 
 def test_onnx_compress_float_weights_per_output_channel():
@@ -255,12 +197,13 @@ def test_onnx_simplifier_falls_back_to_the_next_tool_then_to_the_exported_graph(
 
 
 def test_onnx_int8_linear_weights_are_per_output_channel(small_data_dir, tmp_path):
-    """Other families quantize Conv, Gemm and MatMul; a [in, out] weight gets one scale per output."""
+    """Conv, Gemm and MatMul are quantized; a [in, out] weight gets one scale per output."""
     import onnx
     from onnx import numpy_helper
 
     ckpt = train_tiny_checkpoint(small_data_dir, tmp_path / "vit.safetensors", arch="vit_test", steps=5)
-    res = export_model(checkpoint=ckpt, formats=("onnx",), precisions=("int8",), out=tmp_path, calib=small_data_dir, calib_count=8, verify=False)
+    res = export_model(checkpoint=ckpt, formats=("onnx",), precisions=("int8",), out=tmp_path, calib=small_data_dir, calib_count=8,
+                       verify=False, keep_float=("none",))
     assert res[0].meta["quantization_details"]["keep_float"] == []
     g = onnx.load(str(res[0].artifact)).graph
     inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}

@@ -173,11 +173,9 @@ def _stem_op_names(program, mlmodel, keep_float: tuple[str, ...]) -> list[str]:
 
 
 def _ct_keep_float(job: ExportJob) -> tuple[tuple[str, ...], str]:
-    """The keep-float list of the coremltools route (user's or the family default) and its source;
-    every name must be a module or module type of the model."""
-    from mvit.quant.defaults import resolve_keep_float
-
-    keep_float, source = resolve_keep_float(job.model, job.keep_float, "pt2e")
+    """The keep-float list of the coremltools route (the export's int8 plan) and its source; every name
+    must be a module or module type of the model."""
+    keep_float, source = tuple(k for k in job.keep_float if k.lower() != "none"), job.keep_float_source
     names = {n for n, _ in job.model.named_modules() if n}
     types = {type(m).__name__ for m in job.model.modules()}
     unknown = [k for k in keep_float if k not in names and k not in types]

@@ -3,16 +3,19 @@ dynamic and static (QDQ) int8. Runs with onnxruntime on the CPU.
 
 The artifact is a single file (weights folded back in, no ``.onnx.data``); metadata lives in
 ``metadata_props["mvit"]``. int8 is onnxruntime's static QDQ (uint8 activations, int8 per-channel
-weights) on the layers ``mvit.quant`` chooses; the weights of layers kept float are stored as int8
-too and decoded when the session loads (``compress_float_weights``). The measurements behind these
-choices: benchmarks/results/onnx_simplifier.md and onnx_int8_variants.md.
+weights) on every Conv, Gemm and MatMul outside the layers ``mvit.quant.plan`` leaves float (those
+keep float weights too). ``compress_float_weights`` stores float ops' weights as int8 decoded at
+session load (measured in benchmarks/results/onnx_int8_variants.md). The measurements behind these
+choices: benchmarks/results/onnx_simplifier.md, onnx_int8_variants.md and int8_search.md.
 """
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 import tempfile
 import warnings
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +37,14 @@ KEEP_FLOAT = {p: "ONNX node names, op types (Conv, Gemm) or module paths whose n
 INT8_ROUTE = "onnxruntime-qdq"
 RUNTIME_MODULES = ("onnxruntime",)  # imported before a benchmark times the model load
 EXPORT_COST = 1
+# int8 QDQ covers these op types; elementwise ops, LayerNorm, Softmax and Transpose stay float (each QDQ
+# pair there costs time and accuracy: QLinearSoftmax ran 4x slower than float Softmax). Which of these
+# layers stay float is mvit.quant.plan's choice.
+STATIC_OPS = ("Conv", "Gemm", "MatMul")
+# Weights in 7 bits: onnxruntime's uint8 x int8 kernels on x86 without VNNI (AVX2 vpmaddubsw) can
+# saturate the int16 sum of two products; with 8-bit weights MobileNetV2 and ViT-Tiny lost 10 and 2
+# points of agreement on trashnet6 val (benchmarks/results/README.md).
+REDUCE_RANGE = True
 META_KEY = "mvit"
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 # Tried in order: the first that succeeds simplifies the exported graph (see the module docstring).
@@ -148,57 +159,83 @@ def export(job: ExportJob, path: Path) -> IOSpec:
     elif job.precision == "int8" and job.learned_ranges is not None:
         details = export_learned_int8(job, path)
     elif job.precision in ("dynamic", "int8"):
-        from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quantize_dynamic,
-                                              quantize_static)
+        from onnxruntime.quantization import QuantType, quantize_dynamic
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
         with tempfile.TemporaryDirectory() as tmp:
             src, pre = Path(tmp) / "fp32.onnx", Path(tmp) / "pre.onnx"
             onnx.save_model(model, str(src))
             quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-            if job.precision == "int8":
-                from mvit.quant.defaults import (onnx_float_weights, onnx_reduce_range, onnx_static_ops,
-                                                   resolve_keep_float)
-
-                keep, source = resolve_keep_float(job.model, job.keep_float, "onnx")
-                ops = onnx_static_ops(job.model)
-            else:
-                keep, source = tuple(k for k in job.keep_float if k.lower() != "none"), "user"
+            keep = tuple(k for k in job.keep_float if k.lower() != "none")
             nodes = _nodes_to_keep_float(onnx.load(str(pre)), keep)
             if job.precision == "dynamic":
                 quantize_dynamic(str(pre), str(path), weight_type=QuantType.QInt8, per_channel=True,
                                  nodes_to_exclude=nodes, op_types_to_quantize=["MatMul", "Gemm", "Conv"])
-                details = {"method": "onnxruntime quantize_dynamic", "weights": "int8 per-channel"}
+                details = {"method": "onnxruntime quantize_dynamic", "weights": "int8 per-channel",
+                           "keep_float_source": "user"}
             else:
-                method = {"min-max": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-                          "entropy": CalibrationMethod.Entropy}.get(job.calib_method)
-                if method is None:
-                    raise ExportError(f"calibration method {job.calib_method!r} is not available for ONNX; "
-                                      f"use one of {', '.join(CALIB_METHODS)}")
-                reduce_range = onnx_reduce_range(job.model)
-                quantize_static(str(pre), str(path), _Reader(job), quant_format=QuantFormat.QDQ,
-                                per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                                reduce_range=reduce_range,
-                                calibrate_method=method, nodes_to_exclude=nodes, op_types_to_quantize=list(ops),
-                                extra_options={"CalibMovingAverage": False,
-                                               # weights [in, out] (MatMul, Gemm transB=0): one scale per output
-                                               "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1}})
-                float_weights = onnx_float_weights(job.model, job.keep_float)
-                qmodel = onnx.load(str(path))
-                packed = compress_float_weights(qmodel, float_weights)
-                onnx.save_model(qmodel, str(path))
+                quantize_qdq(pre, path, job, nodes)
                 details = {"method": "onnxruntime quantize_static QDQ",
-                           "weights": "int8 per-channel symmetric" + (", 7-bit range" if reduce_range else ""),
+                           "weights": "int8 per-channel symmetric" + (", 7-bit range" if REDUCE_RANGE else ""),
                            "activations": "uint8 per-tensor affine", "calibration": job.calib_method,
-                           "calibration_images": int(len(job.calib_pixels)), "quantized_ops": list(ops),
-                           "keep_float_source": source,
-                           # float-kept ops whose weights are stored int8 (Cast + Mul, folded at session load)
-                           "weight_only_int8": len(packed), "float_weights": list(float_weights)}
+                           "calibration_images": int(len(job.calib_pixels)), "quantized_ops": list(STATIC_OPS),
+                           "keep_float_source": job.keep_float_source}
             details["keep_float"] = list(keep)
     else:
         raise ExportError(f"ONNX has no precision {job.precision!r}")
     return _io_spec(path, "NHWC" if job.input_mode == "uint8-nhwc" else "NCHW", job.input_mode == "uint8-nhwc",
                     details)
+
+
+def quantize_qdq(pre: Path, out: Path, job: ExportJob, nodes_to_exclude, calib_cache: Path | None = None) -> None:
+    """onnxruntime static QDQ int8 of the pre-processed model ``pre`` into ``out``, calibrated on the job's
+    images; ``calib_cache`` (a JSON path) keeps the calibrated ranges for further calls."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    method = {"min-max": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+              "entropy": CalibrationMethod.Entropy}.get(job.calib_method)
+    if method is None:
+        raise ExportError(f"calibration method {job.calib_method!r} is not available for ONNX; "
+                          f"use one of {', '.join(CALIB_METHODS)}")
+    quantize_static(str(pre), str(out), _Reader(job), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    reduce_range=REDUCE_RANGE, calibrate_method=method, nodes_to_exclude=list(nodes_to_exclude),
+                    op_types_to_quantize=list(STATIC_OPS), calibration_cache_path=calib_cache,
+                    extra_options={"CalibMovingAverage": False,
+                                   # weights [in, out] (MatMul, Gemm transB=0): one scale per output
+                                   "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1}})
+
+
+def int8_search_evaluator(job: ExportJob, heldout_pixels: np.ndarray, ref_logits: np.ndarray):
+    """For ``mvit.quant.plan.int8_plan``: ``evaluate(float_units) -> (agreement, cosine)`` with the float
+    model's ``ref_logits`` on ``heldout_pixels``, of this backend's int8 model with those module paths
+    float. Calibrates once; each candidate is quantized and run in onnxruntime."""
+    import onnx
+    import onnxruntime as ort
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from mvit.quant.search import score
+
+    tmp = Path(tempfile.mkdtemp(prefix="mvit-onnx-search-"))
+    src, pre, out, ranges = tmp / "fp32.onnx", tmp / "pre.onnx", tmp / "int8.onnx", tmp / "ranges.json"
+    onnx.save_model(_fp32_model(job), str(src))
+    quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+    graph = onnx.load(str(pre))
+    x = heldout_pixels if job.input_mode == "uint8-nhwc" else normalize_hwc_uint8(heldout_pixels, job.contract)
+    ref = torch.from_numpy(ref_logits)
+
+    def evaluate(float_units) -> tuple[float, float]:
+        nodes = [n for u in float_units for n in _nodes_to_keep_float(graph, (u,), strict=False)]
+        quantize_qdq(pre, out, job, nodes, ranges)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = max(1, torch.get_num_threads())
+        sess = ort.InferenceSession(str(out), opts, providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        got = np.concatenate([sess.run(None, {name: x[i : i + 1]})[0] for i in range(len(x))])
+        return score(torch.from_numpy(got), ref)
+
+    weakref.finalize(evaluate, shutil.rmtree, tmp, True)
+    return evaluate
 
 
 def export_learned_int8(job: ExportJob, path: Path) -> dict:
@@ -300,10 +337,11 @@ def compress_float_weights(model, float_weights=(), min_size: int = MIN_PACKED_W
     return packed
 
 
-def _nodes_to_keep_float(model, keep_float) -> list[str]:
+def _nodes_to_keep_float(model, keep_float, strict: bool = True) -> list[str]:
     """Node names for --keep-float items: exact node names, op types (all their nodes), or a
     module path, which matches every node whose weight initializer lives under that module
-    (``conv_1`` -> ``conv_1.block.conv.weight``) or whose name contains it."""
+    (``conv_1`` -> ``conv_1.block.conv.weight``) or whose name contains it. ``strict``: an item
+    matching nothing is an error (else it is skipped)."""
     inits = {i.name for i in model.graph.initializer}
     nodes = []
     for item in keep_float:
@@ -315,7 +353,7 @@ def _nodes_to_keep_float(model, keep_float) -> list[str]:
         if not matched:
             key = item.replace(".", "_")
             matched = [n.name for n in model.graph.node if item in n.name or key in n.name]
-        if not matched:
+        if not matched and strict:
             raise ExportError(f"--keep-float {item!r}: no ONNX node, op type or module of that name")
         nodes += matched
     return nodes

@@ -1,0 +1,179 @@
+"""The int8 plan of an export: which layers stay float, and why (``Plan``), for a conversion route.
+
+Backends ask ``int8_plan`` before converting. An explicit ``--keep-float`` list wins (``none``: all
+int8); otherwise the mixed-precision search (``mvit.quant.search``) chooses, on held-out calibration
+images, the cheapest float set meeting ``min_agreement``. Its result is cached beside the checkpoint
+(``<name>.int8.json``, keyed by the checkpoint's SHA-256, the route and the budget), so a checkpoint
+is searched once; the shipped model ships its result.
+
+``python -m mvit.quant.plan CHECKPOINT --calib DIR`` runs the searches of both routes and stores
+them (how the shipped cache was made).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mvit.quant import QuantError
+from mvit.quant.search import SearchResult, cache_key, load_cached, store
+
+ROUTES = ("pt2e", "onnxruntime-qdq")
+DEFAULT_MIN_AGREEMENT = 0.995
+INT8_MIN_COSINE = 0.95  # the int8 parity floor on the mean logit cosine; the search meets it too
+HELDOUT_IMAGES = 128  # calibration-folder images after the calibration ones that the search measures on
+SEARCH_BATCH = 8
+SEARCH_CALIB_IMAGES = 64  # the simulation's ranges come from the first ones (its calibration costs ~2 s/image)
+RECIPE = "fold"  # the float-model rewrites the search and the exports share (mvit.quant.ptq.Recipe())
+
+
+@dataclass
+class Plan:
+    """Layers an int8 export leaves float, where that choice came from, and the search behind it."""
+
+    float_units: list[str]
+    source: str                        # "user", "user: none", "search", "cache", "no held-out images"
+    min_agreement: float
+    search: dict | None = None         # SearchResult.to_dict() (with provenance when cached)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def user_plan(keep_float: tuple[str, ...], min_agreement: float = DEFAULT_MIN_AGREEMENT) -> Plan | None:
+    """The plan an explicit ``--keep-float`` list makes (None when the list is empty: search)."""
+    keep = tuple(k for k in keep_float if k)
+    if not keep:
+        return None
+    if tuple(k.lower() for k in keep) == ("none",):
+        return Plan([], "user: none", min_agreement)
+    return Plan(list(keep), "user", min_agreement)
+
+
+def needs_search(route: str, keep_float: tuple[str, ...], min_agreement: float, checkpoint: Path | None,
+                 sha256: str | None) -> bool:
+    """Whether ``int8_plan`` would search (no explicit list, no cached result): the export then holds
+    calibration-folder images out for it."""
+    if user_plan(keep_float, min_agreement) is not None:
+        return False
+    if checkpoint is None or not sha256:
+        return True
+    return load_cached(Path(checkpoint), sha256, cache_key(route, min_agreement, RECIPE)) is None
+
+
+def int8_plan(route: str, model: nn.Module, *, keep_float: tuple[str, ...] = (),
+              min_agreement: float = DEFAULT_MIN_AGREEMENT,
+              calib: torch.Tensor | None = None, heldout: torch.Tensor | None = None, evaluate=None,
+              checkpoint: Path | None = None, sha256: str | None = None, cache: dict | None = None,
+              say=None) -> Plan:
+    """The float set for ``model`` on ``route``.
+
+    ``calib`` / ``heldout``: model inputs (N first) for calibration and for the agreement the budget
+    is measured on. ``evaluate(float_units) -> (agreement, cosine)`` measures a candidate set on
+    ``heldout`` in the route's own runtime (ONNX: onnxruntime); None measures it in the simulated
+    PT2E graph. ``checkpoint`` + ``sha256`` enable the on-disk cache; ``cache`` (a dict) shares the
+    plan between the formats of one export run.
+    """
+    if route not in ROUTES:
+        raise QuantError(f"unknown int8 route {route!r}")
+    plan = user_plan(keep_float, min_agreement)
+    if plan is not None:
+        return plan
+    say = say or (lambda _m: None)
+    key = cache_key(route, min_agreement, RECIPE)
+    memo = cache if cache is not None else {}
+    if ("plan", key, sha256) in memo:
+        return memo[("plan", key, sha256)]
+    if checkpoint is not None and sha256:
+        hit = load_cached(Path(checkpoint), sha256, key)
+        if hit is not None:
+            plan = Plan(hit.float_units, "cache", min_agreement, hit.to_dict())
+            memo[("plan", key, sha256)] = plan
+            return plan
+    if heldout is None or len(heldout) == 0 or calib is None:
+        plan = Plan([], "no held-out images", min_agreement,
+                    notes=["no held-out calibration images to search a float set on (give --calib with more "
+                           f"images than --calib-count, {HELDOUT_IMAGES} more are used): every layer int8"])
+        memo[("plan", key, sha256)] = plan
+        return plan
+    t0 = time.perf_counter()
+    say(f"searching the int8 float set for >= {100 * min_agreement:.1f}% agreement on {len(heldout)} held-out "
+        f"images ({route}) ...")
+    result = search_route(route, model, calib, heldout, min_agreement, evaluate, say)
+    say(f"search done in {time.perf_counter() - t0:.0f} s: {len(result.float_units)} layer(s) float, "
+        f"agreement {100 * result.agreement:.2f}%")
+    if not result.met:
+        raise QuantError(f"int8 ({route}) cannot reach {100 * min_agreement:.1f}% agreement with the float model "
+                         f"on {len(heldout)} held-out images: {100 * result.agreement:.2f}% (cosine "
+                         f"{result.cosine:.3f}) with every candidate layer float; lower --min-agreement or export fp16")
+    plan = Plan(result.float_units, "search", min_agreement, result.to_dict())
+    if checkpoint is not None and sha256:
+        try:
+            path = store(Path(checkpoint), sha256, key, result,
+                         {"calibration_images": int(len(calib)), "heldout_images": int(len(heldout)),
+                          "simulation_calibration_images": int(min(len(calib), SEARCH_CALIB_IMAGES)),
+                          "seconds": round(time.perf_counter() - t0, 1)})
+            plan.notes.append(f"search result cached in {path}")
+        except OSError as e:
+            plan.notes.append(f"search result not cached ({e.strerror})")
+    memo[("plan", key, sha256)] = plan
+    return plan
+
+
+def search_route(route: str, model: nn.Module, calib: torch.Tensor, heldout: torch.Tensor, min_agreement: float,
+                 evaluate=None, say=None) -> SearchResult:
+    """Run the search for ``route`` (see ``int8_plan``): every layer int8 first; only when that misses,
+    the simulation's sensitivity ranking and the bisection."""
+    from mvit.quant.ptq import Recipe, build_sim, fold_float
+    from mvit.quant.pt2e import quantizer_for
+    from mvit.quant.search import layer_units, rank_units, score, search, unit_costs
+    from mvit.quant.sensitivity import point_sensitivity
+
+    calib = calib[:SEARCH_CALIB_IMAGES]
+    sims = []
+
+    def simulation():
+        if not sims:
+            folded, _ = fold_float(model, Recipe(), calib, SEARCH_BATCH)
+            sims.append(build_sim(folded, quantizer_for(folded, "histogram"), calib, SEARCH_BATCH))
+        return sims[0]
+
+    if evaluate is None:
+        with torch.no_grad():
+            ref = torch.cat([model(heldout[i : i + SEARCH_BATCH]) for i in range(0, len(heldout), SEARCH_BATCH)])
+
+        def evaluate(float_units) -> tuple[float, float]:
+            sim = simulation()
+            sim.set_float(float_units)
+            return score(sim.run(heldout, SEARCH_BATCH), ref)
+    log = (lambda m: say(m)) if say else None
+    first = tuple(evaluate(()))
+    if log:
+        log(f"  every layer int8: agreement {100 * first[0]:.2f}%, cosine {first[1]:.4f}")
+    if first[0] >= min_agreement and first[1] >= INT8_MIN_COSINE:
+        return SearchResult([], first[0], min_agreement, True, len(heldout),
+                            [{"float_units": 0, "agreement": first[0], "cosine": first[1]}], [], 0.0, first[1])
+    sim = simulation()
+    sens = point_sensitivity(sim, calib[: max(SEARCH_BATCH, 32)], SEARCH_BATCH)
+    units = layer_units(model)
+    cost = unit_costs(sim, units, SEARCH_BATCH)
+    order = rank_units(sim, units, sens, cost)
+    return search(order, evaluate, min_agreement, len(heldout), sum(cost.values()), log, INT8_MIN_COSINE,
+                  known={0: first})
+
+
+def describe(plan: Plan, route: str) -> str:
+    """One line naming the float set of ``plan`` and where it came from."""
+    units = ", ".join(plan.float_units) or "none (every layer int8)"
+    how = {"search": "searched", "cache": "cached search result", "user": "--keep-float",
+           "user: none": "--keep-float none"}.get(plan.source, plan.source)
+    extra = ""
+    if plan.search and plan.source in ("search", "cache"):
+        s = plan.search
+        extra = (f"; {100 * s['agreement']:.2f}% agreement on {s['images']} held-out images "
+                 f"(budget {100 * plan.min_agreement:.1f}%)")
+    return f"int8 float layers ({route}, {how}): {units}{extra}"

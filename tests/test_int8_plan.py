@@ -1,0 +1,64 @@
+"""int8 exports without --keep-float: the float set searched to --min-agreement, cached per checkpoint,
+stored in the metadata; an unmet budget stops the export."""
+import json
+import shutil
+
+import pytest
+
+from mvit.export.api import export_model
+from mvit.export.cli import main as export_main
+
+
+@pytest.fixture
+def ckpt(small_ckpt, tmp_path):
+    """A private copy of the small checkpoint: its search cache (written beside it) is this test's own."""
+    path = tmp_path / "m.safetensors"
+    shutil.copy(small_ckpt, path)
+    return path
+
+
+def test_export_searches_to_the_budget_stores_the_plan_and_reuses_it(ckpt, small_data_dir, tmp_path, monkeypatch):
+    from mvit.quant import plan as plan_module
+
+    lines: list[str] = []
+    kw = dict(checkpoint=ckpt, formats=("onnx",), precisions=("int8",), out=tmp_path / "out", calib=small_data_dir,
+              calib_count=12, min_agreement=0.9, say=lines.append)
+    [r] = export_model(**kw)
+    plan = r.meta["quantization_details"]["int8_plan"]
+    assert plan["source"] == "search" and plan["min_agreement"] == 0.9
+    # 12 images left after calibration: half held out for the search, half verify (never the same ones)
+    assert plan["search"]["met"] and plan["search"]["images"] == 6 and r.parity.n == 6
+    assert plan["search"]["agreement"] >= 0.9 and plan["search"]["evaluations"]
+    assert r.meta["quantization_details"]["keep_float"] == plan["float_units"]
+    assert r.parity.thresholds["top1_agreement"] == 0.9 and r.parity.passed
+    chosen = [x for x in lines if x.startswith("int8 float layers (onnxruntime-qdq, searched): ")]
+    assert len(chosen) == 1 and "on 6 held-out images (budget 90.0%)" in chosen[0]
+    cached = json.loads(ckpt.with_name("m.int8.json").read_text())
+    assert len(cached["sha256"]) == 64 and list(cached["entries"]) == ["onnxruntime-qdq|min_agreement=0.9000|fold"]
+
+    def no_search(*a, **k):
+        raise AssertionError("searched despite a cached result")
+
+    monkeypatch.setattr(plan_module, "search_route", no_search)
+    lines.clear()
+    [again] = export_model(**dict(kw, force=True))
+    plan2 = again.meta["quantization_details"]["int8_plan"]
+    assert plan2["source"] == "cache" and plan2["float_units"] == plan["float_units"]
+    assert any(x.startswith("int8 float layers (onnxruntime-qdq, cached search result): ") for x in lines)
+    assert again.parity.n == 12  # no search: no images held out, all the rest verify
+
+
+def test_an_unmet_budget_exits_nonzero_with_one_line_and_no_artifact(ckpt, small_data_dir, tmp_path, monkeypatch, capsys):
+    from mvit.export.backends import onnx_backend
+
+    # every candidate float set misses (as a model whose float top-1 is a near-tie everywhere would)
+    monkeypatch.setattr(onnx_backend, "int8_search_evaluator", lambda job, px, ref: lambda units: (0.5, 0.99))
+    out = tmp_path / "out"
+    rc = export_main(["--weights", str(ckpt), "--format", "onnx", "--quantize", "int8", "--calib", str(small_data_dir),
+                      "--calib-count", "12", "--out", str(out)])
+    err = [x for x in capsys.readouterr().err.strip().splitlines() if "error" in x]
+    assert rc == 2 and len(err) == 1
+    assert err[0].startswith("mvit-export: error: int8 (onnxruntime-qdq) cannot reach 99.5% agreement")
+    assert "lower --min-agreement" in err[0] and "Traceback" not in err[0]
+    assert not any(p for p in out.iterdir() if not p.name.startswith(".write-test"))
+    assert not ckpt.with_name("m.int8.json").exists()  # nothing cached either
