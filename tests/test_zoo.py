@@ -79,7 +79,9 @@ def _max_rank(model_proto) -> int:
     return max(ranks)
 
 
-@pytest.mark.parametrize("name", V1 + V2)
+# One narrow and one wide variant per family: within a family the width multiplier scales channels only,
+# the graph (and so every tensor's rank) is the same.
+@pytest.mark.parametrize("name", ["mobilevit_xxs", "mobilevit_s", "mobilevitv2_050", "mobilevitv2_200"])
 def test_onnx_export_has_no_tensor_above_rank_4(name):
     m = model.create(name, num_classes=10).eval()
     # Rank does not depend on resolution: 64x64 keeps the export quick.
