@@ -95,7 +95,7 @@ def collect_moments(sim: SimGraph, ls: list[Layer], x: torch.Tensor, batch: int,
     ``max_rows`` rows per layer and chunk (the same random rows on both sides) enter the moments."""
     keys = {l.node: i for i, l in enumerate(ls)}
     moments = [Moments() for _ in ls]
-    state = ({n: p.enabled for n, p in sim.acts.items()}, {n: p.enabled for n, p in sim.weights.items()})
+    state = sim.switches()
     gen = torch.Generator().manual_seed(seed)
     flt: dict[int, torch.Tensor] = {}
 
@@ -114,16 +114,10 @@ def collect_moments(sim: SimGraph, ls: list[Layer], x: torch.Tensor, batch: int,
             chunk = x[i : i + batch]
             sim.enable_all(False, False)
             capture(sim, chunk, keys, keep, batch)
-            for n, p in sim.acts.items():
-                p.enabled = state[0][n]
-            for n, p in sim.weights.items():
-                p.enabled = state[1][n]
+            sim.restore_switches(state)
             capture(sim, chunk, keys, pair, batch)
     finally:
-        for n, e in state[0].items():
-            sim.acts[n].enabled = e
-        for n, e in state[1].items():
-            sim.weights[n].enabled = e
+        sim.restore_switches(state)
     return [m.finish(asymmetric) for m in moments]
 
 

@@ -92,13 +92,6 @@ def _input_means(sim: SimGraph, ls: list[Layer], x: torch.Tensor, batch: int) ->
     return [(sum(s for s, _ in got[i]) / max(sum(n for _, n in got[i]), 1)).float() for i in range(len(ls))]
 
 
-def _restore(sim: SimGraph, state) -> None:
-    for n, e in state[0].items():
-        sim.acts[n].enabled = e
-    for n, e in state[1].items():
-        sim.weights[n].enabled = e
-
-
 @torch.no_grad()
 def correct_bias(sim: SimGraph, x: torch.Tensor, batch: int, mode: str = "sequential", only=None,
                  progress=None) -> dict[str, torch.Tensor]:
@@ -107,7 +100,7 @@ def correct_bias(sim: SimGraph, x: torch.Tensor, batch: int, mode: str = "sequen
     if mode not in MODES:
         raise ValueError(f"bias correction {mode!r}: use one of {', '.join(MODES)}")
     ls = [l for l in layers(sim) if only is None or only(l.path)]
-    state = ({n: p.enabled for n, p in sim.acts.items()}, {n: p.enabled for n, p in sim.weights.items()})
+    state = sim.switches()
     sim.enable_all(False, False)
     try:
         if mode == "weights":
@@ -115,7 +108,7 @@ def correct_bias(sim: SimGraph, x: torch.Tensor, batch: int, mode: str = "sequen
         else:
             ref = _float_output_means(sim, ls, x, batch)
     finally:
-        _restore(sim, state)
+        sim.restore_switches(state)
     out = {}
     for i, layer in enumerate(ls):
         p = layer.point

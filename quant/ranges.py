@@ -21,7 +21,7 @@ def point_histograms(sim: SimGraph, x: torch.Tensor, batch: int, bins: int = 204
     from mvit.quant.sim import run_batched
 
     points = {n: p for n, p in sim.acts.items() if not p.fixed}
-    state = ({n: p.enabled for n, p in sim.acts.items()}, {n: p.enabled for n, p in sim.weights.items()})
+    state = sim.switches()
     stats: dict[str, list] = {n: [float("inf"), float("-inf"), torch.zeros(bins, dtype=torch.float64)] for n in points}
     phase = ["range"]
 
@@ -44,10 +44,7 @@ def point_histograms(sim: SimGraph, x: torch.Tensor, batch: int, bins: int = 204
     finally:
         for h in handles:
             h.remove()
-        for n, e in state[0].items():
-            sim.acts[n].enabled = e
-        for n, e in state[1].items():
-            sim.weights[n].enabled = e
+        sim.restore_switches(state)
     return {n: (s[0], s[1], s[2]) for n, s in stats.items()}
 
 

@@ -21,7 +21,7 @@ from mvit.quant.sim import SimGraph
 def point_sensitivity(sim: SimGraph, x: torch.Tensor, batch: int) -> dict[str, float]:
     """Fisher-style sensitivity of every activation point (by name) and weight point (by name)."""
     ls = {l.point.name: l for l in layers(sim)}
-    state = ({n: p.enabled for n, p in sim.acts.items()}, {n: p.enabled for n, p in sim.weights.items()})
+    state = sim.switches()
     calibrated = {n: p.enabled for n, p in sim.acts.items()}
     out: dict[str, float] = {}
     taps: dict[str, tuple] = {}
@@ -85,10 +85,7 @@ def point_sensitivity(sim: SimGraph, x: torch.Tensor, batch: int) -> dict[str, f
     finally:
         for h in handles:
             h.remove()
-        for n, e in state[0].items():
-            sim.acts[n].enabled = e
-        for n, e in state[1].items():
-            sim.weights[n].enabled = e
+        sim.restore_switches(state)
     return out
 
 

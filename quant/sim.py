@@ -141,6 +141,17 @@ class SimGraph(nn.Module):
                 wanted.append(p.producer)
             p.enabled = bool(wanted)
 
+    def switches(self) -> tuple[dict[str, bool], dict[str, bool]]:
+        """Which activation and weight points are on now, for ``restore_switches``."""
+        return {n: p.enabled for n, p in self.acts.items()}, {n: p.enabled for n, p in self.weights.items()}
+
+    def restore_switches(self, state: tuple[dict[str, bool], dict[str, bool]]) -> None:
+        """Switch every point as ``switches()`` found it."""
+        for n, e in state[0].items():
+            self.acts[n].enabled = e
+        for n, e in state[1].items():
+            self.weights[n].enabled = e
+
     def enable_all(self, acts: bool = True, weights: bool = True) -> None:
         """Switch every activation and/or weight quantization on (True) or off (False)."""
         for p in self.acts.values():
