@@ -31,11 +31,12 @@ import json
 import os
 import sys
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from mvit.bench.census import census, heavy_ops
 
 PEER = "peer"
 MVIT = "mvit"
@@ -195,39 +196,6 @@ def build_mvit(weights: Path, calib_dir: Path, calib_count: int, work: Path, thr
     return [Built(MVIT, r.format, r.precision, r.artifact, r.seconds) for r in results]
 
 
-# ------------------------------------------------------------------------------------------ census
-
-QUANTIZE_OPS = ("QUANTIZE", "QuantizeLinear", "quantize")  # TFLite, ONNX, Core ML (MIL)
-DEQUANTIZE_OPS = ("DEQUANTIZE", "DequantizeLinear", "dequantize")
-
-
-def census(path: Path, fmt: str) -> dict:
-    """The op census ``mvit-bench FILE`` reports (``Backend.op_census``: the ops the runtime runs, ONNX
-    after onnxruntime's optimisation), as ``{"op(dtype)": count}`` with the quantize/dequantize counts."""
-    from mvit.export.backends import get_backend
-
-    c = get_backend(fmt).op_census(path, 1)
-    ops: Counter = Counter()
-    for r in c["ops"]:
-        ops[f"{r['op'].split(':')[-1]}({r['dtype']})"] += r["count"]
-
-    def count(names):
-        return sum(v for k, v in ops.items() if k.split("(")[0] in names)
-
-    return {"runtime": c["runtime"], "nodes": c["ops_total"], "quantize": count(QUANTIZE_OPS),
-            "dequantize": count(DEQUANTIZE_OPS), "ops": dict(sorted(ops.items()))}
-
-
-def _heavy_ops(c: dict) -> str:
-    """The compute ops of a census (convs, matmuls) by input dtype, e.g. ``CONV_2D int8 35``."""
-    keys = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "Conv", "QLinearConv", "MatMul", "conv",
-            "linear", "matmul",
-            "Gemm", "QGemm", "QLinearMatMul", "MatMulInteger", "ConvInteger", "MatMulIntegerToFloat",
-            "DynamicQuantizeMatMul")
-    parts = [f"{k.split('(')[0]} {k.split('(')[1][:-1]} {v}" for k, v in c["ops"].items() if k.split("(")[0] in keys]
-    return ", ".join(parts)
-
-
 # ------------------------------------------------------------------------------------------ run
 
 def run(args, say=print) -> dict:
@@ -344,7 +312,7 @@ def render(report: dict) -> str:
             f"| {r['maker']} {r['format']} {r['precision']} | {r['how']} | {ms:.2f} | {r['latency']['p90_ms']:.2f} | "
             f"{vs_peer} | {vs_fp} | {100 * r['agreement']:.2f}% | "
             + (f"{100 * r['top1']:.2f}%" if r.get("top1") is not None else "")
-            + f" | {r.get('size_mb', 0):.2f} | {_heavy_ops(c) if c else ''} | "
+            + f" | {r.get('size_mb', 0):.2f} | {heavy_ops(c) if c else ''} | "
             + (f"{c['quantize']} / {c['dequantize']}" if c else "") + " |"
             if ms is not None else f"| {r['maker']} {r['format']} {r['precision']} | {r['how']} | failed: {r.get('error')} |")
     lines += ["", "Full op census per artifact (op(first input dtype): count) is in peers.json.", ""]

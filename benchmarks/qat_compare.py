@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mvit.bench.census import census, heavy_ops
+
 FORMATS = ("tflite", "onnx", "coreml")
 
 
@@ -75,7 +77,6 @@ def _pt2e_onnx_ptq(weights: Path, calib_pixels: np.ndarray, out: Path) -> tuple[
 def run(args, say) -> dict:
     import torch
 
-    from mvit.bench.peers import census
     from mvit.export.backends import get_backend
     from mvit.export.parity import torch_logits
     from mvit.model.checkpoint import load_checkpoint
@@ -134,12 +135,6 @@ def run(args, say) -> dict:
             "command": "python -m mvit.bench.qat_compare " + " ".join(sys.argv[1:]), "rows": rows}
 
 
-def _compute_ops(c: dict) -> str:
-    from mvit.bench.peers import _heavy_ops
-
-    return _heavy_ops(c)
-
-
 def render(rep: dict) -> str:
     run_ = rep.get("qat_run") or {}
     prov = rep.get("qat_provenance") or {}
@@ -163,7 +158,7 @@ def render(rep: dict) -> str:
         c = r.get("census")
         lines.append(f"| {r['method']} | {r['format']} | {r['images']} | {100 * r['agreement_with_float']:.2f}% | "
                      + (f"{100 * r['top1']:.2f}%" if r["top1"] is not None else "")
-                     + f" | {r['export_s']:.0f} | {_compute_ops(c)} | "
+                     + f" | {r['export_s']:.0f} | {heavy_ops(c)} | "
                      + (f"{c['quantize']} / {c['dequantize']}" if c else "") + " |")
     return "\n".join(lines) + "\n"
 

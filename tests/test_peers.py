@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from mvit.bench import peers
+from mvit.bench import census, peers
 from mvit.export.api import load_artifact_runner
 from mvit.export.parity import torch_logits
 from mvit.model.checkpoint import load_checkpoint
@@ -30,7 +30,7 @@ def test_onnx_peers_are_labelled_timed_through_mvit_runners_and_censused(small_c
     np.testing.assert_allclose(runner.run(px), ref, rtol=1e-3, atol=1e-4)
     assert np.isfinite(load_artifact_runner(int8).run(px)).all()
 
-    c32, c8 = peers.census(fp32, "onnx"), peers.census(int8, "onnx")
+    c32, c8 = census.census(fp32, "onnx"), census.census(int8, "onnx")
     def convs(c, name):
         return sum(v for k, v in c["ops"].items() if k.split("(")[0] == name)
 
@@ -40,7 +40,7 @@ def test_onnx_peers_are_labelled_timed_through_mvit_runners_and_censused(small_c
     # float between DequantizeLinear and QuantizeLinear; the census shows which (every one is accounted for)
     assert c8["quantize"] > 0 and c8["dequantize"] >= c8["quantize"]
     assert convs(c8, "QLinearConv") > 0 and convs(c8, "QLinearConv") + convs(c8, "Conv") == 35
-    assert "QLinearConv uint8" in peers._heavy_ops(c8)
+    assert "QLinearConv uint8" in census.heavy_ops(c8)
 
 
 def test_peers_command_line_refuses_bad_numbers(capsys):

@@ -64,7 +64,7 @@ def _rerun(m: dict, n: int) -> None:
     """Run the installed artifact on the first ``n`` recorded images and compare with the record."""
     meta = m["meta"]
     runner = app_fixtures.load_shipped_runner(ROOT / m["artifact"], meta)
-    tol = app_fixtures.output_tolerance(m["format"], meta["output"]["dtype"], meta["precision"])
+    tol = app_fixtures.output_tolerance(meta["output"].get("kind", "logits"), meta["output"]["dtype"], meta["precision"])
     regen = f"if the model changed on purpose, run `{app_fixtures.shipped_command(m['app'])}`"
     try:
         assert app_fixtures.tensor_output_quantization(runner) == m["output_quantization_in_artifact"]

@@ -482,6 +482,25 @@ def missing_ops(path: Path) -> list[str]:
     return [f"{op} (custom op, domain {domain})" for domain, op in missing]
 
 
+def _output_dtype(node, types: dict) -> int:
+    """The element type of ``node``'s output where shape inference has none (onnxruntime's contrib ops:
+    QLinear* keep their input's type, QGemm without an output scale returns float, the rest pass the
+    first input's type through)."""
+    from onnx import TensorProto
+
+    first = types.get(node.input[0], 0) if node.input else 0
+    if node.op_type == "DequantizeLinear" or node.op_type == "MatMulIntegerToFloat":
+        return TensorProto.FLOAT
+    if node.op_type in ("QuantizeLinear", "DynamicQuantizeLinear"):
+        zero_point = node.input[2] if len(node.input) > 2 and node.input[2] else None
+        return types.get(zero_point, TensorProto.UINT8)
+    if node.op_type == "QGemm" and (len(node.input) < 8 or not node.input[7]):
+        return TensorProto.FLOAT
+    if node.op_type in ("MatMulInteger", "ConvInteger"):
+        return TensorProto.INT32
+    return first
+
+
 def op_census(path: Path, threads: int = 2) -> dict:
     """Node types with their first input's dtype, in the graph onnxruntime runs after its own
     optimisation (level ORT_ENABLE_ALL, CPU execution provider), against the file's own graph."""
@@ -497,8 +516,12 @@ def op_census(path: Path, threads: int = 2) -> dict:
         g = model.graph
         types = {v.name: v.type.tensor_type.elem_type for v in list(g.input) + list(g.value_info) + list(g.output)}
         types.update({i.name: i.data_type for i in g.initializer})
+        types = {k: v for k, v in types.items() if v}
         rows: dict = {}
-        for n in g.node:
+        for n in g.node:  # topological order: outputs of ops shape inference does not know get _output_dtype
+            for o in n.output:
+                if o and o not in types:
+                    types[o] = _output_dtype(n, types)
             dtype = onnx.helper.tensor_dtype_to_np_dtype(types[n.input[0]]).name if n.input and types.get(n.input[0]) else "-"
             op = n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}:{n.op_type}"
             r = rows.setdefault((op, dtype), {"op": op, "dtype": dtype, "count": 0})
