@@ -28,7 +28,7 @@ from mvit.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from mvit.model.export_prep import prepare_for_export
 from mvit.model.images import ImageFolderError, generated_pixels, image_files, labelled_indices, load_pixels
 from mvit.model.preprocess import normalize_hwc_uint8
-from mvit.quant.plan import HELDOUT_IMAGES, Plan, describe, int8_plan, needs_search
+from mvit.quant.plan import HELDOUT_IMAGES, Plan, describe, int8_plan, needs_search, search_samples
 
 MAX_VERIFY = 200       # spare --calib images used for the parity check
 GENERATED_COUNT = 32   # generated images for the parity check when no real ones are given
@@ -139,12 +139,13 @@ def _int8_plan(route: str, fmt: str, request: ExportRequest, data: _Data, ckpt, 
     calib = heldout = evaluate = None
     if data.heldout_pixels is not None and len(data.heldout_pixels) and data.calib_pixels is not None:
         calib = torch.from_numpy(normalize_hwc_uint8(data.calib_pixels, c))
-        heldout = torch.from_numpy(normalize_hwc_uint8(data.heldout_pixels, c))
+        samples = search_samples(data.heldout_pixels)
+        heldout = torch.from_numpy(normalize_hwc_uint8(samples, c))
         evaluator = getattr(backend, "int8_search_evaluator", None)
         if evaluator is not None:  # measured in the format's own runtime
             job = ExportJob(export_net, ckpt.meta, "int8", backend.INPUTS[0], data.calib_pixels,
                             request.calib_method or backend.CALIB_METHODS[0], (), cache)
-            evaluate = evaluator(job, data.heldout_pixels, torch_logits(export_net, data.heldout_pixels, c))
+            evaluate = evaluator(job, samples, torch_logits(export_net, samples, c))
     keep = request.keep_float_list()
     try:
         if data.learned_ranges is not None and not keep:  # a QAT checkpoint: the float layers it was trained with

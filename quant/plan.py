@@ -4,10 +4,7 @@ Backends ask ``int8_plan`` before converting. An explicit ``--keep-float`` list 
 int8); otherwise the mixed-precision search (``mvit.quant.search``) chooses, on held-out calibration
 images, the cheapest float set meeting ``min_agreement``. Its result is cached beside the checkpoint
 (``<name>.int8.json``, keyed by the checkpoint's SHA-256, the route and the budget), so a checkpoint
-is searched once; the shipped model ships its result.
-
-``python -m mvit.quant.plan CHECKPOINT --calib DIR`` runs the searches of both routes and stores
-them (how the shipped cache was made).
+is searched once; the shipped model ships its result (how it was made: benchmarks/results/int8_search.md).
 """
 from __future__ import annotations
 
@@ -15,6 +12,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -24,7 +22,15 @@ from mvit.quant.search import SearchResult, cache_key, load_cached, store
 ROUTES = ("pt2e", "onnxruntime-qdq")
 DEFAULT_MIN_AGREEMENT = 0.995
 INT8_MIN_COSINE = 0.95  # the int8 parity floor on the mean logit cosine; the search meets it too
-HELDOUT_IMAGES = 128  # calibration-folder images after the calibration ones that the search measures on
+HELDOUT_IMAGES = 256  # calibration-folder images after the calibration ones that the search measures on
+# The search aims at half the disagreement the gate allows: the gate is a finite-sample test on other
+# images, and a set that only just meets the budget on ~200 search images failed it on the shipped model's
+# val split (benchmarks/results/int8_search.md, "Search target").
+SEARCH_TARGET_SHARE = 0.5
+# Each held-out image is also searched on mirrored: twice the samples near decision boundaries (agreement
+# with the float model is measured, so a mirrored image need not keep its label).
+SEARCH_MIRRORED = True
+SEARCH_RULE = "mirrored+half"  # part of the cache key: results of another rule are searched again
 SEARCH_BATCH = 8
 SEARCH_CALIB_IMAGES = 64  # the simulation's ranges come from the first ones (its calibration costs ~2 s/image)
 RECIPE = "fold"  # the float-model rewrites the search and the exports share (mvit.quant.ptq.Recipe())
@@ -42,6 +48,22 @@ class Plan:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def search_target(min_agreement: float) -> float:
+    """The agreement the search requires on its samples for a gate of ``min_agreement``."""
+    return 1.0 - (1.0 - min_agreement) * SEARCH_TARGET_SHARE
+
+
+def search_samples(pixels: np.ndarray) -> np.ndarray:
+    """The search's samples from held-out images (N,H,W,3 uint8): the images, then their mirror images."""
+    if not SEARCH_MIRRORED or len(pixels) == 0:
+        return pixels
+    return np.concatenate([pixels, np.ascontiguousarray(pixels[:, :, ::-1])])
+
+
+def _key(route: str, min_agreement: float) -> str:
+    return cache_key(route, min_agreement, f"{RECIPE}|{SEARCH_RULE}")
 
 
 def user_plan(keep_float: tuple[str, ...], min_agreement: float = DEFAULT_MIN_AGREEMENT) -> Plan | None:
@@ -62,7 +84,7 @@ def needs_search(route: str, keep_float: tuple[str, ...], min_agreement: float, 
         return False
     if checkpoint is None or not sha256:
         return True
-    return load_cached(Path(checkpoint), sha256, cache_key(route, min_agreement, RECIPE)) is None
+    return load_cached(Path(checkpoint), sha256, _key(route, min_agreement)) is None
 
 
 def int8_plan(route: str, model: nn.Module, *, keep_float: tuple[str, ...] = (),
@@ -84,7 +106,7 @@ def int8_plan(route: str, model: nn.Module, *, keep_float: tuple[str, ...] = (),
     if plan is not None:
         return plan
     say = say or (lambda _m: None)
-    key = cache_key(route, min_agreement, RECIPE)
+    key = _key(route, min_agreement)
     memo = cache if cache is not None else {}
     if ("plan", key, sha256) in memo:
         return memo[("plan", key, sha256)]
@@ -101,15 +123,17 @@ def int8_plan(route: str, model: nn.Module, *, keep_float: tuple[str, ...] = (),
         memo[("plan", key, sha256)] = plan
         return plan
     t0 = time.perf_counter()
-    say(f"searching the int8 float set for >= {100 * min_agreement:.1f}% agreement on {len(heldout)} held-out "
-        f"images ({route}) ...")
-    result = search_route(route, model, calib, heldout, min_agreement, evaluate, say)
+    target = search_target(min_agreement)
+    say(f"searching the int8 float set for >= {100 * target:.2f}% agreement (gate {100 * min_agreement:.1f}%) on "
+        f"{len(heldout)} held-out samples ({route}) ...")
+    result = search_route(route, model, calib, heldout, target, evaluate, say)
     say(f"search done in {time.perf_counter() - t0:.0f} s: {len(result.float_units)} layer(s) float, "
         f"agreement {100 * result.agreement:.2f}%")
     if not result.met:
-        raise QuantError(f"int8 ({route}) cannot reach {100 * min_agreement:.1f}% agreement with the float model "
-                         f"on {len(heldout)} held-out images: {100 * result.agreement:.2f}% (cosine "
-                         f"{result.cosine:.3f}) with every candidate layer float; lower --min-agreement or export fp16")
+        raise QuantError(f"int8 ({route}) cannot reach {100 * target:.2f}% agreement with the float model "
+                         f"on {len(heldout)} held-out samples (the search's target for a {100 * min_agreement:.1f}% "
+                         f"gate): {100 * result.agreement:.2f}% (cosine {result.cosine:.3f}) with every candidate "
+                         f"layer float; lower --min-agreement or export fp16")
     plan = Plan(result.float_units, "search", min_agreement, result.to_dict())
     if checkpoint is not None and sha256:
         try:
@@ -174,6 +198,6 @@ def describe(plan: Plan, route: str) -> str:
     extra = ""
     if plan.search and plan.source in ("search", "cache"):
         s = plan.search
-        extra = (f"; {100 * s['agreement']:.2f}% agreement on {s['images']} held-out images "
-                 f"(budget {100 * plan.min_agreement:.1f}%)")
+        extra = (f"; {100 * s['agreement']:.2f}% agreement on {s['images']} held-out samples "
+                 f"(target {100 * s['min_agreement']:.2f}% for a {100 * plan.min_agreement:.1f}% gate)")
     return f"int8 float layers ({route}, {how}): {units}{extra}"

@@ -26,15 +26,17 @@ def test_export_searches_to_the_budget_stores_the_plan_and_reuses_it(ckpt, small
     [r] = export_model(**kw)
     plan = r.meta["quantization_details"]["int8_plan"]
     assert plan["source"] == "search" and plan["min_agreement"] == 0.9
-    # 12 images left after calibration: half held out for the search, half verify (never the same ones)
-    assert plan["search"]["met"] and plan["search"]["images"] == 6 and r.parity.n == 6
-    assert plan["search"]["agreement"] >= 0.9 and plan["search"]["evaluations"]
+    # 12 images left after calibration: half held out for the search, half verify (never the same ones);
+    # the search measures the 6 and their mirror images, to half the disagreement the gate allows
+    assert plan["search"]["met"] and plan["search"]["images"] == 12 and r.parity.n == 6
+    assert plan["search"]["min_agreement"] == pytest.approx(0.95)
+    assert plan["search"]["agreement"] >= 0.95 and plan["search"]["evaluations"]
     assert r.meta["quantization_details"]["keep_float"] == plan["float_units"]
     assert r.parity.thresholds["top1_agreement"] == 0.9 and r.parity.passed
     chosen = [x for x in lines if x.startswith("int8 float layers (onnxruntime-qdq, searched): ")]
-    assert len(chosen) == 1 and "on 6 held-out images (budget 90.0%)" in chosen[0]
+    assert len(chosen) == 1 and "on 12 held-out samples (target 95.00% for a 90.0% gate)" in chosen[0]
     cached = json.loads(ckpt.with_name("m.int8.json").read_text())
-    assert len(cached["sha256"]) == 64 and list(cached["entries"]) == ["onnxruntime-qdq|min_agreement=0.9000|fold"]
+    assert len(cached["sha256"]) == 64 and list(cached["entries"]) == ["onnxruntime-qdq|min_agreement=0.9000|fold|mirrored+half"]
 
     def no_search(*a, **k):
         raise AssertionError("searched despite a cached result")
@@ -58,7 +60,7 @@ def test_an_unmet_budget_exits_nonzero_with_one_line_and_no_artifact(ckpt, small
                       "--calib-count", "12", "--out", str(out)])
     err = [x for x in capsys.readouterr().err.strip().splitlines() if "error" in x]
     assert rc == 2 and len(err) == 1
-    assert err[0].startswith("mvit-export: error: int8 (onnxruntime-qdq) cannot reach 99.5% agreement")
+    assert err[0].startswith("mvit-export: error: int8 (onnxruntime-qdq) cannot reach 99.75% agreement")
     assert "lower --min-agreement" in err[0] and "Traceback" not in err[0]
     assert not any(p for p in out.iterdir() if not p.name.startswith(".write-test"))
     assert not ckpt.with_name("m.int8.json").exists()  # nothing cached either

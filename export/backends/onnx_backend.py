@@ -187,9 +187,21 @@ def export(job: ExportJob, path: Path) -> IOSpec:
                     details)
 
 
+def activation_matmuls(model) -> list[str]:
+    """MatMul nodes multiplying two activations (attention's query x key and weights x value), which
+    static QDQ leaves float: their int8 form quantizes the softmax output to 1/255 steps (it flipped
+    trashnet6 val images that every conv/linear layer float could not save) and makes onnxruntime run
+    QLinearSoftmax, slower than float Softmax (benchmarks/results/int8_search.md)."""
+    constants = {i.name for i in model.graph.initializer}
+    constants |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    return [n.name for n in model.graph.node if n.op_type == "MatMul" and not any(i in constants for i in n.input)]
+
+
 def quantize_qdq(pre: Path, out: Path, job: ExportJob, nodes_to_exclude, calib_cache: Path | None = None) -> None:
     """onnxruntime static QDQ int8 of the pre-processed model ``pre`` into ``out``, calibrated on the job's
-    images; ``calib_cache`` (a JSON path) keeps the calibrated ranges for further calls."""
+    images; ``calib_cache`` (a JSON path) keeps the calibrated ranges for further calls. Besides
+    ``nodes_to_exclude``, the ``activation_matmuls`` stay float."""
+    import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     method = {"min-max": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
@@ -199,7 +211,8 @@ def quantize_qdq(pre: Path, out: Path, job: ExportJob, nodes_to_exclude, calib_c
                           f"use one of {', '.join(CALIB_METHODS)}")
     quantize_static(str(pre), str(out), _Reader(job), quant_format=QuantFormat.QDQ,
                     per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    reduce_range=REDUCE_RANGE, calibrate_method=method, nodes_to_exclude=list(nodes_to_exclude),
+                    reduce_range=REDUCE_RANGE, calibrate_method=method,
+                    nodes_to_exclude=sorted(set(nodes_to_exclude) | set(activation_matmuls(onnx.load(str(pre))))),
                     op_types_to_quantize=list(STATIC_OPS), calibration_cache_path=calib_cache,
                     extra_options={"CalibMovingAverage": False,
                                    # weights [in, out] (MatMul, Gemm transB=0): one scale per output
