@@ -11,10 +11,14 @@ from pathlib import Path
 
 QUANTIZE_OPS = ("QUANTIZE", "QuantizeLinear", "quantize")  # TFLite, ONNX, Core ML (MIL)
 DEQUANTIZE_OPS = ("DEQUANTIZE", "DequantizeLinear", "dequantize")
+# ExecuTorch's XNNPACK nodes convert between float and int8 (``Convert``), counted by the target dtype
+# in the census's input-dtype column: Convert(float32) quantizes, Convert(int8) dequantizes
+XNNPACK_CONVERT = "Convert"
 # convolutions and matrix products of every runtime's census (float and integer kernels)
 HEAVY_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "Conv", "QLinearConv", "MatMul",
              "conv", "linear", "matmul", "Gemm", "QGemm", "QLinearMatMul", "MatMulInteger", "ConvInteger",
-             "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "FusedConv", "FusedMatMul", "NchwcConv")
+             "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "FusedConv", "FusedMatMul", "NchwcConv",
+             "Conv2d", "DepthwiseConv2d", "FullyConnected", "BatchMatrixMultiply")  # the last four: XNNPACK
 
 
 def census(path: Path, fmt: str, threads: int = 1) -> dict:
@@ -29,8 +33,10 @@ def census(path: Path, fmt: str, threads: int = 1) -> dict:
     def count(names):
         return sum(v for k, v in ops.items() if k.split("(")[0] in names)
 
-    return {"runtime": c["runtime"], "nodes": c["ops_total"], "quantize": count(QUANTIZE_OPS),
-            "dequantize": count(DEQUANTIZE_OPS), "ops": dict(sorted(ops.items()))}
+    return {"runtime": c["runtime"], "nodes": c["ops_total"],
+            "quantize": count(QUANTIZE_OPS) + ops.get(f"{XNNPACK_CONVERT}(float32)", 0),
+            "dequantize": count(DEQUANTIZE_OPS) + sum(ops.get(f"{XNNPACK_CONVERT}({t})", 0) for t in ("int8", "uint8")),
+            "ops": dict(sorted(ops.items()))}
 
 
 def heavy_ops(c: dict) -> str:

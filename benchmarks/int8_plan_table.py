@@ -17,7 +17,7 @@ def row(folder: Path, label: str = "") -> str:
     details, parity = meta["quantization_details"], meta.get("parity") or {}
     plan = details.get("int8_plan") or {}
     fmt = meta["format"]
-    artifact = next(p for p in folder.glob("model.*") if p.is_file())
+    artifact = next(folder.glob("model.*"))
     floats = details.get("keep_float", [])
     agree, n, acc = parity.get("top1_agreement"), parity.get("n"), parity.get("artifact_accuracy")
     return (f"| {label or folder.name} | {fmt} | {plan.get('source', details.get('keep_float_source', '?'))} | "

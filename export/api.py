@@ -66,6 +66,7 @@ class _Data:
     calib_source: str = ""
     verify_pixels: np.ndarray | None = None
     verify_labels: np.ndarray | None = None
+    verify_names: list[str] | None = None     # the verification images' file names (parity lists changed top-1s)
     verify_source: str = ""
     heldout_pixels: np.ndarray | None = None  # calibration-folder images the int8 search measures on
     generated: bool = False                  # verification images are generated, not real
@@ -163,6 +164,17 @@ def _int8_plan(route: str, fmt: str, request: ExportRequest, data: _Data, ckpt, 
     return plan
 
 
+def _names(files: list[Path], folder: Path) -> list[str]:
+    """Image paths relative to the folder they were listed from (``class/file.jpg``)."""
+    out = []
+    for f in files:
+        try:
+            out.append(str(Path(f).relative_to(folder)))
+        except ValueError:
+            out.append(Path(f).name)
+    return out
+
+
 def _prepare_out(out: Path) -> None:
     """Create ``out``, check it is writable, and remove temporary folders of runs that were killed."""
     try:
@@ -221,6 +233,7 @@ def _load_data(request: ExportRequest, ckpt, weights: Path, say, heldout: bool =
                 px, vused = load_pixels(rest, contract, MAX_VERIFY, warn=warn)
                 if len(px):
                     data.verify_pixels, data.verify_labels = px, labelled_indices(vused, request.calib, ckpt.meta.labels)
+                    data.verify_names = _names(vused, request.calib)
                     data.verify_source = f"{len(px)} images of {request.calib} not used for calibration"
     elif needs_calib:
         from mvit.quant.calibration import data_free_pixels
@@ -237,6 +250,7 @@ def _load_data(request: ExportRequest, ckpt, weights: Path, say, heldout: bool =
         if len(px) == 0:
             raise ImageFolderError(f"{request.verify_data}: none of the image files could be read")
         data.verify_pixels, data.verify_labels = px, labelled_indices(vused, request.verify_data, ckpt.meta.labels)
+        data.verify_names = _names(vused, request.verify_data)
         data.verify_source = f"{len(px)} images of {request.verify_data}"
     if request.verify and data.verify_pixels is None:
         data.verify_pixels, data.verify_labels = generated_pixels(contract, GENERATED_COUNT), None
@@ -377,17 +391,19 @@ def _verify(backend, artifact: Path, job: ExportJob, ckpt, data: _Data,
     int8 agreement is gated at ``request.min_agreement``."""
     runner = backend.load_runner(artifact, request.threads)
     px, lab, src, ref = data.verify_pixels, data.verify_labels, data.verify_source, data.ref_logits
+    names = data.verify_names
     notes = []
     if runner.max_verify is not None and len(px) > runner.max_verify:
         k = runner.max_verify
         px, lab, ref = px[:k], None if lab is None else lab[:k], ref[:k]
+        names = None if names is None else names[:k]
         src = f"the first {k} of {src}"
         notes.append(f"{backend.RUNTIME} is slow here: parity checked on {k} images")
     try:
         # generated images: near-tie top-1s make agreement meaningless, so only logit metrics gate
         floors = {"top1_agreement": request.min_agreement} if job.precision == "int8" else None
         parity = check_runner(runner, ckpt.model, px, job.precision, lab, src, ref, gate_agreement=not data.generated,
-                              floors=floors)
+                              floors=floors, names=names)
     finally:
         runner.close()
     return parity, notes

@@ -122,6 +122,11 @@ def render(results) -> str:
                 lines.append(f"  top-1 accuracy: float {p.float_accuracy:.4f}, artifact {p.artifact_accuracy:.4f}")
             for f in p.failures:
                 lines.append(f"  FAILED: {f}")
+            if p.changed and p.agreement_gated and p.failures:
+                shown = ", ".join(f"{c['image']} ({c['float_margin']:.3f})" for c in p.changed[:5])
+                more = f" and {len(p.changed) - 5} more" if len(p.changed) > 5 else ""
+                lines.append(f"  top-1 changed on: {shown}{more} (float top-1 minus top-2 in brackets; near 0 = "
+                             f"a near-tie; all in model_meta.json parity.changed)")
         for n in r.notes:
             lines.append(f"  note: {n}")
     return "\n".join(lines)

@@ -40,6 +40,9 @@ class ParityReport:
     failures: list[str] = field(default_factory=list)
     numerics: str = ""
     agreement_gated: bool = True       # False on generated images: top-1 there is often a near-tie
+    # images whose top-1 changed, closest float decisions first: {"image", "float_top1", "artifact_top1",
+    # "float_margin"} (float top-1 minus top-2, in ``space``); a margin near 0 is a near-tie
+    changed: list[dict] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -66,11 +69,15 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
     return x - np.log(np.exp(x).sum(axis=1, keepdims=True))
 
 
+MAX_CHANGED = 20  # images listed in ParityReport.changed
+
+
 def compare(ref_logits: np.ndarray, out: np.ndarray, output_kind: str = "logits", labels: np.ndarray | None = None,
             precision: str = "fp32", data: str = "", numerics: str = "", gate_agreement: bool = True,
-            floors: dict | None = None) -> ParityReport:
+            floors: dict | None = None, names: list[str] | None = None) -> ParityReport:
     """Metrics of artifact scores ``out`` against float ``ref_logits`` (same images, same order).
-    ``floors`` replaces some of the precision's ``THRESHOLDS`` (an export's --min-agreement).
+    ``floors`` replaces some of the precision's ``THRESHOLDS`` (an export's --min-agreement);
+    ``names`` label the images in ``changed`` (default: their index).
 
     ``gate_agreement=False`` reports top-1 agreement without failing on it: on generated images the
     float model's top-1 is often a near-tie, so agreement says little and only the logit metrics gate.
@@ -102,6 +109,12 @@ def compare(ref_logits: np.ndarray, out: np.ndarray, output_kind: str = "logits"
                     if gate_agreement or k != "top1_agreement"},
         numerics=numerics, agreement_gated=gate_agreement,
     )
+    top2 = np.sort(a, axis=1)[:, -2:] if a.shape[1] > 1 else np.concatenate([a, a], axis=1)
+    margin = top2[:, 1] - top2[:, 0]
+    changed = np.flatnonzero(ref_top[:, 0] != out_top[:, 0])
+    rep.changed = [{"image": names[i] if names is not None else int(i), "float_top1": int(ref_top[i, 0]),
+                    "artifact_top1": int(out_top[i, 0]), "float_margin": round(float(margin[i]), 4)}
+                   for i in sorted(changed, key=lambda i: margin[i])[:MAX_CHANGED]]
     if labels is not None:
         rep.float_accuracy = float(np.mean(ref_top[:, 0] == labels))
         rep.artifact_accuracy = float(np.mean(out_top[:, 0] == labels))
@@ -116,11 +129,12 @@ def compare(ref_logits: np.ndarray, out: np.ndarray, output_kind: str = "logits"
 
 def check_runner(runner: Runner, model: torch.nn.Module, pixels: np.ndarray, precision: str,
                  labels: np.ndarray | None = None, data: str = "", ref: np.ndarray | None = None,
-                 gate_agreement: bool = True, floors: dict | None = None) -> ParityReport:
+                 gate_agreement: bool = True, floors: dict | None = None,
+                 names: list[str] | None = None) -> ParityReport:
     """Run ``pixels`` through the artifact and the float model (or use its precomputed ``ref``
     logits for the same pixels) and compare."""
     if ref is None:
         ref = torch_logits(model, pixels, runner.contract)
     out = runner.run(pixels)
     return compare(ref, out, runner.output.get("kind", "logits"), labels, precision, data,
-                   getattr(runner, "numerics", ""), gate_agreement, floors)
+                   getattr(runner, "numerics", ""), gate_agreement, floors, names)

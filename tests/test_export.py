@@ -282,3 +282,14 @@ def test_generated_verification_images_gate_on_logits_not_agreement():
     assert lenient.passed and lenient.top1_agreement == 0.5  # still reported
     bad = parity.compare(ref, -out, precision="int8", gate_agreement=False)
     assert not bad.passed and "cosine" in bad.failures[0]
+
+
+def test_parity_names_the_images_whose_top1_changed_closest_decisions_first():
+    ref = np.array([[1.0, 0.99, -3.0], [2.0, 0.0, -1.0], [3.0, 1.0, 0.0], [0.0, 1.5, 1.0]])
+    out = np.array([[0.99, 1.0, -3.0], [2.0, 0.0, -1.0], [0.5, 1.0, 0.0], [0.0, 1.5, 1.0]])
+    rep = parity.compare(ref, out, precision="int8", names=["a/1.jpg", "b/2.jpg", "c/3.jpg", "d/4.jpg"])
+    assert rep.top1_agreement == 0.5
+    assert rep.changed == [{"image": "a/1.jpg", "float_top1": 0, "artifact_top1": 1, "float_margin": 0.01},
+                           {"image": "c/3.jpg", "float_top1": 0, "artifact_top1": 1, "float_margin": 2.0}]
+    assert parity.compare(ref, ref, precision="int8").changed == []
+    assert parity.compare(ref, out, precision="int8").changed[0]["image"] == 0  # no names: the index

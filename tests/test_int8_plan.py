@@ -3,8 +3,10 @@ stored in the metadata; an unmet budget stops the export."""
 import json
 import shutil
 
+import onnx
 import pytest
 
+from mvit.bench.census import census
 from mvit.export.api import export_model
 from mvit.export.cli import main as export_main
 
@@ -33,6 +35,13 @@ def test_export_searches_to_the_budget_stores_the_plan_and_reuses_it(ckpt, small
     assert plan["search"]["agreement"] >= 0.95 and plan["search"]["evaluations"]
     assert r.meta["quantization_details"]["keep_float"] == plan["float_units"]
     assert r.parity.thresholds["top1_agreement"] == 0.9 and r.parity.passed
+    # attention's activation x activation MatMuls run float in onnxruntime, and so does its softmax
+    graph = onnx.load(str(r.artifact)).graph
+    weights = {t.name for t in graph.initializer}
+    attention = [n for n in graph.node if n.op_type == "MatMul" and not any(i in weights for i in n.input)]
+    ops = census(r.artifact, "onnx")["ops"]
+    assert attention and ops.get("MatMul(float32)", 0) >= len(attention)
+    assert not any(k.split("(")[0] in ("QLinearSoftmax", "QLinearMatMul", "MatMulIntegerToFloat") for k in ops), ops
     chosen = [x for x in lines if x.startswith("int8 float layers (onnxruntime-qdq, searched): ")]
     assert len(chosen) == 1 and "on 12 held-out samples (target 95.00% for a 90.0% gate)" in chosen[0]
     cached = json.loads(ckpt.with_name("m.int8.json").read_text())

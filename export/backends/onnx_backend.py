@@ -219,35 +219,44 @@ def quantize_qdq(pre: Path, out: Path, job: ExportJob, nodes_to_exclude, calib_c
                                    "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1}})
 
 
-def int8_search_evaluator(job: ExportJob, heldout_pixels: np.ndarray, ref_logits: np.ndarray):
-    """For ``mvit.quant.plan.int8_plan``: ``evaluate(float_units) -> (agreement, cosine)`` with the float
-    model's ``ref_logits`` on ``heldout_pixels``, of this backend's int8 model with those module paths
-    float. Calibrates once; each candidate is quantized and run in onnxruntime."""
+def int8_search_runner(job: ExportJob, pixels: np.ndarray):
+    """``run(float_units) -> logits`` of this backend's int8 model on ``pixels`` (N,H,W,3 uint8) with
+    those module paths float; calibrates once, then quantizes and runs each candidate in onnxruntime."""
     import onnx
     import onnxruntime as ort
     from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from mvit.quant.search import score
 
     tmp = Path(tempfile.mkdtemp(prefix="mvit-onnx-search-"))
     src, pre, out, ranges = tmp / "fp32.onnx", tmp / "pre.onnx", tmp / "int8.onnx", tmp / "ranges.json"
     onnx.save_model(_fp32_model(job), str(src))
     quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
     graph = onnx.load(str(pre))
-    x = heldout_pixels if job.input_mode == "uint8-nhwc" else normalize_hwc_uint8(heldout_pixels, job.contract)
-    ref = torch.from_numpy(ref_logits)
+    x = pixels if job.input_mode == "uint8-nhwc" else normalize_hwc_uint8(pixels, job.contract)
 
-    def evaluate(float_units) -> tuple[float, float]:
+    def run(float_units) -> np.ndarray:
         nodes = [n for u in float_units for n in _nodes_to_keep_float(graph, (u,), strict=False)]
         quantize_qdq(pre, out, job, nodes, ranges)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = max(1, torch.get_num_threads())
         sess = ort.InferenceSession(str(out), opts, providers=["CPUExecutionProvider"])
         name = sess.get_inputs()[0].name
-        got = np.concatenate([sess.run(None, {name: x[i : i + 1]})[0] for i in range(len(x))])
-        return score(torch.from_numpy(got), ref)
+        return np.concatenate([sess.run(None, {name: x[i : i + 1]})[0] for i in range(len(x))])
 
-    weakref.finalize(evaluate, shutil.rmtree, tmp, True)
+    weakref.finalize(run, shutil.rmtree, tmp, True)
+    return run
+
+
+def int8_search_evaluator(job: ExportJob, heldout_pixels: np.ndarray, ref_logits: np.ndarray):
+    """For ``mvit.quant.plan.int8_plan``: ``evaluate(float_units) -> (agreement, cosine)`` with the float
+    model's ``ref_logits`` on ``heldout_pixels``, of this backend's int8 model (``int8_search_runner``)."""
+    from mvit.quant.search import score
+
+    run, ref = int8_search_runner(job, heldout_pixels), torch.from_numpy(ref_logits)
+
+    def evaluate(float_units) -> tuple[float, float]:
+        return score(torch.from_numpy(run(float_units)), ref)
+
+    evaluate.run = run  # keeps the runner (and its temporary folder) alive as long as the evaluator
     return evaluate
 
 

@@ -1,0 +1,133 @@
+"""Flips of int8 float sets on two disjoint halves of an image set: how well a search on one half
+predicts the other (benchmarks/results/int8_search.md, "Search target").
+
+For each prefix length k of the search's ranked order (stored in the checkpoint's ``<name>.int8.json``
+for the route), the route's own int8 model with those k units float is run on every image of both
+halves and on their mirror images; a flip is an image whose top-1 differs from the float model's.
+
+    python -m mvit.bench.split_halves ../shared/data/trashnet6/val VALSPLIT
+    python -m mvit.bench.int8_prefixes --route onnxruntime-qdq --prefixes 0,8,12,14,16,18,24,33 \\
+        --calib ../shared/data/trashnet6/train --search VALSPLIT/search --verify VALSPLIT/verify
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def prefix_runner(route: str, net, meta, calib: np.ndarray, pixels: np.ndarray):
+    """``run(float_units) -> logits`` on ``pixels`` for ``route``: onnxruntime QDQ, or the PT2E simulation
+    the search measures TFLite / Core ML / ExecuTorch int8 with."""
+    import torch
+
+    from mvit.model.preprocess import normalize_hwc_uint8
+
+    if route == "onnxruntime-qdq":
+        from mvit.export.backends.onnx_backend import int8_search_runner
+        from mvit.export.base import ExportJob
+
+        return int8_search_runner(ExportJob(net, meta, "int8", "float-nchw", calib, "min-max", ()), pixels)
+    from mvit.quant.plan import SEARCH_BATCH, SEARCH_CALIB_IMAGES
+    from mvit.quant.pt2e import quantizer_for
+    from mvit.quant.ptq import Recipe, build_sim, fold_float
+
+    cal = torch.from_numpy(normalize_hwc_uint8(calib[:SEARCH_CALIB_IMAGES], meta.contract))
+    folded, _ = fold_float(net, Recipe(), cal, SEARCH_BATCH)
+    sim = build_sim(folded, quantizer_for(folded, "histogram"), cal, SEARCH_BATCH)
+    x = torch.from_numpy(normalize_hwc_uint8(pixels, meta.contract))
+
+    def run(float_units) -> np.ndarray:
+        sim.set_float(float_units)
+        return sim.run(x, SEARCH_BATCH).numpy()
+
+    return run
+
+
+def measure(args) -> dict:
+    """Flips per prefix on each half, plain and mirrored."""
+    import torch
+
+    from mvit.export.parity import torch_logits
+    from mvit.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+    from mvit.model.export_prep import prepare_for_export
+    from mvit.model.images import image_files, load_pixels
+    from mvit.quant.plan import _key, search_samples
+    from mvit.quant.search import cache_path
+
+    torch.set_num_threads(args.threads)
+    weights = Path(args.weights or DEFAULT_CHECKPOINT)
+    ckpt = load_checkpoint(weights)
+    entries = json.loads(cache_path(weights).read_text())["entries"]
+    key = _key(args.route, args.min_agreement)
+    if key not in entries:
+        raise SystemExit(f"{cache_path(weights)}: no search result {key!r}; run the export's search first")
+    order = entries[key]["order"]
+    c = ckpt.meta.contract
+    calib, _ = load_pixels(image_files(args.calib), c, args.calib_count)
+    halves = {name: load_pixels(image_files(folder), c, None)[0] for name, folder in
+              (("search", args.search), ("verify", args.verify))}
+    pixels = np.concatenate([search_samples(px) for px in halves.values()])
+    net = prepare_for_export(ckpt.model)
+    ref = torch_logits(net, pixels, c).argmax(1)
+    run = prefix_runner(args.route, net, ckpt.meta, calib, pixels)
+    bounds, start = {}, 0
+    for name, px in halves.items():
+        n = len(px)
+        bounds[name] = {"plain": slice(start, start + n), "mirrored": slice(start + n, start + 2 * n)}
+        start += 2 * n
+    rows = []
+    for k in args.prefixes:
+        t0 = time.perf_counter()
+        flips = run(order[:k]).argmax(1) != ref
+        rows.append({"k": k, "added": order[k - 1] if k else "-",
+                     **{f"{h}_{v}": int(flips[s].sum()) for h, b in bounds.items() for v, s in b.items()},
+                     "seconds": round(time.perf_counter() - t0, 1)})
+        print(f"k={k}: {rows[-1]}", file=sys.stderr, flush=True)
+    return {"route": args.route, "key": key, "sizes": {h: len(px) for h, px in halves.items()}, "rows": rows}
+
+
+def render(rep: dict) -> str:
+    """Markdown table of ``measure``'s result."""
+    s, v = rep["sizes"]["search"], rep["sizes"]["verify"]
+    out = [f"Route `{rep['route']}` (cache entry `{rep['key']}`): flips of {s} search and {v} verify images, "
+           "plain / mirrored; all = both halves plain.", "",
+           "| k float units | last unit added | search flips | verify flips | agreement, both halves plain |",
+           "|---|---|---|---|---|"]
+    for r in rep["rows"]:
+        plain = r["search_plain"] + r["verify_plain"]
+        out.append(f"| {r['k']} | {r['added']} | {r['search_plain']} / {r['search_mirrored']} | "
+                   f"{r['verify_plain']} / {r['verify_mirrored']} | {100 * (1 - plain / (s + v)):.2f}% |")
+    return "\n".join(out) + "\n"
+
+
+def main(argv=None) -> int:
+    """Print the table; ``--json`` also writes the numbers."""
+    from mvit.quant.plan import DEFAULT_MIN_AGREEMENT, ROUTES
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--route", choices=ROUTES, required=True)
+    ap.add_argument("--prefixes", type=lambda t: [int(x) for x in t.split(",")], required=True,
+                    help="comma-separated prefix lengths of the ranked order")
+    ap.add_argument("--weights", help="checkpoint (default: the shipped model); its int8 cache gives the order")
+    ap.add_argument("--min-agreement", type=float, default=DEFAULT_MIN_AGREEMENT, help="the cache entry's gate")
+    ap.add_argument("--calib", required=True)
+    ap.add_argument("--calib-count", type=int, default=256)
+    ap.add_argument("--search", required=True, help="the half the search measured on")
+    ap.add_argument("--verify", required=True, help="the other half")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+    rep = measure(args)
+    if args.json:
+        args.json.write_text(json.dumps(rep, indent=1) + "\n")
+    print(render(rep))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
