@@ -56,17 +56,20 @@ def measure(args) -> dict:
     from mvit.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
     from mvit.model.export_prep import prepare_for_export
     from mvit.model.images import image_files, load_pixels
-    from mvit.quant.plan import _key, search_samples
+    from mvit.quant.plan import search_cache_key, search_samples
     from mvit.quant.search import cache_path
 
     torch.set_num_threads(args.threads)
     weights = Path(args.weights or DEFAULT_CHECKPOINT)
     ckpt = load_checkpoint(weights)
     entries = json.loads(cache_path(weights).read_text())["entries"]
-    key = _key(args.route, args.min_agreement)
+    key = search_cache_key(args.route, args.min_agreement)
     if key not in entries:
         raise SystemExit(f"{cache_path(weights)}: no search result {key!r}; run the export's search first")
     order = entries[key]["order"]
+    too_long = [k for k in args.prefixes if not 0 <= k <= len(order)]
+    if too_long:
+        raise SystemExit(f"--prefixes {too_long}: the cached order has {len(order)} unit(s) (0 to {len(order)})")
     c = ckpt.meta.contract
     calib, _ = load_pixels(image_files(args.calib), c, args.calib_count)
     halves = {name: load_pixels(image_files(folder), c, None)[0] for name, folder in

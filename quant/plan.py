@@ -62,7 +62,8 @@ def search_samples(pixels: np.ndarray) -> np.ndarray:
     return np.concatenate([pixels, np.ascontiguousarray(pixels[:, :, ::-1])])
 
 
-def _key(route: str, min_agreement: float) -> str:
+def search_cache_key(route: str, min_agreement: float) -> str:
+    """The cache entry of ``route``'s search for a gate of ``min_agreement`` under this search rule."""
     return cache_key(route, min_agreement, f"{RECIPE}|{SEARCH_RULE}")
 
 
@@ -84,7 +85,7 @@ def needs_search(route: str, keep_float: tuple[str, ...], min_agreement: float, 
         return False
     if checkpoint is None or not sha256:
         return True
-    return load_cached(Path(checkpoint), sha256, _key(route, min_agreement)) is None
+    return load_cached(Path(checkpoint), sha256, search_cache_key(route, min_agreement)) is None
 
 
 def int8_plan(route: str, model: nn.Module, *, keep_float: tuple[str, ...] = (),
@@ -106,7 +107,7 @@ def int8_plan(route: str, model: nn.Module, *, keep_float: tuple[str, ...] = (),
     if plan is not None:
         return plan
     say = say or (lambda _m: None)
-    key = _key(route, min_agreement)
+    key = search_cache_key(route, min_agreement)
     memo = cache if cache is not None else {}
     if ("plan", key, sha256) in memo:
         return memo[("plan", key, sha256)]

@@ -38,10 +38,10 @@ def seed_int8_plan(checkpoint: Path, float_units, min_agreement: float = 0.995) 
     """Store ``float_units`` as the checkpoint's cached int8 search result for every route, as a search
     meeting ``min_agreement`` would (exports then take it without searching)."""
     from mvit.model.checkpoint import file_sha256
-    from mvit.quant.plan import RECIPE, ROUTES
-    from mvit.quant.search import SearchResult, cache_key, store
+    from mvit.quant.plan import ROUTES, search_cache_key
+    from mvit.quant.search import SearchResult, store
 
     sha = file_sha256(checkpoint)
     for route in ROUTES:
         result = SearchResult(list(float_units), 1.0, min_agreement, True, 0, cosine=1.0)
-        store(checkpoint, sha, cache_key(route, min_agreement, RECIPE), result, {"test": "seeded"})
+        store(checkpoint, sha, search_cache_key(route, min_agreement), result, {"test": "seeded"})

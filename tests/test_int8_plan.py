@@ -1,5 +1,6 @@
 """int8 exports without --keep-float: the float set searched to --min-agreement, cached per checkpoint,
 stored in the metadata; an unmet budget stops the export."""
+import argparse
 import json
 import shutil
 
@@ -45,7 +46,24 @@ def test_export_searches_to_the_budget_stores_the_plan_and_reuses_it(ckpt, small
     chosen = [x for x in lines if x.startswith("int8 float layers (onnxruntime-qdq, searched): ")]
     assert len(chosen) == 1 and "on 12 held-out samples (target 95.00% for a 90.0% gate)" in chosen[0]
     cached = json.loads(ckpt.with_name("m.int8.json").read_text())
-    assert len(cached["sha256"]) == 64 and list(cached["entries"]) == ["onnxruntime-qdq|min_agreement=0.9000|fold|mirrored+half"]
+    key = "onnxruntime-qdq|min_agreement=0.9000|fold|mirrored+half"
+    assert len(cached["sha256"]) == 64 and list(cached["entries"]) == [key]
+
+    # the prefixes script reads the cached order and counts flips per half, plain and mirrored
+    from mvit.bench import int8_prefixes
+
+    n, order = len(list(small_data_dir.rglob("*.jpg"))), cached["entries"][key]["order"]
+    args = argparse.Namespace(route="onnxruntime-qdq", prefixes=[0, len(order)], weights=str(ckpt), min_agreement=0.9,
+                              calib=small_data_dir, calib_count=12, search=small_data_dir, verify=small_data_dir,
+                              threads=1)
+    rep = int8_prefixes.measure(args)
+    assert rep["sizes"] == {"search": n, "verify": n} and [r["k"] for r in rep["rows"]] == [0, len(order)]
+    assert rep["rows"][1]["added"] == (order[-1] if order else "-")
+    assert all(0 <= r[f"{h}_{v}"] <= n for r in rep["rows"] for h in ("search", "verify") for v in ("plain", "mirrored"))
+    assert rep["rows"][0]["search_plain"] == rep["rows"][0]["verify_plain"]  # same folder, same numbers
+    assert "| 0 | - |" in int8_prefixes.render(rep)
+    with pytest.raises(SystemExit, match="the cached order has"):
+        int8_prefixes.measure(argparse.Namespace(**dict(vars(args), prefixes=[len(order) + 1])))
 
     def no_search(*a, **k):
         raise AssertionError("searched despite a cached result")
