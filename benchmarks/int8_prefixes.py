@@ -32,13 +32,9 @@ def prefix_runner(route: str, net, meta, calib: np.ndarray, pixels: np.ndarray):
         from mvit.export.base import ExportJob
 
         return int8_search_runner(ExportJob(net, meta, "int8", "float-nchw", calib, "min-max", ()), pixels)
-    from mvit.quant.plan import SEARCH_BATCH, SEARCH_CALIB_IMAGES
-    from mvit.quant.pt2e import quantizer_for
-    from mvit.quant.ptq import Recipe, build_sim, fold_float
+    from mvit.quant.plan import SEARCH_BATCH, search_simulation
 
-    cal = torch.from_numpy(normalize_hwc_uint8(calib[:SEARCH_CALIB_IMAGES], meta.contract))
-    folded, _ = fold_float(net, Recipe(), cal, SEARCH_BATCH)
-    sim = build_sim(folded, quantizer_for(folded, "histogram"), cal, SEARCH_BATCH)
+    sim = search_simulation(net, torch.from_numpy(normalize_hwc_uint8(calib, meta.contract)))
     x = torch.from_numpy(normalize_hwc_uint8(pixels, meta.contract))
 
     def run(float_units) -> np.ndarray:

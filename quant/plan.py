@@ -149,12 +149,21 @@ def int8_plan(route: str, model: nn.Module, *, keep_float: tuple[str, ...] = (),
     return plan
 
 
+def search_simulation(model: nn.Module, calib: torch.Tensor):
+    """The simulated PT2E int8 graph the search measures TFLite / Core ML / ExecuTorch candidates in
+    (``mvit.quant.sim.SimGraph``), calibrated on the first ``SEARCH_CALIB_IMAGES`` of ``calib``."""
+    from mvit.quant.ptq import Recipe, build_sim, fold_float
+    from mvit.quant.pt2e import quantizer_for
+
+    calib = calib[:SEARCH_CALIB_IMAGES]
+    folded, _ = fold_float(model, Recipe(), calib, SEARCH_BATCH)
+    return build_sim(folded, quantizer_for(folded, "histogram"), calib, SEARCH_BATCH)
+
+
 def search_route(route: str, model: nn.Module, calib: torch.Tensor, heldout: torch.Tensor, min_agreement: float,
                  evaluate=None, say=None) -> SearchResult:
     """Run the search for ``route`` (see ``int8_plan``): every layer int8 first; only when that misses,
     the simulation's sensitivity ranking and the bisection."""
-    from mvit.quant.ptq import Recipe, build_sim, fold_float
-    from mvit.quant.pt2e import quantizer_for
     from mvit.quant.search import layer_units, rank_units, score, search, unit_costs
     from mvit.quant.sensitivity import point_sensitivity
 
@@ -163,8 +172,7 @@ def search_route(route: str, model: nn.Module, calib: torch.Tensor, heldout: tor
 
     def simulation():
         if not sims:
-            folded, _ = fold_float(model, Recipe(), calib, SEARCH_BATCH)
-            sims.append(build_sim(folded, quantizer_for(folded, "histogram"), calib, SEARCH_BATCH))
+            sims.append(search_simulation(model, calib))
         return sims[0]
 
     if evaluate is None:
