@@ -9,7 +9,7 @@ model on the phone predicts what the float model does) on every image of ``--val
   [--calib-method min-max]`` on the float checkpoint (PT2E for TFLite and Core ML; onnxruntime's
   QDQ on the op types mvit quantizes for ONNX);
 - PTQ through the QAT checkpoints' ONNX route: the same PT2E graph (histogram), written as QDQ by
-  torch.onnx (``onnx_backend.export_learned_int8`` without learned ranges), so ONNX is compared like
+  torch.onnx (``onnx_backend.export_pt2e_qdq`` without learned ranges), so ONNX is compared like
   for like;
 - QAT: ``mvit-export --quantize int8`` on the QAT checkpoint (its learned ranges, all int8).
 
@@ -67,9 +67,8 @@ def _pt2e_onnx_ptq(weights: Path, calib_pixels: np.ndarray, out: Path) -> tuple[
     path = out / "model.onnx"
     t0 = time.perf_counter()
     job = ExportJob(prepare_for_export(ck.model), ck.meta, "int8", "float-nchw", calib_pixels, "histogram", ("none",))
-    details = onnx_backend.export_learned_int8(job, path)
+    io = onnx_backend.export_pt2e_qdq(job, path)
     seconds = time.perf_counter() - t0
-    io = onnx_backend._io_spec(path, "NCHW", False, details)
     onnx_backend.embed_metadata(path, build_meta(ck.meta, io, "onnx", "int8", ck.sha256))
     return path, seconds
 

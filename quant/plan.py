@@ -34,6 +34,9 @@ SEARCH_RULE = "mirrored+half"  # part of the cache key: results of another rule 
 SEARCH_BATCH = 8
 SEARCH_CALIB_IMAGES = 64  # the simulation's ranges come from the first ones (its calibration costs ~2 s/image)
 RECIPE = "fold"  # the float-model rewrites the search and the exports share (mvit.quant.ptq.Recipe())
+# What a route's simulation computes, where it changed since its first cached results: those are searched
+# again. pt2e "shared-cat": one int8 range per concatenation, as TFLite runs it (mvit.quant.pt2e).
+ROUTE_REVISION = {"pt2e": "shared-cat"}
 
 
 @dataclass
@@ -64,7 +67,8 @@ def search_samples(pixels: np.ndarray) -> np.ndarray:
 
 def search_cache_key(route: str, min_agreement: float) -> str:
     """The cache entry of ``route``'s search for a gate of ``min_agreement`` under this search rule."""
-    return cache_key(route, min_agreement, f"{RECIPE}|{SEARCH_RULE}")
+    revision = f"|{ROUTE_REVISION[route]}" if route in ROUTE_REVISION else ""
+    return cache_key(route, min_agreement, f"{RECIPE}|{SEARCH_RULE}{revision}")
 
 
 def user_plan(keep_float: tuple[str, ...], min_agreement: float = DEFAULT_MIN_AGREEMENT) -> Plan | None:

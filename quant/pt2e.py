@@ -78,6 +78,39 @@ def _annotate_silu_products(model: torch.fx.GraphModule, qspec, keep_quantized) 
             input_qspec_map={x: qspec, sig: qspec}, output_qspec=qspec, _annotated=True)
 
 
+def _annotate_concatenations(model: torch.fx.GraphModule, qspec, keep_quantized) -> int:
+    """Give every ``aten.cat`` outside float layers one quantization shared by its inputs and output;
+    returns how many.
+
+    TFLite's int8 CONCATENATION has a single scale for all its inputs and its output, and litert-torch's
+    converter makes one out of any cat that reads a dequantized tensor, quantizing its other inputs
+    with that scale, whatever their range. litert-torch's own cat annotator never fires on
+    ``torch.export`` graphs (it matches ``source_fn_stack``, which they lack), so the PyTorch graph ran
+    a float cat the .tflite file did not: MobileViT-XS with its residual branch float and ``conv_proj``
+    int8 clipped the residual to ``conv_proj``'s SiLU range in TFLite (agreement 88%, cosine 0.88)
+    while the PT2E simulation agreed with float. Annotated here, one observer sees every input, and the
+    simulation, the search and every PT2E artifact compute the concatenation the runtime computes.
+    A cat inside a ``--keep-float`` module is annotated too when one of its inputs comes from outside
+    (int8 there): the runtime would run it in int8 anyway, and a shared range is the one that does not clip.
+    """
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
+
+    count = 0
+    for n in model.graph.nodes:
+        if n.op != "call_function" or n.target != torch.ops.aten.cat.default or "quantization_annotation" in n.meta:
+            continue
+        inputs = [a for a in n.args[0] if isinstance(a, torch.fx.Node)]
+        # A cat inside a float module still becomes int8 in TFLite when an input arrives in int8.
+        if not inputs or not (keep_quantized(n) or any(keep_quantized(a) for a in inputs)):
+            continue
+        shared = SharedQuantizationSpec((inputs[0], n))
+        n.meta["quantization_annotation"] = QuantizationAnnotation(
+            input_qspec_map={a: (qspec if k == 0 else shared) for k, a in enumerate(inputs)},
+            output_qspec=shared, _annotated=True)
+        count += 1
+    return count
+
+
 def _keep_float_quantizer(keep_names: tuple[str, ...], quantize_silu: bool = True):
     """litert-torch's PT2EQuantizer, leaving every op under the named modules unannotated (float),
     with SiLU quantized too (``split_silu``).
@@ -110,6 +143,7 @@ def _keep_float_quantizer(keep_names: tuple[str, ...], quantize_silu: bool = Tru
             model = super().annotate(model)
             if self.global_config is not None:
                 _annotate_silu_products(model, self.global_config.output_activation, outside_kept)
+                _annotate_concatenations(model, self.global_config.input_activation, outside_kept)
             # A float stem would make the graph input float; quantize it anyway (the image in [0, 1]
             # or 0..255 is exact at 8 bits) so int8 artifacts keep their int8 input contract.
             from torchao.quantization.pt2e.quantizer import QuantizationAnnotation

@@ -288,7 +288,8 @@ def load_cached(checkpoint: Path, sha256: str, key: str) -> SearchResult | None:
 
 
 def store(checkpoint: Path, sha256: str, key: str, result: SearchResult, provenance: dict) -> Path:
-    """Add ``result`` under ``key`` to the checkpoint's cache file (written atomically)."""
+    """Add ``result`` under ``key`` to the checkpoint's cache file (written atomically), replacing any
+    entry for the same route and budget made under another rule (``load_cached`` would never read it)."""
     from mvit.model.checkpoint import atomic_write
 
     path = cache_path(checkpoint)
@@ -299,7 +300,11 @@ def store(checkpoint: Path, sha256: str, key: str, result: SearchResult, provena
     except (OSError, ValueError):
         data = {}
     data.setdefault("sha256", sha256)
-    data.setdefault("entries", {})[key] = dict(result.to_dict(), provenance=provenance)
+    entries = data.setdefault("entries", {})
+    same = key.split("|")[:2]
+    for stale in [k for k in entries if k != key and k.split("|")[:2] == same]:
+        del entries[stale]
+    entries[key] = dict(result.to_dict(), provenance=provenance)
     text = json.dumps(data, indent=1, sort_keys=True) + "\n"
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
     return path

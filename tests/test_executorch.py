@@ -39,7 +39,9 @@ def test_parity_and_whole_graph_delegated(exported):
     assert results["fp32"].parity.cosine > 0.99999
     int8 = results["int8"].meta["quantization_details"]
     assert int8["method"] == "pt2e" and int8["observer"] == "histogram"  # the TFLite/Core ML default
-    assert int8["requantized_cat_inputs"] > 0 and int8["delegation"]["delegated_ops"]["quantized_decomposed_quantize_per_tensor"]
+    # each cat's inputs already share its output's range (mvit.quant.pt2e: one range per concatenation,
+    # as TFLite runs it), so XNNPACK takes every cat with nothing requantized
+    assert int8["requantized_cat_inputs"] == 0 and int8["delegation"]["delegated_ops"]["quantized_decomposed_quantize_per_tensor"]
     assert results["int8"].size_bytes < results["fp32"].size_bytes
 
 

@@ -15,6 +15,9 @@ from mvit.export.cli_predict import main as predict_main
 from export_fixtures import CLASSES, seed_int8_plan, train_tiny_checkpoint
 
 STEM = ("conv_1", "layer_1", "layer_2")
+# The int8 exports' float set: the stem and the block before the first MobileViT block, whose output
+# (the MobileViT block's residual) meets the int8 conv_proj output in a concatenation.
+FLOAT_SET = STEM + ("layer_3.0",)
 
 
 @pytest.fixture(scope="session")
@@ -33,12 +36,18 @@ ALL_PRECISION_FORMATS = tuple(f for f in FORMATS if get_backend(f).PRECISIONS ==
 
 
 @pytest.fixture(scope="session")
-def matrix(tiny_ckpt, data_dir, tmp_path_factory):
+def pt2e_cache():
+    """The matrix export's calibrated PT2E models (``export_model(cache=...)``)."""
+    return {}
+
+
+@pytest.fixture(scope="session")
+def matrix(tiny_ckpt, data_dir, tmp_path_factory, pt2e_cache):
     """Those formats x all precisions in one run (conversions share calibration and fp32 graphs)."""
     out = tmp_path_factory.mktemp("artifacts")
-    seed_int8_plan(tiny_ckpt, STEM)  # a cached search result: int8 keeps the stem float, no search here
+    seed_int8_plan(tiny_ckpt, FLOAT_SET)  # a cached search result: int8 keeps these float, no search here
     results = export_model(checkpoint=tiny_ckpt, formats=ALL_PRECISION_FORMATS, precisions=PRECISIONS, out=out,
-                           calib=data_dir, calib_count=24)
+                           calib=data_dir, calib_count=24, cache=pt2e_cache)
     return {(r.format, r.precision): r for r in results}, out
 
 
@@ -101,8 +110,8 @@ def test_tflite_tensor_names_are_module_paths(matrix):
 
 
 def test_tflite_int8_runs_silu_in_int8_outside_the_float_stem(matrix, tiny_ckpt):
-    """SiLU (LOGISTIC + MUL in TFLite) is int8 wherever its conv or linear is; only the stem the int8
-    plan keeps float (conv_1, layer_1, layer_2) has float LOGISTIC ops."""
+    """SiLU (LOGISTIC + MUL in TFLite) is int8 wherever its conv or linear is; only the layers the int8
+    plan keeps float (FLOAT_SET) have float LOGISTIC ops."""
     from torch import nn
 
     from mvit.model.checkpoint import load_checkpoint
@@ -110,13 +119,56 @@ def test_tflite_int8_runs_silu_in_int8_outside_the_float_stem(matrix, tiny_ckpt)
     net = load_checkpoint(tiny_ckpt).model
     results, _ = matrix
     details = results[("tflite", "int8")].meta["quantization_details"]
-    assert details["keep_float"] == list(STEM) and details["int8_plan"]["source"] == "cache"
+    assert details["keep_float"] == list(FLOAT_SET) and details["int8_plan"]["source"] == "cache"
     silu = [name for name, m in net.named_modules() if isinstance(m, nn.SiLU)]
-    in_stem = [n for n in silu if n.split(".")[0] in STEM]
+    in_stem = [n for n in silu if any(n.startswith(k + ".") for k in FLOAT_SET)]
     ops = tflite_op_input_types(results[("tflite", "int8")].artifact)
     logistic = [t for op, t in ops if op == "LOGISTIC"]
     assert len(logistic) == len(silu)
     assert logistic.count("FLOAT32") == len(in_stem) and logistic.count("INT8") == len(silu) - len(in_stem) > 0
+
+
+def test_tflite_int8_computes_what_its_pt2e_model_computes(matrix, pt2e_cache, tiny_ckpt, data_dir):
+    """The .tflite file runs the PT2E model it was converted from (the one the int8 search simulates),
+    also where a concatenation reads a float layer (layer_3.0) and an int8 one (conv_proj): litert-torch
+    turns such a cat into an int8 CONCATENATION with one scale, which the PT2E model must share."""
+    import torch
+
+    from mvit.model.checkpoint import load_checkpoint
+    from mvit.model.images import image_files, load_pixels
+    from mvit.model.preprocess import normalize_hwc_uint8
+    from mvit.quant.pt2e import pixels_to_tensor, quantize_pt2e
+
+    results, _ = matrix
+    r = results[("tflite", "int8")]
+    [key] = [k for k in pt2e_cache if k[0] == "pt2e" and k[1] == "normalized-nchw"]
+    c = load_checkpoint(tiny_ckpt).meta.contract
+    to_input = lambda p: pixels_to_tensor(p, "NCHW", lambda x: normalize_hwc_uint8(x, c))  # noqa: E731
+    net = load_checkpoint(tiny_ckpt).model
+    converted, _, details = quantize_pt2e(net, net, torch.zeros(1, 3, *c.input_size), to_input, key[1],
+                                          calib_pixels=None, method=key[2], keep_float=key[3], cache=pt2e_cache)
+    assert details["keep_float"] == list(FLOAT_SET)
+    px, _ = load_pixels(image_files(data_dir), c, 42)
+    px = px[24:]  # the parity images
+    with torch.no_grad():
+        ref = np.concatenate([converted(to_input(px[i : i + 1])).numpy() for i in range(len(px))])
+    out = load_artifact_runner(r.folder).run(px)
+    assert np.array_equal(out.argmax(1), ref.argmax(1))
+    assert np.abs(out - ref).max() < 0.05 * np.abs(ref).max()
+    # each int8 CONCATENATION of the file has the one range its cat has in the PT2E model
+    from ai_edge_litert.interpreter import Interpreter
+
+    dq = torch.ops.quantized_decomposed.dequantize_per_tensor.default
+    pt2e_cats = [{float(a.args[1]) if a.target == dq else None for a in n.args[0]}
+                 for n in converted.graph.nodes if n.target == torch.ops.aten.cat.default]
+    it = Interpreter(str(r.artifact))
+    tensors = {t["index"]: t for t in it.get_tensor_details()}
+    concats = [o for o in it._get_ops_details() if o["op_name"] == "CONCATENATION"]
+    assert concats and len(concats) == len(pt2e_cats)
+    for op in concats:
+        [scale] = {float(tensors[i]["quantization"][0]) for i in op["inputs"]}
+        assert any(len(c) == 1 and None not in c and abs(next(iter(c)) - scale) <= 1e-6 * scale for c in pt2e_cats), \
+            (scale, pt2e_cats)
 
 
 def test_tflite_int8_float_stem_pads_in_float(matrix):

@@ -1,4 +1,6 @@
 """int8 quantization details: explicit float lists, batched PT2E calibration, ONNX QDQ layout."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -74,6 +76,40 @@ def test_pt2e_keeps_the_named_modules_float(small_ckpt, small_data_dir):
         ref = ck.model(to_input(px[:1]))
         out = converted(to_input(px[:1]))
     assert torch.nn.functional.cosine_similarity(ref, out).item() > 0.95
+
+
+def test_a_concatenation_reading_a_float_branch_shares_one_int8_range_with_its_other_inputs(small_ckpt, small_data_dir):
+    """TFLite's int8 CONCATENATION has one scale for every input, and the converter makes one of any cat
+    reading an int8 tensor: the PyTorch graph must compute the same, or the search and the parity
+    check disagree (MobileViT-XS: a float residual clipped to conv_proj's range, 88% agreement)."""
+    from mvit.model.checkpoint import load_checkpoint
+    from mvit.model.images import image_files, load_pixels
+    from mvit.model.preprocess import normalize_hwc_uint8
+    from mvit.quant.pt2e import pixels_to_tensor, quantize_pt2e
+
+    ck = load_checkpoint(small_ckpt)
+    px, _ = load_pixels(image_files(small_data_dir), ck.meta.contract, 16)
+    to_input = lambda p: pixels_to_tensor(p, "NCHW", lambda x: normalize_hwc_uint8(x, ck.meta.contract))  # noqa: E731
+    residual = {}
+    hook = ck.model.layer_3[0].register_forward_hook(lambda m, i, o: residual.setdefault("x", o.detach()))
+    with torch.no_grad():
+        ck.model(to_input(px))
+    hook.remove()
+    # the MobileViT block's residual input (layer_3.0, kept float) and its conv_proj output (int8) meet in a cat
+    converted, _, _ = quantize_pt2e(ck.model, ck.model, torch.zeros(1, 3, 64, 64), to_input, "normalized-nchw",
+                                    calib_pixels=px, method="histogram", keep_float=("layer_3.0",))
+    dq = torch.ops.quantized_decomposed.dequantize_per_tensor.default
+    cats = [n for n in converted.graph.nodes if n.target == torch.ops.aten.cat.default]
+    assert cats
+    for cat in cats:
+        assert all(a.target == dq for a in cat.args[0]), cat.name
+        params = {tuple(a.args[1:]) for a in cat.args[0]}
+        assert len(params) == 1, (cat.name, params)
+    scale, zp, qmin, qmax = next(iter({tuple(a.args[1:5]) for a in cats[0].args[0]}))
+    lo, hi = (qmin - zp) * scale, (qmax - zp) * scale
+    x = residual["x"]
+    # calibrated on the float residual too: its range is inside the shared one (histogram: nearly all)
+    assert lo <= x.min().item() + 0.1 * (hi - lo) and x.max().item() - 0.1 * (hi - lo) <= hi
 
 
 def _producers(g):
@@ -224,3 +260,22 @@ def test_onnx_int8_linear_weights_are_per_output_channel(small_data_dir, tmp_pat
         checked += 1
     assert checked >= 4
     assert "7-bit" in res[0].meta["quantization_details"]["weights"]
+
+
+def test_a_search_result_replaces_the_same_route_and_gate_under_an_older_rule(tmp_path):
+    from mvit.quant.plan import search_cache_key
+    from mvit.quant.search import SearchResult, cache_path, load_cached, store
+
+    ckpt, sha = tmp_path / "m.safetensors", "a" * 64
+    old = search_cache_key("pt2e", 0.995).rsplit("|", 1)[0]  # the key before the latest rule change
+    kept = search_cache_key("pt2e", 0.99)                    # another gate: still valid, stays
+    onnx = search_cache_key("onnxruntime-qdq", 0.995)         # another route: stays
+    for key, units in ((old, ["a"]), (kept, ["b"]), (onnx, ["c"])):
+        store(ckpt, sha, key, SearchResult(units, 1.0, 0.995, True, 4), {})
+    new = search_cache_key("pt2e", 0.995)
+    assert new != old and load_cached(ckpt, sha, new) is None  # the older rule's result is not read
+    store(ckpt, sha, new, SearchResult(["d"], 1.0, 0.995, True, 4), {})
+    entries = json.loads(cache_path(ckpt).read_text())["entries"]
+    assert sorted(entries) == sorted([new, kept, onnx])
+    assert load_cached(ckpt, sha, new).float_units == ["d"] and load_cached(ckpt, sha, kept).float_units == ["b"]
+    assert load_cached(tmp_path / "m.safetensors", "b" * 64, new) is None  # another checkpoint's weights

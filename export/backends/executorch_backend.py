@@ -87,11 +87,11 @@ def requantize_cat_inputs(gm: torch.fx.GraphModule) -> int:
     """Requantize the inputs of each int8 ``cat`` to the output's (scale, zero point); returns how many.
 
     XNNPACK's int8 concatenation takes inputs that share the output's quantization parameters (it
-    refuses the graph otherwise: "Failed to create cat2 node ... xnn_status_invalid_parameter"),
-    whereas the PT2E model shared with TFLite calibrates each input on its own, as TFLite's
-    CONCATENATION, which requantizes every input to the output's parameters, allows. Inserting
-    that requantization (dequantize -> quantize at the output's parameters -> dequantize) keeps
-    TFLite's arithmetic and the shared calibration; XNNPACK runs it as a convert.
+    refuses the graph otherwise: "Failed to create cat2 node ... xnn_status_invalid_parameter").
+    mvit's PT2E quantizer gives every cat outside float layers one range for all its inputs and its
+    output (``mvit.quant.pt2e``), so this finds nothing to do there; a cat inside a ``--keep-float``
+    module whose inputs arrive in int8 with their own ranges gets the requantization
+    (dequantize -> quantize at the output's parameters -> dequantize), which XNNPACK runs as a convert.
     """
     qd = torch.ops.quantized_decomposed
     q_op, dq_op = qd.quantize_per_tensor.default, qd.dequantize_per_tensor.default

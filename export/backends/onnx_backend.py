@@ -157,7 +157,7 @@ def export(job: ExportJob, path: Path) -> IOSpec:
         onnx.save_model(half, str(path))
         details = {"method": "onnxconverter-common float16, float32 I/O", "keep_float": blocked}
     elif job.precision == "int8" and job.learned_ranges is not None:
-        details = export_learned_int8(job, path)
+        return export_pt2e_qdq(job, path)
     elif job.precision in ("dynamic", "int8"):
         from onnxruntime.quantization import QuantType, quantize_dynamic
         from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -183,8 +183,18 @@ def export(job: ExportJob, path: Path) -> IOSpec:
             details["keep_float"] = list(keep)
     else:
         raise ExportError(f"ONNX has no precision {job.precision!r}")
-    return _io_spec(path, "NHWC" if job.input_mode == "uint8-nhwc" else "NCHW", job.input_mode == "uint8-nhwc",
-                    details)
+    return _io_spec_for(job, path, details)
+
+
+def _io_spec_for(job: ExportJob, path: Path, details: dict) -> IOSpec:
+    nhwc = job.input_mode == "uint8-nhwc"
+    return _io_spec(path, "NHWC" if nhwc else "NCHW", nhwc, details)
+
+
+def export_pt2e_qdq(job: ExportJob, path: Path) -> IOSpec:
+    """``job``'s PT2E int8 graph as QDQ ONNX at ``path`` (``export_learned_int8``): the checkpoint's
+    learned ranges when the job carries them, else calibrated on ``job.calib_pixels``; its I/O spec."""
+    return _io_spec_for(job, path, export_learned_int8(job, path))
 
 
 def activation_matmuls(model) -> list[str]:
