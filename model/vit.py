@@ -100,8 +100,11 @@ class VisionTransformer(nn.Module):
     def forward_features(self, x: Tensor) -> Tensor:
         """Token sequence after the final norm: [B, 1 + N, dim]."""
         x = self.patch_embed(x)
-        x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1) + self.pos_embed
-        return self.norm(self.blocks(x))
+        # [cls; patches] + pos_embed, written without concatenating the class token to activations (the
+        # same numbers, bit for bit): an int8 concatenation has one range for all its inputs, and the
+        # patch tokens' (about +-20 here) rounds the class token (+-0.15) to -1, 0 or 1 step.
+        n = self.pos_embed.shape[1] - 1
+        return self.norm(self.blocks(F.pad(x, (0, 0, 1, 0)) + self.pos_embed + F.pad(self.cls_token, (0, 0, 0, n))))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.forward_features(x)[:, 0])
