@@ -78,9 +78,8 @@ def _annotate_silu_products(model: torch.fx.GraphModule, qspec, keep_quantized) 
             input_qspec_map={x: qspec, sig: qspec}, output_qspec=qspec, _annotated=True)
 
 
-def _annotate_concatenations(model: torch.fx.GraphModule, qspec, keep_quantized) -> int:
-    """Give every ``aten.cat`` outside float layers one quantization shared by its inputs and output;
-    returns how many.
+def _annotate_concatenations(model: torch.fx.GraphModule, qspec, keep_quantized) -> None:
+    """Give every ``aten.cat`` that reads or writes int8 one quantization shared by its inputs and output.
 
     TFLite's int8 CONCATENATION has a single scale for all its inputs and its output, and litert-torch's
     converter makes one out of any cat that reads a dequantized tensor, quantizing its other inputs
@@ -95,7 +94,6 @@ def _annotate_concatenations(model: torch.fx.GraphModule, qspec, keep_quantized)
     """
     from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
 
-    count = 0
     for n in model.graph.nodes:
         if n.op != "call_function" or n.target != torch.ops.aten.cat.default or "quantization_annotation" in n.meta:
             continue
@@ -107,8 +105,6 @@ def _annotate_concatenations(model: torch.fx.GraphModule, qspec, keep_quantized)
         n.meta["quantization_annotation"] = QuantizationAnnotation(
             input_qspec_map={a: (qspec if k == 0 else shared) for k, a in enumerate(inputs)},
             output_qspec=shared, _annotated=True)
-        count += 1
-    return count
 
 
 def _keep_float_quantizer(keep_names: tuple[str, ...], quantize_silu: bool = True):

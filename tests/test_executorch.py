@@ -39,9 +39,7 @@ def test_parity_and_whole_graph_delegated(exported):
     assert results["fp32"].parity.cosine > 0.99999
     int8 = results["int8"].meta["quantization_details"]
     assert int8["method"] == "pt2e" and int8["observer"] == "histogram"  # the TFLite/Core ML default
-    # each cat's inputs already share its output's range (mvit.quant.pt2e: one range per concatenation,
-    # as TFLite runs it), so XNNPACK takes every cat with nothing requantized
-    assert int8["requantized_cat_inputs"] == 0 and int8["delegation"]["delegated_ops"]["quantized_decomposed_quantize_per_tensor"]
+    assert int8["delegation"]["delegated_ops"]["quantized_decomposed_quantize_per_tensor"]
     assert results["int8"].size_bytes < results["fp32"].size_bytes
 
 
@@ -65,7 +63,15 @@ def test_int8_runs_the_pt2e_model_shared_with_tflite(exported, small_ckpt, small
     converted, _, _ = quantize_pt2e(ckpt.model, ckpt.model, torch.zeros(1, 3, *c.input_size), to_input,
                                    "normalized-nchw", calib_pixels=None, method="histogram", cache=cache,
                                    fold_quantize=True)
-    et.requantize_cat_inputs(converted)
+    # XNNPACK's int8 cat takes inputs that share the output's (scale, zero point): the PT2E model has them
+    qd = torch.ops.quantized_decomposed
+    cats = [n for n in converted.graph.nodes if n.target == torch.ops.aten.cat.default]
+    assert cats
+    for cat in cats:
+        [out] = cat.users
+        assert out.target == qd.quantize_per_tensor.default
+        assert all(a.target == qd.dequantize_per_tensor.default and tuple(a.args[1:]) == tuple(out.args[1:])
+                   for a in cat.args[0]), cat.name
     with torch.no_grad():  # the converted graph was exported at batch 1
         ref = np.concatenate([converted(to_input(px[i : i + 1])).numpy() for i in range(len(px))])
     runner = et.load_runner(results["int8"].artifact, 2)

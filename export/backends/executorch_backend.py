@@ -71,8 +71,9 @@ def export(job: ExportJob, path: Path) -> IOSpec:
     details: dict = {}
     if job.precision == "int8":
         module, _, details = quantize_input_graph(job, module, sample, layout, in_model, fold_quantize=True)
-        details = dict(details, executorch="XNNPACK: int8 weights and activations where the delegate takes them",
-                       requantized_cat_inputs=requantize_cat_inputs(module))
+        # XNNPACK's int8 concatenation needs one (scale, zero point) for its inputs and output; mvit's PT2E
+        # quantizer already gives every cat one range (mvit.quant.pt2e._annotate_concatenations).
+        details = dict(details, executorch="XNNPACK: int8 weights and activations where the delegate takes them")
     program, delegation = lower(module, sample)
     path.write_bytes(program)
     details["delegation"] = delegation
@@ -81,41 +82,6 @@ def export(job: ExportJob, path: Path) -> IOSpec:
     return IOSpec(TensorSpec(INPUT_NAME, shape, "float32", layout),
                   TensorSpec(OUTPUT_NAME, [1, job.meta.num_classes], "float32", "NC"),
                   normalization_in_model=in_model, quantization_details=details)
-
-
-def requantize_cat_inputs(gm: torch.fx.GraphModule) -> int:
-    """Requantize the inputs of each int8 ``cat`` to the output's (scale, zero point); returns how many.
-
-    XNNPACK's int8 concatenation takes inputs that share the output's quantization parameters (it
-    refuses the graph otherwise: "Failed to create cat2 node ... xnn_status_invalid_parameter").
-    mvit's PT2E quantizer gives every cat outside float layers one range for all its inputs and its
-    output (``mvit.quant.pt2e``), so this finds nothing to do there; a cat inside a ``--keep-float``
-    module whose inputs arrive in int8 with their own ranges gets the requantization
-    (dequantize -> quantize at the output's parameters -> dequantize), which XNNPACK runs as a convert.
-    """
-    qd = torch.ops.quantized_decomposed
-    q_op, dq_op = qd.quantize_per_tensor.default, qd.dequantize_per_tensor.default
-    count = 0
-    for cat in [n for n in gm.graph.nodes if n.target == torch.ops.aten.cat.default]:
-        users = list(cat.users)
-        if len(users) != 1 or users[0].target != q_op or not all(getattr(a, "target", None) == dq_op for a in cat.args[0]):
-            continue
-        out_params = tuple(users[0].args[1:])
-        inputs = list(cat.args[0])
-        for i, dq in enumerate(inputs):
-            if tuple(dq.args[1:]) == out_params:
-                continue
-            with gm.graph.inserting_before(cat):
-                q = gm.graph.call_function(q_op, (dq, *out_params))
-                inputs[i] = gm.graph.call_function(dq_op, (q, *out_params))
-            q.meta["val"] = dq.meta.get("val")
-            inputs[i].meta["val"] = dq.meta.get("val")
-            count += 1
-        cat.args = (inputs, *cat.args[1:])
-    if count:
-        gm.graph.lint()
-        gm.recompile()
-    return count
 
 
 def lower(module: torch.nn.Module, sample: torch.Tensor) -> tuple[bytes, dict]:
