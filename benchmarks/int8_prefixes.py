@@ -33,8 +33,10 @@ def prefix_runner(route: str, net, meta, calib: np.ndarray, pixels: np.ndarray):
 
         return int8_search_runner(ExportJob(net, meta, "int8", "float-nchw", calib, "min-max", ()), pixels)
     from mvit.quant.plan import SEARCH_BATCH, search_simulation
+    from mvit.quant.pt2e import model_input_range
 
-    sim = search_simulation(net, torch.from_numpy(normalize_hwc_uint8(calib, meta.contract)))
+    sim = search_simulation(net, torch.from_numpy(normalize_hwc_uint8(calib, meta.contract)),
+                            model_input_range(meta.contract))
     x = torch.from_numpy(normalize_hwc_uint8(pixels, meta.contract))
 
     def run(float_units) -> np.ndarray:

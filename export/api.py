@@ -135,6 +135,7 @@ def _int8_plan(route: str, fmt: str, request: ExportRequest, data: _Data, ckpt, 
     import torch
 
     from mvit.quant import QuantError
+    from mvit.quant.pt2e import model_input_range
 
     backend, c = get_backend(fmt), ckpt.meta.contract
     calib = heldout = evaluate = None
@@ -155,7 +156,8 @@ def _int8_plan(route: str, fmt: str, request: ExportRequest, data: _Data, ckpt, 
         else:
             plan = int8_plan(route, export_net, keep_float=keep, min_agreement=request.min_agreement,
                              calib=calib, heldout=heldout, evaluate=evaluate, checkpoint=weights,
-                             sha256=ckpt.sha256, cache=cache, say=say)
+                             sha256=ckpt.sha256, cache=cache, say=say,
+                             input_range=model_input_range(c))
     except QuantError as e:
         raise ExportError(str(e)) from None
     say(describe(plan, route))

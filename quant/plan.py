@@ -35,8 +35,9 @@ SEARCH_BATCH = 8
 SEARCH_CALIB_IMAGES = 64  # the simulation's ranges come from the first ones (its calibration costs ~2 s/image)
 RECIPE = "fold"  # the float-model rewrites the search and the exports share (mvit.quant.ptq.Recipe())
 # What a route's simulation computes, where it changed since its first cached results: those are searched
-# again. pt2e "shared-cat": one int8 range per concatenation, as TFLite runs it (mvit.quant.pt2e).
-ROUTE_REVISION = {"pt2e": "shared-cat"}
+# again. pt2e "shared-cat": one int8 range per concatenation, as TFLite runs it; "exact-input": the graph
+# input quantized over its pixel range, not calibrated (mvit.quant.pt2e).
+ROUTE_REVISION = {"pt2e": "shared-cat+exact-input"}
 
 
 @dataclass
@@ -96,14 +97,15 @@ def int8_plan(route: str, model: nn.Module, *, keep_float: tuple[str, ...] = (),
               min_agreement: float = DEFAULT_MIN_AGREEMENT,
               calib: torch.Tensor | None = None, heldout: torch.Tensor | None = None, evaluate=None,
               checkpoint: Path | None = None, sha256: str | None = None, cache: dict | None = None,
-              say=None) -> Plan:
+              say=None, input_range: tuple[float, float] | None = None) -> Plan:
     """The float set for ``model`` on ``route``.
 
     ``calib`` / ``heldout``: model inputs (N first) for calibration and for the agreement the budget
     is measured on. ``evaluate(float_units) -> (agreement, cosine)`` measures a candidate set on
     ``heldout`` in the route's own runtime (ONNX: onnxruntime); None measures it in the simulated
     PT2E graph. ``checkpoint`` + ``sha256`` enable the on-disk cache; ``cache`` (a dict) shares the
-    plan between the formats of one export run.
+    plan between the formats of one export run. ``input_range``: the model input's value range over all
+    pixels (``mvit.quant.pt2e.graph_input_range``), which the simulation quantizes exactly as the exports do.
     """
     if route not in ROUTES:
         raise QuantError(f"unknown int8 route {route!r}")
@@ -131,7 +133,7 @@ def int8_plan(route: str, model: nn.Module, *, keep_float: tuple[str, ...] = (),
     target = search_target(min_agreement)
     say(f"searching the int8 float set for >= {100 * target:.2f}% agreement (gate {100 * min_agreement:.1f}%) on "
         f"{len(heldout)} held-out samples ({route}) ...")
-    result = search_route(route, model, calib, heldout, target, evaluate, say)
+    result = search_route(route, model, calib, heldout, target, evaluate, say, input_range)
     say(f"search done in {time.perf_counter() - t0:.0f} s: {len(result.float_units)} layer(s) float, "
         f"agreement {100 * result.agreement:.2f}%")
     if not result.met:
@@ -153,19 +155,20 @@ def int8_plan(route: str, model: nn.Module, *, keep_float: tuple[str, ...] = (),
     return plan
 
 
-def search_simulation(model: nn.Module, calib: torch.Tensor):
+def search_simulation(model: nn.Module, calib: torch.Tensor, input_range: tuple[float, float] | None = None):
     """The simulated PT2E int8 graph the search measures TFLite / Core ML / ExecuTorch candidates in
-    (``mvit.quant.sim.SimGraph``), calibrated on the first ``SEARCH_CALIB_IMAGES`` of ``calib``."""
+    (``mvit.quant.sim.SimGraph``), calibrated on the first ``SEARCH_CALIB_IMAGES`` of ``calib``, the
+    input quantized over ``input_range`` (as the exports do; None: calibrated)."""
     from mvit.quant.ptq import Recipe, build_sim, fold_float
     from mvit.quant.pt2e import quantizer_for
 
     calib = calib[:SEARCH_CALIB_IMAGES]
     folded, _ = fold_float(model, Recipe(), calib, SEARCH_BATCH)
-    return build_sim(folded, quantizer_for(folded, "histogram"), calib, SEARCH_BATCH)
+    return build_sim(folded, quantizer_for(folded, "histogram", input_range=input_range), calib, SEARCH_BATCH)
 
 
 def search_route(route: str, model: nn.Module, calib: torch.Tensor, heldout: torch.Tensor, min_agreement: float,
-                 evaluate=None, say=None) -> SearchResult:
+                 evaluate=None, say=None, input_range: tuple[float, float] | None = None) -> SearchResult:
     """Run the search for ``route`` (see ``int8_plan``): every layer int8 first; only when that misses,
     the simulation's sensitivity ranking and the bisection."""
     from mvit.quant.search import layer_units, rank_units, score, search, unit_costs
@@ -176,7 +179,7 @@ def search_route(route: str, model: nn.Module, calib: torch.Tensor, heldout: tor
 
     def simulation():
         if not sims:
-            sims.append(search_simulation(model, calib))
+            sims.append(search_simulation(model, calib, input_range))
         return sims[0]
 
     if evaluate is None:

@@ -107,9 +107,63 @@ def _annotate_concatenations(model: torch.fx.GraphModule, qspec, keep_quantized)
             output_qspec=shared, _annotated=True)
 
 
-def _keep_float_quantizer(keep_names: tuple[str, ...], quantize_silu: bool = True):
+def graph_input_range(to_input) -> tuple[float, float] | None:
+    """The value range of the graph input ``to_input`` makes from uint8 NHWC pixels: its values at
+    pixels 0 and 255 (the contract's mapping is affine per channel); None for a non-float input."""
+    px = np.zeros((2, 2, 2, 3), np.uint8)
+    px[1] = 255
+    x = to_input(px)
+    if not (isinstance(x, torch.Tensor) and x.is_floating_point()):
+        return None
+    lo, hi = float(x.min()), float(x.max())
+    return (lo, hi) if hi > lo else None
+
+
+def model_input_range(contract) -> tuple[float, float]:
+    """The value range of the model's own input (normalized NCHW) under a preprocessing contract."""
+    from mvit.model.preprocess import normalize_hwc_uint8
+
+    return graph_input_range(lambda px: torch.from_numpy(normalize_hwc_uint8(px, contract)))
+
+
+def input_qspec(input_range: tuple[float, float]):
+    """The int8 quantization of a graph input spanning ``input_range``: fixed, 256 steps from its
+    minimum to its maximum. An image in [0, 1] (or 0..255) gets scale 1/255 (or 1) and zero point
+    -128, so every pixel value is exact; a calibrated observer clipped white and missed the pixel grid
+    (histogram on ViT-Tiny's [0, 1] input: (0, 0.9956), scale 0.0039043, which alone flipped 4 of 410
+    search samples with every layer float)."""
+    from torchao.quantization.pt2e.quantizer import FixedQParamsQuantizationSpec
+
+    lo, hi = input_range
+    scale = (hi - lo) / 255.0
+    zero_point = int(min(127, max(-128, round(-128 - lo / scale))))
+    return FixedQParamsQuantizationSpec(dtype=torch.int8, scale=scale, zero_point=zero_point,
+                                        quant_min=-128, quant_max=127, qscheme=torch.per_tensor_affine)
+
+
+def _annotate_graph_inputs(model: torch.fx.GraphModule, qspec, edges: bool) -> None:
+    """Quantize every float graph input with ``qspec``: on each annotated op reading it (``edges``;
+    a concatenation keeps its one shared range), or on the input itself when nothing annotated reads it
+    (a float stem: int8 artifacts keep their int8 input)."""
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
+
+    for n in model.graph.nodes:
+        val = n.meta.get("val")
+        if n.op != "placeholder" or not (isinstance(val, torch.Tensor) and val.is_floating_point()):
+            continue
+        readers = [u for u in n.users if n in getattr(u.meta.get("quantization_annotation"), "input_qspec_map", {})]
+        for u in readers if edges else ():
+            if u.target != torch.ops.aten.cat.default:
+                u.meta["quantization_annotation"].input_qspec_map[n] = qspec
+        if not readers and "quantization_annotation" not in n.meta:
+            n.meta["quantization_annotation"] = QuantizationAnnotation(output_qspec=qspec, _annotated=True)
+
+
+def _keep_float_quantizer(keep_names: tuple[str, ...], quantize_silu: bool = True,
+                          input_range: tuple[float, float] | None = None):
     """litert-torch's PT2EQuantizer, leaving every op under the named modules unannotated (float),
-    with SiLU quantized too (``split_silu``).
+    with SiLU quantized too (``split_silu``) and the graph input quantized exactly over
+    ``input_range`` (``input_qspec``; None: calibrated like any activation).
 
     Its own ``set_module_name(name, None)`` asserts, and its module-name filter rebuilds names from
     dynamo-style ``nn_module_stack`` keys (``L__self___a_b`` -> ``a.b``), which never matches names
@@ -140,26 +194,22 @@ def _keep_float_quantizer(keep_names: tuple[str, ...], quantize_silu: bool = Tru
             if self.global_config is not None:
                 _annotate_silu_products(model, self.global_config.output_activation, outside_kept)
                 _annotate_concatenations(model, self.global_config.input_activation, outside_kept)
-            # A float stem would make the graph input float; quantize it anyway (the image in [0, 1]
-            # or 0..255 is exact at 8 bits) so int8 artifacts keep their int8 input contract.
-            from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
-
-            qspec = self.global_config.input_activation if self.global_config else None
-            for n in model.graph.nodes:
-                if (qspec is not None and n.op == "placeholder" and "quantization_annotation" not in n.meta
-                        and n.meta.get("val") is not None and getattr(n.meta["val"], "is_floating_point", lambda: False)()
-                        and not any(u.meta.get("quantization_annotation") for u in n.users)):
-                    n.meta["quantization_annotation"] = QuantizationAnnotation(output_qspec=qspec, _annotated=True)
+            if input_range is not None:
+                _annotate_graph_inputs(model, input_qspec(input_range), edges=True)
+            elif self.global_config is not None:
+                _annotate_graph_inputs(model, self.global_config.input_activation, edges=False)
             return model
 
     return KeepFloatPT2EQuantizer()
 
 
-def quantizer_for(model: nn.Module, method: str, keep_float: tuple[str, ...] = (), quantize_silu: bool = True):
+def quantizer_for(model: nn.Module, method: str, keep_float: tuple[str, ...] = (), quantize_silu: bool = True,
+                  input_range: tuple[float, float] | None = None):
     """litert-torch's PT2E quantizer: int8 per-channel symmetric weights, int8 affine activations.
 
     ``keep_float``: module names (every op inside stays float) or module type names (e.g. LayerNorm).
     ``quantize_silu=False`` leaves SiLU in float as litert-torch does (for comparisons; see split_silu).
+    ``input_range``: the graph input's value range (``graph_input_range``), quantized exactly.
     """
     from litert_torch.quantize.pt2e_quantizer import get_symmetric_quantization_config
 
@@ -182,7 +232,7 @@ def quantizer_for(model: nn.Module, method: str, keep_float: tuple[str, ...] = (
                               f"(e.g. {next(iter(n for n in names if n), '')!r} or 'LayerNorm')")
         if item in names:
             keep_names.append(item)
-    quantizer = _keep_float_quantizer(tuple(keep_names), quantize_silu).set_global(config)
+    quantizer = _keep_float_quantizer(tuple(keep_names), quantize_silu, input_range).set_global(config)
     for item in keep_float:
         if item not in names:
             quantizer.set_module_type(types[item], None)
@@ -284,13 +334,15 @@ def quantize_pt2e(model: nn.Module, wrapped: nn.Module, sample: torch.Tensor, to
         if calib_pixels is None or len(calib_pixels) == 0:
             raise QuantError("int8 export needs calibration images")
         t0 = time.perf_counter()
-        quantizer = quantizer_for(model, method, keep_float)
         px = calib_pixels
+        domain = graph_input_range(to_input) if px.dtype == np.uint8 else None
+        quantizer = quantizer_for(model, method, keep_float, input_range=domain)
         with torch.no_grad():
             prepared = _calibrate(wrapped, sample, quantizer, lambda i, j: to_input(px[i:j]), len(px))
         details = {"method": "pt2e", "observer": method, "weights": "int8 per-channel symmetric",
                    "activations": "int8 per-tensor affine", "calibration_images": int(len(px)),
                    "keep_float": list(keep_float), "keep_float_source": keep_float_source,
+                   "input_range": None if domain is None else [round(v, 6) for v in domain],
                    "calibration_seconds": round(time.perf_counter() - t0, 1)}
         if ranges is not None:
             inner = next(name for name, m in wrapped.named_modules() if m is model)

@@ -70,12 +70,12 @@ def qat_config():
     return replace(config, weight=weight)
 
 
-def qat_quantizer(model: nn.Module, keep_float: tuple[str, ...] = ()):
-    """mvit's PT2E quantizer (``quantizer_for``: the export's annotations, SiLU split and float
-    regions) with the QAT configuration."""
+def qat_quantizer(model: nn.Module, keep_float: tuple[str, ...] = (), input_range: tuple[float, float] | None = None):
+    """mvit's PT2E quantizer (``quantizer_for``: the export's annotations, SiLU split, float regions
+    and exact input over ``input_range``) with the QAT configuration."""
     from mvit.quant.pt2e import quantizer_for
 
-    quantizer = quantizer_for(model, "min-max", keep_float).set_global(qat_config())
+    quantizer = quantizer_for(model, "min-max", keep_float, input_range=input_range).set_global(qat_config())
     # litert-torch 0.10 builds its conv+BatchNorm QAT patterns by torch.export-ing a plain function,
     # which torchao 0.18 refuses; fold_for_qat leaves no BatchNorm for them to match anyway.
     quantizer.STATIC_QAT_ONLY_OPS = []
@@ -140,8 +140,10 @@ class QatModel:
         self.set_mode(self.graph.training)
 
 
-def prepare_qat(model: nn.Module, input_size: tuple[int, int], keep_float: tuple[str, ...] = ()) -> QatModel:
+def prepare_qat(model: nn.Module, input_size: tuple[int, int], keep_float: tuple[str, ...] = (),
+                input_range: tuple[float, float] | None = None) -> QatModel:
     """Fold, export (batch size free) and ``prepare_qat_pt2e`` a float model; returns the QAT model.
+    ``input_range``: the model input's range over all pixels, quantized exactly as the export does.
 
     The graph's ``train()``/``eval()`` only switch the activation observers (nothing else in it
     depends on the mode), so the training loop and DDP can call them as on any module.
@@ -153,7 +155,7 @@ def prepare_qat(model: nn.Module, input_size: tuple[int, int], keep_float: tuple
     h, w = input_size
     batch = torch.export.Dim("batch", min=1)
     exported = torch.export.export(folded_model, (torch.zeros(2, 3, h, w),), dynamic_shapes=({0: batch},))
-    graph = prepare_qat_pt2e(exported.module(), qat_quantizer(folded_model, tuple(keep_float)))
+    graph = prepare_qat_pt2e(exported.module(), qat_quantizer(folded_model, tuple(keep_float), input_range))
     mods = dict(graph.named_modules())
     acts = [mods[name] for name in observer_keys(graph).values() if isinstance(mods[name], FakeQuantizeBase)]
     qm = QatModel(graph, copy.deepcopy(model).cpu().eval(), folded, tuple(keep_float), activation_fqs=acts)
@@ -418,10 +420,12 @@ class QatRecipe(Recipe):
     def build(self, cfg, rt, data) -> Trainee:
         """The QAT graph (ranges started from training images unless resuming), the float model as
         teacher, AdamW, and observers frozen for the last epoch."""
+        from mvit.quant.pt2e import model_input_range
+
         meta = self.ckpt.meta
         data.reorder(meta.labels)  # the model's output i is its label i
         torch.manual_seed(cfg.seed)
-        qm = prepare_qat(self.ckpt.model, meta.contract.input_size)
+        qm = prepare_qat(self.ckpt.model, meta.contract.input_size, input_range=model_input_range(meta.contract))
         qm.graph.to(rt.device)
         teacher = copy.deepcopy(self.ckpt.model).to(rt.device).eval()
         for p in teacher.parameters():
