@@ -71,8 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--artifacts", type=Path, help="where artifacts (and bench.log) go; default OUT/artifacts")
     p.add_argument("--reuse", action="store_true",
                    help="reuse artifacts in the artifacts folder exported from the same checkpoint (sha256) instead of re-exporting")
-    p.add_argument("--no-layer-report", dest="layer_report", action="store_false", help="skip the per-layer int8 error")
-    p.add_argument("--layer-images", type=int, default=16, help="calibration images for the per-layer report")
+    p.add_argument("--no-layer-report", dest="layer_report", action="store_false",
+                   help="skip the per-layer int8 error (of the matrix's int8 artifacts; of int8 .tflite FILEs "
+                        "against a checkpoint --reference)")
+    p.add_argument("--layer-images", type=int, default=16,
+                   help="images for the per-layer report (calibration images; for FILEs the first --data images)")
     p.add_argument("--keep-float-top", type=int, default=3, help="how many worst layers to suggest keeping in float")
     p.add_argument("--no-plot", dest="plot", action="store_false", help="skip bench.png")
     p.add_argument("--fail-below", action="append", default=[], metavar="[ROWS:]METRIC=VALUE",

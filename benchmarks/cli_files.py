@@ -101,6 +101,8 @@ def check_args(args) -> str | None:
         return "--adb-benchmark-binary goes with --adb"
     if args.adb_threads < 1 or args.adb_runs < 1 or args.adb_warmup < 0:
         return "--adb-threads and --adb-runs must be at least 1, --adb-warmup >= 0"
+    if args.layer_images < 1 or args.keep_float_top < 0:
+        return f"--layer-images {args.layer_images} / --keep-float-top {args.keep_float_top}: must be >= 1 / >= 0"
     if args.max_images is not None and args.max_images < 1:
         return f"--max-images {args.max_images}: must be at least 1"
     return None
@@ -162,7 +164,8 @@ def _work(args, data_given: bool, say):
             raise BenchError(f"--data {data}: no such folder")
         cfg = FilesConfig(files=list(args.files), options=opts, data=data, reference=args.reference,
                           max_images=args.max_images, threads=args.threads, runs=args.runs,
-                          min_time=args.min_time, out=args.out)
+                          min_time=args.min_time, out=args.out, layer_report=args.layer_report,
+                          layer_images=args.layer_images, keep_float_top=args.keep_float_top)
         return bench_files(cfg, say), device, phone, rejected
     return empty_report(), device, phone, rejected
 

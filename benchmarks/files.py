@@ -54,6 +54,9 @@ class FilesConfig:
     runs: int = 30
     min_time: float = 3.0
     out: Path = Path("runs/bench")
+    layer_report: bool = True  # int8 .tflite files with a checkpoint --reference: per-tensor error
+    layer_images: int = 16
+    keep_float_top: int = 3
 
 
 @dataclass
@@ -330,6 +333,7 @@ def bench_files(cfg: FilesConfig, say=None) -> dict:
             w = by_key.get(f"{i}:{e.name}")
             rows.append(_row(e, w, pixel_cache, ref, cfg))
             rows[-1]["name"] = names[i]
+        layer_reports = _layer_reports(cfg, entries, pixels_for, log, say)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {
@@ -345,8 +349,29 @@ def bench_files(cfg: FilesConfig, say=None) -> dict:
                                 "in bursts of 0.25 s, one process per file",
                      "memory": "peak resident set of the file's own process"},
         "models": [{"kind": "files", "architecture": "model files", "evaluation": _evaluation(cfg, pixel_cache),
-                    "labelled": any(r.get("top1") is not None for r in rows), "rows": rows}],
+                    "labelled": any(r.get("top1") is not None for r in rows), "rows": rows,
+                    "layer_reports": layer_reports}],
     }
+
+
+def _layer_reports(cfg: FilesConfig, entries: list[FileEntry], pixels_for, log: Path, say) -> list[dict]:
+    """Per-tensor error of each int8 .tflite file against a checkpoint ``--reference`` (its float model)."""
+    from mvit.bench.matrix import tflite_file_report
+    from mvit.model.checkpoint import load_checkpoint
+
+    picked = [e for e in entries if e.fmt == "tflite" and precision_of(e) == "int8"]
+    if not (cfg.layer_report and picked and cfg.reference is not None and Path(cfg.reference).suffix == ".safetensors"):
+        return []
+    ckpt = load_checkpoint(cfg.reference)  # read once already by reference_scores
+    px = pixels_for(ckpt.meta.contract)[: cfg.layer_images]
+    reports = []
+    for e in picked:
+        say(f"per-tensor error: {e.name} against {Path(cfg.reference).name} (reference kernels) ...")
+        with quiet(log):
+            reports.append(tflite_file_report(e.path, ckpt.model, px, cfg.keep_float_top))
+        if "error" in reports[-1]:
+            say(f"per-tensor error for {e.name} failed: {reports[-1]['error']}")
+    return reports
 
 
 def _evaluation(cfg: FilesConfig, pixel_cache: dict) -> str:

@@ -250,7 +250,29 @@ def layer_reports(cfg: BenchConfig, ckpt, arts: dict, calib_pixels: np.ndarray, 
         except Exception as e:  # noqa: BLE001
             reports.append({"artifact": names, "error": first_line(e)})
             say(f"per-layer error for PT2E failed: {first_line(e)}")
+    if "tflite" in int8:
+        say("per-tensor error: the tflite int8 file (reference kernels) ...")
+        with quiet(log):
+            reports.append(tflite_file_report(int8["tflite"].artifact, ckpt.model, px, cfg.keep_float_top))
+        if "error" in reports[-1]:
+            say(f"per-tensor error for the tflite file failed: {reports[-1]['error']}")
     return reports
+
+
+def tflite_file_report(path: Path, model, pixels: np.ndarray, top: int) -> dict:
+    """The layer report of an int8 .tflite file against its float model (``mvit.bench.layers.tflite_layer_error``);
+    a failure is the report's ``error``."""
+    from mvit.bench.layers import suggest, tflite_layer_error
+
+    name = f"tflite int8 file {Path(path).name}"
+    try:
+        rows = tflite_layer_error(path, model, pixels)
+    except Exception as e:  # noqa: BLE001 - a report section, not a gate
+        return {"artifact": name, "error": first_line(e)}
+    return {"artifact": name, "method": "each int8 tensor of the .tflite file (reference kernels) against the float "
+                                        "model's output of the module it is named after",
+            "keep_float_names": "module paths (mvit-export --format tflite --keep-float NAME)",
+            "images": int(len(pixels)), "layers": rows, "suggested_keep_float": suggest(rows, top)}
 
 
 def _pt2e_report(cfg, ckpt, arts, calib_pixels, px, fmt, cache) -> dict:

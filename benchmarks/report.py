@@ -103,6 +103,8 @@ def markdown(report: dict) -> str:
     for m in report["models"]:
         if m.get("kind") == "files":
             out += _files_md(m)
+            for lr in m.get("layer_reports", []):
+                out += _layer_md(lr)
             continue
         out += [f"## {m['architecture']} ({m['input_size'][0]}x{m['input_size'][1]})", "",
                 f"Checkpoint `{Path(m['checkpoint']).name}` (sha256 {m['checkpoint_sha256'][:12]}); evaluation: "
@@ -274,10 +276,12 @@ def _layer_md(lr: dict, top: int = 10) -> list[str]:
     out += [f"{lr['method']}; {lr['images']} calibration images. Local SQNR: the tensor against its own "
             f"int8 quantize-dequantize (the error this layer adds); model SQNR: float model vs quantized "
             f"model at this point (accumulated). Worst {top} of {len(lr['layers'])} by local SQNR:", "",
-            "| # | keep-float name | op | module | local SQNR dB | model SQNR dB |", "|---:|---|---|---|---:|---:|"]
+            "| # | keep-float name | op | module | local SQNR dB | model SQNR dB | clipped % |",
+            "|---:|---|---|---|---:|---:|---:|"]
     for i, r in enumerate(lr["layers"][:top], 1):
         out.append(f"| {i} | `{r.get('keep_float_name') or '–'}` | {r['op']} | {r.get('module') or '–'} | "
-                   f"{r['local_sqnr_db']:.1f} | {_f(r.get('model_sqnr_db'), '{:.1f}')} |")
+                   f"{r['local_sqnr_db']:.1f} | {_f(r.get('model_sqnr_db'), '{:.1f}')} | "
+                   f"{_f(r.get('clipped_pct'), '{:.2f}')} |")
     drops = sorted((r for r in lr["layers"] if r.get("drop_db") is not None), key=lambda r: -r["drop_db"])[:5]
     if drops:
         out += ["", "Largest jumps in accumulated error (model SQNR of the layer's inputs minus of its output):", "",

@@ -121,6 +121,49 @@ def test_layer_reports_name_layers_the_exporters_accept(bench, tiny):
     assert all(name in dict(model.named_modules()) for name in pt2e_rep["suggested_keep_float"])
 
 
+def test_the_tflite_file_report_compares_each_int8_tensor_with_the_float_model(bench, tiny, data):
+    """The report of the .tflite file itself: every int8 tensor it names after a module, against that
+    module's float output; images unlike the calibration set show as clipped tensors."""
+    import numpy as np
+
+    from mvit.bench.layers import tflite_layer_error
+    from mvit.model.checkpoint import load_checkpoint
+    from mvit.model.images import image_files, load_pixels
+
+    _, out, report = bench
+    rep = next(r for r in report["models"][0]["layer_reports"] if r["artifact"].startswith("tflite int8 file"))
+    assert "error" not in rep, rep.get("error")
+    ckpt = load_checkpoint(tiny)
+    names = dict(ckpt.model.named_modules())
+    layers = rep["layers"]
+    sqnr = [r["local_sqnr_db"] for r in layers]
+    assert len(layers) > 10 and sqnr == sorted(sqnr) and len(rep["suggested_keep_float"]) == 3
+    assert all(r["keep_float_name"] in names and 0 <= r["clipped_pct"] <= 100 for r in layers)
+    # where the file is int8 it computes the float model's tensors, within int8 error
+    assert float(np.median([r["model_sqnr_db"] for r in layers])) > 15
+    assert "Where the int8 error comes from: tflite int8 file" in (out / "bench.md").read_text()
+
+    artifact = _rows(report)["tflite-int8"]["artifact"]
+    px, _ = load_pixels(image_files(data / "val")[:4], ckpt.meta.contract, 4)
+    saturated = ((np.random.default_rng(0).random(px.shape) > 0.5) * 255).astype(np.uint8)
+    calm = max(r["clipped_pct"] for r in tflite_layer_error(artifact, ckpt.model, px))
+    wild = tflite_layer_error(artifact, ckpt.model, saturated)
+    assert max(r["clipped_pct"] for r in wild) > max(1.0, 5 * calm)
+
+
+def test_an_int8_tflite_file_gets_its_tensor_report_against_a_checkpoint(bench, tiny, data, tmp_path):
+    _, _, report = bench
+    artifact = _rows(report)["tflite-int8"]["artifact"]
+    out = tmp_path / "files"
+    rc = bench_main([artifact, "--data", str(data / "val"), "--reference", str(tiny), "--out", str(out),
+                     "--layer-images", "2", "--no-plot", *FAST])
+    assert rc == 0
+    files = json.loads((out / "bench.json").read_text())["models"][0]
+    (rep,) = files["layer_reports"]
+    assert "error" not in rep and rep["images"] == 2 and rep["layers"]
+    assert "Where the int8 error comes from: tflite int8 file" in (out / "bench.md").read_text()
+
+
 def test_fail_below_exits_nonzero_and_reuse_skips_export(bench, tiny, data, capfd):
     _, out, _ = bench
     rc = bench_main(["--weights", str(tiny), "--data", str(data / "val"), "--out", str(out), "--reuse",

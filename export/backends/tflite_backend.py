@@ -256,11 +256,15 @@ def shorten_tensor_names(model_bytes: bytes) -> bytes:
 class TFLiteRunner(Runner):
     """ai-edge-litert interpreter (XNNPACK), batch 1 per invoke."""
 
-    def __init__(self, path: Path, meta: dict, threads: int = 2):
+    def __init__(self, path: Path, meta: dict, threads: int = 2, keep_tensors: bool = False):
         super().__init__(path, meta)
-        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-        self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+        # keep_tensors: every intermediate tensor stays readable, on the reference kernels (the XNNPACK
+        # delegate computes whole subgraphs without them)
+        kw = dict(experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+                  experimental_preserve_all_tensors=True) if keep_tensors else {}
+        self.interpreter = Interpreter(model_path=str(path), num_threads=threads, **kw)
         self.interpreter.allocate_tensors()
         self._in = self.interpreter.get_input_details()[0]["index"]
         self._out = self.interpreter.get_output_details()[0]["index"]
@@ -274,10 +278,11 @@ class TFLiteRunner(Runner):
         return np.concatenate(outs)
 
 
-def load_runner(path: Path, threads: int = 2, meta: dict | None = None) -> Runner:
-    """A runner for a .tflite file: its mvit metadata, or ``meta`` describing a file without any."""
+def load_runner(path: Path, threads: int = 2, meta: dict | None = None, keep_tensors: bool = False) -> Runner:
+    """A runner for a .tflite file: its mvit metadata, or ``meta`` describing a file without any;
+    ``keep_tensors``: reference kernels with every intermediate tensor kept (for per-tensor reports)."""
     _quiet()
-    return TFLiteRunner(Path(path), meta if meta is not None else read_metadata(path), threads)
+    return TFLiteRunner(Path(path), meta if meta is not None else read_metadata(path), threads, keep_tensors)
 
 
 # ------------------------------------------------------------------------------------------ any .tflite file
