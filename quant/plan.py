@@ -137,10 +137,13 @@ def int8_plan(route: str, model: nn.Module, *, keep_float: tuple[str, ...] = (),
     say(f"search done in {time.perf_counter() - t0:.0f} s: {len(result.float_units)} layer(s) float, "
         f"agreement {100 * result.agreement:.2f}%")
     if not result.met:
+        left = result.int8_left
+        still = (f"; int8 even then: {', '.join(left[:6])}" + (f" and {len(left) - 6} more" if len(left) > 6 else "")
+                 if left else "")
         raise QuantError(f"int8 ({route}) cannot reach {100 * target:.2f}% agreement with the float model "
                          f"on {len(heldout)} held-out samples (the search's target for a {100 * min_agreement:.1f}% "
                          f"gate): {100 * result.agreement:.2f}% (cosine {result.cosine:.3f}) with every candidate "
-                         f"layer float; lower --min-agreement or export fp16")
+                         f"layer float{still}; lower --min-agreement or export fp16")
     plan = Plan(result.float_units, "search", min_agreement, result.to_dict())
     if checkpoint is not None and sha256:
         try:
@@ -182,7 +185,8 @@ def search_route(route: str, model: nn.Module, calib: torch.Tensor, heldout: tor
             sims.append(search_simulation(model, calib, input_range))
         return sims[0]
 
-    if evaluate is None:
+    simulated = evaluate is None
+    if simulated:
         with torch.no_grad():
             ref = torch.cat([model(heldout[i : i + SEARCH_BATCH]) for i in range(0, len(heldout), SEARCH_BATCH)])
 
@@ -202,8 +206,13 @@ def search_route(route: str, model: nn.Module, calib: torch.Tensor, heldout: tor
     units = layer_units(model)
     cost = unit_costs(sim, units, SEARCH_BATCH)
     order = rank_units(sim, units, sens, cost)
-    return search(order, evaluate, min_agreement, len(heldout), sum(cost.values()), log, INT8_MIN_COSINE,
-                  known={0: first})
+    result = search(order, evaluate, min_agreement, len(heldout), sum(cost.values()), log, INT8_MIN_COSINE,
+                    known={0: first})
+    if not result.met and simulated:  # what the simulation still ran in int8: the ops no layer choice covers
+        sim.set_float(result.order)
+        result.int8_left = sim.int8_tensors()
+        sim.set_float(())
+    return result
 
 
 def describe(plan: Plan, route: str) -> str:

@@ -165,6 +165,7 @@ class SearchResult:
     order: list[str] = field(default_factory=list)         # the ranked units the prefix came from
     float_cost_fraction: float = 0.0  # share of the model's conv/linear cost left float
     cosine: float | None = None       # mean logit cosine with the float model, with float_units float
+    int8_left: list[str] = field(default_factory=list)  # unmet: activations int8 with every candidate float
 
     def to_dict(self) -> dict:
         return asdict(self)

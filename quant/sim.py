@@ -60,6 +60,14 @@ class ActPoint(nn.Module):
         self.consumers: list[str] = []
         self.fixed = False    # a fixed range the runtime requires (sigmoid output: 1/256, -128)
         self.requant = False  # requantizes another point (e.g. a sigmoid's fixed range to its reader's)
+        self.op = ""          # the op writing the tensor ("input" for the graph input)
+
+    def describe(self) -> str:
+        """What this tensor is, for messages: ``cat in layer_3.1``, ``the graph input``."""
+        if self.op == "input":
+            return "the graph input"
+        where = self.producer or (self.consumers[0] if self.consumers else "")
+        return f"{self.op or 'a tensor'}{' in ' + where if where else ''}"
 
     def set_range(self, lo: float, hi: float) -> None:
         """Quantize [lo, hi] (widened to include 0) to qmin..qmax, as PT2E's affine observers do."""
@@ -141,6 +149,10 @@ class SimGraph(nn.Module):
                 wanted.append(p.producer)
             p.enabled = bool(wanted)
 
+    def int8_tensors(self) -> list[str]:
+        """The activations int8 now (``ActPoint.describe``), in graph order."""
+        return [p.describe() for p in self.acts.values() if p.enabled and not p.requant]
+
     def switches(self) -> tuple[dict[str, bool], dict[str, bool]]:
         """Which activation and weight points are on now, for ``restore_switches``."""
         return {n: p.enabled for n, p in self.acts.items()}, {n: p.enabled for n, p in self.weights.items()}
@@ -217,9 +229,10 @@ def _rewrite(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
                 # requantization of another point's output: this one exists for the readers' sake only
                 point.requant = True
             elif x.op == "placeholder":
-                point.producer = ""
+                point.producer, point.op = "", "input"
             elif x.op == "call_function":
                 point.fixed = x.target in _FIXED_RANGE_OPS
+                point.op = str(getattr(x.target, "__name__", x.target)).split(".")[0]
                 ann = _annotation(x)
                 if ann is not None and ann.output_qspec is not None:
                     point.producer = _last_path(x)

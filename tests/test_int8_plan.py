@@ -91,3 +91,40 @@ def test_an_unmet_budget_exits_nonzero_with_one_line_and_no_artifact(ckpt, small
     assert "lower --min-agreement" in err[0] and "Traceback" not in err[0]
     assert not any(p for p in out.iterdir() if not p.name.startswith(".write-test"))
     assert not ckpt.with_name("m.int8.json").exists()  # nothing cached either
+
+
+def test_an_unmet_budget_names_the_int8_tensors_no_float_layer_removes():
+    """With every candidate layer float the simulation still runs some ops in int8 (here a concatenation
+    of a small and a huge branch, in a module without layers); the error names them."""
+    import torch
+    from torch import nn
+
+    from mvit.quant import QuantError
+    from mvit.quant.plan import int8_plan
+
+    class Join(nn.Module):  # no conv or linear: no search unit covers it
+        def forward(self, a, b):
+            return torch.cat((a, b), 1)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv_a, self.conv_b, self.join, self.head = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 4, 1), Join(), nn.Linear(8, 3)
+            with torch.no_grad():
+                self.conv_b.weight *= 1000  # one int8 range for both branches rounds conv_a's to zero
+                self.head.weight[:, 4:] = 0  # the prediction reads conv_a's branch only
+                self.head.weight[:, :4] *= 10
+                self.head.bias.zero_()
+
+        def forward(self, x):
+            return self.head(self.join(self.conv_a(x), self.conv_b(x)).mean((2, 3)))
+
+    torch.manual_seed(0)
+    net = Net().eval()
+    x = torch.rand(48, 3, 1, 1).expand(-1, -1, 16, 16).contiguous()  # flat colours: predictions differ
+    with torch.no_grad():
+        assert len(set(net(x).argmax(1).tolist())) > 1
+    with pytest.raises(QuantError) as e:
+        int8_plan("pt2e", net, min_agreement=0.99, calib=x[:16], heldout=x[16:], input_range=(0.0, 1.0))
+    msg = str(e.value)
+    assert "with every candidate layer float; int8 even then:" in msg and "cat in join" in msg, msg
