@@ -124,6 +124,7 @@ def test_op_the_runtime_lacks_one_line(third_party, tmp_path, capfd, code, kind)
      "--reference needs --data"),
     (["{d}/tiny.tflite", "--weights", "x.safetensors"], "FILE arguments benchmark those files"),
     (["{d}/tiny.tflite", "--labels", "{d}/labels.txt", "--std", "0", "1", "1"], "--std values must be > 0"),
+    (["{d}/tiny.tflite", "--layer-images", "0"], "--layer-images 0 / --keep-float-top 3: must be >= 1 / >= 0"),
 ])
 def test_bad_input_one_line(third_party, tmp_path, capfd, args, message):
     (tmp_path / "corrupt.tflite").write_bytes(np.random.default_rng(0).bytes(256))
