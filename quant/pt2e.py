@@ -12,21 +12,9 @@ import torch
 from torch import nn
 
 from mvit.quant import QuantError
+from mvit.quant.sim import module_paths, under
 
 CALIB_METHODS = ("min-max", "histogram")
-
-
-def _module_paths(node) -> list[str]:
-    return [v[0] for v in node.meta.get("nn_module_stack", {}).values() if isinstance(v, tuple) and v]
-
-
-def _under(path: str, name: str) -> bool:
-    """``path`` (a module path in the exported graph) is module ``name`` or inside it; export wrappers
-    (export/wrappers.py) hold the model as ``.model``, so ``model.<name>`` counts too."""
-    for p in (path, path[len("model."):] if path.startswith("model.") else None):
-        if p is not None and (p == name or p.startswith(name + ".")):
-            return True
-    return False
 
 
 def split_silu(gm: torch.fx.GraphModule, where) -> int:
@@ -172,7 +160,7 @@ def _keep_float_quantizer(keep_names: tuple[str, ...], quantize_silu: bool = Tru
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer
 
     def outside_kept(n) -> bool:
-        return not any(_under(p, k) for p in _module_paths(n) for k in keep_names)
+        return not any(under(p, k) for p in module_paths(n) for k in keep_names)
 
     class KeepFloatPT2EQuantizer(PT2EQuantizer):
         def _annotate_all_static_patterns(self, model, quantization_config, filter_fn=None):
