@@ -113,7 +113,7 @@ def export_model(request: ExportRequest | None = None, *, say=None, cache: dict 
     plans = {r: _int8_plan(r, fmt, request, data, ckpt, weights, export_net, say, cache) for r, fmt in routes.items()}
     jobs = max(1, min(request.jobs, len(request.formats)))
     if jobs > 1:
-        return _export_parallel(request, data, jobs, plans)
+        return _export_parallel(request, data, jobs, plans, ckpt, export_net, say)
     return [r for fmt in request.formats
             for r in _export_format(request, data, ckpt, export_net, fmt, say, cache, plans)]
 
@@ -260,38 +260,65 @@ def _load_data(request: ExportRequest, ckpt, weights: Path, say, heldout: bool =
     return data
 
 
-def _export_format(request: ExportRequest, data: _Data, ckpt, export_net, fmt: str, say, cache: dict,
-                   plans: dict[str, Plan]) -> list[ExportResult]:
+def _jobs(request: ExportRequest, data: _Data, ckpt, export_net, fmt: str, cache: dict,
+          plans: dict[str, Plan]) -> list[ExportJob]:
+    """The export jobs of one format, one per requested precision."""
     backend = get_backend(fmt)
     keep = request.keep_float_list()
-    results = []
+    jobs = []
     for precision in request.precisions:
         plan = plans.get(backend.INT8_ROUTE) if precision == "int8" else None
         if plan is not None:
             precision_keep, source = tuple(plan.float_units), plan.source
         else:
             precision_keep, source = (() if keep == (KEEP_NOTHING_FLOAT,) else keep), "user"
-        job = ExportJob(export_net, ckpt.meta, precision, request.input_mode or backend.INPUTS[0],
-                        data.calib_pixels if precision == "int8" else None,
-                        request.calib_method or backend.CALIB_METHODS[0], precision_keep, cache,
-                        learned_ranges=data.learned_ranges if precision == "int8" else None, keep_float_source=source)
-        target = artifact_folder(request.out, ckpt.meta.architecture, precision, fmt)
+        jobs.append(ExportJob(export_net, ckpt.meta, precision, request.input_mode or backend.INPUTS[0],
+                              data.calib_pixels if precision == "int8" else None,
+                              request.calib_method or backend.CALIB_METHODS[0], precision_keep, cache,
+                              learned_ranges=data.learned_ranges if precision == "int8" else None,
+                              keep_float_source=source))
+    return jobs
+
+
+def _export_format(request: ExportRequest, data: _Data, ckpt, export_net, fmt: str, say, cache: dict,
+                   plans: dict[str, Plan]) -> list[ExportResult]:
+    backend = get_backend(fmt)
+    results = []
+    for job in _jobs(request, data, ckpt, export_net, fmt, cache, plans):
+        plan = plans.get(backend.INT8_ROUTE) if job.precision == "int8" else None
+        target = artifact_folder(request.out, ckpt.meta.architecture, job.precision, fmt)
         results.append(_export_one(backend, job, ckpt, target, request, data, say, plan))
     return results
 
 
-def _export_parallel(request: ExportRequest, data: _Data, jobs: int, plans: dict[str, Plan]) -> list[ExportResult]:
+def _export_parallel(request: ExportRequest, data: _Data, jobs: int, plans: dict[str, Plan], ckpt,
+                     export_net, say) -> list[ExportResult]:
     """One worker process per format (at most ``jobs`` at once), threads split between them; the
-    slowest exports start first. Workers share nothing in memory: TFLite and Core ML int8 each
-    calibrate their own PT2E graph, which costs less than running one after the other."""
+    slowest exports start first. A PT2E calibration that several formats take (TFLite, Core ML,
+    ExecuTorch int8) is made once, here, while the formats that need none start; its observer states go
+    to the workers that wait for it (``mvit.quant.pt2e.calibration_states``)."""
     import concurrent.futures as cf
     import multiprocessing as mp
 
+    import torch
+
     request = dataclasses.replace(request, threads=max(1, request.threads // jobs), jobs=1)
     order = sorted(request.formats, key=lambda f: -get_backend(f).EXPORT_COST)
+    shared = _shared_calibrations(request, data, ckpt, export_net, plans)
+    waiting = {fmt for graphs in shared.values() for fmt, _ in graphs}
     with _thread_env(request.threads), cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
-        futures = {fmt: pool.submit(_format_worker, request, data, fmt, plans) for fmt in order}
+        futures = {fmt: pool.submit(_format_worker, request, data, fmt, plans, {})
+                   for fmt in order if fmt not in waiting}
         try:
+            if waiting:
+                threads = torch.get_num_threads()
+                torch.set_num_threads(request.threads)  # beside the workers already running
+                try:
+                    states = _calibrate_once(shared, say)
+                finally:
+                    torch.set_num_threads(threads)
+                futures |= {fmt: pool.submit(_format_worker, request, data, fmt, plans, states)
+                            for fmt in order if fmt in waiting}
             done = {fmt: futures[fmt].result() for fmt in order}
         except BaseException:
             pool.shutdown(cancel_futures=True)
@@ -299,12 +326,58 @@ def _export_parallel(request: ExportRequest, data: _Data, jobs: int, plans: dict
     return [r for fmt in request.formats for r in done[fmt]]
 
 
-def _format_worker(request: ExportRequest, data: _Data, fmt: str, plans: dict[str, Plan]) -> list[ExportResult]:
+def _shared_calibrations(request: ExportRequest, data: _Data, ckpt, export_net, plans: dict[str, Plan]) -> dict:
+    """PT2E calibration key -> [(format, (graph, job))] for the calibrations two or more formats take."""
+    from mvit.quant.pt2e import calibration_key
+
+    groups: dict[tuple, list] = {}
+    for fmt in request.formats:
+        graph_of = getattr(get_backend(fmt), "calibration_graph", None)
+        if graph_of is None:
+            continue
+        for job in _jobs(request, data, ckpt, export_net, fmt, {}, plans):
+            if job.precision != "int8" or job.learned_ranges is not None or job.calib_pixels is None:
+                continue
+            try:
+                graph = graph_of(job)
+            except ExportError:  # an input mode the format refuses: its worker says so
+                continue
+            if graph is not None:
+                key = calibration_key(graph.graph_input, job.calib_method, job.keep_float)
+                groups.setdefault(key, []).append((fmt, (graph, job)))
+    return {k: v for k, v in groups.items() if len({fmt for fmt, _ in v}) > 1}
+
+
+def _calibrate_once(shared: dict, say) -> dict:
+    """Each shared calibration made once; its observer states, or {} when one fails (the workers then
+    calibrate themselves and report the failure where it belongs)."""
+    from mvit.quant.pt2e import calibrate_pt2e, calibration_states
+
+    cache: dict = {}
+    for key, graphs in shared.items():
+        graph, job = graphs[0][1]
+        t0 = time.perf_counter()
+        try:
+            calibrate_pt2e(*graph, **dict(job.quant_args(), cache=cache))
+        except Exception as e:  # noqa: BLE001
+            say(f"warning: the shared int8 calibration failed ({type(e).__name__}); each format calibrates its own")
+            return {}
+        say(f"int8 calibration for {', '.join(fmt for fmt, _ in graphs)}: made once, in "
+            f"{time.perf_counter() - t0:.0f} s")
+    return calibration_states(cache)
+
+
+def _format_worker(request: ExportRequest, data: _Data, fmt: str, plans: dict[str, Plan],
+                   calibrations: dict) -> list[ExportResult]:
     import torch
+
+    from mvit.quant.pt2e import seed_calibrations
 
     torch.set_num_threads(request.threads)
     ckpt = load_checkpoint(request.checkpoint or DEFAULT_CHECKPOINT)
-    return _export_format(request, data, ckpt, prepare_for_export(ckpt.model), fmt, Console(), {}, plans)
+    cache: dict = {}
+    seed_calibrations(cache, calibrations)
+    return _export_format(request, data, ckpt, prepare_for_export(ckpt.model), fmt, Console(), cache, plans)
 
 
 @contextmanager

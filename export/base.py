@@ -118,6 +118,9 @@ class Backend(Protocol):
         """Why this machine cannot export or run the format at all (an optional converter or runtime
         not installed: one line saying how to install it), or None."""
 
+    # Optional, for backends whose int8 is PT2E (mvit.quant.pt2e): ``calibration_graph(job) -> Pt2eGraph
+    # | None``, the graph ``export`` calibrates, so a parallel export calibrates it once for all of them.
+
 
 def option_problems(backend: Backend, precision: str, input_mode: str | None, calib_method: str | None,
                     keep_float: tuple[str, ...]) -> list[str]:

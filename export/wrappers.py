@@ -66,12 +66,20 @@ def input_graph(job, fmt_name: str):
     raise ExportError(f"{fmt_name} takes --input float-nchw or uint8-nhwc, not {job.input_mode}")
 
 
+def pt2e_input_graph(job, module, sample, layout: str, in_model: bool):
+    """The ``mvit.quant.pt2e.Pt2eGraph`` of an ``input_graph``: the job's calibration pixels mapped to
+    that graph's input."""
+    from mvit.model.preprocess import normalize_hwc_uint8
+    from mvit.quant.pt2e import Pt2eGraph, pixels_to_tensor
+
+    normalize = None if in_model else (lambda px: normalize_hwc_uint8(px, job.contract))
+    return Pt2eGraph(job.model, module, sample, lambda px: pixels_to_tensor(px, layout, normalize),
+                     "pixels-nhwc" if in_model else "normalized-nchw")
+
+
 def quantize_input_graph(job, module, sample, layout: str, in_model: bool, **kwargs):
     """The PT2E int8 model (``mvit.quant.pt2e.quantize_pt2e``) of an ``input_graph``, calibrated on the
     job's images mapped to that graph's input; returns (converted module, quantizer, details)."""
-    from mvit.model.preprocess import normalize_hwc_uint8
-    from mvit.quant.pt2e import pixels_to_tensor, quantize_pt2e
+    from mvit.quant.pt2e import quantize_pt2e
 
-    normalize = None if in_model else (lambda px: normalize_hwc_uint8(px, job.contract))
-    return quantize_pt2e(job.model, module, sample, lambda px: pixels_to_tensor(px, layout, normalize),
-                         "pixels-nhwc" if in_model else "normalized-nchw", **kwargs, **job.quant_args())
+    return quantize_pt2e(*pt2e_input_graph(job, module, sample, layout, in_model), **kwargs, **job.quant_args())

@@ -1,11 +1,13 @@
 """Post-training int8 quantisation in PyTorch (PT2E), shared by the TFLite and Core ML backends.
 
-One calibrated model serves both formats in one export run (one ``cache`` dict), so W8A8 TFLite and
-Core ML artifacts carry the same quantisation parameters.
+One calibrated model serves every PT2E format of an export run (one ``cache`` dict; across worker
+processes as observer states, ``calibration_states``), so W8A8 TFLite, Core ML and ExecuTorch artifacts
+carry the same quantisation parameters.
 """
 from __future__ import annotations
 
 import time
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -228,6 +230,9 @@ def quantizer_for(model: nn.Module, method: str, keep_float: tuple[str, ...] = (
 
 
 CALIB_BATCH = 16  # calibration batch: one observer pass per 16 images instead of per image
+# Below this many images the batched graph's own export and prepare (~3 s for mobilevit_xxs) cost more
+# than they save (32 images: ~6.7 s at batch 1, ~5.3 s at batch 16; one thread, 2026-12-02).
+BATCHED_FROM = 64
 
 
 def _observers(module: nn.Module) -> dict[str, nn.Module]:
@@ -268,15 +273,15 @@ def _calibrate(wrapped: nn.Module, sample: torch.Tensor, quantizer, inputs, n: i
     """A batch-1 prepared graph of ``wrapped`` (see ``prepare``) calibrated on ``n`` images
     (``inputs(i, j)``: images i..j-1 as a tensor).
 
-    Observers run per call, and per call is what costs (HistogramObserver: a histc and a rebin per
-    tensor), so full batches of CALIB_BATCH go through a copy of the graph exported at that batch
-    size; its observer states are copied into the batch-1 graph (same graph, same observer names),
+    Observers cost per call as well as per value (HistogramObserver: a histc and a rebin per tensor),
+    so from BATCHED_FROM images on, full batches of CALIB_BATCH go through a copy of the graph exported
+    at that batch size; its observer states are copied into the batch-1 graph (same graph, same observer names),
     which then sees the remaining images. If the model does not export at a larger batch, or the
     graphs differ, every image goes through the batch-1 graph as before.
     """
     prepared = prepare(wrapped, sample, quantizer)
     bs, start = min(CALIB_BATCH, n), 0
-    if bs > 1 and n >= bs:
+    if bs > 1 and n >= max(bs, BATCHED_FROM):
         try:
             batched = prepare(wrapped, sample.expand(bs, *sample.shape[1:]).contiguous(), quantizer)
         except Exception:  # noqa: BLE001 - data-dependent shapes etc.: fall back to batch 1
@@ -288,6 +293,114 @@ def _calibrate(wrapped: nn.Module, sample: torch.Tensor, quantizer, inputs, n: i
             copy_observers(batched, prepared)
     for i in range(start, n):
         prepared(inputs(i, i + 1))
+    return prepared
+
+
+class Pt2eGraph(NamedTuple):
+    """What a backend's PT2E int8 calibrates: ``wrapped`` (``model``, possibly inside an input wrapper) at
+    ``sample``'s shape; ``to_input(pixels_uint8_nhwc) -> tensor`` maps calibration pixels to its input;
+    ``graph_input`` names that input's kind (e.g. "normalized-nchw"), part of the calibration's cache key."""
+
+    model: nn.Module
+    wrapped: nn.Module
+    sample: torch.Tensor
+    to_input: Callable
+    graph_input: str
+
+
+def calibration_key(graph_input: str, method: str, keep_float: tuple[str, ...], ranges=None) -> tuple:
+    """The ``cache`` key of one PT2E calibration (``calibrate_pt2e``)."""
+    keep = tuple(k for k in keep_float if k.lower() != "none")
+    return ("pt2e", graph_input, method, keep) + (() if ranges is None else (id(ranges),))
+
+
+def calibrate_pt2e(model: nn.Module, wrapped: nn.Module, sample: torch.Tensor, to_input, graph_input: str, *,
+                   calib_pixels: np.ndarray | None, method: str, keep_float: tuple[str, ...] = (),
+                   keep_float_source: str = "user", cache: dict, ranges=None) -> tuple:
+    """Export and calibrate ``wrapped`` into ``cache`` unless it holds that calibration already (or its
+    observer states from ``seed_calibrations``); returns the cache key. Arguments as ``quantize_pt2e``."""
+    given = tuple(keep_float)
+    if ranges is not None and not given:
+        given, keep_float_source = tuple(ranges.keep_float) or ("none",), "quantization-aware training"
+    keep_float = tuple(k for k in given if k.lower() != "none")
+    key = calibration_key(graph_input, method, keep_float, ranges)
+    if key in cache:
+        return key
+    px, seeded = calib_pixels, cache.get(_SEEDED + key)
+    if seeded is not None:
+        domain = seeded[2]
+    else:
+        domain = graph_input_range(to_input) if px is not None and px.dtype == np.uint8 else None
+    quantizer = quantizer_for(model, method, keep_float, input_range=domain)
+    prepared = _restore(seeded, wrapped, sample, quantizer)
+    if prepared is not None:
+        details = dict(seeded[1])
+    else:
+        if px is None or len(px) == 0:
+            raise QuantError("int8 export needs calibration images")
+        if seeded is not None:  # a different graph here: calibrate it, with the input range it had there
+            quantizer = quantizer_for(model, method, keep_float, input_range=graph_input_range(to_input)
+                                      if px.dtype == np.uint8 else None)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            prepared = _calibrate(wrapped, sample, quantizer, lambda i, j: to_input(px[i:j]), len(px))
+        details = {"method": "pt2e", "observer": method, "weights": "int8 per-channel symmetric",
+                   "activations": "int8 per-tensor affine", "calibration_images": int(len(px)),
+                   "keep_float": list(keep_float), "keep_float_source": keep_float_source,
+                   "input_range": None if domain is None else [round(v, 6) for v in domain],
+                   "calibration_seconds": round(time.perf_counter() - t0, 1)}
+        if seeded is not None:
+            details["shared_calibration"] = "not used: this process's graph has other observers"
+    if ranges is not None:
+        inner = next(name for name, m in wrapped.named_modules() if m is model)
+        details |= ranges.apply(prepared, inner + "." if inner else "")
+    cache[key] = (prepared, quantizer, details, domain)
+    return key
+
+
+_SEEDED = ("seeded",)  # cache key prefix of observer states calibrated in another process
+
+
+def calibration_states(cache: dict) -> dict:
+    """The observer states, details and input range of every PT2E calibration in ``cache`` (learned
+    QAT ranges excepted), picklable: a parent process calibrates once and hands them to workers
+    (``seed_calibrations``), which rebuild the graph (export + prepare: seconds) instead of calibrating."""
+    out = {}
+    for key, value in cache.items():
+        if key[0] == "pt2e" and len(key) == 4:
+            prepared, _, details, domain = value
+            out[key] = (_observer_states(prepared), details, domain)
+    return out
+
+
+def seed_calibrations(cache: dict, states: dict) -> None:
+    """Put ``calibration_states`` of another process into ``cache``; ``calibrate_pt2e`` restores a
+    calibration from them when its rebuilt graph has the same observers on the same tensors, and
+    calibrates otherwise (saying so in the details)."""
+    for key, value in states.items():
+        cache[_SEEDED + key] = value
+
+
+def _observer_states(prepared: nn.Module) -> dict:
+    """Observer name -> (type name, the graph node it observes, its state dict)."""
+    observed = {n.target: n.args[0].name for n in prepared.graph.nodes
+                if n.op == "call_module" and n.args and isinstance(n.args[0], torch.fx.Node)}
+    return {name: (type(o).__name__, observed.get(name), o.state_dict()) for name, o in _observers(prepared).items()}
+
+
+def _restore(seeded, wrapped: nn.Module, sample: torch.Tensor, quantizer) -> nn.Module | None:
+    """The prepared graph with ``seeded`` observer states loaded, or None when there are none or the
+    graph's observers (names, types, observed nodes) differ from theirs."""
+    if seeded is None:
+        return None
+    states = seeded[0]
+    prepared = prepare(wrapped, sample, quantizer)
+    here = _observer_states(prepared)
+    if {k: v[:2] for k, v in here.items()} != {k: v[:2] for k, v in states.items()}:
+        return None
+    observers = _observers(prepared)
+    for name, (_, _, state) in states.items():
+        observers[name].load_state_dict(state)
     return prepared
 
 
@@ -312,31 +425,9 @@ def quantize_pt2e(model: nn.Module, wrapped: nn.Module, sample: torch.Tensor, to
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
     cache = {} if cache is None else cache
-    given = tuple(keep_float)
-    if ranges is not None and not given:
-        given, keep_float_source = tuple(ranges.keep_float) or ("none",), "quantization-aware training"
-    keep_float = tuple(k for k in given if k.lower() != "none")
-    learned = () if ranges is None else (id(ranges),)
-    key = ("pt2e", graph_input, method, keep_float) + learned
-    if key not in cache:
-        if calib_pixels is None or len(calib_pixels) == 0:
-            raise QuantError("int8 export needs calibration images")
-        t0 = time.perf_counter()
-        px = calib_pixels
-        domain = graph_input_range(to_input) if px.dtype == np.uint8 else None
-        quantizer = quantizer_for(model, method, keep_float, input_range=domain)
-        with torch.no_grad():
-            prepared = _calibrate(wrapped, sample, quantizer, lambda i, j: to_input(px[i:j]), len(px))
-        details = {"method": "pt2e", "observer": method, "weights": "int8 per-channel symmetric",
-                   "activations": "int8 per-tensor affine", "calibration_images": int(len(px)),
-                   "keep_float": list(keep_float), "keep_float_source": keep_float_source,
-                   "input_range": None if domain is None else [round(v, 6) for v in domain],
-                   "calibration_seconds": round(time.perf_counter() - t0, 1)}
-        if ranges is not None:
-            inner = next(name for name, m in wrapped.named_modules() if m is model)
-            details |= ranges.apply(prepared, inner + "." if inner else "")
-        cache[key] = (prepared, quantizer, details)
-    prepared, quantizer, details = cache[key]
+    key = calibrate_pt2e(model, wrapped, sample, to_input, graph_input, calib_pixels=calib_pixels, method=method,
+                         keep_float=keep_float, keep_float_source=keep_float_source, cache=cache, ranges=ranges)
+    prepared, quantizer, details, _ = cache[key]
     with torch.no_grad():
         converted = convert_pt2e(copy.deepcopy(prepared), fold_quantize=fold_quantize)
     # The graph was exported from an eval-mode model (dropout already train=False, BatchNorm on running

@@ -201,15 +201,21 @@ def test_split_silu_is_numerically_silu():
 
 
 def test_parallel_export_matches_serial(matrix, tiny_ckpt, data_dir, tmp_path):
-    """--jobs 2: formats in worker processes; same artifacts, parity and order as one after another."""
+    """--jobs 2: formats in worker processes, TFLite and Core ML int8 from one calibration made in the
+    parent (its observer states sent to the workers); same artifacts, parity and order as one after
+    another."""
     serial, _ = matrix
-    results = export_model(checkpoint=tiny_ckpt, formats=("tflite", "onnx"), precisions=("fp32",), out=tmp_path, calib=data_dir, calib_count=24, jobs=2)
-    assert [(r.format, r.precision) for r in results] == [("tflite", "fp32"), ("onnx", "fp32")]
+    formats = ("tflite", "coreml", "onnx")
+    results = export_model(checkpoint=tiny_ckpt, formats=formats, precisions=("int8",), out=tmp_path, calib=data_dir,
+                           calib_count=24, jobs=2)
+    assert [(r.format, r.precision) for r in results] == [(f, "int8") for f in formats]
     px = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
     for r in results:
-        assert r.parity.passed and r.parity.n == 42  # fp32 needs no calibration: every image verifies
+        assert r.parity.passed and r.parity.n == 42 - 24
         np.testing.assert_allclose(load_artifact_runner(r.folder).run(px),
-                                   load_artifact_runner(serial[(r.format, "fp32")].folder).run(px), atol=1e-5)
+                                   load_artifact_runner(serial[(r.format, "int8")].folder).run(px), atol=1e-6)
+    details = [r.meta["quantization_details"] for r in results[:2]]
+    assert details[0]["calibration_seconds"] == details[1]["calibration_seconds"]
 
 
 def test_uint8_pixel_input_puts_normalisation_in_the_model(tiny_ckpt, data_dir, tmp_path):

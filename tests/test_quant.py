@@ -37,7 +37,7 @@ def test_batched_pt2e_calibration_matches_batch_one():
 
     torch.manual_seed(0)
     net = model.create("mobilevit_test", num_classes=3).eval()
-    x = torch.rand(20, 3, 64, 64)
+    x = torch.rand(pt2e.BATCHED_FROM + 6, 3, 64, 64)
     with torch.no_grad():
         batched = _calibrate(net, x[:1], quantizer_for(net, "min-max"), lambda i, j: x[i:j], len(x))
         old = pt2e.CALIB_BATCH
@@ -341,3 +341,38 @@ def test_the_graph_input_is_quantized_exactly_whatever_the_calibration_images_sp
         out = torch.cat([converted(x[i:i + 1]) for i in range(len(x))])
         simulated = sim.run(x, 8)
     assert (out - ref).abs().max().item() < 1e-5 and (simulated - ref).abs().max().item() < 1e-5
+
+
+def test_a_calibration_moves_to_another_process_as_observer_states():
+    """A parallel export calibrates once and hands the observer states to the format workers: seeded
+    with them, a fresh cache converts the same int8 model without any calibration image; a graph whose
+    observers differ (another model under the same key) is calibrated as usual, and says so."""
+    import pickle
+
+    from mvit.quant import QuantError
+    from mvit.quant.pt2e import calibration_states, pixels_to_tensor, quantize_pt2e, seed_calibrations
+
+    torch.manual_seed(0)
+    net = model.create("mobilevit_test", num_classes=3).eval()
+    px = np.random.default_rng(0).integers(0, 256, (8, 64, 64, 3), dtype=np.uint8)
+    to_input = lambda p: pixels_to_tensor(p, "NCHW", lambda x: x.transpose(0, 3, 1, 2) / np.float32(255))  # noqa: E731
+    graph = (torch.zeros(1, 3, 64, 64), to_input, "unit-nchw")
+    kw = dict(method="histogram", keep_float=("LayerNorm",))
+    here: dict = {}
+    converted, _, details = quantize_pt2e(net, net, *graph, calib_pixels=px, cache=here, **kw)
+    states = pickle.loads(pickle.dumps(calibration_states(here)))
+    there: dict = {}
+    seed_calibrations(there, states)
+    restored, _, restored_details = quantize_pt2e(net, net, *graph, calib_pixels=None, cache=there, **kw)
+    x = to_input(px)
+    with torch.no_grad():
+        assert torch.equal(restored(x[:1]), converted(x[:1]))
+    assert restored_details == details and details["input_range"] == [0.0, 1.0]
+
+    other = model.create("vit_test", num_classes=3).eval()
+    elsewhere: dict = {}
+    seed_calibrations(elsewhere, states)
+    with pytest.raises(QuantError, match="needs calibration images"):
+        quantize_pt2e(other, other, *graph, calib_pixels=None, cache=elsewhere, **kw)
+    _, _, own = quantize_pt2e(other, other, *graph, calib_pixels=px, cache=elsewhere, **kw)
+    assert own["shared_calibration"].startswith("not used") and own["input_range"] == [0.0, 1.0]

@@ -30,7 +30,7 @@ from torch import nn
 
 from mvit.export.base import ExportError, ExportJob, IOSpec, TensorSpec
 from mvit.export.runner import Runner
-from mvit.quant.pt2e import pixels_to_tensor, quantize_pt2e
+from mvit.quant.pt2e import Pt2eGraph, pixels_to_tensor, quantize_pt2e
 from mvit.export.wrappers import NormalizeOnly
 from mvit.model.preprocess import normalize_hwc_uint8
 
@@ -87,6 +87,15 @@ def _graph(job: ExportJob):
     raise ExportError(f"Core ML takes --input image or float-nchw, not {job.input_mode}")
 
 
+def calibration_graph(job: ExportJob) -> Pt2eGraph | None:
+    """The ``Pt2eGraph`` that ``export`` calibrates for an int8 ``job``; None for coremltools' own
+    calibration (``--calib-method coremltools``)."""
+    if job.calib_method == CT_CALIB_METHOD:
+        return None
+    inner, sample, key, to_input = _graph(job)
+    return Pt2eGraph(job.model, inner, sample, to_input, key)
+
+
 def export(job: ExportJob, path: Path) -> IOSpec:
     """Convert ``job`` to an .mlpackage at ``path`` (a folder)."""
     import coremltools as ct
@@ -97,7 +106,7 @@ def export(job: ExportJob, path: Path) -> IOSpec:
     if ct_route:
         ct_keep_float = _ct_keep_float(job)  # checked before the (slow) conversion
     if job.precision == "int8" and not ct_route:
-        inner, _, details = quantize_pt2e(job.model, inner, sample, to_input, key, fold_quantize=True,
+        inner, _, details = quantize_pt2e(*calibration_graph(job), fold_quantize=True,
                                           **job.quant_args())
         details = dict(details, coreml="W8A8: int8 weights and activations (quantize/dequantize ops)")
     module = _Softmax(inner).eval()

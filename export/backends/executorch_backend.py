@@ -29,7 +29,7 @@ import torch
 from mvit.export.base import ExportError, ExportJob, IOSpec, TensorSpec
 from mvit.export.metadata import to_json_bytes
 from mvit.export.runner import Runner
-from mvit.export.wrappers import input_graph, quantize_input_graph
+from mvit.export.wrappers import input_graph, pt2e_input_graph, quantize_input_graph
 
 FORMAT = "executorch"
 SUFFIX = ".pte"
@@ -60,6 +60,11 @@ def _require() -> None:
     why = unavailable()
     if why:
         raise ExportError(why)
+
+
+def calibration_graph(job: ExportJob):
+    """The ``mvit.quant.pt2e.Pt2eGraph`` that ``export`` calibrates for an int8 ``job``."""
+    return pt2e_input_graph(job, *input_graph(job, "ExecuTorch"))
 
 
 def export(job: ExportJob, path: Path) -> IOSpec:

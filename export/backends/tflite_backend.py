@@ -20,7 +20,7 @@ from mvit.export.base import ExportError, ExportJob, IOSpec, TensorSpec
 from mvit.export.runner import Runner
 from mvit.export.metadata import to_json_bytes
 from mvit.export.tflite_passes import dequantize_before_pad
-from mvit.export.wrappers import input_graph, quantize_input_graph
+from mvit.export.wrappers import input_graph, pt2e_input_graph, quantize_input_graph
 
 FORMAT = "tflite"
 SUFFIX = ".tflite"
@@ -54,6 +54,11 @@ def _fp32_bytes(job: ExportJob, module, sample, tmp: Path) -> bytes:
         _convert(module, sample, tmp)
         job.cache[key] = tmp.read_bytes()
     return job.cache[key]
+
+
+def calibration_graph(job: ExportJob):
+    """The ``mvit.quant.pt2e.Pt2eGraph`` that ``export`` calibrates for an int8 ``job``."""
+    return pt2e_input_graph(job, *input_graph(job, "TFLite"))
 
 
 def export(job: ExportJob, path: Path) -> IOSpec:
