@@ -4,6 +4,8 @@ predicts the other (benchmarks/results/int8_search.md, "Search target").
 For each prefix length k of the search's ranked order (stored in the checkpoint's ``<name>.int8.json``
 for the route), the route's own int8 model with those k units float is run on every image of both
 halves and on their mirror images; a flip is an image whose top-1 differs from the float model's.
+Beside each count, the flips expected from the float margins and the int8 error's spread
+(``mvit.quant.search.expected_flips``), which near-ties do not make jump.
 
     python -m mvit.bench.split_halves ../shared/data/trashnet6/val VALSPLIT
     python -m mvit.bench.int8_prefixes --route onnxruntime-qdq --prefixes 0,8,12,14,16,18,24,33 \\
@@ -55,7 +57,7 @@ def measure(args) -> dict:
     from mvit.model.export_prep import prepare_for_export
     from mvit.model.images import image_files, load_pixels
     from mvit.quant.plan import search_cache_key, search_samples
-    from mvit.quant.search import cache_path
+    from mvit.quant.search import cache_path, expected_flips
 
     torch.set_num_threads(args.threads)
     weights = Path(args.weights or DEFAULT_CHECKPOINT)
@@ -74,7 +76,8 @@ def measure(args) -> dict:
               (("search", args.search), ("verify", args.verify))}
     pixels = np.concatenate([search_samples(px) for px in halves.values()])
     net = prepare_for_export(ckpt.model)
-    ref = torch_logits(net, pixels, c).argmax(1)
+    ref_logits = torch_logits(net, pixels, c)
+    ref = ref_logits.argmax(1)
     run = prefix_runner(args.route, net, ckpt.meta, calib, pixels)
     bounds, start = {}, 0
     for name, px in halves.items():
@@ -84,9 +87,12 @@ def measure(args) -> dict:
     rows = []
     for k in args.prefixes:
         t0 = time.perf_counter()
-        flips = run(order[:k]).argmax(1) != ref
+        logits = run(order[:k])
+        flips = logits.argmax(1) != ref
         rows.append({"k": k, "added": order[k - 1] if k else "-",
                      **{f"{h}_{v}": int(flips[s].sum()) for h, b in bounds.items() for v, s in b.items()},
+                     **{f"{h}_{v}_expected": round(expected_flips(logits[s], ref_logits[s]), 2)
+                        for h, b in bounds.items() for v, s in b.items()},
                      "seconds": round(time.perf_counter() - t0, 1)})
         print(f"k={k}: {rows[-1]}", file=sys.stderr, flush=True)
     return {"route": args.route, "key": key, "sizes": {h: len(px) for h, px in halves.items()}, "rows": rows}
@@ -97,12 +103,14 @@ def render(rep: dict) -> str:
     s, v = rep["sizes"]["search"], rep["sizes"]["verify"]
     out = [f"Route `{rep['route']}` (cache entry `{rep['key']}`): flips of {s} search and {v} verify images, "
            "plain / mirrored; all = both halves plain.", "",
-           "| k float units | last unit added | search flips | verify flips | agreement, both halves plain |",
-           "|---|---|---|---|---|"]
+           "| k float units | last unit added | search flips | verify flips | expected search / verify flips "
+           "(plain) | agreement, both halves plain |",
+           "|---|---|---|---|---|---|"]
     for r in rep["rows"]:
         plain = r["search_plain"] + r["verify_plain"]
         out.append(f"| {r['k']} | {r['added']} | {r['search_plain']} / {r['search_mirrored']} | "
-                   f"{r['verify_plain']} / {r['verify_mirrored']} | {100 * (1 - plain / (s + v)):.2f}% |")
+                   f"{r['verify_plain']} / {r['verify_mirrored']} | {r['search_plain_expected']:.1f} / "
+                f"{r['verify_plain_expected']:.1f} | {100 * (1 - plain / (s + v)):.2f}% |")
     return "\n".join(out) + "\n"
 
 

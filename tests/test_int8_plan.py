@@ -61,6 +61,8 @@ def test_export_searches_to_the_budget_stores_the_plan_and_reuses_it(ckpt, small
     assert rep["rows"][1]["added"] == (order[-1] if order else "-")
     assert all(0 <= r[f"{h}_{v}"] <= n for r in rep["rows"] for h in ("search", "verify") for v in ("plain", "mirrored"))
     assert rep["rows"][0]["search_plain"] == rep["rows"][0]["verify_plain"]  # same folder, same numbers
+    assert all(0 <= r[f"{h}_{v}_expected"] <= n for r in rep["rows"] for h in ("search", "verify")
+               for v in ("plain", "mirrored"))
     assert "| 0 | - |" in int8_prefixes.render(rep)
     with pytest.raises(SystemExit, match="the cached order has"):
         int8_prefixes.measure(argparse.Namespace(**dict(vars(args), prefixes=[len(order) + 1])))
@@ -128,3 +130,25 @@ def test_an_unmet_budget_names_the_int8_tensors_no_float_layer_removes():
         int8_plan("pt2e", net, min_agreement=0.99, calib=x[:16], heldout=x[16:], input_range=(0.0, 1.0))
     msg = str(e.value)
     assert "with every candidate layer float; int8 even then:" in msg and "cat in join" in msg, msg
+
+
+def test_expected_flips_counts_near_ties_by_their_chance_not_by_their_luck():
+    """The smooth flip estimate the prefix report prints: matches the flip count of many rows under
+    random int8 error, gives a near-tie about half a flip whichever way it fell, and none without error."""
+    import torch
+
+    from mvit.quant.search import expected_flips
+
+    g = torch.Generator().manual_seed(0)
+    ref = torch.randn(20000, 6, generator=g) * 2
+    out = ref + 0.3 * torch.randn(ref.shape, generator=g)
+    flips = int((out.argmax(1) != ref.argmax(1)).sum())
+    assert flips > 200 and expected_flips(out, ref) == pytest.approx(flips, rel=0.15)
+    assert expected_flips(ref, ref) == 0.0
+    tie = torch.tensor([[1.0, 0.999, 0.0]] + [[5.0, 0.0, 0.0]] * 99)
+    noise = torch.zeros_like(tie)
+    noise[1:, 0] = torch.linspace(-0.2, 0.2, 99)  # int8 error on the clear rows' margins, none on the tie
+    for error in (0.0, 0.002):  # the tie kept, then flipped: the same expectation, half a flip
+        noise[0, 1] = error
+        assert int(((tie + noise).argmax(1) != 0).sum()) == (error > 0)
+        assert expected_flips(tie + noise, tie) == pytest.approx(0.5, abs=0.05)
