@@ -13,23 +13,35 @@ CLASSES = ("red", "green", "blue")
 SIZE = (64, 64)
 
 
+TRAIN_THREADS = 2
+
+
 def train_tiny_checkpoint(images: Path, out: Path, arch: str = "mobilevit_test", steps: int = 60) -> Path:
-    """Train ``arch`` for a few dozen steps on ``images`` (class folders) and save a checkpoint."""
-    torch.manual_seed(0)
-    contract = PreprocessContract(input_size=SIZE)
-    files = list_images(images)
-    x = torch.from_numpy(normalize_hwc_uint8(np.stack([pixels_uint8(f, contract) for f in files]), contract))
-    y = torch.tensor([CLASSES.index(f.parent.name) for f in files])
-    kwargs = {"img_size": SIZE[0]} if arch.startswith("vit") else {}
-    m = model.create(arch, num_classes=len(CLASSES), **kwargs)
-    opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
-    m.train()
-    for _ in range(steps):
-        idx = torch.randint(0, len(x), (16,))
-        loss = torch.nn.functional.cross_entropy(m(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    """Train ``arch`` for a few dozen steps on ``images`` (class folders) and save a checkpoint.
+
+    Always on TRAIN_THREADS threads: the float sums, and so the weights, depend on the thread count, and
+    session fixtures train in whichever test first asks for them, after tests that set their own
+    (a 1-thread small_ckpt made test_quant_ptq's planted outlier harmless under int8)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(TRAIN_THREADS)
+    try:
+        torch.manual_seed(0)
+        contract = PreprocessContract(input_size=SIZE)
+        files = list_images(images)
+        x = torch.from_numpy(normalize_hwc_uint8(np.stack([pixels_uint8(f, contract) for f in files]), contract))
+        y = torch.tensor([CLASSES.index(f.parent.name) for f in files])
+        kwargs = {"img_size": SIZE[0]} if arch.startswith("vit") else {}
+        m = model.create(arch, num_classes=len(CLASSES), **kwargs)
+        opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
+        m.train()
+        for _ in range(steps):
+            idx = torch.randint(0, len(x), (16,))
+            loss = torch.nn.functional.cross_entropy(m(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
     meta = CheckpointMeta(arch, list(CLASSES), contract, provenance={"test": "tiny"}, model_kwargs=kwargs)
     return save_checkpoint(out, m.eval(), meta)
 
