@@ -327,20 +327,15 @@ def calibrate_pt2e(model: nn.Module, wrapped: nn.Module, sample: torch.Tensor, t
     if key in cache:
         return key
     px, seeded = calib_pixels, cache.get(_SEEDED + key)
-    if seeded is not None:
-        domain = seeded[2]
-    else:
-        domain = graph_input_range(to_input) if px is not None and px.dtype == np.uint8 else None
+    # the input range depends on the graph alone; None only for float calibration images (tests)
+    domain = graph_input_range(to_input) if px is None or px.dtype == np.uint8 else None
     quantizer = quantizer_for(model, method, keep_float, input_range=domain)
     prepared = _restore(seeded, wrapped, sample, quantizer)
     if prepared is not None:
-        details = dict(seeded[1])
+        details = dict(seeded[2])
     else:
         if px is None or len(px) == 0:
             raise QuantError("int8 export needs calibration images")
-        if seeded is not None:  # a different graph here: calibrate it, with the input range it had there
-            quantizer = quantizer_for(model, method, keep_float, input_range=graph_input_range(to_input)
-                                      if px.dtype == np.uint8 else None)
         t0 = time.perf_counter()
         with torch.no_grad():
             prepared = _calibrate(wrapped, sample, quantizer, lambda i, j: to_input(px[i:j]), len(px))
@@ -354,7 +349,7 @@ def calibrate_pt2e(model: nn.Module, wrapped: nn.Module, sample: torch.Tensor, t
     if ranges is not None:
         inner = next(name for name, m in wrapped.named_modules() if m is model)
         details |= ranges.apply(prepared, inner + "." if inner else "")
-    cache[key] = (prepared, quantizer, details, domain)
+    cache[key] = (prepared, quantizer, details)
     return key
 
 
@@ -362,14 +357,15 @@ _SEEDED = ("seeded",)  # cache key prefix of observer states calibrated in anoth
 
 
 def calibration_states(cache: dict) -> dict:
-    """The observer states, details and input range of every PT2E calibration in ``cache`` (learned
+    """The observers (signature and states) and details of every PT2E calibration in ``cache`` (learned
     QAT ranges excepted), picklable: a parent process calibrates once and hands them to workers
     (``seed_calibrations``), which rebuild the graph (export + prepare: seconds) instead of calibrating."""
     out = {}
     for key, value in cache.items():
         if key[0] == "pt2e" and len(key) == 4:
-            prepared, _, details, domain = value
-            out[key] = (_observer_states(prepared), details, domain)
+            prepared, _, details = value
+            states = {name: o.state_dict() for name, o in _observers(prepared).items()}
+            out[key] = (_observer_signature(prepared), states, details)
     return out
 
 
@@ -381,11 +377,11 @@ def seed_calibrations(cache: dict, states: dict) -> None:
         cache[_SEEDED + key] = value
 
 
-def _observer_states(prepared: nn.Module) -> dict:
-    """Observer name -> (type name, the graph node it observes, its state dict)."""
+def _observer_signature(prepared: nn.Module) -> dict[str, tuple[str, str | None]]:
+    """Observer name -> (its type name, the graph node it observes)."""
     observed = {n.target: n.args[0].name for n in prepared.graph.nodes
                 if n.op == "call_module" and n.args and isinstance(n.args[0], torch.fx.Node)}
-    return {name: (type(o).__name__, observed.get(name), o.state_dict()) for name, o in _observers(prepared).items()}
+    return {name: (type(o).__name__, observed.get(name)) for name, o in _observers(prepared).items()}
 
 
 def _restore(seeded, wrapped: nn.Module, sample: torch.Tensor, quantizer) -> nn.Module | None:
@@ -393,13 +389,12 @@ def _restore(seeded, wrapped: nn.Module, sample: torch.Tensor, quantizer) -> nn.
     graph's observers (names, types, observed nodes) differ from theirs."""
     if seeded is None:
         return None
-    states = seeded[0]
+    signature, states, _ = seeded
     prepared = prepare(wrapped, sample, quantizer)
-    here = _observer_states(prepared)
-    if {k: v[:2] for k, v in here.items()} != {k: v[:2] for k, v in states.items()}:
+    if _observer_signature(prepared) != signature:
         return None
     observers = _observers(prepared)
-    for name, (_, _, state) in states.items():
+    for name, state in states.items():
         observers[name].load_state_dict(state)
     return prepared
 
@@ -427,7 +422,7 @@ def quantize_pt2e(model: nn.Module, wrapped: nn.Module, sample: torch.Tensor, to
     cache = {} if cache is None else cache
     key = calibrate_pt2e(model, wrapped, sample, to_input, graph_input, calib_pixels=calib_pixels, method=method,
                          keep_float=keep_float, keep_float_source=keep_float_source, cache=cache, ranges=ranges)
-    prepared, quantizer, details, _ = cache[key]
+    prepared, quantizer, details = cache[key]
     with torch.no_grad():
         converted = convert_pt2e(copy.deepcopy(prepared), fold_quantize=fold_quantize)
     # The graph was exported from an eval-mode model (dropout already train=False, BatchNorm on running
