@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 
-def prefix_runner(route: str, net, meta, calib: np.ndarray, pixels: np.ndarray):
+def prefix_runner(route: str, net, meta, calib: np.ndarray, pixels: np.ndarray, recipe=None):
     """``run(float_units) -> logits`` on ``pixels`` for ``route``: onnxruntime QDQ, or the PT2E simulation
-    the search measures TFLite / Core ML / ExecuTorch int8 with."""
+    the search measures TFLite / Core ML / ExecuTorch int8 with (``recipe``: its float rewrites)."""
     import torch
 
     from mvit.model.preprocess import normalize_hwc_uint8
@@ -38,7 +38,7 @@ def prefix_runner(route: str, net, meta, calib: np.ndarray, pixels: np.ndarray):
     from mvit.quant.pt2e import model_input_range
 
     sim = search_simulation(net, torch.from_numpy(normalize_hwc_uint8(calib, meta.contract)),
-                            model_input_range(meta.contract))
+                            model_input_range(meta.contract), recipe)
     x = torch.from_numpy(normalize_hwc_uint8(pixels, meta.contract))
 
     def run(float_units) -> np.ndarray:
@@ -78,7 +78,12 @@ def measure(args) -> dict:
     net = prepare_for_export(ckpt.model)
     ref_logits = torch_logits(net, pixels, c)
     ref = ref_logits.argmax(1)
-    run = prefix_runner(args.route, net, ckpt.meta, calib, pixels)
+    recipe = None
+    if args.smooth_alpha:
+        from mvit.quant.ptq import Recipe
+
+        recipe = Recipe(smooth_alpha=args.smooth_alpha)
+    run = prefix_runner(args.route, net, ckpt.meta, calib, pixels, recipe)
     bounds, start = {}, 0
     for name, px in halves.items():
         n = len(px)
@@ -95,13 +100,14 @@ def measure(args) -> dict:
                         for h, b in bounds.items() for v, s in b.items()},
                      "seconds": round(time.perf_counter() - t0, 1)})
         print(f"k={k}: {rows[-1]}", file=sys.stderr, flush=True)
-    return {"route": args.route, "key": key, "sizes": {h: len(px) for h, px in halves.items()}, "rows": rows}
+    return {"route": args.route, "key": key, "smooth_alpha": args.smooth_alpha, "sizes": {h: len(px) for h, px in halves.items()}, "rows": rows}
 
 
 def render(rep: dict) -> str:
     """Markdown table of ``measure``'s result."""
     s, v = rep["sizes"]["search"], rep["sizes"]["verify"]
-    out = [f"Route `{rep['route']}` (cache entry `{rep['key']}`): flips of {s} search and {v} verify images, "
+    smooth = f", SmoothQuant alpha {rep['smooth_alpha']}" if rep.get("smooth_alpha") else ""
+    out = [f"Route `{rep['route']}` (cache entry `{rep['key']}`{smooth}): flips of {s} search and {v} verify images, "
            "plain / mirrored; all = both halves plain.", "",
            "| k float units | last unit added | search flips | verify flips | expected search / verify flips "
            "(plain) | agreement, both halves plain |",
@@ -129,8 +135,14 @@ def main(argv=None) -> int:
     ap.add_argument("--search", required=True, help="the half the search measured on")
     ap.add_argument("--verify", required=True, help="the other half")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--smooth-alpha", type=float, default=0.0,
+                    help="pt2e: SmoothQuant alpha for LayerNorm -> linear in the simulation (0: off, as exported)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
+    if not 0 <= args.smooth_alpha <= 1:
+        ap.error(f"--smooth-alpha {args.smooth_alpha}: use a value in [0, 1]")
+    if args.smooth_alpha and args.route != "pt2e":
+        ap.error("--smooth-alpha applies to the pt2e route's simulation only")
     rep = measure(args)
     if args.json:
         args.json.write_text(json.dumps(rep, indent=1) + "\n")

@@ -277,7 +277,7 @@ def tflite_layer_error(path, model, pixels: np.ndarray) -> list[dict]:
             innermost[i] = m
     quantized = {m: i for i, m in innermost.items()
                  if tensors[i]["dtype"] in (np.int8, np.uint8, np.int16) and tensors[i]["quantization"][0] > 0}
-    float_model, _ = fold_for_qat(model)
+    float_model, _ = fold_for_qat(model, torch.from_numpy(normalize_hwc_uint8(pixels[:1], runner.contract)))
     captured: dict[str, torch.Tensor] = {}
     hooks = [mod.register_forward_hook(lambda _m, _i, out, name=name: captured.__setitem__(name, out))
              for name, mod in float_model.named_modules() if name in quantized]

@@ -36,8 +36,9 @@ SEARCH_CALIB_IMAGES = 64  # the simulation's ranges come from the first ones (it
 RECIPE = "fold"  # the float-model rewrites the search and the exports share (mvit.quant.ptq.Recipe())
 # What a route's simulation computes, where it changed since its first cached results: those are searched
 # again. pt2e "shared-cat": one int8 range per concatenation, as TFLite runs it; "exact-input": the graph
-# input quantized over its pixel range, not calibrated (mvit.quant.pt2e).
-ROUTE_REVISION = {"pt2e": "shared-cat+exact-input"}
+# input quantized over its pixel range, not calibrated (mvit.quant.pt2e); "dataflow-fold": the LayerNorm
+# affine fold follows the tensors (model.export_prep), so pre-norm blocks outside a Sequential (ViT) fold too.
+ROUTE_REVISION = {"pt2e": "shared-cat+exact-input+dataflow-fold"}
 
 
 @dataclass
@@ -158,15 +159,17 @@ def int8_plan(route: str, model: nn.Module, *, keep_float: tuple[str, ...] = (),
     return plan
 
 
-def search_simulation(model: nn.Module, calib: torch.Tensor, input_range: tuple[float, float] | None = None):
+def search_simulation(model: nn.Module, calib: torch.Tensor, input_range: tuple[float, float] | None = None,
+                      recipe=None):
     """The simulated PT2E int8 graph the search measures TFLite / Core ML / ExecuTorch candidates in
     (``mvit.quant.sim.SimGraph``), calibrated on the first ``SEARCH_CALIB_IMAGES`` of ``calib``, the
-    input quantized over ``input_range`` (as the exports do; None: calibrated)."""
+    input quantized over ``input_range`` (as the exports do; None: calibrated). ``recipe``: the float
+    rewrites (default ``mvit.quant.ptq.Recipe()``, what the exports use; others for measurements)."""
     from mvit.quant.ptq import Recipe, build_sim, fold_float
     from mvit.quant.pt2e import quantizer_for
 
     calib = calib[:SEARCH_CALIB_IMAGES]
-    folded, _ = fold_float(model, Recipe(), calib, SEARCH_BATCH)
+    folded, _ = fold_float(model, recipe or Recipe(), calib, SEARCH_BATCH)
     return build_sim(folded, quantizer_for(folded, "histogram", input_range=input_range), calib, SEARCH_BATCH)
 
 

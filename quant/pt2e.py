@@ -254,7 +254,7 @@ def prepare(wrapped: nn.Module, sample: torch.Tensor, quantizer) -> torch.fx.Gra
 
     from mvit.model.export_prep import fold_layernorm_affine_
 
-    wrapped = fold_layernorm_affine_(copy.deepcopy(wrapped).eval())
+    wrapped = fold_layernorm_affine_(copy.deepcopy(wrapped).eval(), sample)
     return prepare_pt2e(torch.export.export(wrapped, (sample,)).module(), quantizer)
 
 

@@ -64,7 +64,7 @@ def fold_float(model: nn.Module, recipe: Recipe, calib: torch.Tensor, batch: int
     from mvit.quant.fold import fold_batchnorm_, fold_block_layernorm_
     from mvit.quant.smooth import smooth_layernorms_, smooth_value_output_
 
-    m = fold_layernorm_affine_(fold_batchnorm_(copy.deepcopy(model).eval()))
+    m = fold_layernorm_affine_(fold_batchnorm_(copy.deepcopy(model).eval()), calib[:1])
     details: dict = {"folded": ["batchnorm", "layernorm-affine"]}
     if recipe.fold_block_norm:
         fold_block_layernorm_(m)

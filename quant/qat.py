@@ -91,14 +91,14 @@ class FoldedNorm:
     conv_had_bias: bool
 
 
-def fold_for_qat(model: nn.Module) -> tuple[nn.Module, list[FoldedNorm]]:
+def fold_for_qat(model: nn.Module, sample: torch.Tensor) -> tuple[nn.Module, list[FoldedNorm]]:
     """An eval-mode copy of ``model`` as the int8 export sees it (attention scale and LayerNorm affine
     folded), with every Conv2d -> BatchNorm2d pair of an ``nn.Sequential`` fused into one Conv2d."""
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
     from mvit.model.export_prep import fold_layernorm_affine_, prepare_for_export
 
-    m = fold_layernorm_affine_(prepare_for_export(model))
+    m = fold_layernorm_affine_(prepare_for_export(model), sample)
     names = {id(mod): n for n, mod in m.named_modules()}
     folded = []
     for seq in [s for s in m.modules() if isinstance(s, nn.Sequential)]:
@@ -151,8 +151,8 @@ def prepare_qat(model: nn.Module, input_size: tuple[int, int], keep_float: tuple
     from torchao.quantization.pt2e import FakeQuantizeBase
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
 
-    folded_model, folded = fold_for_qat(model)
     h, w = input_size
+    folded_model, folded = fold_for_qat(model, torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(0)))
     batch = torch.export.Dim("batch", min=1)
     exported = torch.export.export(folded_model, (torch.zeros(2, 3, h, w),), dynamic_shapes=({0: batch},))
     graph = prepare_qat_pt2e(exported.module(), qat_quantizer(folded_model, tuple(keep_float), input_range))

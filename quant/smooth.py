@@ -21,23 +21,18 @@ import torch
 from torch import nn
 
 
-def _linear_after_norm(model: nn.Module) -> list[tuple[nn.Module, str, nn.LayerNorm, nn.Module]]:
-    """(parent, norm attribute, LayerNorm, layer) for each affine-free LayerNorm feeding a linear or 1x1 conv."""
-    from mvit.model.mobilevit import MobileViTBlock, MultiHeadAttention
+def _sites(model: nn.Module, sample: torch.Tensor) -> list[tuple[str, nn.LayerNorm, list[nn.Module]]]:
+    """(name, LayerNorm, the layers it feeds) for each LayerNorm whose output goes straight into linear
+    layers (``layernorm_linear_sites``), and MobileViT v1's block-final LayerNorm before ``conv_proj``."""
+    from mvit.model.export_prep import layernorm_linear_sites
+    from mvit.model.mobilevit import MobileViTBlock
 
-    found = []
-    for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
-        names = list(seq._modules)
-        for a, b in zip(names, names[1:]):
-            norm, nxt = seq._modules[a], seq._modules[b]
-            if not isinstance(norm, nn.LayerNorm) or len(norm.normalized_shape) != 1:
-                continue
-            proj = nxt.qkv_proj if isinstance(nxt, MultiHeadAttention) else nxt
-            if isinstance(proj, nn.Linear):
-                found.append((seq, a, norm, proj))
+    found = [(n, model.get_submodule(n), [model.get_submodule(l) for l in ls])
+             for n, ls in layernorm_linear_sites(model, sample).items()]
+    names = {id(m): n for n, m in model.named_modules()}
     for blk in model.modules():
         if isinstance(blk, MobileViTBlock) and isinstance(blk.global_rep[-1], nn.LayerNorm):
-            found.append((blk.global_rep, str(len(blk.global_rep) - 1), blk.global_rep[-1], blk.conv_proj.block.conv))
+            found.append((names[id(blk.global_rep[-1])], blk.global_rep[-1], [blk.conv_proj.block.conv]))
     return found
 
 
@@ -63,10 +58,13 @@ def _input_ranges(model: nn.Module, layers: list[nn.Module], batches) -> list[to
     return out
 
 
+def _weight_range(w: torch.Tensor) -> torch.Tensor:
+    """Per-input-channel max |w| of a linear or conv weight."""
+    return w.abs().amax(0) if w.dim() == 2 else w.abs().amax(dim=(0, 2, 3))
+
+
 def _scales(x_range: torch.Tensor, w: torch.Tensor, alpha: float) -> torch.Tensor:
-    w_range = w.abs().amax(0) if w.dim() == 2 else w.abs().amax(dim=(0, 2, 3))
-    s = x_range.clamp_min(1e-5).pow(alpha) / w_range.clamp_min(1e-5).pow(1 - alpha)
-    return s
+    return x_range.clamp_min(1e-5).pow(alpha) / _weight_range(w).clamp_min(1e-5).pow(1 - alpha)
 
 
 @torch.no_grad()
@@ -78,40 +76,51 @@ def smooth_layernorms_(model: nn.Module, batches, alpha: float = 0.5) -> int:
     ``mvit.quant.fold.fold_block_layernorm_``)."""
     if alpha == 0:
         return 0
-    sites = [(p, a, n, l) for p, a, n, l in _linear_after_norm(model) if not n.elementwise_affine]
-    ranges = _input_ranges(model, [l for *_, l in sites], batches)
-    for (parent, attr, norm, layer), r in zip(sites, ranges):
+    from mvit.model.export_prep import _set_module
+
+    sites = [site for site in _sites(model, batches[0][:1]) if not site[1].elementwise_affine]
+    ranges = _input_ranges(model, [layers[0] for *_, layers in sites], batches)
+    for (name, norm, layers), r in zip(sites, ranges):
         if r is None:
             continue
-        w = layer.weight
-        s = _scales(r, w, alpha)
+        w_range = torch.stack([_weight_range(layer.weight) for layer in layers]).amax(0)
+        s = r.clamp_min(1e-5).pow(alpha) / w_range.clamp_min(1e-5).pow(1 - alpha)
         s = s / s.mean()  # only relative scale matters; keep magnitudes near 1
         new = nn.LayerNorm(norm.normalized_shape, eps=norm.eps, elementwise_affine=True)
         new.weight.copy_(1.0 / s)
         new.bias.zero_()
-        parent._modules[attr] = new
-        if w.dim() == 2:
-            layer.weight.mul_(s.view(1, -1))
-        else:
-            layer.weight.mul_(s.view(1, -1, 1, 1))
+        new.smoothquant_scale = True  # the int8 export's LayerNorm fold must leave this scale where it is
+        _set_module(model, name, new)
+        for layer in layers:
+            layer.weight.mul_(s.view(1, -1) if layer.weight.dim() == 2 else s.view(1, -1, 1, 1))
     return len(sites)
+
+
+def _attention_projections(model: nn.Module):
+    """(fused qkv projection, output projection) of each attention layer of the zoo's transformers."""
+    from mvit.model.mobilevit import MultiHeadAttention
+    from mvit.model.vit import Attention
+
+    for m in model.modules():
+        if isinstance(m, MultiHeadAttention):
+            yield m.qkv_proj, m.out_proj
+        elif isinstance(m, Attention):
+            yield m.qkv, m.proj
 
 
 @torch.no_grad()
 def smooth_value_output_(model: nn.Module, batches, alpha: float = 0.5) -> int:
-    """Migrate scale from attention's output (the input of ``out_proj``) into ``out_proj`` through the
-    value rows of the fused qkv projection; returns how many attention layers changed."""
-    from mvit.model.mobilevit import MultiHeadAttention
-
-    mhas = [m for m in model.modules() if isinstance(m, MultiHeadAttention)]
-    ranges = _input_ranges(model, [m.out_proj for m in mhas], batches)
-    for m, r in zip(mhas, ranges):
+    """Migrate scale from attention's output (the input of its output projection) into that projection
+    through the value rows of the fused qkv projection; returns how many attention layers changed."""
+    pairs = list(_attention_projections(model))
+    ranges = _input_ranges(model, [out for _, out in pairs], batches)
+    for (qkv, out), r in zip(pairs, ranges):
         if r is None:
             continue
-        s = _scales(r, m.out_proj.weight, alpha)
+        s = _scales(r, out.weight, alpha)
         s = s / s.mean()
-        c = m.out_proj.in_features
-        m.qkv_proj.weight[2 * c :].div_(s.view(-1, 1))
-        m.qkv_proj.bias[2 * c :].div_(s)
-        m.out_proj.weight.mul_(s.view(1, -1))
-    return len(mhas)
+        c = out.in_features
+        qkv.weight[2 * c :].div_(s.view(-1, 1))
+        qkv.bias[2 * c :].div_(s)
+        out.weight.mul_(s.view(1, -1))
+    return len(pairs)

@@ -60,7 +60,7 @@ def test_folds_keep_the_float_function(tiny_mobilevit, tiny_inputs):
     x = tiny_inputs[:8]
     with torch.no_grad():
         ref = tiny_mobilevit(x)
-        folded = fold_block_layernorm_(fold_layernorm_affine_(fold_batchnorm_(copy.deepcopy(tiny_mobilevit))))
+        folded = fold_block_layernorm_(fold_layernorm_affine_(fold_batchnorm_(copy.deepcopy(tiny_mobilevit)), x[:1]))
         out = folded(x)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
     assert not any(isinstance(m, nn.LayerNorm) and m.elementwise_affine for m in folded.modules())
@@ -202,3 +202,75 @@ def test_search_finds_a_planted_sensitive_layer(tiny_mobilevit, tiny_inputs):
     assert covers("layer_4.0.block.conv_3x3") and covers("layer_4.0.block.red_1x1")
     assert len(res.float_units) <= 3 and res.float_cost_fraction < 0.25
     assert len(layer_units(net)) > 30
+
+
+def _input_channel_spread(model: nn.Module, layer: nn.Module, x: torch.Tensor) -> float:
+    """Widest over median per-channel max |input| of ``layer``: how much one int8 scale wastes."""
+    seen = []
+    h = layer.register_forward_pre_hook(lambda _m, args: seen.append(args[0].abs().flatten(0, -2).amax(0)))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        h.remove()
+    r = seen[0]
+    return float(r.max() / r.median())
+
+
+def test_smoothquant_is_exact_and_narrows_an_outlier_channel():
+    """A ViT whose residual stream carries one huge channel (as trained ViTs do): after the LayerNorm
+    fold that channel dominates every qkv / fc1 input; smoothing moves it into the weights, exactly."""
+    from mvit.quant.ptq import Recipe, fold_float
+
+    torch.manual_seed(0)
+    net = mvit.model.create("vit_test", num_classes=5).eval()
+    with torch.no_grad():
+        net.patch_embed.proj.bias[3] += 40.0
+    x = torch.randn(8, 3, 64, 64)
+    with torch.no_grad():
+        ref = net(x)
+    folded, _ = fold_float(net, Recipe(), x)
+    smoothed, details = fold_float(net, Recipe(smooth_alpha=0.5, smooth_attention_alpha=0.5), x)
+    assert details["smoothquant_layernorm"] == 2 * len(net.blocks) and details["smoothquant_attention"] == len(net.blocks)
+    with torch.no_grad():
+        torch.testing.assert_close(smoothed(x), ref, rtol=1e-4, atol=1e-4)
+    before = _input_channel_spread(folded, folded.blocks[0].attn.qkv, x)
+    after = _input_channel_spread(smoothed, smoothed.blocks[0].attn.qkv, x)
+    assert before > 5 and after < before / 2, (before, after)
+    # the PT2E graph folds LayerNorm affines again (quant.pt2e.prepare): the smoothing scale must stay
+    from mvit.model.export_prep import fold_layernorm_affine_
+
+    again = fold_layernorm_affine_(copy.deepcopy(smoothed), x[:1])
+    assert again.blocks[0].norm1.elementwise_affine
+    assert _input_channel_spread(again, again.blocks[0].attn.qkv, x) == pytest.approx(after, rel=1e-4)
+
+
+def test_smoothquant_keeps_mobilevit_exact(tiny_mobilevit, tiny_inputs):
+    from mvit.quant.ptq import Recipe, fold_float
+
+    x = tiny_inputs[:8]
+    with torch.no_grad():
+        ref = tiny_mobilevit(x)
+    smoothed, details = fold_float(tiny_mobilevit, Recipe(smooth_alpha=0.5, smooth_attention_alpha=0.5), x)
+    assert details["smoothquant_layernorm"] > 0 and details["smoothquant_attention"] > 0
+    with torch.no_grad():
+        torch.testing.assert_close(smoothed(x), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_int8_sources_blames_the_group_holding_a_planted_outlier(tiny_mobilevit, tiny_inputs):
+    """``mvit.bench.int8_sources``: a ~1000 channel after a conv ruins its conv output and SiLU output
+    ranges; the report's worst group alone is one of those, and leaving it float helps."""
+    from mvit.bench.int8_sources import groups, measure
+
+    net = _plant_outlier(tiny_mobilevit)
+    x = tiny_inputs[:16]
+    sim = build_sim(net, pt2e.quantizer_for(net, "histogram"), tiny_inputs[:8], 8)
+    with torch.no_grad():
+        ref = net(x).numpy()
+    assert sum(len(v) for v in groups(sim).values()) == len(sim.acts)
+    rows = measure(sim, x, ref, 8)
+    assert [r["what"] for r in rows[:3]] == ["every layer int8", "weights only", "activations only"]
+    worst = min(rows[3:], key=lambda r: r["cosine"])
+    assert worst["what"] in ("conv2d", "mul"), [(r["what"], r["cosine"]) for r in rows]
+    assert worst["without"]["cosine"] > rows[0]["cosine"]
+    assert all(p.enabled for p in sim.acts.values())  # the simulation is left as found
