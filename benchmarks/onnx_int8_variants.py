@@ -4,14 +4,17 @@
         --verify-data /work/shared/data/trashnet6/val
 
 Every variant is built by the ONNX backend from one simplified fp32 graph, with the same calibration
-images and 8-bit weights (as when the table was made); a variant changes only which modules stay
-float (``--keep-float``), which op types are quantized, and how the float-kept weights are stored
+images and 8-bit weights (as when the first table was made; ``--reduce-range``: 7-bit, as mvit-export
+writes them); a variant changes only which modules stay
+float (``--keep-float``, or the float set mvit-export's search chose), which op types are quantized, and how the float-kept weights are stored
 (``compress_float_weights`` applied to the exported file). Latency: all sessions in this process at ``--threads`` threads,
 timed interleaved round by round (rotating order), ``--repeats`` times; the median ratio to fp32 over
 the repeats is reported with the per-repeat ratios. Agreement: same top-1 as the PyTorch model.
 """
 from __future__ import annotations
 
+import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,9 +26,19 @@ MV2 = ("layer_[345].0",)
 UNFOLD_FOLD = ("*.local_rep.conv_1x1", "*.conv_proj")
 ALL_CONV_KEEP = STEM + MV2 + UNFOLD_FOLD + ("*.local_rep.conv_3x3", "*.fusion", "conv_1x1_exp")
 
+SEARCHED = ("<searched>",)  # the float set mvit-export's int8 search chose for the checkpoint (its cache)
+QDQ = ("Conv", "Gemm", "MatMul")  # mvit-export's quantized op types (attention's activation matmuls stay float)
+
 # name: (float-activation modules, op types with QDQ, float-weight modules or None = no weight-only int8,
 #        weight storage for float ops: "castmul" | "dq" | None)
 VARIANTS = {
+    # the search era (run on an AVX-512 VNNI CPU: onnx_int8_vnni.md)
+    "searched float set (mvit-export's default)": (SEARCHED, QDQ, None, None),
+    "searched + SiLU int8 (Sigmoid, Mul QDQ)": (SEARCHED, QDQ + ("Sigmoid", "Mul"), None, None),
+    "nothing float": ((), QDQ, None, None),
+    "nothing float + SiLU and residual Add int8": ((), QDQ + ("Sigmoid", "Mul", "Add"), None, None),
+    "linear layers only (Gemm QDQ, every conv float)": ((), ("Gemm",), None, None),
+    # the hand-written era (AVX2 CPU, 8-bit weights: onnx_int8_variants.md)
     "old default (float weights)": (STEM + UNFOLD_FOLD, ("Conv",), None, None),
     "old default + int8 weights (DequantizeLinear)": (STEM + UNFOLD_FOLD, ("Conv",), STEM, "dq"),
     "old default + int8 weights (Cast+Mul)": (STEM + UNFOLD_FOLD, ("Conv",), STEM, "castmul"),
@@ -82,16 +95,22 @@ def main(argv=None) -> int:
     from mvit.export.base import ExportJob
     from mvit.model.images import labelled_indices
     from mvit.export.parity import torch_logits
+    from mvit.model.checkpoint import file_sha256
+    from mvit.quant.plan import int8_plan
 
     ap = onnx_bench_parser(__doc__, rounds=12)
     ap.add_argument("--only", nargs="*", help="variant names to build (default: all)")
     ap.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
+    ap.add_argument("--reduce-range", action="store_true", help="7-bit weights, as mvit-export writes them")
     args = ap.parse_args(argv)
+    argv_used = list(sys.argv[1:] if argv is None else argv)
 
     inp = load_bench_inputs(args)
     ck, net, calib, val, x_val = inp.ckpt, inp.net, inp.calib, inp.val, inp.x_val
     labels = labelled_indices(inp.val_files, args.verify_data, ck.meta.labels)
     ref = torch_logits(ck.model, val, ck.meta.contract).argmax(1)
+    searched = tuple(int8_plan(ob.INT8_ROUTE, net, checkpoint=Path(args.weights),
+                               sha256=file_sha256(args.weights)).float_units)
     cache: dict = {}
     saved = (ob.STATIC_OPS, ob.REDUCE_RANGE)
     _CASTMUL[:] = [ob.compress_float_weights]
@@ -103,15 +122,15 @@ def main(argv=None) -> int:
         ob.export(ExportJob(net, ck.meta, "fp32", cache=cache), fp32)
         rows["fp32"] = {"path": fp32, "build_s": 0.0}
         try:
-            ob.REDUCE_RANGE = False
+            ob.REDUCE_RANGE = args.reduce_range
             for name, (keep, ops, float_weights, storage) in VARIANTS.items():
                 if args.only and name not in args.only:
                     continue
                 ob.STATIC_OPS = ops
                 path = tmp / f"v{len(rows)}.onnx"
                 t0 = time.perf_counter()
-                ob.export(ExportJob(net, ck.meta, "int8", calib_pixels=calib, keep_float=_expand(net, keep),
-                                    cache=cache), path)
+                keep = searched if keep == SEARCHED else _expand(net, keep)
+                ob.export(ExportJob(net, ck.meta, "int8", calib_pixels=calib, keep_float=keep, cache=cache), path)
                 qmodel = onnx.load(str(path))
                 storage_fn[storage](qmodel, _expand(net, float_weights or ()))
                 onnx.save_model(qmodel, str(path))
@@ -133,8 +152,16 @@ def main(argv=None) -> int:
                 ratios[name].append(med[name] / med["fp32"])
                 rows[name].setdefault("ms", []).append(med[name])
             print(f"repeat {rep}: fp32 {med['fp32']:.1f} ms", flush=True)
+    import onnxruntime
+
+    ort_version = onnxruntime.__version__
     fp32_size = rows["fp32"]["size"]
-    lines = [f"{args.threads} threads; latency ratio = median over {args.repeats} repeats of (variant median / fp32 "
+    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    isa = ", ".join(f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni") if f" {f}" in flags) or "?"
+    command = " ".join(["python -m mvit.bench.onnx_int8_variants"] + [f'"{a}"' if " " in a else a for a in argv_used])
+    lines = [f"# ONNX int8 variants of {Path(args.weights).name} (onnxruntime {ort_version}, CPU: {isa})", "",
+             f"Command: `{command}`", "",
+             f"{args.threads} threads; latency ratio = median over {args.repeats} repeats of (variant median / fp32 "
              f"median), {args.rounds}x{args.per_round} interleaved runs each; agreement/top-1 on {len(val)} images "
              f"of {args.verify_data}; {len(calib)} calibration images.", "",
              "| variant | size MB | size / fp32 | latency ms | latency / fp32 (repeats) | agreement | flips | top-1 |",

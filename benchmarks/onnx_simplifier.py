@@ -36,6 +36,8 @@ def _session(path: Path, threads: int, optimized: Path | None = None):
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
+    # sessions are timed in turn in one process: spinning threads of the last one would steal the cores
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if optimized is not None:
         opts.optimized_model_filepath = str(optimized)
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])

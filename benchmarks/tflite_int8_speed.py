@@ -1,9 +1,11 @@
 """Why int8 TFLite is (or is not) faster than fp32 on this CPU: kernels alone, then the whole model.
 
-Part 1 times small stacks of one layer type (3x3 conv, 1x1 conv, depthwise conv, linear, SiLU) as fp32
-and as litert-torch PT2E int8, so the int8 kernels' own speed-up on this CPU is known. Part 2 converts
-the shipped model as fp32 and as int8 variants (the default, the default without int8 SiLU, nothing kept
-float) and reports latency against fp32 and top-1 agreement with fp32 on labelled images.
+Part 1 times small stacks of one layer type (3x3 conv, 1x1 conv, depthwise conv, linear, SiLU, and the
+attention core: query x key, softmax, weights x value) as fp32 and as litert-torch PT2E int8, so the int8
+kernels' own speed-up on this CPU is known. Part 2 converts the shipped model as fp32 and as int8 variants
+(the searched float set mvit-export uses, the same in the converter's PAD order, without int8 SiLU, with
+int8 attention, the float stem of the hand-written default before the search, nothing kept float) and
+reports latency against fp32 and top-1 agreement with fp32 on labelled images.
 
 Latency: one process, XNNPACK at ``--threads``, all rows prepared first, then rounds of ``--per`` invokes
 per row, the starting row rotating each round; medians of all invokes. Run it on an otherwise idle machine:
@@ -23,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+ATTENTION = "attention: q x k^T, softmax, x v; 16 heads, 256 tokens, d 16"
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "model" / "weights" / "mobilevit_xxs_trashnet6.safetensors"
 
 
@@ -59,20 +62,30 @@ def _convert(module: nn.Module, sample: torch.Tensor, path: Path, quantizer=None
 
 
 def int8_tflite(module: nn.Module, calib: torch.Tensor, path: Path, keep_float=(), quantize_silu=True,
-                pad_in_float=True) -> None:
+                pad_in_float=True, quantize_attention=False, input_range=None) -> None:
     """PT2E int8 (the export's quantizer and calibration) of ``module``, calibrated on ``calib``, to ``path``;
-    ``pad_in_float=False`` skips mvit-export's dequantize-before-pad rewrite (export/tflite_passes.py)."""
+    ``pad_in_float=False`` skips mvit-export's dequantize-before-pad rewrite (export/tflite_passes.py);
+    ``quantize_attention``: attention's matmuls and softmax int8 too; ``input_range``: the graph input's
+    exact range (as mvit-export quantizes it)."""
     from torchao.quantization.pt2e import allow_exported_model_train_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
     from mvit.quant.pt2e import _calibrate, quantizer_for
 
-    q = quantizer_for(module, "histogram", tuple(keep_float), quantize_silu)
+    q = quantizer_for(module, "histogram", tuple(keep_float), quantize_silu, input_range, quantize_attention)
     sample = calib[:1]
     with torch.no_grad():
         prepared = _calibrate(module, sample, q, lambda i, j: calib[i:j], len(calib))
         converted = allow_exported_model_train_eval(convert_pt2e(prepared, fold_quantize=False))
     _convert(converted, torch.zeros_like(sample), path, q, pad_in_float)
+
+
+class _Attention(nn.Module):
+    """The attention core alone, as MobileViT computes it: [B, heads, N, 3d] (query, key, value) in."""
+
+    def forward(self, qkv: torch.Tensor) -> torch.Tensor:
+        q, k, v = qkv.split(qkv.shape[-1] // 3, dim=-1)
+        return torch.softmax(q @ k.transpose(-1, -2), dim=-1) @ v
 
 
 def _stack(kind: str) -> tuple[nn.Module, tuple[int, ...]]:
@@ -83,8 +96,11 @@ def _stack(kind: str) -> tuple[nn.Module, tuple[int, ...]]:
         "linear 96->192->96, 256 tokens": (lambda: nn.Sequential(nn.Linear(96, 192), nn.ReLU(), nn.Linear(192, 96)),
                                            (1, 256, 96)),
         "conv 1x1 + SiLU, 128 ch, 64x64": (lambda: nn.Sequential(nn.Conv2d(128, 128, 1), nn.SiLU()), (1, 128, 64, 64)),
+        ATTENTION: (_Attention, (1, 16, 256, 48)),
     }
     make, shape = layers[kind]
+    if kind == ATTENTION:
+        return make().eval(), shape
     blocks = [nn.Sequential(make(), nn.ReLU()) if "SiLU" not in kind else make() for _ in range(6)]
     return nn.Sequential(*blocks).eval(), shape
 
@@ -94,11 +110,11 @@ def kernels(tmp: Path, threads: int, rounds: int, per: int) -> list[dict]:
     rows = []
     torch.manual_seed(0)
     for kind in ("conv 3x3, 64 ch, 64x64", "conv 1x1, 128 ch, 64x64", "depthwise 3x3, 128 ch, 64x64",
-                 "linear 96->192->96, 256 tokens", "conv 1x1 + SiLU, 128 ch, 64x64"):
+                 "linear 96->192->96, 256 tokens", "conv 1x1 + SiLU, 128 ch, 64x64", ATTENTION):
         net, shape = _stack(kind)
         f, q = tmp / "k_fp32.tflite", tmp / "k_int8.tflite"
         _convert(net, torch.zeros(*shape), f)
-        int8_tflite(net, torch.randn(16, *shape[1:]), q)
+        int8_tflite(net, torch.randn(16, *shape[1:]), q, quantize_attention=kind == ATTENTION)
         ms = interleaved_median_ms([f, q], threads, rounds, per)
         rows.append({"layer": kind, "fp32_ms": ms[0], "int8_ms": ms[1]})
     return rows
@@ -127,29 +143,38 @@ def whole_model(weights: Path, calib_dir: Path, val_dir: Path, calib_count: int,
     """fp32 vs int8 variants of the checkpoint: latency ratio and agreement on ``val_dir``."""
     from mvit.model.images import image_files, load_pixels
     from mvit.export.tflite_passes import dequantize_before_pad
-    from mvit.model.checkpoint import load_checkpoint
+    from mvit.model.checkpoint import file_sha256, load_checkpoint
     from mvit.model.export_prep import prepare_for_export
     from mvit.model.preprocess import normalize_hwc_uint8
+    from mvit.quant.plan import int8_plan
+    from mvit.quant.pt2e import model_input_range
 
     ck = load_checkpoint(weights)
     net, contract = prepare_for_export(ck.model), ck.meta.contract
     calib = torch.from_numpy(normalize_hwc_uint8(load_pixels(image_files(calib_dir), contract, calib_count)[0], contract))
     val = normalize_hwc_uint8(load_pixels(image_files(val_dir), contract)[0], contract)
-    default = ("conv_1", "layer_1", "layer_2")  # the float stem the hand-written default kept until the search
-    variants = [("int8, default (stem float, SiLU int8)", default, True),
-                ("int8, default, PAD before DEQUANTIZE (the converter's order)", None, None),
-                ("int8, stem float, SiLU float (litert-torch's annotation)", default, False),
-                ("int8, nothing float, SiLU int8", (), True)]
+    stem = ("conv_1", "layer_1", "layer_2")  # the float stem the hand-written default kept until the search
+    plan = int8_plan("pt2e", net, checkpoint=weights, sha256=file_sha256(weights))
+    searched = tuple(plan.float_units)
+    tag = f"searched float set ({len(searched)} modules, {plan.source})"
+    # (name, float modules, SiLU int8, attention int8); the second row is the first's file in the converter's order
+    variants = [(f"int8, {tag}: mvit-export's default", searched, True, False),
+                ("int8, the same, PAD before DEQUANTIZE (the converter's order)", None, None, None),
+                ("int8, the same, SiLU float (litert-torch's annotation)", searched, False, False),
+                ("int8, the same + attention matmuls and softmax int8", searched, True, True),
+                ("int8, stem float (the hand-written default before the search)", stem, True, False),
+                ("int8, nothing float", (), True, False)]
+    input_range = model_input_range(contract)
     fp32 = tmp / "fp32.tflite"
     _convert(net, torch.zeros(1, 3, *contract.input_size), fp32)
     paths = [fp32] + [tmp / f"v{i}.tflite" for i in range(len(variants))]
-    int8_tflite(net, calib, paths[2], default, True, pad_in_float=False)
+    int8_tflite(net, calib, paths[2], searched, True, pad_in_float=False, input_range=input_range)
     paths[1].write_bytes(dequantize_before_pad(paths[2].read_bytes())[0])  # the same calibration, rewritten
-    for (_, keep, silu), p in list(zip(variants, paths[1:]))[2:]:
-        int8_tflite(net, calib, p, keep, silu)
+    for (_, keep, silu, attention), p in list(zip(variants, paths[1:]))[2:]:
+        int8_tflite(net, calib, p, keep, silu, quantize_attention=attention, input_range=input_range)
     ms = interleaved_median_ms(paths, threads, rounds, per)
     rows = [{"model": "fp32", "ms": ms[0], "ratio": 1.0, "agreement": 100.0, "size": fp32.stat().st_size}]
-    for (name, _, _), p, t in zip(variants, paths[1:], ms[1:]):
+    for (name, *_), p, t in zip(variants, paths[1:], ms[1:]):
         rows.append({"model": name, "ms": t, "ratio": t / ms[0], "agreement": _agreement(fp32, p, val, threads),
                      "size": p.stat().st_size})
     return rows

@@ -11,7 +11,6 @@ Comparing two models side by side (fp32 and int8) shows which op types int8 make
 """
 from __future__ import annotations
 
-import argparse
 import os
 from collections import defaultdict
 from pathlib import Path
@@ -114,28 +113,17 @@ def render(profiles: dict[str, list[dict]], threads: int, top: int = 10) -> str:
 
 def main(argv=None) -> int:
     """Profile each model given and print (or write) the report."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("models", nargs="+", help=".tflite files")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--runs", type=int, default=40, help="timed invokes per op")
+    from mvit.bench._script_args import emit_report, fail, op_profile_args, op_profile_parser
+
+    ap = op_profile_parser(__doc__, ".tflite files", runs=40)
     ap.add_argument("--span", type=int, default=1, help="consecutive ops per cut-out model")
-    ap.add_argument("--top", type=int, default=10)
-    ap.add_argument("--out")
-    args = ap.parse_args(argv)
+    args = op_profile_args(ap, "tflite_op_profile", argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    for m in args.models:
-        if not Path(m).is_file():
-            ap.exit(2, f"tflite_op_profile: no such file: {m}\n")
     try:
         profiles = {m: profile(Path(m), args.threads, args.runs, args.span) for m in args.models}
     except Exception as e:  # noqa: BLE001 - flatbuffers raise assorted errors on foreign bytes
-        ap.exit(2, f"tflite_op_profile: cannot read a .tflite model: {e}\n")
-    text = render(profiles, args.threads, args.top)
-    if args.out:
-        tmp = Path(args.out).with_suffix(".tmp")
-        tmp.write_text(text)
-        tmp.replace(args.out)
-    print(text)
+        fail("tflite_op_profile", f"cannot read a .tflite model: {e}")
+    emit_report(render(profiles, args.threads, args.top), args.out)
     return 0
 
 

@@ -21,22 +21,31 @@ there the fold only spreads each weight row's range (99.51% -> 99.26%): it is no
 from __future__ import annotations
 
 import copy
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
 
-def attention_scales(model: nn.Module):
-    """(attention module, its fused qkv projection, the name of its query-scale attribute) per
-    attention layer of the zoo's transformers."""
+class AttentionLayer(NamedTuple):
+    """One attention layer of the zoo's transformers and the parts the rewrites touch."""
+
+    module: nn.Module
+    qkv: nn.Linear    # fused query/key/value projection
+    out: nn.Linear    # output projection
+    scale_attr: str   # the module's query-scale attribute
+
+
+def attention_layers(model: nn.Module):
+    """Every attention layer of ``model`` (MobileViT's MultiHeadAttention, ViT's Attention)."""
     from mvit.model.mobilevit import MultiHeadAttention
     from mvit.model.vit import Attention
 
     for m in model.modules():
         if isinstance(m, MultiHeadAttention):
-            yield m, m.qkv_proj, "scaling"
+            yield AttentionLayer(m, m.qkv_proj, m.out_proj, "scaling")
         elif isinstance(m, Attention):
-            yield m, m.qkv, "scale"
+            yield AttentionLayer(m, m.qkv, m.proj, "scale")
 
 
 def scale_queries_(proj: nn.Linear, factor: float) -> None:
@@ -50,10 +59,10 @@ def scale_queries_(proj: nn.Linear, factor: float) -> None:
 
 def fold_attention_scale_(model: nn.Module) -> nn.Module:
     """In place: scale the query rows of every fused qkv projection and drop the runtime scaling."""
-    for m, proj, attr in attention_scales(model):
-        if getattr(m, attr) != 1.0:
-            scale_queries_(proj, getattr(m, attr))
-            setattr(m, attr, 1.0)
+    for a in attention_layers(model):
+        if getattr(a.module, a.scale_attr) != 1.0:
+            scale_queries_(a.qkv, getattr(a.module, a.scale_attr))
+            setattr(a.module, a.scale_attr, 1.0)
     return model
 
 
@@ -88,7 +97,8 @@ def layernorm_linear_sites(model: nn.Module, sample: torch.Tensor) -> dict[str, 
     return {k: v for k, v in sites.items() if v}
 
 
-def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
+def set_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    """Replace the submodule called ``name`` (dotted path) by ``module``."""
     parent, _, attr = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, attr, module)
 
@@ -124,9 +134,9 @@ def fold_layernorm_affine_(model: nn.Module, sample: torch.Tensor) -> nn.Module:
                     lin.bias = nn.Parameter(torch.zeros(lin.out_features, dtype=lin.weight.dtype))
                 lin.bias += shift
                 lin.weight *= norm.weight
-            _set_module(model, norm_name, nn.LayerNorm(norm.normalized_shape, eps=norm.eps, elementwise_affine=False))
+            set_module(model, norm_name, nn.LayerNorm(norm.normalized_shape, eps=norm.eps, elementwise_affine=False))
             if (model(sample) - ref).abs().max() > tol:  # the normalized output has another consumer
-                _set_module(model, norm_name, norm)
+                set_module(model, norm_name, norm)
                 for lin, (w, b) in zip(linears, saved):
                     lin.weight.copy_(w)
                     if b is None:

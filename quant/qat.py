@@ -338,7 +338,7 @@ def float_model(qm: QatModel) -> nn.Module:
     """The fine-tuned weights in the float architecture (a copy of ``qm.base``): each folded
     BatchNorm becomes an identity scale plus the folded shift, each folded LayerNorm gets affine 1/0,
     and the attention scale is taken back out of the query projection (the export folds it again)."""
-    from mvit.model.export_prep import attention_scales, scale_queries_
+    from mvit.model.export_prep import attention_layers, scale_queries_
 
     m = copy.deepcopy(qm.base).cpu().eval()
     trained = {k: v.detach().cpu() for k, v in qm.graph.state_dict().items()}
@@ -363,8 +363,8 @@ def float_model(qm: QatModel) -> nn.Module:
         for k, v in trained.items():
             if k in own and own[k].shape == v.shape:
                 own[k].copy_(v)
-    for mod, proj, attr in attention_scales(m):  # undo fold_attention_scale_ (the export folds it again)
-        scale_queries_(proj, 1.0 / getattr(mod, attr))
+    for a in attention_layers(m):  # undo fold_attention_scale_ (the export folds it again)
+        scale_queries_(a.qkv, 1.0 / getattr(a.module, a.scale_attr))
     return m
 
 

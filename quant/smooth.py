@@ -76,7 +76,7 @@ def smooth_layernorms_(model: nn.Module, batches, alpha: float = 0.5) -> int:
     ``mvit.quant.fold.fold_block_layernorm_``)."""
     if alpha == 0:
         return 0
-    from mvit.model.export_prep import _set_module
+    from mvit.model.export_prep import set_module
 
     sites = [site for site in _sites(model, batches[0][:1]) if not site[1].elementwise_affine]
     ranges = _input_ranges(model, [layers[0] for *_, layers in sites], batches)
@@ -90,29 +90,19 @@ def smooth_layernorms_(model: nn.Module, batches, alpha: float = 0.5) -> int:
         new.weight.copy_(1.0 / s)
         new.bias.zero_()
         new.smoothquant_scale = True  # the int8 export's LayerNorm fold must leave this scale where it is
-        _set_module(model, name, new)
+        set_module(model, name, new)
         for layer in layers:
             layer.weight.mul_(s.view(1, -1) if layer.weight.dim() == 2 else s.view(1, -1, 1, 1))
     return len(sites)
-
-
-def _attention_projections(model: nn.Module):
-    """(fused qkv projection, output projection) of each attention layer of the zoo's transformers."""
-    from mvit.model.mobilevit import MultiHeadAttention
-    from mvit.model.vit import Attention
-
-    for m in model.modules():
-        if isinstance(m, MultiHeadAttention):
-            yield m.qkv_proj, m.out_proj
-        elif isinstance(m, Attention):
-            yield m.qkv, m.proj
 
 
 @torch.no_grad()
 def smooth_value_output_(model: nn.Module, batches, alpha: float = 0.5) -> int:
     """Migrate scale from attention's output (the input of its output projection) into that projection
     through the value rows of the fused qkv projection; returns how many attention layers changed."""
-    pairs = list(_attention_projections(model))
+    from mvit.model.export_prep import attention_layers
+
+    pairs = [(a.qkv, a.out) for a in attention_layers(model)]
     ranges = _input_ranges(model, [out for _, out in pairs], batches)
     for (qkv, out), r in zip(pairs, ranges):
         if r is None:

@@ -52,3 +52,24 @@ def test_interleaved_medians_calls_each_callable_equally_and_reports_medians():
     out = interleaved_medians({k: (lambda k=k: call(k)) for k in counts}, rounds=4, per_round=5, warmup=2)
     assert set(out) == {"a", "b"} and all(v >= 0 for v in out.values())
     assert counts == {"a": 2 + 4 * 5, "b": 2 + 4 * 5}
+
+
+def test_onnx_int8_variants_builds_the_searched_variant_and_writes_its_command(image_folder, tmp_path, capsys):
+    m = model.create("mobilevit_test", num_classes=3)
+    meta = CheckpointMeta("mobilevit_test", ["a", "b", "c"], PreprocessContract(input_size=(64, 64)),
+                          provenance={"test": "bench scripts"})
+    ckpt = save_checkpoint(tmp_path / "ck.safetensors", m.eval(), meta)
+    out = tmp_path / "variants.md"
+    name = "searched float set (mvit-export's default)"
+    threads = torch.get_num_threads()
+    try:
+        assert onnx_int8_variants.main(["--weights", str(ckpt), "--calib", str(image_folder), "--calib-count", "4",
+                                        "--verify-data", str(image_folder), "--threads", "1", "--rounds", "1",
+                                        "--per-round", "1", "--repeats", "1", "--reduce-range", "--only", name,
+                                        "--out", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    text = out.read_text()
+    assert text.startswith("# ONNX int8 variants of ck.safetensors") and "--reduce-range" in text
+    rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| variant")]
+    assert [r.split(" | ")[0] for r in rows] == ["| fp32", f"| {name}"]
