@@ -7,8 +7,10 @@ mvit's own artifacts (``mvit.export``, as ``mvit-export`` makes them), from the 
 |---|---|---|
 | ONNX | ``torch.onnx.export(model, (x,), path)`` (its defaults) + onnxruntime | onnxruntime ``quant_pre_process`` + ``quantize_static`` (QDQ, per-channel weights, MinMax; defaults otherwise) |
 | TFLite | ``litert_torch.convert(model, (x,))`` | litert-torch PT2E: ``get_symmetric_quantization_config(is_per_channel=True)``, ``prepare_pt2e``, calibrate, ``convert_pt2e``, ``litert_torch.convert`` |
+| ExecuTorch | ``to_edge_transform_and_lower(torch.export.export(model, (x,)), partitioner=[XnnpackPartitioner()])`` | ExecuTorch's ``XNNPACKQuantizer`` with ``get_symmetric_quantization_config(is_per_channel=True)``, ``prepare_pt2e``, calibrate, ``convert_pt2e``, then the same lowering |
 
-(ExecuTorch's stock XNNPACKQuantizer path is not a row yet; Core ML has no runtime off macOS.) Each peer file gets mvit's
+(ExecuTorch rows only where it is installed: ``pip install 'mvit[executorch]'``; Core ML has no runtime off
+macOS.) Each peer file gets mvit's
 model_meta entry so that the same runners feed every row (the input each file declares: float NCHW,
 or int8 quantized with the file's own scale and zero point); its graph is not touched.
 
@@ -41,7 +43,9 @@ from mvit.bench.census import census, heavy_ops
 PEER = "peer"
 MVIT = "mvit"
 ROWS = ((PEER, "onnx", "fp32"), (MVIT, "onnx", "fp32"), (PEER, "onnx", "int8"), (MVIT, "onnx", "int8"),
-        (PEER, "tflite", "fp32"), (MVIT, "tflite", "fp32"), (PEER, "tflite", "int8"), (MVIT, "tflite", "int8"))
+        (PEER, "tflite", "fp32"), (MVIT, "tflite", "fp32"), (PEER, "tflite", "int8"), (MVIT, "tflite", "int8"),
+        (PEER, "executorch", "fp32"), (MVIT, "executorch", "fp32"), (PEER, "executorch", "int8"),
+        (MVIT, "executorch", "int8"))
 HOW = {
     (PEER, "onnx", "fp32"): "torch.onnx.export (defaults) + onnxruntime",
     (PEER, "onnx", "int8"): "onnxruntime quantize_static QDQ, per-channel, MinMax (stock)",
@@ -51,7 +55,14 @@ HOW = {
     (MVIT, "onnx", "int8"): "mvit-export --format onnx --quantize int8",
     (MVIT, "tflite", "fp32"): "mvit-export --format tflite --quantize fp32",
     (MVIT, "tflite", "int8"): "mvit-export --format tflite --quantize int8",
+    (PEER, "executorch", "fp32"): "ExecuTorch to_edge_transform_and_lower + XnnpackPartitioner (stock)",
+    (PEER, "executorch", "int8"): "ExecuTorch XNNPACKQuantizer, symmetric per-channel (stock)",
+    (MVIT, "executorch", "fp32"): "mvit-export --format executorch --quantize fp32",
+    (MVIT, "executorch", "int8"): "mvit-export --format executorch --quantize int8",
 }
+
+
+SUFFIX = {"executorch": "pte"}  # file suffix where it is not the format's name
 
 
 class PeersError(RuntimeError):
@@ -130,6 +141,41 @@ def tflite_int8_peer(model, sample, path: Path, calib: np.ndarray) -> None:
     litert_torch.convert(converted, (sample,), quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(str(path))
 
 
+def executorch_fp32_peer(model, sample, path: Path) -> None:
+    """ExecuTorch's documented XNNPACK lowering with its defaults."""
+    import torch
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    with torch.no_grad():
+        edge = to_edge_transform_and_lower(torch.export.export(model, (sample,)), partitioner=[XnnpackPartitioner()])
+    path.write_bytes(edge.to_executorch().buffer)
+
+
+def executorch_int8_peer(model, sample, path: Path, calib: np.ndarray) -> None:
+    """ExecuTorch's documented int8 recipe: XNNPACKQuantizer (symmetric, per-channel), PT2E calibration
+    one image per call, then the XNNPACK lowering."""
+    import torch
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
+                                                                         get_symmetric_quantization_config)
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    prepared = prepare_pt2e(torch.export.export(model, (sample,)).module(), quantizer)
+    with torch.no_grad():
+        for i in range(len(calib)):
+            prepared(torch.from_numpy(calib[i:i + 1]))
+        converted = convert_pt2e(prepared)
+    executorch_fp32_peer(converted, sample, path)
+
+
+def executorch_ready() -> bool:
+    """Whether ExecuTorch is installed here (its rows are built only then)."""
+    from mvit.export.backends import get_backend
+
+    return get_backend("executorch").unavailable() is None
+
+
 def _io_spec(path: Path, fmt: str):
     """The input/output tensors a file declares, read through its runtime (for its model_meta)."""
     from mvit.export.backends import get_backend
@@ -154,7 +200,8 @@ def label_peer(ckpt, path: Path, fmt: str, precision: str) -> None:
 
 
 def build_peers(ckpt, calib: np.ndarray, work: Path, say) -> list[Built]:
-    """The four peer artifacts in ``work/peer`` (float model as the checkpoint holds it)."""
+    """The peer artifacts in ``work/peer`` (float model as the checkpoint holds it): ONNX and TFLite,
+    and ExecuTorch where it is installed."""
     import torch
 
     from mvit.model.preprocess import normalize_hwc_uint8
@@ -170,8 +217,11 @@ def build_peers(ckpt, calib: np.ndarray, work: Path, say) -> list[Built]:
              ("onnx", "int8", lambda p: onnx_int8_peer(folder / "model-fp32.onnx", p, x)),
              ("tflite", "fp32", lambda p: tflite_fp32_peer(model, sample, p)),
              ("tflite", "int8", lambda p: tflite_int8_peer(model, sample, p, x)))
+    if executorch_ready():
+        steps += (("executorch", "fp32", lambda p: executorch_fp32_peer(model, sample, p)),
+                  ("executorch", "int8", lambda p: executorch_int8_peer(model, sample, p, x)))
     for fmt, precision, make in steps:
-        path = folder / f"model-{precision}.{fmt}"
+        path = folder / f"model-{precision}.{SUFFIX.get(fmt, fmt)}"
         say(f"building the peer {fmt} {precision}: {HOW[(PEER, fmt, precision)]} ...")
         t0 = time.perf_counter()
         make(path)
@@ -183,11 +233,13 @@ def build_peers(ckpt, calib: np.ndarray, work: Path, say) -> list[Built]:
 
 
 def build_mvit(weights: Path, calib_dir: Path, calib_count: int, work: Path, threads: int, say) -> list[Built]:
-    """mvit's TFLite and ONNX artifacts, fp32 and int8, exactly as ``mvit-export`` makes them."""
+    """mvit's ONNX, TFLite (and, where installed, ExecuTorch) artifacts, fp32 and int8, exactly as
+    ``mvit-export`` makes them."""
     from mvit.export.api import export_model
     from mvit.export.request import ExportRequest
 
-    request = ExportRequest(checkpoint=weights, formats=("onnx", "tflite"), precisions=("fp32", "int8"),
+    formats = ("onnx", "tflite") + (("executorch",) if executorch_ready() else ())
+    request = ExportRequest(checkpoint=weights, formats=formats, precisions=("fp32", "int8"),
                             out=work / MVIT, force=True, calib=calib_dir, calib_count=calib_count, verify=False,
                             threads=threads)
     t0 = time.perf_counter()

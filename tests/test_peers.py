@@ -43,6 +43,37 @@ def test_onnx_peers_are_labelled_timed_through_mvit_runners_and_censused(small_c
     assert "QLinearConv uint8" in census.heavy_ops(c8)
 
 
+def test_executorch_peers_are_labelled_and_run_through_mvit_runners(small_ckpt, tmp_path):
+    if not peers.executorch_ready():
+        pytest.skip("ExecuTorch is not installed (pip install 'mvit[executorch]')")
+    ck = load_checkpoint(small_ckpt)  # its labels and contract; a small conv net keeps the lowering short
+    contract = ck.meta.contract
+    h, w = contract.input_size
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, stride=2, padding=1), torch.nn.ReLU(),
+                              torch.nn.Conv2d(16, 16, 3, stride=2, padding=1), torch.nn.ReLU(),
+                              torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                              torch.nn.Linear(16, ck.meta.num_classes)).eval()
+    fp32, int8 = tmp_path / "model-fp32.pte", tmp_path / "model-int8.pte"
+    sample = torch.zeros(1, 3, h, w)
+    peers.executorch_fp32_peer(net, sample, fp32)
+    peers.executorch_int8_peer(net, sample, int8, normalize_hwc_uint8(generated_pixels(contract, 8), contract))
+    for path, precision in ((fp32, "fp32"), (int8, "int8")):
+        peers.label_peer(ck, path, "executorch", precision)
+
+    px = generated_pixels(contract, 4, seed=4)
+    ref = torch_logits(net, px, contract)
+    runner = load_artifact_runner(fp32)
+    assert runner.meta["quantization_details"]["method"].startswith("ExecuTorch")
+    np.testing.assert_allclose(runner.run(px), ref, rtol=1e-3, atol=1e-3)
+    out8 = load_artifact_runner(int8).run(px)
+    cos = (out8 * ref).sum(1) / (np.linalg.norm(out8, axis=1) * np.linalg.norm(ref, axis=1))
+    assert cos.min() > 0.9, cos
+    # the stock int8 program runs int8 convolutions inside XNNPACK
+    heavy = census.heavy_ops(census.census(int8, "executorch"))
+    assert "Conv2d int8" in heavy, heavy
+
+
 def test_peers_command_line_refuses_bad_numbers(capsys):
     for bad in (["--calib-count", "0"], ["--threads", "0"], ["--min-time", "-1"]):
         with pytest.raises(SystemExit) as e:

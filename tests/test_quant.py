@@ -394,30 +394,26 @@ def test_int8_attention_converts_to_tflite_int8_matmuls_and_softmax_that_load_an
     net = prepare_for_export(ck.model)
     px, _ = load_pixels(image_files(small_data_dir), ck.meta.contract, 16)
     x = torch.from_numpy(normalize_hwc_uint8(px, ck.meta.contract))
-    dtypes = {}
-    for attention in (False, True):
-        path = tmp_path / f"attention_{attention}.tflite"
-        int8_tflite(net, x, path, quantize_attention=attention)
-        census = op_census(path)
-        dtypes[attention] = {(r["op"], r["dtype"]) for r in census["ops"] if r["op"] in ("BATCH_MATMUL", "SOFTMAX")}
-        if attention:
-            from ai_edge_litert.interpreter import Interpreter
+    path = tmp_path / "attention.tflite"
+    int8_tflite(net, x, path, quantize_attention=True)  # a mistake fails here or at allocate_tensors
+    census = op_census(path)
+    assert {(r["op"], r["dtype"]) for r in census["ops"] if r["op"] in ("BATCH_MATMUL", "SOFTMAX")} == {
+        ("BATCH_MATMUL", "int8"), ("SOFTMAX", "int8")}
+    from ai_edge_litert.interpreter import Interpreter
 
-            it = Interpreter(str(path), num_threads=1)
-            it.allocate_tensors()
-            i, o = it.get_input_details()[0], it.get_output_details()[0]
-            s, z = i["quantization"]
-            outs = []
-            for img in x[:4].numpy():
-                it.set_tensor(i["index"], np.clip(np.round(img[None] / s + z), -128, 127).astype(np.int8))
-                it.invoke()
-                q = it.get_tensor(o["index"]).astype(np.float32)
-                os_, oz = o["quantization"]
-                outs.append((q - oz) * os_ if o["dtype"] == np.int8 else q)
-            with torch.no_grad():
-                ref = net(x[:4]).numpy()
-            out = np.concatenate(outs)
-            cos = (out * ref).sum(1) / (np.linalg.norm(out, axis=1) * np.linalg.norm(ref, axis=1))
-            assert cos.min() > 0.95, cos
-    assert dtypes[False] == {("BATCH_MATMUL", "float32"), ("SOFTMAX", "float32")}
-    assert dtypes[True] == {("BATCH_MATMUL", "int8"), ("SOFTMAX", "int8")}
+    it = Interpreter(str(path), num_threads=1)
+    it.allocate_tensors()
+    i, o = it.get_input_details()[0], it.get_output_details()[0]
+    s, z = i["quantization"]
+    outs = []
+    for img in x[:4].numpy():
+        it.set_tensor(i["index"], np.clip(np.round(img[None] / s + z), -128, 127).astype(np.int8))
+        it.invoke()
+        q = it.get_tensor(o["index"]).astype(np.float32)
+        os_, oz = o["quantization"]
+        outs.append((q - oz) * os_ if o["dtype"] == np.int8 else q)
+    with torch.no_grad():
+        ref = net(x[:4]).numpy()
+    out = np.concatenate(outs)
+    cos = (out * ref).sum(1) / (np.linalg.norm(out, axis=1) * np.linalg.norm(ref, axis=1))
+    assert cos.min() > 0.95, cos

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -324,7 +325,9 @@ def xnnpack_nodes(blob: bytes) -> list[tuple[str, str]]:
         Path(d, "schema.fbs").write_bytes(_get_schema_bytes())
         Path(d, "graph.bin").write_bytes(flat)
         _flatc_decompile(d, str(Path(d, "schema.fbs")), str(Path(d, "graph.bin")), ["--raw-binary"])
-        graph = json.loads(Path(d, "graph.json").read_text())
+        # flatc writes unbounded clamps (a ReLU's output_max) as bare inf/nan, which JSON lacks
+        text = re.sub(r"(?<=[\s:\[,])(-?)inf\b", r"\1Infinity", Path(d, "graph.json").read_text())
+        graph = json.loads(re.sub(r"(?<=[\s:\[,])-?nan\b", "NaN", text))
     dtypes = {}
     for v in graph.get("xvalues", []):
         t = v.get("xvalue_union", {})
