@@ -96,17 +96,22 @@ def main(argv=None) -> int:
     ap.add_argument("--calib", required=True, help="calibration images (the simulation uses the first "
                     f"{SEARCH_CALIB_IMAGES}, as the int8 search does)")
     ap.add_argument("--data", required=True, help="images the flips are counted on")
+    ap.add_argument("--max-images", type=int, default=None,
+                    help="at most this many --data images (image_files' seeded order); each of the ~30 "
+                         "simulations runs them all")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     if args.threads < 1:
         ap.error(f"--threads {args.threads}: use 1 or more")
+    if args.max_images is not None and args.max_images < 1:
+        ap.error(f"--max-images {args.max_images}: use 1 or more")
     torch.set_num_threads(args.threads)
     try:
         ckpt = load_checkpoint(Path(args.weights))
         c = ckpt.meta.contract
         calib, _ = load_pixels(image_files(args.calib), c, SEARCH_CALIB_IMAGES)
-        pixels, _ = load_pixels(image_files(args.data), c, None)
+        pixels, _ = load_pixels(image_files(args.data), c, args.max_images)
     except Exception as e:  # noqa: BLE001 - one line for any unreadable input
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -274,3 +274,12 @@ def test_int8_sources_blames_the_group_holding_a_planted_outlier(tiny_mobilevit,
     assert worst["what"] in ("conv2d", "mul"), [(r["what"], r["cosine"]) for r in rows]
     assert worst["without"]["cosine"] > rows[0]["cosine"]
     assert all(p.enabled for p in sim.acts.values())  # the simulation is left as found
+
+
+def test_int8_sources_refuses_a_bad_image_count_in_one_line(capsys):
+    from mvit.bench import int8_sources
+
+    with pytest.raises(SystemExit) as e:
+        int8_sources.main(["--calib", "x", "--data", "y", "--max-images", "0"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "--max-images 0: use 1 or more" in err
