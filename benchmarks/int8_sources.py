@@ -83,6 +83,7 @@ def main(argv=None) -> int:
     """Print the table; ``--json`` also writes the numbers."""
     import torch
 
+    from mvit.bench._script_args import fail
     from mvit.export.parity import torch_logits
     from mvit.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
     from mvit.model.export_prep import prepare_for_export
@@ -102,10 +103,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
-    if args.threads < 1:
-        ap.error(f"--threads {args.threads}: use 1 or more")
-    if args.max_images is not None and args.max_images < 1:
-        ap.error(f"--max-images {args.max_images}: use 1 or more")
+    for name, value in (("--threads", args.threads), ("--max-images", args.max_images)):
+        if value is not None and value < 1:
+            fail("int8_sources", f"{name} {value}: use 1 or more")
     torch.set_num_threads(args.threads)
     try:
         ckpt = load_checkpoint(Path(args.weights))

@@ -458,22 +458,36 @@ def _untimed_eval(cfg, a: Artifact, pixels, ref, labels, precision, data_desc, l
 
 # ------------------------------------------------------------------------------------------ all
 
+# int8 dot-product extensions (x86 VNNI, ARM dotprod) decide whether int8 kernels beat fp32 ones
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "asimddp")
+
+
+def cpu_info() -> tuple[str, list[str]]:
+    """The CPU's model name and which of ``ISA_FLAGS`` it has (from /proc/cpuinfo; ARM lists them
+    under ``Features``)."""
+    cpu, flags = platform.processor() or platform.machine(), []
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and cpu == (platform.processor() or platform.machine()):
+                cpu = value.strip()
+            elif key.strip() in ("flags", "Features") and not flags:
+                flags = value.split()
+    except OSError:
+        pass
+    return cpu, [f for f in ISA_FLAGS if f in flags]
+
+
+def cpu_line(threads: int) -> str:
+    """``CPU model, N cores, ISA a, b; T threads`` for a report's header."""
+    cpu, isa = cpu_info()
+    return f"{cpu}, {os.cpu_count()} cores, ISA {', '.join(isa) or 'none of ' + '/'.join(ISA_FLAGS)}; {threads} threads"
+
+
 def machine_info(threads: int) -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        flags = next(l for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("flags")).split()
-        isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8") if f in flags]
-    except (OSError, StopIteration):
-        isa = []
+    cpu, isa = cpu_info()
     libs = {}
     for pkg in ("mvit", "torch", "onnxruntime", "onnx", "ai-edge-litert", "litert-torch", "ai-edge-quantizer",
                 "torchao", "coremltools", "numpy", "matplotlib"):

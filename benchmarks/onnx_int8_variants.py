@@ -13,7 +13,6 @@ the repeats is reported with the per-repeat ratios. Agreement: same top-1 as the
 """
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 import time
@@ -95,6 +94,7 @@ def main(argv=None) -> int:
     from mvit.export.base import ExportJob
     from mvit.model.images import labelled_indices
     from mvit.export.parity import torch_logits
+    from mvit.bench.matrix import cpu_line
     from mvit.model.checkpoint import file_sha256
     from mvit.quant.plan import int8_plan
 
@@ -156,12 +156,10 @@ def main(argv=None) -> int:
 
     ort_version = onnxruntime.__version__
     fp32_size = rows["fp32"]["size"]
-    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
-    isa = ", ".join(f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni") if f" {f}" in flags) or "?"
     command = " ".join(["python -m mvit.bench.onnx_int8_variants"] + [f'"{a}"' if " " in a else a for a in argv_used])
-    lines = [f"# ONNX int8 variants of {Path(args.weights).name} (onnxruntime {ort_version}, CPU: {isa})", "",
-             f"Command: `{command}`", "",
-             f"{args.threads} threads; latency ratio = median over {args.repeats} repeats of (variant median / fp32 "
+    lines = [f"# ONNX int8 variants of {Path(args.weights).name} (onnxruntime {ort_version})", "",
+             f"Command: `{command}`", "", f"CPU: {cpu_line(args.threads)}, thread spinning off (sessions run in turn).", "",
+             "Latency ratio = median over {args.repeats} repeats of (variant median / fp32 "
              f"median), {args.rounds}x{args.per_round} interleaved runs each; agreement/top-1 on {len(val)} images "
              f"of {args.verify_data}; {len(calib)} calibration images.", "",
              "| variant | size MB | size / fp32 | latency ms | latency / fp32 (repeats) | agreement | flips | top-1 |",

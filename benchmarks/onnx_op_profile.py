@@ -91,11 +91,13 @@ def by_type(rows: list[dict]) -> dict[str, tuple[int, float]]:
 
 def render(profiles: dict[str, list[dict]], threads: int, runs: int, top: int = 10) -> str:
     """Markdown: per model, the op types by summed time, then the slowest nodes."""
+    from mvit.bench.matrix import cpu_line
+
     lines = [f"# Per-op time in onnxruntime (CPU EP, {threads} threads, mean of {runs} profiled runs, models "
-             "interleaved)", "",
+             "interleaved)", "", f"CPU: {cpu_line(threads)}; thread spinning off (one session runs at a time).", "",
              "Kernel time of every node as onnxruntime's profiler records it in whole-model runs, after graph "
              "optimisation; profiling adds time per node, so sums exceed the wall time. Command: "
-             "`python -m mvit.bench.onnx_op_profile " + " ".join(profiles) + "`", ""]
+             f"`python -m mvit.bench.onnx_op_profile {' '.join(profiles)} --threads {threads} --runs {runs}`", ""]
     for name, rows in profiles.items():
         total = sum(r["ms"] for r in rows)
         lines += [f"## {name}: {len(rows)} nodes, {total:.2f} ms summed", "",

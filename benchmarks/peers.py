@@ -62,9 +62,6 @@ HOW = {
 }
 
 
-SUFFIX = {"executorch": "pte"}  # file suffix where it is not the format's name
-
-
 class PeersError(RuntimeError):
     """The comparison cannot run as asked: one line."""
 
@@ -204,6 +201,7 @@ def build_peers(ckpt, calib: np.ndarray, work: Path, say) -> list[Built]:
     and ExecuTorch where it is installed."""
     import torch
 
+    from mvit.export.backends import get_backend
     from mvit.model.preprocess import normalize_hwc_uint8
 
     folder = work / PEER
@@ -221,7 +219,7 @@ def build_peers(ckpt, calib: np.ndarray, work: Path, say) -> list[Built]:
         steps += (("executorch", "fp32", lambda p: executorch_fp32_peer(model, sample, p)),
                   ("executorch", "int8", lambda p: executorch_int8_peer(model, sample, p, x)))
     for fmt, precision, make in steps:
-        path = folder / f"model-{precision}.{SUFFIX.get(fmt, fmt)}"
+        path = folder / f"model-{precision}{get_backend(fmt).SUFFIX}"
         say(f"building the peer {fmt} {precision}: {HOW[(PEER, fmt, precision)]} ...")
         t0 = time.perf_counter()
         make(path)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import tempfile
 from pathlib import Path
 
@@ -182,9 +181,10 @@ def whole_model(weights: Path, calib_dir: Path, val_dir: Path, calib_count: int,
 
 def render(kernel_rows: list[dict], model_rows: list[dict], args) -> str:
     """Markdown report of both parts."""
-    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
-    isa = ", ".join(f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni") if f" {f}" in flags) or "?"
-    lines = [f"# int8 vs fp32 TFLite speed on this CPU ({platform.processor() or platform.machine()}; {isa})", "",
+    from mvit.bench.matrix import cpu_info
+
+    cpu, isa = cpu_info()
+    lines = [f"# int8 vs fp32 TFLite speed on this CPU ({cpu}; {', '.join(isa) or '?'})", "",
              f"XNNPACK, {args.threads} threads, batch 1, medians of {args.rounds} rotating rounds x {args.per} "
              "invokes. Command: `python -m mvit.bench.tflite_int8_speed " + " ".join(args.argv) + "`", "",
              "## Kernels: six stacked layers, fp32 vs PT2E int8", "",

@@ -93,7 +93,10 @@ def by_type(rows: list[dict]) -> dict[tuple[str, str], tuple[int, float]]:
 
 def render(profiles: dict[str, list[dict]], threads: int, top: int = 10) -> str:
     """Markdown: per model, the op types by summed time, then the slowest single rows."""
+    from mvit.bench.matrix import cpu_line
+
     lines = [f"# Per-op latency (XNNPACK, {threads} threads, each op timed alone; medians)", "",
+             f"CPU: {cpu_line(threads)}.", "",
              "Each row is a one-op model cut out of the file, so sums exceed the whole model's time: a one-op",
              "model pays the interpreter's per-invoke overhead (what RESHAPE rows mostly show) and cannot show",
              "what XNNPACK fuses in a full graph (a float PAD into the conv after it, for one). Command: "
