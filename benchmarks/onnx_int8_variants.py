@@ -159,7 +159,7 @@ def main(argv=None) -> int:
     command = " ".join(["python -m mvit.bench.onnx_int8_variants"] + [f'"{a}"' if " " in a else a for a in argv_used])
     lines = [f"# ONNX int8 variants of {Path(args.weights).name} (onnxruntime {ort_version})", "",
              f"Command: `{command}`", "", f"CPU: {cpu_line(args.threads)}, thread spinning off (sessions run in turn).", "",
-             "Latency ratio = median over {args.repeats} repeats of (variant median / fp32 "
+             f"Latency ratio = median over {args.repeats} repeats of (variant median / fp32 "
              f"median), {args.rounds}x{args.per_round} interleaved runs each; agreement/top-1 on {len(val)} images "
              f"of {args.verify_data}; {len(calib)} calibration images.", "",
              "| variant | size MB | size / fp32 | latency ms | latency / fp32 (repeats) | agreement | flips | top-1 |",
