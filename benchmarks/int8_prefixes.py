@@ -79,10 +79,10 @@ def measure(args) -> dict:
     ref_logits = torch_logits(net, pixels, c)
     ref = ref_logits.argmax(1)
     recipe = None
-    if args.smooth_alpha:
+    if args.smooth_alpha or args.balance_attention:
         from mvit.quant.ptq import Recipe
 
-        recipe = Recipe(smooth_alpha=args.smooth_alpha)
+        recipe = Recipe(smooth_alpha=args.smooth_alpha, balance_attention=args.balance_attention)
     run = prefix_runner(args.route, net, ckpt.meta, calib, pixels, recipe)
     bounds, start = {}, 0
     for name, px in halves.items():
@@ -100,13 +100,15 @@ def measure(args) -> dict:
                         for h, b in bounds.items() for v, s in b.items()},
                      "seconds": round(time.perf_counter() - t0, 1)})
         print(f"k={k}: {rows[-1]}", file=sys.stderr, flush=True)
-    return {"route": args.route, "key": key, "smooth_alpha": args.smooth_alpha, "sizes": {h: len(px) for h, px in halves.items()}, "rows": rows}
+    return {"route": args.route, "key": key, "smooth_alpha": args.smooth_alpha,
+            "balance_attention": args.balance_attention, "sizes": {h: len(px) for h, px in halves.items()}, "rows": rows}
 
 
 def render(rep: dict) -> str:
     """Markdown table of ``measure``'s result."""
     s, v = rep["sizes"]["search"], rep["sizes"]["verify"]
     smooth = f", SmoothQuant alpha {rep['smooth_alpha']}" if rep.get("smooth_alpha") else ""
+    smooth += ", attention balanced" if rep.get("balance_attention") else ""
     out = [f"Route `{rep['route']}` (cache entry `{rep['key']}`{smooth}): flips of {s} search and {v} verify images, "
            "plain / mirrored; all = both halves plain.", "",
            "| k float units | last unit added | search flips | verify flips | expected search / verify flips "
@@ -137,12 +139,15 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--smooth-alpha", type=float, default=0.0,
                     help="pt2e: SmoothQuant alpha for LayerNorm -> linear in the simulation (0: off, as exported)")
+    ap.add_argument("--balance-attention", action="store_true",
+                    help="pt2e: even out each fused qkv output's query/key/value ranges in the simulation "
+                         "(model.export_prep.balance_attention_; off, as exported)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     if not 0 <= args.smooth_alpha <= 1:
         ap.error(f"--smooth-alpha {args.smooth_alpha}: use a value in [0, 1]")
-    if args.smooth_alpha and args.route != "pt2e":
-        ap.error("--smooth-alpha applies to the pt2e route's simulation only")
+    if (args.smooth_alpha or args.balance_attention) and args.route != "pt2e":
+        ap.error("--smooth-alpha and --balance-attention apply to the pt2e route's simulation only")
     rep = measure(args)
     if args.json:
         args.json.write_text(json.dumps(rep, indent=1) + "\n")

@@ -28,6 +28,7 @@ class Recipe:
     fold_block_norm: bool = True        # MobileViT: block-final LayerNorm into conv_proj
     smooth_alpha: float = 0.0           # SmoothQuant alpha for LayerNorm -> linear (0: off)
     smooth_attention_alpha: float = 0.0  # SmoothQuant alpha for attention value -> output projection
+    balance_attention: bool = False     # even out each fused qkv output's query/key/value ranges
     equalize: str = "off"               # cross-layer equalization: off | exact | approximate
     adaround_iters: int = 0             # learned rounding steps per layer (0: round to nearest)
     bias_correction: str = "off"        # off | weights | sequential
@@ -59,7 +60,7 @@ class PTQResult:
 def fold_float(model: nn.Module, recipe: Recipe, calib: torch.Tensor, batch: int = 8) -> tuple[nn.Module, dict]:
     """An eval-mode copy of ``model`` with the function-preserving rewrites of ``recipe`` (and, for
     ``equalize="approximate"``, the non-preserving one)."""
-    from mvit.model.export_prep import fold_layernorm_affine_
+    from mvit.model.export_prep import balance_attention_, fold_layernorm_affine_
     from mvit.quant.equalize import equalize_
     from mvit.quant.fold import fold_batchnorm_, fold_block_layernorm_
     from mvit.quant.smooth import smooth_layernorms_, smooth_value_output_
@@ -78,6 +79,9 @@ def fold_float(model: nn.Module, recipe: Recipe, calib: torch.Tensor, batch: int
         if recipe.equalize != "off":
             pairs = equalize_(m, calib[:1], approximate=recipe.equalize == "approximate")
             details["equalized_pairs"] = len(pairs)
+    if recipe.balance_attention:
+        balance_attention_(m)
+        details["folded"].append("attention-balance")
     return m, details
 
 

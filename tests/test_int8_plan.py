@@ -54,7 +54,7 @@ def test_export_searches_to_the_budget_stores_the_plan_and_reuses_it(ckpt, small
 
     n, order = len(list(small_data_dir.rglob("*.jpg"))), cached["entries"][key]["order"]
     args = argparse.Namespace(route="onnxruntime-qdq", prefixes=[0, len(order)], weights=str(ckpt), min_agreement=0.9,
-                              smooth_alpha=0.0, calib=small_data_dir, calib_count=12, search=small_data_dir, verify=small_data_dir,
+                              smooth_alpha=0.0, balance_attention=False, calib=small_data_dir, calib_count=12, search=small_data_dir, verify=small_data_dir,
                               threads=1)
     rep = int8_prefixes.measure(args)
     assert rep["sizes"] == {"search": n, "verify": n} and [r["k"] for r in rep["rows"]] == [0, len(order)]

@@ -245,21 +245,24 @@ def test_smoothquant_is_exact_and_narrows_an_outlier_channel():
     assert _input_channel_spread(again, again.blocks[0].attn.qkv, x) == pytest.approx(after, rel=1e-4)
 
 
-def test_smoothquant_keeps_mobilevit_exact(tiny_mobilevit, tiny_inputs):
+def test_smoothquant_and_attention_balance_keep_mobilevit_exact(tiny_mobilevit, tiny_inputs):
     from mvit.quant.ptq import Recipe, fold_float
 
     x = tiny_inputs[:8]
     with torch.no_grad():
         ref = tiny_mobilevit(x)
-    smoothed, details = fold_float(tiny_mobilevit, Recipe(smooth_alpha=0.5, smooth_attention_alpha=0.5), x)
+    recipe = Recipe(smooth_alpha=0.5, smooth_attention_alpha=0.5, balance_attention=True)
+    smoothed, details = fold_float(tiny_mobilevit, recipe, x)
     assert details["smoothquant_layernorm"] > 0 and details["smoothquant_attention"] > 0
+    assert "attention-balance" in details["folded"]
     with torch.no_grad():
         torch.testing.assert_close(smoothed(x), ref, rtol=1e-4, atol=1e-4)
 
 
 def test_int8_sources_blames_the_group_holding_a_planted_outlier(tiny_mobilevit, tiny_inputs):
     """``mvit.bench.int8_sources``: a ~1000 channel after a conv ruins its conv output and SiLU output
-    ranges; the report's worst group alone is one of those, and leaving it float helps."""
+    ranges; the report's worst group alone is one of those, and every other group alone is harmless.
+    (Leaving one of the two float need not help: the other still carries the outlier.)"""
     from mvit.bench.int8_sources import groups, measure
 
     net = _plant_outlier(tiny_mobilevit)
@@ -272,7 +275,8 @@ def test_int8_sources_blames_the_group_holding_a_planted_outlier(tiny_mobilevit,
     assert [r["what"] for r in rows[:3]] == ["every layer int8", "weights only", "activations only"]
     worst = min(rows[3:], key=lambda r: r["cosine"])
     assert worst["what"] in ("conv2d", "mul"), [(r["what"], r["cosine"]) for r in rows]
-    assert worst["without"]["cosine"] > rows[0]["cosine"]
+    assert worst["cosine"] < 0.5 and "without" in worst
+    assert all(r["cosine"] > 0.9 for r in rows[3:] if r["what"] not in ("conv2d", "mul"))
     assert all(p.enabled for p in sim.acts.values())  # the simulation is left as found
 
 
