@@ -80,3 +80,19 @@ def test_peers_command_line_refuses_bad_numbers(capsys):
             peers.main(["--calib", "x", "--val", "y"] + bad)
         assert e.value.code == 2
     assert "must be" in capsys.readouterr().err
+
+
+def test_report_calls_a_run_loaded_only_for_load_beyond_its_own_threads():
+    """The timed rows' own threads raise the load average to about their count: a quiet 2-thread run
+    ends near 2 and must read "quiet"; load before the run or beyond its threads is another process."""
+    from mvit.bench.peers import render
+
+    def report(start, end):
+        return {"rows": [], "machine": {"cpu": "cpu", "cores": 2, "isa": ["avx2"]}, "threads": 2,
+                "load_average": {"start": [start], "timing_start": [1.4], "timing_end": [end]},
+                "checkpoint": "m.safetensors", "checkpoint_sha256": "0" * 64, "calibration": "c",
+                "evaluation": "e", "command": "peers"}
+
+    assert "(quiet)" in render(report(0.2, 2.1))
+    assert "other processes loaded" in render(report(1.2, 2.1))
+    assert "other processes loaded" in render(report(0.2, 3.4))
