@@ -107,9 +107,9 @@ def measure(args) -> dict:
 def render(rep: dict) -> str:
     """Markdown table of ``measure``'s result."""
     s, v = rep["sizes"]["search"], rep["sizes"]["verify"]
-    smooth = f", SmoothQuant alpha {rep['smooth_alpha']}" if rep.get("smooth_alpha") else ""
-    smooth += ", attention balanced" if rep.get("balance_attention") else ""
-    out = [f"Route `{rep['route']}` (cache entry `{rep['key']}`{smooth}): flips of {s} search and {v} verify images, "
+    recipe = f", SmoothQuant alpha {rep['smooth_alpha']}" if rep.get("smooth_alpha") else ""
+    recipe += ", attention balanced" if rep.get("balance_attention") else ""
+    out = [f"Route `{rep['route']}` (cache entry `{rep['key']}`{recipe}): flips of {s} search and {v} verify images, "
            "plain / mirrored; all = both halves plain.", "",
            "| k float units | last unit added | search flips | verify flips | expected search / verify flips "
            "(plain) | agreement, both halves plain |",
@@ -141,7 +141,7 @@ def main(argv=None) -> int:
                     help="pt2e: SmoothQuant alpha for LayerNorm -> linear in the simulation (0: off, as exported)")
     ap.add_argument("--balance-attention", action="store_true",
                     help="pt2e: even out each fused qkv output's query/key/value ranges in the simulation "
-                         "(model.export_prep.balance_attention_; off, as exported)")
+                         "(mvit.quant.smooth.balance_attention_; off, as exported)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     if not 0 <= args.smooth_alpha <= 1:

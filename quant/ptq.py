@@ -60,10 +60,10 @@ class PTQResult:
 def fold_float(model: nn.Module, recipe: Recipe, calib: torch.Tensor, batch: int = 8) -> tuple[nn.Module, dict]:
     """An eval-mode copy of ``model`` with the function-preserving rewrites of ``recipe`` (and, for
     ``equalize="approximate"``, the non-preserving one)."""
-    from mvit.model.export_prep import balance_attention_, fold_layernorm_affine_
+    from mvit.model.export_prep import fold_layernorm_affine_
     from mvit.quant.equalize import equalize_
     from mvit.quant.fold import fold_batchnorm_, fold_block_layernorm_
-    from mvit.quant.smooth import smooth_layernorms_, smooth_value_output_
+    from mvit.quant.smooth import balance_attention_, smooth_layernorms_, smooth_value_output_
 
     m = fold_layernorm_affine_(fold_batchnorm_(copy.deepcopy(model).eval()), calib[:1])
     details: dict = {"folded": ["batchnorm", "layernorm-affine"]}

@@ -11,6 +11,8 @@ It is exact only where something before the activation can absorb 1/s for free:
   alpha = 0 keeps the normalized activation as it is (the LayerNorm-affine fold: s = 1).
 - attention's value projection -> output projection: attention mixes tokens, never channels, so
   scaling v's channel j by 1/s_j scales the attention output's channel j by 1/s_j.
+- attention's query and key rows of one fused projection (``balance_attention_``): the scores are sums
+  of q_j k_j, so q_j * a_j and k_j / a_j leave them as they are.
 
 Not across SiLU/GELU (not scale-equivariant) or residual sums (the other branch would need the same
 scale). Statistics come from float forward passes over the calibration images.
@@ -114,3 +116,38 @@ def smooth_value_output_(model: nn.Module, batches, alpha: float = 0.5) -> int:
         qkv.bias[2 * c :].div_(s)
         out.weight.mul_(s.view(1, -1))
     return len(pairs)
+
+
+def balance_attention_(model: nn.Module) -> nn.Module:
+    """In place: even out the ranges of each fused qkv projection's output, which int8 quantizes with
+    one scale. Query channel i is multiplied by a_i and key channel i divided by it (the attention
+    scores, sums of q_i k_i, do not change), a_i chosen so both rows have the same size; the value rows
+    are multiplied by one factor g and the output projection's weight divided by it (attention mixes
+    tokens, never channels), g matching the largest value row to the largest query/key row. A row's
+    size is |bias| + 3 ||weight row||: the range of the output channel for an input of unit variance,
+    as the LayerNorm before it gives. Exact in float; per-channel weight quantization sees the same
+    rows, only scaled. The queries carry the folded 1/sqrt(head_dim) (``fold_attention_scale_``): on
+    the article's ViT-Tiny their output range was a sixth to a twelfth of the keys'.
+
+    Not part of the exports: measured (``mvit.quant.ptq.Recipe(balance_attention=True)``,
+    ``int8_prefixes --balance-attention``; benchmarks/results/int8_article.md) it lowers ViT-Tiny's
+    int8 error a little and leaves MobileViT-XXS's as it was."""
+    from mvit.model.export_prep import attention_layers
+
+    with torch.no_grad():
+        for a in attention_layers(model):
+            w, b, d = a.qkv.weight, a.qkv.bias, a.qkv.out_features // 3
+            size = 3 * w.norm(dim=1) + (b.abs() if b is not None else 0)
+            size = size.clamp_min(1e-12)
+            q, k, v = slice(0, d), slice(d, 2 * d), slice(2 * d, 3 * d)
+            a_i = (size[k] / size[q]).sqrt()
+            g = float((size[q] * size[k]).sqrt().max() / size[v].max())
+            w[q] *= a_i[:, None]
+            w[k] /= a_i[:, None]
+            w[v] *= g
+            a.out.weight /= g
+            if b is not None:
+                b[q] *= a_i
+                b[k] /= a_i
+                b[v] *= g
+    return model

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from mvit import model
-from mvit.model.export_prep import attention_layers, balance_attention_, fold_layernorm_affine_, prepare_for_export
+from mvit.model.export_prep import fold_layernorm_affine_, prepare_for_export
 from mvit.model.mobilevit import MultiHeadAttention
 
 
@@ -83,49 +83,3 @@ def test_a_layernorm_with_another_consumer_keeps_its_affine():
         folded = fold_layernorm_affine_(net, x[:1])
         torch.testing.assert_close(folded(x), ref, rtol=1e-5, atol=1e-5)
     assert folded.norm.elementwise_affine and not folded.other[0].elementwise_affine
-
-
-def _qkv_ranges(net: nn.Module, x: torch.Tensor) -> list[list[float]]:
-    """Per attention layer, the output range (max - min) of the query, key and value parts of its fused
-    projection on ``x``."""
-    out = []
-
-    def hook(_m, _a, y):
-        out.append([float(p.max() - p.min()) for p in y.split(y.shape[-1] // 3, dim=-1)])
-
-    handles = [a.qkv.register_forward_hook(hook) for a in attention_layers(net)]
-    with torch.no_grad():
-        net(x)
-    for h in handles:
-        h.remove()
-    return out
-
-
-def _plant_imbalance_(net: nn.Module) -> nn.Module:
-    """Keys 8x wider and queries 8x narrower, values 4x wider (the output projection compensates): the
-    same function, the shape a trained model's fused projection has once 1/sqrt(head_dim) is folded in."""
-    with torch.no_grad():
-        for a in attention_layers(net):
-            d = a.qkv.out_features // 3
-            for rows, f in ((slice(0, d), 1 / 8), (slice(d, 2 * d), 8.0), (slice(2 * d, 3 * d), 4.0)):
-                a.qkv.weight[rows] *= f
-                a.qkv.bias[rows] *= f
-            a.out.weight /= 4.0
-    return net
-
-
-def test_attention_balance_evens_out_the_qkv_ranges_and_keeps_the_function():
-    """The fused projection's output gets one int8 scale, so narrow queries get few steps:
-    ``balance_attention_`` evens the query, key and value parts out, exactly."""
-    for arch in ("vit_test", "mobilevit_test"):
-        net = _plant_imbalance_(_trained_like(model.create(arch, num_classes=5)))
-        x = torch.randn(4, 3, 64, 64)
-        folded = fold_layernorm_affine_(prepare_for_export(net), x[:1])
-        balanced = balance_attention_(fold_layernorm_affine_(prepare_for_export(net), x[:1]))
-        with torch.no_grad():
-            torch.testing.assert_close(balanced(x), net(x), rtol=1e-4, atol=1e-4)
-        before, after = _qkv_ranges(folded, x), _qkv_ranges(balanced, x)
-        assert before and len(before) == len(after)
-        for parts_before, parts in zip(before, after):
-            assert max(parts_before) / min(parts_before) > 20
-            assert max(parts) / min(parts) < 2
