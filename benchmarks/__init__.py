@@ -1,7 +1,7 @@
-"""mvit.bench: latency, size and accuracy of exported models, and their reports.
+"""mvit.benchmarks: latency, size and accuracy of exported models, and their reports.
 
-``mvit.bench(config)`` (this package is callable) runs the benchmark matrix for a
-``mvit.bench.matrix.BenchConfig`` and returns the report dictionary (what bench.json holds).
+``mvit.benchmarks(config)`` (this package is callable) runs the benchmark matrix for a
+``mvit.benchmarks.matrix.BenchConfig`` and returns the report dictionary (what bench.json holds).
 """
 import sys
 import types
@@ -10,7 +10,7 @@ import types
 class _Callable(types.ModuleType):
     def __call__(self, config, say=None):
         """Run the benchmark matrix for ``config``; returns the report dictionary."""
-        from mvit.bench.matrix import run
+        from .matrix import run
 
         return run(config, say)
 

@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mvit.bench.device_results import SCHEMA, problems
-from mvit.bench.matrix import BenchError
+from .device_results import SCHEMA, problems
+from .matrix import BenchError
 
 DEVICE_DIR = "/data/local/tmp/mvit"
 
@@ -266,8 +266,8 @@ def run(cfg: AdbConfig, say=None, describe=None) -> list[dict]:
     ``AdbError`` (none is half-done: those about the files come before anything runs); a model the
     phone's runtime refuses is skipped, its one-line reason added to ``cfg.rejected``.
     """
-    from mvit.bench.files import sha256
-    from mvit.export.backends import format_of
+    from .files import sha256
+    from ..export.backends import format_of
 
     say = say or (lambda m: None)
     fmts = {}

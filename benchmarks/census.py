@@ -23,7 +23,7 @@ HEAVY_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", 
 
 def census(path: Path, fmt: str, threads: int = 1) -> dict:
     """``{"runtime", "nodes", "quantize", "dequantize", "ops": {"op(dtype)": count}}`` for an artifact."""
-    from mvit.export.backends import get_backend
+    from ..export.backends import get_backend
 
     c = get_backend(fmt).op_census(Path(path), threads)
     ops: Counter = Counter()

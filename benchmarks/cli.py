@@ -14,8 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from mvit.export.backends import FORMATS
-from mvit.export.base import PRECISIONS
+from ..export.backends import FORMATS
+from ..export.base import PRECISIONS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fail-above", action="append", default=[], metavar="[ROWS:]METRIC=VALUE",
                    help="exit 1 if a metric is above VALUE, e.g. 'tflite-int8:latency_vs_eager=0.2', kl=0.01, "
                         "top1_drop=0.5, size_vs_fp32=0.3")
-    from mvit.bench.cli_files import add_arguments
+    from .cli_files import add_arguments
 
     add_arguments(p)
     return p
@@ -109,13 +109,13 @@ def main(argv=None) -> int:
         print(f"mvit-bench: error: {msg}", file=sys.stderr)
         return 2
 
-    from mvit.bench.cli_files import main_other, wants_other_mode
+    from .cli_files import main_other, wants_other_mode
 
     if wants_other_mode(args):
         return main_other(args, data_given=args.data is not None)
     if args.data is None:
         return fail("the matrix needs --data DIR (evaluation images)")
-    from mvit.bench.report import check_floors, parse_floor
+    from .report import check_floors, parse_floor
 
     try:
         for spec in args.fail_below + args.fail_above:
@@ -139,9 +139,9 @@ def main(argv=None) -> int:
         except ImportError:
             return fail("the PNG plot needs matplotlib (pip install matplotlib), or pass --no-plot")
 
-    from mvit.bench.matrix import BenchConfig, BenchError, Progress, resolve_checkpoint, run
-    from mvit.model.images import ImageFolderError, image_files
-    from mvit.model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, read_meta
+    from .matrix import BenchConfig, BenchError, Progress, resolve_checkpoint, run
+    from ..model.images import ImageFolderError, image_files
+    from ..model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, read_meta
 
     try:
         image_files(args.data)
@@ -154,7 +154,7 @@ def main(argv=None) -> int:
                 raise BenchError(f"{w}: no such checkpoint" + (" (the shipped model is not there yet; pass --weights)"
                                                                if Path(w) == DEFAULT_CHECKPOINT else ""))
             read_meta(w)
-        from mvit.bench.device_results import read_device_results
+        from .device_results import read_device_results
 
         device = [read_device_results(f) for f in args.device_results]
     except (BenchError, ImageFolderError, CheckpointError, ValueError) as e:
@@ -173,8 +173,8 @@ def main(argv=None) -> int:
         report = run(cfg, say)
     except (BenchError, ImageFolderError, CheckpointError) as e:
         return fail(str(e))
-    from mvit.bench.device_results import merge
-    from mvit.bench.report import write_reports
+    from .device_results import merge
+    from .report import write_reports
 
     merge(report, device, [str(f) for f in args.device_results])
     paths = write_reports(report, cfg.out, args.plot)

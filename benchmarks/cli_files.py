@@ -1,7 +1,7 @@
 """mvit-bench's options for model files (``mvit-bench FILE ...``), phones over adb (``--adb``) and
 phone results files (``--device-results``), and the command that runs them.
 
-``mvit.bench.cli`` adds these options to its parser and hands over to ``main_other`` when FILE
+``mvit.benchmarks.cli`` adds these options to its parser and hands over to ``main_other`` when FILE
 arguments, ``--adb`` or ``--device-results`` ask for something other than the matrix alone.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from mvit.model.contract import INTERPOLATIONS
+from ..model.contract import INTERPOLATIONS
 
 MODEL_SUFFIXES = (".tflite", ".onnx", ".pte", ".mlpackage")
 
@@ -110,10 +110,10 @@ def check_args(args) -> str | None:
 
 def main_other(args, data_given: bool) -> int:
     """Run FILE benchmarks, a phone over adb and/or merge device results; write the reports."""
-    from mvit.bench.device_results import DeviceResultsError, merge
-    from mvit.bench.matrix import BenchError, Progress
-    from mvit.bench.report import write_reports
-    from mvit.export.console import captured
+    from .device_results import DeviceResultsError, merge
+    from .matrix import BenchError, Progress
+    from .report import write_reports
+    from ..export.console import captured
 
     def fail(msg: str) -> int:
         print(f"mvit-bench: error: {msg}", file=sys.stderr)
@@ -145,9 +145,9 @@ def main_other(args, data_given: bool) -> int:
 
 def _work(args, data_given: bool, say):
     """(report, device result files, phone runs, rejected models) of the command."""
-    from mvit.bench.device_results import empty_report, read_device_results
-    from mvit.bench.files import FileOptions, FilesConfig, bench_files, read_labels
-    from mvit.bench.matrix import BenchError
+    from .device_results import empty_report, read_device_results
+    from .files import FileOptions, FilesConfig, bench_files, read_labels
+    from .matrix import BenchError
 
     device = [read_device_results(f) for f in args.device_results]  # bad files fail before any work
     opts = FileOptions()
@@ -172,7 +172,7 @@ def _work(args, data_given: bool, say):
 
 def _run_adb(args, say) -> tuple[list[dict], list[str]]:
     """(device_results dictionaries, one line per model the phone refused)."""
-    from mvit.bench.adb import AdbConfig, parse_binary_args, run
+    from .adb import AdbConfig, parse_binary_args, run
 
     cfg = AdbConfig(files=list(args.files), binaries=parse_binary_args(args.adb_benchmark_binary),
                     serial=args.adb or None, threads=args.adb_threads, runs=args.adb_runs, warmup=args.adb_warmup,
@@ -183,8 +183,8 @@ def _run_adb(args, say) -> tuple[list[dict], list[str]]:
 
 def _describe(path: Path) -> tuple[str, str, str]:
     """(model name, precision, note) of a file for a phone row: from its metadata, else its op census."""
-    from mvit.bench.files import FileEntry, precision_of
-    from mvit.export.backends import format_of, get_backend
+    from .files import FileEntry, precision_of
+    from ..export.backends import format_of, get_backend
 
     fmt = format_of(path)
     backend = get_backend(fmt)
@@ -204,7 +204,7 @@ def _write_phone_results(results: list[dict], out: Path, say) -> None:
     """Each phone run as its own device_results file beside the reports (to merge again later)."""
     import json
 
-    from mvit.model.checkpoint import atomic_write
+    from ..model.checkpoint import atomic_write
 
     for r in results:
         path = out / f"device-{r['serial']}-{r['source'].split(':')[1]}.json"

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mvit.bench.latency import Worker, measure
-from mvit.bench.matrix import BenchError, Progress, first_line, machine_info, quiet
+from .latency import Worker, measure
+from .matrix import BenchError, Progress, first_line, machine_info, quiet
 
 
 class UnsupportedOps(BenchError):
@@ -97,7 +97,7 @@ def open_entries(files, options: FileOptions, threads: int) -> list[FileEntry]:
     Raises ``BenchError`` (``UnsupportedOps`` for ops the runtime lacks) with one line naming the
     file and the problem, before anything is measured.
     """
-    from mvit.export.backends import format_of, get_backend
+    from ..export.backends import format_of, get_backend
 
     entries = []
     for f in files:
@@ -160,8 +160,8 @@ def input_layout(shape: list[int]) -> tuple[str, tuple[int, int]]:
 
 def synthesize_meta(entry: FileEntry, o: FileOptions) -> dict:
     """model_meta for a file made elsewhere: its own I/O tensors, the given labels and preprocessing."""
-    from mvit.export.metadata import SCHEMA, meta_problems
-    from mvit.model.contract import PreprocessContract
+    from ..export.metadata import SCHEMA, meta_problems
+    from ..model.contract import PreprocessContract
 
     inp, out = entry.io["input"], entry.io["output"]
     try:
@@ -232,13 +232,13 @@ def sha256(path: Path) -> str:
 def reference_scores(ref: Path, pixels_for, threads: int, options: FileOptions) -> tuple[np.ndarray, list[str], str]:
     """Scores of the reference model (a checkpoint or a model file) on the evaluation images, as
     logits or log-probabilities; returns (scores, its labels, description)."""
-    from mvit.export.parity import torch_logits
+    from ..export.parity import torch_logits
 
     ref = Path(ref)
     if not ref.exists():
         raise BenchError(f"--reference {ref}: no such file")
     if ref.suffix == ".safetensors":
-        from mvit.model.checkpoint import CheckpointError, load_checkpoint
+        from ..model.checkpoint import CheckpointError, load_checkpoint
 
         try:
             ckpt = load_checkpoint(ref)
@@ -249,7 +249,7 @@ def reference_scores(ref: Path, pixels_for, threads: int, options: FileOptions) 
     entry = open_entries([ref], options, threads)[0]
     if entry.meta is None:
         raise BenchError(f"--reference {ref}: no mvit metadata and no --labels to feed it images")
-    from mvit.model.contract import PreprocessContract
+    from ..model.contract import PreprocessContract
 
     runner = entry.backend.load_runner(ref, threads, entry.meta)
     scores = runner.run(pixels_for(PreprocessContract.from_dict(entry.meta["preprocess"])))
@@ -264,8 +264,8 @@ def reference_scores(ref: Path, pixels_for, threads: int, options: FileOptions) 
 def bench_files(cfg: FilesConfig, say=None) -> dict:
     """Measure every file of ``cfg``; returns the report (the matrix's report schema, one section
     of file rows)."""
-    from mvit.model.contract import PreprocessContract
-    from mvit.model.images import ImageFolderError, generated_pixels, image_files, load_pixels
+    from ..model.contract import PreprocessContract
+    from ..model.images import ImageFolderError, generated_pixels, image_files, load_pixels
 
     say = say or Progress()
     t0 = time.time()
@@ -356,8 +356,8 @@ def bench_files(cfg: FilesConfig, say=None) -> dict:
 
 def _layer_reports(cfg: FilesConfig, entries: list[FileEntry], pixels_for, log: Path, say) -> list[dict]:
     """Per-tensor error of each int8 .tflite file against a checkpoint ``--reference`` (its float model)."""
-    from mvit.bench.matrix import tflite_file_report
-    from mvit.model.checkpoint import load_checkpoint
+    from .matrix import tflite_file_report
+    from ..model.checkpoint import load_checkpoint
 
     picked = [e for e in entries if e.fmt == "tflite" and precision_of(e) == "int8"]
     if not (cfg.layer_report and picked and cfg.reference is not None and Path(cfg.reference).suffix == ".safetensors"):
@@ -383,9 +383,9 @@ def _evaluation(cfg: FilesConfig, pixel_cache: dict) -> str:
 
 def _row(e: FileEntry, w, pixel_cache: dict, ref, cfg: FilesConfig) -> dict:
     """The report row of one file: what it is, its census, and what its worker measured."""
-    from mvit.bench.matrix import accuracy_metrics
-    from mvit.model.contract import PreprocessContract
-    from mvit.model.images import labelled_indices
+    from .matrix import accuracy_metrics
+    from ..model.contract import PreprocessContract
+    from ..model.images import labelled_indices
 
     row = {"model": (e.meta or {}).get("architecture") or e.path.stem, "file": str(e.path), "artifact": str(e.path),
            "format": e.fmt, "precision": precision_of(e), "runtime": (e.census or {}).get("runtime"),

@@ -4,7 +4,7 @@ every group but one, counting top-1 flips against the float model and the flips 
 margins (``mvit.quant.search.expected_flips``). Groups: the op writing the tensor (``layer_norm``,
 ``gelu``, ...); linear layers' outputs also by the layer's name (``linear: qkv``, ``linear: fc2``).
 
-    python -m mvit.bench.int8_sources --weights benchmarks/article/checkpoints/vit_tiny_trashnet6_fp16.safetensors \\
+    python -m mvit.benchmarks.int8_sources --weights benchmarks/article/checkpoints/vit_tiny_trashnet6_fp16.safetensors \\
         --calib ../shared/data/trashnet6/train --data ../shared/data/trashnet6/val
 
 A group whose activations alone flip many images is where a float layer, another range or another
@@ -34,7 +34,7 @@ def groups(sim) -> dict[str, list[str]]:
 
 def measure(sim, x, ref: np.ndarray, batch: int) -> list[dict]:
     """Rows: every layer int8, weights only, activations only, then per group alone and all but it."""
-    from mvit.quant.search import expected_flips
+    from ..quant.search import expected_flips
 
     def row(what: str, n: int | None = None) -> dict:
         out = sim.run(x, batch).numpy()
@@ -83,14 +83,14 @@ def main(argv=None) -> int:
     """Print the table; ``--json`` also writes the numbers."""
     import torch
 
-    from mvit.bench._script_args import fail
-    from mvit.export.parity import torch_logits
-    from mvit.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
-    from mvit.model.export_prep import prepare_for_export
-    from mvit.model.images import image_files, load_pixels
-    from mvit.model.preprocess import normalize_hwc_uint8
-    from mvit.quant.plan import SEARCH_BATCH, SEARCH_CALIB_IMAGES, search_simulation
-    from mvit.quant.pt2e import model_input_range
+    from .script_args import fail
+    from ..export.parity import torch_logits
+    from ..model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+    from ..model.export_prep import prepare_for_export
+    from ..model.images import image_files, load_pixels
+    from ..model.preprocess import normalize_hwc_uint8
+    from ..quant.plan import SEARCH_BATCH, SEARCH_CALIB_IMAGES, search_simulation
+    from ..quant.pt2e import model_input_range
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weights", default=str(DEFAULT_CHECKPOINT))

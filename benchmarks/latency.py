@@ -33,7 +33,7 @@ class Worker:
     def start(self) -> None:
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", OMP_NUM_THREADS=str(self.spec["threads"]))
         self._log = open(self.log, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "mvit.bench.worker"], stdin=subprocess.PIPE,
+        self.proc = subprocess.Popen([sys.executable, "-m", "mvit.benchmarks.worker"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=self._log, env=env, text=True,
                                      bufsize=1)
         self.proc.stdin.write(json.dumps(self.spec) + "\n")

@@ -254,9 +254,9 @@ def tflite_layer_error(path, model, pixels: np.ndarray) -> list[dict]:
     """
     import torch
 
-    from mvit.export.backends.tflite_backend import load_runner
-    from mvit.model.preprocess import normalize_hwc_uint8
-    from mvit.quant.qat import fold_for_qat
+    from ..export.backends.tflite_backend import load_runner
+    from ..model.preprocess import normalize_hwc_uint8
+    from ..quant.qat import fold_for_qat
 
     runner = load_runner(Path(path), threads=1, keep_tensors=True)
     it = runner.interpreter

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mvit.bench.latency import Worker, measure
-from mvit.export.backends import FORMATS, get_backend
-from mvit.export.base import PRECISIONS
-from mvit.export.console import captured
+from .latency import Worker, measure
+from ..export.backends import FORMATS, get_backend
+from ..export.base import PRECISIONS
+from ..export.console import captured
 
 EAGER_RUNTIME = "PyTorch eager (CPU)"
 ARTICLE_CHECKPOINTS = Path(__file__).resolve().parent / "article" / "checkpoints"
@@ -124,7 +124,7 @@ def _reusable(folder: Path, sha: str) -> Artifact | None:
         return None
     if meta.get("source_checkpoint_sha256") != sha:
         return None
-    from mvit.export.request import artifact_name
+    from ..export.request import artifact_name
 
     if meta.get("format") not in FORMATS:
         return None
@@ -136,8 +136,8 @@ def _reusable(folder: Path, sha: str) -> Artifact | None:
 
 def export_all(cfg: BenchConfig, ckpt, weights: Path, art_dir: Path, log: Path, say, cache: dict) -> dict:
     """(format, precision) -> Artifact, exporting what cannot be reused; failures are recorded, not raised."""
-    from mvit.export.api import export_model
-    from mvit.export.request import ExportRequest, artifact_folder
+    from ..export.api import export_model
+    from ..export.request import ExportRequest, artifact_folder
 
     arch = ckpt.meta.architecture
     arts: dict = {}  # ``cache`` is shared: fp32 graphs per format, one PT2E calibration for TFLite and Core ML
@@ -181,7 +181,7 @@ def export_all(cfg: BenchConfig, ckpt, weights: Path, art_dir: Path, log: Path, 
 
 def accuracy_metrics(scores: np.ndarray, ref: np.ndarray, labels, precision: str, kind: str, data: str,
                      numerics: str = "") -> dict:
-    from mvit.export.parity import compare
+    from ..export.parity import compare
 
     rep = compare(ref, scores, kind, labels, precision, data, numerics)
     k = min(5, scores.shape[1])
@@ -211,7 +211,7 @@ def reference_metrics(ref: np.ndarray, labels) -> dict:
 def layer_reports(cfg: BenchConfig, ckpt, arts: dict, calib_pixels: np.ndarray, log: Path, say, cache: dict) -> list[dict]:
     """Per-layer int8 error of each int8 route: onnxruntime's QDQ artifacts and the PT2E model (which the
     PT2E formats' int8 artifacts are converted from)."""
-    from mvit.bench.layers import onnx_layer_error, suggest
+    from .layers import onnx_layer_error, suggest
 
     reports = []
     px = calib_pixels[: cfg.layer_images]
@@ -225,7 +225,7 @@ def layer_reports(cfg: BenchConfig, ckpt, arts: dict, calib_pixels: np.ndarray, 
             continue
         say(f"per-layer error: {fmt} int8 (onnxruntime qdq_loss_debug) ...")
         try:
-            from mvit.export.api import load_artifact_runner
+            from ..export.api import load_artifact_runner
 
             with quiet(log):
                 runner = load_artifact_runner(int8[fmt].artifact, cfg.threads)
@@ -260,9 +260,9 @@ def layer_reports(cfg: BenchConfig, ckpt, arts: dict, calib_pixels: np.ndarray, 
 
 
 def tflite_file_report(path: Path, model, pixels: np.ndarray, top: int) -> dict:
-    """The layer report of an int8 .tflite file against its float model (``mvit.bench.layers.tflite_layer_error``);
+    """The layer report of an int8 .tflite file against its float model (``mvit.benchmarks.layers.tflite_layer_error``);
     a failure is the report's ``error``."""
-    from mvit.bench.layers import suggest, tflite_layer_error
+    from .layers import suggest, tflite_layer_error
 
     name = f"tflite int8 file {Path(path).name}"
     try:
@@ -278,10 +278,10 @@ def tflite_file_report(path: Path, model, pixels: np.ndarray, top: int) -> dict:
 def _pt2e_report(cfg, ckpt, arts, calib_pixels, px, fmt, cache) -> dict:
     import torch
 
-    from mvit.bench.layers import pt2e_layer_error
-    from mvit.export.base import ExportJob
-    from mvit.quant.pt2e import pixels_to_tensor, quantize_pt2e
-    from mvit.model.preprocess import normalize_hwc_uint8
+    from .layers import pt2e_layer_error
+    from ..export.base import ExportJob
+    from ..quant.pt2e import pixels_to_tensor, quantize_pt2e
+    from ..model.preprocess import normalize_hwc_uint8
 
     c = ckpt.meta.contract
     details = arts[(fmt, "int8")].meta.get("quantization_details", {})
@@ -306,9 +306,9 @@ def _pt2e_report(cfg, ckpt, arts, calib_pixels, px, fmt, cache) -> dict:
 def bench_model(cfg: BenchConfig, weights: Path, say) -> dict:
     import torch
 
-    from mvit.model.images import generated_pixels, image_files, labelled_indices, load_pixels
-    from mvit.export.parity import torch_logits
-    from mvit.model.checkpoint import load_checkpoint
+    from ..model.images import generated_pixels, image_files, labelled_indices, load_pixels
+    from ..export.parity import torch_logits
+    from ..model.checkpoint import load_checkpoint
 
     torch.set_flush_denormal(True)  # converter speed (FIELD_NOTES); the eager baseline runs in its own process
     # One thread in this process (reference logits, conversion, calibration): a 2-thread OpenMP team is
@@ -437,7 +437,7 @@ def _row(arch, weights, fmt, precision, worker, art, metrics, base_median, statu
 def _untimed_eval(cfg, a: Artifact, pixels, ref, labels, precision, data_desc, log, say):
     """Numerics of a format this machine cannot time (Core ML off macOS: mvit's reference interpreter),
     in this process, on at most ``cfg.coreml_max_images`` images."""
-    from mvit.export.api import load_artifact_runner
+    from ..export.api import load_artifact_runner
 
     n = len(pixels) if cfg.coreml_max_images is None else min(len(pixels), cfg.coreml_max_images)
     say(f"{a.fmt} {precision}: evaluating on {n} images without a native runtime ...")

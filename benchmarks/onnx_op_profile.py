@@ -6,7 +6,7 @@ runs (QLinearConv, QGemm, the Transposes its NHWC int8 layout adds), not the fil
 little time per node, so sums exceed the whole model's wall time; compare models side by side (they
 run interleaved, one run each in turn, thread spinning off):
 
-    python -m mvit.bench.onnx_op_profile runs/x/fp32/model.onnx runs/x/int8/model.onnx
+    python -m mvit.benchmarks.onnx_op_profile runs/x/fp32/model.onnx runs/x/int8/model.onnx
 """
 from __future__ import annotations
 
@@ -38,19 +38,12 @@ def _feed(sess) -> dict:
 def profile_all(paths: list[Path], threads: int = 2, runs: int = 30, warmup: int = 5) -> dict[Path, list[dict]]:
     """Per model, per node (in execution order): op type, node name and mean kernel ms per run. The
     models run interleaved, one run each in rotating order, so a noisy moment costs them alike."""
-    import onnxruntime as ort
+    from ..export.backends.onnx_backend import session
 
     with tempfile.TemporaryDirectory() as tmp:
         sessions, feeds = [], []
         for k, path in enumerate(paths):
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-            opts.log_severity_level = 3
-            # one session runs at a time: spinning threads of the others would steal the cores
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            opts.enable_profiling = True
-            opts.profile_file_prefix = str(Path(tmp) / f"prof{k}")
-            sessions.append(ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"]))
+            sessions.append(session(path, threads, spinning=False, profile_prefix=Path(tmp) / f"prof{k}"))
             feeds.append(_feed(sessions[-1]))
         for r in range(warmup + runs):
             for k in [(r + i) % len(sessions) for i in range(len(sessions))]:
@@ -91,13 +84,13 @@ def by_type(rows: list[dict]) -> dict[str, tuple[int, float]]:
 
 def render(profiles: dict[str, list[dict]], threads: int, runs: int, top: int = 10) -> str:
     """Markdown: per model, the op types by summed time, then the slowest nodes."""
-    from mvit.bench.matrix import cpu_line
+    from .matrix import cpu_line
 
     lines = [f"# Per-op time in onnxruntime (CPU EP, {threads} threads, mean of {runs} profiled runs, models "
              "interleaved)", "", f"CPU: {cpu_line(threads)}; thread spinning off (one session runs at a time).", "",
              "Kernel time of every node as onnxruntime's profiler records it in whole-model runs, after graph "
              "optimisation; profiling adds time per node, so sums exceed the wall time. Command: "
-             f"`python -m mvit.bench.onnx_op_profile {' '.join(profiles)} --threads {threads} --runs {runs}`", ""]
+             f"`python -m mvit.benchmarks.onnx_op_profile {' '.join(profiles)} --threads {threads} --runs {runs}`", ""]
     for name, rows in profiles.items():
         total = sum(r["ms"] for r in rows)
         lines += [f"## {name}: {len(rows)} nodes, {total:.2f} ms summed", "",
@@ -113,7 +106,7 @@ def render(profiles: dict[str, list[dict]], threads: int, runs: int, top: int = 
 
 def main(argv=None) -> int:
     """Profile each model given and print (or write) the report."""
-    from mvit.bench._script_args import emit_report, fail, op_profile_args, op_profile_parser
+    from .script_args import emit_report, fail, op_profile_args, op_profile_parser
 
     args = op_profile_args(op_profile_parser(__doc__, ".onnx files", runs=30), "onnx_op_profile", argv)
     try:

@@ -14,14 +14,14 @@ macOS.) Each peer file gets mvit's
 model_meta entry so that the same runners feed every row (the input each file declares: float NCHW,
 or int8 quantized with the file's own scale and zero point); its graph is not touched.
 
-Timing is ``mvit.bench.latency.measure``: one worker process per row (onnxruntime's spinning threads
+Timing is ``mvit.benchmarks.latency.measure``: one worker process per row (onnxruntime's spinning threads
 cannot slow another runtime: only one process runs at a time), driven round-robin in rotating order
 until every row has ``--runs`` runs and ``--min-time`` seconds; medians at ``--threads`` threads. Then
 every row predicts every ``--val`` image: agreement = same top-1 as the float model (PyTorch eager).
 The op census (``mvit-bench FILE``'s: op type and input dtype of what the runtime runs, ONNX after
 onnxruntime's graph optimisation; QUANTIZE/DEQUANTIZE counts) does not depend on the CPU; the latencies do (int8 pays only where the CPU has int8 dot products: VNNI, ARM dotprod).
 
-    python -m mvit.bench.peers --calib ../shared/data/trashnet6/train --val ../shared/data/trashnet6/val \\
+    python -m mvit.benchmarks.peers --calib ../shared/data/trashnet6/train --val ../shared/data/trashnet6/val \\
         --out benchmarks/results
 
 writes ``peers.md`` and ``peers.json`` to ``--out``; ``--work DIR --reuse`` times artifacts built earlier.
@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mvit.bench.census import census, heavy_ops
+from .census import census, heavy_ops
 
 PEER = "peer"
 MVIT = "mvit"
@@ -168,15 +168,15 @@ def executorch_int8_peer(model, sample, path: Path, calib: np.ndarray) -> None:
 
 def executorch_ready() -> bool:
     """Whether ExecuTorch is installed here (its rows are built only then)."""
-    from mvit.export.backends import get_backend
+    from ..export.backends import get_backend
 
     return get_backend("executorch").unavailable() is None
 
 
 def _io_spec(path: Path, fmt: str):
     """The input/output tensors a file declares, read through its runtime (for its model_meta)."""
-    from mvit.export.backends import get_backend
-    from mvit.export.base import IOSpec, TensorSpec
+    from ..export.backends import get_backend
+    from ..export.base import IOSpec, TensorSpec
 
     io = get_backend(fmt).io_details(path)
     return IOSpec(*(TensorSpec(d["name"], d["shape"], d["dtype"], layout, d["quantization"])
@@ -185,8 +185,8 @@ def _io_spec(path: Path, fmt: str):
 
 def label_peer(ckpt, path: Path, fmt: str, precision: str) -> None:
     """Add mvit's model_meta to a peer file (the runners read its input contract from it)."""
-    from mvit.export.backends import get_backend
-    from mvit.export.metadata import build_meta
+    from ..export.backends import get_backend
+    from ..export.metadata import build_meta
 
     io = _io_spec(path, fmt)
     io.quantization_details = {"method": HOW[(PEER, fmt, precision)]}
@@ -201,8 +201,8 @@ def build_peers(ckpt, calib: np.ndarray, work: Path, say) -> list[Built]:
     and ExecuTorch where it is installed."""
     import torch
 
-    from mvit.export.backends import get_backend
-    from mvit.model.preprocess import normalize_hwc_uint8
+    from ..export.backends import get_backend
+    from ..model.preprocess import normalize_hwc_uint8
 
     folder = work / PEER
     folder.mkdir(parents=True, exist_ok=True)
@@ -233,8 +233,8 @@ def build_peers(ckpt, calib: np.ndarray, work: Path, say) -> list[Built]:
 def build_mvit(weights: Path, calib_dir: Path, calib_count: int, work: Path, threads: int, say) -> list[Built]:
     """mvit's ONNX, TFLite (and, where installed, ExecuTorch) artifacts, fp32 and int8, exactly as
     ``mvit-export`` makes them."""
-    from mvit.export.api import export_model
-    from mvit.export.request import ExportRequest
+    from ..export.api import export_model
+    from ..export.request import ExportRequest
 
     formats = ("onnx", "tflite") + (("executorch",) if executorch_ready() else ())
     request = ExportRequest(checkpoint=weights, formats=formats, precisions=("fp32", "int8"),
@@ -252,11 +252,11 @@ def run(args, say=print) -> dict:
     """Build (or reuse), time, evaluate and census every row; returns the report dictionary."""
     import torch
 
-    from mvit.bench.latency import Worker, measure
-    from mvit.bench.matrix import accuracy_metrics, machine_info, reference_metrics
-    from mvit.export.parity import torch_logits
-    from mvit.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
-    from mvit.model.images import image_files, labelled_indices, load_pixels
+    from .latency import Worker, measure
+    from .matrix import accuracy_metrics, machine_info, reference_metrics
+    from ..export.parity import torch_logits
+    from ..model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+    from ..model.images import image_files, labelled_indices, load_pixels
 
     torch.set_flush_denormal(True)
     torch.set_num_threads(1)  # this process builds and evaluates; the timed rows run in their own processes
@@ -321,7 +321,7 @@ def run(args, say=print) -> dict:
             "threads": args.threads, "calibration": f"{args.calib_count} images of {args.calib}",
             "evaluation": f"{len(val)} images of {args.val}", "timing_seconds": round(time.perf_counter() - t0, 1),
             "load_average": {"start": load_start, "timing_start": load_timing, "timing_end": load_end},
-            "command": "python -m mvit.bench.peers " + " ".join(sys.argv[1:]), "rows": rows}
+            "command": "python -m mvit.benchmarks.peers " + " ".join(sys.argv[1:]), "rows": rows}
 
 
 def _ms(row: dict) -> float | None:
@@ -374,7 +374,7 @@ def render(report: dict) -> str:
 
 
 def main(argv=None) -> int:
-    from mvit.model.checkpoint import CheckpointError
+    from ..model.checkpoint import CheckpointError
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--weights", help="mvit checkpoint; default: the shipped model")

@@ -7,7 +7,7 @@ exactly: XNNPACK fuses some neighbours in a full graph (a float PAD into the nex
 one-op models cannot show; cut a few consecutive ops together (``--span``) to see such effects.
 Comparing two models side by side (fp32 and int8) shows which op types int8 makes slower or faster:
 
-    python -m mvit.bench.tflite_op_profile runs/x/fp32/model.tflite runs/x/int8/model.tflite
+    python -m mvit.benchmarks.tflite_op_profile runs/x/fp32/model.tflite runs/x/int8/model.tflite
 """
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def cut(model, lo: int, hi: int) -> bytes:
 
 
 def _median_ms(model_bytes: bytes, threads: int, runs: int) -> float:
-    from mvit.bench.latency import interleaved_medians, tflite_on_zeros
+    from .latency import interleaved_medians, tflite_on_zeros
 
     return interleaved_medians({0: tflite_on_zeros(model_bytes, threads)}, 1, runs)[0]
 
@@ -93,14 +93,14 @@ def by_type(rows: list[dict]) -> dict[tuple[str, str], tuple[int, float]]:
 
 def render(profiles: dict[str, list[dict]], threads: int, top: int = 10) -> str:
     """Markdown: per model, the op types by summed time, then the slowest single rows."""
-    from mvit.bench.matrix import cpu_line
+    from .matrix import cpu_line
 
     lines = [f"# Per-op latency (XNNPACK, {threads} threads, each op timed alone; medians)", "",
              f"CPU: {cpu_line(threads)}.", "",
              "Each row is a one-op model cut out of the file, so sums exceed the whole model's time: a one-op",
              "model pays the interpreter's per-invoke overhead (what RESHAPE rows mostly show) and cannot show",
              "what XNNPACK fuses in a full graph (a float PAD into the conv after it, for one). Command: "
-             "`python -m mvit.bench.tflite_op_profile " + " ".join(profiles) + "`", ""]
+             "`python -m mvit.benchmarks.tflite_op_profile " + " ".join(profiles) + "`", ""]
     for name, rows in profiles.items():
         total = sum(r["ms"] for r in rows)
         lines += [f"## {name}: {len(rows)} rows, {total:.2f} ms summed", "",
@@ -116,7 +116,7 @@ def render(profiles: dict[str, list[dict]], threads: int, top: int = 10) -> str:
 
 def main(argv=None) -> int:
     """Profile each model given and print (or write) the report."""
-    from mvit.bench._script_args import emit_report, fail, op_profile_args, op_profile_parser
+    from .script_args import emit_report, fail, op_profile_args, op_profile_parser
 
     ap = op_profile_parser(__doc__, ".tflite files", runs=40)
     ap.add_argument("--span", type=int, default=1, help="consecutive ops per cut-out model")

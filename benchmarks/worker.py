@@ -53,7 +53,7 @@ class TorchEager:
     def __init__(self, weights: str, threads: int):
         import torch
 
-        from mvit.model.checkpoint import load_checkpoint
+        from ..model.checkpoint import load_checkpoint
 
         torch.set_num_threads(threads)
         self.torch = torch
@@ -62,7 +62,7 @@ class TorchEager:
         self.contract = self.ckpt.meta.contract
 
     def prepare(self, pixels: np.ndarray):
-        from mvit.model.preprocess import normalize_hwc_uint8
+        from ..model.preprocess import normalize_hwc_uint8
 
         return self.torch.from_numpy(normalize_hwc_uint8(pixels, self.contract))
 
@@ -81,7 +81,7 @@ def _preimport(spec: dict) -> None:
 
         import mvit.model  # noqa: F401
     else:
-        from mvit.export.backends import format_of, get_backend
+        from ..export.backends import format_of, get_backend
 
         import importlib
 
@@ -111,12 +111,12 @@ def main() -> int:
                 t0 = time.perf_counter()
                 if spec["kind"] == "torch":
                     runner = TorchEager(spec["weights"], spec["threads"])
-                elif spec.get("meta") is not None:  # a file described by the caller (mvit.bench.files)
-                    from mvit.export.backends import format_of, get_backend
+                elif spec.get("meta") is not None:  # a file described by the caller (mvit.benchmarks.files)
+                    from ..export.backends import format_of, get_backend
 
                     runner = get_backend(format_of(spec["path"])).load_runner(spec["path"], spec["threads"], spec["meta"])
                 else:
-                    from mvit.export.api import load_artifact_runner
+                    from ..export.api import load_artifact_runner
 
                     runner = load_artifact_runner(spec["path"], spec["threads"])
                 reply(load_ms=(time.perf_counter() - t0) * 1e3, rss_before_mb=before, rss_after_mb=_rss_mb())

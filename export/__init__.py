@@ -8,7 +8,7 @@ runners (``mvit.export.runner``) and the parity check (``mvit.export.parity``).
 import sys
 import types
 
-from mvit.export.request import ExportRequest
+from .request import ExportRequest
 
 __all__ = ["ExportRequest"]
 
@@ -16,7 +16,7 @@ __all__ = ["ExportRequest"]
 class _Callable(types.ModuleType):
     def __call__(self, request=None, **kwargs):
         """Run an ``ExportRequest`` (or one built from ``kwargs``); returns the export results."""
-        from mvit.export.api import export_model
+        from .api import export_model
 
         return export_model(request, **kwargs)
 

@@ -18,17 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
-from mvit.export.backends import get_backend
-from mvit.export.base import ExportError, ExportJob
-from mvit.export.console import CapturedOutput, Console
-from mvit.export.metadata import build_meta, write_sidecars
-from mvit.export.parity import ParityReport, check_runner, torch_logits
-from mvit.export.request import KEEP_NOTHING_FLOAT, ExportRequest, artifact_folder, artifact_name, folders_overlap
-from mvit.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
-from mvit.model.export_prep import prepare_for_export
-from mvit.model.images import ImageFolderError, generated_pixels, image_files, labelled_indices, load_pixels
-from mvit.model.preprocess import normalize_hwc_uint8
-from mvit.quant.plan import HELDOUT_IMAGES, Plan, describe, int8_plan, needs_search, search_samples
+from .backends import get_backend
+from .base import ExportError, ExportJob
+from .console import CapturedOutput, Console
+from .metadata import build_meta, write_sidecars
+from .parity import ParityReport, check_runner, torch_logits
+from .request import KEEP_NOTHING_FLOAT, ExportRequest, artifact_folder, artifact_name, folders_overlap
+from ..model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+from ..model.export_prep import prepare_for_export
+from ..model.images import ImageFolderError, generated_pixels, image_files, labelled_indices, load_pixels
+from ..model.preprocess import normalize_hwc_uint8
+from ..quant.plan import HELDOUT_IMAGES, Plan, describe, int8_plan, needs_search, search_samples
 
 MAX_VERIFY = 200       # spare --calib images used for the parity check
 GENERATED_COUNT = 32   # generated images for the parity check when no real ones are given
@@ -95,7 +95,7 @@ def export_model(request: ExportRequest | None = None, *, say=None, cache: dict 
         f"in {request.out}")
     learned = None
     if "int8" in request.precisions:
-        from mvit.quant.qat import read_ranges
+        from ..quant.qat import read_ranges
 
         learned = read_ranges(weights)
     routes = _int8_routes(request)
@@ -134,8 +134,8 @@ def _int8_plan(route: str, fmt: str, request: ExportRequest, data: _Data, ckpt, 
     unmet budget is an ExportError before anything is written."""
     import torch
 
-    from mvit.quant import QuantError
-    from mvit.quant.pt2e import model_input_range
+    from ..quant import QuantError
+    from ..quant.pt2e import model_input_range
 
     backend, c = get_backend(fmt), ckpt.meta.contract
     calib = heldout = evaluate = None
@@ -238,7 +238,7 @@ def _load_data(request: ExportRequest, ckpt, weights: Path, say, heldout: bool =
                     data.verify_names = _names(vused, request.calib)
                     data.verify_source = f"{len(px)} images of {request.calib} not used for calibration"
     elif needs_calib:
-        from mvit.quant.calibration import data_free_pixels
+        from ..quant.calibration import data_free_pixels
 
         data.calib_pixels, data.calib_source = data_free_pixels(ckpt, weights, request.zeroq_count, say)
         warn(f"no --calib images: int8 calibrated on {data.calib_source}; real images calibrate better "
@@ -328,7 +328,7 @@ def _export_parallel(request: ExportRequest, data: _Data, jobs: int, plans: dict
 
 def _shared_calibrations(request: ExportRequest, data: _Data, ckpt, export_net, plans: dict[str, Plan]) -> dict:
     """PT2E calibration key -> [(format, (graph, job))] for the calibrations two or more formats take."""
-    from mvit.quant.pt2e import calibration_key
+    from ..quant.pt2e import calibration_key
 
     groups: dict[tuple, list] = {}
     for fmt in request.formats:
@@ -351,7 +351,7 @@ def _shared_calibrations(request: ExportRequest, data: _Data, ckpt, export_net, 
 def _calibrate_once(shared: dict, say) -> dict:
     """Each shared calibration made once; its observer states, or {} when one fails (the workers then
     calibrate themselves and report the failure where it belongs)."""
-    from mvit.quant.pt2e import calibrate_pt2e, calibration_states
+    from ..quant.pt2e import calibrate_pt2e, calibration_states
 
     cache: dict = {}
     for key, graphs in shared.items():
@@ -371,7 +371,7 @@ def _format_worker(request: ExportRequest, data: _Data, fmt: str, plans: dict[st
                    calibrations: dict) -> list[ExportResult]:
     import torch
 
-    from mvit.quant.pt2e import seed_calibrations
+    from ..quant.pt2e import seed_calibrations
 
     torch.set_num_threads(request.threads)
     ckpt = load_checkpoint(request.checkpoint or DEFAULT_CHECKPOINT)
@@ -492,7 +492,7 @@ def _size(path: Path) -> int:
 
 def load_artifact_runner(path, threads: int = 2):
     """A runner for any artifact file (or its export folder), by suffix."""
-    from mvit.export.backends import FORMATS, format_of
+    from .backends import FORMATS, format_of
 
     path = Path(path)
     if path.is_dir() and format_of_or_none(path) is None:
@@ -508,7 +508,7 @@ def load_artifact_runner(path, threads: int = 2):
 
 def format_of_or_none(path) -> str | None:
     """The format whose suffix ``path`` has, or None."""
-    from mvit.export.backends import format_of
+    from .backends import format_of
 
     try:
         return format_of(path)

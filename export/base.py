@@ -13,9 +13,9 @@ from typing import Any, Protocol
 import numpy as np
 from torch import nn
 
-from mvit.model.checkpoint import CheckpointMeta
-from mvit.model.contract import PreprocessContract
-from mvit.model.preprocess import normalize_hwc_uint8
+from ..model.checkpoint import CheckpointMeta
+from ..model.contract import PreprocessContract
+from ..model.preprocess import normalize_hwc_uint8
 
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
 INPUT_MODES = ("float-nchw", "uint8-nhwc", "image")

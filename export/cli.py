@@ -10,9 +10,9 @@ import os
 import sys
 from pathlib import Path
 
-from mvit.export.backends import FORMATS, get_backend
-from mvit.export.base import INPUT_MODES, PRECISIONS
-from mvit.quant.plan import DEFAULT_MIN_AGREEMENT, HELDOUT_IMAGES
+from .backends import FORMATS, get_backend
+from .base import INPUT_MODES, PRECISIONS
+from ..quant.plan import DEFAULT_MIN_AGREEMENT, HELDOUT_IMAGES
 
 QUANTIZE_CHOICES = ("none",) + PRECISIONS + ("all",)
 
@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def request_from_args(args):
     """The ``ExportRequest`` the command line asks for."""
-    from mvit.export.request import ExportRequest
+    from .request import ExportRequest
 
     asked = ["fp32" if q == "none" else q for q in args.quantize]
     precisions = PRECISIONS if "all" in asked else tuple(dict.fromkeys(asked))
@@ -138,10 +138,10 @@ def main(argv=None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help, or one line about a bad option (already printed)
         return e.code
-    from mvit.export.api import export_model
-    from mvit.export.base import ExportError
-    from mvit.model.checkpoint import CheckpointError
-    from mvit.model.images import ImageFolderError
+    from .api import export_model
+    from .base import ExportError
+    from ..model.checkpoint import CheckpointError
+    from ..model.images import ImageFolderError
 
     def fail(msg) -> int:
         print(f"mvit-export: error: {msg}", file=sys.stderr)
@@ -152,7 +152,7 @@ def main(argv=None) -> int:
         slots = _app_slots(args.app, request) if args.app else None
         results = export_model(request)
         if args.app:
-            from mvit.apps.install import after_install, install_into_app
+            from .apps.install import after_install, install_into_app
 
             for r in results:
                 dest = install_into_app(r.folder, args.app, variant=slots[(r.format, r.precision)])
@@ -172,7 +172,7 @@ def main(argv=None) -> int:
 
 def _app_slots(app: str, request) -> dict:
     """(format, precision) -> the app slot it goes to; refuses what the app cannot use before any export."""
-    from mvit.apps.install import plan_install
+    from .apps.install import plan_install
 
     return plan_install(app, request.formats, request.precisions)
 

@@ -25,23 +25,23 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 
 def predict(model_path, images, top: int = 3, threads: int = 2) -> list[list[tuple[str, float]]]:
     """Top-k (label, probability) per image."""
-    from mvit.model.checkpoint import DEFAULT_CHECKPOINT
-    from mvit.model.preprocess import pixels_uint8
+    from ..model.checkpoint import DEFAULT_CHECKPOINT
+    from ..model.preprocess import pixels_uint8
 
     path = Path(model_path) if model_path else DEFAULT_CHECKPOINT
     if path.suffix == ".safetensors":
         import torch
 
-        from mvit.export.parity import torch_logits
-        from mvit.model.checkpoint import load_checkpoint
+        from .parity import torch_logits
+        from ..model.checkpoint import load_checkpoint
 
         ck = load_checkpoint(path)
         contract, labels, kind = ck.meta.contract, ck.meta.labels, "logits"
         torch.set_num_threads(threads)
         run = lambda px: torch_logits(ck.model, px, contract)  # noqa: E731
     else:
-        from mvit.export.api import load_artifact_runner
-        from mvit.model.contract import PreprocessContract
+        from .api import load_artifact_runner
+        from ..model.contract import PreprocessContract
 
         runner = load_artifact_runner(path, threads)
         contract = PreprocessContract.from_dict(runner.meta["preprocess"])
@@ -58,9 +58,9 @@ def predict(model_path, images, top: int = 3, threads: int = 2) -> list[list[tup
 def main(argv=None) -> int:
     """Entry point of ``mvit-predict``."""
     args = build_parser().parse_args(argv)
-    from mvit.export.base import ExportError
-    from mvit.model.checkpoint import CheckpointError
-    from mvit.model.preprocess import ImageLoadError
+    from .base import ExportError
+    from ..model.checkpoint import CheckpointError
+    from ..model.preprocess import ImageLoadError
 
     try:
         results = predict(args.model, args.images, args.top, args.threads)

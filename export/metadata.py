@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mvit.export.base import IOSpec
-from mvit.model.checkpoint import CheckpointMeta, atomic_write
-from mvit.model.contract import PreprocessContract
+from .base import IOSpec
+from ..model.checkpoint import CheckpointMeta, atomic_write
+from ..model.contract import PreprocessContract
 
 SCHEMA = "mvit.model_meta/1"
 META_FILE = "model_meta.json"

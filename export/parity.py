@@ -6,10 +6,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from mvit.export.runner import Runner
-from mvit.model.contract import PreprocessContract
-from mvit.model.preprocess import normalize_hwc_uint8
-from mvit.quant.plan import DEFAULT_MIN_AGREEMENT, INT8_MIN_COSINE
+from .runner import Runner
+from ..model.contract import PreprocessContract
+from ..model.preprocess import normalize_hwc_uint8
+from ..quant.plan import DEFAULT_MIN_AGREEMENT, INT8_MIN_COSINE
 
 # Floors per precision. Agreement = same top-1 as the float model. An export gates int8 agreement at
 # its --min-agreement (the budget the int8 plan was chosen for; this default).

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from mvit.export.backends import FORMATS, get_backend
-from mvit.export.base import INPUT_MODES, PRECISIONS, ExportError, option_problems
-from mvit.quant.plan import DEFAULT_MIN_AGREEMENT
+from .backends import FORMATS, get_backend
+from .base import INPUT_MODES, PRECISIONS, ExportError, option_problems
+from ..quant.plan import DEFAULT_MIN_AGREEMENT
 
 KEEP_NOTHING_FLOAT = "none"  # --keep-float none: quantize every layer
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mvit.export.metadata import validate_meta
-from mvit.model.contract import PreprocessContract
-from mvit.model.preprocess import normalize_hwc_uint8
+from .metadata import validate_meta
+from ..model.contract import PreprocessContract
+from ..model.preprocess import normalize_hwc_uint8
 
 
 def quantize_array(x: np.ndarray, q: dict, dtype: str) -> np.ndarray:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from torch import nn
 
-from mvit.model.contract import PreprocessContract
-from mvit.model.import_weights import WeightImportError, load_into
-from mvit.model.registry import create, list_models
+from .contract import PreprocessContract
+from .import_weights import WeightImportError, load_into
+from .registry import create, list_models
 
 SCHEMA = "mvit.checkpoint/1"
 

@@ -5,10 +5,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from mvit.model.checkpoint import CheckpointError, CheckpointMeta, save_checkpoint
-from mvit.model.import_weights import SOURCES, WeightImportError, default_contract_for, detect_source, load_into
-from mvit.model.import_weights import read_state_dict
-from mvit.model.registry import create, list_models
+from .checkpoint import CheckpointError, CheckpointMeta, save_checkpoint
+from .import_weights import SOURCES, WeightImportError, default_contract_for, detect_source, load_into
+from .import_weights import read_state_dict
+from .registry import create, list_models
 
 
 def build_parser() -> argparse.ArgumentParser:

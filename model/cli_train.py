@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mvit.model.checkpoint import CheckpointError
-from mvit.model.contract import INTERPOLATIONS
-from mvit.model.data import DatasetError
+from .checkpoint import CheckpointError
+from .contract import INTERPOLATIONS
+from .data import DatasetError
 
 # Defaults that differ between training from scratch and QAT fine-tuning (None in the parser: unset).
 FLOAT_DEFAULTS = {"model": "mobilevit_xxs", "img_size": 256, "epochs": 30, "batch_size": 48, "lr": 2e-3,
@@ -90,7 +90,7 @@ def resolve_options(args) -> dict:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from mvit.model.train import TrainConfig, TrainError, command_line, train
+    from .train import TrainConfig, TrainError, command_line, train
 
     try:
         opts = resolve_options(args)
@@ -100,8 +100,8 @@ def main(argv=None) -> int:
     cfg = TrainConfig(**opts, command=command_line() if argv is None else "mvit-train " + " ".join(argv))
     try:
         if cfg.qat:
-            from mvit.quant import QuantError
-            from mvit.quant.qat import train_qat
+            from ..quant import QuantError
+            from ..quant.qat import train_qat
 
             try:
                 train_qat(cfg)

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mvit.model.contract import PreprocessContract
-from mvit.model.preprocess import IMAGE_SUFFIXES, ImageLoadError, normalize_tensor, pixels_uint8, skipped_summary
+from .contract import PreprocessContract
+from .preprocess import IMAGE_SUFFIXES, ImageLoadError, normalize_tensor, pixels_uint8, skipped_summary
 
 
 class DatasetError(ValueError):

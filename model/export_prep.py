@@ -38,8 +38,8 @@ class AttentionLayer(NamedTuple):
 
 def attention_layers(model: nn.Module):
     """Every attention layer of ``model`` (MobileViT's MultiHeadAttention, ViT's Attention)."""
-    from mvit.model.mobilevit import MultiHeadAttention
-    from mvit.model.vit import Attention
+    from .mobilevit import MultiHeadAttention
+    from .vit import Attention
 
     for m in model.modules():
         if isinstance(m, MultiHeadAttention):

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mvit.model.contract import PreprocessContract
-from mvit.model.preprocess import ImageLoadError, list_images, pixels_uint8, skipped_summary
+from .contract import PreprocessContract
+from .preprocess import ImageLoadError, list_images, pixels_uint8, skipped_summary
 
 
 class ImageFolderError(ValueError):

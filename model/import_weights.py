@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mvit.model.contract import HF_MOBILEVIT, MVIT_DEFAULT, TIMM_MOBILEVIT, PreprocessContract
+from .contract import HF_MOBILEVIT, MVIT_DEFAULT, TIMM_MOBILEVIT, PreprocessContract
 
 SOURCES = ("cvnets", "timm", "hf", "torchvision")
 
@@ -254,7 +254,7 @@ def default_contract_for(source: str, arch: str, img_size: int = 256) -> Preproc
     elif source == "timm":
         base = TIMM_MOBILEVIT
     elif arch.startswith(("mobilenet", "vit")):
-        from mvit.model.contract import IMAGENET_MEAN_STD as base
+        from .contract import IMAGENET_MEAN_STD as base
     else:
         base = MVIT_DEFAULT
     return PreprocessContract(input_size=(img_size, img_size), crop_fraction=base.crop_fraction,

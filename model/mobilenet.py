@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from mvit.model.layers import make_divisible
-from mvit.model.registry import register_model
+from .layers import make_divisible
+from .registry import register_model
 
 
 class ConvBNAct(nn.Sequential):

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from mvit.model.layers import ClassifierHead, ConvLayer, InvertedResidual, init_cvnets_
-from mvit.model.registry import register_model
+from .layers import ClassifierHead, ConvLayer, InvertedResidual, init_cvnets_
+from .registry import register_model
 
 
 class MultiHeadAttention(nn.Module):

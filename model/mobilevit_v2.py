@@ -8,8 +8,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from mvit.model.layers import ClassifierHead, ConvLayer, InvertedResidual, init_cvnets_, make_divisible
-from mvit.model.registry import register_model
+from .layers import ClassifierHead, ConvLayer, InvertedResidual, init_cvnets_, make_divisible
+from .registry import register_model
 
 
 class LinearSelfAttention(nn.Module):

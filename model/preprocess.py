@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from mvit.model.contract import PreprocessContract
+from .contract import PreprocessContract
 
 _PIL_INTERP = {
     "nearest": Image.Resampling.NEAREST,

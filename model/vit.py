@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mvit.model.registry import register_model
+from .registry import register_model
 
 
 class Attention(nn.Module):

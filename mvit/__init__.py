@@ -6,12 +6,12 @@ when called, so ``import mvit`` stays light):
     create(name, num_classes)       a model of the zoo (``mvit.model.list_models()``)
     load(path)                      a checkpoint: model, labels, preprocessing contract
     export(request)                 an ``ExportRequest`` -> verified artifacts (the package ``mvit.export``)
-    bench(config)                   a ``BenchConfig`` -> the benchmark report (the package ``mvit.bench``)
+    bench(config)                   a ``BenchConfig`` -> the benchmark report (the package ``mvit.benchmarks``)
     predict(model, images, top)     top-k labels from any artifact or checkpoint
 
 Packages: ``mvit.model`` (architectures, checkpoints, preprocessing, training), ``mvit.export``
-(one backend per format, metadata, parity), ``mvit.quant`` (int8 engine), ``mvit.bench``
-(latency and accuracy), ``mvit.apps`` (the demo apps' Python side).
+(one backend per format, metadata, parity), ``mvit.quant`` (int8 engine), ``mvit.benchmarks``
+(latency and accuracy), ``mvit.export.apps`` (the demo apps' Python side).
 """
 from __future__ import annotations
 
@@ -33,8 +33,8 @@ def load(path=None):
 
 
 def __getattr__(name: str):
-    # ``mvit.export`` and ``mvit.bench`` are the packages themselves, callable: mvit.export(request),
-    # mvit.bench(config). Imported on first use.
+    # ``mvit.export`` and ``mvit.benchmarks`` are the packages themselves, callable: mvit.export(request),
+    # mvit.benchmarks(config). Imported on first use.
     if name in ("export", "bench"):
         import importlib
 

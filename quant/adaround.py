@@ -17,8 +17,8 @@ import time
 
 import torch
 
-from mvit.quant.layer_io import Layer, capture, layers, sample_rows
-from mvit.quant.sim import SimGraph
+from .layer_io import Layer, capture, layers, sample_rows
+from .sim import SimGraph
 
 ZETA, GAMMA = 1.1, -0.1  # rectified sigmoid stretch (AdaRound eq. 23)
 

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from mvit.model.contract import PreprocessContract
-from mvit.quant import QuantError
+from ..model.contract import PreprocessContract
+from . import QuantError
 
 
 def synthesize_zeroq(model: nn.Module, contract: PreprocessContract, n: int = 32, iters: int = 60,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mvit.quant.sim import module_paths
+from .sim import module_paths
 
 HOMOGENEOUS = ("relu",)                               # act(x / s) == act(x) / s for s > 0
 NOT_HOMOGENEOUS = ("silu", "hardtanh", "relu6", "gelu", "hardswish", "sigmoid", "mul")

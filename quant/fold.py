@@ -54,7 +54,7 @@ def fold_block_layernorm_(model: nn.Module) -> nn.Module:
     The fold back to a feature map between them only moves tokens, never channels, so the LayerNorm's
     per-channel affine commutes with it. Needs BatchNorm folded first (``conv_proj`` then has a bias).
     """
-    from mvit.model.mobilevit import MobileViTBlock
+    from ..model.mobilevit import MobileViTBlock
 
     for blk in model.modules():
         if not isinstance(blk, MobileViTBlock):

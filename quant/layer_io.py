@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mvit.quant.sim import _LAYER_OPS, SimGraph, WeightPoint
+from .sim import _LAYER_OPS, SimGraph, WeightPoint
 
 
 @dataclass

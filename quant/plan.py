@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from mvit.quant import QuantError
-from mvit.quant.search import SearchResult, cache_key, load_cached, store
+from . import QuantError
+from .search import SearchResult, cache_key, load_cached, store
 
 ROUTES = ("pt2e", "onnxruntime-qdq")
 DEFAULT_MIN_AGREEMENT = 0.995
@@ -165,8 +165,8 @@ def search_simulation(model: nn.Module, calib: torch.Tensor, input_range: tuple[
     (``mvit.quant.sim.SimGraph``), calibrated on the first ``SEARCH_CALIB_IMAGES`` of ``calib``, the
     input quantized over ``input_range`` (as the exports do; None: calibrated). ``recipe``: the float
     rewrites (default ``mvit.quant.ptq.Recipe()``, what the exports use; others for measurements)."""
-    from mvit.quant.ptq import Recipe, build_sim, fold_float
-    from mvit.quant.pt2e import quantizer_for
+    from .ptq import Recipe, build_sim, fold_float
+    from .pt2e import quantizer_for
 
     calib = calib[:SEARCH_CALIB_IMAGES]
     folded, _ = fold_float(model, recipe or Recipe(), calib, SEARCH_BATCH)
@@ -177,8 +177,8 @@ def search_route(route: str, model: nn.Module, calib: torch.Tensor, heldout: tor
                  evaluate=None, say=None, input_range: tuple[float, float] | None = None) -> SearchResult:
     """Run the search for ``route`` (see ``int8_plan``): every layer int8 first; only when that misses,
     the simulation's sensitivity ranking and the bisection."""
-    from mvit.quant.search import layer_units, rank_units, score, search, unit_costs
-    from mvit.quant.sensitivity import point_sensitivity
+    from .search import layer_units, rank_units, score, search, unit_costs
+    from .sensitivity import point_sensitivity
 
     calib = calib[:SEARCH_CALIB_IMAGES]
     sims = []

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from mvit.quant import QuantError
-from mvit.quant.sim import module_paths, under
+from . import QuantError
+from .sim import module_paths, under
 
 CALIB_METHODS = ("min-max", "histogram")
 
@@ -167,7 +167,7 @@ def graph_input_range(to_input) -> tuple[float, float] | None:
 
 def model_input_range(contract) -> tuple[float, float]:
     """The value range of the model's own input (normalized NCHW) under a preprocessing contract."""
-    from mvit.model.preprocess import normalize_hwc_uint8
+    from ..model.preprocess import normalize_hwc_uint8
 
     return graph_input_range(lambda px: torch.from_numpy(normalize_hwc_uint8(px, contract)))
 
@@ -312,7 +312,7 @@ def prepare(wrapped: nn.Module, sample: torch.Tensor, quantizer) -> torch.fx.Gra
 
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
-    from mvit.model.export_prep import fold_layernorm_affine_
+    from ..model.export_prep import fold_layernorm_affine_
 
     wrapped = fold_layernorm_affine_(copy.deepcopy(wrapped).eval(), sample)
     return prepare_pt2e(torch.export.export(wrapped, (sample,)).module(), quantizer)

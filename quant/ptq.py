@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from mvit.quant import QuantError
+from . import QuantError
 
 EQUALIZE = ("off", "exact", "approximate")
 BIAS_CORRECTION = ("off", "weights", "sequential")
@@ -60,10 +60,10 @@ class PTQResult:
 def fold_float(model: nn.Module, recipe: Recipe, calib: torch.Tensor, batch: int = 8) -> tuple[nn.Module, dict]:
     """An eval-mode copy of ``model`` with the function-preserving rewrites of ``recipe`` (and, for
     ``equalize="approximate"``, the non-preserving one)."""
-    from mvit.model.export_prep import fold_layernorm_affine_
-    from mvit.quant.equalize import equalize_
-    from mvit.quant.fold import fold_batchnorm_, fold_block_layernorm_
-    from mvit.quant.smooth import balance_attention_, smooth_layernorms_, smooth_value_output_
+    from ..model.export_prep import fold_layernorm_affine_
+    from .equalize import equalize_
+    from .fold import fold_batchnorm_, fold_block_layernorm_
+    from .smooth import balance_attention_, smooth_layernorms_, smooth_value_output_
 
     m = fold_layernorm_affine_(fold_batchnorm_(copy.deepcopy(model).eval()), calib[:1])
     details: dict = {"folded": ["batchnorm", "layernorm-affine"]}
@@ -90,8 +90,8 @@ def build_sim(model: nn.Module, quantizer, calib: torch.Tensor, batch: int):
     (PT2E observers; the images beyond a multiple of ``batch`` are not used)."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-    from mvit.quant.pt2e import prepare
-    from mvit.quant.sim import SimGraph
+    from .pt2e import prepare
+    from .sim import SimGraph
 
     n = len(calib) - len(calib) % batch
     if n == 0:
@@ -131,9 +131,9 @@ def apply_recipe(model: nn.Module, recipe: Recipe, calib: torch.Tensor, quantize
     m, details = fold_float(model, recipe, calib, batch)
     details["recipe"] = asdict(recipe)
     if recipe.needs_sim:
-        from mvit.quant.adaround import adaround
-        from mvit.quant.bias_correction import correct_bias
-        from mvit.quant.pt2e import quantizer_for
+        from .adaround import adaround
+        from .bias_correction import correct_bias
+        from .pt2e import quantizer_for
 
         quantizer = quantizer if quantizer is not None else quantizer_for(m, "histogram")
         sim = build_sim(m, quantizer, calib, batch)

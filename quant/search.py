@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mvit.quant.layer_io import layers
-from mvit.quant.sim import SimGraph
+from .layer_io import layers
+from .sim import SimGraph
 
 
 def layer_units(model: nn.Module) -> list[str]:
@@ -55,7 +55,7 @@ def layer_units(model: nn.Module) -> list[str]:
 def unit_costs(sim: SimGraph, units: list[str], batch: int) -> dict[str, float]:
     """Float cost of each unit: multiply-accumulates of its conv/linear ops per image, plus the input and
     output elements a float island's quantize/dequantize pair touches (4 per element)."""
-    from mvit.quant.sim import under
+    from .sim import under
 
     cost = {u: 0.0 for u in units}
     for layer in layers(sim):
@@ -101,7 +101,7 @@ class _Coverage:
         self.covered = [[False] * len(paths) for _, paths, _ in self.points]
 
     def would_remove(self, module: str) -> set[str]:
-        from mvit.quant.sim import under
+        from .sim import under
 
         out = set()
         for (name, paths, keep), cov in zip(self.points, self.covered):
@@ -112,7 +112,7 @@ class _Coverage:
         return out
 
     def add(self, module: str) -> None:
-        from mvit.quant.sim import under
+        from .sim import under
 
         for (_, paths, _), cov in zip(self.points, self.covered):
             for i, pth in enumerate(paths):
@@ -232,8 +232,8 @@ def search_sim(model: nn.Module, quantizer, calib: torch.Tensor, heldout: torch.
                batch: int = 8, sensitivity_images: int = 32, log=None) -> SearchResult:
     """The search for PT2E int8 (TFLite, Core ML): sensitivity, costs and agreement from a ``SimGraph``
     of ``model`` calibrated on ``calib``; agreement measured on ``heldout`` (model inputs)."""
-    from mvit.quant.ptq import build_sim
-    from mvit.quant.sensitivity import point_sensitivity
+    from .ptq import build_sim
+    from .sensitivity import point_sensitivity
 
     sim = build_sim(model, quantizer, calib, batch)
     with torch.no_grad():
@@ -313,7 +313,7 @@ def load_cached(checkpoint: Path, sha256: str, key: str) -> SearchResult | None:
 def store(checkpoint: Path, sha256: str, key: str, result: SearchResult, provenance: dict) -> Path:
     """Add ``result`` under ``key`` to the checkpoint's cache file (written atomically), replacing any
     entry for the same route and budget made under another rule (``load_cached`` would never read it)."""
-    from mvit.model.checkpoint import atomic_write
+    from ..model.checkpoint import atomic_write
 
     path = cache_path(checkpoint)
     try:

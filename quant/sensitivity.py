@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mvit.quant.layer_io import layers
-from mvit.quant.sim import SimGraph
+from .layer_io import layers
+from .sim import SimGraph
 
 
 def point_sensitivity(sim: SimGraph, x: torch.Tensor, batch: int) -> dict[str, float]:

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mvit.quant.calibration import shipped_set_path, synthesize_zeroq
-from mvit.model.checkpoint import atomic_write, load_checkpoint
+from .calibration import shipped_set_path, synthesize_zeroq
+from ..model.checkpoint import atomic_write, load_checkpoint
 
 
 def main(argv=None) -> int:

@@ -6,6 +6,8 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+# The one-off studies are scripts run by path (not installed): import them as their scripts import each other.
+sys.path.insert(0, str(ROOT / "benchmarks" / "studies"))
 # Untrained weights produce denormal activations that make torchao's convert_pt2e ~200x slower.
 torch.set_flush_denormal(True)
 torch.set_num_threads(min(2, os.cpu_count() or 1))

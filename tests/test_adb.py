@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mvit.bench.cli import main as bench_main
-from mvit.bench.device_results import read_device_results
+from mvit.benchmarks.cli import main as bench_main
+from mvit.benchmarks.device_results import read_device_results
 
 REC = Path(__file__).parent / "adb_recordings"
 

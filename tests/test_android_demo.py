@@ -13,13 +13,13 @@ from types import SimpleNamespace
 import pytest
 
 from conftest_apps import ANDROID, GOLDEN_DIRS, ROOT, same_tree, syntax_errors  # noqa: E402
-from mvit.apps import fixtures as app_fixtures  # noqa: E402
+from mvit.export.apps import fixtures as app_fixtures  # noqa: E402
 from mvit.model.contract import PreprocessContract  # noqa: E402
 
 
 # ---------------------------------------------------------------- golden fixtures
 def test_committed_fixtures_are_current(tmp_path):
-    """The fixtures in both apps are what mvit/apps/fixtures.py writes today (same Pillow, same contract).
+    """The fixtures in both apps are what export/apps/fixtures.py writes today (same Pillow, same contract).
 
     The installed models' cases (shipped_models.json) come from running the artifacts: they are
     checked with tolerances in tests/test_shipped_fixtures.py.
@@ -27,9 +27,9 @@ def test_committed_fixtures_are_current(tmp_path):
     out = tmp_path / "golden"
     app_fixtures.write_golden_fixtures(out, contract=PreprocessContract())
     for d in GOLDEN_DIRS:
-        assert d.is_dir(), f"{d} missing: run python -m mvit.apps.fixtures"
+        assert d.is_dir(), f"{d} missing: run python -m mvit.export.apps.fixtures"
         stale = [f for f in same_tree(out, d) if f != app_fixtures.SHIPPED_FILE]
-        assert stale == [], f"{d} is stale ({stale}): run python -m mvit.apps.fixtures"
+        assert stale == [], f"{d} is stale ({stale}): run python -m mvit.export.apps.fixtures"
 
 
 def test_fixture_content_covers_the_contract():
@@ -71,8 +71,8 @@ def test_kotlin_core_junit(kotlin_core):
 
 def test_the_kotlin_benchmark_report_is_read_by_mvit_bench(kotlin_core, tmp_path):
     """The JSON the Android benchmark mode writes (Kotlin core's BenchmarkReport) goes through
-    ``mvit.bench.device_results.read_device_results`` and ``mvit-bench --device-results`` into the report."""
-    from mvit.bench.device_results import read_device_results
+    ``mvit.benchmarks.device_results.read_device_results`` and ``mvit-bench --device-results`` into the report."""
+    from mvit.benchmarks.device_results import read_device_results
 
     assert kotlin_core.device_results.is_file(), kotlin_core.out[-3000:]
     doc = read_device_results(kotlin_core.device_results)
@@ -84,7 +84,7 @@ def test_the_kotlin_benchmark_report_is_read_by_mvit_bench(kotlin_core, tmp_path
     assert lat["runs"] == 50 and 0 < lat["min_ms"] <= lat["median_ms"] <= lat["p90_ms"]
 
     out = tmp_path / "bench"
-    proc = subprocess.run([sys.executable, "-m", "mvit.bench.cli", "--device-results", str(kotlin_core.device_results),
+    proc = subprocess.run([sys.executable, "-m", "mvit.benchmarks.cli", "--device-results", str(kotlin_core.device_results),
                            "--out", str(out), "--no-plot"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     bench = json.loads((out / "bench.json").read_text())

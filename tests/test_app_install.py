@@ -1,4 +1,4 @@
-"""Installing exported artifacts into the demo apps (mvit.apps.install): the slot plan decided before
+"""Installing exported artifacts into the demo apps (mvit.export.apps.install): the slot plan decided before
 exporting (``plan_install``), metadata validation, atomic copies, shared labels, source-checkout check."""
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from mvit.apps import fixtures as app_fixtures  # noqa: E402
-from mvit.apps.install import AppInstallError, install_into_app, main, plan_install, validate_meta  # noqa: E402
-from mvit.apps.slots import APPS, SLOT_OF_PRECISION  # noqa: E402
+from mvit.export.apps import fixtures as app_fixtures  # noqa: E402
+from mvit.export.apps.install import AppInstallError, install_into_app, main, plan_install, validate_meta  # noqa: E402
+from mvit.export.apps.slots import APPS, SLOT_OF_PRECISION  # noqa: E402
 from mvit.export.metadata import meta_problems  # noqa: E402
 
 

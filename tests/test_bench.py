@@ -4,8 +4,8 @@ import struct
 
 import pytest
 
-from mvit.bench.cli import main as bench_main
-from mvit.bench.report import check_floors, parse_floor
+from mvit.benchmarks.cli import main as bench_main
+from mvit.benchmarks.report import check_floors, parse_floor
 from conftest import make_image_folder
 from export_fixtures import CLASSES, train_tiny_checkpoint
 
@@ -126,7 +126,7 @@ def test_the_tflite_file_report_compares_each_int8_tensor_with_the_float_model(b
     module's float output; images unlike the calibration set show as clipped tensors."""
     import numpy as np
 
-    from mvit.bench.layers import tflite_layer_error
+    from mvit.benchmarks.layers import tflite_layer_error
     from mvit.model.checkpoint import load_checkpoint
     from mvit.model.images import image_files, load_pixels
 

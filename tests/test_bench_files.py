@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from mvit.bench.cli import main as bench_main
+from mvit.benchmarks.cli import main as bench_main
 from conftest import make_image_folder
 
 FAST = ["--runs", "3", "--min-time", "0.05", "--threads", "2"]

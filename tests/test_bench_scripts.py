@@ -1,10 +1,11 @@
-"""The ONNX measurement scripts' shared command line and inputs (benchmarks/_script_args.py)."""
+"""The ONNX measurement scripts' shared command line and inputs (benchmarks/studies/onnx_inputs.py)."""
 import pytest
 import torch
 
 from mvit import model
-from mvit.bench import onnx_int8_variants, onnx_simplifier
-from mvit.bench._script_args import load_bench_inputs, onnx_bench_parser
+import onnx_int8_variants
+import onnx_simplifier
+from onnx_inputs import load_bench_inputs, onnx_bench_parser
 from mvit.model.checkpoint import CheckpointMeta, save_checkpoint
 from mvit.model.contract import PreprocessContract
 
@@ -42,7 +43,7 @@ def test_shared_inputs_load_checkpoint_and_images(image_folder, tmp_path):
 
 
 def test_interleaved_medians_calls_each_callable_equally_and_reports_medians():
-    from mvit.bench.latency import interleaved_medians
+    from mvit.benchmarks.latency import interleaved_medians
 
     counts = {"a": 0, "b": 0}
 

@@ -6,8 +6,8 @@ import struct
 
 import pytest
 
-from mvit.bench.cli import main as bench_main
-from mvit.bench.device_results import DeviceResultsError, read_device_results
+from mvit.benchmarks.cli import main as bench_main
+from mvit.benchmarks.device_results import DeviceResultsError, read_device_results
 
 ROW = {"model": "mobilevit_xxs", "artifact": "model_int8.tflite", "artifact_sha256": "ab" * 32, "format": "tflite",
        "precision": "int8", "accelerator": "npu", "accelerator_used": "cpu", "threads": 4,

@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("executorch", reason="the optional extra: pip install 'mvit[executorch]' (tests/run.sh installs it)")
 
-from mvit.bench.cli import main as bench_main  # noqa: E402
+from mvit.benchmarks.cli import main as bench_main  # noqa: E402
 from mvit.export.api import export_model  # noqa: E402
 from mvit.export.backends import executorch_backend as et  # noqa: E402
 from mvit.export.cli import main as export_main  # noqa: E402

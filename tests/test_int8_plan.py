@@ -7,7 +7,7 @@ import shutil
 import onnx
 import pytest
 
-from mvit.bench.census import census
+from mvit.benchmarks.census import census
 from mvit.export.api import export_model
 from mvit.export.cli import main as export_main
 
@@ -50,7 +50,7 @@ def test_export_searches_to_the_budget_stores_the_plan_and_reuses_it(ckpt, small
     assert len(cached["sha256"]) == 64 and list(cached["entries"]) == [key]
 
     # the prefixes script reads the cached order and counts flips per half, plain and mirrored
-    from mvit.bench import int8_prefixes
+    import int8_prefixes
 
     n, order = len(list(small_data_dir.rglob("*.jpg"))), cached["entries"][key]["order"]
     args = argparse.Namespace(route="onnxruntime-qdq", prefixes=[0, len(order)], weights=str(ckpt), min_agreement=0.9,

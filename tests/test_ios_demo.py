@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 
 from conftest_apps import GOLDEN_DIRS, IOS, ROOT, same_tree, syntax_errors  # noqa: E402
-from mvit.apps import fixtures as app_fixtures  # noqa: E402
+from mvit.export.apps import fixtures as app_fixtures  # noqa: E402
 
 
 def _swift_files():
@@ -50,4 +50,4 @@ def test_golden_fixtures_and_benchmark_input_are_shared_with_android():
     expected = app_fixtures.benchmark_input_files(android)
     for spec in app_fixtures.APPS.values():
         for name, data in expected.items():
-            assert (ROOT / spec["dir"] / name).read_bytes() == data, f"{spec['dir']}/{name} is stale: run python -m mvit.apps.fixtures"
+            assert (ROOT / spec["dir"] / name).read_bytes() == data, f"{spec['dir']}/{name} is stale: run python -m mvit.export.apps.fixtures"

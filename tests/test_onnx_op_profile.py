@@ -1,7 +1,7 @@
 """benchmarks/onnx_op_profile.py: onnxruntime kernel time per node, summed by op type."""
 import pytest
 
-from mvit.bench import onnx_op_profile as prof
+from mvit.benchmarks import onnx_op_profile as prof
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from mvit.bench import census, peers
+from mvit.benchmarks import census, peers
 from mvit.export.api import load_artifact_runner
 from mvit.export.parity import torch_logits
 from mvit.model.checkpoint import load_checkpoint
@@ -85,7 +85,7 @@ def test_peers_command_line_refuses_bad_numbers(capsys):
 def test_report_calls_a_run_loaded_only_for_load_beyond_its_own_threads():
     """The timed rows' own threads raise the load average to about their count: a quiet 2-thread run
     ends near 2 and must read "quiet"; load before the run or beyond its threads is another process."""
-    from mvit.bench.peers import render
+    from mvit.benchmarks.peers import render
 
     def report(start, end):
         return {"rows": [], "machine": {"cpu": "cpu", "cores": 2, "isa": ["avx2"]}, "threads": 2,

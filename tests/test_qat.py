@@ -172,7 +172,7 @@ def _onnx_qparams(path) -> set:
 
 
 def test_qat_checkpoint_exports_every_format_with_its_learned_ranges(qat_run, small_data_dir, tmp_path):
-    from mvit.bench.census import census
+    from mvit.benchmarks.census import census
     from mvit.export.api import export_model
     from mvit.export.request import ExportRequest
 

@@ -383,7 +383,7 @@ def test_int8_attention_converts_to_tflite_int8_matmuls_and_softmax_that_load_an
     """``quantize_attention`` (tflite_int8_speed's int8-attention variant) must give a .tflite the runtime
     accepts: TFLite's int8 SOFTMAX takes only a 1/256 output scale and the converter wants each matmul
     input in the range of the op that made its values; either mistake fails conversion or loading."""
-    from mvit.bench.tflite_int8_speed import int8_tflite
+    from tflite_int8_speed import int8_tflite
     from mvit.export.backends.tflite_backend import op_census
     from mvit.model.checkpoint import load_checkpoint
     from mvit.model.export_prep import prepare_for_export

@@ -262,10 +262,10 @@ def test_smoothquant_and_attention_balance_keep_mobilevit_exact(tiny_mobilevit, 
 
 
 def test_int8_sources_blames_the_group_holding_a_planted_outlier(tiny_mobilevit, tiny_inputs):
-    """``mvit.bench.int8_sources``: a ~1000 channel after a conv ruins its conv output and SiLU output
+    """``mvit.benchmarks.int8_sources``: a ~1000 channel after a conv ruins its conv output and SiLU output
     ranges; the report's worst group alone is one of those, every other group alone is harmless, and
     leaving the worst float helps."""
-    from mvit.bench.int8_sources import groups, measure
+    from mvit.benchmarks.int8_sources import groups, measure
 
     net = _plant_outlier(tiny_mobilevit)
     x = tiny_inputs[:16]
@@ -284,7 +284,7 @@ def test_int8_sources_blames_the_group_holding_a_planted_outlier(tiny_mobilevit,
 
 
 def test_int8_sources_refuses_a_bad_image_count_in_one_line(capsys):
-    from mvit.bench import int8_sources
+    from mvit.benchmarks import int8_sources
 
     with pytest.raises(SystemExit) as e:
         int8_sources.main(["--calib", "x", "--data", "y", "--max-images", "0"])

@@ -1,6 +1,6 @@
 """The golden cases of the models installed in the apps (shipped_models.json) stay true.
 
-mvit/apps/fixtures.py records, for every installed artifact (by sha256) and a few fixture images,
+export/apps/fixtures.py records, for every installed artifact (by sha256) and a few fixture images,
 the preprocessing checksums at the model's own contract, the raw output and the expected top-3; the
 Kotlin and Swift core tests replay them. Here the artifacts are re-run: TFLite on every recorded
 image (fast), Core ML (reference interpreter, seconds per image) on one image per model. Floats are
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from conftest_apps import GOLDEN_DIRS, ROOT  # noqa: E402
-from mvit.apps import fixtures as app_fixtures  # noqa: E402
+from mvit.export.apps import fixtures as app_fixtures  # noqa: E402
 
 SHIPPED = GOLDEN_DIRS[0] / app_fixtures.SHIPPED_FILE
 
@@ -103,7 +103,7 @@ def test_stale_cases_name_the_regeneration_command(tmp_path):
             e["artifact_sha256"] = "0" * 64
     problems = app_fixtures.stale_shipped_cases(changed, ROOT)
     assert len(problems) == 1 and m["artifact"] in problems[0]
-    assert "python -m mvit.apps.fixtures --shipped --app android" in problems[0]
+    assert "python -m mvit.export.apps.fixtures --shipped --app android" in problems[0]
     problems = app_fixtures.stale_shipped_cases(doc, tmp_path)  # nothing installed there
     assert len(problems) == 1 and "no longer installed" in problems[0]
 
@@ -151,7 +151,7 @@ def test_base_regeneration_keeps_the_shipped_cases(tmp_path, monkeypatch):
 
 def test_mvit_export_app_rerecords_the_golden_cases(monkeypatch, capsys):
     """``mvit-export --app`` installs, then re-records that app's cases (or prints the command)."""
-    from mvit.apps import install as app_install
+    from mvit.export.apps import install as app_install
     from mvit.export import api, cli
 
     def fake_export(request, **kw):  # what the request asked for, without converting anything
@@ -169,7 +169,7 @@ def test_mvit_export_app_rerecords_the_golden_cases(monkeypatch, capsys):
 
     assert cli.main(["--app", "android", "--no-app-fixtures"]) == 0
     assert len(calls) == 1
-    assert "python -m mvit.apps.fixtures --shipped --app android" in capsys.readouterr().out
+    assert "python -m mvit.export.apps.fixtures --shipped --app android" in capsys.readouterr().out
 
     def boom(**kw):
         raise RuntimeError("no interpreter")
@@ -177,4 +177,4 @@ def test_mvit_export_app_rerecords_the_golden_cases(monkeypatch, capsys):
     monkeypatch.setattr(app_fixtures, "write_shipped_fixtures", boom)
     assert cli.main(["--app", "ios", "--format", "coreml"]) == 0
     err = capsys.readouterr().err
-    assert "no interpreter" in err and "python -m mvit.apps.fixtures --shipped --app ios" in err
+    assert "no interpreter" in err and "python -m mvit.export.apps.fixtures --shipped --app ios" in err

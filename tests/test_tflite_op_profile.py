@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from mvit.bench import tflite_op_profile as prof
+from mvit.benchmarks import tflite_op_profile as prof
 
 
 @pytest.fixture(scope="module")

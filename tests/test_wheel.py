@@ -29,12 +29,14 @@ def test_wheel_holds_only_the_mvit_package_and_its_data(wheel):
     tops = {n.split("/")[0] for n in names}
     assert tops == {"mvit", next(t for t in tops if t.endswith(".dist-info"))}, tops
     for wanted in ("mvit/__init__.py", "mvit/model/registry.py", "mvit/export/api.py", "mvit/quant/pt2e.py",
-                   "mvit/bench/cli.py", "mvit/apps/install.py", "mvit/model/weights/mobilevit_xxs_trashnet6.safetensors",
+                   "mvit/benchmarks/cli.py", "mvit/export/apps/install.py", "mvit/model/weights/mobilevit_xxs_trashnet6.safetensors",
                    "mvit/model/weights/mobilevit_xxs_trashnet6.zeroq.npz"):
         assert wanted in names, wanted
+    # the one-off studies are scripts next to their results, not part of what users install
+    assert not [n for n in names if "/studies/" in n or "/article/" in n], "studies in the wheel"
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     scripts = zipfile.ZipFile(wheel).read(entry_points).decode()
-    for cmd, target in (("mvit-export", "mvit.export.cli:main"), ("mvit-bench", "mvit.bench.cli:main"),
+    for cmd, target in (("mvit-export", "mvit.export.cli:main"), ("mvit-bench", "mvit.benchmarks.cli:main"),
                         ("mvit-train", "mvit.model.cli_train:main"), ("mvit-predict", "mvit.export.cli_predict:main"),
                         ("mvit-import", "mvit.model.cli_import:main")):
         assert f"{cmd} = {target}" in scripts, scripts

@@ -28,7 +28,7 @@ def format_of(path) -> str:
 
 def missing_members(backend: ModuleType) -> list[str]:
     """Names of ``mvit.export.base.Backend`` members that ``backend`` does not define."""
-    from mvit.export.base import Backend
+    from ..base import Backend
 
     wanted = [n for n in Backend.__annotations__] + [n for n, v in vars(Backend).items()
                                                       if callable(v) and not n.startswith("_")]

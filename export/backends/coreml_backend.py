@@ -28,11 +28,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from mvit.export.base import ExportError, ExportJob, IOSpec, TensorSpec
-from mvit.export.runner import Runner
-from mvit.quant.pt2e import Pt2eGraph, pixels_to_tensor, quantize_pt2e
-from mvit.export.wrappers import NormalizeOnly
-from mvit.model.preprocess import normalize_hwc_uint8
+from ..base import ExportError, ExportJob, IOSpec, TensorSpec
+from ..runner import Runner
+from ...quant.pt2e import Pt2eGraph, pixels_to_tensor, quantize_pt2e
+from ..wrappers import NormalizeOnly
+from ...model.preprocess import normalize_hwc_uint8
 
 FORMAT = "coreml"
 SUFFIX = ".mlpackage"
@@ -205,7 +205,7 @@ def _quantize_coremltools(job: ExportJob, mlmodel, program, to_input, keep_float
 
     import coremltools.optimize.coreml as cto
 
-    from mvit.export.coreml_interp import calibrate_activations_linux
+    from ..coreml_interp import calibrate_activations_linux
 
     if job.calib_pixels is None or len(job.calib_pixels) == 0:
         raise ExportError("int8 export needs calibration images")
@@ -358,7 +358,7 @@ class CoreMLRunner(Runner):
 
             self.mlmodel = ct.models.MLModel(str(path))
         else:
-            from mvit.export import coreml_interp
+            from .. import coreml_interp
 
             self.program = coreml_interp.load_program(str(path))
             self._interp = coreml_interp.Interpreter(self.program)  # constants prepared once, not per image
@@ -384,7 +384,7 @@ class CoreMLRunner(Runner):
                 feed = Image.fromarray(x[0]) if self.input["dtype"] == "uint8" else x
                 probs = self.mlmodel.predict({INPUT_NAME: feed})[self.probs_name]
             else:
-                from mvit.export import coreml_interp
+                from .. import coreml_interp
 
                 feed = x.transpose(0, 3, 1, 2).astype(np.float32) if self.input["dtype"] == "uint8" else x
                 probs = coreml_interp.run(self._interp, {INPUT_NAME: feed}, mode="auto")[self.probs_name]

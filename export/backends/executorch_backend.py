@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mvit.export.base import ExportError, ExportJob, IOSpec, TensorSpec
-from mvit.export.metadata import to_json_bytes
-from mvit.export.runner import Runner
-from mvit.export.wrappers import input_graph, pt2e_input_graph, quantize_input_graph
+from ..base import ExportError, ExportJob, IOSpec, TensorSpec
+from ..metadata import to_json_bytes
+from ..runner import Runner
+from ..wrappers import input_graph, pt2e_input_graph, quantize_input_graph
 
 FORMAT = "executorch"
 SUFFIX = ".pte"

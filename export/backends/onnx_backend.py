@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mvit.export.base import ExportError, ExportJob, IOSpec, TensorSpec
-from mvit.export.runner import Runner
-from mvit.export.wrappers import PixelInput
-from mvit.model.preprocess import normalize_hwc_uint8
+from ..base import ExportError, ExportJob, IOSpec, TensorSpec
+from ..runner import Runner
+from ..wrappers import PixelInput
+from ...model.preprocess import normalize_hwc_uint8
 
 FORMAT = "onnx"
 SUFFIX = ".onnx"
@@ -259,7 +259,7 @@ def int8_search_runner(job: ExportJob, pixels: np.ndarray):
 def int8_search_evaluator(job: ExportJob, heldout_pixels: np.ndarray, ref_logits: np.ndarray):
     """For ``mvit.quant.plan.int8_plan``: ``evaluate(float_units) -> (agreement, cosine)`` with the float
     model's ``ref_logits`` on ``heldout_pixels``, of this backend's int8 model (``int8_search_runner``)."""
-    from mvit.quant.search import score
+    from ...quant.search import score
 
     run, ref = int8_search_runner(job, heldout_pixels), torch.from_numpy(ref_logits)
 
@@ -283,7 +283,7 @@ def export_learned_int8(job: ExportJob, path: Path) -> dict:
     """
     import onnx
 
-    from mvit.quant.pt2e import quantize_pt2e
+    from ...quant.pt2e import quantize_pt2e
 
     h, w = job.contract.input_size
     if job.input_mode == "float-nchw":
@@ -455,7 +455,7 @@ class ONNXRunner(Runner):
 
     def __init__(self, path: Path, meta: dict, threads: int = 2):
         super().__init__(path, meta)
-        self.session = _session(path, threads)
+        self.session = session(path, threads)
         self._in = self.session.get_inputs()[0].name
         self._batch_one = self.session.get_inputs()[0].shape[0] == 1
 
@@ -473,9 +473,14 @@ def load_runner(path: Path, threads: int = 2, meta: dict | None = None) -> Runne
 
 # ------------------------------------------------------------------------------------------ any .onnx file
 
-def _session(path: Path, threads: int = 2, optimized_path: Path | None = None):
+def session(path: Path, threads: int = 2, optimized_path: Path | None = None, spinning: bool = True,
+            profile_prefix: Path | None = None):
     """An onnxruntime CPU session: ``threads`` intra-op threads, every graph optimisation (the
-    optimised graph saved to ``optimized_path`` if given)."""
+    optimised graph saved to ``optimized_path`` if given).
+
+    ``spinning=False`` for sessions timed in turn in one process: idle spinning threads of one session
+    would steal the cores of the next. ``profile_prefix`` turns onnxruntime's profiler on.
+    """
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -483,15 +488,20 @@ def _session(path: Path, threads: int = 2, optimized_path: Path | None = None):
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
+    if not spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if optimized_path is not None:
         opts.optimized_model_filepath = str(optimized_path)
+    if profile_prefix is not None:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(profile_prefix)
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
 def io_details(path: Path) -> dict:
     """Input and output tensors of any .onnx file: name, shape, dtype (quantization: None, ONNX
     graphs quantize inside)."""
-    sess = _session(path, 1)
+    sess = session(path, 1)
     out = {}
     for key, t in (("input", sess.get_inputs()[0]), ("output", sess.get_outputs()[0])):
         out[key] = {"name": t.name, "shape": [v if isinstance(v, int) else 1 for v in t.shape],
@@ -562,7 +572,7 @@ def op_census(path: Path, threads: int = 2) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         optimized = Path(tmp) / "optimized.onnx"
-        _session(path, threads, optimized)
+        session(path, threads, optimized)
         after = census(onnx.load(str(optimized)))
     before = census(onnx.load(str(path)))
     return {"runtime": f"onnxruntime CPU execution provider, ORT_ENABLE_ALL, {threads} threads",

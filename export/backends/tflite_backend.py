@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from mvit.export.base import ExportError, ExportJob, IOSpec, TensorSpec
-from mvit.export.runner import Runner
-from mvit.export.metadata import to_json_bytes
-from mvit.export.tflite_passes import dequantize_before_pad
-from mvit.export.wrappers import input_graph, pt2e_input_graph, quantize_input_graph
+from ..base import ExportError, ExportJob, IOSpec, TensorSpec
+from ..runner import Runner
+from ..metadata import to_json_bytes
+from ..tflite_passes import dequantize_before_pad
+from ..wrappers import input_graph, pt2e_input_graph, quantize_input_graph
 
 FORMAT = "tflite"
 SUFFIX = ".tflite"

@@ -1,6 +1,6 @@
 // swift-tools-version:5.9
 // Foundation-only core of the iOS demo: metadata, crop maths, (de)quantisation, top-k, labels.
-// `swift test` runs its XCTest suite on the golden fixtures written by mvit/apps/fixtures.py.
+// `swift test` runs its XCTest suite on the golden fixtures written by export/apps/fixtures.py.
 import PackageDescription
 
 let package = Package(

@@ -13,7 +13,7 @@ enum BenchmarkRunner {
     static func goldenImage() throws -> (image: CGImage, name: String) {
         guard let jsonURL = Bundle.main.url(forResource: "benchmark_input", withExtension: "json"),
               let rgbaURL = Bundle.main.url(forResource: "benchmark_input", withExtension: "rgba") else {
-            throw MetaError("benchmark_input.json/.rgba are not in the app: run python -m mvit.apps.fixtures")
+            throw MetaError("benchmark_input.json/.rgba are not in the app: run python -m mvit.export.apps.fixtures")
         }
         let doc = try JSONSerialization.jsonObject(with: Data(contentsOf: jsonURL)) as? [String: Any] ?? [:]
         guard let name = doc["image"] as? String, let w = doc["width"] as? Int, let h = doc["height"] as? Int,

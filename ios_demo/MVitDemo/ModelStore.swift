@@ -3,7 +3,7 @@ import CoreML
 import Foundation
 import Vision
 
-/// Installed model variants: the bundle names written by mvit.apps.install (mvit/apps/slots.py).
+/// Installed model variants: the bundle names written by mvit.export.apps.install (export/apps/slots.py).
 enum ModelVariant: String, CaseIterable, Identifiable {
     case float = "Model"
     case int8 = "ModelInt8"

@@ -2,7 +2,7 @@ import CryptoKit
 import XCTest
 @testable import ClassifierCore
 
-/// ClassifierCore against the golden fixtures written by mvit/apps/fixtures.py (Resources/golden).
+/// ClassifierCore against the golden fixtures written by export/apps/fixtures.py (Resources/golden).
 final class ClassifierCoreTests: XCTestCase {
     private func golden(_ name: String) throws -> Data {
         let dir = try XCTUnwrap(Bundle.module.url(forResource: "golden", withExtension: nil), "missing Resources/golden")
@@ -138,9 +138,9 @@ final class ClassifierCoreTests: XCTestCase {
         XCTAssertEqual(Orientation.exif(6).degrees, 90)
     }
 
-    // MARK: the models installed in the apps (shipped_models.json, `python -m mvit.apps.fixtures --shipped`)
+    // MARK: the models installed in the apps (shipped_models.json, `python -m mvit.export.apps.fixtures --shipped`)
 
-    private static let regenerate = "python -m mvit.apps.fixtures --shipped --app ios"
+    private static let regenerate = "python -m mvit.export.apps.fixtures --shipped --app ios"
 
     private func shippedModels() throws -> [[String: Any]] {
         let doc = try XCTUnwrap(JSONSerialization.jsonObject(with: golden("shipped_models.json")) as? [String: Any])
@@ -217,7 +217,7 @@ final class ClassifierCoreTests: XCTestCase {
         return models
     }
 
-    /// sha256 of a file, or of a folder as mvit.apps.fixtures.artifact_sha256 computes it (sorted relative paths and file hashes).
+    /// sha256 of a file, or of a folder as mvit.export.apps.fixtures.artifact_sha256 computes it (sorted relative paths and file hashes).
     private func sha256(_ url: URL) throws -> String {
         func hex(_ d: Data) -> String { SHA256.hash(data: d).map { String(format: "%02x", $0) }.joined() }
         var isDir: ObjCBool = false

@@ -3,7 +3,7 @@ package org.mvit.core
 /**
  * The benchmark mode's fixed input: one of the golden fixture images (raw RGBA, as stored) that the
  * shipped models' cases were recorded on (`shipped_models.json`), installed into the app as
- * `benchmark_input.rgba` + `benchmark_input.json` by `python -m mvit.apps.fixtures`.
+ * `benchmark_input.rgba` + `benchmark_input.json` by `python -m mvit.export.apps.fixtures`.
  */
 data class BenchmarkInput(val image: String, val width: Int, val height: Int, val rotationDegrees: Int) {
     /** Bytes of the RGBA file. */

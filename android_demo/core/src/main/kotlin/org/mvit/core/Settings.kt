@@ -1,6 +1,6 @@
 package org.mvit.core
 
-/** The installed artifacts the app can run: the asset names `mvit.apps.slots` installs them under. */
+/** The installed artifacts the app can run: the asset names `mvit.export.apps.slots` installs them under. */
 enum class ModelVariant(val modelAsset: String, val metaAsset: String, val title: String) {
     FLOAT("model.tflite", "model_meta.json", "float"),
     INT8("model_int8.tflite", "model_int8_meta.json", "int8"),

@@ -2,11 +2,11 @@ package org.mvit.core
 
 import java.util.Base64
 
-/** Access to the golden fixtures written by `mvit/apps/fixtures.py` (test resources `golden/`). */
+/** Access to the golden fixtures written by `export/apps/fixtures.py` (test resources `golden/`). */
 object Golden {
     fun bytes(name: String): ByteArray {
         val s = Golden::class.java.classLoader.getResourceAsStream("golden/$name")
-            ?: throw AssertionError("missing test resource golden/$name: run `python -m mvit.apps.fixtures`")
+            ?: throw AssertionError("missing test resource golden/$name: run `python -m mvit.export.apps.fixtures`")
         return s.use { it.readBytes() }
     }
 
@@ -14,7 +14,7 @@ object Golden {
 
     val fixtures: Map<String, Any?> by lazy { Json.parseObject(text("fixtures.json")) }
 
-    /** The installed models' cases (`shipped_models.json`, `python -m mvit.apps.fixtures --shipped`). */
+    /** The installed models' cases (`shipped_models.json`, `python -m mvit.export.apps.fixtures --shipped`). */
     val shipped: Map<String, Any?> by lazy { Json.parseObject(text("shipped_models.json")) }
 
     @Suppress("UNCHECKED_CAST")

@@ -55,8 +55,8 @@ class ShippedModelTest {
         val input = BenchmarkInput.parse(File(assets, BenchmarkInput.JSON_ASSET).readText())
         val rgba = File(assets, BenchmarkInput.RGBA_ASSET).readBytes()
         input.check(rgba)
-        val rec = images[input.image] ?: throw AssertionError("${input.image} is not a golden fixture image: run `python -m mvit.apps.fixtures`")
-        assertArrayEquals("benchmark_input.rgba differs from ${rec["raw"]}: run `python -m mvit.apps.fixtures`", Golden.bytes(rec["raw"] as String), rgba)
+        val rec = images[input.image] ?: throw AssertionError("${input.image} is not a golden fixture image: run `python -m mvit.export.apps.fixtures`")
+        assertArrayEquals("benchmark_input.rgba differs from ${rec["raw"]}: run `python -m mvit.export.apps.fixtures`", Golden.bytes(rec["raw"] as String), rgba)
         assertEquals(listOf(rec["width"], rec["height"], rec["rotation_degrees"]).map { (it as Number).toInt() }, listOf(input.width, input.height, input.rotationDegrees))
         for (m in models.filter { it["app"] == "android" }) {
             assertTrue("${m["artifact"]}: no recorded case on ${input.image}", Golden.objs(m, "cases").any { it["image"] == input.image })
@@ -148,6 +148,6 @@ class ShippedModelTest {
     }
 
     private companion object {
-        const val REGEN = "python -m mvit.apps.fixtures --shipped --app android"
+        const val REGEN = "python -m mvit.export.apps.fixtures --shipped --app android"
     }
 }

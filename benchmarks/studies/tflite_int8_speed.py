@@ -10,7 +10,7 @@ reports latency against fp32 and top-1 agreement with fp32 on labelled images.
 Latency: one process, XNNPACK at ``--threads``, all rows prepared first, then rounds of ``--per`` invokes
 per row, the starting row rotating each round; medians of all invokes. Run it on an otherwise idle machine:
 
-    python -m mvit.bench.tflite_int8_speed --calib ../shared/data/trashnet6/train \\
+    python benchmarks/studies/tflite_int8_speed.py --calib ../shared/data/trashnet6/train \\
         --val ../shared/data/trashnet6/val --out benchmarks/results/tflite_int8_speed.md
 """
 from __future__ import annotations
@@ -38,7 +38,7 @@ def _interpreter(path: Path, threads: int):
 
 def interleaved_median_ms(paths: list[Path], threads: int, rounds: int, per: int) -> list[float]:
     """Median invoke time of each model, timed in rotating rounds on zero inputs."""
-    from mvit.bench.latency import interleaved_medians, tflite_on_zeros
+    from mvit.benchmarks.latency import interleaved_medians, tflite_on_zeros
 
     medians = interleaved_medians({i: tflite_on_zeros(p, threads) for i, p in enumerate(paths)}, rounds, per)
     return [medians[i] for i in range(len(paths))]
@@ -181,12 +181,12 @@ def whole_model(weights: Path, calib_dir: Path, val_dir: Path, calib_count: int,
 
 def render(kernel_rows: list[dict], model_rows: list[dict], args) -> str:
     """Markdown report of both parts."""
-    from mvit.bench.matrix import cpu_info
+    from mvit.benchmarks.matrix import cpu_info
 
     cpu, isa = cpu_info()
     lines = [f"# int8 vs fp32 TFLite speed on this CPU ({cpu}; {', '.join(isa) or '?'})", "",
              f"XNNPACK, {args.threads} threads, batch 1, medians of {args.rounds} rotating rounds x {args.per} "
-             "invokes. Command: `python -m mvit.bench.tflite_int8_speed " + " ".join(args.argv) + "`", "",
+             "invokes. Command: `python benchmarks/studies/tflite_int8_speed.py " + " ".join(args.argv) + "`", "",
              "## Kernels: six stacked layers, fp32 vs PT2E int8", "",
              "| layers | fp32 ms | int8 ms | int8 / fp32 |", "|---|---:|---:|---:|"]
     lines += [f"| {r['layer']} | {r['fp32_ms']:.2f} | {r['int8_ms']:.2f} | {r['int8_ms'] / r['fp32_ms']:.2f} |"

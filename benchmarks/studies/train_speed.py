@@ -1,6 +1,6 @@
 """Training-step speed on this machine: plain fp32 vs channels_last vs bf16 autocast (+channels_last).
 
-    python benchmarks/train_speed.py --model mobilevit_xxs --sizes 256,192 --batch 32 --rounds 3
+    python benchmarks/studies/train_speed.py --model mobilevit_xxs --sizes 256,192 --batch 32 --rounds 3
 
 Each configuration runs a few full training steps (forward, backward, AdamW) on random data; the
 configurations are interleaved round by round and the median images/s is reported with its ratio to

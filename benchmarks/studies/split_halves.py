@@ -2,7 +2,7 @@
 ``DST/search`` (even positions in sorted order) and ``DST/verify`` (odd), for an int8 search that
 must not see the verification images (benchmarks/results/int8_search.md).
 
-    python -m mvit.bench.split_halves ../shared/data/trashnet6/val /tmp/valsplit
+    python benchmarks/studies/split_halves.py ../shared/data/trashnet6/val /tmp/valsplit
 """
 from __future__ import annotations
 

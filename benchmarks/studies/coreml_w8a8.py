@@ -23,7 +23,7 @@ the centred log-probabilities (mean over images, as mvit-export reports it), mea
 package size, export time (calibration + conversion + quantization, no parity check).
 
 Run (tens of minutes on 2 cores; one result file per variant under --out, reused unless --force):
-  python benchmarks/coreml_w8a8.py --calib /work/shared/data/trashnet6/train \\
+  python benchmarks/studies/coreml_w8a8.py --calib /work/shared/data/trashnet6/train \\
       --val /work/shared/data/trashnet6/val --calib-count 256 --out runs/coreml_w8a8
 The table is printed and written to <out>/table.md (benchmarks/results/coreml_w8a8.md holds a run).
 """

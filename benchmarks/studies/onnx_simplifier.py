@@ -1,6 +1,6 @@
 """onnxsim vs onnxslim on the exported ONNX graph: nodes, size, time, onnxruntime latency, outputs.
 
-    python -m mvit.bench.onnx_simplifier --calib /work/shared/data/trashnet6/train \
+    python benchmarks/studies/onnx_simplifier.py --calib /work/shared/data/trashnet6/train \
         --verify-data /work/shared/data/trashnet6/val --out benchmarks/results/onnx_simplifier.md
 
 Each simplifier chain (none, onnxsim, onnxslim, both orders) simplifies the same dynamo export; the
@@ -29,22 +29,15 @@ def _chain(model, tools):
     return model
 
 
-def _session(path: Path, threads: int, optimized: Path | None = None):
-    import onnxruntime as ort
+def timed_session(path: Path, threads: int, optimized: Path | None = None):
+    """A session for timing in turn with others in one process (thread spinning off)."""
+    from mvit.export.backends.onnx_backend import session
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
-    # sessions are timed in turn in one process: spinning threads of the last one would steal the cores
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if optimized is not None:
-        opts.optimized_model_filepath = str(optimized)
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return session(path, threads, optimized, spinning=False)
 
 
-def _interleaved(sessions: dict, x: np.ndarray, rounds: int, per_round: int) -> dict:
-    from mvit.bench.latency import interleaved_medians
+def interleaved(sessions: dict, x: np.ndarray, rounds: int, per_round: int) -> dict:
+    from mvit.benchmarks.latency import interleaved_medians
 
     return interleaved_medians({k: (lambda s=s: s.run(None, {"image": x})) for k, s in sessions.items()},
                                rounds, per_round)
@@ -54,7 +47,7 @@ def main(argv=None) -> int:
     """Simplify, build, time and compare every chain; write ``--out`` and print it."""
     import onnx
 
-    from mvit.bench._script_args import load_bench_inputs, onnx_bench_parser
+    from onnx_inputs import load_bench_inputs, onnx_bench_parser
     from mvit.export.backends import onnx_backend as ob
     from mvit.export.base import ExportJob
 
@@ -88,16 +81,16 @@ def main(argv=None) -> int:
             for precision, path in (("fp32", fp32), ("int8", int8)):
                 m = onnx.load(str(path))
                 opt = tmp / f"{name}-{precision}.opt.onnx"
-                _session(path, args.threads, opt)
+                timed_session(path, args.threads, opt)
                 rows.append({"chain": name, "precision": precision, "path": path, "nodes": len(m.graph.node),
                              "ops": collections.Counter(n.op_type for n in m.graph.node),
                              "ort_nodes": len(onnx.load(str(opt)).graph.node), "bytes": path.stat().st_size,
                              "simplify_s": float(np.median(spent)), "int8_build_s": int8_s})
             print(f"{name}: built", flush=True)
-        sessions = {(r["chain"], r["precision"]): _session(r["path"], args.threads) for r in rows}
+        sessions = {(r["chain"], r["precision"]): timed_session(r["path"], args.threads) for r in rows}
         logits = {k: np.concatenate([s.run(None, {"image": x_val[i:i + 1]})[0] for i in range(len(x_val))])
                   for k, s in sessions.items()}
-        lats = [_interleaved(sessions, x_val[:1], args.rounds, args.per_round) for _ in range(args.repeats)]
+        lats = [interleaved(sessions, x_val[:1], args.rounds, args.per_round) for _ in range(args.repeats)]
     for r in rows:
         key, base = (r["chain"], r["precision"]), ("none", r["precision"])
         r["ms"] = float(np.median([lat[key] for lat in lats]))
@@ -116,7 +109,7 @@ def _markdown(rows, args, n_val, export_s) -> str:
     import onnxsim
     import onnxslim
 
-    cmd = (f"python -m mvit.bench.onnx_simplifier --calib {args.calib} --verify-data {args.verify_data} "
+    cmd = (f"python benchmarks/studies/onnx_simplifier.py --calib {args.calib} --verify-data {args.verify_data} "
            f"--threads {args.threads} --rounds {args.rounds} --per-round {args.per_round} --repeats {args.repeats} "
            f"--out {args.out}")
     lines = [

@@ -13,10 +13,10 @@ stale variant). The metadata is validated against what the apps read (docs/model
 anything is written, so a broken export never reaches an app.
 
 ``plan_install`` decides, before anything is exported, which slot each exported (format, precision)
-goes to (``mvit.apps.slots.SLOT_OF_PRECISION``) and refuses what an app cannot hold.
+goes to (``mvit.export.apps.slots.SLOT_OF_PRECISION``) and refuses what an app cannot hold.
 
 The command line (and ``mvit-export --app``) then re-records the app's golden cases of the installed
-models (``shipped_models.json``, see ``mvit.apps.fixtures.write_shipped_fixtures``), which the
+models (``shipped_models.json``, see ``mvit.export.apps.fixtures.write_shipped_fixtures``), which the
 apps' core tests and tests/test_shipped_fixtures.py check.
 """
 from __future__ import annotations
@@ -28,10 +28,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from mvit.export.metadata import meta_problems  # noqa: E402
-from mvit.model.checkpoint import atomic_write  # noqa: E402
+from ..metadata import meta_problems  # noqa: E402
+from ...model.checkpoint import atomic_write  # noqa: E402
 
-from mvit.apps.slots import APPS, REPO, SLOT_OF_PRECISION, VARIANT_PRECISIONS  # noqa: E402
+from .slots import APPS, REPO, SLOT_OF_PRECISION, VARIANT_PRECISIONS  # noqa: E402
 
 
 class AppInstallError(ValueError):
@@ -217,12 +217,12 @@ def install_into_app(artifact_dir_or_file, app: str, variant: str | None = None,
 
 
 def refresh_app_fixtures(app: str, variants=None) -> list[Path] | None:
-    """Re-record the golden cases of ``app``'s installed models (``mvit.apps.fixtures``) after an install.
+    """Re-record the golden cases of ``app``'s installed models (``mvit.export.apps.fixtures``) after an install.
 
     Returns the written ``shipped_models.json`` paths; on failure prints a warning with the one
     command that does it and returns None (the install itself stands).
     """
-    from mvit.apps import fixtures as app_fixtures
+    from . import fixtures as app_fixtures
 
     try:
         return app_fixtures.write_shipped_fixtures(apps=[app], variants=variants)
@@ -234,7 +234,7 @@ def refresh_app_fixtures(app: str, variants=None) -> list[Path] | None:
 
 def after_install(app: str, variants, refresh: bool = True) -> None:
     """After installing into ``app``: re-record its golden cases of ``variants``, or print the command."""
-    from mvit.apps.fixtures import shipped_command
+    from .fixtures import shipped_command
 
     if not refresh:
         print(f"golden cases of the {app} app not re-recorded: run `{shipped_command(app)}`")

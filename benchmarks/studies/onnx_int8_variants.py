@@ -1,6 +1,6 @@
 """ONNX int8 variants of one MobileViT: size, latency vs fp32, agreement and top-1 (onnx_int8_variants.md).
 
-    python -m mvit.bench.onnx_int8_variants --calib /work/shared/data/trashnet6/train \
+    python benchmarks/studies/onnx_int8_variants.py --calib /work/shared/data/trashnet6/train \
         --verify-data /work/shared/data/trashnet6/val
 
 Every variant is built by the ONNX backend from one simplified fp32 graph, with the same calibration
@@ -88,13 +88,13 @@ def main(argv=None) -> int:
     """Build every variant, measure it and print (with ``--out`` also write) the Markdown table."""
     import onnx
 
-    from mvit.bench._script_args import load_bench_inputs, onnx_bench_parser
-    from mvit.bench.onnx_simplifier import _interleaved, _session
+    from onnx_inputs import load_bench_inputs, onnx_bench_parser
+    from onnx_simplifier import interleaved, timed_session
     from mvit.export.backends import onnx_backend as ob
     from mvit.export.base import ExportJob
     from mvit.model.images import labelled_indices
     from mvit.export.parity import torch_logits
-    from mvit.bench.matrix import cpu_line
+    from mvit.benchmarks.matrix import cpu_line
     from mvit.model.checkpoint import file_sha256
     from mvit.quant.plan import int8_plan
 
@@ -139,15 +139,15 @@ def main(argv=None) -> int:
         finally:
             ob.STATIC_OPS, ob.REDUCE_RANGE = saved
         for name, r in rows.items():
-            s = _session(r["path"], args.threads)
+            s = timed_session(r["path"], args.threads)
             out = np.concatenate([s.run(None, {"image": x_val[i:i + 1]})[0] for i in range(len(x_val))])
             r.update(size=r["path"].stat().st_size, agree=float((out.argmax(1) == ref).mean()),
                      top1=float((out.argmax(1) == labels).mean()), flips=int((out.argmax(1) != ref).sum()))
             print(f"evaluated {name}: agreement {r['agree']:.2%}", flush=True)
-        sessions = {name: _session(r["path"], args.threads) for name, r in rows.items()}
+        sessions = {name: timed_session(r["path"], args.threads) for name, r in rows.items()}
         ratios = {name: [] for name in rows}
         for rep in range(args.repeats):
-            med = _interleaved(sessions, x_val[:1], args.rounds, args.per_round)
+            med = interleaved(sessions, x_val[:1], args.rounds, args.per_round)
             for name in rows:
                 ratios[name].append(med[name] / med["fp32"])
                 rows[name].setdefault("ms", []).append(med[name])
@@ -156,7 +156,7 @@ def main(argv=None) -> int:
 
     ort_version = onnxruntime.__version__
     fp32_size = rows["fp32"]["size"]
-    command = " ".join(["python -m mvit.bench.onnx_int8_variants"] + [f'"{a}"' if " " in a else a for a in argv_used])
+    command = " ".join(["python benchmarks/studies/onnx_int8_variants.py"] + [f'"{a}"' if " " in a else a for a in argv_used])
     lines = [f"# ONNX int8 variants of {Path(args.weights).name} (onnxruntime {ort_version})", "",
              f"Command: `{command}`", "", f"CPU: {cpu_line(args.threads)}, thread spinning off (sessions run in turn).", "",
              f"Latency ratio = median over {args.repeats} repeats of (variant median / fp32 "

@@ -20,7 +20,7 @@ What is written to ``out_dir`` (all small, deterministic, commit-ready):
 * ``shipped_models.json`` - the models installed in the apps (``SHIPPED_SCHEMA``): for each artifact
   (by sha256) and a few fixture images, the preprocessing checksums at its own contract (read from
   the installed ``model_meta.json``), its raw output and the top-3 after the apps' post-processing.
-  Written by ``write_shipped_fixtures`` (``python -m mvit.apps.fixtures --shipped``; ``mvit-export
+  Written by ``write_shipped_fixtures`` (``python -m mvit.export.apps.fixtures --shipped``; ``mvit-export
   --app`` runs it after installing); tests/test_shipped_fixtures.py re-runs the artifacts and fails
   when an installed model no longer matches its recorded cases.
 
@@ -34,7 +34,7 @@ The benchmark modes of both apps run on one of these images (``BENCHMARK_IMAGE``
 the apps' model folders as ``benchmark_input.rgba`` + ``benchmark_input.json``
 (``write_benchmark_inputs``), so a phone's top-3 can be compared with the recorded cases.
 
-CLI: ``python -m mvit.apps.fixtures`` regenerates the committed copies in both apps and their
+CLI: ``python -m mvit.export.apps.fixtures`` regenerates the committed copies in both apps and their
 benchmark inputs (``--shipped``: only the installed models' cases, ``--no-shipped``: only the synthetic ones).
 """
 from __future__ import annotations
@@ -50,11 +50,11 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image
 
-from mvit.model.contract import PreprocessContract  # noqa: E402
-from mvit.model.preprocess import load_rgb, normalize_hwc_uint8, pixels_uint8  # noqa: E402
+from ...model.contract import PreprocessContract  # noqa: E402
+from ...model.preprocess import load_rgb, normalize_hwc_uint8, pixels_uint8  # noqa: E402
 
 FIXTURE_SCHEMA = "mvit.app_fixtures/1"
-from mvit.apps.slots import APPS, REPO  # noqa: E402
+from .slots import APPS, REPO  # noqa: E402
 APP_FIXTURE_DIRS = (
     REPO / "android_demo" / "core" / "src" / "test" / "resources" / "golden",
     REPO / "ios_demo" / "ClassifierCore" / "Tests" / "ClassifierCoreTests" / "Resources" / "golden",
@@ -387,7 +387,7 @@ def example_model_meta(variant: str = "float", contract: PreprocessContract | No
 
 SHIPPED_FILE = "shipped_models.json"
 SHIPPED_SCHEMA = "mvit.app_fixtures.shipped/1"
-SHIPPED_COMMAND = "python -m mvit.apps.fixtures --shipped"
+SHIPPED_COMMAND = "python -m mvit.export.apps.fixtures --shipped"
 COREML_IMAGES = 3  # Core ML runs through the numpy reference interpreter here: seconds per image
 SHIPPED_NOTES = {
     "what": "for each model installed in a demo app and a few fixture images (fixtures.json images): "
@@ -460,7 +460,7 @@ def load_shipped_runner(artifact, meta: dict):
     Refuses an artifact whose embedded metadata disagrees with the installed ``meta`` on anything
     the app reads, since the app would then feed or decode the model wrongly.
     """
-    from mvit.export.api import load_artifact_runner
+    from ..api import load_artifact_runner
 
     runner = load_artifact_runner(artifact)
     if getattr(runner, "backend", None) == "coreml":  # macOS: Core ML predict; use the interpreter instead
@@ -601,7 +601,7 @@ def write_shipped_fixtures(dirs: Iterable[Path] = APP_FIXTURE_DIRS, root=REPO, *
     dirs = [Path(d) for d in dirs]
     fixtures = dirs[0] / "fixtures.json"
     if not fixtures.is_file():
-        raise FileNotFoundError(f"{fixtures} missing: run python -m mvit.apps.fixtures first")
+        raise FileNotFoundError(f"{fixtures} missing: run python -m mvit.export.apps.fixtures first")
     images = sorted(json.loads(fixtures.read_text())["images"], key=lambda r: r["file"])
     old = {m["artifact"]: m for m in read_shipped(dirs[0] / SHIPPED_FILE)["models"]}
     apps, variants = (set(x) if x is not None else None for x in (apps, variants))
@@ -614,7 +614,7 @@ def write_shipped_fixtures(dirs: Iterable[Path] = APP_FIXTURE_DIRS, root=REPO, *
             continue
         n = coreml_images if entry["format"] == "coreml" else len(images)
         models.append(shipped_model_record(entry, images[:n], dirs[0], root))
-    doc = {"schema": SHIPPED_SCHEMA, "generator": "mvit/apps/fixtures.py (" + SHIPPED_COMMAND + ")",
+    doc = {"schema": SHIPPED_SCHEMA, "generator": "export/apps/fixtures.py (" + SHIPPED_COMMAND + ")",
            "notes": SHIPPED_NOTES,
            "tolerances": {k: v for k, v in TOLERANCES.items() if k.startswith(("model_", "coreml_"))},
            "models": models}
@@ -696,7 +696,7 @@ def write_golden_fixtures(out_dir, contract: PreprocessContract | None = None) -
 
     doc = {
         "schema": FIXTURE_SCHEMA,
-        "generator": "mvit/apps/fixtures.py (python -m mvit.apps.fixtures)",
+        "generator": "export/apps/fixtures.py (python -m mvit.export.apps.fixtures)",
         "notes": {
             "raw": "*.rgba: stored pixels (before EXIF rotation), RGBA row-major; rotate clockwise by "
                    "rotation_degrees to get the upright image the contract starts from",
@@ -735,7 +735,7 @@ def benchmark_input_files(golden_dir: Path = APP_FIXTURE_DIRS[0]) -> dict[str, b
            "rotation_degrees": rec["rotation_degrees"],
            "note": "raw RGBA of a golden fixture image (as stored, rotate clockwise by rotation_degrees); "
                    "the installed models' recorded cases on it are in shipped_models.json; written by "
-                   "python -m mvit.apps.fixtures"}
+                   "python -m mvit.export.apps.fixtures"}
     return {BENCHMARK_FILES[0]: (golden_dir / rec["raw"]).read_bytes(),
             BENCHMARK_FILES[1]: (json.dumps(doc, indent=1) + "\n").encode()}
 

@@ -1,7 +1,7 @@
 """Markdown rows for int8 export folders: float layers and where they came from, parity on the
 verification images, and the op census (benchmarks/results/int8_search.md).
 
-    python -m mvit.bench.int8_plan_table OUT/mobilevit_xxs-int8-tflite OUT/mobilevit_xxs-int8-onnx ...
+    python benchmarks/studies/int8_plan_table.py OUT/mobilevit_xxs-int8-tflite OUT/mobilevit_xxs-int8-onnx ...
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 def row(folder: Path, label: str = "") -> str:
     """One table row for an export folder (model_meta.json beside the artifact)."""
-    from mvit.bench.census import census, census_line
+    from mvit.benchmarks.census import census, census_line
 
     meta = json.loads((folder / "model_meta.json").read_text())
     details, parity = meta["quantization_details"], meta.get("parity") or {}

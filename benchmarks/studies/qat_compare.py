@@ -16,7 +16,7 @@ model on the phone predicts what the float model does) on every image of ``--val
 All calibrate on the same ``--calib-count`` images of ``--calib``. Core ML runs in mvit's reference
 interpreter here (no Core ML runtime off macOS), on the first ``--coreml-images`` images.
 
-    python -m mvit.bench.qat_compare --float model/weights/mobilevit_xxs_trashnet6.safetensors \\
+    python benchmarks/studies/qat_compare.py --float model/weights/mobilevit_xxs_trashnet6.safetensors \\
         --qat runs/qat/last.safetensors --calib ../shared/data/trashnet6/train \\
         --val ../shared/data/trashnet6/val --out benchmarks/results
 
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mvit.bench.census import census, heavy_ops
+from mvit.benchmarks.census import census, heavy_ops
 
 FORMATS = ("tflite", "onnx", "coreml")
 
@@ -131,7 +131,7 @@ def run(args, say) -> dict:
             "qat_float_top1": float(np.mean(own.argmax(1) == labels)) if labels is not None else None,
             "qat_float_agreement": float(np.mean(own.argmax(1) == ref.argmax(1))),
             "calibration": f"{args.calib_count} images of {args.calib}", "evaluation": f"{len(val)} images of {args.val}",
-            "command": "python -m mvit.bench.qat_compare " + " ".join(sys.argv[1:]), "rows": rows}
+            "command": "python benchmarks/studies/qat_compare.py " + " ".join(sys.argv[1:]), "rows": rows}
 
 
 def render(rep: dict) -> str:
@@ -177,7 +177,7 @@ def main(argv=None) -> int:
     if min(args.calib_count, args.coreml_images, args.threads) < 1:
         p.error("--calib-count, --coreml-images and --threads must be at least 1")
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-    from mvit.bench.peers import write_report
+    from mvit.benchmarks.peers import write_report
 
     print(write_report(Path(args.out), "qat", run(args, say), render))
     return 0

@@ -7,8 +7,8 @@ halves and on their mirror images; a flip is an image whose top-1 differs from t
 Beside each count, the flips expected from the float margins and the int8 error's spread
 (``mvit.quant.search.expected_flips``), which near-ties do not make jump.
 
-    python -m mvit.bench.split_halves ../shared/data/trashnet6/val VALSPLIT
-    python -m mvit.bench.int8_prefixes --route onnxruntime-qdq --prefixes 0,8,12,14,16,18,24,33 \\
+    python benchmarks/studies/split_halves.py ../shared/data/trashnet6/val VALSPLIT
+    python benchmarks/studies/int8_prefixes.py --route onnxruntime-qdq --prefixes 0,8,12,14,16,18,24,33 \\
         --calib ../shared/data/trashnet6/train --search VALSPLIT/search --verify VALSPLIT/verify
 """
 from __future__ import annotations
