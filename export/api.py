@@ -21,7 +21,7 @@ import numpy as np
 from .backends import get_backend
 from .base import ExportError, ExportJob
 from .console import CapturedOutput, Console
-from .metadata import build_meta, write_sidecars
+from .metadata import build_meta, timings, write_sidecars
 from .parity import ParityReport, check_runner, torch_logits
 from .request import KEEP_NOTHING_FLOAT, ExportRequest, artifact_folder, artifact_name, folders_overlap
 from ..model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
@@ -407,6 +407,8 @@ def _export_one(backend, job: ExportJob, ckpt, target: Path, request: ExportRequ
         with log.capture():
             artifact = tmp / artifact_name(backend.FORMAT)
             io = backend.export(job, artifact)
+            for key, seconds in timings(dict(io.quantization_details, int8_plan=plan.to_dict() if plan else {})).items():
+                print(f"{label}: {key} {seconds} s")
             meta = build_meta(ckpt.meta, io, backend.FORMAT, job.precision, ckpt.sha256,
                               plan.to_dict() if plan is not None else None)
             meta["quantization_details"] = dict(meta["quantization_details"], input_mode=job.input_mode)

@@ -43,10 +43,32 @@ def build_meta(ckpt_meta: CheckpointMeta, io: IOSpec, fmt: str, precision: str, 
         "output": out,
         "format": fmt,
         "precision": precision,
-        "quantization_details": dict(io.quantization_details, **({"int8_plan": int8_plan} if int8_plan else {})),
+        "quantization_details": without_timings(dict(io.quantization_details,
+                                                     **({"int8_plan": int8_plan} if int8_plan else {}))),
         "source_checkpoint_sha256": source_sha256,
         "mvit_version": version(),
     }
+
+
+# Keys of quantization details that hold how long a step took: they go to export.log, not into the
+# artifact, so that the same inputs give the same bytes.
+TIMING_KEYS = ("seconds", "calibration_seconds")
+
+
+def timings(details: dict, prefix: str = "") -> dict[str, float]:
+    """The timing entries of nested ``details``, keyed by their dotted path."""
+    found = {}
+    for k, v in details.items():
+        if k in TIMING_KEYS:
+            found[prefix + k] = v
+        elif isinstance(v, dict):
+            found |= timings(v, f"{prefix}{k}.")
+    return found
+
+
+def without_timings(details: dict) -> dict:
+    """``details`` with every timing entry removed, at any depth."""
+    return {k: without_timings(v) if isinstance(v, dict) else v for k, v in details.items() if k not in TIMING_KEYS}
 
 
 DTYPES = ("float32", "float16", "uint8", "int8")

@@ -32,13 +32,16 @@ def load(path=None):
     return load_checkpoint(path or DEFAULT_CHECKPOINT)
 
 
+# mvit.export and mvit.bench are packages, callable: mvit.export(request), mvit.bench(config).
+_PACKAGES = {"export": "mvit.export", "bench": "mvit.benchmarks", "benchmarks": "mvit.benchmarks"}
+
+
 def __getattr__(name: str):
-    # ``mvit.export`` and ``mvit.benchmarks`` are the packages themselves, callable: mvit.export(request),
-    # mvit.benchmarks(config). Imported on first use.
-    if name in ("export", "bench"):
+    # imported on first use, so that ``import mvit`` does not import torch
+    if name in _PACKAGES:
         import importlib
 
-        return importlib.import_module(f"mvit.{name}")
+        return importlib.import_module(_PACKAGES[name])
     raise AttributeError(f"module 'mvit' has no attribute {name!r}")
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ct = pytest.importorskip("coremltools")
-torch = pytest.importorskip("torch")
+import coremltools as ct
+import torch
 
 from mvit.export.coreml_interp import UnsupportedOpError, check_against_reference, load_program  # noqa: E402
 from mvit.export.coreml_interp._tiny import convert, make_tiny  # noqa: E402

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ct = pytest.importorskip("coremltools")
-torch = pytest.importorskip("torch")
+import coremltools as ct
+import torch
 import torch.nn.functional as F  # noqa: E402
 from coremltools.converters.mil import Builder as mb  # noqa: E402
 
@@ -338,7 +338,6 @@ def _pt2e(model, example, calib):
 
 
 def test_w8a8_pt2e_matches_quantized_torch(inputs):
-    pytest.importorskip("litert_torch")
     model = make_tiny("vit")
     qmodel = _pt2e(model, inputs[:1], inputs)
     interp = Interpreter(convert(qmodel, inputs[:1], "fp32"))
@@ -356,7 +355,6 @@ def test_w8a8_pt2e_matches_quantized_torch(inputs):
     "-128) with an int8 overflow in q - zp, giving mul by -scale instead of 0.354; the interpreter exposes it "
     "as a mismatch with the quantized torch model"))
 def test_w8a8_pt2e_scalar_constant_mul(inputs):
-    pytest.importorskip("litert_torch")
     model = make_tiny("mobilevit_v1")
     qmodel = _pt2e(model, inputs[:1], inputs)
     interp = Interpreter(convert(qmodel, inputs[:1], "fp32"))
@@ -386,11 +384,9 @@ def test_calibrate_activations_linux(inputs):
     assert ModelDebugger.predict_intermediate_outputs is original  # the patch does not leak
 
 
-def test_zoo_mobilevit_if_available(tmp_path):
-    registry = pytest.importorskip("mvit.model.registry")
-    pytest.importorskip("mvit.model.mobilevit")
-    if "mobilevit_test" not in registry.list_models():
-        pytest.skip("zoo has no mobilevit_test")
+def test_zoo_mobilevit(tmp_path):
+    from mvit.model import registry
+
     model = registry.create("mobilevit_test", num_classes=6).eval()
     torch.manual_seed(0)
     x = torch.rand(2, 3, 64, 64)

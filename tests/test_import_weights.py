@@ -1,4 +1,5 @@
 """Weights from Hugging Face transformers, timm and ml-cvnets load into the zoo exactly."""
+import importlib.util
 import subprocess
 import sys
 import textwrap
@@ -72,12 +73,10 @@ TIMM_CHECK = textwrap.dedent("""
 
 
 def test_timm_logits_match():
-    import importlib.util
     from pathlib import Path
 
-    if importlib.util.find_spec("timm") is None:
-        pytest.skip("timm is installed by tests/run.sh (pip install --no-deps timm)")
-
+    # timm is a test dependency (tests/run.sh installs it without its torchvision requirement): absent, fail
+    assert importlib.util.find_spec("timm") is not None, "timm missing: run tests/run.sh, which installs it"
     tests = Path(__file__).parent
     # A subprocess: the torchvision shim must not leak into other tests (transformers probes torchvision).
     out = subprocess.run([sys.executable, "-c", TIMM_CHECK.format(root=str(tests.parent), tests=str(tests))],

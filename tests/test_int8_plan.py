@@ -53,12 +53,13 @@ def test_export_searches_to_the_budget_stores_the_plan_and_reuses_it(ckpt, small
     import int8_prefixes
 
     n, order = len(list(small_data_dir.rglob("*.jpg"))), cached["entries"][key]["order"]
+    assert order, "the search cached no candidate order"
     args = argparse.Namespace(route="onnxruntime-qdq", prefixes=[0, len(order)], weights=str(ckpt), min_agreement=0.9,
                               smooth_alpha=0.0, balance_attention=False, calib=small_data_dir, calib_count=12, search=small_data_dir, verify=small_data_dir,
                               threads=1)
     rep = int8_prefixes.measure(args)
     assert rep["sizes"] == {"search": n, "verify": n} and [r["k"] for r in rep["rows"]] == [0, len(order)]
-    assert rep["rows"][1]["added"] == (order[-1] if order else "-")
+    assert rep["rows"][1]["added"] == order[-1]
     assert all(0 <= r[f"{h}_{v}"] <= n for r in rep["rows"] for h in ("search", "verify") for v in ("plain", "mirrored"))
     assert rep["rows"][0]["search_plain"] == rep["rows"][0]["verify_plain"]  # same folder, same numbers
     assert all(0 <= r[f"{h}_{v}_expected"] <= n for r in rep["rows"] for h in ("search", "verify")

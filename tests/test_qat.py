@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mvit.model.checkpoint import load_checkpoint, read_meta
-from mvit.model.cli_train import main
+from mvit.quant.cli_train import main
 from mvit.model.contract import PreprocessContract
 from mvit.model.preprocess import normalize_hwc_uint8
 from mvit.model.images import generated_pixels

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from mvit.model.checkpoint import load_checkpoint, read_meta
-from mvit.model.cli_train import main
+from mvit.quant.cli_train import main
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["--model", "mobilevit_test", "--img-size", "64", "--batch-size", "8", "--workers", "1",
@@ -128,7 +128,7 @@ def test_ddp_two_cpu_processes_stay_in_sync(data, tmp_path):
     out = tmp_path / "ddp"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), "-m", "mvit.model.cli_train", "--data", str(data), "--out", str(out),
+           "--master_port", str(_free_port()), "-m", "mvit.quant.cli_train", "--data", str(data), "--out", str(out),
            "--epochs", "2", "--batch-size", "4"] + [a for a in ARGS if a not in ("--batch-size", "8")]
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -37,7 +37,7 @@ def test_wheel_holds_only_the_mvit_package_and_its_data(wheel):
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     scripts = zipfile.ZipFile(wheel).read(entry_points).decode()
     for cmd, target in (("mvit-export", "mvit.export.cli:main"), ("mvit-bench", "mvit.benchmarks.cli:main"),
-                        ("mvit-train", "mvit.model.cli_train:main"), ("mvit-predict", "mvit.export.cli_predict:main"),
+                        ("mvit-train", "mvit.quant.cli_train:main"), ("mvit-predict", "mvit.export.cli_predict:main"),
                         ("mvit-import", "mvit.model.cli_import:main")):
         assert f"{cmd} = {target}" in scripts, scripts
 

@@ -155,7 +155,7 @@ def main(argv=None):
     for ds, size in DATASETS.items():
         for m in models:
             name = f"{m}_{ds}"
-            cmd = [sys.executable, "-m", "mvit.model.cli_train", "--data", str(a.data / ds), "--model", m,
+            cmd = [sys.executable, "-m", "mvit.quant.cli_train", "--data", str(a.data / ds), "--model", m,
                    "--img-size", str(size), "--epochs", str(epochs[ds]), "--batch-size", str(a.batch_size),
                    "--warmup-epochs", str(max(1, round(epochs[ds] * 0.03))), "--out", str(runs / name),
                    "--device", a.device, "--workers", "2", "--seed", "0"] + a.extra.split()

@@ -1,18 +1,19 @@
 """``mvit-train``: train any zoo model on an image-folder dataset, or fine-tune a checkpoint
 quantization-aware (``--qat --init CKPT``); see docs/training.md.
 
-The CLI is the one place that wires the layers together: with ``--qat`` it hands the run to the
-quantization engine (``mvit.quant.qat``), which drives this package's training loop; the loop itself
-(``mvit.model.train``) knows nothing of quantization.
+It lives in ``mvit.quant``, the lowest package that holds everything it drives: the float training
+loop (``mvit.model.train``, which knows nothing of quantization) and, with ``--qat``, the
+quantization engine (``mvit.quant.qat``) that drives that loop. ``mvit.model`` imports nothing of
+``mvit.quant``.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
-from .checkpoint import CheckpointError
-from .contract import INTERPOLATIONS
-from .data import DatasetError
+from ..model.checkpoint import CheckpointError
+from ..model.contract import INTERPOLATIONS
+from ..model.data import DatasetError
 
 # Defaults that differ between training from scratch and QAT fine-tuning (None in the parser: unset).
 FLOAT_DEFAULTS = {"model": "mobilevit_xxs", "img_size": 256, "epochs": 30, "batch_size": 48, "lr": 2e-3,
@@ -90,7 +91,7 @@ def resolve_options(args) -> dict:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from .train import TrainConfig, TrainError, command_line, train
+    from ..model.train import TrainConfig, TrainError, command_line, train
 
     try:
         opts = resolve_options(args)
@@ -100,8 +101,8 @@ def main(argv=None) -> int:
     cfg = TrainConfig(**opts, command=command_line() if argv is None else "mvit-train " + " ".join(argv))
     try:
         if cfg.qat:
-            from ..quant import QuantError
-            from ..quant.qat import train_qat
+            from . import QuantError
+            from .qat import train_qat
 
             try:
                 train_qat(cfg)
