@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TypeGuard
 
 from .base import IOSpec
 from ..model.checkpoint import CheckpointMeta, atomic_write
@@ -95,7 +96,7 @@ def meta_problems(meta: dict) -> list[str]:
             + _input_problems(meta.get("input"), contract) + _output_problems(meta.get("output"), n_labels))
 
 
-def _label_list(labels) -> bool:
+def _label_list(labels) -> TypeGuard[list]:
     return isinstance(labels, list) and bool(labels) and all(isinstance(x, str) and x.strip() for x in labels)
 
 

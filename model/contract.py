@@ -14,6 +14,8 @@ Pipeline for one image file (see ``model.preprocess``):
 """
 from __future__ import annotations
 
+from typing import cast
+
 import math
 from dataclasses import asdict, dataclass
 
@@ -71,11 +73,11 @@ class PreprocessContract:
         """Inverse of ``to_dict``; unknown or derived keys are ignored."""
         try:
             return cls(
-                input_size=tuple(int(v) for v in d["input_size"]),
+                input_size=cast(tuple[int, int], tuple(int(v) for v in d["input_size"])),  # checked on init
                 crop_fraction=float(d.get("crop_fraction", 1.0)),
                 interpolation=str(d.get("interpolation", "bilinear")),
-                mean=tuple(float(v) for v in d.get("mean", (0.0, 0.0, 0.0))),
-                std=tuple(float(v) for v in d.get("std", (1.0, 1.0, 1.0))),
+                mean=cast(tuple[float, float, float], tuple(float(v) for v in d.get("mean", (0.0, 0.0, 0.0)))),
+                std=cast(tuple[float, float, float], tuple(float(v) for v in d.get("std", (1.0, 1.0, 1.0)))),
                 channel_order=str(d.get("channel_order", "RGB")),
             )
         except (KeyError, TypeError) as e:

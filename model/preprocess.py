@@ -1,6 +1,8 @@
 """The one implementation of the preprocessing contract: PIL/numpy for files, torch for batches."""
 from __future__ import annotations
 
+from typing import cast
+
 import io
 from pathlib import Path
 
@@ -32,10 +34,10 @@ def load_rgb(source) -> Image.Image:
     try:
         if isinstance(source, bytes):
             source = io.BytesIO(source)
-        with Image.open(source) as im:
-            im.load()
-            im = ImageOps.exif_transpose(im)
-            if im.mode.startswith("I;16") or (im.mode == "I" and im.getextrema()[1] > 255):
+        with Image.open(source) as opened:
+            opened.load()
+            im: Image.Image = ImageOps.exif_transpose(opened)
+            if im.mode.startswith("I;16") or (im.mode == "I" and cast(tuple[int, int], im.getextrema())[1] > 255):
                 im = im.convert("I").point(lambda v: v * (1 / 256)).convert("L")  # 16-bit grey: the top 8 bits
             if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
                 im = im.convert("RGBA")
@@ -83,8 +85,8 @@ def pixels_uint8(source, contract: PreprocessContract) -> np.ndarray:
 
 def normalize_hwc_uint8(pixels: np.ndarray, contract: PreprocessContract) -> np.ndarray:
     """HWC (or NHWC) uint8 RGB pixels -> CHW (or NCHW) float32 model input per the contract."""
-    x = pixels.astype(np.float32) * np.float32(1.0 / 255.0)
-    x = (x - np.asarray(contract.mean, np.float32)) / np.asarray(contract.std, np.float32)
+    scaled = pixels.astype(np.float32) * np.float32(1.0 / 255.0)
+    x = (scaled - np.asarray(contract.mean, np.float32)) / np.asarray(contract.std, np.float32)
     if contract.channel_order == "BGR":
         x = x[..., ::-1]
     return np.ascontiguousarray(np.moveaxis(x, -1, -3))

@@ -28,5 +28,5 @@ def create(name: str, num_classes: int = 1000, **kwargs) -> nn.Module:
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     model = _MODELS[name](num_classes=num_classes, **kwargs)
-    model.mvit_name = name
+    model.mvit_name = name  # type: ignore[assignment]  # nn.Module types attributes as Tensor | Module
     return model

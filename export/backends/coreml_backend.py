@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import platform
 import shutil
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +97,15 @@ def calibration_graph(job: ExportJob) -> Pt2eGraph | None:
     return Pt2eGraph(job.model, inner, sample, to_input, key)
 
 
+def _restart_op_names() -> None:
+    """Number coremltools' generated op names (``const_12``) from zero again. Its MIL builder counts them
+    process-wide, so a second conversion in one process, or the same one after other work, would name the
+    same ops differently: the same inputs would not give the same bytes."""
+    from coremltools.converters.mil.mil.builder import Builder
+
+    Builder.name_count.clear()
+
+
 def export(job: ExportJob, path: Path) -> IOSpec:
     """Convert ``job`` to an .mlpackage at ``path`` (a folder)."""
     import coremltools as ct
@@ -120,6 +130,7 @@ def export(job: ExportJob, path: Path) -> IOSpec:
     else:
         inputs = [ct.TensorType(name=INPUT_NAME, shape=sample.shape, dtype=np.float32)]
     precision = ct.precision.FLOAT32 if job.precision == "fp32" else ct.precision.FLOAT16
+    _restart_op_names()
     try:
         mlmodel = ct.convert(program, inputs=inputs, classifier_config=ct.ClassifierConfig(list(job.meta.labels)),
                              convert_to="mlprogram", minimum_deployment_target=ct.target.iOS17,
@@ -138,6 +149,7 @@ def export(job: ExportJob, path: Path) -> IOSpec:
                    "activations": "float16"}
     mlmodel.short_description = f"mvit {job.meta.architecture} ({job.precision})"
     mlmodel.save(str(path))
+    _stable_manifest(path)
     # A PT2E graph carries ExecuTorch debug handles, and coremltools then writes their op mapping
     # beside the model (0.3 MB for mobilevit_xxs, 19% of the W8A8 package): not part of the model
     # (not in Manifest.json), not read by Core ML.
@@ -241,8 +253,21 @@ def embed_metadata(path: Path, meta: dict) -> None:
     mlmodel.user_defined_metadata[META_KEY] = json.dumps(meta)
     tmp = Path(path).with_name(Path(path).stem + ".meta-tmp.mlpackage")
     mlmodel.save(str(tmp))
+    _stable_manifest(tmp)
     shutil.rmtree(path)
     tmp.rename(path)
+
+
+def _stable_manifest(package: Path) -> None:
+    """Replace the random item identifiers coremltools writes into the package's Manifest.json with ones
+    derived from each item's path, so that the same inputs give the same bytes."""
+    manifest = Path(package) / "Manifest.json"
+    doc = json.loads(manifest.read_text())
+    renamed = {old: str(uuid.uuid5(uuid.NAMESPACE_URL, "mlpackage:" + item["path"]))
+               for old, item in doc["itemInfoEntries"].items()}
+    doc["itemInfoEntries"] = {renamed[k]: v for k, v in doc["itemInfoEntries"].items()}
+    doc["rootModelIdentifier"] = renamed[doc["rootModelIdentifier"]]
+    manifest.write_text(json.dumps(doc, indent=4, sort_keys=True))
 
 
 def read_metadata(path: Path) -> dict:
