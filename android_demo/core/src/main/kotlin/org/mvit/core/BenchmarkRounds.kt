@@ -34,18 +34,22 @@ data class RoundsResult(
     val firstMs: Double,
     val latency: LatencyStats,
     val rounds: Int,
-    /** Thermal level before its first turn and after its last. */
-    val thermalBefore: Int,
-    val thermalAfter: Int,
-    /** Whether any of its turns began or ended at a throttling level. */
-    val throttled: Boolean,
-)
+    /** Thermal level before its first turn and after its last; null without a thermal sensor. */
+    val thermalBefore: Int?,
+    val thermalAfter: Int?,
+    /** Whether any of its turns began or ended at a throttling level; null without a thermal sensor. */
+    val throttled: Boolean?,
+) {
+    /** [thermalBefore] and [thermalAfter] named on [scale]. */
+    fun thermalNames(scale: ThermalScale): Pair<String?, String?> = thermalBefore?.let(scale::name) to thermalAfter?.let(scale::name)
+}
 
 /** Runs a [RoundPlan]; the clock, thermal sensor and pause are injected so tests control them. */
 object InterleavedBenchmark {
     /**
      * Times `inference(config)` for each of [configs] configurations, interleaved as [plan] says.
-     * [thermal] returns the current level on [scale]; [pause] sleeps for the given milliseconds
+     * [thermal] returns the current level on [scale] (null: the platform has no thermal status, e.g.
+     * Android before API 29); [pause] sleeps for the given milliseconds
      * (between turns only); [turn] is told `(config, round)` before each turn (progress).
      * Returns one result per configuration, in the order of [configs].
      */
@@ -54,7 +58,7 @@ object InterleavedBenchmark {
         plan: RoundPlan,
         scale: ThermalScale,
         clockNanos: () -> Long,
-        thermal: () -> Int,
+        thermal: (() -> Int)?,
         pause: (Long) -> Unit,
         turn: (Int, Int) -> Unit = { _, _ -> },
         inference: (Int) -> Unit,
@@ -69,7 +73,7 @@ object InterleavedBenchmark {
             for (c in plan.order(round, configs)) {
                 if (turns++ > 0 && plan.cooldownMs > 0) pause(plan.cooldownMs)
                 turn(c, round)
-                val before = thermal()
+                val before = thermal?.invoke()
                 if (round == 0) {
                     val t0 = clockNanos()
                     inference(c)
@@ -83,13 +87,13 @@ object InterleavedBenchmark {
                     inference(c)
                     samples[c][filled[c]++] = (clockNanos() - a) / 1e6
                 }
-                readings[c] += ThermalReading(before, thermal())
+                if (before != null) readings[c] += ThermalReading(before, thermal.invoke())
             }
         }
         return List(configs) { c ->
             val r = readings[c]
-            RoundsResult(first[c], LatencyStats.of(samples[c], maxOf(plan.warmup, 1)), plan.rounds, r.first().before, r.last().after,
-                r.any { scale.throttles(it.before) || scale.throttles(it.after) })
+            RoundsResult(first[c], LatencyStats.of(samples[c], maxOf(plan.warmup, 1)), plan.rounds, r.firstOrNull()?.before, r.lastOrNull()?.after,
+                if (r.isEmpty()) null else r.any { scale.throttles(it.before) || scale.throttles(it.after) })
         }
     }
 }

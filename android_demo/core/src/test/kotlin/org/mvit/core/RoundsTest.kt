@@ -49,8 +49,8 @@ class RoundsTest {
         assertEquals(4.0, c1.firstMs, 1e-9) // config 1 in turn 2: 2 + 2 ms
         // config 0 timed in turns 1, 4, 5 (2 runs each): 2, 2, 5, 5, 6, 6 ms
         assertEquals(listOf(2.0, 5.0, 6.0), listOf(c0.latency.minMs, c0.latency.medianMs, c0.latency.p90Ms))
-        assertEquals(listOf("none", "moderate"), listOf(c0.thermalBefore, c0.thermalAfter).map { ThermalScale.ANDROID.name(it) })
-        assertTrue(c0.throttled && c1.throttled)
+        assertEquals("none" to "moderate", c0.thermalNames(ThermalScale.ANDROID))
+        assertEquals(listOf(true, true), results.map { it.throttled })
     }
 
     @Test
@@ -58,8 +58,17 @@ class RoundsTest {
         val phone = Phone(hotFromTurn = 100)
         val r = InterleavedBenchmark.run(2, RoundPlan(2, 4, 1, 0), ThermalScale.ANDROID, { phone.now }, { phone.thermal() },
             { throw AssertionError("no pause without a cool-down") }, { _, _ -> phone.turn++ }) { phone.inference(it) }
-        assertFalse(r.any { it.throttled })
+        assertEquals(listOf(false, false), r.map { it.throttled })
         assertEquals(listOf(0, 0), r.map { it.thermalAfter })
+    }
+
+    @Test
+    fun withoutAThermalSensorTheStateIsUnknownNotCool() {
+        val phone = Phone(hotFromTurn = 0)
+        val r = InterleavedBenchmark.run(1, RoundPlan(2, 2, 1, 0), ThermalScale.ANDROID, { phone.now }, null, {}) { phone.inference(it) }
+        assertEquals(listOf(null, null, null), listOf(r[0].thermalBefore, r[0].thermalAfter, r[0].throttled))
+        assertEquals(null to null, r[0].thermalNames(ThermalScale.ANDROID))
+        assertEquals(2, r[0].latency.runs)
     }
 
     @Test
