@@ -74,7 +74,14 @@ enum BenchmarkRunner {
 
     /// The compute units `MLComputePlan` assigns the model's operations to (iOS 17.4+); nil before.
     static func computePlan(of model: LoadedModel) async -> ComputePlanSummary? {
-        guard #available(iOS 17.4, *), let url = model.variant.compiledURL else { return nil }
+        guard #available(iOS 17.4, *) else { return nil }
+        return await plannedDevices(of: model)
+    }
+
+    /// Counts the operations (ML program) or layers (neural network) per preferred compute device.
+    @available(iOS 17.4, *)
+    private static func plannedDevices(of model: LoadedModel) async -> ComputePlanSummary? {
+        guard let url = model.variant.compiledURL else { return nil }
         let config = MLModelConfiguration()
         config.computeUnits = model.compute.units
         guard let plan = try? await MLComputePlan.load(contentsOf: url, configuration: config) else { return nil }

@@ -50,11 +50,12 @@ final class CameraController: NSObject, AVCaptureVideoDataOutputSampleBufferDele
     }
 
     deinit {
-        observers.forEach(NotificationCenter.default.removeObserver)
+        for o in observers { NotificationCenter.default.removeObserver(o) }
     }
 
     /// The line shown for an interruption.
     static func interruptionMessage(_ reason: AVCaptureSession.InterruptionReason?) -> String {
+        guard let reason else { return "Camera paused" }
         switch reason {
         case .videoDeviceInUseByAnotherClient: return "Camera paused: another app is using it"
         case .videoDeviceNotAvailableWithMultipleForegroundApps: return "Camera paused: not available in Split View or Slide Over"

@@ -25,10 +25,10 @@ public struct ComputePlanSummary: Equatable, Sendable {
         }
     }
 
-    /// e.g. `MLComputePlan: 118 ops on the Neural Engine, 3 on the CPU`.
+    /// e.g. `MLComputePlan: 3 ops on the CPU, 118 ops on the Neural Engine`.
     public var note: String {
         let names: [ComputeDeviceKind: String] = [.cpu: "the CPU", .gpu: "the GPU", .neuralEngine: "the Neural Engine"]
-        let parts = ComputeDeviceKind.allCases.compactMap { k in operations[k].map { "\($0) on \(names[k]!)" } }
+        let parts = ComputeDeviceKind.allCases.compactMap { k in operations[k].map { "\($0) ops on \(names[k]!)" } }
         return parts.isEmpty ? "MLComputePlan assigned no operations" : "MLComputePlan: " + parts.joined(separator: ", ")
     }
 }

@@ -67,7 +67,7 @@ final class BenchmarkChecksTests: XCTestCase {
         XCTAssertEqual(ComputePlanSummary(operations: [.cpu: 5]).computeUnits, "cpu_only")
         XCTAssertEqual(ComputePlanSummary(operations: [.gpu: 5, .neuralEngine: 1]).computeUnits, "all")
         XCTAssertEqual(ComputePlanSummary(operations: [.cpu: 0]).computeUnits, "unknown")
-        XCTAssertEqual(ComputePlanSummary(operations: [.cpu: 3, .neuralEngine: 118]).note, "MLComputePlan: 3 on the CPU, 118 on the Neural Engine")
+        XCTAssertEqual(ComputePlanSummary(operations: [.cpu: 3, .neuralEngine: 118]).note, "MLComputePlan: 3 ops on the CPU, 118 ops on the Neural Engine")
     }
 
     private func hex(_ d: Data) -> String { SHA256.hash(data: d).map { String(format: "%02x", $0) }.joined() }
