@@ -95,6 +95,13 @@ def test_the_checks_of_a_row_are_read_and_described(tmp_path):
     assert row_checks(dict(ROW, golden={"expected": ["a"], "checked": 1, "passed": True}, throttled=False)) == "golden top-1 ok"
 
 
+def test_the_documented_example_is_valid():
+    from pathlib import Path
+
+    doc = read_device_results(Path(__file__).resolve().parents[1] / "docs" / "device_results.example.json")
+    assert row_checks(doc["rows"][0]) == "golden top-3 ok, THROTTLED, thermal none to light, 5 rounds"
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(DeviceResultsError, match="no such file"):
         read_device_results(tmp_path / "absent.json")

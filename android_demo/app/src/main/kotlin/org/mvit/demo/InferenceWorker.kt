@@ -7,6 +7,7 @@ import android.graphics.PixelFormat
 import android.os.Build
 import android.os.PowerManager
 import android.os.SystemClock
+import androidx.annotation.RequiresApi
 import androidx.camera.core.ImageProxy
 import kotlinx.coroutines.flow.MutableStateFlow
 import kotlinx.coroutines.flow.StateFlow
@@ -220,10 +221,8 @@ class InferenceWorker(private val context: Context) : AutoCloseable {
                     e.writeInput()
                 }
             }
-            val power = context.getSystemService(PowerManager::class.java)
-            val thermal: (() -> Int)? = if (Build.VERSION.SDK_INT >= Build.VERSION_CODES.Q && power != null) ({ power.currentThermalStatus }) else null
             val results = InterleavedBenchmark.run(
-                engines.size, plan, ThermalScale.ANDROID, SystemClock::elapsedRealtimeNanos, thermal,
+                engines.size, plan, ThermalScale.ANDROID, SystemClock::elapsedRealtimeNanos, thermalSensor(),
                 pause = { Thread.sleep(it) },
                 turn = { c, r -> progress("round ${r + 1}/${plan.rounds}: ${engines[c].variant.title} on ${engines[c].outcome.label}") },
             ) { c -> engines[c].invoke() }
@@ -239,6 +238,16 @@ class InferenceWorker(private val context: Context) : AutoCloseable {
             load(settings)
         }
     }
+
+    /** `PowerManager.getCurrentThermalStatus` (Android 10+); null where Android has no thermal status. */
+    private fun thermalSensor(): (() -> Int)? {
+        if (Build.VERSION.SDK_INT < Build.VERSION_CODES.Q) return null
+        val power = context.getSystemService(PowerManager::class.java) ?: return null
+        return { thermalStatus(power) }
+    }
+
+    @RequiresApi(Build.VERSION_CODES.Q)
+    private fun thermalStatus(power: PowerManager): Int = power.currentThermalStatus
 
     /** One JSON row: the engine's last output (the golden input) gives the top-3 that is checked. */
     private fun row(e: ClassifierEngine, m: RoundsResult, sha: String, image: String, record: String): BenchmarkRow {
