@@ -16,7 +16,7 @@ SCHEMA = "mvit.device_results/1"
 SOURCES = ("android-app", "ios-app", "adb:benchmark_model", "adb:executor_runner")
 FORMATS = ("tflite", "coreml", "onnx", "executorch")
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
-ACCELERATORS = ("cpu", "gpu", "npu", "cpu_only", "cpu_and_gpu", "cpu_and_ne", "all")
+ACCELERATORS = ("cpu", "gpu", "npu", "npu+cpu", "cpu_only", "cpu_and_gpu", "cpu_and_ne", "all", "unknown")
 
 
 class DeviceResultsError(ValueError):
@@ -106,7 +106,44 @@ def _row_problem(row) -> str | None:
                 return f"top3[{j}] must be {{label: string, score: number}}"
     if not isinstance(row.get("note", ""), str):
         return "note must be a string"
+    return _checks_problem(row)
+
+
+def _checks_problem(row) -> str | None:
+    """The optional fields of a benchmark that survives a phone: rounds, thermal state, golden check."""
+    r = row.get("rounds")
+    if r is not None and not (_int(r) and r >= 1):
+        return "rounds must be an integer >= 1 or null"
+    for key in ("thermal_before", "thermal_after"):
+        if row.get(key) is not None and not _text(row[key]):
+            return f"{key} must be a non-empty string or null"
+    if row.get("throttled") not in (None, True, False):
+        return "throttled must be true, false or null"
+    g = row.get("golden")
+    if g is None:
+        return None
+    exp = g.get("expected") if isinstance(g, dict) else None
+    if not (isinstance(exp, list) and 1 <= len(exp) <= 3 and all(_text(x) for x in exp)
+            and _int(g.get("checked")) and 1 <= g["checked"] <= len(exp) and isinstance(g.get("passed"), bool)):
+        return "golden must be {expected: 1 to 3 labels, checked: 1 to that many, passed: true or false} or null"
     return None
+
+
+def row_checks(row: dict) -> str:
+    """What the report shows of a row's rounds, thermal state and golden check (``-`` when none)."""
+    parts = []
+    g = row.get("golden")
+    if g is not None:
+        parts.append(f"golden top-{g['checked']} ok" if g["passed"] else
+                     f"FAILED: top-{g['checked']} is not {', '.join(g['expected'][:g['checked']])}")
+    if row.get("throttled"):
+        parts.append("THROTTLED")
+    before, after = row.get("thermal_before"), row.get("thermal_after")
+    if before or after:
+        parts.append(f"thermal {before or '?'} to {after or '?'}")
+    if row.get("rounds"):
+        parts.append(f"{row['rounds']} rounds")
+    return ", ".join(parts) or "–"
 
 
 def _latency_problem(lat) -> str | None:

@@ -6,6 +6,8 @@ import json
 import math
 from pathlib import Path
 
+from .device_results import row_checks
+
 # Metric names users give to --fail-below / --fail-above, and where each lives in a row.
 METRICS = {
     "top1": ("top1",), "accuracy": ("top1",), "top5": ("top5",), "agreement": ("agreement",),
@@ -214,8 +216,8 @@ def _device_md(run: dict) -> list[str]:
            f"Source: {run['source']}{' (' + Path(run['file']).name + ')' if run.get('file') else ''}, "
            f"measured {run['created']}. Only the inference is timed, on a prepared input.", "",
            "| model | artifact | format | precision | accelerator (used) | threads | median ms | p90 ms | min ms | "
-           "mean ms | runs | load ms | first ms | top-1 on the fixed input | note |",
-           "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+           "mean ms | runs | load ms | first ms | top-1 on the fixed input | checks | note |",
+           "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|"]
     for r in run["rows"]:
         lat = r["latency"]
         p90 = _f(lat.get("p90_ms")) if lat.get("p90_ms") is not None else f"p95 {_f(lat.get('p95_ms'))}"
@@ -225,7 +227,8 @@ def _device_md(run: dict) -> list[str]:
             r["accelerator"] + ("" if r["accelerator_used"] == r["accelerator"] else f" ({r['accelerator_used']})"),
             _f(r.get("threads"), "{}"), _f(lat["median_ms"]), p90, _f(lat["min_ms"]), _f(lat["mean_ms"]),
             str(lat["runs"]), _f(r.get("load_ms"), "{:.0f}"), _f(r.get("first_ms"), "{:.1f}"),
-            f"{top[0]['label']} {top[0]['score']:.2f}" if top else "–", (r.get("note") or "").replace("|", "/")]) + " |")
+            f"{top[0]['label']} {top[0]['score']:.2f}" if top else "–", row_checks(r),
+            (r.get("note") or "").replace("|", "/")]) + " |")
     return out + [""]
 
 

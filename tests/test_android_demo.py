@@ -92,6 +92,11 @@ def test_the_kotlin_benchmark_report_is_read_by_mvit_bench(kotlin_core, tmp_path
     assert "Pixel 8" in text and "model_int8.tflite" in text, text[:2000]
     md = (out / "bench.md").read_text()
     assert "Pixel 8" in md and "model_int8.tflite" in md, md
+    # The benchmark that survives a phone: rounds, thermal state, throttling, golden check, read back and shown.
+    assert [(r["rounds"], r["thermal_before"], r["thermal_after"], r["throttled"], r["golden"]["passed"]) for r in rows] == \
+        [(5, "none", "light", True, True), (5, "light", "light", True, False)]
+    assert "golden top-3 ok, THROTTLED, thermal none to light, 5 rounds" in md, md
+    assert "FAILED: top-3 is not plastic, glass, metal" in md, md
 
 
 def test_app_code_uses_only_what_core_declares():

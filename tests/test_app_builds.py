@@ -54,8 +54,9 @@ def ios_problems(ios: Path) -> list[str]:
         if pkg_ios and target < (int(pkg_ios.group(1)),):
             p.append(f"target {name}: deploymentTarget {target} is below the package's iOS {pkg_ios.group(1)}")
         for src in t.get("sources", []):
-            if not (ios / src["path"]).is_dir():
-                p.append(f"target {name}: source folder {src['path']} is missing")
+            path = ios / src["path"]
+            if not (path.is_dir() or (path.is_file() and src.get("buildPhase") == "resources")):
+                p.append(f"target {name}: source {src['path']} is missing (a single file must be a resources build phase)")
         plist_file = ((t.get("settings") or {}).get("base") or {}).get("INFOPLIST_FILE")
         if not plist_file or not (ios / plist_file).is_file():
             p.append(f"target {name}: INFOPLIST_FILE {plist_file!r} is missing")
@@ -216,6 +217,7 @@ def test_a_missing_or_foreign_wrapper_jar_is_caught(tmp_path):
     ('SWIFT_VERSION: "5.0"', 'SWIFT_VERSION: "5.9"', "SWIFT_VERSION '5.9' is not a Swift language mode"),
     ('    deploymentTarget: "17.0"', '    deploymentTarget: "16.0"', "below the package's iOS 17"),
     ("INFOPLIST_FILE: MVitDemo/Info.plist", "INFOPLIST_FILE: MVitDemo/Missing.plist", "INFOPLIST_FILE 'MVitDemo/Missing.plist' is missing"),
+    ("golden/shipped_models.json\n", "golden/missing.json\n", "source ClassifierCore/Tests/ClassifierCoreTests/Resources/golden/missing.json is missing"),
 ])
 def test_each_ios_rule_catches_its_breakage(tmp_path, old, new, expected):
     ios = tmp_path / "ios_demo"

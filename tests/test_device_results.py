@@ -7,7 +7,7 @@ import struct
 import pytest
 
 from mvit.benchmarks.cli import main as bench_main
-from mvit.benchmarks.device_results import DeviceResultsError, read_device_results
+from mvit.benchmarks.device_results import DeviceResultsError, read_device_results, row_checks
 
 ROW = {"model": "mobilevit_xxs", "artifact": "model_int8.tflite", "artifact_sha256": "ab" * 32, "format": "tflite",
        "precision": "int8", "accelerator": "npu", "accelerator_used": "cpu", "threads": 4,
@@ -71,6 +71,11 @@ def _broken(path, value):
     (_broken(["rows", 0, "load_ms"], "fast"), "rows[0].load_ms must be a number >= 0 or null"),
     (_broken(["rows", 0, "top3"], [{"label": "x"}]), "rows[0].top3[0] must be {label: string, score: number}"),
     (_broken(["rows", 0], "row"), "rows[0] must be an object"),
+    (_broken(["rows", 0, "rounds"], 0), "rows[0].rounds must be an integer >= 1 or null"),
+    (_broken(["rows", 0, "thermal_after"], ""), "rows[0].thermal_after must be a non-empty string or null"),
+    (_broken(["rows", 0, "throttled"], "yes"), "rows[0].throttled must be true, false or null"),
+    (_broken(["rows", 0, "golden"], {"expected": ["metal"], "checked": 2, "passed": True}), "rows[0].golden must be"),
+    (_broken(["rows", 0, "golden"], {"expected": ["metal"], "checked": 1}), "rows[0].golden must be"),
 ])
 def test_bad_files_one_line(tmp_path, data, message):
     with pytest.raises(DeviceResultsError) as e:
@@ -78,6 +83,23 @@ def test_bad_files_one_line(tmp_path, data, message):
     text = str(e.value)
     assert isinstance(e.value, ValueError) and "\n" not in text
     assert text.startswith(str(tmp_path / "phone.json") + ": ") and message in text, text
+
+
+def test_the_checks_of_a_row_are_read_and_described(tmp_path):
+    row = dict(ROW, accelerator="npu", accelerator_used="npu+cpu", rounds=5, thermal_before="none",
+               thermal_after="moderate", throttled=True, golden={"expected": ["plastic", "glass", "metal"], "checked": 2,
+                                                                  "passed": False})
+    doc = read_device_results(_write(tmp_path, dict(GOOD, rows=[row])))
+    assert row_checks(doc["rows"][0]) == "FAILED: top-2 is not plastic, glass, THROTTLED, thermal none to moderate, 5 rounds"
+    assert row_checks(ROW) == "–"
+    assert row_checks(dict(ROW, golden={"expected": ["a"], "checked": 1, "passed": True}, throttled=False)) == "golden top-1 ok"
+
+
+def test_the_documented_example_is_valid():
+    from pathlib import Path
+
+    doc = read_device_results(Path(__file__).resolve().parents[1] / "docs" / "device_results.example.json")
+    assert row_checks(doc["rows"][0]) == "golden top-3 ok, THROTTLED, thermal none to light, 5 rounds"
 
 
 def test_missing_file(tmp_path):
@@ -96,6 +118,7 @@ def test_cli_device_results_only(tmp_path, capfd):
     md = (out / "bench.md").read_text()
     assert "## Phone: Google Pixel 8 (Tensor G3, Android 15)" in md and "## Phone: Apple iPhone15,2 (iOS 18.1)" in md
     assert "| mobilevit_xxs | `model_int8.tflite` | tflite | int8 | npu (cpu) | 4 | 9.80 | 11.20 |" in md
+    assert "| plastic 0.91 | – | NNAPI refused the model" in md, md  # the checks column: none in an older file
     assert "plastic 0.91" in md
     # both phones in one side-by-side table
     side = md.split("## Latency, this PC and the phones side by side")[1].split("## Phone")[0]

@@ -39,7 +39,21 @@ android {
     androidResources {
         noCompress += "tflite"
     }
+
+    // The golden record (shipped_models.json) goes into the APK: the benchmark checks each row's top-3 against it.
+    sourceSets {
+        getByName("main") {
+            assets.srcDir(layout.buildDirectory.dir("generated/goldenAssets"))
+        }
+    }
 }
+
+// One copy of the record: the core's test resources, where python -m mvit.export.apps.fixtures writes it.
+val copyGoldenRecord by tasks.registering(Copy::class) {
+    from(rootProject.file("core/src/test/resources/golden/shipped_models.json"))
+    into(layout.buildDirectory.dir("generated/goldenAssets"))
+}
+tasks.named("preBuild") { dependsOn(copyGoldenRecord) }
 
 // Bytecode for Java 17, compiled by whatever JDK runs Gradle (17 or newer, e.g. Android Studio's
 // bundled JDK 21): no jvmToolchain, which would demand an installed JDK 17 or a toolchain resolver.

@@ -14,7 +14,7 @@ let package = Package(
         .testTarget(
             name: "ClassifierCoreTests",
             dependencies: ["ClassifierCore"],
-            resources: [.copy("Resources/golden")]
+            resources: [.copy("Resources/golden"), .copy("Resources/device_results_ios.json")]
         ),
     ]
 )

@@ -5,7 +5,7 @@ import Foundation
 import ImageIO
 import Vision
 
-struct FrameResult {
+struct FrameResult: Sendable {
     let top: [Classification]
     /// Vision's `perform`: its scaling of the crop into the model input *and* the model. The model
     /// alone is what the benchmark mode times (BenchmarkRunner).
@@ -13,23 +13,30 @@ struct FrameResult {
     let totalMs: Double
 }
 
-/// Runs Vision `VNCoreMLRequest`s on the model's crop of a frame. Vision scales exactly the region
-/// the contract keeps (resize short side, centre crop) into the model's image input; the model's
-/// own image-input scale/bias does the normalisation (Core ML export, `normalization_in_model`).
+/// Runs one Vision `VNCoreMLRequest`, made once (as Apple's Vision + Core ML sample does), on the
+/// model's crop of a frame. Vision scales exactly the region the contract keeps (resize short side,
+/// centre crop) into the model's image input; the model's own image-input scale/bias does the
+/// normalisation (Core ML export, `normalization_in_model`). The crop depends on the frame size, so
+/// the region of interest is set again only when the size changes. The request is mutable: a lock
+/// keeps the video queue and the photo queue from using it at once.
 final class Classifier: @unchecked Sendable {
     let model: LoadedModel
+    private let request: VNCoreMLRequest
+    private let lock = NSLock()
+    private var roiSize: (width: Int, height: Int)?
 
     init(model: LoadedModel) {
         self.model = model
+        request = VNCoreMLRequest(model: model.vnModel)
+        request.imageCropAndScaleOption = .scaleFill
     }
 
-    private func request(width: Int, height: Int) -> VNCoreMLRequest {
-        let r = VNCoreMLRequest(model: model.vnModel)
-        let g = CropGeometry.of(width: width, height: height, spec: model.meta.preprocess)
-        let roi = g.visionRegionOfInterest
-        r.regionOfInterest = CGRect(x: roi.x, y: roi.y, width: roi.width, height: roi.height)
-        r.imageCropAndScaleOption = .scaleFill
-        return r
+    /// Points the request at the contract's crop of a `width x height` upright image.
+    private func setRegion(width: Int, height: Int) {
+        if let s = roiSize, s.width == width, s.height == height { return }
+        let roi = CropGeometry.of(width: width, height: height, spec: model.meta.preprocess).visionRegionOfInterest
+        request.regionOfInterest = CGRect(x: roi.x, y: roi.y, width: roi.width, height: roi.height)
+        roiSize = (width, height)
     }
 
     /// Upright size of a buffer shown with `orientation`.
@@ -51,12 +58,14 @@ final class Classifier: @unchecked Sendable {
     }
 
     private func perform(handler: VNImageRequestHandler, width: Int, height: Int) throws -> FrameResult {
+        lock.lock()
+        defer { lock.unlock() }
         let start = CFAbsoluteTimeGetCurrent()
-        let req = request(width: width, height: height)
+        setRegion(width: width, height: height)
         let t0 = CFAbsoluteTimeGetCurrent()
-        try handler.perform([req])
+        try handler.perform([request])
         let t1 = CFAbsoluteTimeGetCurrent()
-        let scores = try Classifier.scores(from: req.results ?? [], meta: model.meta)
+        let scores = try Classifier.scores(from: request.results ?? [], meta: model.meta)
         let top = Postprocess.classify(scores, kind: model.meta.outputKind, labels: model.labels, k: 3)
         let end = CFAbsoluteTimeGetCurrent()
         return FrameResult(top: top, visionMs: (t1 - t0) * 1000, totalMs: (end - start) * 1000)

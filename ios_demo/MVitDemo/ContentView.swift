@@ -45,6 +45,9 @@ final class ViewModel: ObservableObject {
     @Published var benchmarkStatus = ""
     @Published var benchmarkRows: [BenchmarkRow] = []
     @Published var benchmarkFile: URL?
+    /// Why the camera shows no frames (interrupted, failed); nil while it runs.
+    @Published var cameraStatus: String?
+    @Published var benchmarkRunning = false
 
     let camera = CameraController()
     private let box = ClassifierBox()
@@ -54,14 +57,20 @@ final class ViewModel: ObservableObject {
     private var loadTask: Task<Void, Never>?
 
     init() {
-        let box = self.box
-        // Runs on the video queue, synchronously: AVFoundation drops the frames that arrive meanwhile.
-        camera.onFrame = { [weak self] buffer, orientation in
-            guard let classifier = box.value else { return }
-            let result = Result { try classifier.classify(pixelBuffer: buffer, orientation: orientation) }
-            Task { @MainActor in self?.show(result) }
-        }
+        camera.onFrame = ViewModel.frameHandler(box: box) { [weak self] result in Task { @MainActor in self?.show(result) } }
+        camera.onStatus = { [weak self] text in Task { @MainActor in self?.cameraStatus = text } }
         reload()
+    }
+
+    /// The video queue's frame handler, made outside the main actor: a closure formed in this
+    /// `@MainActor` class would be isolated to the main actor in Swift 6 and trap when the video
+    /// queue calls it. Runs synchronously there: AVFoundation drops the frames that arrive meanwhile.
+    nonisolated static func frameHandler(box: ClassifierBox, deliver: @escaping @Sendable (Result<FrameResult, Error>) -> Void)
+        -> @Sendable (CVPixelBuffer, CGImagePropertyOrientation) -> Void {
+        { buffer, orientation in
+            guard let classifier = box.value else { return }
+            deliver(Result { try classifier.classify(pixelBuffer: buffer, orientation: orientation) })
+        }
     }
 
     /// Loads the chosen model off the main thread; then re-runs the photo (and the comparison) if one is shown.
@@ -160,7 +169,9 @@ final class ViewModel: ObservableObject {
         benchmarkRows = []
         benchmarkFile = nil
         benchmarkStatus = "starting"
+        benchmarkRunning = true
         Task {
+            defer { benchmarkRunning = false }
             do {
                 let (report, url) = try await BenchmarkRunner.run { text in Task { @MainActor in self.benchmarkStatus = text } }
                 benchmarkRows = report.rows
@@ -281,6 +292,7 @@ struct ContentView: View {
             }
             VStack(alignment: .leading, spacing: 6) {
                 if let error = model.error { Text(error).foregroundStyle(.red).font(.footnote) }
+                if model.mode == .camera, let status = model.cameraStatus { Text(status).foregroundStyle(.orange).font(.footnote) }
                 if model.loading { Text("loading the model…").font(.caption) }
                 if model.mode != .benchmark {
                     if let cmp = model.comparison {
@@ -330,14 +342,17 @@ struct ContentView: View {
     private var benchmarkPanel: some View {
         ScrollView {
             VStack(alignment: .leading, spacing: 8) {
-                Text("Fixed input (the shipped model's golden image), 10 warm-up + 50 timed predictions per model and compute-unit choice; only MLModel.prediction is timed.")
+                let plan = BenchmarkRunner.schedule
+                Text("Fixed input (the shipped model's golden image): every model on every compute-unit choice, \(plan.runs) timed predictions each over \(plan.rounds) interleaved rounds, \(plan.cooldownMs / 1000) s cool-down between turns; only MLModel.prediction is timed. Each row's top-3 is checked against the golden record.")
                     .font(.caption).foregroundStyle(.white)
                 Button("Run benchmark") { model.runBenchmark() }
-                    .disabled(model.benchmarkStatus.hasSuffix("runs") || model.benchmarkStatus.hasSuffix("loading"))
+                    .disabled(model.benchmarkRunning)
                 Text(model.benchmarkStatus).font(.caption).foregroundStyle(.white)
                 ForEach(Array(model.benchmarkRows.enumerated()), id: \.offset) { _, r in
                     VStack(alignment: .leading) {
-                        Text("\(r.precision) · \(r.accelerator)").font(.callout)
+                        Text("\(r.precision) · \(r.accelerator) → \(r.acceleratorUsed)\(r.failed ? " · FAILED golden check" : "")\(r.throttled == true ? " · throttled" : "")")
+                            .font(.callout).foregroundStyle(r.failed ? .red : .white)
+                        Text("thermal \(r.thermalBefore ?? "?") → \(r.thermalAfter ?? "?") · \(r.rounds ?? 1) rounds").font(.caption)
                         Text("median \(ms(r.latency.medianMs)) ms · p90 \(ms(r.latency.p90Ms)) ms · load \(ms(r.loadMs ?? .nan)) ms · first \(ms(r.firstMs ?? .nan)) ms")
                             .font(.caption).monospacedDigit()
                         Text((r.top3 ?? []).map { "\($0.label) \(String(format: "%.2f", $0.score))" }.joined(separator: "  ")).font(.caption)

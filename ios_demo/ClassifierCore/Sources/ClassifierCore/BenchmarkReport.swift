@@ -2,7 +2,7 @@ import Foundation
 
 /// Warm-run latency statistics as `mvit-bench` defines them: `runs` timed inferences after `warmup`
 /// untimed ones; median and p90 interpolate linearly between sorted samples (numpy's percentile).
-public struct LatencyStats: Codable, Equatable {
+public struct LatencyStats: Codable, Equatable, Sendable {
     public let runs: Int
     public let warmup: Int
     public let medianMs: Double
@@ -123,18 +123,32 @@ public struct BenchmarkRow: Codable, Equatable {
     public let firstMs: Double?
     public let top3: [ScoredLabel]?
     public let note: String
+    /// Rounds the timed runs were spread over (`RoundPlan`).
+    public let rounds: Int?
+    /// `ThermalScale.iOS` names before the row's first turn and after its last.
+    public let thermalBefore: String?
+    public let thermalAfter: String?
+    public let throttled: Bool?
+    /// The top-3 against the golden record; `passed == false` marks the row failed.
+    public let golden: GoldenCheck?
 
     enum CodingKeys: String, CodingKey {
-        case model, artifact, format, precision, accelerator, threads, latency, top3, note
+        case model, artifact, format, precision, accelerator, threads, latency, top3, note, rounds, throttled, golden
         case artifactSha256 = "artifact_sha256"
         case acceleratorUsed = "accelerator_used"
         case loadMs = "load_ms"
         case firstMs = "first_ms"
+        case thermalBefore = "thermal_before"
+        case thermalAfter = "thermal_after"
     }
+
+    /// False when the timed model no longer gives the recorded top-3 on the golden image.
+    public var failed: Bool { golden?.passed == false }
 
     public init(model: String, artifact: String, artifactSha256: String?, format: String, precision: String, accelerator: String,
                 acceleratorUsed: String, threads: Int?, latency: LatencyStats, loadMs: Double?, firstMs: Double?,
-                top3: [ScoredLabel]?, note: String) {
+                top3: [ScoredLabel]?, note: String, rounds: Int? = nil, thermalBefore: String? = nil, thermalAfter: String? = nil,
+                throttled: Bool? = nil, golden: GoldenCheck? = nil) {
         self.model = model
         self.artifact = artifact
         self.artifactSha256 = artifactSha256
@@ -148,6 +162,11 @@ public struct BenchmarkRow: Codable, Equatable {
         self.firstMs = firstMs
         self.top3 = top3
         self.note = note
+        self.rounds = rounds
+        self.thermalBefore = thermalBefore
+        self.thermalAfter = thermalAfter
+        self.throttled = throttled
+        self.golden = golden
     }
 
     public func encode(to encoder: Encoder) throws { // nulls are written, not left out
@@ -165,6 +184,11 @@ public struct BenchmarkRow: Codable, Equatable {
         try c.encode(firstMs, forKey: .firstMs)
         try c.encode(top3, forKey: .top3)
         try c.encode(note, forKey: .note)
+        try c.encode(rounds, forKey: .rounds)
+        try c.encode(thermalBefore, forKey: .thermalBefore)
+        try c.encode(thermalAfter, forKey: .thermalAfter)
+        try c.encode(throttled, forKey: .throttled)
+        try c.encode(golden, forKey: .golden)
     }
 }
 
@@ -172,6 +196,8 @@ public struct BenchmarkRow: Codable, Equatable {
 public struct BenchmarkReport: Codable, Equatable {
     public static let schemaID = "mvit.device_results/1"
     public static let computeUnits = ["cpu_only", "cpu_and_gpu", "cpu_and_ne", "all"]
+    /// `accelerator_used` may also be `unknown`: no `MLComputePlan` before iOS 17.4.
+    public static let computeUnitsUsed = computeUnits + ["unknown"]
 
     public let schema: String
     public let created: String
@@ -198,10 +224,15 @@ public struct BenchmarkReport: Codable, Equatable {
             if l.runs < 1 || l.warmup < 0 { p.append("rows[\(i)].latency: runs >= 1 and warmup >= 0") }
             if ![l.medianMs, l.p90Ms, l.minMs, l.meanMs].allSatisfy({ $0.isFinite && $0 > 0 }) { p.append("rows[\(i)].latency: times must be > 0") }
             if !(l.minMs <= l.medianMs && l.medianMs <= l.p90Ms) { p.append("rows[\(i)].latency: min_ms <= median_ms <= p90_ms") }
-            if !BenchmarkReport.computeUnits.contains(r.accelerator) || !BenchmarkReport.computeUnits.contains(r.acceleratorUsed) {
-                p.append("rows[\(i)]: accelerator must be one of \(BenchmarkReport.computeUnits)")
+            if !BenchmarkReport.computeUnits.contains(r.accelerator) || !BenchmarkReport.computeUnitsUsed.contains(r.acceleratorUsed) {
+                p.append("rows[\(i)]: accelerator must be one of \(BenchmarkReport.computeUnits), accelerator_used also unknown")
             }
             if let t = r.top3, t.isEmpty || t.count > 3 { p.append("rows[\(i)].top3: 1 to 3 labels or null") }
+            if let n = r.rounds, n < 1 { p.append("rows[\(i)].rounds: >= 1 or null") }
+            if [r.thermalBefore, r.thermalAfter].contains(where: { $0?.isEmpty == true }) { p.append("rows[\(i)]: thermal states must be non-empty or null") }
+            if let g = r.golden, !(1...3).contains(g.expected.count) || !(1...g.expected.count).contains(g.checked) {
+                p.append("rows[\(i)].golden: 1 to 3 expected labels, 1 to that many checked")
+            }
         }
         return p
     }

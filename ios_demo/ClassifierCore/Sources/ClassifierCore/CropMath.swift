@@ -35,6 +35,12 @@ public struct CropGeometry: Equatable {
          Double(width) / Double(resizedWidth), Double(height) / Double(resizedHeight))
     }
 
+    /// `MLFeatureValue.ImageOption.cropRect` for this crop. Core ML's header defines it as "a crop
+    /// region of interest of image source in normalized coordinates" (0...1, not pixels) and hands
+    /// it to Vision's crop-and-scale, so the origin is Vision's (bottom left). For a centre crop the
+    /// two origins differ by at most one resized pixel's rounding.
+    public var coreMLCropRect: (x: Double, y: Double, width: Double, height: Double) { visionRegionOfInterest }
+
     /// Vision's `regionOfInterest` (normalised, origin at the *bottom* left) for this crop; use it
     /// with `imageCropAndScaleOption = .scaleFill` so Vision scales exactly the contract's crop.
     public var visionRegionOfInterest: (x: Double, y: Double, width: Double, height: Double) {

@@ -1,6 +1,6 @@
 import Foundation
 
-public struct Classification: Equatable {
+public struct Classification: Equatable, Sendable {
     public let index: Int
     public let label: String
     public let score: Double

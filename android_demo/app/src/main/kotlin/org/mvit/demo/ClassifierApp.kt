@@ -1,6 +1,7 @@
 package org.mvit.demo
 
 import android.Manifest
+import android.hardware.display.DisplayManager
 import androidx.activity.compose.rememberLauncherForActivityResult
 import androidx.activity.result.contract.ActivityResultContracts
 import androidx.camera.core.CameraSelector
@@ -53,6 +54,8 @@ import androidx.compose.ui.res.stringResource
 import androidx.compose.ui.unit.dp
 import androidx.compose.ui.viewinterop.AndroidView
 import androidx.core.content.ContextCompat
+import androidx.lifecycle.Lifecycle
+import androidx.lifecycle.LifecycleEventObserver
 import androidx.lifecycle.compose.LocalLifecycleOwner
 import androidx.lifecycle.compose.collectAsStateWithLifecycle
 import org.mvit.core.AcceleratorChoice
@@ -75,6 +78,18 @@ fun ClassifierApp(viewModel: ClassifierViewModel, hasCameraPermission: () -> Boo
             }
             LaunchedEffect(Unit) {
                 if (permission == Permission.UNKNOWN) request.launch(Manifest.permission.CAMERA)
+            }
+            // Granted (or revoked) in the system settings while the app was in the background.
+            val lifecycleOwner = LocalLifecycleOwner.current
+            DisposableEffect(lifecycleOwner) {
+                val observer = LifecycleEventObserver { _, event ->
+                    if (event == Lifecycle.Event.ON_RESUME) {
+                        val granted = hasCameraPermission()
+                        if (granted) permission = Permission.GRANTED else if (permission == Permission.GRANTED) permission = Permission.DENIED
+                    }
+                }
+                lifecycleOwner.lifecycle.addObserver(observer)
+                onDispose { lifecycleOwner.lifecycle.removeObserver(observer) }
             }
 
             // targetSdk 36 draws edge to edge: keep every control clear of the status and navigation bars.
@@ -116,8 +131,10 @@ private fun ModeRow(mode: Mode, onMode: (Mode) -> Unit) {
 private fun BenchmarkPanel(state: UiState, viewModel: ClassifierViewModel) {
     val b = state.benchmark
     Column(Modifier.fillMaxSize().padding(12.dp).verticalScroll(rememberScrollState())) {
-        Text("Fixed input (the shipped model's golden image), 10 warm-up + 50 timed runs per model and accelerator; " +
-            "only the inference is timed.", style = MaterialTheme.typography.bodySmall)
+        Text("Fixed input (the shipped model's golden image): every model on every accelerator, ${ClassifierViewModel.BENCHMARK.runs} timed " +
+            "runs each over ${ClassifierViewModel.BENCHMARK.rounds} interleaved rounds, ${ClassifierViewModel.BENCHMARK.cooldownMs / 1000} s " +
+            "cool-down between turns; only the inference is timed. Each row's top-3 is checked against the golden record.",
+            style = MaterialTheme.typography.bodySmall)
         Spacer(Modifier.height(8.dp))
         Button(onClick = { viewModel.runBenchmark() }, enabled = !b.running && state.installed.isNotEmpty()) { Text(if (b.running) "Running…" else "Run benchmark") }
         if (b.progress.isNotEmpty()) Text(b.progress, style = MaterialTheme.typography.bodySmall)
@@ -130,7 +147,9 @@ private fun BenchmarkPanel(state: UiState, viewModel: ClassifierViewModel) {
 private fun BenchmarkRowView(r: BenchmarkRow) {
     Column(Modifier.fillMaxWidth().padding(vertical = 4.dp)) {
         Text("${r.precision} · ${r.accelerator}${if (r.acceleratorUsed != r.accelerator) " → ${r.acceleratorUsed}" else ""}" +
-            (r.threads?.let { " ×$it" } ?: ""), style = MaterialTheme.typography.bodyMedium)
+            (r.threads?.let { " ×$it" } ?: "") + (if (r.failed) " · FAILED golden check" else "") + (if (r.throttled == true) " · throttled" else ""),
+            style = MaterialTheme.typography.bodyMedium, color = if (r.failed) MaterialTheme.colorScheme.error else Color.Unspecified)
+        Text("thermal ${r.thermalBefore ?: "?"} → ${r.thermalAfter ?: "?"} · ${r.rounds ?: 1} rounds", style = MaterialTheme.typography.bodySmall)
         Text("median ${ms(r.latency.medianMs)} ms · p90 ${ms(r.latency.p90Ms)} ms · load ${ms(r.loadMs ?: Double.NaN)} ms · " +
             "first ${ms(r.firstMs ?: Double.NaN)} ms", style = MaterialTheme.typography.bodySmall)
         r.top3?.let { t -> Text(t.joinToString("  ") { "${it.label} ${String.format(Locale.US, "%.2f", it.score)}" }, style = MaterialTheme.typography.bodySmall) }
@@ -138,6 +157,12 @@ private fun BenchmarkRowView(r: BenchmarkRow) {
     }
 }
 
+/**
+ * The back camera bound to the lifecycle while this composable is shown. The provider future may
+ * complete after the composable left (mode switch): then nothing is bound. Binding failures (no
+ * back camera: the manifest does not require one) are shown instead of crashing, and the analysis
+ * target rotation follows the display, so a 180° flip (no activity restart) keeps frames upright.
+ */
 @Composable
 private fun CameraPreview(worker: InferenceWorker) {
     val context = LocalContext.current
@@ -146,19 +171,50 @@ private fun CameraPreview(worker: InferenceWorker) {
     DisposableEffect(lifecycleOwner) {
         val providerFuture = ProcessCameraProvider.getInstance(context)
         var provider: ProcessCameraProvider? = null
+        var analysis: ImageAnalysis? = null
+        var disposed = false
+        val displays = context.getSystemService(DisplayManager::class.java)
+        val displayListener = object : DisplayManager.DisplayListener {
+            override fun onDisplayAdded(displayId: Int) = Unit
+            override fun onDisplayRemoved(displayId: Int) = Unit
+            override fun onDisplayChanged(displayId: Int) {
+                val d = previewView.display ?: return
+                if (d.displayId == displayId) analysis?.targetRotation = d.rotation
+            }
+        }
+        displays?.registerDisplayListener(displayListener, null)
         providerFuture.addListener({
-            val p = providerFuture.get()
+            if (disposed) return@addListener
+            val p = try {
+                providerFuture.get()
+            } catch (e: Exception) {
+                worker.cameraError("Camera unavailable: ${e.cause?.message ?: e.message}")
+                return@addListener
+            }
             provider = p
             val preview = Preview.Builder().build().also { it.setSurfaceProvider(previewView.surfaceProvider) }
-            val analysis = ImageAnalysis.Builder()
+            val a = ImageAnalysis.Builder()
                 .setBackpressureStrategy(ImageAnalysis.STRATEGY_KEEP_ONLY_LATEST)
                 .setOutputImageFormat(ImageAnalysis.OUTPUT_IMAGE_FORMAT_YUV_420_888)
                 .build()
-            analysis.setAnalyzer(worker.executor) { image -> worker.analyze(image) }
-            p.unbindAll()
-            p.bindToLifecycle(lifecycleOwner, CameraSelector.DEFAULT_BACK_CAMERA, preview, analysis)
+            previewView.display?.let { a.targetRotation = it.rotation }
+            a.setAnalyzer(worker.executor) { image -> worker.analyze(image) }
+            analysis = a
+            try {
+                p.unbindAll()
+                p.bindToLifecycle(lifecycleOwner, CameraSelector.DEFAULT_BACK_CAMERA, preview, a)
+            } catch (e: IllegalArgumentException) { // no camera matches the selector
+                worker.cameraError("No back camera on this device: use Photo or Benchmark mode")
+            } catch (e: IllegalStateException) {
+                worker.cameraError("Camera unavailable: ${e.message}")
+            }
         }, ContextCompat.getMainExecutor(context))
-        onDispose { provider?.unbindAll() }
+        onDispose {
+            disposed = true
+            displays?.unregisterDisplayListener(displayListener)
+            analysis?.clearAnalyzer()
+            provider?.unbindAll()
+        }
     }
     AndroidView(factory = { previewView }, modifier = Modifier.fillMaxSize())
 }

@@ -11,6 +11,7 @@ import com.google.ai.edge.litert.TensorBuffer
 import org.mvit.core.AcceleratorChoice
 import org.mvit.core.AcceleratorOutcome
 import org.mvit.core.DType
+import org.mvit.core.Float16
 import org.mvit.core.Labels
 import org.mvit.core.MetaException
 import org.mvit.core.ModelMeta
@@ -43,10 +44,15 @@ class ClassifierEngine private constructor(
     /** Preprocessing buffers for this model, allocated once. */
     val preprocessor = Preprocessor(meta)
 
+    /** float16 input bytes (two per value), allocated once; null for other input types. */
+    private val halfInput: ByteArray? = if (meta.input.dtype == DType.FLOAT16) ByteArray(meta.input.elementCount * 2) else null
+
     /** Copies [preprocessor]'s current input into the model's input buffer. */
     fun writeInput() {
         when (meta.input.dtype) {
-            DType.FLOAT32, DType.FLOAT16 -> inputs[0].writeFloat(preprocessor.floatInput!!)
+            DType.FLOAT32 -> inputs[0].writeFloat(preprocessor.floatInput!!)
+            // writeInt8 copies bytes unchanged; writeFloat would copy four bytes per value.
+            DType.FLOAT16 -> inputs[0].writeInt8(halfInput!!.also { Float16.pack(preprocessor.floatInput!!, it) })
             // int8 and uint8 share the byte representation: the bytes hold the bit patterns.
             DType.INT8, DType.UINT8 -> inputs[0].writeInt8(preprocessor.byteInput!!)
         }
@@ -57,8 +63,9 @@ class ClassifierEngine private constructor(
 
     /** The dequantised output scores of the last [invoke]. */
     fun readScores(): FloatArray = when (meta.output.dtype) {
-        DType.FLOAT32, DType.FLOAT16 -> Postprocess.decode(meta.output, outputs[0].readFloat(), null)
+        DType.FLOAT32 -> Postprocess.decode(meta.output, outputs[0].readFloat(), null)
         DType.INT8, DType.UINT8 -> Postprocess.decode(meta.output, null, outputs[0].readInt8())
+        DType.FLOAT16 -> throw IllegalStateException("unreachable: create() refuses float16 outputs")
     }
 
     /** Writes the input, runs the model, returns the scores. */
@@ -95,10 +102,15 @@ class ClassifierEngine private constructor(
         /**
          * Loads [variant] on the accelerator in [settings]. GPU and NPU are asked for alone, so that a
          * missing or unsupported one fails instead of silently running on the CPU under its name; the
-         * engine then falls back to the CPU and [outcome] says why.
+         * engine then falls back to the CPU and [outcome] says why. LiteRT itself adds the CPU to an
+         * NPU request, which [outcome] reports as "NPU with CPU fallback".
          */
         fun create(context: Context, variant: ModelVariant, settings: Settings): ClassifierEngine {
             val meta = readMeta(context, variant)
+            if (meta.output.dtype == DType.FLOAT16) {
+                // readInt8 returns one byte per element and readFloat reads four: neither fits.
+                throw MetaException("float16 outputs cannot be read through LiteRT's Kotlin TensorBuffer: export with a float32 output")
+            }
             val labelsTxt = try {
                 context.assets.open("labels.txt").bufferedReader().use { it.readText() }
             } catch (e: FileNotFoundException) {
@@ -113,14 +125,14 @@ class ClassifierEngine private constructor(
             }
             fun onCpu(reason: String?): ClassifierEngine {
                 val m = CompiledModel.create(context.assets, variant.modelAsset, cpuOptions)
-                val outcome = AcceleratorOutcome(asked, AcceleratorChoice.CPU, settings.threads, reason)
+                val outcome = if (reason == null) AcceleratorOutcome.compiled(asked, settings.threads) else AcceleratorOutcome.fallback(asked, settings.threads, reason)
                 return ClassifierEngine(variant, meta, labels, m, null, outcome, ms())
             }
             return when (asked) {
                 AcceleratorChoice.CPU -> onCpu(null)
                 AcceleratorChoice.GPU -> try {
                     val m = CompiledModel.create(context.assets, variant.modelAsset, CompiledModel.Options(Accelerator.GPU))
-                    ClassifierEngine(variant, meta, labels, m, null, AcceleratorOutcome(asked, AcceleratorChoice.GPU, null), ms())
+                    ClassifierEngine(variant, meta, labels, m, null, AcceleratorOutcome.compiled(asked, settings.threads), ms())
                 } catch (e: LiteRtException) {
                     onCpu(e.message ?: "LiteRT error")
                 }
@@ -142,8 +154,10 @@ class ClassifierEngine private constructor(
                         return onCpu("LiteRT offers no NPU on this device (SoC ${socModel() ?: "unknown"})")
                     }
                     try {
-                        val m = CompiledModel.create(context.assets, variant.modelAsset, CompiledModel.Options(Accelerator.NPU), env)
-                        ClassifierEngine(variant, meta, labels, m, env, AcceleratorOutcome(asked, AcceleratorChoice.NPU, null), ms())
+                        // LiteRT compiles this with the CPU added; the CPU part uses the chosen threads.
+                        val npuOptions = CompiledModel.Options(Accelerator.NPU).apply { cpuOptions = CompiledModel.CpuOptions(numThreads = settings.threads) }
+                        val m = CompiledModel.create(context.assets, variant.modelAsset, npuOptions, env)
+                        ClassifierEngine(variant, meta, labels, m, env, AcceleratorOutcome.compiled(asked, settings.threads), ms())
                     } catch (e: LiteRtException) {
                         env.close()
                         onCpu(e.message ?: "LiteRT error")

@@ -14,6 +14,7 @@ import kotlinx.coroutines.Dispatchers
 import kotlinx.coroutines.launch
 import kotlinx.coroutines.withContext
 import org.mvit.core.PhotoSizing
+import org.mvit.core.RoundPlan
 import org.mvit.core.Settings
 import java.io.File
 
@@ -31,8 +32,8 @@ class ClassifierViewModel(application: Application) : AndroidViewModel(applicati
 
     fun compare() = worker.compare()
 
-    fun runBenchmark(warmup: Int = 10, runs: Int = 50) =
-        worker.runBenchmark(warmup, runs, File(getApplication<Application>().getExternalFilesDir(null), "benchmarks"))
+    /** Benchmark mode: [BENCHMARK]'s rounds, written under the app's external files folder. */
+    fun runBenchmark() = worker.runBenchmark(BENCHMARK, File(getApplication<Application>().getExternalFilesDir(null), "benchmarks"))
 
     /** Decode [uri] upright and subsampled (PhotoSizing) on an IO thread, then classify it. */
     fun pickPhoto(uri: Uri) {
@@ -60,6 +61,11 @@ class ClassifierViewModel(application: Application) : AndroidViewModel(applicati
         val bmp = resolver.openInputStream(uri)?.use { BitmapFactory.decodeStream(it, null, opts) } ?: return null
         val degrees = resolver.openInputStream(uri)?.use { ExifInterface(it).rotationDegrees } ?: 0
         return if (degrees == 0) bmp else Bitmap.createBitmap(bmp, 0, 0, bmp.width, bmp.height, Matrix().apply { postRotate(degrees.toFloat()) }, true)
+    }
+
+    companion object {
+        /** 50 timed runs per configuration over 5 interleaved rounds, 3 s cool-down between turns. */
+        val BENCHMARK = RoundPlan(rounds = 5, runs = 50, warmup = 10, cooldownMs = 3_000)
     }
 
     override fun onCleared() {

@@ -4,7 +4,10 @@ import android.content.Context
 import android.graphics.Bitmap
 import android.graphics.ImageFormat
 import android.graphics.PixelFormat
+import android.os.Build
+import android.os.PowerManager
 import android.os.SystemClock
+import androidx.annotation.RequiresApi
 import androidx.camera.core.ImageProxy
 import kotlinx.coroutines.flow.MutableStateFlow
 import kotlinx.coroutines.flow.StateFlow
@@ -12,15 +15,19 @@ import kotlinx.coroutines.flow.asStateFlow
 import kotlinx.coroutines.flow.update
 import org.mvit.core.AcceleratorChoice
 import org.mvit.core.Agreement
-import org.mvit.core.Benchmark
 import org.mvit.core.BenchmarkInput
 import org.mvit.core.BenchmarkReport
 import org.mvit.core.BenchmarkRow
 import org.mvit.core.Classification
 import org.mvit.core.FrameStats
+import org.mvit.core.GoldenRecord
+import org.mvit.core.InterleavedBenchmark
 import org.mvit.core.ModelVariant
 import org.mvit.core.Postprocess
+import org.mvit.core.RoundPlan
+import org.mvit.core.RoundsResult
 import org.mvit.core.Settings
+import org.mvit.core.ThermalScale
 import org.mvit.core.YuvPlane
 import java.io.File
 import java.nio.ByteBuffer
@@ -183,49 +190,79 @@ class InferenceWorker(private val context: Context) : AutoCloseable {
         }
     }
 
+    /** The camera could not be bound (no back camera, camera in use): shown instead of a crash. */
+    fun cameraError(message: String) = _state.update { it.copy(error = message) }
+
     /**
      * Benchmark mode: every installed model on every accelerator (CPU with the chosen threads, GPU,
-     * NPU; a fallback is reported as such), on the fixed golden input; writes the JSON report into
-     * [outDir] and shows the rows.
+     * NPU; a fallback is reported as such), on the fixed golden input, interleaved over [plan]'s
+     * rounds with its cool-down and the thermal status around each turn; each row's top-3 is
+     * checked against the golden record. Writes the JSON report into [outDir] and shows the rows.
      */
-    fun runBenchmark(warmup: Int, runs: Int, outDir: File) = executor.execute {
+    fun runBenchmark(plan: RoundPlan, outDir: File) = executor.execute {
         val settings = _state.value.settings
-        val rows = ArrayList<BenchmarkRow>()
-        fun progress(text: String) = _state.update { it.copy(benchmark = BenchmarkState(true, text, rows.toList())) }
+        val engines = ArrayList<ClassifierEngine>()
+        fun progress(text: String, rows: List<BenchmarkRow> = emptyList()) = _state.update { it.copy(benchmark = BenchmarkState(true, text, rows)) }
         try {
             val input = BenchmarkInput.parse(context.assets.open(BenchmarkInput.JSON_ASSET).bufferedReader().use { it.readText() })
             val rgba = context.assets.open(BenchmarkInput.RGBA_ASSET).use { it.readBytes() }
             input.check(rgba)
+            val record = context.assets.open(GoldenRecord.ASSET).bufferedReader().use { it.readText() }
             engine?.close()
             engine = null
+            val shas = HashMap<ModelVariant, String>()
             for (v in _state.value.installed.sortedBy { it.ordinal }) {
-                val sha = ClassifierEngine.artifactSha256(context, v)
+                shas[v] = ClassifierEngine.artifactSha256(context, v)
                 for (a in AcceleratorChoice.values()) {
                     progress("${v.title} on ${a.title}: loading")
-                    ClassifierEngine.create(context, v, settings.copy(variant = v, accelerator = a)).use { e ->
-                        e.preprocessor.fromRgba(ByteBuffer.wrap(rgba), input.width, input.height, input.width * 4, 4, input.rotationDegrees)
-                        e.writeInput()
-                        progress("${v.title} on ${e.outcome.label}: $runs runs")
-                        val m = Benchmark.measure(warmup, runs, SystemClock::elapsedRealtimeNanos) { e.invoke() }
-                        val top = Postprocess.classify(e.readScores(), e.meta.output.kind, e.labels, 3)
-                        rows += BenchmarkRow(
-                            model = e.meta.architecture, artifact = v.modelAsset, artifactSha256 = sha, format = "tflite",
-                            precision = e.meta.precision, accelerator = a.id, acceleratorUsed = e.outcome.used.id,
-                            threads = e.outcome.threads, latency = m.latency, loadMs = e.loadMs, firstMs = m.firstMs, top3 = top,
-                            note = listOf(e.outcome.note, "input: ${input.image}").filter { it.isNotEmpty() }.joinToString("; "),
-                        )
-                    }
+                    val e = ClassifierEngine.create(context, v, settings.copy(variant = v, accelerator = a))
+                    engines += e
+                    e.preprocessor.fromRgba(ByteBuffer.wrap(rgba), input.width, input.height, input.width * 4, 4, input.rotationDegrees)
+                    e.writeInput()
                 }
             }
+            val results = InterleavedBenchmark.run(
+                engines.size, plan, ThermalScale.ANDROID, SystemClock::elapsedRealtimeNanos, thermalSensor(),
+                pause = { Thread.sleep(it) },
+                turn = { c, r -> progress("round ${r + 1}/${plan.rounds}: ${engines[c].variant.title} on ${engines[c].outcome.label}") },
+            ) { c -> engines[c].invoke() }
+            val rows = engines.zip(results).map { (e, m) -> row(e, m, shas.getValue(e.variant), input.image, record) }
             val report = BenchmarkReport(BenchmarkReport.isoUtc(System.currentTimeMillis()), "android-app", deviceInfo(), rows)
             outDir.mkdirs()
             val file = report.writeTo(File(outDir, "mvit-device-results-${System.currentTimeMillis()}.json"))
-            _state.update { it.copy(benchmark = BenchmarkState(false, "done", rows.toList(), file.absolutePath), error = null) }
+            _state.update { it.copy(benchmark = BenchmarkState(false, "done", rows, file.absolutePath), error = null) }
         } catch (t: Throwable) {
-            _state.update { it.copy(benchmark = BenchmarkState(false, "failed", rows.toList()), error = "Benchmark failed: ${t.message}") }
+            _state.update { it.copy(benchmark = BenchmarkState(false, "failed"), error = "Benchmark failed: ${t.message}") }
         } finally {
+            engines.forEach { it.close() }
             load(settings)
         }
+    }
+
+    /** `PowerManager.getCurrentThermalStatus` (Android 10+); null where Android has no thermal status. */
+    private fun thermalSensor(): (() -> Int)? {
+        if (Build.VERSION.SDK_INT < Build.VERSION_CODES.Q) return null
+        val power = context.getSystemService(PowerManager::class.java) ?: return null
+        return { thermalStatus(power) }
+    }
+
+    @RequiresApi(Build.VERSION_CODES.Q)
+    private fun thermalStatus(power: PowerManager): Int = power.currentThermalStatus
+
+    /** One JSON row: the engine's last output (the golden input) gives the top-3 that is checked. */
+    private fun row(e: ClassifierEngine, m: RoundsResult, sha: String, image: String, record: String): BenchmarkRow {
+        val top = Postprocess.classify(e.readScores(), e.meta.output.kind, e.labels, 3)
+        val golden = GoldenRecord.find(record, sha, image).check(top.map { it.label })
+        val (before, after) = m.thermalNames(ThermalScale.ANDROID)
+        val notes = listOf(e.outcome.note, "input: $image", if (golden.passed) "" else "FAILED: top-3 differs from the golden record",
+            if (m.throttled == null) "no thermal status before Android 10" else "")
+        return BenchmarkRow(
+            model = e.meta.architecture, artifact = e.variant.modelAsset, artifactSha256 = sha, format = "tflite",
+            precision = e.meta.precision, accelerator = e.outcome.asked.id, acceleratorUsed = e.outcome.used.id,
+            threads = e.outcome.threads, latency = m.latency, loadMs = e.loadMs, firstMs = m.firstMs, top3 = top,
+            note = notes.filter { it.isNotEmpty() }.joinToString("; "), rounds = m.rounds, thermalBefore = before,
+            thermalAfter = after, throttled = m.throttled, golden = golden,
+        )
     }
 
     private fun runModel(e: ClassifierEngine, t0: Long) {

@@ -37,7 +37,20 @@ data class BenchmarkRow(
     val firstMs: Double?,
     val top3: List<Classification>?,
     val note: String = "",
+    /** Rounds the timed runs were spread over ([RoundPlan]); null for a single pass. */
+    val rounds: Int? = null,
+    /** Thermal level names before the row's first turn and after its last ([ThermalScale]). */
+    val thermalBefore: String? = null,
+    val thermalAfter: String? = null,
+    /** Whether the phone was at a throttling level during any of the row's turns. */
+    val throttled: Boolean? = null,
+    /** The top-3 checked against the golden record; a failed check marks the row failed. */
+    val golden: GoldenCheck? = null,
 ) {
+    /** False when the model no longer gives the recorded top-3 on the golden image. */
+    val failed: Boolean get() = golden?.passed == false
+
+    /** The row as schema `mvit.device_results/1` writes it. */
     fun toMap(): Map<String, Any?> = linkedMapOf(
         "model" to model, "artifact" to artifact, "artifact_sha256" to artifactSha256, "format" to format,
         "precision" to precision, "accelerator" to accelerator, "accelerator_used" to acceleratorUsed, "threads" to threads,
@@ -47,7 +60,8 @@ data class BenchmarkRow(
         ),
         "load_ms" to loadMs, "first_ms" to firstMs,
         "top3" to top3?.map { linkedMapOf("label" to it.label, "score" to it.score) },
-        "note" to note,
+        "note" to note, "rounds" to rounds, "thermal_before" to thermalBefore, "thermal_after" to thermalAfter,
+        "throttled" to throttled, "golden" to golden?.toMap(),
     )
 }
 
@@ -87,7 +101,7 @@ data class BenchmarkReport(val created: String, val source: String, val device: 
         val SOURCES = setOf("android-app", "ios-app", "adb:benchmark_model", "adb:executor_runner")
         val FORMATS = setOf("tflite", "coreml", "onnx", "executorch")
         val PRECISIONS = setOf("fp32", "fp16", "dynamic", "int8")
-        val ACCELERATORS = setOf("cpu", "gpu", "npu", "cpu_only", "cpu_and_gpu", "cpu_and_ne", "all")
+        val ACCELERATORS = setOf("cpu", "gpu", "npu", "npu+cpu", "cpu_only", "cpu_and_gpu", "cpu_and_ne", "all", "unknown")
         private val SHA256 = Regex("[0-9a-f]{64}")
         private val ISO_UTC = Regex("\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}(\\.\\d+)?Z")
 
@@ -145,6 +159,24 @@ data class BenchmarkReport(val created: String, val source: String, val device: 
                     }) p += "$at.top3 must hold 1 to 3 {label, score} objects"
             }
             if (row["note"] !is String) p += "$at.note must be a string"
+            checkProblems(row, at, p)
+        }
+
+        /** The optional fields of a benchmark that survives a phone: rounds, thermal state, golden check. */
+        private fun checkProblems(row: Map<*, *>, at: String, p: MutableList<String>) {
+            val rounds = row["rounds"]
+            if (rounds != null && !(isInt(rounds) && (rounds as Number).toLong() >= 1)) p += "$at.rounds must be an integer >= 1 or null"
+            for (k in listOf("thermal_before", "thermal_after")) {
+                val v = row[k]
+                if (v != null && (v !is String || v.isEmpty())) p += "$at.$k must be a non-empty string or null"
+            }
+            if (row["throttled"] != null && row["throttled"] !is Boolean) p += "$at.throttled must be true, false or null"
+            val g = row["golden"] ?: return
+            val expected = (g as? Map<*, *>)?.get("expected") as? List<*>
+            val checked = (g as? Map<*, *>)?.get("checked")
+            if (expected == null || expected.size !in 1..3 || expected.any { (it as? String).isNullOrEmpty() } ||
+                !isInt(checked) || (checked as Number).toInt() !in 1..expected.size || g["passed"] !is Boolean
+            ) p += "$at.golden must be {expected: 1 to 3 labels, checked: 1 to that many, passed: bool} or null"
         }
 
         private fun latencyProblems(v: Any?, at: String, p: MutableList<String>) {

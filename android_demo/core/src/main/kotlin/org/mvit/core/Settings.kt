@@ -29,26 +29,6 @@ data class Settings(
     }
 }
 
-/**
- * What ran after asking for [asked]: [used] is the accelerator that compiled the model (CPU after a
- * fallback), [reason] why it differs. The app shows [label]; the benchmark JSON gets [note].
- */
-data class AcceleratorOutcome(val asked: AcceleratorChoice, val used: AcceleratorChoice, val threads: Int?, val reason: String? = null) {
-    init {
-        require((asked == used) == (reason == null)) { "a fallback needs a reason, and only a fallback has one" }
-    }
-
-    val fellBack: Boolean get() = asked != used
-
-    val label: String
-        get() {
-            val base = if (used == AcceleratorChoice.CPU && threads != null) "CPU ×$threads" else used.title
-            return if (fellBack) "$base (${asked.title} unavailable: $reason)" else base
-        }
-
-    val note: String get() = if (fellBack) "${asked.id} asked, ${used.id} used: $reason" else ""
-}
-
 /** Whether two models (fp32 and int8) agree on one input: same top-1, and how many of the top-3 they share. */
 data class Agreement(val top1Agrees: Boolean, val sharedTop3: Int) {
     companion object {

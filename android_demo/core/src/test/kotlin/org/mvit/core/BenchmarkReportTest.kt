@@ -55,16 +55,19 @@ class BenchmarkReportTest {
         val top = listOf(Classification(4, "plastic", 0.91), Classification(1, "glass", 0.05), Classification(2, "metal", 0.02))
         val fp32 = run()
         val int8 = run()
-        val npu = AcceleratorOutcome(AcceleratorChoice.NPU, AcceleratorChoice.CPU, 4, "no NPU dispatch library for this SoC")
+        val npu = AcceleratorOutcome.fallback(AcceleratorChoice.NPU, 4, "no NPU dispatch library for this SoC")
+        val golden = GoldenRecord(listOf("plastic", "glass", "metal"), 3)
         return BenchmarkReport(
             created = BenchmarkReport.isoUtc(1_796_126_400_000L),
             source = "android-app",
             device = DeviceInfo("Google", "Pixel 8", "Tensor G3", "Android", "15", "arm64-v8a"),
             rows = listOf(
                 BenchmarkRow("mobilevit_xxs", "model.tflite", "a".repeat(64), "tflite", "fp32", "cpu", "cpu", 4,
-                    fp32.latency, 41.0, fp32.firstMs, top),
+                    fp32.latency, 41.0, fp32.firstMs, top, rounds = 5, thermalBefore = "none", thermalAfter = "light", throttled = true,
+                    golden = golden.check(top.map { it.label })),
                 BenchmarkRow("mobilevit_xxs", "model_int8.tflite", null, "tflite", "int8", npu.asked.id, npu.used.id, npu.threads,
-                    int8.latency, null, int8.firstMs, top.take(2), npu.note),
+                    int8.latency, null, int8.firstMs, top.take(2), npu.note, rounds = 5, thermalBefore = "light", thermalAfter = "light",
+                    throttled = true, golden = golden.check(listOf("glass", "plastic"))),
             ),
         )
     }
@@ -94,6 +97,10 @@ class BenchmarkReportTest {
         assertEquals("npu asked, cpu used: no NPU dispatch library for this SoC", rows[1]["note"])
         assertTrue(rows[1].containsKey("load_ms") && rows[1]["load_ms"] == null && rows[1]["artifact_sha256"] == null)
         assertEquals(listOf("plastic", "glass", "metal"), Golden.objs(rows[0], "top3").map { it["label"] })
+        assertEquals(listOf(5L, "none", "light", true), listOf("rounds", "thermal_before", "thermal_after", "throttled").map { rows[0][it] })
+        assertEquals(mapOf("expected" to listOf("plastic", "glass", "metal"), "checked" to 3L, "passed" to true), rows[0]["golden"])
+        assertEquals(false, Golden.obj(rows[1], "golden")["passed"])
+        assertEquals(listOf(false, true), r.rows.map { it.failed })
     }
 
     @Test
@@ -110,6 +117,12 @@ class BenchmarkReportTest {
         assertTrue(problemsOf(good.copy(rows = listOf(row.copy(threads = 0)))).single().contains("threads"))
         assertTrue(problemsOf(good.copy(device = good.device.copy(model = ""))).single().contains("device.model"))
         assertTrue(problemsOf(good.copy(rows = listOf(row.copy(top3 = emptyList())))).single().contains("top3"))
+        assertTrue(problemsOf(good.copy(rows = listOf(row.copy(rounds = 0)))).single().contains("rounds"))
+        assertTrue(problemsOf(good.copy(rows = listOf(row.copy(thermalAfter = "")))).single().contains("thermal_after"))
+        val badGolden = row.copy(golden = GoldenCheck(listOf("plastic"), 2, true))
+        assertTrue(problemsOf(good.copy(rows = listOf(badGolden))).single().contains("golden"))
+        val bare = row.copy(rounds = null, thermalBefore = null, thermalAfter = null, throttled = null, golden = null)
+        assertEquals("the new fields are optional", emptyList<String>(), problemsOf(good.copy(rows = listOf(bare))))
         val doc = Json.parseObject(JsonWriter.write(good.toMap()))
         assertEquals(emptyList<String>(), BenchmarkReport.problems(doc))
         assertEquals(listOf("the document is not a JSON object"), BenchmarkReport.problems(listOf(1)))
@@ -129,20 +142,6 @@ class BenchmarkReportTest {
         assertEquals(emptyMap<String, Any>(), back["e"])
         assertThrows { JsonWriter.write(mapOf("x" to Double.POSITIVE_INFINITY)) }
         assertThrows { JsonWriter.write(mapOf(1 to 2)) }
-    }
-
-    @Test
-    fun acceleratorOutcomesSayWhatRan() {
-        val ok = AcceleratorOutcome(AcceleratorChoice.CPU, AcceleratorChoice.CPU, 4)
-        assertEquals("CPU ×4", ok.label)
-        assertEquals("", ok.note)
-        assertFalse(ok.fellBack)
-        val gpu = AcceleratorOutcome(AcceleratorChoice.GPU, AcceleratorChoice.CPU, 2, "no OpenCL")
-        assertEquals("CPU ×2 (GPU unavailable: no OpenCL)", gpu.label)
-        assertEquals("gpu asked, cpu used: no OpenCL", gpu.note)
-        assertEquals("NPU", AcceleratorOutcome(AcceleratorChoice.NPU, AcceleratorChoice.NPU, null).label)
-        assertThrows { AcceleratorOutcome(AcceleratorChoice.GPU, AcceleratorChoice.CPU, 2) }
-        assertThrows { AcceleratorOutcome(AcceleratorChoice.GPU, AcceleratorChoice.GPU, null, "why") }
     }
 
     private fun assertThrows(block: () -> Unit) {

@@ -109,13 +109,16 @@ class ShippedModelTest {
                 assertEquals("$w: pixel sum", Golden.long(c, "pixels_sum"), (0 until n).sumOf { (p.crop.data[it].toInt() and 0xFF).toLong() })
                 assertEquals("$w: pixel checksum", Golden.long(c, "pixels_fnv1a32"), Golden.fnv1a32(p.crop.data, n))
 
+                // What this core produced, against the record: element count and representation.
                 val input = Golden.obj(c, "input")
-                assertEquals("$w: input dtype", input["dtype"], meta.input.dtype.name.lowercase())
-                assertEquals("$w: input shape", (input["shape"] as List<*>).map { (it as Number).toInt() }, meta.input.shape)
+                val elements = (input["shape"] as List<*>).fold(1) { acc, d -> acc * (d as Number).toInt() }
+                val produced = p.floatInput?.size ?: p.byteInput!!.size
+                assertEquals("$w: input elements", elements, produced)
+                assertEquals("$w: float or byte input for ${input["dtype"]}", input["dtype"] in setOf("float32", "float16"), p.floatInput != null)
                 val fnv = when (meta.input.dtype) {
                     DType.FLOAT32 -> Golden.floatFnv(p.floatInput!!)
                     DType.INT8, DType.UINT8 -> Golden.fnv1a32(p.byteInput!!)
-                    DType.FLOAT16 -> continue // half-precision packing happens in the app module
+                    DType.FLOAT16 -> Golden.fnv1a32(ByteArray(produced * 2).also { Float16.pack(p.floatInput!!, it) })
                 }
                 assertEquals("$w: model input bytes (${meta.input.dtype}, ${meta.input.layout})", Golden.long(input, "fnv1a32"), fnv)
             }
@@ -133,7 +136,9 @@ class ShippedModelTest {
                 val out = Golden.obj(c, "output")
                 val values = (out["values"] as List<*>).map { it as Number }
                 val quantized = spec.dtype == DType.INT8 || spec.dtype == DType.UINT8
-                assertEquals("$w: output quantisation", QuantParams.fromJson(Golden.objOrNullFix(out, "quantization")), if (quantized) spec.quantization else null)
+                // The metadata the app reads, against the artifact's own output tensor (not against itself).
+                assertEquals("$w: output quantisation of the metadata vs the artifact", QuantParams.fromJson(Golden.objOrNullFix(m, "output_quantization_in_artifact")),
+                    if (quantized) spec.quantization else null)
                 val decoded = if (quantized) Postprocess.decode(spec, null, ByteArray(values.size) { values[it].toInt().toByte() })
                 else Postprocess.decode(spec, FloatArray(values.size) { values[it].toFloat() }, null)
                 val deq = (c["dequantized"] as List<*>).map { (it as Number).toFloat() }
