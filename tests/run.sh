@@ -14,6 +14,10 @@ if [[ ! -f /usr/share/java/junit4.jar || ! -f /usr/share/java/hamcrest-core.jar 
     echo "tests/run.sh: install JUnit 4 first: sudo apt-get install -y junit4 libhamcrest-java" >&2
   fi
 fi
+# The code's habits first (seconds): lint, formatting, the public API's types.
+python -m ruff check --quiet .
+python -m ruff format --check --quiet .
+bash tests/typecheck.sh
 # Two worker processes, one test file per worker at a time (--dist loadfile: a file's module fixtures are
 # made once): most of the time goes to converters that use one core. --durations shows where time goes.
 exec python -m pytest -n 2 --dist loadfile --durations=25 "$@"
