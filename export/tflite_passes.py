@@ -10,9 +10,9 @@ def dequantize_before_pad(model_bytes: bytes) -> tuple[bytes, int]:
 
     With a float stem behind an int8 input, the converter pads the quantized image and dequantizes
     the padded copy (TRANSPOSE -> PAD -> DEQUANTIZE -> CONV_2D). XNNPACK folds a float PAD into the
-    convolution that follows it, but not one with a DEQUANTIZE in between, and its stand-alone PAD
-    of a 3-channel 256x256 image took 0.8 ms here (~8% of MobileViT-XXS; the fp32 model's fused
-    TRANSPOSE + PAD + CONV_2D takes 0.17 ms). Dequantized first, the PAD runs in float and folds.
+    convolution that follows it, but not one with a DEQUANTIZE in between, and a stand-alone PAD of
+    the full-resolution image is a measurable share of the model's time (benchmarks/results/
+    tflite_int8_speed.md). Dequantized first, the PAD runs in float and folds.
     The result is exact: a quantized PAD fills with the zero point, which dequantizes to 0.0, the
     float PAD's fill.
     """

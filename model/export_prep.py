@@ -12,11 +12,10 @@ Linear)`` and a ViT block's ``attn.qkv(norm1(x))`` alike.
 Folding each pre-norm LayerNorm's scale and shift into the linear layer it feeds leaves int8 graphs
 two float elementwise ops fewer per LayerNorm (a float converter folds them anyway; an int8 one cannot
 fold across the quantized linear) and, more important, quantizes the normalized activations rather than
-the rescaled ones, whose per-channel gains spread the range a single int8 scale has to cover. On the
-shipped model (trashnet6, 256 calibration images, all 407 val images) TFLite int8 agreement with the
-float model went from 99.02% to 99.75%. ONNX int8 keeps the transformer float (int8 weights only), so
-there the fold only spreads each weight row's range (99.51% -> 99.26%): it is not part of
-``prepare_for_export``.
+the rescaled ones, whose per-channel gains spread the range a single int8 scale has to cover. It raised
+the shipped model's TFLite int8 agreement with the float model (benchmarks/results/int8_search.md).
+Where the int8 route keeps the transformer float with int8 weights only, the fold only spreads each
+weight row's range and lowered agreement: it is not part of ``prepare_for_export``.
 """
 from __future__ import annotations
 

@@ -151,7 +151,7 @@ def export(job: ExportJob, path: Path) -> IOSpec:
     mlmodel.save(str(path))
     _stable_manifest(path)
     # A PT2E graph carries ExecuTorch debug handles, and coremltools then writes their op mapping
-    # beside the model (0.3 MB for mobilevit_xxs, 19% of the W8A8 package): not part of the model
+    # beside the model (a fifth of a small W8A8 package): not part of the model
     # (not in Manifest.json), not read by Core ML.
     Path(path, "executorch_debug_handle_mapping.json").unlink(missing_ok=True)
     h, w = c.input_size

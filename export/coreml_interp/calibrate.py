@@ -15,9 +15,9 @@ in ``optimize/coreml/experimental/_post_training_quantization.py``) stores the s
 before comparing it with the stored one, so each sample overwrites the ranges of those before it.
 With ``accumulate=True`` the block also replaces those two by versions that keep the min/max over
 all samples, as the documentation describes: the ranges then depend on the whole calibration set,
-not on which image came last. It is not a gain in accuracy: on trashnet6 (mobilevit_xxs, 256
-images) plain min/max over all images widens the ranges with outliers, and the last image's ranges
-did as well or better (benchmarks/results/coreml_w8a8.md).
+not on which image came last. It is not a gain in accuracy: plain min/max over all images widens the
+ranges with outliers, and the last image's ranges did as well or better
+(benchmarks/results/coreml_w8a8.md).
 """
 from __future__ import annotations
 
