@@ -208,74 +208,62 @@ def reference_metrics(ref: np.ndarray, labels) -> dict:
 
 # ------------------------------------------------------------------------------------------ layers
 
-def layer_reports(cfg: BenchConfig, ckpt, arts: dict, calib_pixels: np.ndarray, log: Path, say, cache: dict) -> list[dict]:
-    """Per-layer int8 error of each int8 route: onnxruntime's QDQ artifacts and the PT2E model (which the
-    PT2E formats' int8 artifacts are converted from)."""
-    from .layers import onnx_layer_error, suggest
-
+def layer_reports(cfg: BenchConfig, ckpt, arts: dict, calib_pixels: np.ndarray, log: Path, say, cache) -> list[dict]:
+    """Per-layer int8 error of each int8 artifact whose backend reports one (``Backend.layer_error``
+    against its fp32 sibling, ``Backend.tensor_error`` against the float model), and of the PT2E model
+    that the int8 artifacts of every PT2E format are converted from."""
     reports = []
     px = calib_pixels[: cfg.layer_images]
     int8 = {fmt: a for (fmt, p), a in arts.items() if p == "int8" and a.error is None}
-    routes: dict[str, list[str]] = {}
-    for fmt in int8:
-        routes.setdefault(get_backend(fmt).INT8_ROUTE, []).append(fmt)
-    for fmt in routes.get("onnxruntime-qdq", []):
+    caps = {fmt: get_backend(fmt).CAPABILITIES for fmt in int8}
+    for fmt in (f for f in int8 if caps[f].layer_error):
         fp32 = arts.get((fmt, "fp32"))
         if fp32 is None or fp32.error is not None:
             continue
-        say(f"per-layer error: {fmt} int8 (onnxruntime qdq_loss_debug) ...")
-        try:
-            from ..export.api import load_artifact_runner
-
-            with quiet(log):
-                runner = load_artifact_runner(int8[fmt].artifact, cfg.threads)
-                rows = onnx_layer_error(fp32.artifact, int8[fmt].artifact, runner.prepare(px))
-            reports.append({"artifact": f"{fmt} int8", "method": "onnxruntime.quantization.qdq_loss_debug",
-                            "keep_float_names": f"ONNX node names (mvit-export --format {fmt} --keep-float NAME)",
-                            "images": int(len(px)), "layers": rows, "suggested_keep_float": suggest(rows, cfg.keep_float_top)})
-        except Exception as e:  # noqa: BLE001
-            reports.append({"artifact": f"{fmt} int8", "error": first_line(e)})
-            say(f"per-layer error for {fmt} failed: {first_line(e)}")
-    pt2e_fmts = routes.get("pt2e", [])
+        say(f"per-layer error: {fmt} int8 ...")
+        make = lambda f=fmt, a=fp32: get_backend(f).layer_error(a.artifact, int8[f].artifact, px, cfg.threads)  # noqa: E731
+        reports.append(_report(f"{fmt} int8", px, cfg.keep_float_top, log, make))
+        if "error" in reports[-1]:
+            say(f"per-layer error for {fmt} failed: {reports[-1]['error']}")
+    pt2e_fmts = [f for f in int8 if caps[f].pt2e_calibration]
     if pt2e_fmts:
         names = " and ".join(f"{f} int8" for f in pt2e_fmts)
         say(f"per-layer error: PT2E int8 ({names}) ...")
-        try:
-            with quiet(log):
-                rep = _pt2e_report(cfg, ckpt, arts, calib_pixels, px, pt2e_fmts[0], cache)
-            rep["artifact"] = names
-            rep["keep_float_names"] = f"module paths (mvit-export --format {'|'.join(pt2e_fmts)} --keep-float NAME)"
-            rep["suggested_keep_float"] = suggest(rep["layers"], cfg.keep_float_top)
-            reports.append(rep)
-        except Exception as e:  # noqa: BLE001
-            reports.append({"artifact": names, "error": first_line(e)})
-            say(f"per-layer error for PT2E failed: {first_line(e)}")
-    if "tflite" in int8:
-        say("per-tensor error: the tflite int8 file (reference kernels) ...")
-        with quiet(log):
-            reports.append(tflite_file_report(int8["tflite"].artifact, ckpt.model, px, cfg.keep_float_top))
+        reports.append(_report(names, px, cfg.keep_float_top, log,
+                               lambda: _pt2e_report(cfg, ckpt, arts, calib_pixels, px, pt2e_fmts, cache)))
         if "error" in reports[-1]:
-            say(f"per-tensor error for the tflite file failed: {reports[-1]['error']}")
+            say(f"per-layer error for PT2E failed: {reports[-1]['error']}")
+    for fmt in (f for f in int8 if caps[f].tensor_error):
+        say(f"per-tensor error: the {fmt} int8 file ...")
+        reports.append(file_tensor_report(get_backend(fmt), int8[fmt].artifact, ckpt.model, px, cfg.keep_float_top, log))
+        if "error" in reports[-1]:
+            say(f"per-tensor error for the {fmt} file failed: {reports[-1]['error']}")
     return reports
 
 
-def tflite_file_report(path: Path, model, pixels: np.ndarray, top: int) -> dict:
-    """The layer report of an int8 .tflite file against its float model (``mvit.benchmarks.layers.tflite_layer_error``);
-    a failure is the report's ``error``."""
-    from .layers import suggest, tflite_layer_error
+def _report(artifact: str, px: np.ndarray, top: int, log: Path, make) -> dict:
+    """One layer report: ``make()``'s method and rows (converter output to ``log``), the images it
+    used and the names to try keeping float; a failure is the report's ``error``."""
+    from .layers import suggest
 
-    name = f"tflite int8 file {Path(path).name}"
     try:
-        rows = tflite_layer_error(path, model, pixels)
+        with quiet(log):
+            rep = make()
     except Exception as e:  # noqa: BLE001 - a report section, not a gate
-        return {"artifact": name, "error": first_line(e)}
-    return {"artifact": name, "method": "each int8 tensor of the .tflite file (reference kernels) against the float "
-                                        "model's output of the module it is named after",
-            "keep_float_names": "module paths (mvit-export --format tflite --keep-float NAME)",
-            "images": int(len(pixels)), "layers": rows, "suggested_keep_float": suggest(rows, top)}
+        return {"artifact": artifact, "error": first_line(e)}
+    return dict(rep, artifact=artifact, images=int(len(px)), suggested_keep_float=suggest(rep["layers"], top))
 
 
-def _pt2e_report(cfg, ckpt, arts, calib_pixels, px, fmt, cache) -> dict:
+def file_tensor_report(backend, path: Path, model, pixels: np.ndarray, top: int, log: Path) -> dict:
+    """The per-tensor report of an int8 file against its float model (``Backend.tensor_error``); a
+    failure is the report's ``error``."""
+    name = f"{backend.FORMAT} int8 file {Path(path).name}"
+    return _report(name, pixels, top, log, lambda: backend.tensor_error(path, model, pixels))
+
+
+def _pt2e_report(cfg, ckpt, arts, calib_pixels, px, fmts: list[str], cache) -> dict:
+    """The PT2E float graph against the converted int8 graph of the first of ``fmts`` (all PT2E formats
+    convert the same model), calibrated as that artifact's export was."""
     import torch
 
     from .layers import pt2e_layer_error
@@ -284,7 +272,7 @@ def _pt2e_report(cfg, ckpt, arts, calib_pixels, px, fmt, cache) -> dict:
     from ..model.preprocess import normalize_hwc_uint8
 
     c = ckpt.meta.contract
-    details = arts[(fmt, "int8")].meta.get("quantization_details", {})
+    details = arts[(fmts[0], "int8")].meta.get("quantization_details", {})
     method = details.get("observer") or cfg.calib_method or "histogram"
     keep = tuple(details.get("keep_float", ()))
     h, w = c.input_size
@@ -296,9 +284,10 @@ def _pt2e_report(cfg, ckpt, arts, calib_pixels, px, fmt, cache) -> dict:
     prepared = job.cache[("pt2e", "normalized-nchw", method, keep)][0]
     names = {n for n, _ in ckpt.model.named_modules() if n}
     rows = pt2e_layer_error(prepared, converted, [to_input(px[i : i + 1]) for i in range(len(px))], names)
-    return {"method": "PT2E float graph vs converted int8 graph (the model the .tflite/.mlpackage int8 are converted from), "
-                      "calibrated by this run's export (recalibrated with the same settings when artifacts were reused)",
-            "images": int(len(px)), "layers": rows}
+    return {"method": "PT2E float graph vs converted int8 graph (the model the PT2E formats' int8 artifacts are "
+                      "converted from), calibrated by this run's export (recalibrated with the same settings when "
+                      "artifacts were reused)",
+            "keep_float_names": f"module paths (mvit-export --format {'|'.join(fmts)} --keep-float NAME)", "layers": rows}
 
 
 # ------------------------------------------------------------------------------------------ one model

@@ -143,11 +143,10 @@ def _int8_plan(route: str, fmt: str, request: ExportRequest, data: _Data, ckpt, 
         calib = torch.from_numpy(normalize_hwc_uint8(data.calib_pixels, c))
         samples = search_samples(data.heldout_pixels)
         heldout = torch.from_numpy(normalize_hwc_uint8(samples, c))
-        evaluator = getattr(backend, "int8_search_evaluator", None)
-        if evaluator is not None:  # measured in the format's own runtime
+        if backend.CAPABILITIES.int8_search:  # measured in the format's own runtime
             job = ExportJob(export_net, ckpt.meta, "int8", backend.INPUTS[0], data.calib_pixels,
                             request.calib_method or backend.CALIB_METHODS[0], (), cache)
-            evaluate = evaluator(job, samples, torch_logits(export_net, samples, c))
+            evaluate = backend.int8_search_evaluator(job, samples, torch_logits(export_net, samples, c))
     keep = request.keep_float_list()
     try:
         if data.learned_ranges is not None and not keep:  # a QAT checkpoint: the float layers it was trained with
@@ -332,14 +331,14 @@ def _shared_calibrations(request: ExportRequest, data: _Data, ckpt, export_net, 
 
     groups: dict[tuple, list] = {}
     for fmt in request.formats:
-        graph_of = getattr(get_backend(fmt), "calibration_graph", None)
-        if graph_of is None:
+        backend = get_backend(fmt)
+        if not backend.CAPABILITIES.pt2e_calibration:
             continue
         for job in _jobs(request, data, ckpt, export_net, fmt, {}, plans):
             if job.precision != "int8" or job.learned_ranges is not None or job.calib_pixels is None:
                 continue
             try:
-                graph = graph_of(job)
+                graph = backend.calibration_graph(job)
             except ExportError:  # an input mode the format refuses: its worker says so
                 continue
             if graph is not None:

@@ -82,8 +82,28 @@ class ExportJob:
         return normalize_hwc_uint8(self.calib_pixels, self.contract)
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend does beyond what every backend does: each flag enables one optional ``Backend``
+    member (``OPTIONAL_MEMBERS``). Callers ask these flags, never the format's name."""
+
+    pt2e_calibration: bool = False  # calibration_graph: its int8 calibrates a PT2E graph, shareable between formats
+    int8_search: bool = False       # int8_search_evaluator: the int8 search measures candidates in its own runtime
+    layer_error: bool = False       # layer_error: per-layer error of its int8 artifact against its fp32 sibling
+    tensor_error: bool = False      # tensor_error: per-tensor error of its int8 file against the float model
+    interpreted: bool = False       # its runner may be a reference interpreter here (seconds per image)
+
+
+# optional member -> the capability that says the backend has it
+OPTIONAL_MEMBERS = {"calibration_graph": "pt2e_calibration", "int8_search_evaluator": "int8_search",
+                    "layer_error": "layer_error", "tensor_error": "tensor_error"}
+
+
 class Backend(Protocol):
-    """What an export backend module provides (checked for every registered backend by the tests)."""
+    """What an export backend module provides (checked for every registered backend by the tests).
+
+    Members named in ``OPTIONAL_MEMBERS`` exist only where ``CAPABILITIES`` says so; all others always.
+    """
 
     FORMAT: str                      # the --format name: "onnx", "tflite", ...
     SUFFIX: str                      # artifact suffix: ".onnx", ".tflite", ".mlpackage" (a folder), ...
@@ -95,6 +115,7 @@ class Backend(Protocol):
     INT8_ROUTE: str                  # the mvit.quant route its int8 takes: "pt2e" or "onnxruntime-qdq"
     RUNTIME_MODULES: tuple[str, ...]  # Python modules of the runtime, imported before timing a model load
     EXPORT_COST: int                 # relative export time, to start the slowest first when in parallel
+    CAPABILITIES: Capabilities       # which optional members it has, and how its runner behaves
 
     def export(self, job: ExportJob, path: Path) -> IOSpec:
         """Write the artifact for ``job`` to ``path`` (a temporary path the caller renames)."""
@@ -118,8 +139,36 @@ class Backend(Protocol):
         """Why this machine cannot export or run the format at all (an optional converter or runtime
         not installed: one line saying how to install it), or None."""
 
-    # Optional, for backends whose int8 is PT2E (mvit.quant.pt2e): ``calibration_graph(job) -> Pt2eGraph
-    # | None``, the graph ``export`` calibrates, so a parallel export calibrates it once for all of them.
+    def io_details(self, path: Path) -> dict:
+        """The artifact's input and output tensors as its runtime declares them: ``{"input": {...},
+        "output": {...}}``, each with name, shape, dtype and quantization (None when float)."""
+
+    def missing_ops(self, path: Path) -> list[str]:
+        """Ops of the artifact the runtime here cannot run ([] when it runs them all)."""
+
+    def op_census(self, path: Path, threads: int = 2) -> dict:
+        """The ops the runtime runs with their input dtypes: ``{"runtime", "ops_total", "ops": [...]}``."""
+
+    def calibration_graph(self, job: ExportJob) -> Any:
+        """(``pt2e_calibration``) The ``mvit.quant.pt2e.Pt2eGraph`` that ``export`` calibrates for an int8
+        ``job``, or None where that job calibrates otherwise; a parallel export calibrates it once for all."""
+
+    def int8_search_evaluator(self, job: ExportJob, heldout_pixels: np.ndarray, ref_logits: np.ndarray) -> Any:
+        """(``int8_search``) ``evaluate(float_units) -> (agreement, cosine)`` of its int8 model against the
+        float model's ``ref_logits`` on ``heldout_pixels``, for ``mvit.quant.plan.int8_plan``."""
+
+    def layer_error(self, fp32_path: Path, int8_path: Path, pixels: np.ndarray, threads: int = 2) -> dict:
+        """(``layer_error``) Per-layer error of an int8 artifact against its fp32 sibling on ``pixels``:
+        ``{"method", "keep_float_names", "layers": [rows, worst local SQNR first]}``."""
+
+    def tensor_error(self, path: Path, model: nn.Module, pixels: np.ndarray) -> dict:
+        """(``tensor_error``) Per-tensor error of an int8 file against the float ``model`` it came from, on
+        ``pixels``: ``{"method", "keep_float_names", "layers": [rows, worst local SQNR first]}``."""
+
+
+def supports(backend: Backend, member: str) -> bool:
+    """Whether ``backend`` has the optional ``member`` (its capability flag for it)."""
+    return getattr(backend.CAPABILITIES, OPTIONAL_MEMBERS[member])
 
 
 def option_problems(backend: Backend, precision: str, input_mode: str | None, calib_method: str | None,

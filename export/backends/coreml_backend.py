@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..base import ExportError, ExportJob, IOSpec, TensorSpec
+from ..base import Capabilities, ExportError, ExportJob, IOSpec, TensorSpec
 from ..runner import Runner
 from ...quant.pt2e import Pt2eGraph, pixels_to_tensor, quantize_pt2e
 from ..wrappers import NormalizeOnly
@@ -43,6 +43,8 @@ KEEP_FLOAT = {"int8": "module names or module types (conv_1, LayerNorm) whose op
 INT8_ROUTE = "pt2e"
 RUNTIME_MODULES = ("coremltools",)  # imported before a benchmark times the model load
 EXPORT_COST = 2
+# PT2E int8 (or coremltools' own); off macOS the runner is mvit's reference interpreter
+CAPABILITIES = Capabilities(pt2e_calibration=True, interpreted=True)
 INTERPRETER_MAX_VERIFY = 48  # the reference interpreter takes ~0.4 s per 256x256 image: parity checks this many
 META_KEY = "mvit"
 INPUT_NAME = "image"
@@ -368,6 +370,13 @@ class CoreMLRunner(Runner):
     def numerics(self) -> str:
         return ("Core ML predict on this Mac" if self.backend == "coreml" else
                 "graph numerics from mvit's reference interpreter (not a device measurement)")
+
+    def reproducible(self) -> Runner:
+        """The reference interpreter (Core ML's predict on macOS depends on the Mac)."""
+        if self.backend == "interpreter":
+            return self
+        self.close()
+        return type(self)(self.path, self.meta, backend="interpreter")
 
     def prepare(self, pixels: np.ndarray) -> np.ndarray:
         if self.input["dtype"] == "uint8":  # image input: raw RGB pixels, NHWC

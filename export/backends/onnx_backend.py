@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..base import ExportError, ExportJob, IOSpec, TensorSpec
+from ..base import Capabilities, ExportError, ExportJob, IOSpec, TensorSpec
 from ..runner import Runner
 from ..wrappers import PixelInput
 from ...model.preprocess import normalize_hwc_uint8
@@ -37,6 +37,8 @@ KEEP_FLOAT = {p: "ONNX node names, op types (Conv, Gemm) or module paths whose n
 INT8_ROUTE = "onnxruntime-qdq"
 RUNTIME_MODULES = ("onnxruntime",)  # imported before a benchmark times the model load
 EXPORT_COST = 1
+# its own int8 (onnxruntime QDQ): searched in onnxruntime, debugged with onnxruntime's QDQ helpers
+CAPABILITIES = Capabilities(int8_search=True, layer_error=True)
 # int8 QDQ covers these op types; elementwise ops, LayerNorm, Softmax and Transpose stay float (each QDQ
 # pair there costs time and accuracy: QLinearSoftmax ran 4x slower than float Softmax). Which of these
 # layers stay float is mvit.quant.plan's choice.
@@ -579,3 +581,17 @@ def op_census(path: Path, threads: int = 2) -> dict:
             "delegate": None, "ops_total": after["nodes"], "ops": after["ops"], "file_nodes": before["nodes"],
             "file_ops": before["ops"], "dtype_note": "dtype: the node's first input"}
 
+
+def layer_error(fp32_path: Path, int8_path: Path, pixels: np.ndarray, threads: int = 2) -> dict:
+    """Per-layer error of a QDQ int8 .onnx against its fp32 sibling on ``pixels`` (N,H,W,3 uint8), by
+    onnxruntime's QDQ debugging helpers (``onnx_layers.qdq_layer_error``)."""
+    from .onnx_layers import qdq_layer_error
+
+    runner = load_runner(Path(int8_path), threads)
+    try:
+        inputs = runner.prepare(pixels)
+    finally:
+        runner.close()
+    return {"method": "onnxruntime.quantization.qdq_loss_debug",
+            "keep_float_names": f"ONNX node names (mvit-export --format {FORMAT} --keep-float NAME)",
+            "layers": qdq_layer_error(fp32_path, int8_path, inputs)}
