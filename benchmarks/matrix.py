@@ -19,7 +19,7 @@ import numpy as np
 
 from .latency import Worker, measure
 from ..export.backends import FORMATS, get_backend
-from ..export.base import PRECISIONS
+from ..export.base import PRECISIONS, ExportCache
 from ..export.console import captured
 
 EAGER_RUNTIME = "PyTorch eager (CPU)"
@@ -134,7 +134,7 @@ def _reusable(folder: Path, sha: str) -> Artifact | None:
     return Artifact(meta["format"], meta["precision"], folder, art, _size(art), None, meta, reused=True)
 
 
-def export_all(cfg: BenchConfig, ckpt, weights: Path, art_dir: Path, log: Path, say, cache: dict) -> dict:
+def export_all(cfg: BenchConfig, ckpt, weights: Path, art_dir: Path, log: Path, say, cache: ExportCache) -> dict:
     """(format, precision) -> Artifact, exporting what cannot be reused; failures are recorded, not raised."""
     from ..export.api import export_model
     from ..export.request import ExportRequest, artifact_folder
@@ -208,7 +208,8 @@ def reference_metrics(ref: np.ndarray, labels) -> dict:
 
 # ------------------------------------------------------------------------------------------ layers
 
-def layer_reports(cfg: BenchConfig, ckpt, arts: dict, calib_pixels: np.ndarray, log: Path, say, cache) -> list[dict]:
+def layer_reports(cfg: BenchConfig, ckpt, arts: dict, calib_pixels: np.ndarray, log: Path, say,
+                  cache: ExportCache) -> list[dict]:
     """Per-layer int8 error of each int8 artifact whose backend reports one (``Backend.layer_error``
     against its fp32 sibling, ``Backend.tensor_error`` against the float model), and of the PT2E model
     that the int8 artifacts of every PT2E format are converted from."""
@@ -261,14 +262,14 @@ def file_tensor_report(backend, path: Path, model, pixels: np.ndarray, top: int,
     return _report(name, pixels, top, log, lambda: backend.tensor_error(path, model, pixels))
 
 
-def _pt2e_report(cfg, ckpt, arts, calib_pixels, px, fmts: list[str], cache) -> dict:
+def _pt2e_report(cfg, ckpt, arts, calib_pixels, px, fmts: list[str], cache: ExportCache) -> dict:
     """The PT2E float graph against the converted int8 graph of the first of ``fmts`` (all PT2E formats
     convert the same model), calibrated as that artifact's export was."""
     import torch
 
     from .layers import pt2e_layer_error
     from ..export.base import ExportJob
-    from ..quant.pt2e import pixels_to_tensor, quantize_pt2e
+    from ..quant.pt2e import calibrate_pt2e, pixels_to_tensor, quantize_pt2e
     from ..model.preprocess import normalize_hwc_uint8
 
     c = ckpt.meta.contract
@@ -279,9 +280,9 @@ def _pt2e_report(cfg, ckpt, arts, calib_pixels, px, fmts: list[str], cache) -> d
     # The export's calibrated model when this run exported it (same cache key), else calibrate again.
     job = ExportJob(ckpt.model, ckpt.meta, "int8", "float-nchw", calib_pixels, method, keep, cache)
     to_input = lambda p: pixels_to_tensor(p, "NCHW", lambda x: normalize_hwc_uint8(x, c))  # noqa: E731
-    converted, _, _ = quantize_pt2e(ckpt.model, ckpt.model, torch.zeros(1, 3, h, w), to_input, "normalized-nchw",
-                                   **job.quant_args())
-    prepared = job.cache[("pt2e", "normalized-nchw", method, keep)][0]
+    graph = (ckpt.model, ckpt.model, torch.zeros(1, 3, h, w), to_input, "normalized-nchw")
+    prepared = cache.calibrations[calibrate_pt2e(*graph, **job.quant_args())].prepared
+    converted, _, _ = quantize_pt2e(*graph, **job.quant_args())
     names = {n for n, _ in ckpt.model.named_modules() if n}
     rows = pt2e_layer_error(prepared, converted, [to_input(px[i : i + 1]) for i in range(len(px))], names)
     return {"method": "PT2E float graph vs converted int8 graph (the model the PT2E formats' int8 artifacts are "
@@ -325,7 +326,7 @@ def bench_model(cfg: BenchConfig, weights: Path, say) -> dict:
     np.save(work / "latency_pixel.npy", pixels[:1])
     data_desc = f"{len(pixels)} images of {cfg.data}"
 
-    cache: dict = {}
+    cache = ExportCache()
     arts = export_all(cfg, ckpt, weights, art_dir, log, say, cache)
 
     # Latency (and evaluation) workers: PyTorch baseline + every artifact with a runtime here.

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .backends import get_backend
-from .base import ExportError, ExportJob
+from .base import ExportCache, ExportError, ExportJob
 from .console import CapturedOutput, Console
 from .metadata import build_meta, write_sidecars
 from .parity import ParityReport, check_runner, torch_logits
@@ -74,12 +74,12 @@ class _Data:
     learned_ranges: object = None             # a QAT checkpoint's int8 activation ranges (mvit.quant.qat)
 
 
-def export_model(request: ExportRequest | None = None, *, say=None, cache: dict | None = None,
+def export_model(request: ExportRequest | None = None, *, say=None, cache: ExportCache | None = None,
                  **kwargs) -> list[ExportResult]:
     """Export per ``request`` (or an ``ExportRequest(**kwargs)``); one ``ExportResult`` per artifact.
 
-    ``say`` receives progress lines (default: the terminal). ``cache`` (one dict shared between calls)
-    keeps fp32 graphs and PT2E calibrations, so a caller exporting format after format converts once.
+    ``say`` receives progress lines (default: the terminal). ``cache`` (one ``ExportCache`` shared between
+    calls) keeps fp32 artifacts, PT2E calibrations and int8 plans, so a caller exporting format after format converts once.
     """
     request = (request or ExportRequest(**kwargs)).check()
     say = say or Console()
@@ -108,7 +108,7 @@ def export_model(request: ExportRequest | None = None, *, say=None, cache: dict 
             f"training (mvit-train --qat) from {weights.name}")
     if request.verify:
         data.ref_logits = torch_logits(ckpt.model, data.verify_pixels, ckpt.meta.contract)
-    cache = {} if cache is None else cache
+    cache = ExportCache() if cache is None else cache
     export_net = prepare_for_export(ckpt.model)  # parity still compares against the checkpoint as is
     plans = {r: _int8_plan(r, fmt, request, data, ckpt, weights, export_net, say, cache) for r, fmt in routes.items()}
     jobs = max(1, min(request.jobs, len(request.formats)))
@@ -129,7 +129,7 @@ def _int8_routes(request: ExportRequest) -> dict[str, str]:
 
 
 def _int8_plan(route: str, fmt: str, request: ExportRequest, data: _Data, ckpt, weights: Path, export_net, say,
-               cache: dict) -> Plan:
+               cache: ExportCache) -> Plan:
     """The float layers of ``route``'s int8 (``mvit.quant.plan.int8_plan``), printed in one line; an
     unmet budget is an ExportError before anything is written."""
     import torch
@@ -259,7 +259,7 @@ def _load_data(request: ExportRequest, ckpt, weights: Path, say, heldout: bool =
     return data
 
 
-def _jobs(request: ExportRequest, data: _Data, ckpt, export_net, fmt: str, cache: dict,
+def _jobs(request: ExportRequest, data: _Data, ckpt, export_net, fmt: str, cache: ExportCache,
           plans: dict[str, Plan]) -> list[ExportJob]:
     """The export jobs of one format, one per requested precision."""
     backend = get_backend(fmt)
@@ -279,7 +279,7 @@ def _jobs(request: ExportRequest, data: _Data, ckpt, export_net, fmt: str, cache
     return jobs
 
 
-def _export_format(request: ExportRequest, data: _Data, ckpt, export_net, fmt: str, say, cache: dict,
+def _export_format(request: ExportRequest, data: _Data, ckpt, export_net, fmt: str, say, cache: ExportCache,
                    plans: dict[str, Plan]) -> list[ExportResult]:
     backend = get_backend(fmt)
     results = []
@@ -326,15 +326,15 @@ def _export_parallel(request: ExportRequest, data: _Data, jobs: int, plans: dict
 
 
 def _shared_calibrations(request: ExportRequest, data: _Data, ckpt, export_net, plans: dict[str, Plan]) -> dict:
-    """PT2E calibration key -> [(format, (graph, job))] for the calibrations two or more formats take."""
+    """``CalibrationKey`` -> [(format, (graph, job))] for the PT2E calibrations two or more formats take."""
     from ..quant.pt2e import calibration_key
 
-    groups: dict[tuple, list] = {}
+    groups: dict = {}
     for fmt in request.formats:
         backend = get_backend(fmt)
         if not backend.CAPABILITIES.pt2e_calibration:
             continue
-        for job in _jobs(request, data, ckpt, export_net, fmt, {}, plans):
+        for job in _jobs(request, data, ckpt, export_net, fmt, ExportCache(), plans):
             if job.precision != "int8" or job.learned_ranges is not None or job.calib_pixels is None:
                 continue
             try:
@@ -352,7 +352,7 @@ def _calibrate_once(shared: dict, say) -> dict:
     calibrate themselves and report the failure where it belongs)."""
     from ..quant.pt2e import calibrate_pt2e, calibration_states
 
-    cache: dict = {}
+    cache = ExportCache()
     for key, graphs in shared.items():
         graph, job = graphs[0][1]
         t0 = time.perf_counter()
@@ -374,7 +374,7 @@ def _format_worker(request: ExportRequest, data: _Data, fmt: str, plans: dict[st
 
     torch.set_num_threads(request.threads)
     ckpt = load_checkpoint(request.checkpoint or DEFAULT_CHECKPOINT)
-    cache: dict = {}
+    cache = ExportCache()
     seed_calibrations(cache, calibrations)
     return _export_format(request, data, ckpt, prepare_for_export(ckpt.model), fmt, Console(), cache, plans)
 

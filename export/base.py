@@ -16,6 +16,7 @@ from torch import nn
 from ..model.checkpoint import CheckpointMeta
 from ..model.contract import PreprocessContract
 from ..model.preprocess import normalize_hwc_uint8
+from ..quant.cache import QuantCache
 
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
 INPUT_MODES = ("float-nchw", "uint8-nhwc", "image")
@@ -52,6 +53,14 @@ class IOSpec:
 
 
 @dataclass
+class ExportCache(QuantCache):
+    """What the formats of one export run share: ``QuantCache``'s int8 calibrations and plans, and each
+    format's fp32 artifact per input mode (fp16 and dynamic-range int8 are derived from it)."""
+
+    fp32: dict[tuple[str, str], bytes] = field(default_factory=dict)  # (format, input mode) -> artifact bytes
+
+
+@dataclass
 class ExportJob:
     """Everything a backend needs to convert one checkpoint at one precision."""
 
@@ -62,7 +71,7 @@ class ExportJob:
     calib_pixels: np.ndarray | None = None  # N,H,W,3 uint8 RGB (resized + cropped), for int8
     calib_method: str = "min-max"
     keep_float: tuple[str, ...] = ()   # module names or op types kept in float (int8: the plan's)
-    cache: dict[str, Any] = field(default_factory=dict)  # shared between formats of one export run
+    cache: ExportCache = field(default_factory=ExportCache)  # shared between formats of one export run
     learned_ranges: Any = None  # a QAT checkpoint's activation ranges (mvit.quant.qat.LearnedRanges), for int8
     keep_float_source: str = "user"    # where keep_float came from (mvit.quant.plan.Plan.source)
 

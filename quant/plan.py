@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from . import QuantError
+from .cache import PlanKey, QuantCache
 from .search import SearchResult, cache_key, load_cached, store
 
 ROUTES = ("pt2e", "onnxruntime-qdq")
@@ -97,15 +98,15 @@ def needs_search(route: str, keep_float: tuple[str, ...], min_agreement: float, 
 def int8_plan(route: str, model: nn.Module, *, keep_float: tuple[str, ...] = (),
               min_agreement: float = DEFAULT_MIN_AGREEMENT,
               calib: torch.Tensor | None = None, heldout: torch.Tensor | None = None, evaluate=None,
-              checkpoint: Path | None = None, sha256: str | None = None, cache: dict | None = None,
+              checkpoint: Path | None = None, sha256: str | None = None, cache: QuantCache | None = None,
               say=None, input_range: tuple[float, float] | None = None) -> Plan:
     """The float set for ``model`` on ``route``.
 
     ``calib`` / ``heldout``: model inputs (N first) for calibration and for the agreement the budget
     is measured on. ``evaluate(float_units) -> (agreement, cosine)`` measures a candidate set on
     ``heldout`` in the route's own runtime (ONNX: onnxruntime); None measures it in the simulated
-    PT2E graph. ``checkpoint`` + ``sha256`` enable the on-disk cache; ``cache`` (a dict) shares the
-    plan between the formats of one export run. ``input_range``: the model input's value range over all
+    PT2E graph. ``checkpoint`` + ``sha256`` enable the on-disk cache; ``cache`` shares the plan
+    between the formats of one export run (``QuantCache.plans``). ``input_range``: the model input's value range over all
     pixels (``mvit.quant.pt2e.graph_input_range``), which the simulation quantizes exactly as the exports do.
     """
     if route not in ROUTES:
@@ -115,20 +116,20 @@ def int8_plan(route: str, model: nn.Module, *, keep_float: tuple[str, ...] = (),
         return plan
     say = say or (lambda _m: None)
     key = search_cache_key(route, min_agreement)
-    memo = cache if cache is not None else {}
-    if ("plan", key, sha256) in memo:
-        return memo[("plan", key, sha256)]
+    memo, memo_key = (cache if cache is not None else QuantCache()).plans, PlanKey(key, sha256)
+    if memo_key in memo:
+        return memo[memo_key]
     if checkpoint is not None and sha256:
         hit = load_cached(Path(checkpoint), sha256, key)
         if hit is not None:
             plan = Plan(hit.float_units, "cache", min_agreement, hit.to_dict())
-            memo[("plan", key, sha256)] = plan
+            memo[memo_key] = plan
             return plan
     if heldout is None or len(heldout) == 0 or calib is None:
         plan = Plan([], "no held-out images", min_agreement,
                     notes=["no held-out calibration images to search a float set on (give --calib with more "
                            f"images than --calib-count, {HELDOUT_IMAGES} more are used): every layer int8"])
-        memo[("plan", key, sha256)] = plan
+        memo[memo_key] = plan
         return plan
     t0 = time.perf_counter()
     target = search_target(min_agreement)
@@ -155,7 +156,7 @@ def int8_plan(route: str, model: nn.Module, *, keep_float: tuple[str, ...] = (),
             plan.notes.append(f"search result cached in {path}")
         except OSError as e:
             plan.notes.append(f"search result not cached ({e.strerror})")
-    memo[("plan", key, sha256)] = plan
+    memo[memo_key] = plan
     return plan
 
 

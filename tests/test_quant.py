@@ -349,7 +349,9 @@ def test_a_calibration_moves_to_another_process_as_observer_states():
     observers differ (another model under the same key) is calibrated as usual, and says so."""
     import pickle
 
+    from mvit.export.base import ExportCache
     from mvit.quant import QuantError
+    from mvit.quant.cache import CalibrationKey, CalibrationState
     from mvit.quant.pt2e import calibration_states, pixels_to_tensor, quantize_pt2e, seed_calibrations
 
     torch.manual_seed(0)
@@ -358,11 +360,15 @@ def test_a_calibration_moves_to_another_process_as_observer_states():
     to_input = lambda p: pixels_to_tensor(p, "NCHW", lambda x: x.transpose(0, 3, 1, 2) / np.float32(255))  # noqa: E731
     graph = (torch.zeros(1, 3, 64, 64), to_input, "unit-nchw")
     kw = dict(method="histogram", keep_float=("LayerNorm",))
-    here: dict = {}
+    here = ExportCache()
     converted, _, details = quantize_pt2e(net, net, *graph, calib_pixels=px, cache=here, **kw)
-    states = pickle.loads(pickle.dumps(calibration_states(here)))
-    there: dict = {}
+    sent = calibration_states(here)
+    states = pickle.loads(pickle.dumps(sent))  # what crosses to a worker process
+    assert list(states) == list(sent) == [CalibrationKey("unit-nchw", "histogram", ("LayerNorm",))]
+    assert all(isinstance(k, CalibrationKey) and isinstance(v, CalibrationState) for k, v in states.items())
+    there = ExportCache()
     seed_calibrations(there, states)
+    assert not there.calibrations  # nothing calibrated yet: rebuilt from the states on first use
     restored, _, restored_details = quantize_pt2e(net, net, *graph, calib_pixels=None, cache=there, **kw)
     x = to_input(px)
     with torch.no_grad():
@@ -370,7 +376,7 @@ def test_a_calibration_moves_to_another_process_as_observer_states():
     assert restored_details == details and details["input_range"] == [0.0, 1.0]
 
     other = model.create("vit_test", num_classes=3).eval()
-    elsewhere: dict = {}
+    elsewhere = ExportCache()
     seed_calibrations(elsewhere, states)
     with pytest.raises(QuantError, match="needs calibration images"):
         quantize_pt2e(other, other, *graph, calib_pixels=None, cache=elsewhere, **kw)

@@ -91,7 +91,7 @@ def main(argv=None) -> int:
     from onnx_inputs import load_bench_inputs, onnx_bench_parser
     from onnx_simplifier import interleaved, timed_session
     from mvit.export.backends import onnx_backend as ob
-    from mvit.export.base import ExportJob
+    from mvit.export.base import ExportCache, ExportJob
     from mvit.model.images import labelled_indices
     from mvit.export.parity import torch_logits
     from mvit.benchmarks.matrix import cpu_line
@@ -111,7 +111,7 @@ def main(argv=None) -> int:
     ref = torch_logits(ck.model, val, ck.meta.contract).argmax(1)
     searched = tuple(int8_plan(ob.INT8_ROUTE, net, checkpoint=Path(args.weights),
                                sha256=file_sha256(args.weights)).float_units)
-    cache: dict = {}
+    cache = ExportCache()
     saved = (ob.STATIC_OPS, ob.REDUCE_RANGE)
     _CASTMUL[:] = [ob.compress_float_weights]
     storage_fn = {None: lambda m, fw=(), min_size=0: [], "dq": _dq_weights, "castmul": ob.compress_float_weights}

@@ -114,12 +114,11 @@ def _fp32_model(job: ExportJob):
     """Export + simplify once per input mode; returns an onnx ModelProto."""
     import onnx
 
-    key = ("onnx-fp32", job.input_mode)
-    if key not in job.cache:
-        model, tool = simplify(torch_export(job))
-        job.cache[key] = model.SerializeToString()
-        job.cache[("onnx-simplifier", job.input_mode)] = tool
-    return onnx.load_from_string(job.cache[key])
+    key = (FORMAT, job.input_mode)
+    if key not in job.cache.fp32:
+        model, _ = simplify(torch_export(job))
+        job.cache.fp32[key] = model.SerializeToString()
+    return onnx.load_from_string(job.cache.fp32[key])
 
 
 class _Reader:

@@ -50,11 +50,11 @@ def _convert(module, sample, path: Path, **kw) -> None:
 
 
 def _fp32_bytes(job: ExportJob, module, sample, tmp: Path) -> bytes:
-    key = ("tflite-fp32", job.input_mode)
-    if key not in job.cache:
+    key = (FORMAT, job.input_mode)
+    if key not in job.cache.fp32:
         _convert(module, sample, tmp)
-        job.cache[key] = tmp.read_bytes()
-    return job.cache[key]
+        job.cache.fp32[key] = tmp.read_bytes()
+    return job.cache.fp32[key]
 
 
 def calibration_graph(job: ExportJob):
