@@ -138,6 +138,7 @@ def export_all(cfg: BenchConfig, ckpt, weights: Path, art_dir: Path, log: Path, 
     """(format, precision) -> Artifact, exporting what cannot be reused; failures are recorded, not raised."""
     from ..export.api import export_model
     from ..export.request import ExportRequest, artifact_folder
+    from ..quant.options import Int8Options
 
     arch = ckpt.meta.architecture
     arts: dict = {}  # ``cache`` is shared: fp32 graphs per format, one PT2E calibration for TFLite and Core ML
@@ -159,9 +160,9 @@ def export_all(cfg: BenchConfig, ckpt, weights: Path, art_dir: Path, log: Path, 
             say(f"{arch}: exporting {fmt} {', '.join(group)} ...")
             t0 = time.perf_counter()
             try:
+                int8 = Int8Options(calib=cfg.calib, calib_count=cfg.calib_count, calib_method=cfg.calib_method)
                 request = ExportRequest(checkpoint=weights, formats=(fmt,), precisions=group, out=art_dir,
-                                        force=True, calib=cfg.calib, calib_count=cfg.calib_count,
-                                        calib_method=cfg.calib_method, verify=False, threads=cfg.threads)
+                                        force=True, int8=int8, verify=False, threads=cfg.threads)
                 with quiet(log):
                     results = export_model(request, cache=cache, say=lambda m: print(m, file=sys.stderr))
             except Exception as e:  # noqa: BLE001 - a converter failure becomes a row's status
@@ -269,7 +270,7 @@ def _pt2e_report(cfg, ckpt, arts, calib_pixels, px, fmts: list[str], cache: Expo
 
     from .layers import pt2e_layer_error
     from ..export.base import ExportJob
-    from ..quant.pt2e import calibrate_pt2e, pixels_to_tensor, quantize_pt2e
+    from ..quant.pt2e import Pt2eGraph, calibrate_pt2e, pixels_to_tensor, quantize_pt2e
     from ..model.preprocess import normalize_hwc_uint8
 
     c = ckpt.meta.contract
@@ -280,9 +281,9 @@ def _pt2e_report(cfg, ckpt, arts, calib_pixels, px, fmts: list[str], cache: Expo
     # The export's calibrated model when this run exported it (same cache key), else calibrate again.
     job = ExportJob(ckpt.model, ckpt.meta, "int8", "float-nchw", calib_pixels, method, keep, cache)
     to_input = lambda p: pixels_to_tensor(p, "NCHW", lambda x: normalize_hwc_uint8(x, c))  # noqa: E731
-    graph = (ckpt.model, ckpt.model, torch.zeros(1, 3, h, w), to_input, "normalized-nchw")
-    prepared = cache.calibrations[calibrate_pt2e(*graph, **job.quant_args())].prepared
-    converted, _, _ = quantize_pt2e(*graph, **job.quant_args())
+    graph = Pt2eGraph(ckpt.model, ckpt.model, torch.zeros(1, 3, h, w), to_input, "normalized-nchw")
+    prepared = cache.calibrations[calibrate_pt2e(graph, job.pt2e_settings(), cache)].prepared
+    converted, _, _ = quantize_pt2e(graph, job.pt2e_settings(), cache=cache)
     names = {n for n, _ in ckpt.model.named_modules() if n}
     rows = pt2e_layer_error(prepared, converted, [to_input(px[i : i + 1]) for i in range(len(px))], names)
     return {"method": "PT2E float graph vs converted int8 graph (the model the PT2E formats' int8 artifacts are "

@@ -23,12 +23,12 @@ from .base import ExportCache, ExportError, ExportJob
 from .console import CapturedOutput, Console
 from .metadata import build_meta, write_sidecars
 from .parity import ParityReport, check_runner, torch_logits
-from .request import KEEP_NOTHING_FLOAT, ExportRequest, artifact_folder, artifact_name, folders_overlap
+from .request import ExportRequest, artifact_folder, artifact_name, folders_overlap
 from ..model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from ..model.export_prep import prepare_for_export
 from ..model.images import ImageFolderError, generated_pixels, image_files, labelled_indices, load_pixels
 from ..model.preprocess import normalize_hwc_uint8
-from ..quant.plan import HELDOUT_IMAGES, Plan, describe, int8_plan, needs_search, search_samples
+from ..quant.plan import HELDOUT_IMAGES, Plan, SearchInputs, describe, int8_plan, needs_search, search_samples
 
 MAX_VERIFY = 200       # spare --calib images used for the parity check
 GENERATED_COUNT = 32   # generated images for the parity check when no real ones are given
@@ -76,12 +76,13 @@ class _Data:
 
 def export_model(request: ExportRequest | None = None, *, say=None, cache: ExportCache | None = None,
                  **kwargs) -> list[ExportResult]:
-    """Export per ``request`` (or an ``ExportRequest(**kwargs)``); one ``ExportResult`` per artifact.
+    """Export per ``request`` (or ``ExportRequest.of(**kwargs)``: flat keywords, the int8 ones included);
+    one ``ExportResult`` per artifact.
 
     ``say`` receives progress lines (default: the terminal). ``cache`` (one ``ExportCache`` shared between
     calls) keeps fp32 artifacts, PT2E calibrations and int8 plans, so a caller exporting format after format converts once.
     """
-    request = (request or ExportRequest(**kwargs)).check()
+    request = (request or ExportRequest.of(**kwargs)).check()
     say = say or Console()
     weights = request.checkpoint or DEFAULT_CHECKPOINT
     ckpt = load_checkpoint(weights)
@@ -100,7 +101,7 @@ def export_model(request: ExportRequest | None = None, *, say=None, cache: Expor
         learned = read_ranges(weights)
     routes = _int8_routes(request)
     searching = learned is None and any(
-        needs_search(r, request.keep_float_list(), request.min_agreement, weights, ckpt.sha256) for r in routes)
+        needs_search(r, request.int8, weights, ckpt.sha256) for r in routes)
     data = _load_data(request, ckpt, weights, say, heldout=searching)
     data.learned_ranges = learned
     if learned is not None:
@@ -138,25 +139,21 @@ def _int8_plan(route: str, fmt: str, request: ExportRequest, data: _Data, ckpt, 
     from ..quant.pt2e import model_input_range
 
     backend, c = get_backend(fmt), ckpt.meta.contract
-    calib = heldout = evaluate = None
+    options, search = request.int8, None
     if data.heldout_pixels is not None and len(data.heldout_pixels) and data.calib_pixels is not None:
-        calib = torch.from_numpy(normalize_hwc_uint8(data.calib_pixels, c))
         samples = search_samples(data.heldout_pixels)
-        heldout = torch.from_numpy(normalize_hwc_uint8(samples, c))
+        search = SearchInputs(torch.from_numpy(normalize_hwc_uint8(data.calib_pixels, c)),
+                              torch.from_numpy(normalize_hwc_uint8(samples, c)), input_range=model_input_range(c))
         if backend.CAPABILITIES.int8_search:  # measured in the format's own runtime
             job = ExportJob(export_net, ckpt.meta, "int8", backend.INPUTS[0], data.calib_pixels,
-                            request.calib_method or backend.CALIB_METHODS[0], (), cache)
-            evaluate = backend.int8_search_evaluator(job, samples, torch_logits(export_net, samples, c))
-    keep = request.keep_float_list()
+                            options.calib_method or backend.CALIB_METHODS[0], (), cache)
+            search.evaluate = backend.int8_search_evaluator(job, samples, torch_logits(export_net, samples, c))
     try:
-        if data.learned_ranges is not None and not keep:  # a QAT checkpoint: the float layers it was trained with
-            plan = Plan([k for k in data.learned_ranges.keep_float if k.lower() != KEEP_NOTHING_FLOAT],
-                        "quantization-aware training", request.min_agreement)
+        if data.learned_ranges is not None and options.searches:  # a QAT checkpoint: the float layers it was trained with
+            plan = Plan(list(data.learned_ranges.keep_float), "quantization-aware training", options.min_agreement)
         else:
-            plan = int8_plan(route, export_net, keep_float=keep, min_agreement=request.min_agreement,
-                             calib=calib, heldout=heldout, evaluate=evaluate, checkpoint=weights,
-                             sha256=ckpt.sha256, cache=cache, say=say,
-                             input_range=model_input_range(c))
+            plan = int8_plan(route, export_net, options, search, checkpoint=weights, sha256=ckpt.sha256, cache=cache,
+                             say=say)
     except QuantError as e:
         raise ExportError(str(e)) from None
     say(describe(plan, route))
@@ -206,22 +203,22 @@ def _load_data(request: ExportRequest, ckpt, weights: Path, say, heldout: bool =
     """Calibration images (int8 only); when ``heldout``, up to ``HELDOUT_IMAGES`` for the int8 search
     (from --search-data, else calibration-folder images not used to calibrate, never verification
     images); verification images with labels where the folders have them."""
-    contract, data = ckpt.meta.contract, _Data()
+    contract, data, opts = ckpt.meta.contract, _Data(), request.int8
     warn = lambda m: say(f"warning: {m}")  # noqa: E731
     needs_calib = "int8" in request.precisions
-    if request.calib is not None:
-        files = image_files(request.calib)
+    if opts.calib is not None:
+        files = image_files(opts.calib)
         bad: list[Path] = []
-        data.calib_pixels, used = load_pixels(files, contract, request.calib_count if needs_calib else 0, warn=warn,
+        data.calib_pixels, used = load_pixels(files, contract, opts.calib_count if needs_calib else 0, warn=warn,
                                               unreadable=bad)
         if needs_calib and len(data.calib_pixels) == 0:
-            raise ImageFolderError(f"{request.calib}: none of the image files could be read")
-        if needs_calib and len(data.calib_pixels) < min(100, request.calib_count):
+            raise ImageFolderError(f"{opts.calib}: none of the image files could be read")
+        if needs_calib and len(data.calib_pixels) < min(100, opts.calib_count):
             warn(f"only {len(data.calib_pixels)} calibration images; 100 or more give steadier int8 results")
-        data.calib_source = f"{len(data.calib_pixels)} images of {request.calib}"
+        data.calib_source = f"{len(data.calib_pixels)} images of {opts.calib}"
         taken = set(used) | set(bad)
-        verifies_calib = request.verify_data is not None and folders_overlap(request.verify_data, request.calib)
-        if needs_calib and heldout and request.search_data is None and not verifies_calib:
+        verifies_calib = request.verify_data is not None and folders_overlap(request.verify_data, opts.calib)
+        if needs_calib and heldout and opts.search_data is None and not verifies_calib:
             rest = [f for f in files if f not in taken]
             # the verification images come from the same folder: leave them at least half of the rest
             share = HELDOUT_IMAGES if request.verify_data is not None or not request.verify else len(rest) // 2
@@ -233,19 +230,19 @@ def _load_data(request: ExportRequest, ckpt, weights: Path, say, heldout: bool =
             if rest:
                 px, vused = load_pixels(rest, contract, MAX_VERIFY, warn=warn)
                 if len(px):
-                    data.verify_pixels, data.verify_labels = px, labelled_indices(vused, request.calib, ckpt.meta.labels)
-                    data.verify_names = _names(vused, request.calib)
-                    data.verify_source = f"{len(px)} images of {request.calib} not used for calibration"
+                    data.verify_pixels, data.verify_labels = px, labelled_indices(vused, opts.calib, ckpt.meta.labels)
+                    data.verify_names = _names(vused, opts.calib)
+                    data.verify_source = f"{len(px)} images of {opts.calib} not used for calibration"
     elif needs_calib:
         from ..quant.calibration import data_free_pixels
 
-        data.calib_pixels, data.calib_source = data_free_pixels(ckpt, weights, request.zeroq_count, say)
+        data.calib_pixels, data.calib_source = data_free_pixels(ckpt, weights, opts.zeroq_count, say)
         warn(f"no --calib images: int8 calibrated on {data.calib_source}; real images calibrate better "
              f"(--calib DIR)")
-    if needs_calib and heldout and request.search_data is not None:
-        data.heldout_pixels, _ = load_pixels(image_files(request.search_data), contract, HELDOUT_IMAGES, warn=warn)
+    if needs_calib and heldout and opts.search_data is not None:
+        data.heldout_pixels, _ = load_pixels(image_files(opts.search_data), contract, HELDOUT_IMAGES, warn=warn)
         if len(data.heldout_pixels) == 0:
-            raise ImageFolderError(f"{request.search_data}: none of the image files could be read")
+            raise ImageFolderError(f"{opts.search_data}: none of the image files could be read")
     if request.verify and request.verify_data is not None:
         px, vused = load_pixels(image_files(request.verify_data), contract, None, warn=warn)
         if len(px) == 0:
@@ -263,17 +260,16 @@ def _jobs(request: ExportRequest, data: _Data, ckpt, export_net, fmt: str, cache
           plans: dict[str, Plan]) -> list[ExportJob]:
     """The export jobs of one format, one per requested precision."""
     backend = get_backend(fmt)
-    keep = request.keep_float_list()
     jobs = []
     for precision in request.precisions:
         plan = plans.get(backend.INT8_ROUTE) if precision == "int8" else None
         if plan is not None:
             precision_keep, source = tuple(plan.float_units), plan.source
         else:
-            precision_keep, source = (() if keep == (KEEP_NOTHING_FLOAT,) else keep), "user"
+            precision_keep, source = request.int8.keep_float, "user"
         jobs.append(ExportJob(export_net, ckpt.meta, precision, request.input_mode or backend.INPUTS[0],
                               data.calib_pixels if precision == "int8" else None,
-                              request.calib_method or backend.CALIB_METHODS[0], precision_keep, cache,
+                              request.int8.calib_method or backend.CALIB_METHODS[0], precision_keep, cache,
                               learned_ranges=data.learned_ranges if precision == "int8" else None,
                               keep_float_source=source))
     return jobs
@@ -357,7 +353,7 @@ def _calibrate_once(shared: dict, say) -> dict:
         graph, job = graphs[0][1]
         t0 = time.perf_counter()
         try:
-            calibrate_pt2e(*graph, **dict(job.quant_args(), cache=cache))
+            calibrate_pt2e(graph, job.pt2e_settings(), cache)
         except Exception as e:  # noqa: BLE001
             say(f"warning: the shared int8 calibration failed ({type(e).__name__}); each format calibrates its own")
             return {}
@@ -462,7 +458,7 @@ def _keep_log(tmp: Path, target: Path) -> Path | None:
 def _verify(backend, artifact: Path, job: ExportJob, ckpt, data: _Data,
             request: ExportRequest) -> tuple[ParityReport, list[str]]:
     """The artifact's parity report on the run's verification images (a slow runner gets a subset);
-    int8 agreement is gated at ``request.min_agreement``."""
+    int8 agreement is gated at ``request.int8.min_agreement``."""
     runner = backend.load_runner(artifact, request.threads)
     px, lab, src, ref = data.verify_pixels, data.verify_labels, data.verify_source, data.ref_logits
     names = data.verify_names
@@ -475,7 +471,7 @@ def _verify(backend, artifact: Path, job: ExportJob, ckpt, data: _Data,
         notes.append(f"{backend.RUNTIME} is slow here: parity checked on {k} images")
     try:
         # generated images: near-tie top-1s make agreement meaningless, so only logit metrics gate
-        floors = {"top1_agreement": request.min_agreement} if job.precision == "int8" else None
+        floors = {"top1_agreement": request.int8.min_agreement} if job.precision == "int8" else None
         parity = check_runner(runner, ckpt.model, px, job.precision, lab, src, ref, gate_agreement=not data.generated,
                               floors=floors, names=names)
     finally:

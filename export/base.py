@@ -70,7 +70,7 @@ class ExportJob:
     input_mode: str = "float-nchw"  # one of INPUT_MODES
     calib_pixels: np.ndarray | None = None  # N,H,W,3 uint8 RGB (resized + cropped), for int8
     calib_method: str = "min-max"
-    keep_float: tuple[str, ...] = ()   # module names or op types kept in float (int8: the plan's)
+    keep_float: tuple[str, ...] = ()   # module names or op types kept in float (int8: the plan's; () = none)
     cache: ExportCache = field(default_factory=ExportCache)  # shared between formats of one export run
     learned_ranges: Any = None  # a QAT checkpoint's activation ranges (mvit.quant.qat.LearnedRanges), for int8
     keep_float_source: str = "user"    # where keep_float came from (mvit.quant.plan.Plan.source)
@@ -79,10 +79,12 @@ class ExportJob:
     def contract(self) -> PreprocessContract:
         return self.meta.contract
 
-    def quant_args(self) -> dict:
-        """The keyword arguments ``mvit.quant`` calibration takes from this job."""
-        return {"calib_pixels": self.calib_pixels, "method": self.calib_method, "keep_float": self.keep_float,
-                "keep_float_source": self.keep_float_source, "cache": self.cache, "ranges": self.learned_ranges}
+    def pt2e_settings(self):
+        """How ``mvit.quant.pt2e`` calibrates this job (a ``Pt2eSettings``)."""
+        from ..quant.pt2e import Pt2eSettings
+
+        return Pt2eSettings(self.calib_pixels, self.calib_method, self.keep_float, self.keep_float_source,
+                            self.learned_ranges)
 
     def calib_inputs(self) -> np.ndarray:
         """Calibration images as float NCHW model inputs (the contract's normalisation)."""

@@ -7,7 +7,8 @@ carry the same quantisation parameters.
 from __future__ import annotations
 
 import time
-from typing import Callable, NamedTuple
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -369,22 +370,35 @@ class Pt2eGraph(NamedTuple):
     graph_input: str
 
 
+@dataclass(frozen=True)
+class Pt2eSettings:
+    """How a PT2E graph is calibrated: on ``calib_pixels`` (N,H,W,3 uint8, resized and cropped; None when
+    the cache holds the calibration or its observer states) with the ``method`` observers
+    (``CALIB_METHODS``), the ``keep_float`` modules or module types left float (an export's
+    ``mvit.quant.plan.Plan``), ``keep_float_source`` saying where that list came from. ``ranges``: a QAT
+    checkpoint's learned activation ranges (``mvit.quant.qat.LearnedRanges``), which replace the
+    calibrated ones they cover; without a keep-float list its own is used."""
+
+    calib_pixels: np.ndarray | None
+    method: str
+    keep_float: tuple[str, ...] = ()
+    keep_float_source: str = "user"
+    ranges: Any = None
+
+
 def calibration_key(graph_input: str, method: str, keep_float: tuple[str, ...], ranges=None) -> CalibrationKey:
     """The cache key of one PT2E calibration (``calibrate_pt2e``)."""
-    keep = tuple(k for k in keep_float if k.lower() != "none")
-    return CalibrationKey(graph_input, method, keep, None if ranges is None else id(ranges))
+    return CalibrationKey(graph_input, method, tuple(keep_float), None if ranges is None else id(ranges))
 
 
-def calibrate_pt2e(model: nn.Module, wrapped: nn.Module, sample: torch.Tensor, to_input, graph_input: str, *,
-                   calib_pixels: np.ndarray | None, method: str, keep_float: tuple[str, ...] = (),
-                   keep_float_source: str = "user", cache: QuantCache, ranges=None) -> CalibrationKey:
-    """Export and calibrate ``wrapped`` into ``cache`` unless it holds that calibration already (or its
-    observer states from ``seed_calibrations``); returns its key in ``cache.calibrations``. Arguments as
-    ``quantize_pt2e``."""
-    given = tuple(keep_float)
-    if ranges is not None and not given:
-        given, keep_float_source = tuple(ranges.keep_float) or ("none",), "quantization-aware training"
-    keep_float = tuple(k for k in given if k.lower() != "none")
+def calibrate_pt2e(graph: Pt2eGraph, settings: Pt2eSettings, cache: QuantCache) -> CalibrationKey:
+    """Export and calibrate ``graph`` into ``cache`` unless it holds that calibration already (or its
+    observer states from ``seed_calibrations``); returns its key in ``cache.calibrations``."""
+    model, wrapped, sample, to_input, graph_input = graph
+    calib_pixels, method, keep_float, keep_float_source, ranges = (
+        settings.calib_pixels, settings.method, tuple(settings.keep_float), settings.keep_float_source, settings.ranges)
+    if ranges is not None and not keep_float:
+        keep_float, keep_float_source = tuple(ranges.keep_float), "quantization-aware training"
     key = calibration_key(graph_input, method, keep_float, ranges)
     if key in cache.calibrations:
         return key
@@ -455,20 +469,14 @@ def _restore(seeded: CalibrationState | None, wrapped: nn.Module, sample: torch.
     return prepared
 
 
-def quantize_pt2e(model: nn.Module, wrapped: nn.Module, sample: torch.Tensor, to_input, graph_input: str, *,
-                  calib_pixels: np.ndarray | None, method: str, keep_float: tuple[str, ...] = (),
-                  keep_float_source: str = "user", cache: QuantCache | None = None, fold_quantize: bool = False,
-                  ranges=None) -> tuple[nn.Module, object, dict]:
-    """Export, calibrate and convert ``wrapped`` (``model``, possibly inside an input wrapper).
+def quantize_pt2e(graph: Pt2eGraph, settings: Pt2eSettings, *, cache: QuantCache | None = None,
+                  fold_quantize: bool = False) -> tuple[nn.Module, object, dict]:
+    """Export, calibrate (``calibrate_pt2e``) and convert ``graph.wrapped`` (``graph.model``, possibly
+    inside an input wrapper); returns (converted module, quantizer, details).
 
-    Calibration is cached in ``cache`` per graph input kind (``graph_input``: e.g. "normalized-nchw"),
-    method and keep-float list, so TFLite (``fold_quantize=False``) and Core ML (``True``: int8 weight
-    constants) share one calibration. ``keep_float``: the modules that stay float (an export's
-    ``mvit.quant.plan.Plan``; "none" = none), ``keep_float_source`` where that list came from.
-    ``to_input(pixels_uint8_nhwc) -> tensor`` maps calibration pixels (N,H,W,3 uint8, resized and cropped)
-    to ``wrapped``'s input. ``ranges``: a QAT checkpoint's learned activation ranges
-    (``mvit.quant.qat.LearnedRanges``), which replace the calibrated ones they cover; without a
-    keep-float list its own is used. Returns (converted module, quantizer, details).
+    Calibration is cached in ``cache`` per graph input kind (``graph.graph_input``: e.g.
+    "normalized-nchw"), method and keep-float list, so TFLite (``fold_quantize=False``) and Core ML
+    (``True``: int8 weight constants) share one calibration.
     """
     import copy
 
@@ -476,8 +484,7 @@ def quantize_pt2e(model: nn.Module, wrapped: nn.Module, sample: torch.Tensor, to
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
     cache = QuantCache() if cache is None else cache
-    key = calibrate_pt2e(model, wrapped, sample, to_input, graph_input, calib_pixels=calib_pixels, method=method,
-                         keep_float=keep_float, keep_float_source=keep_float_source, cache=cache, ranges=ranges)
+    key = calibrate_pt2e(Pt2eGraph(*graph), settings, cache)
     calibration = cache.calibrations[key]
     with torch.no_grad():
         converted = convert_pt2e(copy.deepcopy(calibration.prepared), fold_quantize=fold_quantize)

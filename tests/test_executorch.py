@@ -52,7 +52,7 @@ def test_int8_runs_the_pt2e_model_shared_with_tflite(exported, small_ckpt, small
     from mvit.model.checkpoint import load_checkpoint
     from mvit.model.preprocess import normalize_hwc_uint8
     from mvit.model.images import image_files, load_pixels
-    from mvit.quant.pt2e import pixels_to_tensor, quantize_pt2e
+    from mvit.quant.pt2e import Pt2eGraph, Pt2eSettings, pixels_to_tensor, quantize_pt2e
 
     results, _, cache = exported
     assert {k.graph_input for k in cache.calibrations} == {"normalized-nchw"}
@@ -60,9 +60,8 @@ def test_int8_runs_the_pt2e_model_shared_with_tflite(exported, small_ckpt, small
     c = ckpt.meta.contract
     px, _ = load_pixels(image_files(small_data_dir), c, 8)
     to_input = lambda p: pixels_to_tensor(p, "NCHW", lambda x: normalize_hwc_uint8(x, c))  # noqa: E731
-    converted, _, _ = quantize_pt2e(ckpt.model, ckpt.model, torch.zeros(1, 3, *c.input_size), to_input,
-                                   "normalized-nchw", calib_pixels=None, method="histogram", cache=cache,
-                                   fold_quantize=True)
+    graph = Pt2eGraph(ckpt.model, ckpt.model, torch.zeros(1, 3, *c.input_size), to_input, "normalized-nchw")
+    converted, _, _ = quantize_pt2e(graph, Pt2eSettings(None, "histogram"), cache=cache, fold_quantize=True)
     # XNNPACK's int8 cat takes inputs that share the output's (scale, zero point): the PT2E model has them
     qd = torch.ops.quantized_decomposed
     cats = [n for n in converted.graph.nodes if n.target == torch.ops.aten.cat.default]

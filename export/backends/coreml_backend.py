@@ -108,8 +108,8 @@ def export(job: ExportJob, path: Path) -> IOSpec:
     if ct_route:
         ct_keep_float = _ct_keep_float(job)  # checked before the (slow) conversion
     if job.precision == "int8" and not ct_route:
-        inner, _, details = quantize_pt2e(*calibration_graph(job), fold_quantize=True,
-                                          **job.quant_args())
+        inner, _, details = quantize_pt2e(calibration_graph(job), job.pt2e_settings(), cache=job.cache,
+                                          fold_quantize=True)
         details = dict(details, coreml="W8A8: int8 weights and activations (quantize/dequantize ops)")
     module = _Softmax(inner).eval()
     with torch.no_grad():
@@ -186,7 +186,7 @@ def _stem_op_names(program, mlmodel, keep_float: tuple[str, ...]) -> list[str]:
 def _ct_keep_float(job: ExportJob) -> tuple[tuple[str, ...], str]:
     """The keep-float list of the coremltools route (the export's int8 plan) and its source; every name
     must be a module or module type of the model."""
-    keep_float, source = tuple(k for k in job.keep_float if k.lower() != "none"), job.keep_float_source
+    keep_float, source = tuple(job.keep_float), job.keep_float_source
     names = {n for n, _ in job.model.named_modules() if n}
     types = {type(m).__name__ for m in job.model.modules()}
     unknown = [k for k in keep_float if k not in names and k not in types]

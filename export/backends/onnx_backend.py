@@ -167,7 +167,7 @@ def export(job: ExportJob, path: Path) -> IOSpec:
             src, pre = Path(tmp) / "fp32.onnx", Path(tmp) / "pre.onnx"
             onnx.save_model(model, str(src))
             quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-            keep = tuple(k for k in job.keep_float if k.lower() != "none")
+            keep = tuple(job.keep_float)
             nodes = _nodes_to_keep_float(onnx.load(str(pre)), keep)
             if job.precision == "dynamic":
                 quantize_dynamic(str(pre), str(path), weight_type=QuantType.QInt8, per_channel=True,
@@ -284,7 +284,7 @@ def export_learned_int8(job: ExportJob, path: Path) -> dict:
     """
     import onnx
 
-    from ...quant.pt2e import quantize_pt2e
+    from ...quant.pt2e import Pt2eGraph, quantize_pt2e
 
     h, w = job.contract.input_size
     if job.input_mode == "float-nchw":
@@ -293,8 +293,8 @@ def export_learned_int8(job: ExportJob, path: Path) -> dict:
     else:
         module, sample = PixelInput(job.model, job.contract, "NHWC").eval(), torch.zeros(1, h, w, 3, dtype=torch.uint8)
         graph_input, to_input = "pixels-nhwc-uint8", lambda px: torch.from_numpy(np.ascontiguousarray(px))  # noqa: E731
-    converted, _, details = quantize_pt2e(job.model, module, sample, to_input, graph_input, fold_quantize=True,
-                                         **job.quant_args())
+    converted, _, details = quantize_pt2e(Pt2eGraph(job.model, module, sample, to_input, graph_input),
+                                         job.pt2e_settings(), cache=job.cache, fold_quantize=True)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
