@@ -109,7 +109,7 @@ def open_entries(files, options: FileOptions, threads: int) -> list[FileEntry]:
         except ValueError:
             raise BenchError(f"{path}: not a .tflite, .onnx, .pte or .mlpackage file") from None
         backend = get_backend(fmt)
-        why = getattr(backend, "unavailable", lambda: None)()
+        why = backend.unavailable()
         if why:
             raise BenchError(f"{path}: {why}")
         try:
@@ -355,20 +355,20 @@ def bench_files(cfg: FilesConfig, say=None) -> dict:
 
 
 def _layer_reports(cfg: FilesConfig, entries: list[FileEntry], pixels_for, log: Path, say) -> list[dict]:
-    """Per-tensor error of each int8 .tflite file against a checkpoint ``--reference`` (its float model)."""
-    from .matrix import tflite_file_report
+    """Per-tensor error of each int8 file whose backend reports one (``Backend.tensor_error``) against a
+    checkpoint ``--reference`` (its float model)."""
+    from .matrix import file_tensor_report
     from ..model.checkpoint import load_checkpoint
 
-    picked = [e for e in entries if e.fmt == "tflite" and precision_of(e) == "int8"]
+    picked = [e for e in entries if e.backend.CAPABILITIES.tensor_error and precision_of(e) == "int8"]
     if not (cfg.layer_report and picked and cfg.reference is not None and Path(cfg.reference).suffix == ".safetensors"):
         return []
     ckpt = load_checkpoint(cfg.reference)  # read once already by reference_scores
     px = pixels_for(ckpt.meta.contract)[: cfg.layer_images]
     reports = []
     for e in picked:
-        say(f"per-tensor error: {e.name} against {Path(cfg.reference).name} (reference kernels) ...")
-        with quiet(log):
-            reports.append(tflite_file_report(e.path, ckpt.model, px, cfg.keep_float_top))
+        say(f"per-tensor error: {e.name} against {Path(cfg.reference).name} ...")
+        reports.append(file_tensor_report(e.backend, e.path, ckpt.model, px, cfg.keep_float_top, log))
         if "error" in reports[-1]:
             say(f"per-tensor error for {e.name} failed: {reports[-1]['error']}")
     return reports

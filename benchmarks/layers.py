@@ -1,6 +1,6 @@
 """Where int8 error comes from: per-tensor SQNR between the float and the quantized model.
 
-Two metrics per quantized activation, both as SQNR in dB (higher is better, 20 log10 |x| / |x - y|):
+Two metrics per quantized activation, both as SQNR in dB (``mvit.quant.sqnr``; higher is better):
 
 * ``local_sqnr_db``: the tensor against its own quantize-dequantize, inside the quantized model: how
   well this one tensor's int8 scale represents it (the error this layer adds).
@@ -8,140 +8,22 @@ Two metrics per quantized activation, both as SQNR in dB (higher is better, 20 l
   the same point: the error accumulated up to here.
 
 Layers are ranked by local SQNR, worst first; the worst few are the ones to try keeping in float.
-Names are what ``mvit-export --keep-float`` accepts: ONNX node names for ONNX, module paths
-(``named_modules()``) for the PT2E model that becomes the TFLite and Core ML int8 artifacts.
+Names are what ``mvit-export --keep-float`` accepts.
 
-* ONNX: onnxruntime's QDQ debugging helpers (``qdq_loss_debug``) on the int8 artifact and the
-  pre-processed float graph it was quantized from.
-* PT2E (TFLite/Core ML int8): the calibrated PT2E graph (observers bypassed: float values) against
-  the converted graph (quantize/dequantize ops in place), matched by graph node name; module paths
-  from each node's ``nn_module_stack``. The .tflite runs the same quantization parameters with
-  integer kernels, so small kernel differences are not in this report.
-* The .tflite file itself (``tflite_layer_error``): each int8 tensor the file computes against the
-  float model's output of the module it is named after; this catches what the converter changed.
+* A format's own int8 artifact: through its backend (``Backend.layer_error``, e.g. onnxruntime's QDQ
+  debugging helpers; ``Backend.tensor_error``, e.g. each int8 tensor of a .tflite file), where its
+  ``CAPABILITIES`` say it has one.
+* PT2E (every format whose int8 calibrates a PT2E graph): the calibrated PT2E graph (observers
+  bypassed: float values) against the converted graph (quantize/dequantize ops in place), matched by
+  graph node name; module paths from each node's ``nn_module_stack``. The artifacts run the same
+  quantization parameters with integer kernels, so small kernel differences are not in this report.
 """
 from __future__ import annotations
 
-import math
-import tempfile
 from collections import defaultdict
-from pathlib import Path
 
-import numpy as np
+from ..quant.sqnr import Energy
 
-
-def sqnr_db(x: np.ndarray, y: np.ndarray) -> float:
-    """20 log10(|x| / |x - y|), capped at 200 dB for identical tensors."""
-    x = np.asarray(x, np.float64).ravel()
-    y = np.asarray(y, np.float64).ravel()
-    signal, noise = np.linalg.norm(x), np.linalg.norm(x - y)
-    if noise == 0:
-        return 200.0
-    if signal == 0:
-        return -200.0
-    return float(min(200.0, 20 * math.log10(signal / noise)))
-
-
-class _Energy:
-    """Accumulates signal and noise energy over images, for one SQNR per tensor."""
-
-    def __init__(self):
-        self.s = 0.0
-        self.n = 0.0
-
-    def add(self, x, y) -> None:
-        x = np.asarray(x, np.float64).ravel()
-        y = np.asarray(y, np.float64).ravel()
-        self.s += float(x @ x)
-        d = x - y
-        self.n += float(d @ d)
-
-    @property
-    def db(self) -> float | None:
-        if self.n == 0:
-            return 200.0
-        if self.s == 0:
-            return -200.0
-        return float(min(200.0, 10 * math.log10(self.s / self.n)))
-
-
-def _module_of_param(name: str) -> str | None:
-    for suffix in (".weight_bias", ".weight", ".bias"):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return None
-
-
-# --------------------------------------------------------------------------------------------- ONNX
-
-def onnx_layer_error(fp32_path, int8_path, inputs: np.ndarray) -> list[dict]:
-    """Per-tensor error of an ONNX QDQ int8 artifact against its fp32 sibling.
-
-    ``inputs``: the int8 artifact's native inputs (N, ...), fed one at a time. The float graph is
-    re-derived the way the ONNX backend quantizes (``quant_pre_process``), so tensor and node names
-    match the QDQ model's and the node names are those ``--keep-float`` resolves.
-    """
-    import onnx
-    from onnxruntime.quantization import qdq_loss_debug as dbg
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        pre = tmp / "pre.onnx"
-        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
-        float_aug, q_aug = tmp / "float_aug.onnx", tmp / "q_aug.onnx"
-        dbg.modify_model_output_intermediate_tensors(str(pre), str(float_aug))
-        dbg.modify_model_output_intermediate_tensors(str(int8_path), str(q_aug))
-        name = onnx.load(str(pre), load_external_data=False).graph.input[0].name
-
-        class Reader:
-            def __init__(self):
-                self.items = iter([{name: inputs[i : i + 1]} for i in range(len(inputs))])
-
-            def get_next(self):
-                return next(self.items, None)
-
-            def __iter__(self):
-                return iter(self.get_next, None)
-
-        float_acts = dbg.collect_activations(str(float_aug), Reader())
-        q_acts = dbg.collect_activations(str(q_aug), Reader())
-        match = dbg.create_activation_matching(q_acts, float_acts)
-        graph = onnx.load(str(pre), load_external_data=False).graph
-
-    producer = {o: n for n in graph.node for o in n.output}
-    inits = {i.name for i in graph.initializer}
-    module_of_node: dict[str, str | None] = {}
-    for n in graph.node:  # parameter-bearing nodes name their module; others inherit their producer's
-        mod = next((m for m in (_module_of_param(i) for i in n.input if i in inits) if m), None)
-        if mod is None:
-            mod = next((module_of_node.get(producer[i].name) for i in n.input if i in producer), None)
-        module_of_node[n.name] = mod
-    rows = []
-    for tensor, m in match.items():
-        if tensor not in producer:
-            continue  # the graph input: quantized, but no layer of ours produced it
-        node = producer[tensor]
-        local, model = _Energy(), _Energy()
-        for pre_q, post_q in zip(m["pre_qdq"], m["post_qdq"]):
-            local.add(pre_q, post_q)
-        if m.get("float"):
-            for f, post_q in zip(m["float"], m["post_qdq"]):
-                model.add(f, post_q)
-        has_param = any(i in inits for i in node.input)
-        rows.append({"tensor": tensor, "keep_float_name": node.name, "op": node.op_type,
-                     "module": module_of_node.get(node.name), "module_exact": has_param,
-                     "local_sqnr_db": local.db, "model_sqnr_db": model.db if m.get("float") else None})
-    by_tensor = {r["tensor"]: r for r in rows}
-    for r in rows:
-        node = producer[r["tensor"]]
-        ins = [by_tensor[i]["model_sqnr_db"] for i in node.input if i in by_tensor and by_tensor[i]["model_sqnr_db"] is not None]
-        r["drop_db"] = (min(ins) - r["model_sqnr_db"]) if ins and r["model_sqnr_db"] is not None else None
-    rows.sort(key=lambda r: r["local_sqnr_db"])
-    return rows
-
-
-# --------------------------------------------------------------------------------------------- PT2E
 
 def _run_graph(gm, x, skip_observers: bool) -> dict:
     """Every call_function node's tensor output of an exported GraphModule, by node name."""
@@ -181,8 +63,8 @@ def pt2e_layer_error(prepared, converted, inputs, module_names: set[str]) -> lis
     q_ops = {"quantize_per_tensor", "quantize_per_tensor.default", "quantize_per_tensor.tensor"}
     conv_nodes = {n.name: n for n in converted.graph.nodes}
     prep_nodes = {n.name: n for n in prepared.graph.nodes}
-    local = defaultdict(_Energy)
-    model = defaultdict(_Energy)
+    local = defaultdict(Energy)
+    model = defaultdict(Energy)
     deq_of: dict[str, str] = {}
     for name, n in conv_nodes.items():
         if name not in prep_nodes or n.op != "call_function":
@@ -224,108 +106,6 @@ def pt2e_layer_error(prepared, converted, inputs, module_names: set[str]) -> lis
         ins = [by_name[i]["model_sqnr_db"] for i in sources(prep_nodes[r["tensor"]])
                if by_name[i]["model_sqnr_db"] is not None]
         r["drop_db"] = (min(ins) - r["model_sqnr_db"]) if ins and r["model_sqnr_db"] is not None else None
-    rows.sort(key=lambda r: r["local_sqnr_db"])
-    return rows
-
-
-# --------------------------------------------------------------------------------------------- .tflite
-
-def _as_layout(x: np.ndarray, shape) -> np.ndarray | None:
-    """``x`` (a PyTorch tensor's values, NCHW for 4-D) in the layout of a .tflite tensor of ``shape``."""
-    shape = tuple(int(v) for v in shape)
-    if x.ndim == 4 and x.transpose(0, 2, 3, 1).shape == shape:
-        return x.transpose(0, 2, 3, 1)
-    return x if x.shape == shape else None
-
-
-def tflite_layer_error(path, model, pixels: np.ndarray) -> list[dict]:
-    """Per-tensor error of an int8 .tflite file against the float model it was exported from.
-
-    litert-torch names each tensor after the module that wrote it (``layer_3.1.fusion.block.conv;2``;
-    mvit keeps those names). The tensor of the last op writing under a module's path (or a child's) is
-    that module's output; each such int8 tensor is compared with the module's output in the float model as the int8
-    export sees it (``mvit.quant.qat.fold_for_qat``: BatchNorm folded into its conv, as the file's
-    convolutions are). The file runs on the reference kernels with every tensor kept. Rows, worst local
-    SQNR first: the tensor's int8 parameters applied to the float values (``local_sqnr_db``; the share
-    of values outside its range, ``clipped_pct``), the file's tensor against the float one
-    (``model_sqnr_db``), and ``drop_db`` as in the other reports. Unlike the PT2E report, this is the
-    file: it shows what the converter made of the quantized graph (a concatenation run at one scale,
-    clipping a float branch, was found this way).
-    """
-    import torch
-
-    from ..export.backends.tflite_backend import load_runner
-    from ..model.preprocess import normalize_hwc_uint8
-    from ..quant.qat import fold_for_qat
-
-    runner = load_runner(Path(path), threads=1, keep_tensors=True)
-    it = runner.interpreter
-    tensors = {t["index"]: t for t in it.get_tensor_details()}
-    names = {n for n, _ in model.named_modules() if n}
-    producer: dict[int, dict] = {}
-    output_of: dict[str, int] = {}  # module path -> the tensor of the last op writing under it (or a child)
-    for op in it._get_ops_details():
-        for i in op["outputs"]:
-            producer[i] = op
-            parts = tensors[i]["name"].split(";")[0].split(".")
-            for k in range(1, len(parts) + 1):
-                if ".".join(parts[:k]) in names:
-                    output_of[".".join(parts[:k])] = i
-    innermost: dict[int, str] = {}  # a tensor several modules end with is reported once, by the innermost
-    for m, i in output_of.items():
-        if len(m) > len(innermost.get(i, "")):
-            innermost[i] = m
-    quantized = {m: i for i, m in innermost.items()
-                 if tensors[i]["dtype"] in (np.int8, np.uint8, np.int16) and tensors[i]["quantization"][0] > 0}
-    float_model, _ = fold_for_qat(model, torch.from_numpy(normalize_hwc_uint8(pixels[:1], runner.contract)))
-    captured: dict[str, torch.Tensor] = {}
-    hooks = [mod.register_forward_hook(lambda _m, _i, out, name=name: captured.__setitem__(name, out))
-             for name, mod in float_model.named_modules() if name in quantized]
-    local, whole = defaultdict(_Energy), defaultdict(_Energy)
-    clipped, seen = defaultdict(int), defaultdict(int)
-    try:
-        for k in range(len(pixels)):
-            captured.clear()
-            with torch.no_grad():
-                float_model(torch.from_numpy(normalize_hwc_uint8(pixels[k : k + 1], runner.contract)))
-            runner.invoke(runner.prepare(pixels[k : k + 1]))
-            for m, i in quantized.items():
-                out = captured.get(m)
-                f = _as_layout(out.numpy(), tensors[i]["shape"]) if isinstance(out, torch.Tensor) else None
-                if f is None:
-                    continue
-                q = it.get_tensor(i)
-                scale, zp = tensors[i]["quantization"]
-                info = np.iinfo(q.dtype)
-                f = f.astype(np.float64)
-                steps = np.round(f / scale) + zp
-                local[m].add(f, (np.clip(steps, info.min, info.max) - zp) * scale)
-                whole[m].add(f, (q.astype(np.float64) - zp) * scale)
-                clipped[m] += int(np.count_nonzero((steps < info.min) | (steps > info.max)))
-                seen[m] += f.size
-    finally:
-        for h in hooks:
-            h.remove()
-    module_of = {i: m for m, i in quantized.items() if seen[m]}
-    rows = [{"tensor": tensors[i]["name"], "keep_float_name": m, "op": producer[i]["op_name"], "module": m,
-             "module_exact": True, "scale": float(tensors[i]["quantization"][0]),
-             "zero_point": int(tensors[i]["quantization"][1]), "clipped_pct": 100.0 * clipped[m] / seen[m],
-             "local_sqnr_db": local[m].db, "model_sqnr_db": whole[m].db} for i, m in module_of.items()]
-    by_index = {i: r for (i, _), r in zip(module_of.items(), rows)}
-
-    def sources(tensor: int, depth: int = 0) -> list[int]:  # nearest reported tensors feeding ``tensor``
-        op = producer.get(tensor)
-        found = []
-        for i in (op["inputs"] if op is not None else ()):
-            if i in by_index:
-                found.append(i)
-            elif depth < 8 and i in producer:
-                found += sources(i, depth + 1)
-        return found
-
-    for i, r in by_index.items():
-        ins = [by_index[j]["model_sqnr_db"] for j in sources(i)]
-        r["drop_db"] = min(ins) - r["model_sqnr_db"] if ins else None
     rows.sort(key=lambda r: r["local_sqnr_db"])
     return rows
 

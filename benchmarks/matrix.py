@@ -19,7 +19,7 @@ import numpy as np
 
 from .latency import Worker, measure
 from ..export.backends import FORMATS, get_backend
-from ..export.base import PRECISIONS
+from ..export.base import PRECISIONS, ExportCache
 from ..export.console import captured
 
 EAGER_RUNTIME = "PyTorch eager (CPU)"
@@ -134,10 +134,11 @@ def _reusable(folder: Path, sha: str) -> Artifact | None:
     return Artifact(meta["format"], meta["precision"], folder, art, _size(art), None, meta, reused=True)
 
 
-def export_all(cfg: BenchConfig, ckpt, weights: Path, art_dir: Path, log: Path, say, cache: dict) -> dict:
+def export_all(cfg: BenchConfig, ckpt, weights: Path, art_dir: Path, log: Path, say, cache: ExportCache) -> dict:
     """(format, precision) -> Artifact, exporting what cannot be reused; failures are recorded, not raised."""
     from ..export.api import export_model
     from ..export.request import ExportRequest, artifact_folder
+    from ..quant.options import Int8Options
 
     arch = ckpt.meta.architecture
     arts: dict = {}  # ``cache`` is shared: fp32 graphs per format, one PT2E calibration for TFLite and Core ML
@@ -159,9 +160,9 @@ def export_all(cfg: BenchConfig, ckpt, weights: Path, art_dir: Path, log: Path, 
             say(f"{arch}: exporting {fmt} {', '.join(group)} ...")
             t0 = time.perf_counter()
             try:
+                int8 = Int8Options(calib=cfg.calib, calib_count=cfg.calib_count, calib_method=cfg.calib_method)
                 request = ExportRequest(checkpoint=weights, formats=(fmt,), precisions=group, out=art_dir,
-                                        force=True, calib=cfg.calib, calib_count=cfg.calib_count,
-                                        calib_method=cfg.calib_method, verify=False, threads=cfg.threads)
+                                        force=True, int8=int8, verify=False, threads=cfg.threads)
                 with quiet(log):
                     results = export_model(request, cache=cache, say=lambda m: print(m, file=sys.stderr))
             except Exception as e:  # noqa: BLE001 - a converter failure becomes a row's status
@@ -208,97 +209,87 @@ def reference_metrics(ref: np.ndarray, labels) -> dict:
 
 # ------------------------------------------------------------------------------------------ layers
 
-def layer_reports(cfg: BenchConfig, ckpt, arts: dict, calib_pixels: np.ndarray, log: Path, say, cache: dict) -> list[dict]:
-    """Per-layer int8 error of each int8 route: onnxruntime's QDQ artifacts and the PT2E model (which the
-    PT2E formats' int8 artifacts are converted from)."""
-    from .layers import onnx_layer_error, suggest
-
+def layer_reports(cfg: BenchConfig, ckpt, arts: dict, calib_pixels: np.ndarray, log: Path, say,
+                  cache: ExportCache) -> list[dict]:
+    """Per-layer int8 error of each int8 artifact whose backend reports one (``Backend.layer_error``
+    against its fp32 sibling, ``Backend.tensor_error`` against the float model), and of the PT2E model
+    that the int8 artifacts of every PT2E format are converted from."""
     reports = []
     px = calib_pixels[: cfg.layer_images]
     int8 = {fmt: a for (fmt, p), a in arts.items() if p == "int8" and a.error is None}
-    routes: dict[str, list[str]] = {}
-    for fmt in int8:
-        routes.setdefault(get_backend(fmt).INT8_ROUTE, []).append(fmt)
-    for fmt in routes.get("onnxruntime-qdq", []):
+    caps = {fmt: get_backend(fmt).CAPABILITIES for fmt in int8}
+    for fmt in (f for f in int8 if caps[f].layer_error):
         fp32 = arts.get((fmt, "fp32"))
         if fp32 is None or fp32.error is not None:
             continue
-        say(f"per-layer error: {fmt} int8 (onnxruntime qdq_loss_debug) ...")
-        try:
-            from ..export.api import load_artifact_runner
-
-            with quiet(log):
-                runner = load_artifact_runner(int8[fmt].artifact, cfg.threads)
-                rows = onnx_layer_error(fp32.artifact, int8[fmt].artifact, runner.prepare(px))
-            reports.append({"artifact": f"{fmt} int8", "method": "onnxruntime.quantization.qdq_loss_debug",
-                            "keep_float_names": f"ONNX node names (mvit-export --format {fmt} --keep-float NAME)",
-                            "images": int(len(px)), "layers": rows, "suggested_keep_float": suggest(rows, cfg.keep_float_top)})
-        except Exception as e:  # noqa: BLE001
-            reports.append({"artifact": f"{fmt} int8", "error": first_line(e)})
-            say(f"per-layer error for {fmt} failed: {first_line(e)}")
-    pt2e_fmts = routes.get("pt2e", [])
+        say(f"per-layer error: {fmt} int8 ...")
+        make = lambda f=fmt, a=fp32: get_backend(f).layer_error(a.artifact, int8[f].artifact, px, cfg.threads)  # noqa: E731
+        reports.append(_report(f"{fmt} int8", px, cfg.keep_float_top, log, make))
+        if "error" in reports[-1]:
+            say(f"per-layer error for {fmt} failed: {reports[-1]['error']}")
+    pt2e_fmts = [f for f in int8 if caps[f].pt2e_calibration]
     if pt2e_fmts:
         names = " and ".join(f"{f} int8" for f in pt2e_fmts)
         say(f"per-layer error: PT2E int8 ({names}) ...")
-        try:
-            with quiet(log):
-                rep = _pt2e_report(cfg, ckpt, arts, calib_pixels, px, pt2e_fmts[0], cache)
-            rep["artifact"] = names
-            rep["keep_float_names"] = f"module paths (mvit-export --format {'|'.join(pt2e_fmts)} --keep-float NAME)"
-            rep["suggested_keep_float"] = suggest(rep["layers"], cfg.keep_float_top)
-            reports.append(rep)
-        except Exception as e:  # noqa: BLE001
-            reports.append({"artifact": names, "error": first_line(e)})
-            say(f"per-layer error for PT2E failed: {first_line(e)}")
-    if "tflite" in int8:
-        say("per-tensor error: the tflite int8 file (reference kernels) ...")
-        with quiet(log):
-            reports.append(tflite_file_report(int8["tflite"].artifact, ckpt.model, px, cfg.keep_float_top))
+        reports.append(_report(names, px, cfg.keep_float_top, log,
+                               lambda: _pt2e_report(cfg, ckpt, arts, calib_pixels, px, pt2e_fmts, cache)))
         if "error" in reports[-1]:
-            say(f"per-tensor error for the tflite file failed: {reports[-1]['error']}")
+            say(f"per-layer error for PT2E failed: {reports[-1]['error']}")
+    for fmt in (f for f in int8 if caps[f].tensor_error):
+        say(f"per-tensor error: the {fmt} int8 file ...")
+        reports.append(file_tensor_report(get_backend(fmt), int8[fmt].artifact, ckpt.model, px, cfg.keep_float_top, log))
+        if "error" in reports[-1]:
+            say(f"per-tensor error for the {fmt} file failed: {reports[-1]['error']}")
     return reports
 
 
-def tflite_file_report(path: Path, model, pixels: np.ndarray, top: int) -> dict:
-    """The layer report of an int8 .tflite file against its float model (``mvit.benchmarks.layers.tflite_layer_error``);
-    a failure is the report's ``error``."""
-    from .layers import suggest, tflite_layer_error
+def _report(artifact: str, px: np.ndarray, top: int, log: Path, make) -> dict:
+    """One layer report: ``make()``'s method and rows (converter output to ``log``), the images it
+    used and the names to try keeping float; a failure is the report's ``error``."""
+    from .layers import suggest
 
-    name = f"tflite int8 file {Path(path).name}"
     try:
-        rows = tflite_layer_error(path, model, pixels)
+        with quiet(log):
+            rep = make()
     except Exception as e:  # noqa: BLE001 - a report section, not a gate
-        return {"artifact": name, "error": first_line(e)}
-    return {"artifact": name, "method": "each int8 tensor of the .tflite file (reference kernels) against the float "
-                                        "model's output of the module it is named after",
-            "keep_float_names": "module paths (mvit-export --format tflite --keep-float NAME)",
-            "images": int(len(pixels)), "layers": rows, "suggested_keep_float": suggest(rows, top)}
+        return {"artifact": artifact, "error": first_line(e)}
+    return dict(rep, artifact=artifact, images=int(len(px)), suggested_keep_float=suggest(rep["layers"], top))
 
 
-def _pt2e_report(cfg, ckpt, arts, calib_pixels, px, fmt, cache) -> dict:
+def file_tensor_report(backend, path: Path, model, pixels: np.ndarray, top: int, log: Path) -> dict:
+    """The per-tensor report of an int8 file against its float model (``Backend.tensor_error``); a
+    failure is the report's ``error``."""
+    name = f"{backend.FORMAT} int8 file {Path(path).name}"
+    return _report(name, pixels, top, log, lambda: backend.tensor_error(path, model, pixels))
+
+
+def _pt2e_report(cfg, ckpt, arts, calib_pixels, px, fmts: list[str], cache: ExportCache) -> dict:
+    """The PT2E float graph against the converted int8 graph of the first of ``fmts`` (all PT2E formats
+    convert the same model), calibrated as that artifact's export was."""
     import torch
 
     from .layers import pt2e_layer_error
     from ..export.base import ExportJob
-    from ..quant.pt2e import pixels_to_tensor, quantize_pt2e
+    from ..quant.pt2e import Pt2eGraph, calibrate_pt2e, pixels_to_tensor, quantize_pt2e
     from ..model.preprocess import normalize_hwc_uint8
 
     c = ckpt.meta.contract
-    details = arts[(fmt, "int8")].meta.get("quantization_details", {})
+    details = arts[(fmts[0], "int8")].meta.get("quantization_details", {})
     method = details.get("observer") or cfg.calib_method or "histogram"
     keep = tuple(details.get("keep_float", ()))
     h, w = c.input_size
     # The export's calibrated model when this run exported it (same cache key), else calibrate again.
     job = ExportJob(ckpt.model, ckpt.meta, "int8", "float-nchw", calib_pixels, method, keep, cache)
     to_input = lambda p: pixels_to_tensor(p, "NCHW", lambda x: normalize_hwc_uint8(x, c))  # noqa: E731
-    converted, _, _ = quantize_pt2e(ckpt.model, ckpt.model, torch.zeros(1, 3, h, w), to_input, "normalized-nchw",
-                                   **job.quant_args())
-    prepared = job.cache[("pt2e", "normalized-nchw", method, keep)][0]
+    graph = Pt2eGraph(ckpt.model, ckpt.model, torch.zeros(1, 3, h, w), to_input, "normalized-nchw")
+    prepared = cache.calibrations[calibrate_pt2e(graph, job.pt2e_settings(), cache)].prepared
+    converted, _, _ = quantize_pt2e(graph, job.pt2e_settings(), cache=cache)
     names = {n for n, _ in ckpt.model.named_modules() if n}
     rows = pt2e_layer_error(prepared, converted, [to_input(px[i : i + 1]) for i in range(len(px))], names)
-    return {"method": "PT2E float graph vs converted int8 graph (the model the .tflite/.mlpackage int8 are converted from), "
-                      "calibrated by this run's export (recalibrated with the same settings when artifacts were reused)",
-            "images": int(len(px)), "layers": rows}
+    return {"method": "PT2E float graph vs converted int8 graph (the model the PT2E formats' int8 artifacts are "
+                      "converted from), calibrated by this run's export (recalibrated with the same settings when "
+                      "artifacts were reused)",
+            "keep_float_names": f"module paths (mvit-export --format {'|'.join(fmts)} --keep-float NAME)", "layers": rows}
 
 
 # ------------------------------------------------------------------------------------------ one model
@@ -336,7 +327,7 @@ def bench_model(cfg: BenchConfig, weights: Path, say) -> dict:
     np.save(work / "latency_pixel.npy", pixels[:1])
     data_desc = f"{len(pixels)} images of {cfg.data}"
 
-    cache: dict = {}
+    cache = ExportCache()
     arts = export_all(cfg, ckpt, weights, art_dir, log, say, cache)
 
     # Latency (and evaluation) workers: PyTorch baseline + every artifact with a runtime here.

@@ -235,11 +235,12 @@ def build_mvit(weights: Path, calib_dir: Path, calib_count: int, work: Path, thr
     ``mvit-export`` makes them."""
     from ..export.api import export_model
     from ..export.request import ExportRequest
+    from ..quant.options import Int8Options
 
     formats = ("onnx", "tflite") + (("executorch",) if executorch_ready() else ())
     request = ExportRequest(checkpoint=weights, formats=formats, precisions=("fp32", "int8"),
-                            out=work / MVIT, force=True, calib=calib_dir, calib_count=calib_count, verify=False,
-                            threads=threads)
+                            out=work / MVIT, force=True, int8=Int8Options(calib=calib_dir, calib_count=calib_count),
+                            verify=False, threads=threads)
     t0 = time.perf_counter()
     results = export_model(request, say=say)
     say(f"mvit-export: {len(results)} artifacts in {time.perf_counter() - t0:.0f} s")

@@ -1,4 +1,4 @@
-"""mvit.export: a checkpoint to ONNX / TFLite / Core ML artifacts, each verified against the float model.
+"""mvit.export: a checkpoint to ONNX / TFLite / Core ML / ExecuTorch artifacts, each verified against the float model.
 
 ``mvit.export(request)`` (this package is callable) runs an ``ExportRequest`` and returns one
 ``ExportResult`` per artifact; it is ``mvit.export.api.export_model``. Inside: one backend module per
@@ -8,9 +8,10 @@ runners (``mvit.export.runner``) and the parity check (``mvit.export.parity``).
 import sys
 import types
 
+from ..quant.options import Int8Options
 from .request import ExportRequest
 
-__all__ = ["ExportRequest"]
+__all__ = ["ExportRequest", "Int8Options"]
 
 
 class _Callable(types.ModuleType):

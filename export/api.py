@@ -15,20 +15,22 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
+from torch import nn
 
 from .backends import get_backend
-from .base import ExportError, ExportJob
+from .base import ExportCache, ExportError, ExportJob
 from .console import CapturedOutput, Console
 from .metadata import build_meta, timings, write_sidecars
 from .parity import ParityReport, check_runner, torch_logits
-from .request import KEEP_NOTHING_FLOAT, ExportRequest, artifact_folder, artifact_name, folders_overlap
-from ..model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+from .request import ExportRequest, artifact_folder, artifact_name, folders_overlap
+from ..model.checkpoint import DEFAULT_CHECKPOINT, Checkpoint, load_checkpoint
 from ..model.export_prep import prepare_for_export
 from ..model.images import ImageFolderError, generated_pixels, image_files, labelled_indices, load_pixels
 from ..model.preprocess import normalize_hwc_uint8
-from ..quant.plan import HELDOUT_IMAGES, Plan, describe, int8_plan, needs_search, search_samples
+from ..quant.plan import HELDOUT_IMAGES, Plan, SearchInputs, describe, int8_plan, needs_search, search_samples
 
 MAX_VERIFY = 200       # spare --calib images used for the parity check
 GENERATED_COUNT = 32   # generated images for the parity check when no real ones are given
@@ -74,14 +76,43 @@ class _Data:
     learned_ranges: object = None             # a QAT checkpoint's int8 activation ranges (mvit.quant.qat)
 
 
-def export_model(request: ExportRequest | None = None, *, say=None, cache: dict | None = None,
-                 **kwargs) -> list[ExportResult]:
-    """Export per ``request`` (or an ``ExportRequest(**kwargs)``); one ``ExportResult`` per artifact.
+@dataclass
+class _Run:
+    """One export run, as every step of it reads it: the request, its checkpoint (``export_net``: the
+    model prepared for export; parity compares against ``ckpt.model`` as is), its images, where progress
+    lines go, what its formats share and the int8 plan of each route."""
 
-    ``say`` receives progress lines (default: the terminal). ``cache`` (one dict shared between calls)
-    keeps fp32 graphs and PT2E calibrations, so a caller exporting format after format converts once.
+    request: ExportRequest
+    ckpt: Checkpoint
+    data: _Data
+    export_net: nn.Module
+    say: Callable[[str], None]
+    cache: ExportCache
+    plans: dict[str, Plan] = field(default_factory=dict)
+
+    @property
+    def weights(self) -> Path:
+        """The checkpoint file (the shipped one unless the request names one)."""
+        return self.request.checkpoint or DEFAULT_CHECKPOINT
+
+    def plan(self, backend, precision: str) -> Plan | None:
+        """The int8 plan a backend's ``precision`` export takes (None unless int8)."""
+        return self.plans.get(backend.INT8_ROUTE) if precision == "int8" else None
+
+    def target(self, fmt: str, precision: str) -> Path:
+        """The artifact folder of ``fmt`` at ``precision``."""
+        return artifact_folder(self.request.out, self.ckpt.meta.architecture, precision, fmt)
+
+
+def export_model(request: ExportRequest | None = None, *, say=None, cache: ExportCache | None = None,
+                 **kwargs) -> list[ExportResult]:
+    """Export per ``request`` (or ``ExportRequest.of(**kwargs)``: flat keywords, the int8 ones included);
+    one ``ExportResult`` per artifact.
+
+    ``say`` receives progress lines (default: the terminal). ``cache`` (one ``ExportCache`` shared between
+    calls) keeps fp32 artifacts, PT2E calibrations and int8 plans, so a caller exporting format after format converts once.
     """
-    request = (request or ExportRequest(**kwargs)).check()
+    request = (request or ExportRequest.of(**kwargs)).check()
     say = say or Console()
     weights = request.checkpoint or DEFAULT_CHECKPOINT
     ckpt = load_checkpoint(weights)
@@ -100,7 +131,7 @@ def export_model(request: ExportRequest | None = None, *, say=None, cache: dict 
         learned = read_ranges(weights)
     routes = _int8_routes(request)
     searching = learned is None and any(
-        needs_search(r, request.keep_float_list(), request.min_agreement, weights, ckpt.sha256) for r in routes)
+        needs_search(r, request.int8, weights, ckpt.sha256) for r in routes)
     data = _load_data(request, ckpt, weights, say, heldout=searching)
     data.learned_ranges = learned
     if learned is not None:
@@ -108,14 +139,12 @@ def export_model(request: ExportRequest | None = None, *, say=None, cache: dict 
             f"training (mvit-train --qat) from {weights.name}")
     if request.verify:
         data.ref_logits = torch_logits(ckpt.model, data.verify_pixels, ckpt.meta.contract)
-    cache = {} if cache is None else cache
-    export_net = prepare_for_export(ckpt.model)  # parity still compares against the checkpoint as is
-    plans = {r: _int8_plan(r, fmt, request, data, ckpt, weights, export_net, say, cache) for r, fmt in routes.items()}
+    run = _Run(request, ckpt, data, prepare_for_export(ckpt.model), say, ExportCache() if cache is None else cache)
+    run.plans = {r: _int8_plan(run, r, fmt) for r, fmt in routes.items()}
     jobs = max(1, min(request.jobs, len(request.formats)))
     if jobs > 1:
-        return _export_parallel(request, data, jobs, plans, ckpt, export_net, say)
-    return [r for fmt in request.formats
-            for r in _export_format(request, data, ckpt, export_net, fmt, say, cache, plans)]
+        return _export_parallel(run, jobs)
+    return [r for fmt in request.formats for r in _export_format(run, fmt)]
 
 
 def _int8_routes(request: ExportRequest) -> dict[str, str]:
@@ -128,8 +157,7 @@ def _int8_routes(request: ExportRequest) -> dict[str, str]:
     return routes
 
 
-def _int8_plan(route: str, fmt: str, request: ExportRequest, data: _Data, ckpt, weights: Path, export_net, say,
-               cache: dict) -> Plan:
+def _int8_plan(run: _Run, route: str, fmt: str) -> Plan:
     """The float layers of ``route``'s int8 (``mvit.quant.plan.int8_plan``), printed in one line; an
     unmet budget is an ExportError before anything is written."""
     import torch
@@ -137,27 +165,23 @@ def _int8_plan(route: str, fmt: str, request: ExportRequest, data: _Data, ckpt, 
     from ..quant import QuantError
     from ..quant.pt2e import model_input_range
 
+    request, data, ckpt, export_net, say = run.request, run.data, run.ckpt, run.export_net, run.say
     backend, c = get_backend(fmt), ckpt.meta.contract
-    calib = heldout = evaluate = None
+    options, search = request.int8, None
     if data.heldout_pixels is not None and len(data.heldout_pixels) and data.calib_pixels is not None:
-        calib = torch.from_numpy(normalize_hwc_uint8(data.calib_pixels, c))
         samples = search_samples(data.heldout_pixels)
-        heldout = torch.from_numpy(normalize_hwc_uint8(samples, c))
-        evaluator = getattr(backend, "int8_search_evaluator", None)
-        if evaluator is not None:  # measured in the format's own runtime
+        search = SearchInputs(torch.from_numpy(normalize_hwc_uint8(data.calib_pixels, c)),
+                              torch.from_numpy(normalize_hwc_uint8(samples, c)), input_range=model_input_range(c))
+        if backend.CAPABILITIES.int8_search:  # measured in the format's own runtime
             job = ExportJob(export_net, ckpt.meta, "int8", backend.INPUTS[0], data.calib_pixels,
-                            request.calib_method or backend.CALIB_METHODS[0], (), cache)
-            evaluate = evaluator(job, samples, torch_logits(export_net, samples, c))
-    keep = request.keep_float_list()
+                            options.calib_method or backend.CALIB_METHODS[0], (), run.cache)
+            search.evaluate = backend.int8_search_evaluator(job, samples, torch_logits(export_net, samples, c))
     try:
-        if data.learned_ranges is not None and not keep:  # a QAT checkpoint: the float layers it was trained with
-            plan = Plan([k for k in data.learned_ranges.keep_float if k.lower() != KEEP_NOTHING_FLOAT],
-                        "quantization-aware training", request.min_agreement)
+        if data.learned_ranges is not None and options.searches:  # a QAT checkpoint: the float layers it was trained with
+            plan = Plan(list(data.learned_ranges.keep_float), "quantization-aware training", options.min_agreement)
         else:
-            plan = int8_plan(route, export_net, keep_float=keep, min_agreement=request.min_agreement,
-                             calib=calib, heldout=heldout, evaluate=evaluate, checkpoint=weights,
-                             sha256=ckpt.sha256, cache=cache, say=say,
-                             input_range=model_input_range(c))
+            plan = int8_plan(route, export_net, options, search, checkpoint=run.weights, sha256=ckpt.sha256,
+                             cache=run.cache, say=say)
     except QuantError as e:
         raise ExportError(str(e)) from None
     say(describe(plan, route))
@@ -207,22 +231,22 @@ def _load_data(request: ExportRequest, ckpt, weights: Path, say, heldout: bool =
     """Calibration images (int8 only); when ``heldout``, up to ``HELDOUT_IMAGES`` for the int8 search
     (from --search-data, else calibration-folder images not used to calibrate, never verification
     images); verification images with labels where the folders have them."""
-    contract, data = ckpt.meta.contract, _Data()
+    contract, data, opts = ckpt.meta.contract, _Data(), request.int8
     warn = lambda m: say(f"warning: {m}")  # noqa: E731
     needs_calib = "int8" in request.precisions
-    if request.calib is not None:
-        files = image_files(request.calib)
+    if opts.calib is not None:
+        files = image_files(opts.calib)
         bad: list[Path] = []
-        data.calib_pixels, used = load_pixels(files, contract, request.calib_count if needs_calib else 0, warn=warn,
+        data.calib_pixels, used = load_pixels(files, contract, opts.calib_count if needs_calib else 0, warn=warn,
                                               unreadable=bad)
         if needs_calib and len(data.calib_pixels) == 0:
-            raise ImageFolderError(f"{request.calib}: none of the image files could be read")
-        if needs_calib and len(data.calib_pixels) < min(100, request.calib_count):
+            raise ImageFolderError(f"{opts.calib}: none of the image files could be read")
+        if needs_calib and len(data.calib_pixels) < min(100, opts.calib_count):
             warn(f"only {len(data.calib_pixels)} calibration images; 100 or more give steadier int8 results")
-        data.calib_source = f"{len(data.calib_pixels)} images of {request.calib}"
+        data.calib_source = f"{len(data.calib_pixels)} images of {opts.calib}"
         taken = set(used) | set(bad)
-        verifies_calib = request.verify_data is not None and folders_overlap(request.verify_data, request.calib)
-        if needs_calib and heldout and request.search_data is None and not verifies_calib:
+        verifies_calib = request.verify_data is not None and folders_overlap(request.verify_data, opts.calib)
+        if needs_calib and heldout and opts.search_data is None and not verifies_calib:
             rest = [f for f in files if f not in taken]
             # the verification images come from the same folder: leave them at least half of the rest
             share = HELDOUT_IMAGES if request.verify_data is not None or not request.verify else len(rest) // 2
@@ -234,19 +258,19 @@ def _load_data(request: ExportRequest, ckpt, weights: Path, say, heldout: bool =
             if rest:
                 px, vused = load_pixels(rest, contract, MAX_VERIFY, warn=warn)
                 if len(px):
-                    data.verify_pixels, data.verify_labels = px, labelled_indices(vused, request.calib, ckpt.meta.labels)
-                    data.verify_names = _names(vused, request.calib)
-                    data.verify_source = f"{len(px)} images of {request.calib} not used for calibration"
+                    data.verify_pixels, data.verify_labels = px, labelled_indices(vused, opts.calib, ckpt.meta.labels)
+                    data.verify_names = _names(vused, opts.calib)
+                    data.verify_source = f"{len(px)} images of {opts.calib} not used for calibration"
     elif needs_calib:
         from ..quant.calibration import data_free_pixels
 
-        data.calib_pixels, data.calib_source = data_free_pixels(ckpt, weights, request.zeroq_count, say)
+        data.calib_pixels, data.calib_source = data_free_pixels(ckpt, weights, opts.zeroq_count, say)
         warn(f"no --calib images: int8 calibrated on {data.calib_source}; real images calibrate better "
              f"(--calib DIR)")
-    if needs_calib and heldout and request.search_data is not None:
-        data.heldout_pixels, _ = load_pixels(image_files(request.search_data), contract, HELDOUT_IMAGES, warn=warn)
+    if needs_calib and heldout and opts.search_data is not None:
+        data.heldout_pixels, _ = load_pixels(image_files(opts.search_data), contract, HELDOUT_IMAGES, warn=warn)
         if len(data.heldout_pixels) == 0:
-            raise ImageFolderError(f"{request.search_data}: none of the image files could be read")
+            raise ImageFolderError(f"{opts.search_data}: none of the image files could be read")
     if request.verify and request.verify_data is not None:
         px, vused = load_pixels(image_files(request.verify_data), contract, None, warn=warn)
         if len(px) == 0:
@@ -260,39 +284,31 @@ def _load_data(request: ExportRequest, ckpt, weights: Path, say, heldout: bool =
     return data
 
 
-def _jobs(request: ExportRequest, data: _Data, ckpt, export_net, fmt: str, cache: dict,
-          plans: dict[str, Plan]) -> list[ExportJob]:
-    """The export jobs of one format, one per requested precision."""
-    backend = get_backend(fmt)
-    keep = request.keep_float_list()
+def _jobs(run: _Run, fmt: str, cache: ExportCache | None = None) -> list[ExportJob]:
+    """The export jobs of one format, one per requested precision (sharing ``cache``, default the run's)."""
+    request, backend = run.request, get_backend(fmt)
     jobs = []
     for precision in request.precisions:
-        plan = plans.get(backend.INT8_ROUTE) if precision == "int8" else None
+        plan = run.plan(backend, precision)
         if plan is not None:
             precision_keep, source = tuple(plan.float_units), plan.source
         else:
-            precision_keep, source = (() if keep == (KEEP_NOTHING_FLOAT,) else keep), "user"
-        jobs.append(ExportJob(export_net, ckpt.meta, precision, request.input_mode or backend.INPUTS[0],
-                              data.calib_pixels if precision == "int8" else None,
-                              request.calib_method or backend.CALIB_METHODS[0], precision_keep, cache,
-                              learned_ranges=data.learned_ranges if precision == "int8" else None,
-                              keep_float_source=source))
+            precision_keep, source = request.int8.keep_float, "user"
+        int8 = precision == "int8"
+        jobs.append(ExportJob(run.export_net, run.ckpt.meta, precision, request.input_mode or backend.INPUTS[0],
+                              run.data.calib_pixels if int8 else None,
+                              request.int8.calib_method or backend.CALIB_METHODS[0], precision_keep,
+                              run.cache if cache is None else cache,
+                              learned_ranges=run.data.learned_ranges if int8 else None, keep_float_source=source))
     return jobs
 
 
-def _export_format(request: ExportRequest, data: _Data, ckpt, export_net, fmt: str, say, cache: dict,
-                   plans: dict[str, Plan]) -> list[ExportResult]:
+def _export_format(run: _Run, fmt: str) -> list[ExportResult]:
     backend = get_backend(fmt)
-    results = []
-    for job in _jobs(request, data, ckpt, export_net, fmt, cache, plans):
-        plan = plans.get(backend.INT8_ROUTE) if job.precision == "int8" else None
-        target = artifact_folder(request.out, ckpt.meta.architecture, job.precision, fmt)
-        results.append(_export_one(backend, job, ckpt, target, request, data, say, plan))
-    return results
+    return [_export_one(run, backend, job) for job in _jobs(run, fmt)]
 
 
-def _export_parallel(request: ExportRequest, data: _Data, jobs: int, plans: dict[str, Plan], ckpt,
-                     export_net, say) -> list[ExportResult]:
+def _export_parallel(run: _Run, jobs: int) -> list[ExportResult]:
     """One worker process per format (at most ``jobs`` at once), threads split between them; the
     slowest exports start first. A PT2E calibration that several formats take (TFLite, Core ML,
     ExecuTorch int8) is made once, here, while the formats that need none start; its observer states go
@@ -302,9 +318,10 @@ def _export_parallel(request: ExportRequest, data: _Data, jobs: int, plans: dict
 
     import torch
 
-    request = dataclasses.replace(request, threads=max(1, request.threads // jobs), jobs=1)
+    request = dataclasses.replace(run.request, threads=max(1, run.request.threads // jobs), jobs=1)
+    data, plans = run.data, run.plans
     order = sorted(request.formats, key=lambda f: -get_backend(f).EXPORT_COST)
-    shared = _shared_calibrations(request, data, ckpt, export_net, plans)
+    shared = _shared_calibrations(run)
     waiting = {fmt for graphs in shared.values() for fmt, _ in graphs}
     with _thread_env(request.threads), cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
         futures = {fmt: pool.submit(_format_worker, request, data, fmt, plans, {})
@@ -314,7 +331,7 @@ def _export_parallel(request: ExportRequest, data: _Data, jobs: int, plans: dict
                 threads = torch.get_num_threads()
                 torch.set_num_threads(request.threads)  # beside the workers already running
                 try:
-                    states = _calibrate_once(shared, say)
+                    states = _calibrate_once(shared, run.say)
                 finally:
                     torch.set_num_threads(threads)
                 futures |= {fmt: pool.submit(_format_worker, request, data, fmt, plans, states)
@@ -326,20 +343,20 @@ def _export_parallel(request: ExportRequest, data: _Data, jobs: int, plans: dict
     return [r for fmt in request.formats for r in done[fmt]]
 
 
-def _shared_calibrations(request: ExportRequest, data: _Data, ckpt, export_net, plans: dict[str, Plan]) -> dict:
-    """PT2E calibration key -> [(format, (graph, job))] for the calibrations two or more formats take."""
+def _shared_calibrations(run: _Run) -> dict:
+    """``CalibrationKey`` -> [(format, (graph, job))] for the PT2E calibrations two or more formats take."""
     from ..quant.pt2e import calibration_key
 
-    groups: dict[tuple, list] = {}
-    for fmt in request.formats:
-        graph_of = getattr(get_backend(fmt), "calibration_graph", None)
-        if graph_of is None:
+    groups: dict = {}
+    for fmt in run.request.formats:
+        backend = get_backend(fmt)
+        if not backend.CAPABILITIES.pt2e_calibration:
             continue
-        for job in _jobs(request, data, ckpt, export_net, fmt, {}, plans):
+        for job in _jobs(run, fmt, ExportCache()):
             if job.precision != "int8" or job.learned_ranges is not None or job.calib_pixels is None:
                 continue
             try:
-                graph = graph_of(job)
+                graph = backend.calibration_graph(job)
             except ExportError:  # an input mode the format refuses: its worker says so
                 continue
             if graph is not None:
@@ -353,12 +370,12 @@ def _calibrate_once(shared: dict, say) -> dict:
     calibrate themselves and report the failure where it belongs)."""
     from ..quant.pt2e import calibrate_pt2e, calibration_states
 
-    cache: dict = {}
+    cache = ExportCache()
     for key, graphs in shared.items():
         graph, job = graphs[0][1]
         t0 = time.perf_counter()
         try:
-            calibrate_pt2e(*graph, **dict(job.quant_args(), cache=cache))
+            calibrate_pt2e(graph, job.pt2e_settings(), cache)
         except Exception as e:  # noqa: BLE001
             say(f"warning: the shared int8 calibration failed ({type(e).__name__}); each format calibrates its own")
             return {}
@@ -369,15 +386,17 @@ def _calibrate_once(shared: dict, say) -> dict:
 
 def _format_worker(request: ExportRequest, data: _Data, fmt: str, plans: dict[str, Plan],
                    calibrations: dict) -> list[ExportResult]:
+    """One format's exports in a worker process: the checkpoint loaded again, the shared calibrations'
+    observer states (``calibrations``) seeded into its cache."""
     import torch
 
     from ..quant.pt2e import seed_calibrations
 
     torch.set_num_threads(request.threads)
     ckpt = load_checkpoint(request.checkpoint or DEFAULT_CHECKPOINT)
-    cache: dict = {}
+    cache = ExportCache()
     seed_calibrations(cache, calibrations)
-    return _export_format(request, data, ckpt, prepare_for_export(ckpt.model), fmt, Console(), cache, plans)
+    return _export_format(_Run(request, ckpt, data, prepare_for_export(ckpt.model), Console(), cache, plans), fmt)
 
 
 @contextmanager
@@ -396,9 +415,10 @@ def _thread_env(threads: int):
                 os.environ[n] = v
 
 
-def _export_one(backend, job: ExportJob, ckpt, target: Path, request: ExportRequest, data: _Data, say,
-                plan: Plan | None = None) -> ExportResult:
+def _export_one(run: _Run, backend, job: ExportJob) -> ExportResult:
     """Convert, check and verify one artifact in a temporary folder, then rename it into place."""
+    request, ckpt, data, say = run.request, run.ckpt, run.data, run.say
+    target, plan = run.target(backend.FORMAT, job.precision), run.plan(backend, job.precision)
     t0 = time.perf_counter()
     label = f"{backend.FORMAT} {job.precision}"
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}{_TMP_TAG}{os.getpid()}-", dir=target.parent))
@@ -422,7 +442,7 @@ def _export_one(backend, job: ExportJob, ckpt, target: Path, request: ExportRequ
             say(f"{label}: converted in {t_export:.0f} s")
             parity, notes = None, []
             if request.verify:
-                parity, notes = _verify(backend, artifact, job, ckpt, data, request)
+                parity, notes = _verify(run, backend, artifact, job)
                 meta["parity"] = parity.to_dict()
                 if not parity.passed:
                     meta["status"] = "failed-parity"
@@ -462,10 +482,10 @@ def _keep_log(tmp: Path, target: Path) -> Path | None:
     return kept
 
 
-def _verify(backend, artifact: Path, job: ExportJob, ckpt, data: _Data,
-            request: ExportRequest) -> tuple[ParityReport, list[str]]:
+def _verify(run: _Run, backend, artifact: Path, job: ExportJob) -> tuple[ParityReport, list[str]]:
     """The artifact's parity report on the run's verification images (a slow runner gets a subset);
-    int8 agreement is gated at ``request.min_agreement``."""
+    int8 agreement is gated at ``request.int8.min_agreement``."""
+    request, data = run.request, run.data
     runner = backend.load_runner(artifact, request.threads)
     px, lab, src, ref = data.verify_pixels, data.verify_labels, data.verify_source, data.ref_logits
     names = data.verify_names
@@ -478,8 +498,8 @@ def _verify(backend, artifact: Path, job: ExportJob, ckpt, data: _Data,
         notes.append(f"{backend.RUNTIME} is slow here: parity checked on {k} images")
     try:
         # generated images: near-tie top-1s make agreement meaningless, so only logit metrics gate
-        floors = {"top1_agreement": request.min_agreement} if job.precision == "int8" else None
-        parity = check_runner(runner, ckpt.model, px, job.precision, lab, src, ref, gate_agreement=not data.generated,
+        floors = {"top1_agreement": request.int8.min_agreement} if job.precision == "int8" else None
+        parity = check_runner(runner, run.ckpt.model, px, job.precision, lab, src, ref, gate_agreement=not data.generated,
                               floors=floors, names=names)
     finally:
         runner.close()

@@ -16,6 +16,7 @@ from torch import nn
 from ..model.checkpoint import CheckpointMeta
 from ..model.contract import PreprocessContract
 from ..model.preprocess import normalize_hwc_uint8
+from ..quant.cache import QuantCache
 
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
 INPUT_MODES = ("float-nchw", "uint8-nhwc", "image")
@@ -52,6 +53,14 @@ class IOSpec:
 
 
 @dataclass
+class ExportCache(QuantCache):
+    """What the formats of one export run share: ``QuantCache``'s int8 calibrations and plans, and each
+    format's fp32 artifact per input mode (fp16 and dynamic-range int8 are derived from it)."""
+
+    fp32: dict[tuple[str, str], bytes] = field(default_factory=dict)  # (format, input mode) -> artifact bytes
+
+
+@dataclass
 class ExportJob:
     """Everything a backend needs to convert one checkpoint at one precision."""
 
@@ -61,8 +70,8 @@ class ExportJob:
     input_mode: str = "float-nchw"  # one of INPUT_MODES
     calib_pixels: np.ndarray | None = None  # N,H,W,3 uint8 RGB (resized + cropped), for int8
     calib_method: str = "min-max"
-    keep_float: tuple[str, ...] = ()   # module names or op types kept in float (int8: the plan's)
-    cache: dict[str, Any] = field(default_factory=dict)  # shared between formats of one export run
+    keep_float: tuple[str, ...] = ()   # module names or op types kept in float (int8: the plan's; () = none)
+    cache: ExportCache = field(default_factory=ExportCache)  # shared between formats of one export run
     learned_ranges: Any = None  # a QAT checkpoint's activation ranges (mvit.quant.qat.LearnedRanges), for int8
     keep_float_source: str = "user"    # where keep_float came from (mvit.quant.plan.Plan.source)
 
@@ -70,10 +79,12 @@ class ExportJob:
     def contract(self) -> PreprocessContract:
         return self.meta.contract
 
-    def quant_args(self) -> dict:
-        """The keyword arguments ``mvit.quant`` calibration takes from this job."""
-        return {"calib_pixels": self.calib_pixels, "method": self.calib_method, "keep_float": self.keep_float,
-                "keep_float_source": self.keep_float_source, "cache": self.cache, "ranges": self.learned_ranges}
+    def pt2e_settings(self):
+        """How ``mvit.quant.pt2e`` calibrates this job (a ``Pt2eSettings``)."""
+        from ..quant.pt2e import Pt2eSettings
+
+        return Pt2eSettings(self.calib_pixels, self.calib_method, self.keep_float, self.keep_float_source,
+                            self.learned_ranges)
 
     def calib_inputs(self) -> np.ndarray:
         """Calibration images as float NCHW model inputs (the contract's normalisation)."""
@@ -82,8 +93,28 @@ class ExportJob:
         return normalize_hwc_uint8(self.calib_pixels, self.contract)
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend does beyond what every backend does: each flag enables one optional ``Backend``
+    member (``OPTIONAL_MEMBERS``). Callers ask these flags, never the format's name."""
+
+    pt2e_calibration: bool = False  # calibration_graph: its int8 calibrates a PT2E graph, shareable between formats
+    int8_search: bool = False       # int8_search_evaluator: the int8 search measures candidates in its own runtime
+    layer_error: bool = False       # layer_error: per-layer error of its int8 artifact against its fp32 sibling
+    tensor_error: bool = False      # tensor_error: per-tensor error of its int8 file against the float model
+    interpreted: bool = False       # its runner may be a reference interpreter here (seconds per image)
+
+
+# optional member -> the capability that says the backend has it
+OPTIONAL_MEMBERS = {"calibration_graph": "pt2e_calibration", "int8_search_evaluator": "int8_search",
+                    "layer_error": "layer_error", "tensor_error": "tensor_error"}
+
+
 class Backend(Protocol):
-    """What an export backend module provides (checked for every registered backend by the tests)."""
+    """What an export backend module provides (checked for every registered backend by the tests).
+
+    Members named in ``OPTIONAL_MEMBERS`` exist only where ``CAPABILITIES`` says so; all others always.
+    """
 
     FORMAT: str                      # the --format name: "onnx", "tflite", ...
     SUFFIX: str                      # artifact suffix: ".onnx", ".tflite", ".mlpackage" (a folder), ...
@@ -95,6 +126,7 @@ class Backend(Protocol):
     INT8_ROUTE: str                  # the mvit.quant route its int8 takes: "pt2e" or "onnxruntime-qdq"
     RUNTIME_MODULES: tuple[str, ...]  # Python modules of the runtime, imported before timing a model load
     EXPORT_COST: int                 # relative export time, to start the slowest first when in parallel
+    CAPABILITIES: Capabilities       # which optional members it has, and how its runner behaves
 
     def export(self, job: ExportJob, path: Path) -> IOSpec:
         """Write the artifact for ``job`` to ``path`` (a temporary path the caller renames)."""
@@ -118,8 +150,36 @@ class Backend(Protocol):
         """Why this machine cannot export or run the format at all (an optional converter or runtime
         not installed: one line saying how to install it), or None."""
 
-    # Optional, for backends whose int8 is PT2E (mvit.quant.pt2e): ``calibration_graph(job) -> Pt2eGraph
-    # | None``, the graph ``export`` calibrates, so a parallel export calibrates it once for all of them.
+    def io_details(self, path: Path) -> dict:
+        """The artifact's input and output tensors as its runtime declares them: ``{"input": {...},
+        "output": {...}}``, each with name, shape, dtype and quantization (None when float)."""
+
+    def missing_ops(self, path: Path) -> list[str]:
+        """Ops of the artifact the runtime here cannot run ([] when it runs them all)."""
+
+    def op_census(self, path: Path, threads: int = 2) -> dict:
+        """The ops the runtime runs with their input dtypes: ``{"runtime", "ops_total", "ops": [...]}``."""
+
+    def calibration_graph(self, job: ExportJob) -> Any:
+        """(``pt2e_calibration``) The ``mvit.quant.pt2e.Pt2eGraph`` that ``export`` calibrates for an int8
+        ``job``, or None where that job calibrates otherwise; a parallel export calibrates it once for all."""
+
+    def int8_search_evaluator(self, job: ExportJob, heldout_pixels: np.ndarray, ref_logits: np.ndarray) -> Any:
+        """(``int8_search``) ``evaluate(float_units) -> (agreement, cosine)`` of its int8 model against the
+        float model's ``ref_logits`` on ``heldout_pixels``, for ``mvit.quant.plan.int8_plan``."""
+
+    def layer_error(self, fp32_path: Path, int8_path: Path, pixels: np.ndarray, threads: int = 2) -> dict:
+        """(``layer_error``) Per-layer error of an int8 artifact against its fp32 sibling on ``pixels``:
+        ``{"method", "keep_float_names", "layers": [rows, worst local SQNR first]}``."""
+
+    def tensor_error(self, path: Path, model: nn.Module, pixels: np.ndarray) -> dict:
+        """(``tensor_error``) Per-tensor error of an int8 file against the float ``model`` it came from, on
+        ``pixels``: ``{"method", "keep_float_names", "layers": [rows, worst local SQNR first]}``."""
+
+
+def supports(backend: Backend, member: str) -> bool:
+    """Whether ``backend`` has the optional ``member`` (its capability flag for it)."""
+    return getattr(backend.CAPABILITIES, OPTIONAL_MEMBERS[member])
 
 
 def option_problems(backend: Backend, precision: str, input_mode: str | None, calib_method: str | None,

@@ -71,17 +71,18 @@ def build_parser() -> argparse.ArgumentParser:
 def request_from_args(args):
     """The ``ExportRequest`` the command line asks for."""
     from .request import ExportRequest
+    from ..quant.options import Int8Options
 
     asked = ["fp32" if q == "none" else q for q in args.quantize]
     precisions = PRECISIONS if "all" in asked else tuple(dict.fromkeys(asked))
     formats = all_formats(precisions) if "all" in args.format else tuple(args.format)
     jobs = args.jobs if args.jobs else min(len(formats), os.cpu_count() or 1)
+    int8 = Int8Options.from_words(args.keep_float, calib=args.calib, calib_count=args.calib_count,
+                                  calib_method=args.calib_method, min_agreement=args.min_agreement,
+                                  search_data=args.search_data)
     return ExportRequest(checkpoint=args.weights, formats=formats, precisions=precisions, out=args.out,
-                         force=args.force, calib=args.calib, calib_count=args.calib_count,
-                         calib_method=args.calib_method, keep_float=tuple(args.keep_float),
-                         min_agreement=args.min_agreement, search_data=args.search_data,
-                         input_mode=args.input_mode, verify=args.verify, verify_data=args.verify_data,
-                         threads=args.threads, jobs=jobs, verbose=args.verbose)
+                         force=args.force, int8=int8, input_mode=args.input_mode, verify=args.verify,
+                         verify_data=args.verify_data, threads=args.threads, jobs=jobs, verbose=args.verbose)
 
 
 def all_formats(precisions) -> tuple[str, ...]:

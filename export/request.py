@@ -1,20 +1,20 @@
 """``ExportRequest``: everything one export run is asked to do, checked before any work starts.
 
 The CLI builds one from its options, ``mvit-bench`` builds one per format, Python users build one
-directly; ``mvit.export.api.export_model(request)`` is the only way into export. Formats come from
-the backend registry, precisions and input modes from ``mvit.export.base``, and artifact folders are
-named here, once.
+directly; ``mvit.export.api.export_model(request)`` is the only way into export. Its int8 options are
+one ``mvit.quant.options.Int8Options`` (``request.int8``). Formats come from the backend registry,
+precisions and input modes from ``mvit.export.base``, and artifact folders are named here, once.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 
 from .backends import FORMATS, get_backend
 from .base import INPUT_MODES, PRECISIONS, ExportError, option_problems
-from ..quant.plan import DEFAULT_MIN_AGREEMENT
+from ..quant.options import Int8Options
 
-KEEP_NOTHING_FLOAT = "none"  # --keep-float none: quantize every layer
+INT8_FIELDS = tuple(f.name for f in fields(Int8Options) if f.name != "all_int8")  # flat names ``of`` takes
 
 
 @dataclass(frozen=True)
@@ -26,13 +26,7 @@ class ExportRequest:
     precisions: tuple[str, ...] = ("fp32",)
     out: Path = Path("out")               # one subfolder per artifact (``artifact_folder``)
     force: bool = False                   # replace existing artifact folders
-    calib: Path | None = None             # calibration images; None = data-free (ZeroQ)
-    calib_count: int = 256
-    calib_method: str | None = None       # None = each backend's default
-    zeroq_count: int = 32                 # data-free images synthesised when none are shipped
-    keep_float: tuple[str, ...] = ()      # layers kept float (backend-specific names; "none" = all int8)
-    min_agreement: float = DEFAULT_MIN_AGREEMENT  # int8: the search's budget and the parity gate
-    search_data: Path | None = None       # int8 search images; None = --calib images not used to calibrate
+    int8: Int8Options = Int8Options()     # calibration, float set and search of int8 (--calib images verify too)
     input_mode: str | None = None         # None = each backend's default input
     verify: bool = True
     verify_data: Path | None = None       # None = --calib images not used for calibration, else generated
@@ -40,11 +34,20 @@ class ExportRequest:
     jobs: int = 1                         # formats exported at once in worker processes
     verbose: bool = False                 # converter output on the console as well as in export.log
 
+    @classmethod
+    def of(cls, **kwargs) -> "ExportRequest":
+        """A request from flat keywords: the ``Int8Options`` ones (``INT8_FIELDS``; ``keep_float``
+        as command-line words, ``none`` = every layer int8) go into ``int8``, the rest as they are."""
+        int8 = {k: kwargs.pop(k) for k in INT8_FIELDS if k in kwargs}
+        if int8:
+            kwargs["int8"] = Int8Options.from_words(**int8)
+        return cls(**kwargs)
+
     def __post_init__(self):
-        for name in ("formats", "precisions", "keep_float"):
+        for name in ("formats", "precisions"):
             value = getattr(self, name)
             object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(dict.fromkeys(value)))
-        for name in ("checkpoint", "out", "calib", "verify_data", "search_data"):
+        for name in ("checkpoint", "out", "verify_data"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):
                 object.__setattr__(self, name, Path(value))
@@ -61,27 +64,21 @@ class ExportRequest:
                  if p not in PRECISIONS]
         if self.input_mode is not None and self.input_mode not in INPUT_MODES:
             errs.append(f"unknown --input {self.input_mode!r}; choose from {', '.join(INPUT_MODES)}")
-        for name, low in (("calib_count", 1), ("zeroq_count", 1), ("threads", 1), ("jobs", 1)):
+        for name, low in (("threads", 1), ("jobs", 1)):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < low:
                 errs.append(f"--{name.replace('_', '-')} must be an integer >= {low}, got {getattr(self, name)!r}")
-        m = self.min_agreement
-        if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 < m <= 1:
-            errs.append(f"--min-agreement must be a number in (0, 1], got {m!r}")
-        if self.search_data is not None and "int8" not in self.precisions:
-            errs.append("--search-data applies to int8 only")
-        if (self.search_data is not None and self.verify_data is not None
-                and folders_overlap(self.search_data, self.verify_data)):
+        int8 = self.int8
+        errs += int8.problems("int8" in self.precisions)
+        if (int8.search_data is not None and self.verify_data is not None
+                and folders_overlap(int8.search_data, self.verify_data)):
             errs.append("--search-data and --verify-data share images: the int8 search must not see the "
                         "verification images")
-        if self.calib_method is not None and "int8" not in self.precisions:
-            errs.append("--calib-method applies to int8 only")
-        keep = self.keep_float_list()
         if errs:
             return errs
         for fmt in self.formats:
             backend = get_backend(fmt)
             for p in self.precisions:
-                errs += option_problems(backend, p, self.input_mode, self.calib_method, keep)
+                errs += option_problems(backend, p, self.input_mode, int8.calib_method, int8.words())
         return errs
 
     def check(self) -> "ExportRequest":
@@ -91,20 +88,18 @@ class ExportRequest:
             raise ExportError(errs[0] if len(errs) == 1 else f"{errs[0]} (and {len(errs) - 1} more problems)")
         return self
 
-    def keep_float_list(self) -> tuple[str, ...]:
-        """The keep-float names as given, with ``none`` (quantize everything) kept as the only item."""
-        keep = tuple(k for k in self.keep_float if k)
-        if any(k.lower() == KEEP_NOTHING_FLOAT for k in keep):
-            return (KEEP_NOTHING_FLOAT,) if len(keep) == 1 else keep
-        return keep
-
     def to_dict(self) -> dict:
-        """JSON-ready form (paths as strings)."""
-        out = {}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            out[f.name] = str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
-        return out
+        """JSON-ready form (paths as strings, ``int8`` as a nested dict)."""
+        return _json(self)
+
+
+def _json(value):
+    """``value`` with dataclasses as dicts, paths as strings and tuples as lists."""
+    if is_dataclass(value):
+        return {f.name: _json(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, tuple):
+        return [_json(v) for v in value]
+    return str(value) if isinstance(value, Path) else value
 
 
 def folders_overlap(a: Path, b: Path) -> bool:

@@ -70,5 +70,10 @@ class Runner:
         """Pixels -> float32 scores [N, classes]."""
         return self.finish(self.invoke(self.prepare(pixels)))
 
+    def reproducible(self) -> "Runner":
+        """A runner of the same artifact that computes the same numbers on every machine (app fixtures
+        record them): this one, unless a subclass runs a platform's own engine where there is one."""
+        return self
+
     def close(self) -> None:
         """Release the runtime (optional)."""

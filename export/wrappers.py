@@ -82,4 +82,5 @@ def quantize_input_graph(job, module, sample, layout: str, in_model: bool, **kwa
     job's images mapped to that graph's input; returns (converted module, quantizer, details)."""
     from ..quant.pt2e import quantize_pt2e
 
-    return quantize_pt2e(*pt2e_input_graph(job, module, sample, layout, in_model), **kwargs, **job.quant_args())
+    return quantize_pt2e(pt2e_input_graph(job, module, sample, layout, in_model), job.pt2e_settings(), cache=job.cache,
+                         **kwargs)

@@ -11,13 +11,18 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
 from torch import nn
 
 from . import QuantError
+from .cache import PlanKey, QuantCache
 from .search import SearchResult, cache_key, load_cached, store
+
+if TYPE_CHECKING:
+    from .options import Int8Options
 
 ROUTES = ("pt2e", "onnxruntime-qdq")
 DEFAULT_MIN_AGREEMENT = 0.995
@@ -73,68 +78,78 @@ def search_cache_key(route: str, min_agreement: float) -> str:
     return cache_key(route, min_agreement, f"{RECIPE}|{SEARCH_RULE}{revision}")
 
 
-def user_plan(keep_float: tuple[str, ...], min_agreement: float = DEFAULT_MIN_AGREEMENT) -> Plan | None:
-    """The plan an explicit ``--keep-float`` list makes (None when the list is empty: search)."""
-    keep = tuple(k for k in keep_float if k)
-    if not keep:
-        return None
-    if tuple(k.lower() for k in keep) == ("none",):
-        return Plan([], "user: none", min_agreement)
-    return Plan(list(keep), "user", min_agreement)
+@dataclass
+class SearchInputs:
+    """What the search measures candidate float sets on: ``calib`` / ``heldout`` are model inputs (N first)
+    for calibration and for the agreement the budget is measured on. ``evaluate(float_units) ->
+    (agreement, cosine)`` measures a candidate on ``heldout`` in the route's own runtime (ONNX:
+    onnxruntime); None measures it in the simulated PT2E graph. ``input_range``: the model input's value
+    range over all pixels (``mvit.quant.pt2e.graph_input_range``), which the simulation quantizes
+    exactly as the exports do."""
+
+    calib: torch.Tensor
+    heldout: torch.Tensor
+    evaluate: Callable | None = None
+    input_range: tuple[float, float] | None = None
 
 
-def needs_search(route: str, keep_float: tuple[str, ...], min_agreement: float, checkpoint: Path | None,
-                 sha256: str | None) -> bool:
-    """Whether ``int8_plan`` would search (no explicit list, no cached result): the export then holds
+def user_plan(options: Int8Options) -> Plan | None:
+    """The plan an explicit float set makes (a ``--keep-float`` list, or every layer int8); None: search."""
+    if options.all_int8:
+        return Plan([], "user: none", options.min_agreement)
+    if options.keep_float:
+        return Plan(list(options.keep_float), "user", options.min_agreement)
+    return None
+
+
+def needs_search(route: str, options: Int8Options, checkpoint: Path | None, sha256: str | None) -> bool:
+    """Whether ``int8_plan`` would search (no explicit float set, no cached result): the export then holds
     calibration-folder images out for it."""
-    if user_plan(keep_float, min_agreement) is not None:
+    if user_plan(options) is not None:
         return False
     if checkpoint is None or not sha256:
         return True
-    return load_cached(Path(checkpoint), sha256, search_cache_key(route, min_agreement)) is None
+    return load_cached(Path(checkpoint), sha256, search_cache_key(route, options.min_agreement)) is None
 
 
-def int8_plan(route: str, model: nn.Module, *, keep_float: tuple[str, ...] = (),
-              min_agreement: float = DEFAULT_MIN_AGREEMENT,
-              calib: torch.Tensor | None = None, heldout: torch.Tensor | None = None, evaluate=None,
-              checkpoint: Path | None = None, sha256: str | None = None, cache: dict | None = None,
-              say=None, input_range: tuple[float, float] | None = None) -> Plan:
-    """The float set for ``model`` on ``route``.
+def int8_plan(route: str, model: nn.Module, options: Int8Options, search: SearchInputs | None = None, *,
+              checkpoint: Path | None = None, sha256: str | None = None, cache: QuantCache | None = None,
+              say=None) -> Plan:
+    """The float set for ``model`` on ``route``: the one ``options`` give, else the cached search result,
+    else searched to ``options.min_agreement`` on ``search`` (none: every layer int8, with a note).
 
-    ``calib`` / ``heldout``: model inputs (N first) for calibration and for the agreement the budget
-    is measured on. ``evaluate(float_units) -> (agreement, cosine)`` measures a candidate set on
-    ``heldout`` in the route's own runtime (ONNX: onnxruntime); None measures it in the simulated
-    PT2E graph. ``checkpoint`` + ``sha256`` enable the on-disk cache; ``cache`` (a dict) shares the
-    plan between the formats of one export run. ``input_range``: the model input's value range over all
-    pixels (``mvit.quant.pt2e.graph_input_range``), which the simulation quantizes exactly as the exports do.
+    ``checkpoint`` + ``sha256`` enable the on-disk cache; ``cache`` shares the plan between the formats
+    of one export run (``QuantCache.plans``).
     """
     if route not in ROUTES:
         raise QuantError(f"unknown int8 route {route!r}")
-    plan = user_plan(keep_float, min_agreement)
+    min_agreement = options.min_agreement
+    calib, heldout = (search.calib, search.heldout) if search is not None else (None, None)
+    plan = user_plan(options)
     if plan is not None:
         return plan
     say = say or (lambda _m: None)
     key = search_cache_key(route, min_agreement)
-    memo = cache if cache is not None else {}
-    if ("plan", key, sha256) in memo:
-        return memo[("plan", key, sha256)]
+    memo, memo_key = (cache if cache is not None else QuantCache()).plans, PlanKey(key, sha256)
+    if memo_key in memo:
+        return memo[memo_key]
     if checkpoint is not None and sha256:
         hit = load_cached(Path(checkpoint), sha256, key)
         if hit is not None:
             plan = Plan(hit.float_units, "cache", min_agreement, hit.to_dict())
-            memo[("plan", key, sha256)] = plan
+            memo[memo_key] = plan
             return plan
     if heldout is None or len(heldout) == 0 or calib is None:
         plan = Plan([], "no held-out images", min_agreement,
                     notes=["no held-out calibration images to search a float set on (give --calib with more "
                            f"images than --calib-count, {HELDOUT_IMAGES} more are used): every layer int8"])
-        memo[("plan", key, sha256)] = plan
+        memo[memo_key] = plan
         return plan
     t0 = time.perf_counter()
     target = search_target(min_agreement)
     say(f"searching the int8 float set for >= {100 * target:.2f}% agreement (gate {100 * min_agreement:.1f}%) on "
         f"{len(heldout)} held-out samples ({route}) ...")
-    result = search_route(route, model, calib, heldout, target, evaluate, say, input_range)
+    result = search_route(route, model, search, target, say)
     say(f"search done in {time.perf_counter() - t0:.0f} s: {len(result.float_units)} layer(s) float, "
         f"agreement {100 * result.agreement:.2f}%")
     if not result.met:
@@ -155,7 +170,7 @@ def int8_plan(route: str, model: nn.Module, *, keep_float: tuple[str, ...] = (),
             plan.notes.append(f"search result cached in {path}")
         except OSError as e:
             plan.notes.append(f"search result not cached ({e.strerror})")
-    memo[("plan", key, sha256)] = plan
+    memo[memo_key] = plan
     return plan
 
 
@@ -173,14 +188,13 @@ def search_simulation(model: nn.Module, calib: torch.Tensor, input_range: tuple[
     return build_sim(folded, quantizer_for(folded, "histogram", input_range=input_range), calib, SEARCH_BATCH)
 
 
-def search_route(route: str, model: nn.Module, calib: torch.Tensor, heldout: torch.Tensor, min_agreement: float,
-                 evaluate=None, say=None, input_range: tuple[float, float] | None = None) -> SearchResult:
-    """Run the search for ``route`` (see ``int8_plan``): every layer int8 first; only when that misses,
-    the simulation's sensitivity ranking and the bisection."""
+def search_route(route: str, model: nn.Module, inputs: SearchInputs, min_agreement: float, say=None) -> SearchResult:
+    """Run the search for ``route`` on ``inputs`` to ``min_agreement`` (see ``int8_plan``): every layer
+    int8 first; only when that misses, the simulation's sensitivity ranking and the bisection."""
     from .search import layer_units, rank_units, score, search, unit_costs
     from .sensitivity import point_sensitivity
 
-    calib = calib[:SEARCH_CALIB_IMAGES]
+    calib, heldout, evaluate, input_range = inputs.calib[:SEARCH_CALIB_IMAGES], inputs.heldout, inputs.evaluate, inputs.input_range
     sims = []
 
     def simulation():

@@ -1,19 +1,21 @@
 """Post-training int8 quantisation in PyTorch (PT2E), shared by the TFLite and Core ML backends.
 
-One calibrated model serves every PT2E format of an export run (one ``cache`` dict; across worker
-processes as observer states, ``calibration_states``), so W8A8 TFLite, Core ML and ExecuTorch artifacts
+One calibrated model serves every PT2E format of an export run (one ``mvit.quant.cache.QuantCache``;
+across worker processes as observer states, ``calibration_states``), so W8A8 TFLite, Core ML and ExecuTorch artifacts
 carry the same quantisation parameters.
 """
 from __future__ import annotations
 
 import time
-from typing import Callable, NamedTuple
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
 from . import QuantError
+from .cache import Calibration, CalibrationKey, CalibrationState, QuantCache
 from .sim import module_paths, under
 
 CALIB_METHODS = ("min-max", "histogram")
@@ -368,31 +370,45 @@ class Pt2eGraph(NamedTuple):
     graph_input: str
 
 
-def calibration_key(graph_input: str, method: str, keep_float: tuple[str, ...], ranges=None) -> tuple:
-    """The ``cache`` key of one PT2E calibration (``calibrate_pt2e``)."""
-    keep = tuple(k for k in keep_float if k.lower() != "none")
-    return ("pt2e", graph_input, method, keep) + (() if ranges is None else (id(ranges),))
+@dataclass(frozen=True)
+class Pt2eSettings:
+    """How a PT2E graph is calibrated: on ``calib_pixels`` (N,H,W,3 uint8, resized and cropped; None when
+    the cache holds the calibration or its observer states) with the ``method`` observers
+    (``CALIB_METHODS``), the ``keep_float`` modules or module types left float (an export's
+    ``mvit.quant.plan.Plan``), ``keep_float_source`` saying where that list came from. ``ranges``: a QAT
+    checkpoint's learned activation ranges (``mvit.quant.qat.LearnedRanges``), which replace the
+    calibrated ones they cover; without a keep-float list its own is used."""
+
+    calib_pixels: np.ndarray | None
+    method: str
+    keep_float: tuple[str, ...] = ()
+    keep_float_source: str = "user"
+    ranges: Any = None
 
 
-def calibrate_pt2e(model: nn.Module, wrapped: nn.Module, sample: torch.Tensor, to_input, graph_input: str, *,
-                   calib_pixels: np.ndarray | None, method: str, keep_float: tuple[str, ...] = (),
-                   keep_float_source: str = "user", cache: dict, ranges=None) -> tuple:
-    """Export and calibrate ``wrapped`` into ``cache`` unless it holds that calibration already (or its
-    observer states from ``seed_calibrations``); returns the cache key. Arguments as ``quantize_pt2e``."""
-    given = tuple(keep_float)
-    if ranges is not None and not given:
-        given, keep_float_source = tuple(ranges.keep_float) or ("none",), "quantization-aware training"
-    keep_float = tuple(k for k in given if k.lower() != "none")
+def calibration_key(graph_input: str, method: str, keep_float: tuple[str, ...], ranges=None) -> CalibrationKey:
+    """The cache key of one PT2E calibration (``calibrate_pt2e``)."""
+    return CalibrationKey(graph_input, method, tuple(keep_float), None if ranges is None else id(ranges))
+
+
+def calibrate_pt2e(graph: Pt2eGraph, settings: Pt2eSettings, cache: QuantCache) -> CalibrationKey:
+    """Export and calibrate ``graph`` into ``cache`` unless it holds that calibration already (or its
+    observer states from ``seed_calibrations``); returns its key in ``cache.calibrations``."""
+    model, wrapped, sample, to_input, graph_input = graph
+    calib_pixels, method, keep_float, keep_float_source, ranges = (
+        settings.calib_pixels, settings.method, tuple(settings.keep_float), settings.keep_float_source, settings.ranges)
+    if ranges is not None and not keep_float:
+        keep_float, keep_float_source = tuple(ranges.keep_float), "quantization-aware training"
     key = calibration_key(graph_input, method, keep_float, ranges)
-    if key in cache:
+    if key in cache.calibrations:
         return key
-    px, seeded = calib_pixels, cache.get(_SEEDED + key)
+    px, seeded = calib_pixels, cache.seeded.get(key)
     # the input range depends on the graph alone; None only for float calibration images (tests)
     domain = graph_input_range(to_input) if px is None or px.dtype == np.uint8 else None
     quantizer = quantizer_for(model, method, keep_float, input_range=domain)
     prepared = _restore(seeded, wrapped, sample, quantizer)
     if prepared is not None:
-        details = dict(seeded[2])
+        details = dict(seeded.details)
     else:
         if px is None or len(px) == 0:
             raise QuantError("int8 export needs calibration images")
@@ -409,32 +425,27 @@ def calibrate_pt2e(model: nn.Module, wrapped: nn.Module, sample: torch.Tensor, t
     if ranges is not None:
         inner = next(name for name, m in wrapped.named_modules() if m is model)
         details |= ranges.apply(prepared, inner + "." if inner else "")
-    cache[key] = (prepared, quantizer, details)
+    cache.calibrations[key] = Calibration(prepared, quantizer, details)
     return key
 
 
-_SEEDED = ("seeded",)  # cache key prefix of observer states calibrated in another process
-
-
-def calibration_states(cache: dict) -> dict:
+def calibration_states(cache: QuantCache) -> dict[CalibrationKey, CalibrationState]:
     """The observers (signature and states) and details of every PT2E calibration in ``cache`` (learned
     QAT ranges excepted), picklable: a parent process calibrates once and hands them to workers
     (``seed_calibrations``), which rebuild the graph (export + prepare: seconds) instead of calibrating."""
     out = {}
-    for key, value in cache.items():
-        if key[0] == "pt2e" and len(key) == 4:
-            prepared, _, details = value
-            states = {name: o.state_dict() for name, o in _observers(prepared).items()}
-            out[key] = (_observer_signature(prepared), states, details)
+    for key, c in cache.calibrations.items():
+        if key.shareable:
+            states = {name: o.state_dict() for name, o in _observers(c.prepared).items()}
+            out[key] = CalibrationState(_observer_signature(c.prepared), states, c.details)
     return out
 
 
-def seed_calibrations(cache: dict, states: dict) -> None:
+def seed_calibrations(cache: QuantCache, states: dict[CalibrationKey, CalibrationState]) -> None:
     """Put ``calibration_states`` of another process into ``cache``; ``calibrate_pt2e`` restores a
     calibration from them when its rebuilt graph has the same observers on the same tensors, and
     calibrates otherwise (saying so in the details)."""
-    for key, value in states.items():
-        cache[_SEEDED + key] = value
+    cache.seeded.update(states)
 
 
 def _observer_signature(prepared: nn.Module) -> dict[str, tuple[str, str | None]]:
@@ -444,51 +455,43 @@ def _observer_signature(prepared: nn.Module) -> dict[str, tuple[str, str | None]
     return {name: (type(o).__name__, observed.get(name)) for name, o in _observers(prepared).items()}
 
 
-def _restore(seeded, wrapped: nn.Module, sample: torch.Tensor, quantizer) -> nn.Module | None:
+def _restore(seeded: CalibrationState | None, wrapped: nn.Module, sample: torch.Tensor, quantizer) -> nn.Module | None:
     """The prepared graph with ``seeded`` observer states loaded, or None when there are none or the
     graph's observers (names, types, observed nodes) differ from theirs."""
     if seeded is None:
         return None
-    signature, states, _ = seeded
     prepared = prepare(wrapped, sample, quantizer)
-    if _observer_signature(prepared) != signature:
+    if _observer_signature(prepared) != seeded.signature:
         return None
     observers = _observers(prepared)
-    for name, state in states.items():
+    for name, state in seeded.states.items():
         observers[name].load_state_dict(state)
     return prepared
 
 
-def quantize_pt2e(model: nn.Module, wrapped: nn.Module, sample: torch.Tensor, to_input, graph_input: str, *,
-                  calib_pixels: np.ndarray | None, method: str, keep_float: tuple[str, ...] = (),
-                  keep_float_source: str = "user", cache: dict | None = None, fold_quantize: bool = False,
-                  ranges=None) -> tuple[nn.Module, object, dict]:
-    """Export, calibrate and convert ``wrapped`` (``model``, possibly inside an input wrapper).
+def quantize_pt2e(graph: Pt2eGraph, settings: Pt2eSettings, *, cache: QuantCache | None = None,
+                  fold_quantize: bool = False) -> tuple[nn.Module, object, dict]:
+    """Export, calibrate (``calibrate_pt2e``) and convert ``graph.wrapped`` (``graph.model``, possibly
+    inside an input wrapper); returns (converted module, quantizer, details).
 
-    Calibration is cached in ``cache`` per graph input kind (``graph_input``: e.g. "normalized-nchw"),
-    method and keep-float list, so TFLite (``fold_quantize=False``) and Core ML (``True``: int8 weight
-    constants) share one calibration. ``keep_float``: the modules that stay float (an export's
-    ``mvit.quant.plan.Plan``; "none" = none), ``keep_float_source`` where that list came from.
-    ``to_input(pixels_uint8_nhwc) -> tensor`` maps calibration pixels (N,H,W,3 uint8, resized and cropped)
-    to ``wrapped``'s input. ``ranges``: a QAT checkpoint's learned activation ranges
-    (``mvit.quant.qat.LearnedRanges``), which replace the calibrated ones they cover; without a
-    keep-float list its own is used. Returns (converted module, quantizer, details).
+    Calibration is cached in ``cache`` per graph input kind (``graph.graph_input``: e.g.
+    "normalized-nchw"), method and keep-float list, so TFLite (``fold_quantize=False``) and Core ML
+    (``True``: int8 weight constants) share one calibration.
     """
     import copy
 
     from torchao.quantization.pt2e import allow_exported_model_train_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-    cache = {} if cache is None else cache
-    key = calibrate_pt2e(model, wrapped, sample, to_input, graph_input, calib_pixels=calib_pixels, method=method,
-                         keep_float=keep_float, keep_float_source=keep_float_source, cache=cache, ranges=ranges)
-    prepared, quantizer, details = cache[key]
+    cache = QuantCache() if cache is None else cache
+    key = calibrate_pt2e(Pt2eGraph(*graph), settings, cache)
+    calibration = cache.calibrations[key]
     with torch.no_grad():
-        converted = convert_pt2e(copy.deepcopy(prepared), fold_quantize=fold_quantize)
+        converted = convert_pt2e(copy.deepcopy(calibration.prepared), fold_quantize=fold_quantize)
     # The graph was exported from an eval-mode model (dropout already train=False, BatchNorm on running
     # statistics), so torchao's move_exported_model_to_eval (a pattern rewrite costing ~5 s) changes nothing.
     converted = allow_exported_model_train_eval(converted)
-    return converted, quantizer, dict(details)
+    return converted, calibration.quantizer, dict(calibration.details)
 
 
 def pixels_to_tensor(pixels: np.ndarray, layout: str, normalize_fn=None) -> torch.Tensor:

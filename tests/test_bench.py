@@ -126,7 +126,7 @@ def test_the_tflite_file_report_compares_each_int8_tensor_with_the_float_model(b
     module's float output; images unlike the calibration set show as clipped tensors."""
     import numpy as np
 
-    from mvit.benchmarks.layers import tflite_layer_error
+    from mvit.export.backends import get_backend
     from mvit.model.checkpoint import load_checkpoint
     from mvit.model.images import image_files, load_pixels
 
@@ -146,8 +146,9 @@ def test_the_tflite_file_report_compares_each_int8_tensor_with_the_float_model(b
     artifact = _rows(report)["tflite-int8"]["artifact"]
     px, _ = load_pixels(image_files(data / "val")[:4], ckpt.meta.contract, 4)
     saturated = ((np.random.default_rng(0).random(px.shape) > 0.5) * 255).astype(np.uint8)
-    calm = max(r["clipped_pct"] for r in tflite_layer_error(artifact, ckpt.model, px))
-    wild = tflite_layer_error(artifact, ckpt.model, saturated)
+    tensor_error = get_backend("tflite").tensor_error
+    calm = max(r["clipped_pct"] for r in tensor_error(artifact, ckpt.model, px)["layers"])
+    wild = tensor_error(artifact, ckpt.model, saturated)["layers"]
     assert max(r["clipped_pct"] for r in wild) > max(1.0, 5 * calm)
 
 

@@ -140,13 +140,3 @@ def test_bad_input_one_line(third_party, tmp_path, capfd, args, message):
     errors = [l for l in err if l.startswith("mvit-bench: error:")]
     assert rc == 2 and len(errors) == 1 and message in errors[0], err
     assert not (tmp_path / "out").exists()  # nothing written for a refused command
-
-
-def test_every_backend_can_describe_files_made_elsewhere():
-    """mvit-bench FILE dispatches on these members; a new format module must provide them too."""
-    from mvit.export.backends import FORMATS, get_backend, missing_members
-
-    for fmt in FORMATS:
-        backend = get_backend(fmt)
-        assert missing_members(backend) == [], fmt
-        assert all(callable(getattr(backend, n, None)) for n in ("io_details", "missing_ops", "op_census")), fmt

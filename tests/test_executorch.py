@@ -12,6 +12,7 @@ pytest.importorskip("executorch", reason="the optional extra: pip install 'mvit[
 from mvit.benchmarks.cli import main as bench_main  # noqa: E402
 from mvit.export.api import export_model  # noqa: E402
 from mvit.export.backends import executorch_backend as et  # noqa: E402
+from mvit.export.base import ExportCache  # noqa: E402
 from mvit.export.cli import main as export_main  # noqa: E402
 
 FAST = ["--runs", "3", "--min-time", "0.05", "--threads", "2"]
@@ -21,7 +22,7 @@ FAST = ["--runs", "3", "--min-time", "0.05", "--threads", "2"]
 def exported(small_ckpt, small_data_dir, tmp_path_factory):
     """fp32 and int8 .pte of the tiny trained model, parity-checked on its images; and the PT2E cache."""
     out = tmp_path_factory.mktemp("et_export")
-    cache: dict = {}
+    cache = ExportCache()
     results = export_model(checkpoint=small_ckpt, formats=("executorch",), precisions=("fp32", "int8"), out=out,
                            calib=small_data_dir, calib_count=16, verify_data=small_data_dir, force=True, cache=cache)
     return {r.precision: r for r in results}, out, cache
@@ -51,18 +52,16 @@ def test_int8_runs_the_pt2e_model_shared_with_tflite(exported, small_ckpt, small
     from mvit.model.checkpoint import load_checkpoint
     from mvit.model.preprocess import normalize_hwc_uint8
     from mvit.model.images import image_files, load_pixels
-    from mvit.quant.pt2e import pixels_to_tensor, quantize_pt2e
+    from mvit.quant.pt2e import Pt2eGraph, Pt2eSettings, pixels_to_tensor, quantize_pt2e
 
     results, _, cache = exported
-    pt2e_keys = [k for k in cache if k[0] == "pt2e"]
-    assert {k[1] for k in pt2e_keys} == {"normalized-nchw"}
+    assert {k.graph_input for k in cache.calibrations} == {"normalized-nchw"}
     ckpt = load_checkpoint(small_ckpt)
     c = ckpt.meta.contract
     px, _ = load_pixels(image_files(small_data_dir), c, 8)
     to_input = lambda p: pixels_to_tensor(p, "NCHW", lambda x: normalize_hwc_uint8(x, c))  # noqa: E731
-    converted, _, _ = quantize_pt2e(ckpt.model, ckpt.model, torch.zeros(1, 3, *c.input_size), to_input,
-                                   "normalized-nchw", calib_pixels=None, method="histogram", cache=cache,
-                                   fold_quantize=True)
+    graph = Pt2eGraph(ckpt.model, ckpt.model, torch.zeros(1, 3, *c.input_size), to_input, "normalized-nchw")
+    converted, _, _ = quantize_pt2e(graph, Pt2eSettings(None, "histogram"), cache=cache, fold_quantize=True)
     # XNNPACK's int8 cat takes inputs that share the output's (scale, zero point): the PT2E model has them
     qd = torch.ops.quantized_decomposed
     cats = [n for n in converted.graph.nodes if n.target == torch.ops.aten.cat.default]

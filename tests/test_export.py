@@ -38,7 +38,9 @@ ALL_PRECISION_FORMATS = tuple(f for f in FORMATS if get_backend(f).PRECISIONS ==
 @pytest.fixture(scope="session")
 def pt2e_cache():
     """The matrix export's calibrated PT2E models (``export_model(cache=...)``)."""
-    return {}
+    from mvit.export.base import ExportCache
+
+    return ExportCache()
 
 
 @pytest.fixture(scope="session")
@@ -137,16 +139,16 @@ def test_tflite_int8_computes_what_its_pt2e_model_computes(matrix, pt2e_cache, t
     from mvit.model.checkpoint import load_checkpoint
     from mvit.model.images import image_files, load_pixels
     from mvit.model.preprocess import normalize_hwc_uint8
-    from mvit.quant.pt2e import pixels_to_tensor, quantize_pt2e
+    from mvit.quant.pt2e import Pt2eGraph, Pt2eSettings, pixels_to_tensor, quantize_pt2e
 
     results, _ = matrix
     r = results[("tflite", "int8")]
-    [key] = [k for k in pt2e_cache if k[0] == "pt2e" and k[1] == "normalized-nchw"]
+    [key] = [k for k in pt2e_cache.calibrations if k.graph_input == "normalized-nchw"]
     c = load_checkpoint(tiny_ckpt).meta.contract
     to_input = lambda p: pixels_to_tensor(p, "NCHW", lambda x: normalize_hwc_uint8(x, c))  # noqa: E731
     net = load_checkpoint(tiny_ckpt).model
-    converted, _, details = quantize_pt2e(net, net, torch.zeros(1, 3, *c.input_size), to_input, key[1],
-                                          calib_pixels=None, method=key[2], keep_float=key[3], cache=pt2e_cache)
+    graph = Pt2eGraph(net, net, torch.zeros(1, 3, *c.input_size), to_input, key.graph_input)
+    converted, _, details = quantize_pt2e(graph, Pt2eSettings(None, key.method, key.keep_float), cache=pt2e_cache)
     assert details["keep_float"] == list(FLOAT_SET)
     px, _ = load_pixels(image_files(data_dir), c, 42)
     px = px[24:]  # the parity images

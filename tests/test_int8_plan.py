@@ -102,8 +102,7 @@ def test_an_unmet_budget_names_the_int8_tensors_no_float_layer_removes():
     import torch
     from torch import nn
 
-    from mvit.quant import QuantError
-    from mvit.quant.plan import int8_plan
+    from mvit.quant import Int8Options, QuantError, SearchInputs, int8_plan
 
     class Join(nn.Module):  # no conv or linear: no search unit covers it
         def forward(self, a, b):
@@ -128,7 +127,7 @@ def test_an_unmet_budget_names_the_int8_tensors_no_float_layer_removes():
     with torch.no_grad():
         assert len(set(net(x).argmax(1).tolist())) > 1
     with pytest.raises(QuantError) as e:
-        int8_plan("pt2e", net, min_agreement=0.99, calib=x[:16], heldout=x[16:], input_range=(0.0, 1.0))
+        int8_plan("pt2e", net, Int8Options(min_agreement=0.99), SearchInputs(x[:16], x[16:], input_range=(0.0, 1.0)))
     msg = str(e.value)
     assert "with every candidate layer float; int8 even then:" in msg and "cat in join" in msg, msg
 

@@ -179,8 +179,8 @@ def test_qat_checkpoint_exports_every_format_with_its_learned_ranges(qat_run, sm
     ckpt = qat_run / "last.safetensors"
     learned = read_ranges(ckpt)
     plain_scale = load_checkpoint(ckpt).meta.contract.is_plain_scale
-    results = export_model(ExportRequest(checkpoint=ckpt, formats=("tflite", "onnx", "coreml"), precisions=("int8",),
-                                         calib=small_data_dir, calib_count=6, verify=False, out=tmp_path))
+    results = export_model(ExportRequest.of(checkpoint=ckpt, formats=("tflite", "onnx", "coreml"), precisions=("int8",),
+                                            calib=small_data_dir, calib_count=6, verify=False, out=tmp_path))
     def qparams(ops=("",)):
         return {(float(np.float32(s)), z) for k, (s, z, _, _) in learned.ranges.items() if k.split("|")[1].startswith(ops)}
 

@@ -8,7 +8,7 @@ import torch
 from mvit import model
 from mvit.export.api import export_model
 from mvit.export.base import ExportJob
-from mvit.quant.plan import int8_plan, needs_search
+from mvit.quant import Int8Options, int8_plan, needs_search
 from export_fixtures import train_tiny_checkpoint
 
 STEM = ("conv_1", "layer_1", "layer_2")
@@ -16,11 +16,41 @@ STEM = ("conv_1", "layer_1", "layer_2")
 
 def test_an_explicit_keep_float_list_wins_over_search_and_cache(tmp_path):
     net = model.create("mobilevit_test", num_classes=3)
-    plan = int8_plan("pt2e", net, keep_float=("layer_3",), checkpoint=tmp_path / "x.safetensors", sha256="0" * 64)
+    plan = int8_plan("pt2e", net, Int8Options(keep_float=("layer_3",)), checkpoint=tmp_path / "x.safetensors",
+                     sha256="0" * 64)
     assert (plan.float_units, plan.source, plan.search) == (["layer_3"], "user", None)
-    plan = int8_plan("onnxruntime-qdq", net, keep_float=("None",))
+    plan = int8_plan("onnxruntime-qdq", net, Int8Options(all_int8=True))
     assert (plan.float_units, plan.source) == ([], "user: none")
-    assert not needs_search("pt2e", ("none",), 0.995, None, None) and needs_search("pt2e", (), 0.995, None, None)
+    assert not needs_search("pt2e", Int8Options(all_int8=True), None, None)
+    assert needs_search("pt2e", Int8Options(), None, None)
+
+
+def test_the_cli_word_none_is_the_all_int8_flag_and_nothing_else():
+    """``--keep-float none`` (any case) sets ``Int8Options.all_int8``; no layer named "none" travels on,
+    and "none" beside layer names is refused rather than half-honoured."""
+    from mvit.export.cli import build_parser, request_from_args
+    from mvit.export.request import ExportRequest
+    from mvit.quant import KEEP_NOTHING_FLOAT
+
+    def request(*keep):
+        args = ["--format", "tflite", "--quantize", "int8"] + [a for k in keep for a in ("--keep-float", k)]
+        return request_from_args(build_parser().parse_args(args))
+
+    for word in ("none", "None"):
+        opts = request(word).int8
+        assert opts.all_int8 and opts.keep_float == () and opts.words() == (KEEP_NOTHING_FLOAT,)
+        assert request(word).problems() == []
+    opts = request("conv_1", "LayerNorm").int8
+    assert not opts.all_int8 and opts.keep_float == ("conv_1", "LayerNorm") and not opts.searches
+    assert request().int8.searches and not request().int8.all_int8
+    [err] = request("none", "conv_1").problems()
+    assert "--keep-float none" in err and "conv_1" in err
+    # the flat keywords of export_model(...) take the same word
+    flat = ExportRequest.of(formats=("onnx",), precisions=("int8",), keep_float=("none",), calib_count=8)
+    assert flat.int8 == Int8Options(calib_count=8, all_int8=True)
+    # an option a format refuses is still refused for the flag: TFLite fp16 keeps nothing float
+    assert any("cannot keep layers float" in e
+               for e in ExportRequest(precisions=("fp16",), int8=Int8Options(all_int8=True)).problems())
 
 
 def _observer_ranges(prepared):
@@ -55,7 +85,7 @@ def test_batched_pt2e_calibration_matches_batch_one():
 
 def test_pt2e_keeps_the_named_modules_float(small_ckpt, small_data_dir):
     from mvit.model.images import image_files, load_pixels
-    from mvit.quant.pt2e import pixels_to_tensor, quantize_pt2e
+    from mvit.quant.pt2e import Pt2eGraph, pixels_to_tensor, quantize_pt2e
     from mvit.model.checkpoint import load_checkpoint
     from mvit.model.preprocess import normalize_hwc_uint8
 
@@ -63,8 +93,8 @@ def test_pt2e_keeps_the_named_modules_float(small_ckpt, small_data_dir):
     px, _ = load_pixels(image_files(small_data_dir), ck.meta.contract, 18)
     job = ExportJob(ck.model, ck.meta, "int8", "float-nchw", px, "histogram", STEM, keep_float_source="search")
     to_input = lambda p: pixels_to_tensor(p, "NCHW", lambda x: normalize_hwc_uint8(x, ck.meta.contract))  # noqa: E731
-    converted, _, details = quantize_pt2e(ck.model, ck.model, torch.zeros(1, 3, 64, 64), to_input, "normalized-nchw",
-                                          **job.quant_args())
+    graph = Pt2eGraph(ck.model, ck.model, torch.zeros(1, 3, 64, 64), to_input, "normalized-nchw")
+    converted, _, details = quantize_pt2e(graph, job.pt2e_settings(), cache=job.cache)
     assert details["keep_float"] == list(STEM) and details["keep_float_source"] == "search"
     # the stem's conv runs in float: no quantize op feeds its weight
     graph = converted.graph
@@ -85,7 +115,7 @@ def test_a_concatenation_reading_a_float_branch_shares_one_int8_range_with_its_o
     from mvit.model.checkpoint import load_checkpoint
     from mvit.model.images import image_files, load_pixels
     from mvit.model.preprocess import normalize_hwc_uint8
-    from mvit.quant.pt2e import pixels_to_tensor, quantize_pt2e
+    from mvit.quant.pt2e import Pt2eGraph, Pt2eSettings, pixels_to_tensor, quantize_pt2e
 
     ck = load_checkpoint(small_ckpt)
     px, _ = load_pixels(image_files(small_data_dir), ck.meta.contract, 16)
@@ -96,8 +126,8 @@ def test_a_concatenation_reading_a_float_branch_shares_one_int8_range_with_its_o
         ck.model(to_input(px))
     hook.remove()
     # the MobileViT block's residual input (layer_3.0, kept float) and its conv_proj output (int8) meet in a cat
-    converted, _, _ = quantize_pt2e(ck.model, ck.model, torch.zeros(1, 3, 64, 64), to_input, "normalized-nchw",
-                                    calib_pixels=px, method="histogram", keep_float=("layer_3.0",))
+    converted, _, _ = quantize_pt2e(Pt2eGraph(ck.model, ck.model, torch.zeros(1, 3, 64, 64), to_input, "normalized-nchw"),
+                                    Pt2eSettings(px, "histogram", ("layer_3.0",)))
     dq = torch.ops.quantized_decomposed.dequantize_per_tensor.default
     cats = [n for n in converted.graph.nodes if n.target == torch.ops.aten.cat.default]
     assert cats
@@ -287,7 +317,7 @@ def test_vit_class_token_keeps_its_precision_under_int8():
     every layer float). The sequence is [cls; patches] + pos_embed bit for bit, and the PT2E graph has no cat."""
     import torch.nn.functional as F
 
-    from mvit.quant.pt2e import quantize_pt2e
+    from mvit.quant.pt2e import Pt2eGraph, Pt2eSettings, quantize_pt2e
 
     torch.manual_seed(0)
     net = model.create("vit_test", num_classes=3).eval()
@@ -300,9 +330,9 @@ def test_vit_class_token_keeps_its_precision_under_int8():
         cat = torch.cat((net.cls_token.expand(len(x), -1, -1), t), dim=1) + net.pos_embed
         ref = net(x)
         assert torch.equal(net.head(net.norm(net.blocks(cat))[:, 0]), ref)
-    converted, _, _ = quantize_pt2e(net, net, x[:1], lambda px: torch.from_numpy(px), "raw", calib_pixels=x.numpy(),
-                                    method="histogram", keep_float=[n for n, m in net.named_modules()
-                                                                     if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))])
+    weighted = tuple(n for n, m in net.named_modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)))
+    converted, _, _ = quantize_pt2e(Pt2eGraph(net, net, x[:1], lambda px: torch.from_numpy(px), "raw"),
+                                    Pt2eSettings(x.numpy(), "histogram", weighted))
     assert not [n for n in converted.graph.nodes if n.target == torch.ops.aten.cat.default]
     with torch.no_grad():
         out = torch.cat([converted(x[i : i + 1]) for i in range(len(x))])
@@ -316,7 +346,7 @@ def test_the_graph_input_is_quantized_exactly_whatever_the_calibration_images_sp
     with every layer float the int8 model computes the float model (ViT-Tiny: a calibrated input
     range alone flipped 4 of 410 search samples)."""
     from mvit.quant.plan import search_simulation
-    from mvit.quant.pt2e import model_input_range, pixels_to_tensor, quantize_pt2e
+    from mvit.quant.pt2e import Pt2eGraph, Pt2eSettings, model_input_range, pixels_to_tensor, quantize_pt2e
     from mvit.model.contract import PreprocessContract
     from mvit.model.preprocess import normalize_hwc_uint8
 
@@ -328,8 +358,8 @@ def test_the_graph_input_is_quantized_exactly_whatever_the_calibration_images_sp
     calib = rng.integers(40, 200, (8, 64, 64, 3), dtype=np.uint8)  # no dark or bright pixels
     test = rng.integers(0, 256, (8, 64, 64, 3), dtype=np.uint8)
     to_input = lambda p: pixels_to_tensor(p, "NCHW", lambda x: normalize_hwc_uint8(x, contract))  # noqa: E731
-    converted, _, details = quantize_pt2e(net, net, torch.zeros(1, 3, 64, 64), to_input, "normalized-nchw",
-                                          calib_pixels=calib, method="histogram", keep_float=everything)
+    converted, _, details = quantize_pt2e(Pt2eGraph(net, net, torch.zeros(1, 3, 64, 64), to_input, "normalized-nchw"),
+                                          Pt2eSettings(calib, "histogram", tuple(everything)))
     assert details["input_range"] == [0.0, 1.0] and model_input_range(contract) == (0.0, 1.0)
     q = next(n for n in converted.graph.nodes if n.target == torch.ops.quantized_decomposed.quantize_per_tensor.default)
     assert q.args[0].op == "placeholder" and q.args[1:3] == (pytest.approx(1 / 255), -128)
@@ -349,32 +379,41 @@ def test_a_calibration_moves_to_another_process_as_observer_states():
     observers differ (another model under the same key) is calibrated as usual, and says so."""
     import pickle
 
+    from mvit.export.base import ExportCache
     from mvit.quant import QuantError
-    from mvit.quant.pt2e import calibration_states, pixels_to_tensor, quantize_pt2e, seed_calibrations
+    from mvit.quant.cache import CalibrationKey, CalibrationState
+    from dataclasses import replace
+
+    from mvit.quant.pt2e import Pt2eGraph, Pt2eSettings, calibration_states, pixels_to_tensor, quantize_pt2e, seed_calibrations
 
     torch.manual_seed(0)
     net = model.create("mobilevit_test", num_classes=3).eval()
     px = np.random.default_rng(0).integers(0, 256, (8, 64, 64, 3), dtype=np.uint8)
     to_input = lambda p: pixels_to_tensor(p, "NCHW", lambda x: x.transpose(0, 3, 1, 2) / np.float32(255))  # noqa: E731
-    graph = (torch.zeros(1, 3, 64, 64), to_input, "unit-nchw")
-    kw = dict(method="histogram", keep_float=("LayerNorm",))
-    here: dict = {}
-    converted, _, details = quantize_pt2e(net, net, *graph, calib_pixels=px, cache=here, **kw)
-    states = pickle.loads(pickle.dumps(calibration_states(here)))
-    there: dict = {}
+    graph = Pt2eGraph(net, net, torch.zeros(1, 3, 64, 64), to_input, "unit-nchw")
+    settings = Pt2eSettings(px, "histogram", ("LayerNorm",))
+    seeded_only = replace(settings, calib_pixels=None)
+    here = ExportCache()
+    converted, _, details = quantize_pt2e(graph, settings, cache=here)
+    sent = calibration_states(here)
+    states = pickle.loads(pickle.dumps(sent))  # what crosses to a worker process
+    assert list(states) == list(sent) == [CalibrationKey("unit-nchw", "histogram", ("LayerNorm",))]
+    assert all(isinstance(k, CalibrationKey) and isinstance(v, CalibrationState) for k, v in states.items())
+    there = ExportCache()
     seed_calibrations(there, states)
-    restored, _, restored_details = quantize_pt2e(net, net, *graph, calib_pixels=None, cache=there, **kw)
+    assert not there.calibrations  # nothing calibrated yet: rebuilt from the states on first use
+    restored, _, restored_details = quantize_pt2e(graph, seeded_only, cache=there)
     x = to_input(px)
     with torch.no_grad():
         assert torch.equal(restored(x[:1]), converted(x[:1]))
     assert restored_details == details and details["input_range"] == [0.0, 1.0]
 
     other = model.create("vit_test", num_classes=3).eval()
-    elsewhere: dict = {}
+    elsewhere = ExportCache()
     seed_calibrations(elsewhere, states)
     with pytest.raises(QuantError, match="needs calibration images"):
-        quantize_pt2e(other, other, *graph, calib_pixels=None, cache=elsewhere, **kw)
-    _, _, own = quantize_pt2e(other, other, *graph, calib_pixels=px, cache=elsewhere, **kw)
+        quantize_pt2e(graph._replace(model=other, wrapped=other), seeded_only, cache=elsewhere)
+    _, _, own = quantize_pt2e(graph._replace(model=other, wrapped=other), settings, cache=elsewhere)
     assert own["shared_calibration"].startswith("not used") and own["input_range"] == [0.0, 1.0]
 
 

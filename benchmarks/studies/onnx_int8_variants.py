@@ -91,12 +91,12 @@ def main(argv=None) -> int:
     from onnx_inputs import load_bench_inputs, onnx_bench_parser
     from onnx_simplifier import interleaved, timed_session
     from mvit.export.backends import onnx_backend as ob
-    from mvit.export.base import ExportJob
+    from mvit.export.base import ExportCache, ExportJob
     from mvit.model.images import labelled_indices
     from mvit.export.parity import torch_logits
     from mvit.benchmarks.matrix import cpu_line
     from mvit.model.checkpoint import file_sha256
-    from mvit.quant.plan import int8_plan
+    from mvit.quant import Int8Options, int8_plan
 
     ap = onnx_bench_parser(__doc__, rounds=12)
     ap.add_argument("--only", nargs="*", help="variant names to build (default: all)")
@@ -109,9 +109,9 @@ def main(argv=None) -> int:
     ck, net, calib, val, x_val = inp.ckpt, inp.net, inp.calib, inp.val, inp.x_val
     labels = labelled_indices(inp.val_files, args.verify_data, ck.meta.labels)
     ref = torch_logits(ck.model, val, ck.meta.contract).argmax(1)
-    searched = tuple(int8_plan(ob.INT8_ROUTE, net, checkpoint=Path(args.weights),
+    searched = tuple(int8_plan(ob.INT8_ROUTE, net, Int8Options(), checkpoint=Path(args.weights),
                                sha256=file_sha256(args.weights)).float_units)
-    cache: dict = {}
+    cache = ExportCache()
     saved = (ob.STATIC_OPS, ob.REDUCE_RANGE)
     _CASTMUL[:] = [ob.compress_float_weights]
     storage_fn = {None: lambda m, fw=(), min_size=0: [], "dq": _dq_weights, "castmul": ob.compress_float_weights}

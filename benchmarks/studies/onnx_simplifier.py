@@ -73,7 +73,7 @@ def main(argv=None) -> int:
             fp32 = tmp / f"{name}-fp32.onnx"
             onnx.save_model(model, str(fp32))
             job = ExportJob(net, ck.meta, "int8", calib_pixels=calib)
-            job.cache[("onnx-fp32", job.input_mode)] = model.SerializeToString()
+            job.cache.fp32[("onnx", job.input_mode)] = model.SerializeToString()
             int8 = tmp / f"{name}-int8.onnx"
             t0 = time.perf_counter()
             ob.export(job, int8)

@@ -51,7 +51,7 @@ def _export(say, **kw) -> list:
     from mvit.export.api import export_model
     from mvit.export.request import ExportRequest
 
-    return export_model(ExportRequest(precisions=("int8",), verify=False, force=True, **kw), say=say)
+    return export_model(ExportRequest.of(precisions=("int8",), verify=False, force=True, **kw), say=say)
 
 
 def _pt2e_onnx_ptq(weights: Path, calib_pixels: np.ndarray, out: Path) -> tuple[Path, float]:
@@ -66,7 +66,7 @@ def _pt2e_onnx_ptq(weights: Path, calib_pixels: np.ndarray, out: Path) -> tuple[
     out.mkdir(parents=True, exist_ok=True)
     path = out / "model.onnx"
     t0 = time.perf_counter()
-    job = ExportJob(prepare_for_export(ck.model), ck.meta, "int8", "float-nchw", calib_pixels, "histogram", ("none",))
+    job = ExportJob(prepare_for_export(ck.model), ck.meta, "int8", "float-nchw", calib_pixels, "histogram", ())
     io = onnx_backend.export_pt2e_qdq(job, path)
     seconds = time.perf_counter() - t0
     onnx_backend.embed_metadata(path, build_meta(ck.meta, io, "onnx", "int8", ck.sha256))

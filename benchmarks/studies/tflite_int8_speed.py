@@ -145,7 +145,7 @@ def whole_model(weights: Path, calib_dir: Path, val_dir: Path, calib_count: int,
     from mvit.model.checkpoint import file_sha256, load_checkpoint
     from mvit.model.export_prep import prepare_for_export
     from mvit.model.preprocess import normalize_hwc_uint8
-    from mvit.quant.plan import int8_plan
+    from mvit.quant import Int8Options, int8_plan
     from mvit.quant.pt2e import model_input_range
 
     ck = load_checkpoint(weights)
@@ -153,7 +153,7 @@ def whole_model(weights: Path, calib_dir: Path, val_dir: Path, calib_count: int,
     calib = torch.from_numpy(normalize_hwc_uint8(load_pixels(image_files(calib_dir), contract, calib_count)[0], contract))
     val = normalize_hwc_uint8(load_pixels(image_files(val_dir), contract)[0], contract)
     stem = ("conv_1", "layer_1", "layer_2")  # the float stem the hand-written default kept until the search
-    plan = int8_plan("pt2e", net, checkpoint=weights, sha256=file_sha256(weights))
+    plan = int8_plan("pt2e", net, Int8Options(), checkpoint=weights, sha256=file_sha256(weights))
     searched = tuple(plan.float_units)
     tag = f"searched float set ({len(searched)} modules, {plan.source})"
     # (name, float modules, SiLU int8, attention int8); the second row is the first's file in the converter's order

@@ -388,7 +388,7 @@ def example_model_meta(variant: str = "float", contract: PreprocessContract | No
 SHIPPED_FILE = "shipped_models.json"
 SHIPPED_SCHEMA = "mvit.app_fixtures.shipped/1"
 SHIPPED_COMMAND = "python -m mvit.export.apps.fixtures --shipped"
-COREML_IMAGES = 3  # Core ML runs through the numpy reference interpreter here: seconds per image
+INTERPRETED_IMAGES = 3  # models whose runner is a reference interpreter (Core ML): seconds per image
 SHIPPED_NOTES = {
     "what": "for each model installed in a demo app and a few fixture images (fixtures.json images): "
             "the preprocessing at the model's own contract, the artifact's raw output and the top-3 "
@@ -455,16 +455,14 @@ def output_tolerance(kind: str, dtype: str, precision: str = "fp32") -> float:
 
 
 def load_shipped_runner(artifact, meta: dict):
-    """The artifact's runner; Core ML always through the reference interpreter (same numbers everywhere).
+    """The artifact's runner, reproducible (``Runner.reproducible``: the same numbers on every machine).
 
     Refuses an artifact whose embedded metadata disagrees with the installed ``meta`` on anything
     the app reads, since the app would then feed or decode the model wrongly.
     """
     from ..api import load_artifact_runner
 
-    runner = load_artifact_runner(artifact)
-    if getattr(runner, "backend", None) == "coreml":  # macOS: Core ML predict; use the interpreter instead
-        runner = type(runner)(runner.path, runner.meta, backend="interpreter")
+    runner = load_artifact_runner(artifact).reproducible()
     for key in ("labels", "preprocess", "input", "output"):
         if runner.meta.get(key) != meta.get(key):
             raise ValueError(f"{artifact}: the artifact's embedded metadata differs from the installed "
@@ -590,14 +588,18 @@ def stale_shipped_cases(doc: dict, root=REPO) -> list[str]:
 
 
 def write_shipped_fixtures(dirs: Iterable[Path] = APP_FIXTURE_DIRS, root=REPO, *, apps: Iterable[str] | None = None,
-                           variants: Iterable[str] | None = None, coreml_images: int = COREML_IMAGES) -> list[Path]:
+                           variants: Iterable[str] | None = None,
+                           interpreted_images: int = INTERPRETED_IMAGES) -> list[Path]:
     """Record the installed models' cases into ``shipped_models.json`` in every fixture folder.
 
     ``apps`` / ``variants`` restrict which installed models are re-run (default: all); the other
     installed models keep their recorded cases (or get computed when they have none), models no
-    longer installed are dropped. TFLite models run on every fixture image, Core ML ones on the
-    first ``coreml_images`` (by name). The images come from the fixtures in the first folder.
+    longer installed are dropped. Models run on every fixture image, those of a format whose runner is a
+    reference interpreter (``Capabilities.interpreted``: Core ML) on the first ``interpreted_images`` (by
+    name). The images come from the fixtures in the first folder.
     """
+    from ..backends import get_backend
+
     dirs = [Path(d) for d in dirs]
     fixtures = dirs[0] / "fixtures.json"
     if not fixtures.is_file():
@@ -612,7 +614,7 @@ def write_shipped_fixtures(dirs: Iterable[Path] = APP_FIXTURE_DIRS, root=REPO, *
         if not redo and rel in old:
             models.append(old[rel])
             continue
-        n = coreml_images if entry["format"] == "coreml" else len(images)
+        n = interpreted_images if get_backend(entry["format"]).CAPABILITIES.interpreted else len(images)
         models.append(shipped_model_record(entry, images[:n], dirs[0], root))
     doc = {"schema": SHIPPED_SCHEMA, "generator": "export/apps/fixtures.py (" + SHIPPED_COMMAND + ")",
            "notes": SHIPPED_NOTES,
@@ -782,8 +784,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-shipped", action="store_true", help=f"only the synthetic fixtures; keep {SHIPPED_FILE}")
     ap.add_argument("--app", action="append", choices=("android", "ios"),
                     help="re-run only this app's installed models (repeatable; default: both)")
-    ap.add_argument("--coreml-images", type=int, default=COREML_IMAGES,
-                    help=f"fixture images per Core ML model (reference interpreter, slow; default {COREML_IMAGES})")
+    ap.add_argument("--interpreted-images", "--coreml-images", type=int, default=INTERPRETED_IMAGES,
+                    help="fixture images per model run by a reference interpreter (Core ML: slow; default "
+                         f"{INTERPRETED_IMAGES})")
     args = ap.parse_args(argv)
     dirs = args.out or APP_FIXTURE_DIRS
     if not args.shipped:
@@ -794,7 +797,7 @@ def main(argv=None) -> int:
             for p in write_benchmark_inputs():
                 print(p)
     if not args.no_shipped:
-        for p in write_shipped_fixtures(dirs, apps=args.app, coreml_images=args.coreml_images):
+        for p in write_shipped_fixtures(dirs, apps=args.app, interpreted_images=args.interpreted_images):
             print(p)
     return 0
 

@@ -27,9 +27,20 @@ def format_of(path) -> str:
 
 
 def missing_members(backend: ModuleType) -> list[str]:
-    """Names of ``mvit.export.base.Backend`` members that ``backend`` does not define."""
-    from ..base import Backend
+    """Names of ``mvit.export.base.Backend`` members that ``backend`` lacks: attributes not defined,
+    methods not callable, and optional methods its ``CAPABILITIES`` claim but it does not define."""
+    from ..base import OPTIONAL_MEMBERS, Backend, Capabilities
 
-    wanted = [n for n in Backend.__annotations__] + [n for n, v in vars(Backend).items()
-                                                      if callable(v) and not n.startswith("_")]
-    return [n for n in wanted if not hasattr(backend, n)]
+    missing = [n for n in Backend.__annotations__ if not hasattr(backend, n)]
+    if "CAPABILITIES" not in missing and not isinstance(backend.CAPABILITIES, Capabilities):
+        return missing + ["CAPABILITIES (not a mvit.export.base.Capabilities)"]
+    methods = [n for n, v in vars(Backend).items() if callable(v) and not n.startswith("_")]
+    for n in methods:
+        optional = OPTIONAL_MEMBERS.get(n)
+        if optional is not None and "CAPABILITIES" in missing:
+            continue
+        if optional is not None and not getattr(backend.CAPABILITIES, optional):
+            continue  # declared "not supported"
+        if not callable(getattr(backend, n, None)):
+            missing.append(n)
+    return missing

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..base import ExportError, ExportJob, IOSpec, TensorSpec
+from ..base import Capabilities, ExportError, ExportJob, IOSpec, TensorSpec
 from ..runner import Runner
 from ...quant.pt2e import Pt2eGraph, pixels_to_tensor, quantize_pt2e
 from ..wrappers import NormalizeOnly
@@ -44,6 +44,8 @@ KEEP_FLOAT = {"int8": "module names or module types (conv_1, LayerNorm) whose op
 INT8_ROUTE = "pt2e"
 RUNTIME_MODULES = ("coremltools",)  # imported before a benchmark times the model load
 EXPORT_COST = 2
+# PT2E int8 (or coremltools' own); off macOS the runner is mvit's reference interpreter
+CAPABILITIES = Capabilities(pt2e_calibration=True, interpreted=True)
 INTERPRETER_MAX_VERIFY = 48  # the reference interpreter takes ~0.4 s per 256x256 image: parity checks this many
 META_KEY = "mvit"
 INPUT_NAME = "image"
@@ -116,8 +118,8 @@ def export(job: ExportJob, path: Path) -> IOSpec:
     if ct_route:
         ct_keep_float = _ct_keep_float(job)  # checked before the (slow) conversion
     if job.precision == "int8" and not ct_route:
-        inner, _, details = quantize_pt2e(*calibration_graph(job), fold_quantize=True,
-                                          **job.quant_args())
+        inner, _, details = quantize_pt2e(calibration_graph(job), job.pt2e_settings(), cache=job.cache,
+                                          fold_quantize=True)
         details = dict(details, coreml="W8A8: int8 weights and activations (quantize/dequantize ops)")
     module = _Softmax(inner).eval()
     with torch.no_grad():
@@ -196,7 +198,7 @@ def _stem_op_names(program, mlmodel, keep_float: tuple[str, ...]) -> list[str]:
 def _ct_keep_float(job: ExportJob) -> tuple[tuple[str, ...], str]:
     """The keep-float list of the coremltools route (the export's int8 plan) and its source; every name
     must be a module or module type of the model."""
-    keep_float, source = tuple(k for k in job.keep_float if k.lower() != "none"), job.keep_float_source
+    keep_float, source = tuple(job.keep_float), job.keep_float_source
     names = {n for n, _ in job.model.named_modules() if n}
     types = {type(m).__name__ for m in job.model.modules()}
     unknown = [k for k in keep_float if k not in names and k not in types]
@@ -393,6 +395,13 @@ class CoreMLRunner(Runner):
     def numerics(self) -> str:
         return ("Core ML predict on this Mac" if self.backend == "coreml" else
                 "graph numerics from mvit's reference interpreter (not a device measurement)")
+
+    def reproducible(self) -> Runner:
+        """The reference interpreter (Core ML's predict on macOS depends on the Mac)."""
+        if self.backend == "interpreter":
+            return self
+        self.close()
+        return type(self)(self.path, self.meta, backend="interpreter")
 
     def prepare(self, pixels: np.ndarray) -> np.ndarray:
         if self.input["dtype"] == "uint8":  # image input: raw RGB pixels, NHWC

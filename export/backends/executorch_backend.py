@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..base import ExportError, ExportJob, IOSpec, TensorSpec
+from ..base import Capabilities, ExportError, ExportJob, IOSpec, TensorSpec
 from ..metadata import to_json_bytes
 from ..runner import Runner
 from ..wrappers import input_graph, pt2e_input_graph, quantize_input_graph
@@ -42,6 +42,7 @@ KEEP_FLOAT = {"int8": "module names or module types (conv_1, LayerNorm) whose op
 INT8_ROUTE = "pt2e"
 RUNTIME_MODULES = ("executorch.runtime",)  # imported before a benchmark times the model load
 EXPORT_COST = 4  # lowering runs XNNPACK's graph passes: slower than litert-torch's conversion
+CAPABILITIES = Capabilities(pt2e_calibration=True)
 META_METHOD = "mvit_meta"
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 VERSION = "1.5.1"

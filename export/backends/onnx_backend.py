@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..base import ExportError, ExportJob, IOSpec, TensorSpec
+from ..base import Capabilities, ExportError, ExportJob, IOSpec, TensorSpec
 from ..runner import Runner
 from ..wrappers import PixelInput
 from ...model.preprocess import normalize_hwc_uint8
@@ -37,6 +37,8 @@ KEEP_FLOAT = {p: "ONNX node names, op types (Conv, Gemm) or module paths whose n
 INT8_ROUTE = "onnxruntime-qdq"
 RUNTIME_MODULES = ("onnxruntime",)  # imported before a benchmark times the model load
 EXPORT_COST = 1
+# its own int8 (onnxruntime QDQ): searched in onnxruntime, debugged with onnxruntime's QDQ helpers
+CAPABILITIES = Capabilities(int8_search=True, layer_error=True)
 # int8 QDQ covers these op types; elementwise ops, LayerNorm, Softmax and Transpose stay float (each QDQ
 # pair there costs time and accuracy: QLinearSoftmax ran 4x slower than float Softmax). Which of these
 # layers stay float is mvit.quant.plan's choice.
@@ -112,12 +114,11 @@ def _fp32_model(job: ExportJob):
     """Export + simplify once per input mode; returns an onnx ModelProto."""
     import onnx
 
-    key = ("onnx-fp32", job.input_mode)
-    if key not in job.cache:
-        model, tool = simplify(torch_export(job))
-        job.cache[key] = model.SerializeToString()
-        job.cache[("onnx-simplifier", job.input_mode)] = tool
-    return onnx.load_from_string(job.cache[key])
+    key = (FORMAT, job.input_mode)
+    if key not in job.cache.fp32:
+        model, _ = simplify(torch_export(job))
+        job.cache.fp32[key] = model.SerializeToString()
+    return onnx.load_from_string(job.cache.fp32[key])
 
 
 class _Reader:
@@ -166,7 +167,7 @@ def export(job: ExportJob, path: Path) -> IOSpec:
             src, pre = Path(tmp) / "fp32.onnx", Path(tmp) / "pre.onnx"
             onnx.save_model(model, str(src))
             quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-            keep = tuple(k for k in job.keep_float if k.lower() != "none")
+            keep = tuple(job.keep_float)
             nodes = _nodes_to_keep_float(onnx.load(str(pre)), keep)
             if job.precision == "dynamic":
                 quantize_dynamic(str(pre), str(path), weight_type=QuantType.QInt8, per_channel=True,
@@ -283,7 +284,7 @@ def export_learned_int8(job: ExportJob, path: Path) -> dict:
     """
     import onnx
 
-    from ...quant.pt2e import quantize_pt2e
+    from ...quant.pt2e import Pt2eGraph, quantize_pt2e
 
     h, w = job.contract.input_size
     if job.input_mode == "float-nchw":
@@ -292,8 +293,8 @@ def export_learned_int8(job: ExportJob, path: Path) -> dict:
     else:
         module, sample = PixelInput(job.model, job.contract, "NHWC").eval(), torch.zeros(1, h, w, 3, dtype=torch.uint8)
         graph_input, to_input = "pixels-nhwc-uint8", lambda px: torch.from_numpy(np.ascontiguousarray(px))  # noqa: E731
-    converted, _, details = quantize_pt2e(job.model, module, sample, to_input, graph_input, fold_quantize=True,
-                                         **job.quant_args())
+    converted, _, details = quantize_pt2e(Pt2eGraph(job.model, module, sample, to_input, graph_input),
+                                         job.pt2e_settings(), cache=job.cache, fold_quantize=True)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -579,3 +580,17 @@ def op_census(path: Path, threads: int = 2) -> dict:
             "delegate": None, "ops_total": after["nodes"], "ops": after["ops"], "file_nodes": before["nodes"],
             "file_ops": before["ops"], "dtype_note": "dtype: the node's first input"}
 
+
+def layer_error(fp32_path: Path, int8_path: Path, pixels: np.ndarray, threads: int = 2) -> dict:
+    """Per-layer error of a QDQ int8 .onnx against its fp32 sibling on ``pixels`` (N,H,W,3 uint8), by
+    onnxruntime's QDQ debugging helpers (``onnx_layers.qdq_layer_error``)."""
+    from .onnx_layers import qdq_layer_error
+
+    runner = load_runner(Path(int8_path), threads)
+    try:
+        inputs = runner.prepare(pixels)
+    finally:
+        runner.close()
+    return {"method": "onnxruntime.quantization.qdq_loss_debug",
+            "keep_float_names": f"ONNX node names (mvit-export --format {FORMAT} --keep-float NAME)",
+            "layers": qdq_layer_error(fp32_path, int8_path, inputs)}

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..base import ExportError, ExportJob, IOSpec, TensorSpec
+from ..base import Capabilities, ExportError, ExportJob, IOSpec, TensorSpec
 from ..runner import Runner
 from ..metadata import to_json_bytes
 from ..tflite_passes import dequantize_before_pad
@@ -32,6 +32,7 @@ KEEP_FLOAT = {"int8": "module names or module types (conv_1, LayerNorm) whose op
 INT8_ROUTE = "pt2e"
 RUNTIME_MODULES = ("ai_edge_litert.interpreter",)  # imported before a benchmark times the model load
 EXPORT_COST = 3
+CAPABILITIES = Capabilities(pt2e_calibration=True, tensor_error=True)
 META_NAME = "mvit"
 _DTYPES = {np.float32: "float32", np.float16: "float16", np.int8: "int8", np.uint8: "uint8"}
 
@@ -49,11 +50,11 @@ def _convert(module, sample, path: Path, **kw) -> None:
 
 
 def _fp32_bytes(job: ExportJob, module, sample, tmp: Path) -> bytes:
-    key = ("tflite-fp32", job.input_mode)
-    if key not in job.cache:
+    key = (FORMAT, job.input_mode)
+    if key not in job.cache.fp32:
         _convert(module, sample, tmp)
-        job.cache[key] = tmp.read_bytes()
-    return job.cache[key]
+        job.cache.fp32[key] = tmp.read_bytes()
+    return job.cache.fp32[key]
 
 
 def calibration_graph(job: ExportJob):
@@ -385,3 +386,14 @@ def op_census(path: Path, threads: int = 2) -> dict:
             "ops_total": len(plain), "ops_delegated": len(taken), "delegate_partitions": len(delegates),
             "ops": sorted(rows.values(), key=lambda r: (-r["count"], r["op"])), "fallback": fallback,
             "dtype_note": "dtype: the op's first input tensor"}
+
+
+def tensor_error(path: Path, model, pixels: np.ndarray) -> dict:
+    """Per-tensor error of an int8 .tflite file against the float ``model`` on ``pixels`` (N,H,W,3 uint8):
+    each int8 tensor on the reference kernels against its module's float output (``tflite_layers``)."""
+    from .tflite_layers import file_tensor_error
+
+    return {"method": "each int8 tensor of the .tflite file (reference kernels) against the float model's "
+                      "output of the module it is named after",
+            "keep_float_names": f"module paths (mvit-export --format {FORMAT} --keep-float NAME)",
+            "layers": file_tensor_error(path, model, pixels)}
