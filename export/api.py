@@ -15,7 +15,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 from torch import nn
@@ -30,6 +30,8 @@ from ..model.checkpoint import DEFAULT_CHECKPOINT, Checkpoint, load_checkpoint
 from ..model.export_prep import prepare_for_export
 from ..model.images import ImageFolderError, generated_pixels, image_files, labelled_indices, load_pixels
 from ..model.preprocess import normalize_hwc_uint8
+if TYPE_CHECKING:  # the QAT module imports the training loop: only its type here
+    from ..quant.qat import LearnedRanges
 from ..quant.plan import HELDOUT_IMAGES, Plan, SearchInputs, describe, int8_plan, needs_search, search_samples
 
 MAX_VERIFY = 200       # spare --calib images used for the parity check
@@ -73,7 +75,7 @@ class _Data:
     heldout_pixels: np.ndarray | None = None  # calibration-folder images the int8 search measures on
     generated: bool = False                  # verification images are generated, not real
     ref_logits: np.ndarray | None = None      # the float model on verify_pixels
-    learned_ranges: object = None             # a QAT checkpoint's int8 activation ranges (mvit.quant.qat)
+    learned_ranges: LearnedRanges | None = None  # a QAT checkpoint's int8 activation ranges
 
 
 @dataclass
@@ -138,6 +140,7 @@ def export_model(request: ExportRequest | None = None, *, say=None, cache: Expor
         say(f"int8 takes the {len(learned.ranges)} activation ranges learned by quantization-aware "
             f"training (mvit-train --qat) from {weights.name}")
     if request.verify:
+        assert data.verify_pixels is not None  # _load_data generates images when none are given
         data.ref_logits = torch_logits(ckpt.model, data.verify_pixels, ckpt.meta.contract)
     run = _Run(request, ckpt, data, prepare_for_export(ckpt.model), say, ExportCache() if cache is None else cache)
     run.plans = {r: _int8_plan(run, r, fmt) for r, fmt in routes.items()}
@@ -440,7 +443,7 @@ def _export_one(run: _Run, backend, job: ExportJob) -> ExportResult:
                 raise ExportError(f"{label}: the written artifact failed its checks: {'; '.join(problems)}")
             t_export = time.perf_counter() - t0
             say(f"{label}: converted in {t_export:.0f} s")
-            parity, notes = None, []
+            parity, notes = None, list[str]()
             if request.verify:
                 parity, notes = _verify(run, backend, artifact, job)
                 meta["parity"] = parity.to_dict()
@@ -489,7 +492,8 @@ def _verify(run: _Run, backend, artifact: Path, job: ExportJob) -> tuple[ParityR
     runner = backend.load_runner(artifact, request.threads)
     px, lab, src, ref = data.verify_pixels, data.verify_labels, data.verify_source, data.ref_logits
     names = data.verify_names
-    notes = []
+    notes: list[str] = []
+    assert px is not None and ref is not None  # set with request.verify, the only caller's condition
     if runner.max_verify is not None and len(px) > runner.max_verify:
         k = runner.max_verify
         px, lab, ref = px[:k], None if lab is None else lab[:k], ref[:k]
