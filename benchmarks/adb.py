@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .device_results import SCHEMA, problems
+from .files import sha256
 from .matrix import BenchError
+from ..export.backends import format_of
 
 DEVICE_DIR = "/data/local/tmp/mvit"
 
@@ -266,8 +268,6 @@ def run(cfg: AdbConfig, say=None, describe=None) -> list[dict]:
     ``AdbError`` (none is half-done: those about the files come before anything runs); a model the
     phone's runtime refuses is skipped, its one-line reason added to ``cfg.rejected``.
     """
-    from .files import sha256
-    from ..export.backends import format_of
 
     say = say or (lambda m: None)
     fmts = {}

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from ..export.backends import get_backend
+
 QUANTIZE_OPS = ("QUANTIZE", "QuantizeLinear", "quantize")  # TFLite, ONNX, Core ML (MIL)
 DEQUANTIZE_OPS = ("DEQUANTIZE", "DequantizeLinear", "dequantize")
 # ExecuTorch's XNNPACK nodes convert between float and int8 (``Convert``), counted by the target dtype
@@ -23,7 +25,6 @@ HEAVY_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", 
 
 def census(path: Path, fmt: str, threads: int = 1) -> dict:
     """``{"runtime", "nodes", "quantize", "dequantize", "ops": {"op(dtype)": count}}`` for an artifact."""
-    from ..export.backends import get_backend
 
     c = get_backend(fmt).op_census(Path(path), threads)
     ops: Counter = Counter()

@@ -14,8 +14,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from .cli_files import add_arguments, main_other, wants_other_mode
+from .device_results import merge
+from .matrix import BenchConfig, BenchError, Progress, resolve_checkpoint, run
+from .report import check_floors, parse_floor, write_reports
 from ..export.backends import FORMATS
 from ..export.base import PRECISIONS
+from ..model.checkpoint import CheckpointError, DEFAULT_CHECKPOINT, read_meta
+from ..model.images import ImageFolderError, image_files
 
 
 class _Parser(argparse.ArgumentParser):
@@ -85,7 +91,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fail-above", action="append", default=[], metavar="[ROWS:]METRIC=VALUE",
                    help="exit 1 if a metric is above VALUE, e.g. 'tflite-int8:latency_vs_eager=0.2', kl=0.01, "
                         "top1_drop=0.5, size_vs_fp32=0.3")
-    from .cli_files import add_arguments
 
     add_arguments(p)
     return p
@@ -109,13 +114,11 @@ def main(argv=None) -> int:
         print(f"mvit-bench: error: {msg}", file=sys.stderr)
         return 2
 
-    from .cli_files import main_other, wants_other_mode
 
     if wants_other_mode(args):
         return main_other(args, data_given=args.data is not None)
     if args.data is None:
         return fail("the matrix needs --data DIR (evaluation images)")
-    from .report import check_floors, parse_floor
 
     try:
         for spec in args.fail_below + args.fail_above:
@@ -139,9 +142,6 @@ def main(argv=None) -> int:
         except ImportError:
             return fail("the PNG plot needs matplotlib (pip install matplotlib), or pass --no-plot")
 
-    from .matrix import BenchConfig, BenchError, Progress, resolve_checkpoint, run
-    from ..model.images import ImageFolderError, image_files
-    from ..model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, read_meta
 
     try:
         image_files(args.data)
@@ -173,8 +173,6 @@ def main(argv=None) -> int:
         report = run(cfg, say)
     except (BenchError, ImageFolderError, CheckpointError) as e:
         return fail(str(e))
-    from .device_results import merge
-    from .report import write_reports
 
     merge(report, device, [str(f) for f in args.device_results])
     paths = write_reports(report, cfg.out, args.plot)

@@ -11,6 +11,14 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .adb import AdbConfig, parse_binary_args, run
+from .device_results import DeviceResultsError, empty_report, merge, read_device_results
+from .files import FileEntry, FileOptions, FilesConfig, bench_files, precision_of, read_labels
+from .matrix import BenchError, Progress
+from .report import write_reports
+from ..export.backends import format_of, get_backend
+from ..export.console import captured
+from ..model.checkpoint import atomic_write
 from ..model.contract import INTERPOLATIONS
 
 MODEL_SUFFIXES = (".tflite", ".onnx", ".pte", ".mlpackage")
@@ -110,10 +118,6 @@ def check_args(args) -> str | None:
 
 def main_other(args, data_given: bool) -> int:
     """Run FILE benchmarks, a phone over adb and/or merge device results; write the reports."""
-    from .device_results import DeviceResultsError, merge
-    from .matrix import BenchError, Progress
-    from .report import write_reports
-    from ..export.console import captured
 
     def fail(msg: str) -> int:
         print(f"mvit-bench: error: {msg}", file=sys.stderr)
@@ -145,9 +149,6 @@ def main_other(args, data_given: bool) -> int:
 
 def _work(args, data_given: bool, say):
     """(report, device result files, phone runs, rejected models) of the command."""
-    from .device_results import empty_report, read_device_results
-    from .files import FileOptions, FilesConfig, bench_files, read_labels
-    from .matrix import BenchError
 
     device = [read_device_results(f) for f in args.device_results]  # bad files fail before any work
     opts = FileOptions()
@@ -172,7 +173,6 @@ def _work(args, data_given: bool, say):
 
 def _run_adb(args, say) -> tuple[list[dict], list[str]]:
     """(device_results dictionaries, one line per model the phone refused)."""
-    from .adb import AdbConfig, parse_binary_args, run
 
     cfg = AdbConfig(files=list(args.files), binaries=parse_binary_args(args.adb_benchmark_binary),
                     serial=args.adb or None, threads=args.adb_threads, runs=args.adb_runs, warmup=args.adb_warmup,
@@ -183,8 +183,6 @@ def _run_adb(args, say) -> tuple[list[dict], list[str]]:
 
 def _describe(path: Path) -> tuple[str, str, str]:
     """(model name, precision, note) of a file for a phone row: from its metadata, else its op census."""
-    from .files import FileEntry, precision_of
-    from ..export.backends import format_of, get_backend
 
     fmt = format_of(path)
     backend = get_backend(fmt)
@@ -204,7 +202,6 @@ def _write_phone_results(results: list[dict], out: Path, say) -> None:
     """Each phone run as its own device_results file beside the reports (to merge again later)."""
     import json
 
-    from ..model.checkpoint import atomic_write
 
     for r in results:
         path = out / f"device-{r['serial']}-{r['source'].split(':')[1]}.json"

@@ -20,6 +20,16 @@ from pathlib import Path
 
 import numpy as np
 
+from .script_args import fail
+from ..export.parity import torch_logits
+from ..model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+from ..model.export_prep import prepare_for_export
+from ..model.images import image_files, load_pixels
+from ..model.preprocess import normalize_hwc_uint8
+from ..quant.plan import SEARCH_BATCH, SEARCH_CALIB_IMAGES, search_simulation
+from ..quant.pt2e import model_input_range
+from ..quant.search import expected_flips
+
 
 def groups(sim) -> dict[str, list[str]]:
     """Activation point names of ``sim`` by the kind of tensor they quantize."""
@@ -34,7 +44,6 @@ def groups(sim) -> dict[str, list[str]]:
 
 def measure(sim, x, ref: np.ndarray, batch: int) -> list[dict]:
     """Rows: every layer int8, weights only, activations only, then per group alone and all but it."""
-    from ..quant.search import expected_flips
 
     def row(what: str, n: int | None = None) -> dict:
         out = sim.run(x, batch).numpy()
@@ -83,14 +92,6 @@ def main(argv=None) -> int:
     """Print the table; ``--json`` also writes the numbers."""
     import torch
 
-    from .script_args import fail
-    from ..export.parity import torch_logits
-    from ..model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
-    from ..model.export_prep import prepare_for_export
-    from ..model.images import image_files, load_pixels
-    from ..model.preprocess import normalize_hwc_uint8
-    from ..quant.plan import SEARCH_BATCH, SEARCH_CALIB_IMAGES, search_simulation
-    from ..quant.pt2e import model_input_range
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weights", default=str(DEFAULT_CHECKPOINT))

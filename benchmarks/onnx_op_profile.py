@@ -17,6 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .matrix import cpu_line
+from .script_args import emit_report, fail, op_profile_args, op_profile_parser
+from ..export.backends.onnx_backend import session
+
 _DTYPES = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8, "tensor(int8)": np.int8,
            "tensor(float16)": np.float16}
 
@@ -38,7 +42,6 @@ def _feed(sess) -> dict:
 def profile_all(paths: list[Path], threads: int = 2, runs: int = 30, warmup: int = 5) -> dict[Path, list[dict]]:
     """Per model, per node (in execution order): op type, node name and mean kernel ms per run. The
     models run interleaved, one run each in rotating order, so a noisy moment costs them alike."""
-    from ..export.backends.onnx_backend import session
 
     with tempfile.TemporaryDirectory() as tmp:
         sessions, feeds = [], []
@@ -84,7 +87,6 @@ def by_type(rows: list[dict]) -> dict[str, tuple[int, float]]:
 
 def render(profiles: dict[str, list[dict]], threads: int, runs: int, top: int = 10) -> str:
     """Markdown: per model, the op types by summed time, then the slowest nodes."""
-    from .matrix import cpu_line
 
     lines = [f"# Per-op time in onnxruntime (CPU EP, {threads} threads, mean of {runs} profiled runs, models "
              "interleaved)", "", f"CPU: {cpu_line(threads)}; thread spinning off (one session runs at a time).", "",
@@ -106,7 +108,6 @@ def render(profiles: dict[str, list[dict]], threads: int, runs: int, top: int = 
 
 def main(argv=None) -> int:
     """Profile each model given and print (or write) the report."""
-    from .script_args import emit_report, fail, op_profile_args, op_profile_parser
 
     args = op_profile_args(op_profile_parser(__doc__, ".onnx files", runs=30), "onnx_op_profile", argv)
     try:

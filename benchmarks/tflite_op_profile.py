@@ -17,6 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .latency import interleaved_medians, tflite_on_zeros
+from .matrix import cpu_line
+from .script_args import emit_report, fail, op_profile_args, op_profile_parser
+
 
 def _names():
     from ai_edge_litert import schema_py_generated as schema
@@ -55,7 +59,6 @@ def cut(model, lo: int, hi: int) -> bytes:
 
 
 def _median_ms(model_bytes: bytes, threads: int, runs: int) -> float:
-    from .latency import interleaved_medians, tflite_on_zeros
 
     return interleaved_medians({0: tflite_on_zeros(model_bytes, threads)}, 1, runs)[0]
 
@@ -93,7 +96,6 @@ def by_type(rows: list[dict]) -> dict[tuple[str, str], tuple[int, float]]:
 
 def render(profiles: dict[str, list[dict]], threads: int, top: int = 10) -> str:
     """Markdown: per model, the op types by summed time, then the slowest single rows."""
-    from .matrix import cpu_line
 
     lines = [f"# Per-op latency (XNNPACK, {threads} threads, each op timed alone; medians)", "",
              f"CPU: {cpu_line(threads)}.", "",
@@ -116,7 +118,6 @@ def render(profiles: dict[str, list[dict]], threads: int, top: int = 10) -> str:
 
 def main(argv=None) -> int:
     """Profile each model given and print (or write) the report."""
-    from .script_args import emit_report, fail, op_profile_args, op_profile_parser
 
     ap = op_profile_parser(__doc__, ".tflite files", runs=40)
     ap.add_argument("--span", type=int, default=1, help="consecutive ops per cut-out model")

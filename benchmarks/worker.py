@@ -1,6 +1,6 @@
 """One benchmark row in its own process: load a runner, time it on command, report peak memory.
 
-The parent (``benchmarks.latency``) starts one worker per row and drives them round-robin, one at a
+The parent (``mvit.benchmarks.latency``) starts one worker per row and drives them round-robin, one at a
 time, so every row is timed under the same conditions (interleaved) while each row's peak resident
 memory (``ru_maxrss``) belongs to that row alone.
 
@@ -13,6 +13,9 @@ original stdout; native libraries' chatter is redirected to stderr). Commands:
     {"cmd": "memory"}                                -> peak_rss_mb, rss_mb
     {"cmd": "eval", "pixels": p, "out": o}           -> seconds (scores saved to o as .npy)
     {"cmd": "quit"}
+
+The worker imports the project's modules inside its functions, on purpose: each row's process loads only
+its own runtime, so its memory figures are that runtime's, not torch's as well.
 """
 from __future__ import annotations
 

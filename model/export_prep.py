@@ -25,6 +25,9 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from .mobilevit import MultiHeadAttention
+from .vit import Attention
+
 
 class AttentionLayer(NamedTuple):
     """One attention layer of the zoo's transformers and the parts the rewrites touch."""
@@ -37,8 +40,6 @@ class AttentionLayer(NamedTuple):
 
 def attention_layers(model: nn.Module):
     """Every attention layer of ``model`` (MobileViT's MultiHeadAttention, ViT's Attention)."""
-    from .mobilevit import MultiHeadAttention
-    from .vit import Attention
 
     for m in model.modules():
         if isinstance(m, MultiHeadAttention):

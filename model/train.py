@@ -34,10 +34,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .. import model as zoo
 from .checkpoint import CheckpointMeta, atomic_write, save_checkpoint
 from .contract import PreprocessContract
-from .data import AugmentConfig, DatasetError, augment_batch, decode_split, eval_batch, find_splits
+from .data import AugmentConfig, DatasetError, DecodedImages, augment_batch, decode_split, eval_batch, find_splits
+from .. import model as zoo
 
 STATE_SCHEMA = "mvit.train_state/1"
 STATE_FILE = "last.state.safetensors"
@@ -777,7 +777,6 @@ def finish(cfg: TrainConfig, rt: Runtime, trainee: Trainee, data: RunData, state
 
 def train_eval_view(train_px, contract: PreprocessContract, device):
     """Training images as the contract would crop them (centre crop, resized to the input size)."""
-    from .data import DecodedImages
 
     h, w = contract.input_size
     px = train_px.pixels

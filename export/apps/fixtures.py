@@ -50,11 +50,13 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image
 
-from ...model.contract import PreprocessContract  # noqa: E402
-from ...model.preprocess import load_rgb, normalize_hwc_uint8, pixels_uint8  # noqa: E402
+from .slots import APPS, REPO
+from ..api import load_artifact_runner
+from ..backends import get_backend
+from ...model.contract import PreprocessContract
+from ...model.preprocess import load_rgb, normalize_hwc_uint8, pixels_uint8
 
 FIXTURE_SCHEMA = "mvit.app_fixtures/1"
-from .slots import APPS, REPO  # noqa: E402
 APP_FIXTURE_DIRS = (
     REPO / "android_demo" / "core" / "src" / "test" / "resources" / "golden",
     REPO / "ios_demo" / "ClassifierCore" / "Tests" / "ClassifierCoreTests" / "Resources" / "golden",
@@ -460,7 +462,6 @@ def load_shipped_runner(artifact, meta: dict):
     Refuses an artifact whose embedded metadata disagrees with the installed ``meta`` on anything
     the app reads, since the app would then feed or decode the model wrongly.
     """
-    from ..api import load_artifact_runner
 
     runner = load_artifact_runner(artifact).reproducible()
     for key in ("labels", "preprocess", "input", "output"):
@@ -598,7 +599,6 @@ def write_shipped_fixtures(dirs: Iterable[Path] = APP_FIXTURE_DIRS, root=REPO, *
     reference interpreter (``Capabilities.interpreted``: Core ML) on the first ``interpreted_images`` (by
     name). The images come from the fixtures in the first folder.
     """
-    from ..backends import get_backend
 
     dirs = [Path(d) for d in dirs]
     fixtures = dirs[0] / "fixtures.json"

@@ -28,10 +28,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ..metadata import meta_problems  # noqa: E402
-from ...model.checkpoint import atomic_write  # noqa: E402
+from . import fixtures as app_fixtures
+from .fixtures import shipped_command
+from .slots import APPS, REPO, SLOT_OF_PRECISION, VARIANT_PRECISIONS
+from ..metadata import meta_problems
+from ...model.checkpoint import atomic_write
 
-from .slots import APPS, REPO, SLOT_OF_PRECISION, VARIANT_PRECISIONS  # noqa: E402
 
 
 class AppInstallError(ValueError):
@@ -222,7 +224,6 @@ def refresh_app_fixtures(app: str, variants=None) -> list[Path] | None:
     Returns the written ``shipped_models.json`` paths; on failure prints a warning with the one
     command that does it and returns None (the install itself stands).
     """
-    from . import fixtures as app_fixtures
 
     try:
         return app_fixtures.write_shipped_fixtures(apps=[app], variants=variants)
@@ -234,7 +235,6 @@ def refresh_app_fixtures(app: str, variants=None) -> list[Path] | None:
 
 def after_install(app: str, variants, refresh: bool = True) -> None:
     """After installing into ``app``: re-record its golden cases of ``variants``, or print the command."""
-    from .fixtures import shipped_command
 
     if not refresh:
         print(f"golden cases of the {app} app not re-recorded: run `{shipped_command(app)}`")
