@@ -35,10 +35,11 @@ def load(path=None):
 def __getattr__(name: str):
     # ``mvit.export`` and ``mvit.benchmarks`` are the packages themselves, callable: mvit.export(request),
     # mvit.benchmarks(config). Imported on first use.
-    if name in ("export", "bench"):
+    packages = {"export": "export", "benchmarks": "benchmarks", "bench": "benchmarks"}  # bench: the short name
+    if name in packages:
         import importlib
 
-        return importlib.import_module(f"mvit.{name}")
+        return importlib.import_module(f"mvit.{packages[name]}")
     raise AttributeError(f"module 'mvit' has no attribute {name!r}")
 
 
