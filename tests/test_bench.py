@@ -109,7 +109,7 @@ def test_layer_reports_name_layers_the_exporters_accept(bench, tiny):
     import onnx
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from mvit.export.backends.onnx_backend import _nodes_to_keep_float
+    from mvit.quant.onnx_qdq import _nodes_to_keep_float
     from mvit.quant.pt2e import quantizer_for
     from mvit.model.checkpoint import load_checkpoint
 

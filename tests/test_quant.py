@@ -190,7 +190,7 @@ def test_onnx_compress_float_weights_per_output_channel():
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from mvit.export.backends.onnx_backend import compress_float_weights
+    from mvit.quant.onnx_qdq import compress_float_weights
 
     rng = np.random.default_rng(0)
     spread = lambda n: np.linspace(0.01, 3, n, dtype=np.float32)  # very different channel ranges

@@ -30,7 +30,7 @@ def prefix_runner(route: str, net, meta, calib: np.ndarray, pixels: np.ndarray, 
     from mvit.model.preprocess import normalize_hwc_uint8
 
     if route == "onnxruntime-qdq":
-        from mvit.export.backends.onnx_backend import int8_search_runner
+        from mvit.quant.onnx_qdq import int8_search_runner
         from mvit.export.base import ExportJob
 
         return int8_search_runner(ExportJob(net, meta, "int8", "float-nchw", calib, "min-max", ()), pixels)

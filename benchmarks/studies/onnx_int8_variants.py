@@ -91,6 +91,7 @@ def main(argv=None) -> int:
     from onnx_inputs import load_bench_inputs, onnx_bench_parser
     from onnx_simplifier import interleaved, timed_session
     from mvit.export.backends import onnx_backend as ob
+    from mvit.quant import onnx_qdq
     from mvit.export.base import ExportCache, ExportJob
     from mvit.model.images import labelled_indices
     from mvit.export.parity import torch_logits
@@ -112,9 +113,9 @@ def main(argv=None) -> int:
     searched = tuple(int8_plan(ob.INT8_ROUTE, net, Int8Options(), checkpoint=Path(args.weights),
                                sha256=file_sha256(args.weights)).float_units)
     cache = ExportCache()
-    saved = (ob.STATIC_OPS, ob.REDUCE_RANGE)
-    _CASTMUL[:] = [ob.compress_float_weights]
-    storage_fn = {None: lambda m, fw=(), min_size=0: [], "dq": _dq_weights, "castmul": ob.compress_float_weights}
+    saved = (onnx_qdq.STATIC_OPS, onnx_qdq.REDUCE_RANGE)
+    _CASTMUL[:] = [onnx_qdq.compress_float_weights]
+    storage_fn = {None: lambda m, fw=(), min_size=0: [], "dq": _dq_weights, "castmul": onnx_qdq.compress_float_weights}
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -122,11 +123,11 @@ def main(argv=None) -> int:
         ob.export(ExportJob(net, ck.meta, "fp32", cache=cache), fp32)
         rows["fp32"] = {"path": fp32, "build_s": 0.0}
         try:
-            ob.REDUCE_RANGE = args.reduce_range
+            onnx_qdq.REDUCE_RANGE = args.reduce_range
             for name, (keep, ops, float_weights, storage) in VARIANTS.items():
                 if args.only and name not in args.only:
                     continue
-                ob.STATIC_OPS = ops
+                onnx_qdq.STATIC_OPS = ops
                 path = tmp / f"v{len(rows)}.onnx"
                 t0 = time.perf_counter()
                 keep = searched if keep == SEARCHED else _expand(net, keep)
@@ -137,7 +138,7 @@ def main(argv=None) -> int:
                 rows[name] = {"path": path, "build_s": time.perf_counter() - t0}
                 print(f"built {name} in {rows[name]['build_s']:.0f} s", flush=True)
         finally:
-            ob.STATIC_OPS, ob.REDUCE_RANGE = saved
+            onnx_qdq.STATIC_OPS, onnx_qdq.REDUCE_RANGE = saved
         for name, r in rows.items():
             s = timed_session(r["path"], args.threads)
             out = np.concatenate([s.run(None, {"image": x_val[i:i + 1]})[0] for i in range(len(x_val))])

@@ -2,20 +2,16 @@
 dynamic and static (QDQ) int8. Runs with onnxruntime on the CPU.
 
 The artifact is a single file (weights folded back in, no ``.onnx.data``); metadata lives in
-``metadata_props["mvit"]``. int8 is onnxruntime's static QDQ (uint8 activations, int8 per-channel
-weights) on every Conv, Gemm and MatMul outside the layers ``mvit.quant.plan`` leaves float (those
-keep float weights too). ``compress_float_weights`` stores float ops' weights as int8 decoded at
-session load (measured in benchmarks/results/onnx_int8_variants.md). The measurements behind these
-choices: benchmarks/results/onnx_simplifier.md, onnx_int8_variants.md and int8_search.md.
+``metadata_props["mvit"]``. int8 and dynamic quantization are ``mvit.quant.onnx_qdq``'s; this module
+exports the fp32 graph, runs files and takes their op census after onnxruntime's own optimisation.
+The measurements behind these choices: benchmarks/results/onnx_simplifier.md.
 """
 from __future__ import annotations
 
 import json
 import logging
-import shutil
 import tempfile
 import warnings
-import weakref
 from pathlib import Path
 
 import numpy as np
@@ -24,29 +20,23 @@ import torch
 from ..base import Capabilities, ExportError, ExportJob, IOSpec, TensorSpec
 from ..runner import Runner
 from ..wrappers import PixelInput
-from ...model.preprocess import normalize_hwc_uint8
+from ...quant import onnx_qdq
 
 FORMAT = "onnx"
 SUFFIX = ".onnx"
 RUNTIME = "onnxruntime (CPU EP)"
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
 INPUTS = ("float-nchw", "uint8-nhwc")
-CALIB_METHODS = ("min-max", "percentile", "entropy")
 KEEP_FLOAT = {p: "ONNX node names, op types (Conv, Gemm) or module paths whose nodes stay float"
               for p in ("fp16", "dynamic", "int8")}
 INT8_ROUTE = "onnxruntime-qdq"
+CALIB_METHODS = onnx_qdq.CALIB_METHODS
+# the search's evaluator of this route: measured in onnxruntime itself (CAPABILITIES.int8_search)
+int8_search_evaluator = onnx_qdq.int8_search_evaluator
 RUNTIME_MODULES = ("onnxruntime",)  # imported before a benchmark times the model load
 EXPORT_COST = 1
 # its own int8 (onnxruntime QDQ): searched in onnxruntime, debugged with onnxruntime's QDQ helpers
 CAPABILITIES = Capabilities(int8_search=True, layer_error=True)
-# int8 QDQ covers these op types; elementwise ops, LayerNorm, Softmax and Transpose stay float (each QDQ
-# pair there costs time and accuracy: QLinearSoftmax ran 4x slower than float Softmax). Which of these
-# layers stay float is mvit.quant.plan's choice.
-STATIC_OPS = ("Conv", "Gemm", "MatMul")
-# Weights in 7 bits: onnxruntime's uint8 x int8 kernels on x86 without VNNI (AVX2 vpmaddubsw) can
-# saturate the int16 sum of two products; with 8-bit weights MobileNetV2 and ViT-Tiny lost 10 and 2
-# points of agreement on trashnet6 val (benchmarks/results/README.md).
-REDUCE_RANGE = True
 META_KEY = "mvit"
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 # Tried in order: the first that succeeds simplifies the exported graph (see the module docstring).
@@ -121,27 +111,6 @@ def _fp32_model(job: ExportJob):
     return onnx.load_from_string(job.cache.fp32[key])
 
 
-class _Reader:
-    """onnxruntime CalibrationDataReader over the job's calibration images, one at a time."""
-
-    def __init__(self, job: ExportJob):
-        if job.input_mode == "uint8-nhwc":
-            self.data = [job.calib_pixels[i : i + 1] for i in range(len(job.calib_pixels))]
-        else:
-            x = job.calib_inputs()
-            self.data = [x[i : i + 1] for i in range(len(x))]
-        self.i = 0
-
-    def get_next(self):
-        if self.i >= len(self.data):
-            return None
-        self.i += 1
-        return {INPUT_NAME: self.data[self.i - 1]}
-
-    def rewind(self):
-        self.i = 0
-
-
 def export(job: ExportJob, path: Path) -> IOSpec:
     """Convert ``job`` to a single-file .onnx at ``path``."""
     import onnx
@@ -157,31 +126,8 @@ def export(job: ExportJob, path: Path) -> IOSpec:
         half = float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=blocked or None)
         onnx.save_model(half, str(path))
         details = {"method": "onnxconverter-common float16, float32 I/O", "keep_float": blocked}
-    elif job.precision == "int8" and job.learned_ranges is not None:
-        return export_pt2e_qdq(job, path)
     elif job.precision in ("dynamic", "int8"):
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-        from onnxruntime.quantization.shape_inference import quant_pre_process
-
-        with tempfile.TemporaryDirectory() as tmp:
-            src, pre = Path(tmp) / "fp32.onnx", Path(tmp) / "pre.onnx"
-            onnx.save_model(model, str(src))
-            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-            keep = tuple(job.keep_float)
-            nodes = _nodes_to_keep_float(onnx.load(str(pre)), keep)
-            if job.precision == "dynamic":
-                quantize_dynamic(str(pre), str(path), weight_type=QuantType.QInt8, per_channel=True,
-                                 nodes_to_exclude=nodes, op_types_to_quantize=["MatMul", "Gemm", "Conv"])
-                details = {"method": "onnxruntime quantize_dynamic", "weights": "int8 per-channel",
-                           "keep_float_source": "user"}
-            else:
-                quantize_qdq(pre, path, job, nodes)
-                details = {"method": "onnxruntime quantize_static QDQ",
-                           "weights": "int8 per-channel symmetric" + (", 7-bit range" if REDUCE_RANGE else ""),
-                           "activations": "uint8 per-tensor affine", "calibration": job.calib_method,
-                           "calibration_images": int(len(job.calib_pixels)), "quantized_ops": list(STATIC_OPS),
-                           "keep_float_source": job.keep_float_source}
-            details["keep_float"] = list(keep)
+        details = onnx_qdq.quantize(job, model, path)
     else:
         raise ExportError(f"ONNX has no precision {job.precision!r}")
     return _io_spec_for(job, path, details)
@@ -193,203 +139,9 @@ def _io_spec_for(job: ExportJob, path: Path, details: dict) -> IOSpec:
 
 
 def export_pt2e_qdq(job: ExportJob, path: Path) -> IOSpec:
-    """``job``'s PT2E int8 graph as QDQ ONNX at ``path`` (``export_learned_int8``): the checkpoint's
-    learned ranges when the job carries them, else calibrated on ``job.calib_pixels``; its I/O spec."""
-    return _io_spec_for(job, path, export_learned_int8(job, path))
-
-
-def activation_matmuls(model) -> list[str]:
-    """MatMul nodes multiplying two activations (attention's query x key and weights x value), which
-    static QDQ leaves float: their int8 form quantizes the softmax output to 1/255 steps (it flipped
-    trashnet6 val images that every conv/linear layer float could not save) and makes onnxruntime run
-    QLinearSoftmax, slower than float Softmax (benchmarks/results/int8_search.md)."""
-    constants = {i.name for i in model.graph.initializer}
-    constants |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
-    return [n.name for n in model.graph.node if n.op_type == "MatMul" and not any(i in constants for i in n.input)]
-
-
-def quantize_qdq(pre: Path, out: Path, job: ExportJob, nodes_to_exclude, calib_cache: Path | None = None) -> None:
-    """onnxruntime static QDQ int8 of the pre-processed model ``pre`` into ``out``, calibrated on the job's
-    images; ``calib_cache`` (a JSON path) keeps the calibrated ranges for further calls. Besides
-    ``nodes_to_exclude``, the ``activation_matmuls`` stay float."""
-    import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
-    method = {"min-max": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-              "entropy": CalibrationMethod.Entropy}.get(job.calib_method)
-    if method is None:
-        raise ExportError(f"calibration method {job.calib_method!r} is not available for ONNX; "
-                          f"use one of {', '.join(CALIB_METHODS)}")
-    quantize_static(str(pre), str(out), _Reader(job), quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    reduce_range=REDUCE_RANGE, calibrate_method=method,
-                    nodes_to_exclude=sorted(set(nodes_to_exclude) | set(activation_matmuls(onnx.load(str(pre))))),
-                    op_types_to_quantize=list(STATIC_OPS), calibration_cache_path=calib_cache,
-                    extra_options={"CalibMovingAverage": False,
-                                   # weights [in, out] (MatMul, Gemm transB=0): one scale per output
-                                   "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1}})
-
-
-def int8_search_runner(job: ExportJob, pixels: np.ndarray):
-    """``run(float_units) -> logits`` of this backend's int8 model on ``pixels`` (N,H,W,3 uint8) with
-    those module paths float; calibrates once, then quantizes and runs each candidate in onnxruntime."""
-    import onnx
-    import onnxruntime as ort
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    tmp = Path(tempfile.mkdtemp(prefix="mvit-onnx-search-"))
-    src, pre, out, ranges = tmp / "fp32.onnx", tmp / "pre.onnx", tmp / "int8.onnx", tmp / "ranges.json"
-    onnx.save_model(_fp32_model(job), str(src))
-    quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-    graph = onnx.load(str(pre))
-    x = pixels if job.input_mode == "uint8-nhwc" else normalize_hwc_uint8(pixels, job.contract)
-
-    def run(float_units) -> np.ndarray:
-        nodes = [n for u in float_units for n in _nodes_to_keep_float(graph, (u,), strict=False)]
-        quantize_qdq(pre, out, job, nodes, ranges)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = max(1, torch.get_num_threads())
-        sess = ort.InferenceSession(str(out), opts, providers=["CPUExecutionProvider"])
-        name = sess.get_inputs()[0].name
-        return np.concatenate([sess.run(None, {name: x[i : i + 1]})[0] for i in range(len(x))])
-
-    weakref.finalize(run, shutil.rmtree, tmp, True)
-    return run
-
-
-def int8_search_evaluator(job: ExportJob, heldout_pixels: np.ndarray, ref_logits: np.ndarray):
-    """For ``mvit.quant.plan.int8_plan``: ``evaluate(float_units) -> (agreement, cosine)`` with the float
-    model's ``ref_logits`` on ``heldout_pixels``, of this backend's int8 model (``int8_search_runner``)."""
-    from ...quant.search import score
-
-    run, ref = int8_search_runner(job, heldout_pixels), torch.from_numpy(ref_logits)
-
-    def evaluate(float_units) -> tuple[float, float]:
-        return score(torch.from_numpy(run(float_units)), ref)
-
-    evaluate.run = run  # keeps the runner (and its temporary folder) alive as long as the evaluator
-    return evaluate
-
-
-def export_learned_int8(job: ExportJob, path: Path) -> dict:
-    """int8 from a quantization-aware trained checkpoint: the PT2E graph that TFLite and Core ML get
-    (``mvit.quant.pt2e``: same quantizer, the checkpoint's learned activation ranges), written with its
-    QuantizeLinear/DequantizeLinear pairs by torch.onnx, so onnxruntime runs the quantization that was
-    trained rather than one it calibrates itself; returns the details.
-
-    Activations stay int8 (S8S8). As uint8 (zero point + 128, the same real values) onnxruntime's AVX2
-    kernels without VNNI saturate on full-range 8-bit weights: on 120 trashnet6 images the shipped
-    model's all-int8 graph agreed with its own unfused (QDQ-simulated) numerics on 75% of the top-1s
-    as U8S8, 95.8% as S8S8 (97.5% with 7-bit weights: the rest is fused-kernel rounding).
-    """
-    import onnx
-
-    from ...quant.pt2e import Pt2eGraph, quantize_pt2e
-
-    h, w = job.contract.input_size
-    if job.input_mode == "float-nchw":
-        module, sample, graph_input = job.model, torch.zeros(1, 3, h, w), "normalized-nchw"
-        to_input = lambda px: torch.from_numpy(normalize_hwc_uint8(px, job.contract))  # noqa: E731
-    else:
-        module, sample = PixelInput(job.model, job.contract, "NHWC").eval(), torch.zeros(1, h, w, 3, dtype=torch.uint8)
-        graph_input, to_input = "pixels-nhwc-uint8", lambda px: torch.from_numpy(np.ascontiguousarray(px))  # noqa: E731
-    converted, _, details = quantize_pt2e(Pt2eGraph(job.model, module, sample, to_input, graph_input),
-                                         job.pt2e_settings(), cache=job.cache, fold_quantize=True)
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        proto = torch.onnx.export(converted, (sample,), dynamo=True, input_names=[INPUT_NAME],
-                                  output_names=[OUTPUT_NAME], verbose=False, optimize=True).model_proto
-    for node in proto.graph.node:  # the exporter's per-node stack traces: most of a small model's bytes
-        del node.metadata_props[:]
-    onnx.save_model(proto, str(path))
-    how = "the checkpoint's learned ranges" if job.learned_ranges is not None else "calibrated ranges"
-    return dict(details, method=f"PT2E QDQ with {how}, exported by torch.onnx")
-
-
-WEIGHT_OPS = {"Conv": 0, "ConvTranspose": 1, "Gemm": None, "MatMul": -1}  # op -> output-channel axis of input 1
-MIN_PACKED_WEIGHT = 128  # smaller weights stay float: a scale per channel would eat most of the saving
-
-
-def compress_float_weights(model, float_weights=(), min_size: int = MIN_PACKED_WEIGHT) -> list[str]:
-    """Store the float weights of float ops as int8 + a per-output-channel scale; returns their names.
-
-    A float Conv/Gemm/MatMul weight initializer ``w`` becomes ``Mul(Cast(w_int8, float), w_scale)``
-    (symmetric, max/127 per output channel). onnxruntime constant-folds Cast and Mul when the session
-    loads, so the op sees a float constant again and runs exactly as in the fp32 model (prepacked
-    weights, NCHWc convs, fused Gemm): a quarter of the bytes, the fp32 model's speed. A
-    ``DequantizeLinear`` would say the same thing but is not folded on the CPU (onnxruntime keeps
-    DQ nodes for its QDQ fusions): a DQ+Conv then dequantizes every run and loses the NCHWc layout,
-    and DQ+MatMul/Gemm becomes an 8-bit MatMulNBits that ran ~10% slower than the float Gemm.
-    Weights under a module in ``float_weights`` (a name prefix) stay float; so do weights that
-    QDQ already quantized (their consumer reads a DequantizeLinear, not an initializer) and any
-    initializer that another kind of op also reads.
-    """
-    from onnx import TensorProto, helper, numpy_helper
-
-    g = model.graph
-    inits = {i.name: i for i in g.initializer}
-    readers: dict[str, list] = {}
-    for n in g.node:
-        for k, i in enumerate(n.input):
-            readers.setdefault(i, []).append((n, k))
-    prefixes = tuple(f + "." for f in float_weights)
-    decode, packed = [], []
-    for name, init in list(inits.items()):
-        users = readers.get(name, [])
-        if (not users or any(n.op_type not in WEIGHT_OPS or k != 1 for n, k in users)
-                or init.data_type != TensorProto.FLOAT or name.startswith(prefixes)
-                or any(n.name in float_weights or n.op_type in float_weights for n, _ in users)):
-            continue
-        w = numpy_helper.to_array(init)
-        if w.ndim < 2 or w.size < min_size:
-            continue
-        axes = set()
-        for n, _ in users:
-            axis = WEIGHT_OPS[n.op_type]
-            if axis is None:  # Gemm: B is [K, N], or [N, K] with transB
-                axis = 0 if any(a.name == "transB" and a.i for a in n.attribute) else 1
-            axes.add(axis % w.ndim)
-        if len(axes) != 1:
-            continue
-        axis = axes.pop()
-        shape = [1] * w.ndim
-        shape[axis] = -1
-        amax = np.abs(w).max(axis=tuple(a for a in range(w.ndim) if a != axis))
-        scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32).reshape(shape)
-        q = np.clip(np.rint(w / scale), -127, 127).astype(np.int8)
-        g.initializer.remove(init)
-        g.initializer.extend([numpy_helper.from_array(q, name + "_int8"), numpy_helper.from_array(scale, name + "_scale")])
-        decode += [helper.make_node("Cast", [name + "_int8"], [name + "_dequant"], name=name + "_Cast",
-                                    to=TensorProto.FLOAT),
-                   helper.make_node("Mul", [name + "_dequant", name + "_scale"], [name], name=name + "_Mul")]
-        packed.append(name)
-    nodes = decode + list(g.node)
-    del g.node[:]
-    g.node.extend(nodes)
-    return packed
-
-
-def _nodes_to_keep_float(model, keep_float, strict: bool = True) -> list[str]:
-    """Node names for --keep-float items: exact node names, op types (all their nodes), or a
-    module path, which matches every node whose weight initializer lives under that module
-    (``conv_1`` -> ``conv_1.block.conv.weight``) or whose name contains it. ``strict``: an item
-    matching nothing is an error (else it is skipped)."""
-    inits = {i.name for i in model.graph.initializer}
-    nodes = []
-    for item in keep_float:
-        matched = [n.name for n in model.graph.node if n.name == item or n.op_type == item]
-        if not matched:
-            prefix = item + "."
-            matched = [n.name for n in model.graph.node
-                       if any(i in inits and i.startswith(prefix) for i in n.input)]
-        if not matched:
-            key = item.replace(".", "_")
-            matched = [n.name for n in model.graph.node if item in n.name or key in n.name]
-        if not matched and strict:
-            raise ExportError(f"--keep-float {item!r}: no ONNX node, op type or module of that name")
-        nodes += matched
-    return nodes
+    """``job``'s PT2E int8 graph as QDQ ONNX at ``path`` (``mvit.quant.onnx_qdq.export_learned_int8``): the
+    checkpoint's learned ranges when the job carries them, else calibrated on ``job.calib_pixels``; its I/O spec."""
+    return _io_spec_for(job, path, onnx_qdq.export_learned_int8(job, path))
 
 
 def _io_spec(path: Path, layout: str, in_model: bool, details: dict) -> IOSpec:
