@@ -32,6 +32,7 @@ from ..model.images import ImageFolderError, generated_pixels, image_files, labe
 from ..model.preprocess import normalize_hwc_uint8
 if TYPE_CHECKING:  # the QAT module imports the training loop: only its type here
     from ..quant.qat import LearnedRanges
+from ..quant import QuantError
 from ..quant.plan import HELDOUT_IMAGES, Plan, SearchInputs, describe, int8_plan, needs_search, search_samples
 
 MAX_VERIFY = 200       # spare --calib images used for the parity check
@@ -165,7 +166,6 @@ def _int8_plan(run: _Run, route: str, fmt: str) -> Plan:
     unmet budget is an ExportError before anything is written."""
     import torch
 
-    from ..quant import QuantError
     from ..quant.pt2e import model_input_range
 
     request, data, ckpt, export_net, say = run.request, run.data, run.ckpt, run.export_net, run.say
@@ -460,6 +460,8 @@ def _export_one(run: _Run, backend, job: ExportJob) -> ExportResult:
     except BaseException as e:
         kept = _keep_log(tmp, target)
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, QuantError):  # the int8 engine's one-line refusal, named for this artifact
+            raise ExportError(f"{label}: {e}" + (f"; converter output in {kept}" if kept else "")) from e
         if isinstance(e, Exception) and not isinstance(e, ExportError):
             first = (str(e).strip().splitlines() or [""])[0][:200]
             raise ExportError(f"{label}: conversion failed ({type(e).__name__}: {first})"

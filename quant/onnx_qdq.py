@@ -16,13 +16,17 @@ import tempfile
 import warnings
 import weakref
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from ..export.base import ExportError, ExportJob
-from ..export.wrappers import PixelInput
+from . import QuantError
+from ..model.pixel_input import PixelInput
 from ..model.preprocess import normalize_hwc_uint8
+
+if TYPE_CHECKING:  # the export job is handed down by the ONNX backend: its type only
+    from ..export.base import ExportJob
 
 CALIB_METHODS = ("min-max", "percentile", "entropy")
 # int8 QDQ covers these op types; elementwise ops, LayerNorm, Softmax and Transpose stay float (each QDQ
@@ -35,17 +39,11 @@ STATIC_OPS = ("Conv", "Gemm", "MatMul")
 REDUCE_RANGE = True
 
 
-def _names() -> tuple[str, str]:
-    """The ONNX graph's input and output names (the backend's)."""
-    from ..export.backends.onnx_backend import INPUT_NAME, OUTPUT_NAME
-
-    return INPUT_NAME, OUTPUT_NAME
-
-
 class _Reader:
     """onnxruntime CalibrationDataReader over the job's calibration images, one at a time."""
 
-    def __init__(self, job: ExportJob):
+    def __init__(self, job: ExportJob, input_name: str):
+        self.input_name = input_name
         if job.input_mode == "uint8-nhwc":
             self.data = [job.calib_pixels[i : i + 1] for i in range(len(job.calib_pixels))]
         else:
@@ -57,10 +55,16 @@ class _Reader:
         if self.i >= len(self.data):
             return None
         self.i += 1
-        return {_names()[0]: self.data[self.i - 1]}
+        return {self.input_name: self.data[self.i - 1]}
 
     def rewind(self):
         self.i = 0
+
+
+def _input_name(path: Path) -> str:
+    import onnx
+
+    return onnx.load(str(path), load_external_data=False).graph.input[0].name
 
 
 def quantize(job: ExportJob, model, path: Path) -> dict:
@@ -72,7 +76,7 @@ def quantize(job: ExportJob, model, path: Path) -> dict:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if job.precision == "int8" and job.learned_ranges is not None:
-        return export_learned_int8(job, path)
+        return export_learned_int8(job, path, (model.graph.input[0].name, model.graph.output[0].name))
     with tempfile.TemporaryDirectory() as tmp:
         src, pre = Path(tmp) / "fp32.onnx", Path(tmp) / "pre.onnx"
         onnx.save_model(model, str(src))
@@ -115,9 +119,9 @@ def quantize_qdq(pre: Path, out: Path, job: ExportJob, nodes_to_exclude, calib_c
     method = {"min-max": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
               "entropy": CalibrationMethod.Entropy}.get(job.calib_method)
     if method is None:
-        raise ExportError(f"calibration method {job.calib_method!r} is not available for ONNX; "
+        raise QuantError(f"calibration method {job.calib_method!r} is not available for ONNX; "
                           f"use one of {', '.join(CALIB_METHODS)}")
-    quantize_static(str(pre), str(out), _Reader(job), quant_format=QuantFormat.QDQ,
+    quantize_static(str(pre), str(out), _Reader(job, _input_name(pre)), quant_format=QuantFormat.QDQ,
                     per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     reduce_range=REDUCE_RANGE, calibrate_method=method,
                     nodes_to_exclude=sorted(set(nodes_to_exclude) | set(activation_matmuls(onnx.load(str(pre))))),
@@ -127,7 +131,7 @@ def quantize_qdq(pre: Path, out: Path, job: ExportJob, nodes_to_exclude, calib_c
                                    "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1}})
 
 
-def int8_search_runner(job: ExportJob, pixels: np.ndarray):
+def int8_search_runner(job: ExportJob, pixels: np.ndarray, fp32_model):
     """``run(float_units) -> logits`` of this backend's int8 model on ``pixels`` (N,H,W,3 uint8) with
     those module paths float; calibrates once, then quantizes and runs each candidate in onnxruntime."""
     import onnx
@@ -136,9 +140,7 @@ def int8_search_runner(job: ExportJob, pixels: np.ndarray):
 
     tmp = Path(tempfile.mkdtemp(prefix="mvit-onnx-search-"))
     src, pre, out, ranges = tmp / "fp32.onnx", tmp / "pre.onnx", tmp / "int8.onnx", tmp / "ranges.json"
-    from ..export.backends.onnx_backend import _fp32_model
-
-    onnx.save_model(_fp32_model(job), str(src))
+    onnx.save_model(fp32_model, str(src))
     quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
     graph = onnx.load(str(pre))
     x = pixels if job.input_mode == "uint8-nhwc" else normalize_hwc_uint8(pixels, job.contract)
@@ -156,12 +158,12 @@ def int8_search_runner(job: ExportJob, pixels: np.ndarray):
     return run
 
 
-def int8_search_evaluator(job: ExportJob, heldout_pixels: np.ndarray, ref_logits: np.ndarray):
+def int8_search_evaluator(job: ExportJob, heldout_pixels: np.ndarray, ref_logits: np.ndarray, fp32_model):
     """For ``mvit.quant.plan.int8_plan``: ``evaluate(float_units) -> (agreement, cosine)`` with the float
     model's ``ref_logits`` on ``heldout_pixels``, of this backend's int8 model (``int8_search_runner``)."""
     from .search import score
 
-    run, ref = int8_search_runner(job, heldout_pixels), torch.from_numpy(ref_logits)
+    run, ref = int8_search_runner(job, heldout_pixels, fp32_model), torch.from_numpy(ref_logits)
 
     def evaluate(float_units) -> tuple[float, float]:
         return score(torch.from_numpy(run(float_units)), ref)
@@ -170,7 +172,7 @@ def int8_search_evaluator(job: ExportJob, heldout_pixels: np.ndarray, ref_logits
     return evaluate
 
 
-def export_learned_int8(job: ExportJob, path: Path) -> dict:
+def export_learned_int8(job: ExportJob, path: Path, names: tuple[str, str]) -> dict:
     """int8 from a quantization-aware trained checkpoint: the PT2E graph that TFLite and Core ML get
     (``mvit.quant.pt2e``: same quantizer, the checkpoint's learned activation ranges), written with its
     QuantizeLinear/DequantizeLinear pairs by torch.onnx, so onnxruntime runs the quantization that was
@@ -197,8 +199,8 @@ def export_learned_int8(job: ExportJob, path: Path) -> dict:
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        proto = torch.onnx.export(converted, (sample,), dynamo=True, input_names=[_names()[0]],
-                                  output_names=[_names()[1]], verbose=False, optimize=True).model_proto
+        proto = torch.onnx.export(converted, (sample,), dynamo=True, input_names=[names[0]],
+                                  output_names=[names[1]], verbose=False, optimize=True).model_proto
     for node in proto.graph.node:  # the exporter's per-node stack traces: most of a small model's bytes
         del node.metadata_props[:]
     onnx.save_model(proto, str(path))
@@ -223,7 +225,7 @@ def _nodes_to_keep_float(model, keep_float, strict: bool = True) -> list[str]:
             key = item.replace(".", "_")
             matched = [n.name for n in model.graph.node if item in n.name or key in n.name]
         if not matched and strict:
-            raise ExportError(f"--keep-float {item!r}: no ONNX node, op type or module of that name")
+            raise QuantError(f"--keep-float {item!r}: no ONNX node, op type or module of that name")
         nodes += matched
     return nodes
 

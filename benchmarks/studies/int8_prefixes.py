@@ -33,7 +33,10 @@ def prefix_runner(route: str, net, meta, calib: np.ndarray, pixels: np.ndarray, 
         from mvit.quant.onnx_qdq import int8_search_runner
         from mvit.export.base import ExportJob
 
-        return int8_search_runner(ExportJob(net, meta, "int8", "float-nchw", calib, "min-max", ()), pixels)
+        from mvit.export.backends.onnx_backend import fp32_model
+
+        job = ExportJob(net, meta, "int8", "float-nchw", calib, "min-max", ())
+        return int8_search_runner(job, pixels, fp32_model(job))
     from mvit.quant.plan import SEARCH_BATCH, search_simulation
     from mvit.quant.pt2e import model_input_range
 

@@ -31,8 +31,6 @@ KEEP_FLOAT = {p: "ONNX node names, op types (Conv, Gemm) or module paths whose n
               for p in ("fp16", "dynamic", "int8")}
 INT8_ROUTE = "onnxruntime-qdq"
 CALIB_METHODS = onnx_qdq.CALIB_METHODS
-# the search's evaluator of this route: measured in onnxruntime itself (CAPABILITIES.int8_search)
-int8_search_evaluator = onnx_qdq.int8_search_evaluator
 RUNTIME_MODULES = ("onnxruntime",)  # imported before a benchmark times the model load
 EXPORT_COST = 1
 # its own int8 (onnxruntime QDQ): searched in onnxruntime, debugged with onnxruntime's QDQ helpers
@@ -100,7 +98,7 @@ def simplify(model, tools=SIMPLIFIERS):
     return onnx.load_from_string(data), None
 
 
-def _fp32_model(job: ExportJob):
+def fp32_model(job: ExportJob):
     """Export + simplify once per input mode; returns an onnx ModelProto."""
     import onnx
 
@@ -115,7 +113,7 @@ def export(job: ExportJob, path: Path) -> IOSpec:
     """Convert ``job`` to a single-file .onnx at ``path``."""
     import onnx
 
-    model = _fp32_model(job)
+    model = fp32_model(job)
     details: dict = {}
     if job.precision == "fp32":
         onnx.save_model(model, str(path))
@@ -133,6 +131,12 @@ def export(job: ExportJob, path: Path) -> IOSpec:
     return _io_spec_for(job, path, details)
 
 
+def int8_search_evaluator(job: ExportJob, heldout_pixels: np.ndarray, ref_logits: np.ndarray):
+    """The float-set search's evaluator of this route, measured in onnxruntime itself
+    (``CAPABILITIES.int8_search``; ``mvit.quant.onnx_qdq.int8_search_evaluator``)."""
+    return onnx_qdq.int8_search_evaluator(job, heldout_pixels, ref_logits, fp32_model(job))
+
+
 def _io_spec_for(job: ExportJob, path: Path, details: dict) -> IOSpec:
     nhwc = job.input_mode == "uint8-nhwc"
     return _io_spec(path, "NHWC" if nhwc else "NCHW", nhwc, details)
@@ -141,7 +145,7 @@ def _io_spec_for(job: ExportJob, path: Path, details: dict) -> IOSpec:
 def export_pt2e_qdq(job: ExportJob, path: Path) -> IOSpec:
     """``job``'s PT2E int8 graph as QDQ ONNX at ``path`` (``mvit.quant.onnx_qdq.export_learned_int8``): the
     checkpoint's learned ranges when the job carries them, else calibrated on ``job.calib_pixels``; its I/O spec."""
-    return _io_spec_for(job, path, onnx_qdq.export_learned_int8(job, path))
+    return _io_spec_for(job, path, onnx_qdq.export_learned_int8(job, path, (INPUT_NAME, OUTPUT_NAME)))
 
 
 def _io_spec(path: Path, layout: str, in_model: bool, details: dict) -> IOSpec:
