@@ -9,6 +9,7 @@ is searched once; the shipped model ships its result (how it was made: benchmark
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -64,7 +65,10 @@ class _DropNoise(logging.Filter):
 
 def quiet_imports() -> None:
     """Drop the known irrelevant log lines of torchao's import (``_IMPORT_NOISE``), once per process;
-    every other record of those loggers still prints."""
+    every other record of those loggers still prints. The search's quantizer comes from litert-torch,
+    whose TensorFlow runtime logs its start-up at the C++ level: kept to errors, as the TFLite backend
+    does before converting."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     for name, prefix in _IMPORT_NOISE:
         log = logging.getLogger(name)
         if not any(isinstance(f, _DropNoise) and f.prefix == prefix for f in log.filters):
@@ -177,6 +181,8 @@ def int8_plan(route: str, model: nn.Module, *, keep_float: tuple[str, ...] = (),
                          f"samples (the search's rule for a {100 * min_agreement:.1f}% gate): "
                          f"{result.expected_flips:.2f} expected flips, {100 * result.agreement:.2f}% agreement "
                          f"(cosine {result.cosine:.3f}) with every candidate layer float{still}; lower "
+                         if result.expected_flips != float("inf") else
+                         f"agreement at most {100 * result.agreement:.2f}% with every candidate layer float{still}; lower "
                          "--min-agreement or export fp16")
     plan = Plan(result.float_units, "search", min_agreement, result.to_dict())
     if checkpoint is not None and sha256:
@@ -210,7 +216,7 @@ def search_route(route: str, model: nn.Module, calib: torch.Tensor, heldout: tor
                  evaluate=None, say=None, input_range: tuple[float, float] | None = None) -> SearchResult:
     """Run the search for ``route`` (see ``int8_plan``): every layer int8 first; only when that misses,
     the simulation's sensitivity ranking and the bisection."""
-    from mvit.quant.search import layer_units, rank_units, score, search, unit_costs
+    from mvit.quant.search import gated_score, layer_units, near_ties_first, rank_units, search, unit_costs
     from mvit.quant.sensitivity import point_sensitivity
 
     calib = calib[:SEARCH_CALIB_IMAGES]
@@ -226,16 +232,20 @@ def search_route(route: str, model: nn.Module, calib: torch.Tensor, heldout: tor
         with torch.no_grad():
             ref = torch.cat([model(heldout[i : i + SEARCH_BATCH]) for i in range(0, len(heldout), SEARCH_BATCH)])
 
+        rows = near_ties_first(ref)
+        samples, ref = heldout[rows], ref[rows]
+
         def evaluate(float_units) -> tuple[float, float, float]:
             sim = simulation()
             sim.set_float(float_units)
-            return score(sim.run(heldout, SEARCH_BATCH), ref)
+            return gated_score(lambda x: sim.run(x, SEARCH_BATCH), samples, ref, rule)
     log = (lambda m: say(m)) if say else None
     n = len(heldout)
     first = tuple(evaluate(()))
     if log:
-        log(f"  every layer int8: expected flips {first[2]:.2f}, agreement {100 * first[0]:.2f}%, "
-            f"cosine {first[1]:.4f}")
+        log(f"  every layer int8: agreement at most {100 * first[0]:.2f}%, stopped early" if first[2] == float("inf")
+            else f"  every layer int8: expected flips {first[2]:.2f}, agreement {100 * first[0]:.2f}%, "
+                 f"cosine {first[1]:.4f}")
     if rule.accepts(first, n):
         return SearchResult([], first[0], rule.gate, True, n,
                             [{"float_units": 0, "agreement": first[0], "cosine": first[1], "expected_flips": first[2]}],

@@ -21,6 +21,7 @@ print it and store it in its metadata; ``met`` is False when even every unit flo
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -238,10 +239,12 @@ def bisect_prefix(order: list[str], evaluate, rule: StopRule, n: int, log=None,
             measured = k not in (known or {})
             seen[k] = tuple(evaluate(order[:k])) if measured else tuple(known[k])
             agree, cos, expected = seen[k]
-            evals.append({"float_units": k, "agreement": agree, "cosine": cos, "expected_flips": expected})
+            stopped = math.isinf(expected)  # gated_score gave up: too many counted flips
+            evals.append({"float_units": k, "agreement": agree, "cosine": cos,
+                          "expected_flips": None if stopped else expected})
             if log and measured:
-                log(f"  {k} unit(s) float: expected flips {expected:.2f}, agreement {100 * agree:.2f}%, "
-                    f"cosine {cos:.4f}")
+                log(f"  {k} unit(s) float: " + (f"agreement at most {100 * agree:.2f}%, stopped early" if stopped else
+                    f"expected flips {expected:.2f}, agreement {100 * agree:.2f}%, cosine {cos:.4f}"))
         return rule.accepts(seen[k], n)
 
     if ev(0):
@@ -280,6 +283,30 @@ def search(order: list[tuple[str, float, float]], evaluate, rule: StopRule, imag
                         expected_flips=expected, max_expected_flips=rule.max_expected(images))
 
 
+def near_ties_first(ref: torch.Tensor) -> torch.Tensor:
+    """Row order by float margin (top-1 minus runner-up), smallest first: the rows int8 flips first."""
+    return torch.argsort(margins(ref, ref.argmax(-1)), stable=True)
+
+
+def gated_score(run, x: torch.Tensor, ref: torch.Tensor, rule: StopRule, chunk: int = 64) -> tuple[float, float, float]:
+    """``score(run(x), ref)``, computed ``chunk`` rows at a time and given up as soon as the counted flips
+    exceed what ``rule``'s gate allows on all rows: then (the agreement those flips already cap,
+    the partial cosine, infinite expected flips), which ``rule`` rejects as it would the full score.
+    With rows in ``near_ties_first`` order a set that fails stops early, most prefixes below the
+    answer do."""
+    n = len(x)
+    allowed = int(n * (1.0 - rule.gate) + 1e-9)
+    outs, flips = [], 0
+    for i in range(0, n, chunk):
+        out = run(x[i : i + chunk])
+        outs.append(out)
+        flips += int((out.argmax(-1) != ref[i : i + chunk].argmax(-1)).sum())
+        if flips > allowed and i + chunk < n:
+            done = sum(len(o) for o in outs)
+            return 1.0 - flips / n, score(torch.cat(outs), ref[:done])[1], math.inf
+    return score(torch.cat(outs), ref)
+
+
 def search_sim(model: nn.Module, quantizer, calib: torch.Tensor, heldout: torch.Tensor, rule: StopRule,
                batch: int = 8, sensitivity_images: int = 32, log=None) -> SearchResult:
     """The search for PT2E int8 (TFLite, Core ML): sensitivity, costs and agreement from a ``SimGraph``
@@ -295,9 +322,12 @@ def search_sim(model: nn.Module, quantizer, calib: torch.Tensor, heldout: torch.
     cost = unit_costs(sim, units, batch)
     order = rank_units(sim, units, sens, cost)
 
+    rows = near_ties_first(ref)
+    heldout, ref = heldout[rows], ref[rows]
+
     def evaluate(float_units) -> tuple[float, float, float]:
         sim.set_float(float_units)
-        return score(sim.run(heldout, batch), ref)
+        return gated_score(lambda x: sim.run(x, batch), heldout, ref, rule)
 
     try:
         return search(order, evaluate, rule, len(heldout), sum(cost.values()), log)
