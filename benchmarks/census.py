@@ -81,3 +81,11 @@ def headline_line(h: dict) -> str:
             f"BATCH_MATMUL int8 {h['batch_matmul_int8']}/{h['batch_matmul']}, "
             f"{h['batch_matmul_int8_delegated']} of them in XNNPACK; float LOGISTIC {h['float_logistic']}; "
             f"DEQUANTIZE {h['dequantize']}, QUANTIZE {h['quantize']}")
+
+
+def with_int8_headline(c: dict) -> dict:
+    """``c`` (a ``Backend.op_census``) with its ``int8_headline`` under ``"int8"`` when an XNNPACK runtime
+    (TFLite, ExecuTorch) runs it and it holds int8 ops; other censuses unchanged."""
+    if c.get("delegate") == "XNNPACK" and any(r.get("dtype") in ("int8", "uint8") for r in c.get("ops") or []):
+        return dict(c, int8=int8_headline(c))
+    return c

@@ -78,9 +78,10 @@ def build(args, work: Path) -> dict:
     if not files["fp32"]["pte"].exists():
         files["fp32"]["pte"].write_bytes(lower(net, sample)[0])
     calib = None
-    for i, (name, graph, keep) in enumerate(_variants(args.keep_float)):
+    variants = list(enumerate(_variants(args.keep_float)))
+    order = [variants[i] for i in args.build_order] if args.build_order else variants
+    for i, (name, graph, keep) in order:
         paths = {"tflite": work / f"v{i}.tflite", "pte": work / f"v{i}.pte"}
-        files[name] = paths
         if all(p.exists() for p in paths.values()):
             continue
         if calib is None:
@@ -93,6 +94,8 @@ def build(args, work: Path) -> dict:
             _convert(tfl, sample, paths["tflite"], q)  # with mvit-export's finish_graph
             et = allow_exported_model_train_eval(convert_pt2e(copy.deepcopy(prepared), fold_quantize=True))
             paths["pte"].write_bytes(lower(et, sample)[0])
+    for i, (name, _, _) in variants:
+        files[name] = {"tflite": work / f"v{i}.tflite", "pte": work / f"v{i}.pte"}
     for i, paths in enumerate(attention_core(work)):
         files[f"attention core: {['fp32', 'int8, affine right-hand operands', 'int8, symmetric right-hand operands'][i]}"] = {
             "tflite": paths}
@@ -225,6 +228,8 @@ def main(argv=None) -> int:
                                                     "cached PT2E search result)")
     ap.add_argument("--work", required=True, help="folder for the artifacts; files already there are reused")
     ap.add_argument("--build-only", action="store_true", help="write the artifacts and stop (no timing)")
+    ap.add_argument("--build-order", type=int, nargs="+", metavar="I",
+                    help="build these variants (0-3), in this order (two processes can share --work)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--per", type=int, default=10)

@@ -1,5 +1,6 @@
 """int8 quantization details: explicit float lists, batched PT2E calibration, ONNX QDQ layout."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -485,3 +486,21 @@ def test_the_int8_chain_runs_through_reshapes_and_residual_adds(tiny_block_tflit
     assert _tflite_cosine(net, x, path) > 0.95
 
     assert int8_headline(op_census(plain))["dequantize"] > float_islands
+
+
+def test_mvit_bench_file_reports_the_int8_headline(tiny_block_tflite, tmp_path):
+    """``mvit-bench FILE`` puts the int8 figures (multiply-accumulates in int8, BATCH_MATMULs int8 and in
+    XNNPACK, float LOGISTIC, DEQUANTIZE) in bench.json's census and in bench.md, and they differ between the
+    two tiny files as their graphs do."""
+    from mvit.bench.cli import main as bench_main
+
+    _, _, path, plain = tiny_block_tflite
+    out = tmp_path / "out"
+    assert bench_main([str(path), str(plain), "--out", str(out), "--no-plot", "--runs", "3", "--min-time", "0.05"]) == 0
+    rows = {Path(r["file"]).name: r for r in json.loads((out / "bench.json").read_text())["models"][0]["rows"]}
+    mine, theirs = rows["mvit.tflite"]["census"]["int8"], rows["plain.tflite"]["census"]["int8"]
+    assert (mine["batch_matmul_int8"], mine["batch_matmul_int8_delegated"]) == (2, 2)
+    assert (theirs["batch_matmul_int8"], theirs["batch_matmul_int8_delegated"]) == (2, 0)
+    assert mine["dequantize"] < theirs["dequantize"]
+    md = (out / "bench.md").read_text()
+    assert "**int8:** int8 multiply-accumulate ops 8/8 (100%); BATCH_MATMUL int8 2/2, 2 of them in XNNPACK" in md
