@@ -61,7 +61,7 @@ def _convert(module: nn.Module, sample: torch.Tensor, path: Path, quantizer=None
 
 
 def int8_tflite(module: nn.Module, calib: torch.Tensor, path: Path, keep_float=(), quantize_silu=True,
-                pad_in_float=True, quantize_attention=False, input_range=None) -> None:
+                pad_in_float=True, quantize_attention=True, input_range=None, int8_chain=True) -> None:
     """PT2E int8 (the export's quantizer and calibration) of ``module``, calibrated on ``calib``, to ``path``;
     ``pad_in_float=False`` skips mvit-export's dequantize-before-pad rewrite (export/tflite_passes.py);
     ``quantize_attention``: attention's matmuls and softmax int8 too; ``input_range``: the graph input's
@@ -71,7 +71,7 @@ def int8_tflite(module: nn.Module, calib: torch.Tensor, path: Path, keep_float=(
 
     from mvit.quant.pt2e import _calibrate, quantizer_for
 
-    q = quantizer_for(module, "histogram", tuple(keep_float), quantize_silu, input_range, quantize_attention)
+    q = quantizer_for(module, "histogram", tuple(keep_float), quantize_silu, input_range, quantize_attention, int8_chain)
     sample = calib[:1]
     with torch.no_grad():
         prepared = _calibrate(module, sample, q, lambda i, j: calib[i:j], len(calib))
