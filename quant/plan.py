@@ -9,7 +9,6 @@ is searched once; the shipped model ships its result (how it was made: benchmark
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -65,10 +64,7 @@ class _DropNoise(logging.Filter):
 
 def quiet_imports() -> None:
     """Drop the known irrelevant log lines of torchao's import (``_IMPORT_NOISE``), once per process;
-    every other record of those loggers still prints. The search's quantizer comes from litert-torch,
-    whose TensorFlow runtime logs its start-up at the C++ level: kept to errors, as the TFLite backend
-    does before converting."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    every other record of those loggers still prints."""
     for name, prefix in _IMPORT_NOISE:
         log = logging.getLogger(name)
         if not any(isinstance(f, _DropNoise) and f.prefix == prefix for f in log.filters):
@@ -177,13 +173,12 @@ def int8_plan(route: str, model: nn.Module, *, keep_float: tuple[str, ...] = (),
         left = result.int8_left
         still = (f"; int8 even then: {', '.join(left[:6])}" + (f" and {len(left) - 6} more" if len(left) > 6 else "")
                  if left else "")
+        reached = (f"agreement at most {100 * result.agreement:.2f}%" if result.expected_flips == float("inf") else
+                   f"{result.expected_flips:.2f} expected flips, {100 * result.agreement:.2f}% agreement "
+                   f"(cosine {result.cosine:.3f})")
         raise QuantError(f"int8 ({route}) cannot reach {rule.describe(n)} with the float model on {n} held-out "
-                         f"samples (the search's rule for a {100 * min_agreement:.1f}% gate): "
-                         f"{result.expected_flips:.2f} expected flips, {100 * result.agreement:.2f}% agreement "
-                         f"(cosine {result.cosine:.3f}) with every candidate layer float{still}; lower "
-                         if result.expected_flips != float("inf") else
-                         f"agreement at most {100 * result.agreement:.2f}% with every candidate layer float{still}; lower "
-                         "--min-agreement or export fp16")
+                         f"samples (the search's rule for a {100 * min_agreement:.1f}% gate): {reached} with every "
+                         f"candidate layer float{still}; lower --min-agreement or export fp16")
     plan = Plan(result.float_units, "search", min_agreement, result.to_dict())
     if checkpoint is not None and sha256:
         try:
