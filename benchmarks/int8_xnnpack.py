@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mvit.bench.tflite_int8_speed import ATTENTION, DEFAULT_WEIGHTS, _convert, _stack, int8_tflite
+from mvit.bench.tflite_int8_speed import (ATTENTION, _convert, _stack, add_model_arguments, int8_tflite,
+                                         tflite_top1)
 
 GRAPHS = {"litert": dict(quantize_attention=False, int8_chain=False), "xnnpack": {}}
 
@@ -118,26 +119,12 @@ def attention_core(work: Path) -> list[Path]:
 
 
 def _top1(path: Path, x: np.ndarray, threads: int) -> np.ndarray:
-    if path.suffix == ".pte":
-        from mvit.export.backends.executorch_backend import open_method
+    if path.suffix != ".pte":
+        return tflite_top1(path, x, threads)
+    from mvit.export.backends.executorch_backend import open_method
 
-        method, _ = open_method(path, threads)
-        return np.array([int(method.execute([torch.from_numpy(img[None])])[0].argmax()) for img in x])
-    from ai_edge_litert.interpreter import Interpreter
-
-    it = Interpreter(str(path), num_threads=threads)
-    it.allocate_tensors()
-    i, o = it.get_input_details()[0], it.get_output_details()[0]
-    top = []
-    for img in x:
-        xi = img[None]
-        if i["dtype"] == np.int8:
-            s, z = i["quantization"]
-            xi = np.clip(np.round(xi / s + z), -128, 127).astype(np.int8)
-        it.set_tensor(i["index"], xi)
-        it.invoke()
-        top.append(int(np.argmax(it.get_tensor(o["index"]))))
-    return np.array(top)
+    method, _ = open_method(path, threads)
+    return np.array([int(method.execute([torch.from_numpy(img[None])])[0].argmax()) for img in x])
 
 
 def evaluate(args, files: dict) -> dict:
@@ -220,19 +207,13 @@ def render(args, rows: dict, ms: dict) -> str:
 def main(argv=None) -> int:
     """Build (or reuse), evaluate, time and report."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
-    ap.add_argument("--calib", required=True)
-    ap.add_argument("--val", required=True)
-    ap.add_argument("--calib-count", type=int, default=256)
+    add_model_arguments(ap, per=10)
     ap.add_argument("--keep-float", nargs="*", help="the float set of the 'cached' rows (default: the checkpoint's "
                                                     "cached PT2E search result)")
     ap.add_argument("--work", required=True, help="folder for the artifacts; files already there are reused")
     ap.add_argument("--build-only", action="store_true", help="write the artifacts and stop (no timing)")
     ap.add_argument("--build-order", type=int, nargs="+", metavar="I",
                     help="build these variants (0-3), in this order (two processes can share --work)")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=20)
-    ap.add_argument("--per", type=int, default=10)
     ap.add_argument("--out")
     args = ap.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
@@ -257,10 +238,9 @@ def main(argv=None) -> int:
     rows = evaluate(args, files)
     ms = time_rows(args, files)
     (work / "int8_xnnpack.json").write_text(json.dumps({"rows": rows, "ms": ms}, indent=1))
-    text = render(args, rows, ms)
+    print(render(args, rows, ms))
     if args.out:
-        Path(args.out).write_text(text)
-    print(text)
+        Path(args.out).write_text(render(args, rows, ms))
     return 0
 
 

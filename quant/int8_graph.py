@@ -76,8 +76,13 @@ def split_to_slices(gm: torch.fx.GraphModule, where) -> int:
             graph.erase_node(u)
         graph.erase_node(n)
         count += 1
+    return _recompiled(gm, count)
+
+
+def _recompiled(gm: torch.fx.GraphModule, count: int) -> int:
+    """Check and recompile ``gm`` after ``count`` rewrites (none: untouched); returns ``count``."""
     if count:
-        graph.lint()
+        gm.graph.lint()
         gm.recompile()
     return count
 

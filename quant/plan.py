@@ -42,8 +42,9 @@ RECIPE = "fold"  # the float-model rewrites the search and the exports share (mv
 # What a route's simulation computes, where it changed since its first cached results: those are searched
 # again. pt2e "shared-cat": one int8 range per concatenation, as TFLite runs it; "exact-input": the graph
 # input quantized over its pixel range, not calibrated (mvit.quant.pt2e); "dataflow-fold": the LayerNorm
-# affine fold follows the tensors (model.export_prep), so pre-norm blocks outside a Sequential (ViT) fold too.
-ROUTE_REVISION = {"pt2e": "shared-cat+exact-input+dataflow-fold"}
+# affine fold follows the tensors (model.export_prep), so pre-norm blocks outside a Sequential (ViT) fold too;
+# "xnnpack-graph": attention matmuls and residual adds int8, ranges shared through moves (mvit.quant.int8_graph).
+ROUTE_REVISION = {"pt2e": "shared-cat+exact-input+dataflow-fold+xnnpack-graph"}
 
 
 # Log records the search's imports emit that say nothing about the export (torchao's optional CUDA and
