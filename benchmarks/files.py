@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .census import headline_line, with_int8_headline
 from .latency import Worker, measure
 from .matrix import BenchError, Progress, first_line, machine_info, quiet
 
@@ -286,11 +287,12 @@ def bench_files(cfg: FilesConfig, say=None) -> dict:
         for e in entries:
             with quiet(log):
                 try:
-                    e.census = e.backend.op_census(e.path, cfg.threads)
+                    e.census = with_int8_headline(e.backend.op_census(e.path, cfg.threads))
                 except Exception as err:  # noqa: BLE001 - the census is a report section, not a gate
                     e.census = {"error": first_line(err)}
             say(f"{e.name}: {e.fmt}, {e.meta_source if e.meta else 'no labels or preprocessing'}, "
-                f"{(e.census or {}).get('ops_total', '?')} ops")
+                f"{(e.census or {}).get('ops_total', '?')} ops"
+                + (f"; {headline_line(e.census['int8'])}" if "int8" in (e.census or {}) else ""))
 
         pixel_cache: dict = {}
 

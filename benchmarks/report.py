@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+from .census import headline_line
 from .device_results import row_checks
 
 # Metric names users give to --fail-below / --fail-above, and where each lives in a row.
@@ -198,6 +199,8 @@ def _census_md(name: str, c: dict, top: int = 12) -> list[str]:
     if "file_nodes" in c:
         line += f" (the file holds {c['file_nodes']} nodes before onnxruntime's optimisation)"
     out += [line + f". {c.get('dtype_note', '')}", ""]
+    if "int8" in c:
+        out += [f"**int8:** {headline_line(c['int8'])}.", ""]
     ops = c.get("ops") or []
     delegated = any("delegated" in o for o in ops)
     out += ["| op | dtype | count |" + (" delegated |" if delegated else ""),

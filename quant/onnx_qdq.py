@@ -159,13 +159,14 @@ def int8_search_runner(job: ExportJob, pixels: np.ndarray, fp32_model):
 
 
 def int8_search_evaluator(job: ExportJob, heldout_pixels: np.ndarray, ref_logits: np.ndarray, fp32_model):
-    """For ``mvit.quant.plan.int8_plan``: ``evaluate(float_units) -> (agreement, cosine)`` with the float
-    model's ``ref_logits`` on ``heldout_pixels``, of this backend's int8 model (``int8_search_runner``)."""
+    """For ``mvit.quant.plan.int8_plan``: ``evaluate(float_units) -> (agreement, cosine, expected flips)``
+    (``mvit.quant.search.score``) with the float model's ``ref_logits`` on ``heldout_pixels``, of this
+    backend's int8 model (``int8_search_runner``)."""
     from .search import score
 
     run, ref = int8_search_runner(job, heldout_pixels, fp32_model), torch.from_numpy(ref_logits)
 
-    def evaluate(float_units) -> tuple[float, float]:
+    def evaluate(float_units) -> tuple[float, float, float]:
         return score(torch.from_numpy(run(float_units)), ref)
 
     evaluate.run = run  # keeps the runner (and its temporary folder) alive as long as the evaluator

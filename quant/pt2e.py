@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import QuantError
+from . import QuantError, int8_graph
 from .cache import Calibration, CalibrationKey, CalibrationState, QuantCache
 from .sim import module_paths, under
 
@@ -99,62 +99,6 @@ def _annotate_concatenations(model: torch.fx.GraphModule, qspec, keep_quantized)
             output_qspec=shared, _annotated=True)
 
 
-# Ops that only move, view or pass values: an int8 tensor keeps its scale through them (TFLite's
-# same-scale rule), so an int8 input of an attention matmul takes the range of the op that made its values.
-_PASS_THROUGH = {"view", "_unsafe_view", "reshape", "expand", "clone", "contiguous", "transpose", "permute",
-                 "dropout", "getitem", "split", "split_with_sizes", "unsqueeze", "squeeze", "slice"}
-_SOFTMAX = {"softmax", "_softmax"}
-# TFLite's int8 SOFTMAX takes only this output quantization (kernels/activations.cc): 1/256, zero point -128.
-SOFTMAX_INT8_SCALE, SOFTMAX_INT8_ZERO_POINT = 1.0 / 256, -128
-
-
-def _op_name(n: torch.fx.Node) -> str:
-    return getattr(n.target, "_opname", getattr(n.target, "__name__", str(n.target)))
-
-
-def _value_source(n: torch.fx.Node) -> torch.fx.Node:
-    """The node whose values ``n`` carries through pass-through ops (views, transposes, splits, dropout)."""
-    while n.op == "call_function" and _op_name(n) in _PASS_THROUGH and isinstance(n.args[0], torch.fx.Node):
-        n = n.args[0]
-    return n
-
-
-def _annotate_attention(model: torch.fx.GraphModule, qspec, keep_quantized) -> int:
-    """Quantize attention's core: every softmax, with the one output quantization TFLite's int8 SOFTMAX
-    takes, and every matmul of two activations (query x key, weights x value), each input sharing the
-    range of the op that produced its values (the qkv projection, the softmax) as the converter requires.
-    Not on by default: XNNPACK has no int8 BATCH_MATMUL or SOFTMAX, and the TFLite kernels that run them
-    instead were 4x slower than the float model (benchmarks/results/int8_vnni.md). Returns how many
-    matmuls were annotated."""
-    from torchao.quantization.pt2e.quantizer import (FixedQParamsQuantizationSpec, QuantizationAnnotation,
-                                                     SharedQuantizationSpec)
-
-    softmax_out = FixedQParamsQuantizationSpec(dtype=torch.int8, scale=SOFTMAX_INT8_SCALE,
-                                               zero_point=SOFTMAX_INT8_ZERO_POINT, quant_min=-128, quant_max=127,
-                                               qscheme=torch.per_tensor_affine)
-    matmuls = 0
-    for n in model.graph.nodes:
-        if n.op != "call_function" or "quantization_annotation" in n.meta or not keep_quantized(n):
-            continue
-        name = _op_name(n)
-        if name in _SOFTMAX:
-            n.meta["quantization_annotation"] = QuantizationAnnotation(
-                input_qspec_map={n.args[0]: qspec}, output_qspec=softmax_out, _annotated=True)
-        elif name in ("matmul", "bmm"):
-            sources = [_value_source(a) for a in n.args[:2]]
-            if any(s.op == "get_attr" for s in sources):
-                continue  # a weight: a linear layer's business
-            specs = {}
-            for a, src in zip(n.args[:2], sources):
-                ann = src.meta.get("quantization_annotation")
-                shared = ann is not None and ann.output_qspec is not None
-                specs[a] = SharedQuantizationSpec(src) if shared else qspec
-            n.meta["quantization_annotation"] = QuantizationAnnotation(
-                input_qspec_map=specs, output_qspec=qspec, _annotated=True)
-            matmuls += 1
-    return matmuls
-
-
 def graph_input_range(to_input) -> tuple[float, float] | None:
     """The value range of the graph input ``to_input`` makes from uint8 NHWC pixels: its values at
     pixels 0 and 255 (the contract's mapping is affine per channel); None for a non-float input."""
@@ -208,7 +152,8 @@ def _annotate_graph_inputs(model: torch.fx.GraphModule, qspec, edges: bool) -> N
 
 
 def _keep_float_quantizer(keep_names: tuple[str, ...], quantize_silu: bool = True,
-                          input_range: tuple[float, float] | None = None, quantize_attention: bool = False):
+                          input_range: tuple[float, float] | None = None,
+                          quantize_attention: bool | str = True, int8_chain: bool = True):
     """litert-torch's PT2EQuantizer, leaving every op under the named modules unannotated (float),
     with SiLU quantized too (``split_silu``) and the graph input quantized exactly over
     ``input_range`` (``input_qspec``; None: calibrated like any activation).
@@ -235,6 +180,8 @@ def _keep_float_quantizer(keep_names: tuple[str, ...], quantize_silu: bool = Tru
             model = super().transform_for_annotation(model)
             if quantize_silu:
                 split_silu(model, outside_kept)  # float regions keep aten.silu (one op for Core ML)
+            if quantize_attention or int8_chain:
+                int8_graph.split_to_slices(model, outside_kept)
             return model
 
         def annotate(self, model):
@@ -242,25 +189,37 @@ def _keep_float_quantizer(keep_names: tuple[str, ...], quantize_silu: bool = Tru
             if self.global_config is not None:
                 _annotate_silu_products(model, self.global_config.output_activation, outside_kept)
                 _annotate_concatenations(model, self.global_config.input_activation, outside_kept)
+                act = self.global_config.input_activation
                 if quantize_attention:
-                    _annotate_attention(model, self.global_config.input_activation, outside_kept)
+                    int8_graph.annotate_attention_xnnpack(model, act, outside_kept,
+                                                          symmetric_rhs=quantize_attention != "affine-rhs")
+                if int8_chain:
+                    int8_graph.annotate_residual_adds(model, act, outside_kept)
             if input_range is not None:
                 _annotate_graph_inputs(model, input_qspec(input_range), edges=True)
             elif self.global_config is not None:
                 _annotate_graph_inputs(model, self.global_config.input_activation, edges=False)
+            if int8_chain:
+                int8_graph.share_through_moves(model, outside_kept)
             return model
 
     return KeepFloatPT2EQuantizer()
 
 
 def quantizer_for(model: nn.Module, method: str, keep_float: tuple[str, ...] = (), quantize_silu: bool = True,
-                  input_range: tuple[float, float] | None = None, quantize_attention: bool = False):
+                  input_range: tuple[float, float] | None = None, quantize_attention: bool | str = True,
+                  int8_chain: bool = True):
     """litert-torch's PT2E quantizer: int8 per-channel symmetric weights, int8 affine activations.
 
     ``keep_float``: module names (every op inside stays float) or module type names (e.g. LayerNorm).
     ``quantize_silu=False`` leaves SiLU in float as litert-torch does (for comparisons; see split_silu).
     ``input_range``: the graph input's value range (``graph_input_range``), quantized exactly.
-    ``quantize_attention``: attention's matmuls and softmax int8 too (``_annotate_attention``; off in exports).
+    ``quantize_attention``: the attention matmuls int8 with symmetric right-hand operands, as XNNPACK
+    delegates them (``mvit.quant.int8_graph.annotate_attention_xnnpack``; softmax stays float);
+    ``"affine-rhs"``: the same with affine right-hand operands, which XNNPACK refuses (for measurements).
+    ``int8_chain``: residual adds int8 and ranges shared through ops that only move values
+    (``mvit.quant.int8_graph``), so DEQUANTIZE/QUANTIZE sit only around float ops.
+    ``False`` for either: the graph of litert-torch's annotators (for comparisons).
     """
     from litert_torch.quantize.pt2e_quantizer import get_symmetric_quantization_config
 
@@ -284,7 +243,7 @@ def quantizer_for(model: nn.Module, method: str, keep_float: tuple[str, ...] = (
         if item in names:
             keep_names.append(item)
     quantizer = _keep_float_quantizer(tuple(keep_names), quantize_silu, input_range,
-                                      quantize_attention).set_global(config)
+                                      quantize_attention, int8_chain).set_global(config)
     for item in keep_float:
         if item not in names:
             quantizer.set_module_type(types[item], None)

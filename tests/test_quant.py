@@ -1,5 +1,6 @@
 """int8 quantization details: explicit float lists, batched PT2E calibration, ONNX QDQ layout."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -417,42 +418,128 @@ def test_a_calibration_moves_to_another_process_as_observer_states():
     assert own["shared_calibration"].startswith("not used") and own["input_range"] == [0.0, 1.0]
 
 
-def test_int8_attention_converts_to_tflite_int8_matmuls_and_softmax_that_load_and_match(small_ckpt, small_data_dir,
-                                                                                         tmp_path):
-    """``quantize_attention`` (tflite_int8_speed's int8-attention variant) must give a .tflite the runtime
-    accepts: TFLite's int8 SOFTMAX takes only a 1/256 output scale and the converter wants each matmul
-    input in the range of the op that made its values; either mistake fails conversion or loading."""
-    from tflite_int8_speed import int8_tflite
-    from mvit.export.backends.tflite_backend import op_census
-    from mvit.model.checkpoint import load_checkpoint
-    from mvit.model.export_prep import prepare_for_export
-    from mvit.model.images import image_files, load_pixels
-    from mvit.model.preprocess import normalize_hwc_uint8
+class _TinyTransformerBlock(torch.nn.Module):
+    """MobileViT's global path in small: conv, unfold, one pre-norm transformer layer (LayerNorm, attention,
+    residual adds, SiLU FFN), fold, conv, pool."""
 
-    ck = load_checkpoint(small_ckpt)
-    net = prepare_for_export(ck.model)
-    px, _ = load_pixels(image_files(small_data_dir), ck.meta.contract, 16)
-    x = torch.from_numpy(normalize_hwc_uint8(px, ck.meta.contract))
-    path = tmp_path / "attention.tflite"
-    int8_tflite(net, x, path, quantize_attention=True)  # a mistake fails here or at allocate_tensors
-    census = op_census(path)
-    assert {(r["op"], r["dtype"]) for r in census["ops"] if r["op"] in ("BATCH_MATMUL", "SOFTMAX")} == {
-        ("BATCH_MATMUL", "int8"), ("SOFTMAX", "int8")}
+    def __init__(self):
+        super().__init__()
+        from mvit.model.mobilevit import TransformerEncoder
+
+        self.conv = torch.nn.Conv2d(3, 8, 1)
+        self.block = TransformerEncoder(8, 16, 2)
+        self.proj = torch.nn.Conv2d(8, 4, 1)
+        with torch.no_grad():  # q, k, v off centre: an affine range of them has a non-zero zero point
+            self.block.pre_norm_mha[1].qkv_proj.bias += 1.0
+
+    def forward(self, x):
+        from mvit.model.mobilevit import fold_patches, unfold_patches
+
+        t = self.block(unfold_patches(self.conv(x), 2, 2))
+        return self.proj(fold_patches(t, x.shape[0], 8, 8, 2, 2)).mean((2, 3))
+
+
+@pytest.fixture(scope="module")
+def tiny_block_tflite(tmp_path_factory):
+    """The tiny block, its calibration images and two int8 .tflite files of it: mvit's graph
+    (``quantizer_for`` defaults) and litert-torch's with the attention int8 on affine operands
+    (``int8_chain=False, quantize_attention="affine-rhs"``), the contrast both tests must tell apart."""
+    from tflite_int8_speed import int8_tflite
+
+    torch.set_flush_denormal(True)
+    torch.manual_seed(0)
+    net, x = _TinyTransformerBlock().eval(), torch.randn(16, 3, 8, 8)
+    tmp = tmp_path_factory.mktemp("tiny_block")
+    int8_tflite(net, x, tmp / "mvit.tflite")
+    int8_tflite(net, x, tmp / "plain.tflite", quantize_attention="affine-rhs", int8_chain=False)
+    return net, x, tmp / "mvit.tflite", tmp / "plain.tflite"
+
+
+def _ops(path):
+    """(op name, input tensor details) of every op of a .tflite file, in the interpreter's node order."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(str(path))
+    tensors = {t["index"]: t for t in it.get_tensor_details()}
+    return [(d["op_name"], [tensors[int(i)] for i in d["inputs"] if int(i) >= 0])
+            for d in it._get_ops_details() if d["op_name"] != "DELEGATE"]
+
+
+def _tflite_cosine(net, x, path) -> float:
     from ai_edge_litert.interpreter import Interpreter
 
     it = Interpreter(str(path), num_threads=1)
     it.allocate_tensors()
     i, o = it.get_input_details()[0], it.get_output_details()[0]
-    s, z = i["quantization"]
     outs = []
     for img in x[:4].numpy():
+        s, z = i["quantization"]
         it.set_tensor(i["index"], np.clip(np.round(img[None] / s + z), -128, 127).astype(np.int8))
         it.invoke()
-        q = it.get_tensor(o["index"]).astype(np.float32)
         os_, oz = o["quantization"]
-        outs.append((q - oz) * os_ if o["dtype"] == np.int8 else q)
+        outs.append((it.get_tensor(o["index"]).astype(np.float32) - oz) * os_)
     with torch.no_grad():
-        ref = net(x[:4]).numpy()
-    out = np.concatenate(outs)
-    cos = (out * ref).sum(1) / (np.linalg.norm(out, axis=1) * np.linalg.norm(ref, axis=1))
-    assert cos.min() > 0.95, cos
+        ref = net(x[:4]).numpy().ravel()
+    out = np.concatenate(outs).ravel()
+    return float(out @ ref / (np.linalg.norm(out) * np.linalg.norm(ref)))
+
+
+def test_attention_matmuls_are_int8_with_zero_point_0_right_hand_operands_and_run_in_xnnpack(tiny_block_tflite):
+    """XNNPACK's delegate takes an int8 BATCH_MATMUL only when its right-hand input is per-tensor with
+    zero point 0 (LiteRT xnnpack_delegate.cc, VisitBatchMatMulNode); the same graph with affine
+    right-hand operands must stay outside the delegate, which shows the census tells the two apart."""
+    from mvit.export.backends.tflite_backend import op_census
+
+    net, x, path, affine = tiny_block_tflite
+    matmuls = [inputs for name, inputs in _ops(path) if name == "BATCH_MATMUL"]
+    assert len(matmuls) == 2  # query x key, weights x value
+    for lhs, rhs in matmuls:
+        assert lhs["dtype"] == rhs["dtype"] == np.int8
+        assert list(rhs["quantization_parameters"]["zero_points"]) == [0], rhs["name"]
+        assert len(rhs["quantization_parameters"]["scales"]) == 1  # per-tensor, as the left-hand input
+    row = {(r["op"], r["dtype"]): r for r in op_census(path)["ops"]}[("BATCH_MATMUL", "int8")]
+    assert row["count"] == row["delegated"] == 2
+    assert _tflite_cosine(net, x, path) > 0.95
+
+    assert any(inputs[1]["quantization_parameters"]["zero_points"][0] != 0
+               for name, inputs in _ops(affine) if name == "BATCH_MATMUL")
+    row = {(r["op"], r["dtype"]): r for r in op_census(affine)["ops"]}[("BATCH_MATMUL", "int8")]
+    assert row["count"] == 2 and row["delegated"] == 0
+
+
+def test_the_int8_chain_runs_through_reshapes_and_residual_adds(tiny_block_tflite):
+    """Conversions only where a float op sits: one DEQUANTIZE/QUANTIZE pair around each LayerNorm and
+    around the softmax; the unfold/fold reshapes, the attention's head reshapes and both residual adds
+    int8. litert-torch's annotations (``int8_chain=False``) dequantize more, which this test catches."""
+    from mvit.benchmarks.census import int8_headline
+    from mvit.export.backends.tflite_backend import conversions_around_moves, op_census
+
+    net, x, path, plain = tiny_block_tflite
+    head = int8_headline(op_census(path))
+    float_islands = 2 + 1  # two LayerNorms, one softmax
+    assert head["dequantize"] == head["quantize"] == float_islands, head
+    adds = [inputs for name, inputs in _ops(path) if name == "ADD" and all(t["dtype"] == np.int8 for t in inputs)]
+    assert len(adds) == 2  # x + attention(LN(x)), x + FFN(LN(x))
+    assert conversions_around_moves(path) == []
+    assert head["mac_int8"] == head["mac_ops"] and head["float_logistic"] == 0
+    assert _tflite_cosine(net, x, path) > 0.95
+
+    assert int8_headline(op_census(plain))["dequantize"] > float_islands
+
+
+def test_mvit_bench_file_reports_the_int8_headline(tiny_block_tflite, tmp_path):
+    """``mvit-bench FILE`` puts the int8 figures (multiply-accumulates in int8, BATCH_MATMULs int8 and in
+    XNNPACK, float LOGISTIC, DEQUANTIZE) in bench.json's census and in bench.md, and they differ between the
+    two tiny files as their graphs do."""
+    from mvit.benchmarks.cli import main as bench_main
+
+    _, _, path, plain = tiny_block_tflite
+    out = tmp_path / "out"
+    assert bench_main([str(path), str(plain), "--out", str(out), "--no-plot", "--runs", "3", "--min-time", "0.05"]) == 0
+    rows = {Path(r["file"]).name: r for r in json.loads((out / "bench.json").read_text())["models"][0]["rows"]}
+    mine, theirs = rows["mvit.tflite"]["census"]["int8"], rows["plain.tflite"]["census"]["int8"]
+    assert (mine["batch_matmul_int8"], mine["batch_matmul_int8_delegated"]) == (2, 2)
+    assert (theirs["batch_matmul_int8"], theirs["batch_matmul_int8_delegated"]) == (2, 0)
+    assert mine["dequantize"] < theirs["dequantize"]
+    md = (out / "bench.md").read_text()
+    assert "**int8:** int8 multiply-accumulate ops 8/8 (100%); BATCH_MATMUL int8 2/2, 2 of them in XNNPACK" in md

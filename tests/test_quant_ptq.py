@@ -191,19 +191,45 @@ def _plant_outlier(net: nn.Module) -> nn.Module:
 
 
 def test_search_finds_a_planted_sensitive_layer(tiny_mobilevit, tiny_inputs):
-    from mvit.quant.search import layer_units, search_sim
+    """The stopping rule can fail: every layer int8 is rejected (expected flips far above the allowance),
+    and the set it accepts leaves the planted layer float."""
+    from mvit.quant.search import StopRule, layer_units, search_sim
 
     net = _plant_outlier(tiny_mobilevit)
     calib, heldout = tiny_inputs[:8], tiny_inputs[8:24]
     q = pt2e.quantizer_for(net, "histogram")
-    res = search_sim(net, q, calib, heldout, min_agreement=0.99, batch=8)
-    assert res.met and res.agreement >= 0.99
-    assert res.evaluations[0]["float_units"] == 0 and res.evaluations[0]["agreement"] < 0.8  # all int8 fails
+    rule = StopRule(0.99)
+    res = search_sim(net, q, calib, heldout, rule, batch=8)
+    assert res.met and res.agreement >= 0.99 and res.expected_flips <= rule.max_expected(16)
+    first = res.evaluations[0]
+    assert first["float_units"] == 0 and first["agreement"] < 0.8  # all int8 fails
+    assert first["expected_flips"] > 10 * rule.max_expected(16)
     # the chosen float set covers the planted tensor's producer and consumer, and little else
     covers = lambda layer: any(layer == u or layer.startswith(u + ".") for u in res.float_units)  # noqa: E731
     assert covers("layer_4.0.block.conv_3x3") and covers("layer_4.0.block.red_1x1")
     assert len(res.float_units) <= 3 and res.float_cost_fraction < 0.25
     assert len(layer_units(net)) > 30
+
+
+def test_the_chosen_set_survives_a_rounding_level_change_of_the_model(tiny_mobilevit, tiny_inputs):
+    """Every weight times (1 + 1e-6 noise), the kind of change a float rewrite makes: calibration,
+    sensitivity and ranking run again and the search chooses the same float set, at nearly the same
+    expected flips."""
+    from mvit.quant.search import StopRule, search_sim
+
+    net = _plant_outlier(tiny_mobilevit)
+    calib, heldout = tiny_inputs[:8], tiny_inputs[8:24]
+    rule = StopRule(0.99)
+    base = search_sim(net, pt2e.quantizer_for(net, "histogram"), calib, heldout, rule, batch=8)
+    moved = copy.deepcopy(net)
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for prm in moved.parameters():
+            prm.mul_(1 + 1e-6 * torch.randn(prm.shape, generator=g))
+        assert not torch.equal(net(heldout), moved(heldout))
+    again = search_sim(moved, pt2e.quantizer_for(moved, "histogram"), calib, heldout, rule, batch=8)
+    assert again.float_units == base.float_units
+    assert again.expected_flips == pytest.approx(base.expected_flips, abs=0.02 * rule.max_expected(16) + 1e-6)
 
 
 def _input_channel_spread(model: nn.Module, layer: nn.Module, x: torch.Tensor) -> float:

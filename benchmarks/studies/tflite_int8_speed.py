@@ -61,7 +61,7 @@ def _convert(module: nn.Module, sample: torch.Tensor, path: Path, quantizer=None
 
 
 def int8_tflite(module: nn.Module, calib: torch.Tensor, path: Path, keep_float=(), quantize_silu=True,
-                pad_in_float=True, quantize_attention=False, input_range=None) -> None:
+                pad_in_float=True, quantize_attention=True, input_range=None, int8_chain=True) -> None:
     """PT2E int8 (the export's quantizer and calibration) of ``module``, calibrated on ``calib``, to ``path``;
     ``pad_in_float=False`` skips mvit-export's dequantize-before-pad rewrite (export/tflite_passes.py);
     ``quantize_attention``: attention's matmuls and softmax int8 too; ``input_range``: the graph input's
@@ -71,7 +71,7 @@ def int8_tflite(module: nn.Module, calib: torch.Tensor, path: Path, keep_float=(
 
     from mvit.quant.pt2e import _calibrate, quantizer_for
 
-    q = quantizer_for(module, "histogram", tuple(keep_float), quantize_silu, input_range, quantize_attention)
+    q = quantizer_for(module, "histogram", tuple(keep_float), quantize_silu, input_range, quantize_attention, int8_chain)
     sample = calib[:1]
     with torch.no_grad():
         prepared = _calibrate(module, sample, q, lambda i, j: calib[i:j], len(calib))
@@ -119,22 +119,25 @@ def kernels(tmp: Path, threads: int, rounds: int, per: int) -> list[dict]:
     return rows
 
 
+def tflite_top1(path: Path, x: np.ndarray, threads: int) -> np.ndarray:
+    """Top-1 class of a .tflite file for each normalized NCHW image of ``x`` (quantized first when the
+    file takes int8)."""
+    it = _interpreter(path, threads)
+    i, o = it.get_input_details()[0], it.get_output_details()[0]
+    top = []
+    for img in x:
+        xi = img[None]
+        if i["dtype"] == np.int8:
+            s, z = i["quantization"]
+            xi = np.clip(np.round(xi / s + z), -128, 127).astype(np.int8)
+        it.set_tensor(i["index"], xi)
+        it.invoke()
+        top.append(int(np.argmax(it.get_tensor(o["index"]))))
+    return np.array(top)
+
+
 def _agreement(fp32: Path, int8: Path, x: np.ndarray, threads: int) -> float:
-    outs = []
-    for p in (fp32, int8):
-        it = _interpreter(p, threads)
-        i, o = it.get_input_details()[0], it.get_output_details()[0]
-        top = []
-        for img in x:
-            xi = img[None]
-            if i["dtype"] == np.int8:
-                s, z = i["quantization"]
-                xi = np.clip(np.round(xi / s + z), -128, 127).astype(np.int8)
-            it.set_tensor(i["index"], xi)
-            it.invoke()
-            top.append(int(np.argmax(it.get_tensor(o["index"]))))
-        outs.append(np.array(top))
-    return float((outs[0] == outs[1]).mean() * 100)
+    return float((tflite_top1(fp32, x, threads) == tflite_top1(int8, x, threads)).mean() * 100)
 
 
 def whole_model(weights: Path, calib_dir: Path, val_dir: Path, calib_count: int, tmp: Path, threads: int,
@@ -198,18 +201,23 @@ def render(kernel_rows: list[dict], model_rows: list[dict], args) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> int:
-    """Run both parts and print (or write) the Markdown report."""
-    import sys
-
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_model_arguments(ap: argparse.ArgumentParser, per: int) -> None:
+    """The checkpoint, images and timing options of this script and ``mvit.benchmarks.int8_xnnpack``."""
     ap.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
     ap.add_argument("--calib", required=True)
     ap.add_argument("--val", required=True)
     ap.add_argument("--calib-count", type=int, default=256)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=20)
-    ap.add_argument("--per", type=int, default=20)
+    ap.add_argument("--per", type=int, default=per)
+
+
+def main(argv=None) -> int:
+    """Run both parts and print (or write) the Markdown report."""
+    import sys
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_model_arguments(ap, per=20)
     ap.add_argument("--out")
     args = ap.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)

@@ -19,7 +19,7 @@ import numpy as np
 from ..base import Capabilities, ExportError, ExportJob, IOSpec, TensorSpec
 from ..runner import Runner
 from ..metadata import to_json_bytes
-from ..tflite_passes import dequantize_before_pad
+from ..tflite_passes import dequantize_before_pad, float_softmax
 from ..wrappers import input_graph, pt2e_input_graph, quantize_input_graph
 
 FORMAT = "tflite"
@@ -94,8 +94,9 @@ def export(job: ExportJob, path: Path) -> IOSpec:
 
 def finish_graph(model_bytes: bytes) -> tuple[bytes, int]:
     """What every export does to litert-torch's output: DEQUANTIZE before PAD (export/tflite_passes.py;
-    returns how many moved) and module-path tensor names."""
+    returns how many moved), the softmax back in float (``float_softmax``) and module-path tensor names."""
     model_bytes, moved = dequantize_before_pad(model_bytes)
+    model_bytes, _ = float_softmax(model_bytes)
     return shorten_tensor_names(model_bytes), moved
 
 
@@ -397,3 +398,33 @@ def tensor_error(path: Path, model, pixels: np.ndarray) -> dict:
                       "output of the module it is named after",
             "keep_float_names": f"module paths (mvit-export --format {FORMAT} --keep-float NAME)",
             "layers": file_tensor_error(path, model, pixels)}
+
+
+MOVE_OPS = ("RESHAPE", "TRANSPOSE", "SLICE", "STRIDED_SLICE", "SQUEEZE", "EXPAND_DIMS", "GATHER")
+
+
+def conversions_around_moves(path: Path) -> list[str]:
+    """DEQUANTIZE -> QUANTIZE paths of a .tflite file with only ops that move values between them (no float
+    op that needed the conversion), each as ``DEQUANTIZE#i -> RESHAPE#j -> QUANTIZE#k``."""
+    from ai_edge_litert.tools import flatbuffer_utils as fb
+
+    m = fb.read_model_from_bytearray(bytearray(Path(path).read_bytes()))
+    sg = m.subgraphs[0]
+    names = [name for name, _ in _operators(Path(path).read_bytes(), subgraphs=[0])]
+    readers: dict[int, list[int]] = {}
+    for k, op in enumerate(sg.operators):
+        for t in op.inputs if op.inputs is not None else []:
+            readers.setdefault(int(t), []).append(k)
+    found = []
+    for k, name in enumerate(names):
+        if name != "DEQUANTIZE":
+            continue
+        stack = [(k, [f"DEQUANTIZE#{k}"])]
+        while stack:
+            i, trail = stack.pop()
+            for j in readers.get(int(sg.operators[i].outputs[0]), []):
+                if names[j] == "QUANTIZE":
+                    found.append(" -> ".join(trail + [f"QUANTIZE#{j}"]))
+                elif names[j] in MOVE_OPS:
+                    stack.append((j, trail + [f"{names[j]}#{j}"]))
+    return found
