@@ -202,7 +202,7 @@ def render(kernel_rows: list[dict], model_rows: list[dict], args) -> str:
 
 
 def add_model_arguments(ap: argparse.ArgumentParser, per: int) -> None:
-    """The checkpoint, images and timing options of this script and ``mvit.benchmarks.int8_xnnpack``."""
+    """The checkpoint, images and timing options of this script and ``int8_xnnpack.py``."""
     ap.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
     ap.add_argument("--calib", required=True)
     ap.add_argument("--val", required=True)

@@ -14,9 +14,9 @@ and its top-1 agreement with the float PyTorch model on ``--val``; then each run
 side by side (one process, rows interleaved, rotating start, medians), and the attention core alone
 (query x key, softmax, weights x value) as fp32, int8 with affine and with symmetric right-hand operands.
 
-    flock -s /tmp/cpu.lock python -m mvit.benchmarks.int8_xnnpack --calib ../shared/data/trashnet6/train \\
+    flock -s /tmp/cpu.lock python benchmarks/studies/int8_xnnpack.py --calib ../shared/data/trashnet6/train \\
         --val ../shared/data/trashnet6/val --work /tmp/xnn --build-only
-    flock -x /tmp/cpu.lock python -m mvit.benchmarks.int8_xnnpack --calib ../shared/data/trashnet6/train \\
+    flock -x /tmp/cpu.lock python benchmarks/studies/int8_xnnpack.py --calib ../shared/data/trashnet6/train \\
         --val ../shared/data/trashnet6/val --work /tmp/xnn --out benchmarks/results/int8_xnnpack.md
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..bench.tflite_int8_speed import (ATTENTION, _convert, _stack, add_model_arguments, int8_tflite,
+from tflite_int8_speed import (ATTENTION, _convert, _stack, add_model_arguments, int8_tflite,
                                          tflite_top1)
 
 GRAPHS = {"litert": dict(quantize_attention=False, int8_chain=False), "xnnpack": {}}
@@ -40,7 +40,7 @@ GRAPHS = {"litert": dict(quantize_attention=False, int8_chain=False), "xnnpack":
 def cached_float_set(weights: Path, min_agreement: float = 0.995) -> tuple[str, list[str]]:
     """(cache key, float units) of the checkpoint's cached PT2E search for ``min_agreement``, whatever the
     route revision it was searched under (this script compares graphs; it does not search)."""
-    from ..quant.search import cache_path
+    from mvit.quant.search import cache_path
 
     entries = json.loads(cache_path(weights).read_text())["entries"]
     prefix = f"pt2e|min_agreement={min_agreement:.4f}|"
@@ -63,12 +63,12 @@ def build(args, work: Path) -> dict:
     from torchao.quantization.pt2e import allow_exported_model_train_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-    from ..export.backends.executorch_backend import lower
-    from ..model.checkpoint import load_checkpoint
-    from ..model.export_prep import prepare_for_export
-    from ..model.images import image_files, load_pixels
-    from ..model.preprocess import normalize_hwc_uint8
-    from ..quant.pt2e import _calibrate, model_input_range, quantizer_for
+    from mvit.export.backends.executorch_backend import lower
+    from mvit.model.checkpoint import load_checkpoint
+    from mvit.model.export_prep import prepare_for_export
+    from mvit.model.images import image_files, load_pixels
+    from mvit.model.preprocess import normalize_hwc_uint8
+    from mvit.quant.pt2e import _calibrate, model_input_range, quantizer_for
 
     ck = load_checkpoint(Path(args.weights))
     net, contract = prepare_for_export(ck.model), ck.meta.contract
@@ -121,7 +121,7 @@ def attention_core(work: Path) -> list[Path]:
 def _top1(path: Path, x: np.ndarray, threads: int) -> np.ndarray:
     if path.suffix != ".pte":
         return tflite_top1(path, x, threads)
-    from ..export.backends.executorch_backend import open_method
+    from mvit.export.backends.executorch_backend import open_method
 
     method, _ = open_method(path, threads)
     return np.array([int(method.execute([torch.from_numpy(img[None])])[0].argmax()) for img in x])
@@ -129,11 +129,11 @@ def _top1(path: Path, x: np.ndarray, threads: int) -> np.ndarray:
 
 def evaluate(args, files: dict) -> dict:
     """Census headline and agreement with the float model of every whole-model file."""
-    from ..bench.census import int8_headline
-    from ..export.backends import executorch_backend, tflite_backend
-    from ..model.checkpoint import load_checkpoint
-    from ..model.images import image_files, load_pixels
-    from ..model.preprocess import normalize_hwc_uint8
+    from mvit.benchmarks.census import int8_headline
+    from mvit.export.backends import executorch_backend, tflite_backend
+    from mvit.model.checkpoint import load_checkpoint
+    from mvit.model.images import image_files, load_pixels
+    from mvit.model.preprocess import normalize_hwc_uint8
 
     ck = load_checkpoint(Path(args.weights))
     contract = ck.meta.contract
@@ -156,8 +156,8 @@ def evaluate(args, files: dict) -> dict:
 
 def time_rows(args, files: dict) -> dict:
     """Median ms of each runtime's files, interleaved per runtime group in this process."""
-    from ..bench.latency import interleaved_medians, tflite_on_zeros
-    from ..export.backends.executorch_backend import open_method
+    from mvit.benchmarks.latency import interleaved_medians, tflite_on_zeros
+    from mvit.export.backends.executorch_backend import open_method
 
     groups: dict[str, dict] = {"tflite": {}, "pte": {}, "attention": {}}
     for name, paths in files.items():
@@ -178,14 +178,14 @@ def time_rows(args, files: dict) -> dict:
 
 def render(args, rows: dict, ms: dict) -> str:
     """The Markdown report."""
-    from ..bench.matrix import cpu_line
+    from mvit.benchmarks.matrix import cpu_line
 
     lines = [f"# int8 graphs for XNNPACK: {Path(args.weights).name}", "",
              f"CPU: {cpu_line(args.threads)}; batch 1. Latency: medians of {args.rounds} rotating rounds x "
              f"{args.per} invokes, each runtime's files interleaved in one process. Agreement: top-1 of the file vs "
              f"the float PyTorch model on {args.val}. Calibration: {args.calib_count} images of {args.calib}. "
              f"Cached float set: `{args.keep_float_key}`.", "",
-             "Command: `python -m mvit.benchmarks.int8_xnnpack " + " ".join(args.argv) + "`", "",
+             "Command: `python benchmarks/studies/int8_xnnpack.py " + " ".join(args.argv) + "`", "",
              "| file | MB | median ms | / fp32 | agreement % | MACs int8 | BATCH_MATMUL int8 / delegated | "
              "float LOGISTIC | DEQUANTIZE | QUANTIZE | outside XNNPACK |",
              "|---|---:|---:|---:|---:|---|---|---:|---:|---:|---|"]
@@ -228,7 +228,7 @@ def main(argv=None) -> int:
         args.keep_float_key = "given: " + " ".join(args.keep_float)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    from ..model.checkpoint import load_checkpoint
+    from mvit.model.checkpoint import load_checkpoint
 
     args.input_size = load_checkpoint(Path(args.weights)).meta.contract.input_size
     files = build(args, work)
