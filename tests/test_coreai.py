@@ -22,14 +22,17 @@ needs_extra = pytest.mark.skipif(cai.unavailable() is not None,
 
 @pytest.fixture(scope="module")
 def exported(small_ckpt, small_data_dir, tmp_path_factory):
-    """fp32, fp16 and int8 assets of the tiny trained model, parity-checked on its 24 images."""
+    """fp32, fp16 and int8 (the stem conv float) assets of the tiny trained model, parity-checked on its
+    24 images; and the cache holding the int8 export's coreai-opt model."""
     if cai.unavailable():
         pytest.skip(cai.unavailable())
-    out = tmp_path_factory.mktemp("coreai_export")
-    results = export_model(checkpoint=small_ckpt, formats=("coreai",), precisions=("fp32", "fp16", "int8"), out=out,
-                           calib=small_data_dir, calib_count=16, verify_data=small_data_dir, force=True,
-                           keep_float=("conv_1",))
-    return {r.precision: r for r in results}, out
+    out, cache = tmp_path_factory.mktemp("coreai_export"), {}
+    results = export_model(checkpoint=small_ckpt, formats=("coreai",), precisions=("fp32", "fp16"), out=out,
+                           verify_data=small_data_dir)
+    results += export_model(checkpoint=small_ckpt, formats=("coreai",), precisions=("int8",), out=out,
+                            calib=small_data_dir, calib_count=16, verify_data=small_data_dir, keep_float=("conv_1",),
+                            cache=cache)
+    return {r.precision: r for r in results}, out, cache
 
 
 def _files(asset: Path) -> dict:
@@ -38,7 +41,7 @@ def _files(asset: Path) -> dict:
 
 @needs_extra
 def test_parity_named_io_and_precisions(exported):
-    results, _ = exported
+    results, _, _ = exported
     for p in ("fp32", "fp16", "int8"):
         r = results[p]
         assert r.parity.passed, (p, r.parity.failures)
@@ -90,28 +93,31 @@ def test_release_mode_and_the_same_bytes_twice(small_ckpt, tmp_path):
         runs.append(_files(r.artifact))
         for f in r.artifact.iterdir():  # release mode: no source paths, no stack traces
             assert str(ROOT).encode() not in f.read_bytes() and b".py:" not in f.read_bytes(), f
-    assert runs[0] == runs[1]
+    assert runs[0] == runs[1], [(tmp_path / str(i) / "mobilevit_test-fp32-coreai/model.aimodel/metadata.json").read_text()
+                                for i in range(2)]
 
 
 @needs_extra
-def test_w8a8_with_16_bit_cast_is_caught_by_the_gate(small_ckpt, small_data_dir, tmp_path, monkeypatch, capfd):
-    """coreai-opt's documented W8A8 + ``cast_to_16_bit_precision`` recipe, exported as int8: the parity
-    gate fails it, the CLI exits 1 and the folder is marked failed-parity."""
+def test_w8a8_with_16_bit_cast_goes_through_the_gate(exported, small_ckpt, small_data_dir, tmp_path, monkeypatch):
+    """coreai-opt's documented W8A8 + ``cast_to_16_bit_precision`` recipe (the same coreai-opt model, from
+    the cache): gated like every int8 artifact, float16 I/O recorded, and on this model as close to PyTorch
+    as W8A8 with float32 between the quantized ops (benchmarks/results/coreai.md: the trap of issue 30
+    did not reproduce)."""
+    results, _, cache = exported
     monkeypatch.setattr(coreai_w8a8, "FLOAT_COMPUTE", "float16")
-    rc = export_main(["--weights", str(small_ckpt), "--format", "coreai", "--quantize", "int8", "--calib",
-                      str(small_data_dir), "--calib-count", "16", "--verify-data", str(small_data_dir),
-                      "--keep-float", "none", "--out", str(tmp_path)])
-    err = capfd.readouterr().err
-    assert rc == 1 and "failed the parity check (coreai int8: " in err
-    meta = json.loads(next(tmp_path.glob("*-int8-coreai")).joinpath("model_meta.json").read_text())
-    assert meta["status"] == "failed-parity" and meta["quantization_details"]["float_compute"] == "float16"
+    (r,) = export_model(checkpoint=small_ckpt, formats=("coreai",), precisions=("int8",), out=tmp_path,
+                        calib=small_data_dir, calib_count=16, verify_data=small_data_dir, keep_float=("conv_1",),
+                        cache=cache)
+    d = r.meta["quantization_details"]
+    assert d["float_compute"] == "float16" and r.meta["input"]["dtype"] == "float16" and r.meta["parity"]["thresholds"]
+    assert r.parity.passed and abs(r.parity.max_abs_diff - results["int8"].parity.max_abs_diff) < 0.05
 
 
 @needs_extra
 def test_bench_file_and_matrix_rows(exported, small_ckpt, small_data_dir, tmp_path, capfd):
     from mvit.bench.cli import main as bench_main
 
-    results, art = exported
+    results, art, _ = exported
     out = tmp_path / "files"
     rc = bench_main([str(results["int8"].artifact), "--data", str(small_data_dir), "--reference", str(small_ckpt),
                      "--out", str(out), "--no-plot", "--runs", "3", "--min-time", "0.05"])

@@ -10,6 +10,7 @@ logits far from PyTorch (benchmarks/results/coreai.md), and the parity gate refu
 """
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 
@@ -48,21 +49,25 @@ def float_configs(job: ExportJob, wrapped: nn.Module, prefix: str) -> tuple[dict
 
 def quantize(job: ExportJob, wrapped: nn.Module, sample: torch.Tensor, in_model: bool) -> tuple[nn.Module, dict]:
     """The coreai-opt W8A8 model of ``wrapped`` (the job's model, possibly inside an input wrapper whose
-    model is ``.model``), calibrated on the job's images; returns (finalized module, details)."""
+    model is ``.model``), calibrated on the job's images; returns (finalized module, details). The finalized
+    module is kept in ``job.cache``: another export of the same inputs converts it without quantizing again."""
     from coreai_opt.quantization import Quantizer, QuantizerConfig
 
     if job.calib_pixels is None or len(job.calib_pixels) == 0:
         raise ExportError("int8 export needs calibration images")
     prefix = "model." if wrapped is not job.model else ""
     by_name, by_type, keep = float_configs(job, wrapped, prefix)
+    key = ("coreai-w8a8", in_model, tuple(keep), hashlib.sha1(job.calib_pixels.tobytes()).hexdigest())
     t0 = time.perf_counter()
-    quantizer = Quantizer(wrapped, QuantizerConfig(module_name_configs=by_name, module_type_configs=by_type))
-    with torch.no_grad():
-        prepared = quantizer.prepare((sample,))
-        with quantizer.calibration_mode():
-            for x in _calibration_inputs(job, in_model):
-                prepared(x)
-        finalized = quantizer.finalize()
+    if key not in job.cache:  # one quantization per export run (and per shared cache) for these inputs
+        quantizer = Quantizer(wrapped, QuantizerConfig(module_name_configs=by_name, module_type_configs=by_type))
+        with torch.no_grad():
+            prepared = quantizer.prepare((sample,))
+            with quantizer.calibration_mode():
+                for x in _calibration_inputs(job, in_model):
+                    prepared(x)
+            job.cache[key] = quantizer.finalize()
+    finalized = job.cache[key]
     details = {"method": "coreai-opt", "config": "QuantizerConfig() (graph mode)", "observer": "min-max",
                "weights": "int8 per-channel symmetric", "activations": "int8 per-tensor",
                "float_compute": FLOAT_COMPUTE, "calibration_images": int(len(job.calib_pixels)),
