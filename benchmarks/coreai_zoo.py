@@ -17,8 +17,24 @@ DEFAULT_MODELS = ("mobilevit_xxs", "mobilevit_s", "mobilevitv2_050", "mobilevitv
                   "mobilenet_v2", "vit_tiny")
 
 
+def _spread(m):
+    """Random norm scales and head weights, so that an untrained model's logits differ between images
+    (fresh MobileNets give near-constant logits, and a logit difference would then say nothing)."""
+    import torch
+
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, (torch.nn.BatchNorm2d, torch.nn.LayerNorm)) and mod.weight is not None:
+                mod.weight.uniform_(0.5, 1.5)
+                mod.bias.normal_(0, 0.1)
+            elif isinstance(mod, torch.nn.Linear):
+                mod.weight.normal_(0, 0.1)
+    return m
+
+
 def convert_one(arch: str, images: int, work: Path) -> dict:
-    """Export ``arch`` (untrained, 6 classes, its default input size) to fp32 .aimodel and compare."""
+    """Export ``arch`` (untrained, norms and head spread by ``_spread``, 6 classes, its default input size)
+    to an fp32 .aimodel and compare its logits with PyTorch's."""
     import torch
 
     from mvit import model
@@ -32,7 +48,7 @@ def convert_one(arch: str, images: int, work: Path) -> dict:
     torch.manual_seed(0)
     size = 224 if arch.startswith("vit") else 256
     kwargs = {"img_size": size} if arch.startswith("vit") else {}
-    m = model.create(arch, num_classes=6, **kwargs).eval()
+    m = _spread(model.create(arch, num_classes=6, **kwargs)).eval()
     contract = PreprocessContract(input_size=(size, size))
     ckpt = save_checkpoint(work / f"{arch}.safetensors", m,
                            CheckpointMeta(arch, [f"c{i}" for i in range(6)], contract, model_kwargs=kwargs))
