@@ -21,7 +21,7 @@ from ..export.console import captured
 from ..model.checkpoint import atomic_write
 from ..model.contract import INTERPOLATIONS
 
-MODEL_SUFFIXES = (".tflite", ".onnx", ".pte", ".mlpackage")
+MODEL_SUFFIXES = (".tflite", ".onnx", ".pte", ".mlpackage", ".aimodel")
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -37,7 +37,7 @@ def _size(text: str) -> tuple[int, int]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The FILE, --adb and --device-results options of mvit-bench."""
     p.add_argument("files", nargs="*", type=Path, metavar="FILE",
-                   help="model files to benchmark as they are (.tflite, .onnx, .pte, .mlpackage, with or without "
+                   help="model files to benchmark as they are (.tflite, .onnx, .pte, .mlpackage, .aimodel, with or without "
                         "mvit metadata) instead of exporting the matrix")
     g = p.add_argument_group("model files without mvit metadata (FILE ...)")
     g.add_argument("--labels", type=Path, help="class labels, one per line, in the model's output order")

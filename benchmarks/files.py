@@ -1,4 +1,4 @@
-"""Benchmark model files as they are: any .tflite, .onnx, .pte or .mlpackage, with or without mvit metadata.
+"""Benchmark model files as they are: any .tflite, .onnx, .pte, .mlpackage or .aimodel, with or without mvit metadata.
 
 For every file: size, an op census (op types with dtypes; for TFLite and ExecuTorch what the XNNPACK
 delegate took; for ONNX the graph after onnxruntime's optimisation), and latency (load, first run,
@@ -73,6 +73,7 @@ class FileEntry:
     census: dict | None = None
     io: dict | None = None
     notes: list[str] = field(default_factory=list)
+    untimed: dict | None = None    # {"scores": path} of a format evaluated without timing (Core AI)
 
     @property
     def name(self) -> str:
@@ -108,7 +109,7 @@ def open_entries(files, options: FileOptions, threads: int) -> list[FileEntry]:
         try:
             fmt = format_of(path)
         except ValueError:
-            raise BenchError(f"{path}: not a .tflite, .onnx, .pte or .mlpackage file") from None
+            raise BenchError(f"{path}: not a .tflite, .onnx, .pte, .mlpackage or .aimodel file") from None
         backend = get_backend(fmt)
         why = backend.unavailable()
         if why:
@@ -319,6 +320,10 @@ def bench_files(cfg: FilesConfig, say=None) -> dict:
             timeable, why = e.backend.can_time()
             if not timeable:
                 e.notes.append(why)
+                if e.fmt == "coreai" and "eval_pixels" in spec:  # Core AI: numerics from its CPU runtime (issue 30)
+                    from ..bench.coreai_numerics import untimed_scores
+
+                    e.untimed = untimed_scores(e, Path(spec["eval_pixels"]), cfg.threads, log, say)
                 continue
             workers.append(Worker(f"{i}:{e.name}", spec, log))
         ref = None
@@ -395,15 +400,22 @@ def _row(e: FileEntry, w, pixel_cache: dict, ref, cfg: FilesConfig) -> dict:
            "input": {k: (e.io or {}).get("input", {}).get(k) for k in ("dtype", "shape")}, "notes": list(e.notes)}
     if w is None:
         row.update(status="not timed", reason="; ".join(e.notes) or "no runtime here")
-        return row
-    if w.error:
+        if not e.untimed:
+            return row
+        info = e.untimed
+        row["numerics"] = info.get("numerics")
+        if "error" in info:
+            row["notes"].append(info["error"])
+            return row
+    elif w.error:
         row.update(status="failed", reason=w.error)
         return row
-    info = w.info
-    lat = dict(info["latency"], load_ms=info.get("load_ms"), first_ms=info.get("first_ms"),
-               prepare_ms=info.get("prepare_ms"))
-    row.update(status="measured", latency=lat,
-               memory={"peak_rss_mb": info.get("peak_rss_mb"), "rss_before_load_mb": info.get("rss_before_mb")})
+    else:
+        info = w.info
+        lat = dict(info["latency"], load_ms=info.get("load_ms"), first_ms=info.get("first_ms"),
+                   prepare_ms=info.get("prepare_ms"))
+        row.update(status="measured", latency=lat,
+                   memory={"peak_rss_mb": info.get("peak_rss_mb"), "rss_before_load_mb": info.get("rss_before_mb")})
     if e.meta is None or "scores" not in info:
         return row
     scores = np.load(info["scores"])

@@ -2,8 +2,9 @@
 # The project's one test command: installs the test-only tools, then runs the whole suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The ExecuTorch extra too: tests/test_executorch.py exports and runs .pte files (skipped without it).
-python -m pip install -q -e '.[test,executorch]'
+# The ExecuTorch and Core AI extras too: tests/test_executorch.py and tests/test_coreai.py export and run
+# .pte and .aimodel files (skipped without them).
+python -m pip install -q -e '.[test,executorch,coreai]'
 # timm without its torchvision requirement (which would pull a CUDA torch); tests shim torchvision.
 python -m pip install -q --no-deps timm==1.0.31
 # JUnit 4 for the Android core's tests (the Kotlin compiler comes from npm, see android_demo/ci/test_core.sh).

@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-FORMATS = ("onnx", "tflite", "coreml", "executorch")
+FORMATS = ("onnx", "tflite", "coreml", "executorch", "coreai")  # coreai: the optional Core AI extra (issue 30)
 
 
 def get_backend(fmt: str) -> ModuleType:

@@ -14,8 +14,8 @@ enum Mode: String, CaseIterable, Identifiable {
 /// The classifier the video queue uses, swapped by the main actor when a model finishes loading.
 final class ClassifierBox: @unchecked Sendable {
     private let lock = NSLock()
-    private var current: Classifier?
-    var value: Classifier? {
+    private var current: FrameClassifier?
+    var value: FrameClassifier? {
         get { lock.lock(); defer { lock.unlock() }; return current }
         set { lock.lock(); current = newValue; lock.unlock() }
     }
@@ -83,9 +83,15 @@ final class ViewModel: ObservableObject {
         let (variant, compute) = (self.variant, self.compute)
         loadTask = Task {
             do {
-                let model = try await LoadedModel.load(variant, compute: compute)
+                // An installed .aimodel runs on Core AI (iOS 27, CoreAIClassifier.swift); else the .mlpackage on Core ML.
+                let classifier: FrameClassifier
+                if let coreAI = try await installedCoreAIClassifier(variant) {
+                    classifier = coreAI
+                } else {
+                    classifier = Classifier(model: try await LoadedModel.load(variant, compute: compute))
+                }
                 guard !Task.isCancelled else { return }
-                box.value = Classifier(model: model)
+                box.value = classifier
                 error = nil
                 loading = false
                 if let photo { classify(photo: photo) }
