@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .census import headline_line, with_int8_headline
+from .untimed import untimed_scores
 from .latency import Worker, measure
 from .matrix import BenchError, Progress, first_line, machine_info, quiet
 
@@ -320,9 +321,7 @@ def bench_files(cfg: FilesConfig, say=None) -> dict:
             timeable, why = e.backend.can_time()
             if not timeable:
                 e.notes.append(why)
-                if e.fmt == "coreai" and "eval_pixels" in spec:  # Core AI: numerics from its CPU runtime (issue 30)
-                    from ..bench.coreai_numerics import untimed_scores
-
+                if e.backend.CAPABILITIES.untimed_numerics and "eval_pixels" in spec:
                     e.untimed = untimed_scores(e, Path(spec["eval_pixels"]), cfg.threads, log, say)
                 continue
             workers.append(Worker(f"{i}:{e.name}", spec, log))

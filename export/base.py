@@ -103,6 +103,7 @@ class Capabilities:
     layer_error: bool = False       # layer_error: per-layer error of its int8 artifact against its fp32 sibling
     tensor_error: bool = False      # tensor_error: per-tensor error of its int8 file against the float model
     interpreted: bool = False       # its runner may be a reference interpreter here (seconds per image)
+    untimed_numerics: bool = False  # cannot be timed here, but its runner runs: mvit-bench scores it in process
 
 
 # optional member -> the capability that says the backend has it

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..base import ExportError, ExportJob, IOSpec, TensorSpec
+from ..base import Capabilities, ExportError, ExportJob, IOSpec, TensorSpec
 from ..metadata import to_json_bytes
 from ..runner import Runner
 from ..wrappers import input_graph
@@ -44,6 +44,8 @@ CALIB_METHODS = ("min-max",)  # coreai-opt's only range calculator
 KEEP_FLOAT = {"int8": "module names or module types (conv_1, LayerNorm) coreai-opt leaves unquantized; none = all int8"}
 INT8_ROUTE = "pt2e"  # the float set comes from the PT2E search (the same torch graph coreai-opt quantizes)
 RUNTIME_MODULES = ("coreai.runtime",)
+# coreai-core's CPU runtime runs the asset here, seconds per image: numerics, not latency
+CAPABILITIES = Capabilities(interpreted=True, untimed_numerics=True)
 EXPORT_COST = 3
 FUNCTION = "main"
 INPUT_NAME, OUTPUT_NAME = "image", "logits"

@@ -1,5 +1,5 @@
-"""Numerics of a model file that cannot be timed here but runs: a Core AI ``.aimodel`` on coreai-core's
-bundled CPU runtime (``mvit-bench FILE``; the matrix does the same through ``matrix._untimed_eval``)."""
+"""Numerics of a model file that cannot be timed here but whose runner runs (``Capabilities.untimed_numerics``;
+e.g. a Core AI ``.aimodel`` on coreai-core's bundled CPU runtime) (``mvit-bench FILE``; the matrix does the same through ``matrix._untimed_eval``)."""
 from __future__ import annotations
 
 import time
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bench.matrix import first_line, quiet
+from .matrix import first_line, quiet
 
 
 def untimed_scores(entry, eval_pixels: Path, threads: int, log: Path, say) -> dict:

@@ -2,7 +2,7 @@
 logit difference from PyTorch on generated images through coreai-core's CPU runtime
 (benchmarks/results/coreai.md).
 
-    python -m mvit.benchmarks.coreai_zoo --models mobilevit_s mobilevitv2_050 mobilenet_v1 --out /tmp/zoo.md
+    python benchmarks/studies/coreai_zoo.py --models mobilevit_s mobilevitv2_050 mobilenet_v1 --out /tmp/zoo.md
 """
 from __future__ import annotations
 
@@ -38,12 +38,12 @@ def convert_one(arch: str, images: int, work: Path) -> dict:
     import torch
 
     from .. import model
-    from ..export.api import export_model
-    from ..export.backends import coreai_backend as cai
-    from ..export.parity import torch_logits
-    from ..model.checkpoint import CheckpointMeta, save_checkpoint
-    from ..model.contract import PreprocessContract
-    from ..model.images import generated_pixels
+    from mvit.export.api import export_model
+    from mvit.export.backends import coreai_backend as cai
+    from mvit.export.parity import torch_logits
+    from mvit.model.checkpoint import CheckpointMeta, save_checkpoint
+    from mvit.model.contract import PreprocessContract
+    from mvit.model.images import generated_pixels
 
     torch.manual_seed(0)
     size = 224 if arch.startswith("vit") else 256
@@ -86,7 +86,7 @@ def main(argv=None) -> int:
     ap.add_argument("--images", type=int, default=4, help="generated images compared per model")
     ap.add_argument("--out", type=Path, required=True, help="markdown file to write")
     args = ap.parse_args(argv)
-    from ..export.backends import coreai_backend as cai
+    from mvit.export.backends import coreai_backend as cai
 
     if cai.unavailable():
         print(f"coreai_zoo: error: {cai.unavailable()}", file=sys.stderr)
@@ -96,7 +96,7 @@ def main(argv=None) -> int:
         for arch in args.models:
             rows.append(convert_one(arch, args.images, Path(d)))
             print(rows[-1], flush=True)
-    text = render(rows, "python -m mvit.benchmarks.coreai_zoo " + " ".join(argv if argv is not None else sys.argv[1:]))
+    text = render(rows, "python benchmarks/studies/coreai_zoo.py " + " ".join(argv if argv is not None else sys.argv[1:]))
     args.out.write_text(text)
     print(text)
     return 0
