@@ -17,7 +17,8 @@ file: MobileViT's unfold/fold reshapes, the attention's head reshapes, the resid
   left-hand ones (queries, softmax output) and the outputs stay affine. Softmax stays float: XNNPACK
   has no int8 softmax, and TFLite's int8 SOFTMAX would run outside the delegate.
 - ``annotate_residual_adds``: every add of two activations int8 (XNNPACK's int8 ADD takes a scale per
-  input and output).
+  input and output) where at least one comes from an int8 op; an add between layers kept float stays
+  float with them, and so does a matmul of two float operands.
 - ``share_through_moves``: ops that only move or view values share the range of the op that made them,
   so no DEQUANTIZE/QUANTIZE pair sits where no float op does.
 
@@ -123,6 +124,8 @@ def annotate_attention_xnnpack(model: torch.fx.GraphModule, qspec, keep_quantize
         sources = [_value_source(a) for a in operands]
         if len(operands) != 2 or any(s.op == "get_attr" for s in sources):
             continue  # a weight: a linear layer's business
+        if not any(_quantized_output(s) for s in sources):
+            continue  # both operands from float ops (layers kept float): int8 here would only add conversions
         specs = {}
         for k, (a, src) in enumerate(zip(operands, sources)):
             if _quantized_output(src):
@@ -138,7 +141,8 @@ def annotate_attention_xnnpack(model: torch.fx.GraphModule, qspec, keep_quantize
 
 
 def annotate_residual_adds(model: torch.fx.GraphModule, qspec, keep_quantized) -> int:
-    """Annotate every ``add`` of two float activations (residual connections) int8; returns how many."""
+    """Annotate every ``add`` of two float activations (residual connections) int8 where at least one of
+    them comes from an int8 op; returns how many."""
     from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
 
     count = 0
@@ -151,6 +155,8 @@ def annotate_residual_adds(model: torch.fx.GraphModule, qspec, keep_quantized) -
             continue
         if n.kwargs.get("alpha", 1) != 1:
             continue
+        if not any(_quantized_output(_value_source(a)) for a in args):
+            continue  # both inputs from float ops (layers kept float): it stays with them in float
         n.meta["quantization_annotation"] = QuantizationAnnotation(
             input_qspec_map={a: qspec for a in args}, output_qspec=qspec, _annotated=True)
         count += 1
