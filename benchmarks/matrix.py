@@ -18,9 +18,18 @@ from pathlib import Path
 import numpy as np
 
 from .latency import Worker, measure
+from .layers import pt2e_layer_error, suggest
+from ..export.api import export_model, load_artifact_runner
 from ..export.backends import FORMATS, get_backend
-from ..export.base import PRECISIONS, ExportCache
+from ..export.base import ExportCache, ExportJob, PRECISIONS
 from ..export.console import captured
+from ..export.parity import compare, torch_logits
+from ..export.request import ExportRequest, artifact_folder, artifact_name
+from ..model.checkpoint import load_checkpoint
+from ..model.images import generated_pixels, image_files, labelled_indices, load_pixels
+from ..model.preprocess import normalize_hwc_uint8
+from ..quant.options import Int8Options
+from ..quant.pt2e import Pt2eGraph, calibrate_pt2e, pixels_to_tensor, quantize_pt2e
 
 EAGER_RUNTIME = "PyTorch eager (CPU)"
 ARTICLE_CHECKPOINTS = Path(__file__).resolve().parent / "article" / "checkpoints"
@@ -124,7 +133,6 @@ def _reusable(folder: Path, sha: str) -> Artifact | None:
         return None
     if meta.get("source_checkpoint_sha256") != sha:
         return None
-    from ..export.request import artifact_name
 
     if meta.get("format") not in FORMATS:
         return None
@@ -136,9 +144,6 @@ def _reusable(folder: Path, sha: str) -> Artifact | None:
 
 def export_all(cfg: BenchConfig, ckpt, weights: Path, art_dir: Path, log: Path, say, cache: ExportCache) -> dict:
     """(format, precision) -> Artifact, exporting what cannot be reused; failures are recorded, not raised."""
-    from ..export.api import export_model
-    from ..export.request import ExportRequest, artifact_folder
-    from ..quant.options import Int8Options
 
     arch = ckpt.meta.architecture
     arts: dict = {}  # ``cache`` is shared: fp32 graphs per format, one PT2E calibration for TFLite and Core ML
@@ -182,7 +187,6 @@ def export_all(cfg: BenchConfig, ckpt, weights: Path, art_dir: Path, log: Path, 
 
 def accuracy_metrics(scores: np.ndarray, ref: np.ndarray, labels, precision: str, kind: str, data: str,
                      numerics: str = "") -> dict:
-    from ..export.parity import compare
 
     rep = compare(ref, scores, kind, labels, precision, data, numerics)
     k = min(5, scores.shape[1])
@@ -246,7 +250,6 @@ def layer_reports(cfg: BenchConfig, ckpt, arts: dict, calib_pixels: np.ndarray, 
 def _report(artifact: str, px: np.ndarray, top: int, log: Path, make) -> dict:
     """One layer report: ``make()``'s method and rows (converter output to ``log``), the images it
     used and the names to try keeping float; a failure is the report's ``error``."""
-    from .layers import suggest
 
     try:
         with quiet(log):
@@ -268,10 +271,6 @@ def _pt2e_report(cfg, ckpt, arts, calib_pixels, px, fmts: list[str], cache: Expo
     convert the same model), calibrated as that artifact's export was."""
     import torch
 
-    from .layers import pt2e_layer_error
-    from ..export.base import ExportJob
-    from ..quant.pt2e import Pt2eGraph, calibrate_pt2e, pixels_to_tensor, quantize_pt2e
-    from ..model.preprocess import normalize_hwc_uint8
 
     c = ckpt.meta.contract
     details = arts[(fmts[0], "int8")].meta.get("quantization_details", {})
@@ -297,9 +296,6 @@ def _pt2e_report(cfg, ckpt, arts, calib_pixels, px, fmts: list[str], cache: Expo
 def bench_model(cfg: BenchConfig, weights: Path, say) -> dict:
     import torch
 
-    from ..model.images import generated_pixels, image_files, labelled_indices, load_pixels
-    from ..export.parity import torch_logits
-    from ..model.checkpoint import load_checkpoint
 
     torch.set_flush_denormal(True)  # converter speed (FIELD_NOTES); the eager baseline runs in its own process
     # One thread in this process (reference logits, conversion, calibration): a 2-thread OpenMP team is
@@ -428,7 +424,6 @@ def _row(arch, weights, fmt, precision, worker, art, metrics, base_median, statu
 def _untimed_eval(cfg, a: Artifact, pixels, ref, labels, precision, data_desc, log, say):
     """Numerics of a format this machine cannot time (Core ML off macOS: mvit's reference interpreter),
     in this process, on at most ``cfg.coreml_max_images`` images."""
-    from ..export.api import load_artifact_runner
 
     n = len(pixels) if cfg.coreml_max_images is None else min(len(pixels), cfg.coreml_max_images)
     say(f"{a.fmt} {precision}: evaluating on {n} images without a native runtime ...")

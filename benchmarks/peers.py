@@ -39,6 +39,18 @@ from pathlib import Path
 import numpy as np
 
 from .census import census, heavy_ops
+from .latency import Worker, measure
+from .matrix import accuracy_metrics, machine_info, reference_metrics
+from ..export.api import export_model
+from ..export.backends import get_backend
+from ..export.base import IOSpec, TensorSpec
+from ..export.metadata import build_meta
+from ..export.parity import torch_logits
+from ..export.request import ExportRequest
+from ..model.checkpoint import CheckpointError, DEFAULT_CHECKPOINT, load_checkpoint
+from ..model.images import image_files, labelled_indices, load_pixels
+from ..model.preprocess import normalize_hwc_uint8
+from ..quant.options import Int8Options
 
 PEER = "peer"
 MVIT = "mvit"
@@ -168,15 +180,12 @@ def executorch_int8_peer(model, sample, path: Path, calib: np.ndarray) -> None:
 
 def executorch_ready() -> bool:
     """Whether ExecuTorch is installed here (its rows are built only then)."""
-    from ..export.backends import get_backend
 
     return get_backend("executorch").unavailable() is None
 
 
 def _io_spec(path: Path, fmt: str):
     """The input/output tensors a file declares, read through its runtime (for its model_meta)."""
-    from ..export.backends import get_backend
-    from ..export.base import IOSpec, TensorSpec
 
     io = get_backend(fmt).io_details(path)
     return IOSpec(*(TensorSpec(d["name"], d["shape"], d["dtype"], layout, d["quantization"])
@@ -185,8 +194,6 @@ def _io_spec(path: Path, fmt: str):
 
 def label_peer(ckpt, path: Path, fmt: str, precision: str) -> None:
     """Add mvit's model_meta to a peer file (the runners read its input contract from it)."""
-    from ..export.backends import get_backend
-    from ..export.metadata import build_meta
 
     io = _io_spec(path, fmt)
     io.quantization_details = {"method": HOW[(PEER, fmt, precision)]}
@@ -201,8 +208,6 @@ def build_peers(ckpt, calib: np.ndarray, work: Path, say) -> list[Built]:
     and ExecuTorch where it is installed."""
     import torch
 
-    from ..export.backends import get_backend
-    from ..model.preprocess import normalize_hwc_uint8
 
     folder = work / PEER
     folder.mkdir(parents=True, exist_ok=True)
@@ -233,9 +238,6 @@ def build_peers(ckpt, calib: np.ndarray, work: Path, say) -> list[Built]:
 def build_mvit(weights: Path, calib_dir: Path, calib_count: int, work: Path, threads: int, say) -> list[Built]:
     """mvit's ONNX, TFLite (and, where installed, ExecuTorch) artifacts, fp32 and int8, exactly as
     ``mvit-export`` makes them."""
-    from ..export.api import export_model
-    from ..export.request import ExportRequest
-    from ..quant.options import Int8Options
 
     formats = ("onnx", "tflite") + (("executorch",) if executorch_ready() else ())
     request = ExportRequest(checkpoint=weights, formats=formats, precisions=("fp32", "int8"),
@@ -253,11 +255,6 @@ def run(args, say=print) -> dict:
     """Build (or reuse), time, evaluate and census every row; returns the report dictionary."""
     import torch
 
-    from .latency import Worker, measure
-    from .matrix import accuracy_metrics, machine_info, reference_metrics
-    from ..export.parity import torch_logits
-    from ..model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
-    from ..model.images import image_files, labelled_indices, load_pixels
 
     torch.set_flush_denormal(True)
     torch.set_num_threads(1)  # this process builds and evaluates; the timed rows run in their own processes
@@ -375,7 +372,6 @@ def render(report: dict) -> str:
 
 
 def main(argv=None) -> int:
-    from ..model.checkpoint import CheckpointError
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--weights", help="mvit checkpoint; default: the shipped model")

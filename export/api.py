@@ -20,20 +20,21 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 from torch import nn
 
-from .backends import get_backend
+from .backends import FORMATS, format_of, get_backend
 from .base import ExportCache, ExportError, ExportJob
 from .console import CapturedOutput, Console
 from .metadata import build_meta, timings, write_sidecars
 from .parity import ParityReport, check_runner, torch_logits
 from .request import ExportRequest, artifact_folder, artifact_name, folders_overlap
-from ..model.checkpoint import DEFAULT_CHECKPOINT, Checkpoint, load_checkpoint
+from ..model.checkpoint import Checkpoint, DEFAULT_CHECKPOINT, load_checkpoint
 from ..model.export_prep import prepare_for_export
 from ..model.images import ImageFolderError, generated_pixels, image_files, labelled_indices, load_pixels
 from ..model.preprocess import normalize_hwc_uint8
-if TYPE_CHECKING:  # the QAT module imports the training loop: only its type here
-    from ..quant.qat import LearnedRanges
 from ..quant import QuantError
 from ..quant.plan import HELDOUT_IMAGES, Plan, SearchInputs, describe, int8_plan, needs_search, search_samples
+from ..quant.pt2e import calibrate_pt2e, calibration_key, calibration_states, model_input_range, seed_calibrations
+if TYPE_CHECKING:  # the QAT module imports the training loop: only its type here
+    from ..quant.qat import LearnedRanges
 
 MAX_VERIFY = 200       # spare --calib images used for the parity check
 GENERATED_COUNT = 32   # generated images for the parity check when no real ones are given
@@ -166,7 +167,6 @@ def _int8_plan(run: _Run, route: str, fmt: str) -> Plan:
     unmet budget is an ExportError before anything is written."""
     import torch
 
-    from ..quant.pt2e import model_input_range
 
     request, data, ckpt, export_net, say = run.request, run.data, run.ckpt, run.export_net, run.say
     backend, c = get_backend(fmt), ckpt.meta.contract
@@ -348,7 +348,6 @@ def _export_parallel(run: _Run, jobs: int) -> list[ExportResult]:
 
 def _shared_calibrations(run: _Run) -> dict:
     """``CalibrationKey`` -> [(format, (graph, job))] for the PT2E calibrations two or more formats take."""
-    from ..quant.pt2e import calibration_key
 
     groups: dict = {}
     for fmt in run.request.formats:
@@ -371,7 +370,6 @@ def _shared_calibrations(run: _Run) -> dict:
 def _calibrate_once(shared: dict, say) -> dict:
     """Each shared calibration made once; its observer states, or {} when one fails (the workers then
     calibrate themselves and report the failure where it belongs)."""
-    from ..quant.pt2e import calibrate_pt2e, calibration_states
 
     cache = ExportCache()
     for key, graphs in shared.items():
@@ -393,7 +391,6 @@ def _format_worker(request: ExportRequest, data: _Data, fmt: str, plans: dict[st
     observer states (``calibrations``) seeded into its cache."""
     import torch
 
-    from ..quant.pt2e import seed_calibrations
 
     torch.set_num_threads(request.threads)
     ckpt = load_checkpoint(request.checkpoint or DEFAULT_CHECKPOINT)
@@ -520,7 +517,6 @@ def _size(path: Path) -> int:
 
 def load_artifact_runner(path, threads: int = 2):
     """A runner for any artifact file (or its export folder), by suffix."""
-    from .backends import FORMATS, format_of
 
     path = Path(path)
     if path.is_dir() and format_of_or_none(path) is None:
@@ -536,7 +532,6 @@ def load_artifact_runner(path, threads: int = 2):
 
 def format_of_or_none(path) -> str | None:
     """The format whose suffix ``path`` has, or None."""
-    from .backends import format_of
 
     try:
         return format_of(path)

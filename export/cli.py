@@ -10,8 +10,14 @@ import os
 import sys
 from pathlib import Path
 
+from .api import export_model
+from .apps.install import plan_install
 from .backends import FORMATS, get_backend
-from .base import INPUT_MODES, PRECISIONS
+from .base import ExportError, INPUT_MODES, PRECISIONS
+from .request import ExportRequest
+from ..model.checkpoint import CheckpointError
+from ..model.images import ImageFolderError
+from ..quant.options import Int8Options
 from ..quant.plan import DEFAULT_MIN_AGREEMENT, HELDOUT_IMAGES
 
 QUANTIZE_CHOICES = ("none",) + PRECISIONS + ("all",)
@@ -70,8 +76,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def request_from_args(args):
     """The ``ExportRequest`` the command line asks for."""
-    from .request import ExportRequest
-    from ..quant.options import Int8Options
 
     asked = ["fp32" if q == "none" else q for q in args.quantize]
     precisions = PRECISIONS if "all" in asked else tuple(dict.fromkeys(asked))
@@ -139,10 +143,6 @@ def main(argv=None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help, or one line about a bad option (already printed)
         return e.code
-    from .api import export_model
-    from .base import ExportError
-    from ..model.checkpoint import CheckpointError
-    from ..model.images import ImageFolderError
 
     def fail(msg) -> int:
         print(f"mvit-export: error: {msg}", file=sys.stderr)
@@ -173,7 +173,6 @@ def main(argv=None) -> int:
 
 def _app_slots(app: str, request) -> dict:
     """(format, precision) -> the app slot it goes to; refuses what the app cannot use before any export."""
-    from .apps.install import plan_install
 
     return plan_install(app, request.formats, request.precisions)
 

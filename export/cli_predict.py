@@ -7,6 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .base import ExportError
+from ..model.checkpoint import CheckpointError, DEFAULT_CHECKPOINT
+from ..model.preprocess import ImageLoadError, pixels_uint8
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mvit-predict", description=__doc__)
@@ -25,8 +29,6 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 
 def predict(model_path, images, top: int = 3, threads: int = 2) -> list[list[tuple[str, float]]]:
     """Top-k (label, probability) per image."""
-    from ..model.checkpoint import DEFAULT_CHECKPOINT
-    from ..model.preprocess import pixels_uint8
 
     path = Path(model_path) if model_path else DEFAULT_CHECKPOINT
     if path.suffix == ".safetensors":
@@ -58,9 +60,6 @@ def predict(model_path, images, top: int = 3, threads: int = 2) -> list[list[tup
 def main(argv=None) -> int:
     """Entry point of ``mvit-predict``."""
     args = build_parser().parse_args(argv)
-    from .base import ExportError
-    from ..model.checkpoint import CheckpointError
-    from ..model.preprocess import ImageLoadError
 
     try:
         results = predict(args.model, args.images, args.top, args.threads)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from .layer_io import Layer, layers
+from .layer_io import Layer, capture, layers, sample_rows
 from .sim import SimGraph
 
 MODES = ("weights", "sequential")
@@ -69,7 +69,6 @@ def _output_means(sim: SimGraph, layer: Layer, x: torch.Tensor, batch: int) -> t
 
 @torch.no_grad()
 def _float_output_means(sim: SimGraph, ls: list[Layer], x: torch.Tensor, batch: int) -> list[torch.Tensor]:
-    from .layer_io import capture
 
     keys = {l.node: i for i, l in enumerate(ls)}
     got = capture(sim, x, keys, lambda k, _n, _env, out: _channel_sums(ls[k], out), batch)
@@ -79,7 +78,6 @@ def _float_output_means(sim: SimGraph, ls: list[Layer], x: torch.Tensor, batch: 
 @torch.no_grad()
 def _input_means(sim: SimGraph, ls: list[Layer], x: torch.Tensor, batch: int) -> list[torch.Tensor]:
     """Mean float input row of every layer (im2col patch for convs; per channel for depthwise)."""
-    from .layer_io import capture, sample_rows
 
     keys = {l.node: i for i, l in enumerate(ls)}
     gen = torch.Generator().manual_seed(0)

@@ -14,6 +14,7 @@ import sys
 from ..model.checkpoint import CheckpointError
 from ..model.contract import INTERPOLATIONS
 from ..model.data import DatasetError
+from ..model.train import TrainConfig, TrainError, command_line, train
 
 # Defaults that differ between training from scratch and QAT fine-tuning (None in the parser: unset).
 FLOAT_DEFAULTS = {"model": "mobilevit_xxs", "img_size": 256, "epochs": 30, "batch_size": 48, "lr": 2e-3,
@@ -91,7 +92,6 @@ def resolve_options(args) -> dict:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from ..model.train import TrainConfig, TrainError, command_line, train
 
     try:
         opts = resolve_options(args)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..model.mobilevit import MobileViTBlock
+
 
 @torch.no_grad()
 def fold_batchnorm_(model: nn.Module) -> nn.Module:
@@ -54,7 +56,6 @@ def fold_block_layernorm_(model: nn.Module) -> nn.Module:
     The fold back to a feature map between them only moves tokens, never channels, so the LayerNorm's
     per-channel affine commutes with it. Needs BatchNorm folded first (``conv_proj`` then has a bias).
     """
-    from ..model.mobilevit import MobileViTBlock
 
     for blk in model.modules():
         if not isinstance(blk, MobileViTBlock):

@@ -16,6 +16,12 @@ import torch
 from torch import nn
 
 from . import QuantError
+from .equalize import equalize_
+from .fold import fold_batchnorm_, fold_block_layernorm_
+from .pt2e import prepare
+from .sim import SimGraph
+from .smooth import balance_attention_, smooth_layernorms_, smooth_value_output_
+from ..model.export_prep import fold_layernorm_affine_
 
 EQUALIZE = ("off", "exact", "approximate")
 BIAS_CORRECTION = ("off", "weights", "sequential")
@@ -60,10 +66,6 @@ class PTQResult:
 def fold_float(model: nn.Module, recipe: Recipe, calib: torch.Tensor, batch: int = 8) -> tuple[nn.Module, dict]:
     """An eval-mode copy of ``model`` with the function-preserving rewrites of ``recipe`` (and, for
     ``equalize="approximate"``, the non-preserving one)."""
-    from ..model.export_prep import fold_layernorm_affine_
-    from .equalize import equalize_
-    from .fold import fold_batchnorm_, fold_block_layernorm_
-    from .smooth import balance_attention_, smooth_layernorms_, smooth_value_output_
 
     m = fold_layernorm_affine_(fold_batchnorm_(copy.deepcopy(model).eval()), calib[:1])
     details: dict = {"folded": ["batchnorm", "layernorm-affine"]}
@@ -90,8 +92,6 @@ def build_sim(model: nn.Module, quantizer, calib: torch.Tensor, batch: int):
     (PT2E observers; the images beyond a multiple of ``batch`` are not used)."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-    from .pt2e import prepare
-    from .sim import SimGraph
 
     n = len(calib) - len(calib) % batch
     if n == 0:

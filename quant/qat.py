@@ -45,8 +45,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..model.train import Recipe, Trainee, TrainError, param_groups, train, train_eval_view
 from . import QuantError
+from .pt2e import model_input_range, quantizer_for
+from ..model.checkpoint import load_checkpoint, read_header_entry, read_meta, save_checkpoint
+from ..model.data import DecodedImages, eval_batch
+from ..model.export_prep import attention_layers, fold_layernorm_affine_, prepare_for_export, scale_queries_
+from ..model.train import Recipe, TrainError, Trainee, param_groups, train, train_eval_view
 
 SCHEMA = "mvit.qat/1"
 HEADER_KEY = "mvit_qat"
@@ -73,7 +77,6 @@ def qat_config():
 def qat_quantizer(model: nn.Module, keep_float: tuple[str, ...] = (), input_range: tuple[float, float] | None = None):
     """mvit's PT2E quantizer (``quantizer_for``: the export's annotations, SiLU split, float regions
     and exact input over ``input_range``) with the QAT configuration."""
-    from .pt2e import quantizer_for
 
     quantizer = quantizer_for(model, "min-max", keep_float, input_range=input_range).set_global(qat_config())
     # litert-torch 0.10 builds its conv+BatchNorm QAT patterns by torch.export-ing a plain function,
@@ -96,7 +99,6 @@ def fold_for_qat(model: nn.Module, sample: torch.Tensor) -> tuple[nn.Module, lis
     folded), with every Conv2d -> BatchNorm2d pair of an ``nn.Sequential`` fused into one Conv2d."""
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-    from ..model.export_prep import fold_layernorm_affine_, prepare_for_export
 
     m = fold_layernorm_affine_(prepare_for_export(model), sample)
     names = {id(mod): n for n, mod in m.named_modules()}
@@ -298,7 +300,6 @@ class LearnedRanges:
 
 def read_ranges(path) -> LearnedRanges | None:
     """The learned ranges of a QAT checkpoint; ``None`` for an ordinary checkpoint."""
-    from ..model.checkpoint import read_header_entry
 
     text = read_header_entry(path, HEADER_KEY)
     if text is None:
@@ -338,7 +339,6 @@ def float_model(qm: QatModel) -> nn.Module:
     """The fine-tuned weights in the float architecture (a copy of ``qm.base``): each folded
     BatchNorm becomes an identity scale plus the folded shift, each folded LayerNorm gets affine 1/0,
     and the attention scale is taken back out of the query projection (the export folds it again)."""
-    from ..model.export_prep import attention_layers, scale_queries_
 
     m = copy.deepcopy(qm.base).cpu().eval()
     trained = {k: v.detach().cpu() for k, v in qm.graph.state_dict().items()}
@@ -378,7 +378,6 @@ def qat_header(qm: QatModel) -> dict:
 
 def save_qat_checkpoint(path, qm: QatModel, meta) -> Path:
     """Write the float architecture with the fine-tuned weights and the learned ranges (safetensors)."""
-    from ..model.checkpoint import save_checkpoint
 
     return save_checkpoint(path, float_model(qm), meta, {HEADER_KEY: json.dumps(qat_header(qm))})
 
@@ -410,7 +409,6 @@ class QatRecipe(Recipe):
     name = "quantization-aware"
 
     def __init__(self, init):
-        from ..model.checkpoint import load_checkpoint
 
         self.ckpt = load_checkpoint(init)
 
@@ -420,7 +418,6 @@ class QatRecipe(Recipe):
     def build(self, cfg, rt, data) -> Trainee:
         """The QAT graph (ranges started from training images unless resuming), the float model as
         teacher, AdamW, and observers frozen for the last epoch."""
-        from .pt2e import model_input_range
 
         meta = self.ckpt.meta
         data.reorder(meta.labels)  # the model's output i is its label i
@@ -449,7 +446,6 @@ class QatRecipe(Recipe):
 
 def _calibration_batches(data, seed: int, device):
     """Model inputs of up to CALIB_IMAGES seeded training images, cropped as the contract crops."""
-    from ..model.data import DecodedImages, eval_batch
 
     n = min(CALIB_IMAGES, len(data.train_px))
     pick = torch.randperm(len(data.train_px), generator=torch.Generator().manual_seed(seed))[:n]
@@ -460,7 +456,6 @@ def _calibration_batches(data, seed: int, device):
 
 
 def _top1(model: nn.Module, px, contract, batch: int = 64) -> torch.Tensor:
-    from ..model.data import eval_batch
 
     with torch.no_grad():
         return torch.cat([model(eval_batch(px.pixels[i:i + batch], contract)).argmax(1)
@@ -469,7 +464,6 @@ def _top1(model: nn.Module, px, contract, batch: int = 64) -> torch.Tensor:
 
 def train_qat(cfg, log=None) -> dict:
     """``mvit-train --qat``: fine-tune ``cfg.init`` quantization-aware; returns the run's summary."""
-    from ..model.checkpoint import read_meta
 
     if not cfg.init:
         raise TrainError("--qat needs --init CHECKPOINT (the float model to fine-tune)")

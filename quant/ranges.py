@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .sim import ActPoint, SimGraph
+from .sim import ActPoint, SimGraph, run_batched
 
 METHODS = ("min-max", "percentile", "mse")
 
@@ -18,7 +18,6 @@ METHODS = ("min-max", "percentile", "mse")
 def point_histograms(sim: SimGraph, x: torch.Tensor, batch: int, bins: int = 2048) -> dict[str, tuple]:
     """(lo, hi, counts) of the float values reaching every calibrated activation point, from two float
     passes over ``x`` (min/max, then a histogram over [lo, hi])."""
-    from .sim import run_batched
 
     points = {n: p for n, p in sim.acts.items() if not p.fixed}
     state = sim.switches()

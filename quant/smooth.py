@@ -22,12 +22,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..model.export_prep import attention_layers, layernorm_linear_sites, set_module
+from ..model.mobilevit import MobileViTBlock
+
 
 def _sites(model: nn.Module, sample: torch.Tensor) -> list[tuple[str, nn.LayerNorm, list[nn.Module]]]:
     """(name, LayerNorm, the layers it feeds) for each LayerNorm whose output goes straight into linear
     layers (``layernorm_linear_sites``), and MobileViT v1's block-final LayerNorm before ``conv_proj``."""
-    from ..model.export_prep import layernorm_linear_sites
-    from ..model.mobilevit import MobileViTBlock
 
     found = [(n, model.get_submodule(n), [model.get_submodule(l) for l in ls])
              for n, ls in layernorm_linear_sites(model, sample).items()]
@@ -78,7 +79,6 @@ def smooth_layernorms_(model: nn.Module, batches, alpha: float = 0.5) -> int:
     ``mvit.quant.fold.fold_block_layernorm_``)."""
     if alpha == 0:
         return 0
-    from ..model.export_prep import set_module
 
     sites = [site for site in _sites(model, batches[0][:1]) if not site[1].elementwise_affine]
     ranges = _input_ranges(model, [layers[0] for *_, layers in sites], batches)
@@ -102,7 +102,6 @@ def smooth_layernorms_(model: nn.Module, batches, alpha: float = 0.5) -> int:
 def smooth_value_output_(model: nn.Module, batches, alpha: float = 0.5) -> int:
     """Migrate scale from attention's output (the input of its output projection) into that projection
     through the value rows of the fused qkv projection; returns how many attention layers changed."""
-    from ..model.export_prep import attention_layers
 
     pairs = [(a.qkv, a.out) for a in attention_layers(model)]
     ranges = _input_ranges(model, [out for _, out in pairs], batches)
@@ -132,7 +131,6 @@ def balance_attention_(model: nn.Module) -> nn.Module:
     Not part of the exports: measured (``mvit.quant.ptq.Recipe(balance_attention=True)``,
     ``int8_prefixes --balance-attention``; benchmarks/results/int8_article.md) it lowers ViT-Tiny's
     int8 error a little and leaves MobileViT-XXS's as it was."""
-    from ..model.export_prep import attention_layers
 
     with torch.no_grad():
         for a in attention_layers(model):

@@ -7,6 +7,8 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from ..base import Backend, Capabilities, OPTIONAL_MEMBERS
+
 FORMATS = ("onnx", "tflite", "coreml", "executorch", "coreai")  # coreai: the optional Core AI extra (issue 30)
 
 
@@ -29,7 +31,6 @@ def format_of(path) -> str:
 def missing_members(backend: ModuleType) -> list[str]:
     """Names of ``mvit.export.base.Backend`` members that ``backend`` lacks: attributes not defined,
     methods not callable, and optional methods its ``CAPABILITIES`` claim but it does not define."""
-    from ..base import OPTIONAL_MEMBERS, Backend, Capabilities
 
     missing = [n for n in Backend.__annotations__ if not hasattr(backend, n)]
     if "CAPABILITIES" not in missing and not isinstance(backend.CAPABILITIES, Capabilities):

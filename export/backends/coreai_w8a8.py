@@ -19,7 +19,6 @@ import torch
 from torch import nn
 
 from ..base import ExportError, ExportJob
-from ..request import KEEP_NOTHING_FLOAT
 
 # Between the quantized ops: float32. "float16" is coreai-opt's documented recipe (``cast_to_16_bit_precision``
 # after W8A8); the parity gate refuses what it made of the tiny test model (tests/test_coreai.py).
@@ -32,7 +31,7 @@ CANNOT_TAKE = ("coreai-opt cannot take mvit's QAT-learned activation ranges (its
 def float_configs(job: ExportJob, wrapped: nn.Module, prefix: str) -> tuple[dict, dict, list[str]]:
     """(module_name_configs, module_type_configs, the names as given) that leave the job's float set
     unquantized; every name must be a module or module type of the model (ExportError otherwise)."""
-    keep = [k for k in job.keep_float if k and k.lower() != KEEP_NOTHING_FLOAT]
+    keep = [k for k in job.keep_float if k]  # the plan's float set (empty: every layer int8)
     names = {n for n, _ in job.model.named_modules() if n}
     types = {type(m).__name__: f"{type(m).__module__}.{type(m).__qualname__}" for m in wrapped.modules()}
     by_name, by_type = {}, {}

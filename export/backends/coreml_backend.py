@@ -30,10 +30,11 @@ import torch
 from torch import nn
 
 from ..base import Capabilities, ExportError, ExportJob, IOSpec, TensorSpec
+from ..coreml_interp import calibrate_activations_linux
 from ..runner import Runner
-from ...quant.pt2e import Pt2eGraph, pixels_to_tensor, quantize_pt2e
 from ..wrappers import NormalizeOnly
 from ...model.preprocess import normalize_hwc_uint8
+from ...quant.pt2e import Pt2eGraph, pixels_to_tensor, quantize_pt2e
 
 FORMAT = "coreml"
 SUFFIX = ".mlpackage"
@@ -219,7 +220,6 @@ def _quantize_coremltools(job: ExportJob, mlmodel, program, to_input, keep_float
 
     import coremltools.optimize.coreml as cto
 
-    from ..coreml_interp import calibrate_activations_linux
 
     if job.calib_pixels is None or len(job.calib_pixels) == 0:
         raise ExportError("int8 export needs calibration images")

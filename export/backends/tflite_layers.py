@@ -8,6 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .tflite_backend import load_runner
+from ...model.preprocess import normalize_hwc_uint8
+from ...quant.qat import fold_for_qat
 from ...quant.sqnr import Energy
 
 
@@ -35,9 +38,6 @@ def file_tensor_error(path, model, pixels: np.ndarray) -> list[dict]:
     """
     import torch
 
-    from ...model.preprocess import normalize_hwc_uint8
-    from ...quant.qat import fold_for_qat
-    from .tflite_backend import load_runner
 
     runner = load_runner(Path(path), threads=1, keep_tensors=True)
     it = runner.interpreter
