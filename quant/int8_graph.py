@@ -110,8 +110,8 @@ def annotate_attention_xnnpack(model: torch.fx.GraphModule, qspec, keep_quantize
 
     An operand carried from an annotated op (the qkv projection, through slices, reshapes and
     transposes) shares that op's range; when it is a right-hand operand, that op's output becomes
-    symmetric (one range for q, k and v: TFLite's SLICE keeps its input's scale). An operand from a
-    float op (the softmax) gets its own observer on the edge. ``symmetric_rhs=False`` leaves the right-hand
+    symmetric (one range for q, k and v: TFLite's SLICE keeps its input's scale); so does a graph input.
+    An operand from a float op (the softmax) gets its own observer on the edge. ``symmetric_rhs=False`` leaves the right-hand
     operands affine (what XNNPACK refuses; for measurements). Returns how many matmuls."""
     from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
 
@@ -125,6 +125,8 @@ def annotate_attention_xnnpack(model: torch.fx.GraphModule, qspec, keep_quantize
             continue  # a weight: a linear layer's business
         specs = {}
         for k, (a, src) in enumerate(zip(operands, sources)):
+            if src.op == "placeholder" and _annotation(src) is None:  # a graph input: quantized here, once
+                src.meta["quantization_annotation"] = QuantizationAnnotation(output_qspec=qspec, _annotated=True)
             if _quantized_output(src):
                 if k == 1 and symmetric_rhs and _annotation(src).output_qspec is not sym:
                     _annotation(src).output_qspec = sym
