@@ -140,17 +140,26 @@ def annotate_attention_xnnpack(model: torch.fx.GraphModule, qspec, keep_quantize
 
 
 def annotate_residual_adds(model: torch.fx.GraphModule, qspec, keep_quantized) -> int:
-    """Annotate every ``add`` of two float activations (residual connections) int8; returns how many."""
+    """Annotate ``add`` of two activations (residual connections) int8 where one of them is int8 already
+    (a per-tensor range over a residual stream between float layers would round small tokens away, as
+    ViT's class token); an add of something computed from parameters alone stays as litert-torch leaves
+    it. Returns how many."""
     from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
 
-    count = 0
+    count, activations = 0, set()  # the nodes computed from the graph input
     for n in model.graph.nodes:
+        if n.op == "placeholder" or any(a in activations for a in n.all_input_nodes):
+            activations.add(n)
         if n.op != "call_function" or n.target != aten.add.Tensor or _annotation(n) is not None or not keep_quantized(n):
             continue
         args = n.args[:2]
         if len(args) != 2 or not all(isinstance(a, torch.fx.Node) and isinstance(a.meta.get("val"), torch.Tensor)
                                      and a.meta["val"].is_floating_point() for a in args):
             continue
+        if not all(a in activations for a in args):
+            continue  # a learned constant (ViT's class token, position embedding) keeps its own precision
+        if not any(_quantized_output(_value_source(a)) for a in args):
+            continue  # joins an int8 chain only: between float layers the residual stream stays float
         if n.kwargs.get("alpha", 1) != 1:
             continue
         n.meta["quantization_annotation"] = QuantizationAnnotation(
