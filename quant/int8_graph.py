@@ -111,8 +111,8 @@ def annotate_attention_xnnpack(model: torch.fx.GraphModule, qspec, keep_quantize
 
     An operand carried from an annotated op (the qkv projection, through slices, reshapes and
     transposes) shares that op's range; when it is a right-hand operand, that op's output becomes
-    symmetric (one range for q, k and v: TFLite's SLICE keeps its input's scale). An operand from a
-    float op (the softmax) gets its own observer on the edge. ``symmetric_rhs=False`` leaves the right-hand
+    symmetric (one range for q, k and v: TFLite's SLICE keeps its input's scale); so does a graph input.
+    An operand from a float op (the softmax) gets its own observer on the edge. ``symmetric_rhs=False`` leaves the right-hand
     operands affine (what XNNPACK refuses; for measurements). Returns how many matmuls."""
     from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
 
@@ -128,6 +128,8 @@ def annotate_attention_xnnpack(model: torch.fx.GraphModule, qspec, keep_quantize
             continue  # both operands from float ops (layers kept float): int8 here would only add conversions
         specs = {}
         for k, (a, src) in enumerate(zip(operands, sources)):
+            if src.op == "placeholder" and _annotation(src) is None:  # a graph input: quantized here, once
+                src.meta["quantization_annotation"] = QuantizationAnnotation(output_qspec=qspec, _annotated=True)
             if _quantized_output(src):
                 if k == 1 and symmetric_rhs and _annotation(src).output_qspec is not sym:
                     _annotation(src).output_qspec = sym
@@ -141,22 +143,28 @@ def annotate_attention_xnnpack(model: torch.fx.GraphModule, qspec, keep_quantize
 
 
 def annotate_residual_adds(model: torch.fx.GraphModule, qspec, keep_quantized) -> int:
-    """Annotate every ``add`` of two float activations (residual connections) int8 where at least one of
-    them comes from an int8 op; returns how many."""
+    """Annotate ``add`` of two activations (residual connections) int8 where one of them is int8 already
+    (a per-tensor range over a residual stream between float layers would round small tokens away, as
+    ViT's class token); an add of something computed from parameters alone stays as litert-torch leaves
+    it. Returns how many."""
     from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
 
-    count = 0
+    count, activations = 0, set()  # the nodes computed from the graph input
     for n in model.graph.nodes:
+        if n.op == "placeholder" or any(a in activations for a in n.all_input_nodes):
+            activations.add(n)
         if n.op != "call_function" or n.target != aten.add.Tensor or _annotation(n) is not None or not keep_quantized(n):
             continue
         args = n.args[:2]
         if len(args) != 2 or not all(isinstance(a, torch.fx.Node) and isinstance(a.meta.get("val"), torch.Tensor)
                                      and a.meta["val"].is_floating_point() for a in args):
             continue
+        if not all(a in activations for a in args):
+            continue  # a learned constant (ViT's class token, position embedding) keeps its own precision
+        if not any(_quantized_output(_value_source(a)) for a in args):
+            continue  # joins an int8 chain only: between float layers the residual stream stays float
         if n.kwargs.get("alpha", 1) != 1:
             continue
-        if not any(_quantized_output(_value_source(a)) for a in args):
-            continue  # both inputs from float ops (layers kept float): it stays with them in float
         n.meta["quantization_annotation"] = QuantizationAnnotation(
             input_qspec_map={a: qspec for a in args}, output_qspec=qspec, _annotated=True)
         count += 1

@@ -16,8 +16,8 @@ side by side (one process, rows interleaved, rotating start, medians), and the a
 
     flock -s /tmp/cpu.lock python benchmarks/studies/int8_xnnpack.py --calib ../shared/data/trashnet6/train \\
         --val ../shared/data/trashnet6/val --work /tmp/xnn --build-only
-    flock -x /tmp/cpu.lock python benchmarks/studies/int8_xnnpack.py --calib ../shared/data/trashnet6/train \\
-        --val ../shared/data/trashnet6/val --work /tmp/xnn --out benchmarks/results/int8_xnnpack.md
+    flock -s /tmp/cpu.lock python benchmarks/studies/int8_xnnpack.py ... --work /tmp/xnn --stage evaluate
+    flock -x /tmp/cpu.lock python benchmarks/studies/int8_xnnpack.py ... --work /tmp/xnn --stage time --out report.md
 """
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ def build(args, work: Path) -> dict:
             _convert(tfl, sample, paths["tflite"], q)  # with mvit-export's finish_graph
             et = allow_exported_model_train_eval(convert_pt2e(copy.deepcopy(prepared), fold_quantize=True))
             paths["pte"].write_bytes(lower(et, sample)[0])
-    for i, (name, _, _) in variants:
+    for i, (name, _, _) in order:  # the report covers the variants asked for
         files[name] = {"tflite": work / f"v{i}.tflite", "pte": work / f"v{i}.pte"}
     for i, paths in enumerate(attention_core(work)):
         files[f"attention core: {['fp32', 'int8, affine right-hand operands', 'int8, symmetric right-hand operands'][i]}"] = {
@@ -213,7 +213,10 @@ def main(argv=None) -> int:
     ap.add_argument("--work", required=True, help="folder for the artifacts; files already there are reused")
     ap.add_argument("--build-only", action="store_true", help="write the artifacts and stop (no timing)")
     ap.add_argument("--build-order", type=int, nargs="+", metavar="I",
-                    help="build these variants (0-3), in this order (two processes can share --work)")
+                    help="only these variants (0-3), built in this order (two processes can share --work)")
+    ap.add_argument("--stage", choices=("all", "evaluate", "time"), default="all",
+                    help="evaluate: census and agreement only (saved in --work); time: timing and report "
+                         "from the saved evaluation (so the timing alone can hold the CPU)")
     ap.add_argument("--out")
     args = ap.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
@@ -235,7 +238,17 @@ def main(argv=None) -> int:
     if args.build_only:
         print(f"artifacts in {work}")
         return 0
-    rows = evaluate(args, files)
+    saved = work / "int8_xnnpack_rows.json"
+    if args.stage == "time":
+        if not saved.exists():
+            ap.error(f"--stage time: no {saved}; run --stage evaluate first")
+        rows = json.loads(saved.read_text())
+    else:
+        rows = evaluate(args, files)
+        saved.write_text(json.dumps(rows, indent=1))
+        if args.stage == "evaluate":
+            print(f"census and agreement in {saved}")
+            return 0
     ms = time_rows(args, files)
     (work / "int8_xnnpack.json").write_text(json.dumps({"rows": rows, "ms": ms}, indent=1))
     print(render(args, rows, ms))

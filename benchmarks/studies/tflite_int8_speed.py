@@ -3,8 +3,8 @@
 Part 1 times small stacks of one layer type (3x3 conv, 1x1 conv, depthwise conv, linear, SiLU, and the
 attention core: query x key, softmax, weights x value) as fp32 and as litert-torch PT2E int8, so the int8
 kernels' own speed-up on this CPU is known. Part 2 converts the shipped model as fp32 and as int8 variants
-(the searched float set mvit-export uses, the same in the converter's PAD order, without int8 SiLU, with
-int8 attention, the float stem of the hand-written default before the search, nothing kept float) and
+(the searched float set mvit-export uses, the same in the converter's PAD order, without int8 SiLU, in
+litert-torch's graph without mvit's int8 attention and adds, the float stem of the hand-written default before the search, nothing kept float) and
 reports latency against fp32 and top-1 agreement with fp32 on labelled images.
 
 Latency: one process, XNNPACK at ``--threads``, all rows prepared first, then rounds of ``--per`` invokes
@@ -64,8 +64,8 @@ def int8_tflite(module: nn.Module, calib: torch.Tensor, path: Path, keep_float=(
                 pad_in_float=True, quantize_attention=True, input_range=None, int8_chain=True) -> None:
     """PT2E int8 (the export's quantizer and calibration) of ``module``, calibrated on ``calib``, to ``path``;
     ``pad_in_float=False`` skips mvit-export's dequantize-before-pad rewrite (export/tflite_passes.py);
-    ``quantize_attention``: attention's matmuls and softmax int8 too; ``input_range``: the graph input's
-    exact range (as mvit-export quantizes it)."""
+    ``quantize_attention``, ``int8_chain``: as ``mvit.quant.pt2e.quantizer_for``; ``input_range``: the graph
+    input's exact range (as mvit-export quantizes it)."""
     from torchao.quantization.pt2e import allow_exported_model_train_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
@@ -160,20 +160,22 @@ def whole_model(weights: Path, calib_dir: Path, val_dir: Path, calib_count: int,
     searched = tuple(plan.float_units)
     tag = f"searched float set ({len(searched)} modules, {plan.source})"
     # (name, float modules, SiLU int8, attention int8); the second row is the first's file in the converter's order
-    variants = [(f"int8, {tag}: mvit-export's default", searched, True, False),
+    # (name, float modules, SiLU int8, mvit's XNNPACK graph: attention and adds int8, shared moves)
+    variants = [(f"int8, {tag}: mvit-export's default", searched, True, True),
                 ("int8, the same, PAD before DEQUANTIZE (the converter's order)", None, None, None),
-                ("int8, the same, SiLU float (litert-torch's annotation)", searched, False, False),
-                ("int8, the same + attention matmuls and softmax int8", searched, True, True),
-                ("int8, stem float (the hand-written default before the search)", stem, True, False),
-                ("int8, nothing float", (), True, False)]
+                ("int8, the same, SiLU float (litert-torch's annotation)", searched, False, True),
+                ("int8, the same in litert-torch's graph (attention, residual adds, moves float)", searched, True,
+                 False),
+                ("int8, stem float (the hand-written default before the search)", stem, True, True),
+                ("int8, nothing float", (), True, True)]
     input_range = model_input_range(contract)
     fp32 = tmp / "fp32.tflite"
     _convert(net, torch.zeros(1, 3, *contract.input_size), fp32)
     paths = [fp32] + [tmp / f"v{i}.tflite" for i in range(len(variants))]
     int8_tflite(net, calib, paths[2], searched, True, pad_in_float=False, input_range=input_range)
     paths[1].write_bytes(dequantize_before_pad(paths[2].read_bytes())[0])  # the same calibration, rewritten
-    for (_, keep, silu, attention), p in list(zip(variants, paths[1:]))[2:]:
-        int8_tflite(net, calib, p, keep, silu, quantize_attention=attention, input_range=input_range)
+    for (_, keep, silu, xnn), p in list(zip(variants, paths[1:]))[2:]:
+        int8_tflite(net, calib, p, keep, silu, quantize_attention=xnn, int8_chain=xnn, input_range=input_range)
     ms = interleaved_median_ms(paths, threads, rounds, per)
     rows = [{"model": "fp32", "ms": ms[0], "ratio": 1.0, "agreement": 100.0, "size": fp32.stat().st_size}]
     for (name, *_), p, t in zip(variants, paths[1:], ms[1:]):
