@@ -289,8 +289,11 @@ def bench_files(cfg: FilesConfig, say=None) -> dict:
                     e.census = e.backend.op_census(e.path, cfg.threads)
                 except Exception as err:  # noqa: BLE001 - the census is a report section, not a gate
                     e.census = {"error": first_line(err)}
+            head = (e.census or {}).get("integer")
             say(f"{e.name}: {e.fmt}, {e.meta_source if e.meta else 'no labels or preprocessing'}, "
-                f"{(e.census or {}).get('ops_total', '?')} ops")
+                f"{(e.census or {}).get('ops_total', '?')} ops"
+                + (f", integer {head['integer_mac_ops']}/{head['mac_ops']} multiply-accumulate ops, "
+                   f"{sum(head['conversions'].values())} conversions" if head else ""))
 
         pixel_cache: dict = {}
 
