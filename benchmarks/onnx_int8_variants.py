@@ -178,8 +178,9 @@ def main(argv=None) -> int:
     command = " ".join(["python -m mvit.bench.onnx_int8_variants"] + [f'"{a}"' if " " in a else a for a in argv_used])
     lines = [f"# ONNX int8 variants of {Path(args.weights).name} (onnxruntime {ort_version})", "",
              f"Command: `{command}`", "", f"CPU: {cpu_line(args.threads)}, thread spinning off (sessions run in turn).", "",
-             f"Latency ratio = median over {args.repeats} repeats of (variant median / fp32 "
-             f"median), {args.rounds}x{args.per_round} interleaved runs each; agreement/top-1 on {len(val)} images "
+             (f"Latency ratio = median over {args.repeats} repeats of (variant median / fp32 "
+              f"median), {args.rounds}x{args.per_round} interleaved runs each; " if args.repeats else
+              "Not timed (--repeats 0); ") + f"agreement/top-1 on {len(val)} images "
              f"of {args.verify_data}; {len(calib)} calibration images.", "",
              "onnxruntime's optimised graph (ORT_ENABLE_ALL, CPU EP): integer / all multiply-accumulate ops; float "
              "Conv / float SiLU (Sigmoid or QuickGelu) / float MatMul; QuantizeLinear / DequantizeLinear left.", "",
