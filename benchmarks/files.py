@@ -292,9 +292,12 @@ def bench_files(cfg: FilesConfig, say=None) -> dict:
                     e.census = with_int8_headline(e.backend.op_census(e.path, cfg.threads))
                 except Exception as err:  # noqa: BLE001 - the census is a report section, not a gate
                     e.census = {"error": first_line(err)}
+            head = (e.census or {}).get("integer")
             say(f"{e.name}: {e.fmt}, {e.meta_source if e.meta else 'no labels or preprocessing'}, "
                 f"{(e.census or {}).get('ops_total', '?')} ops"
-                + (f"; {headline_line(e.census['int8'])}" if "int8" in (e.census or {}) else ""))
+                + (f"; {headline_line(e.census['int8'])}" if "int8" in (e.census or {}) else "")
+                + (f", integer {head['integer_mac_ops']}/{head['mac_ops']} multiply-accumulate ops, "
+                   f"{sum(head['conversions'].values())} conversions" if head else ""))
 
         pixel_cache: dict = {}
 

@@ -201,6 +201,8 @@ def _census_md(name: str, c: dict, top: int = 12) -> list[str]:
     out += [line + f". {c.get('dtype_note', '')}", ""]
     if "int8" in c:
         out += [f"**int8:** {headline_line(c['int8'])}.", ""]
+    if c.get("integer"):
+        out += [_integer_line(c["integer"]), ""]
     ops = c.get("ops") or []
     delegated = any("delegated" in o for o in ops)
     out += ["| op | dtype | count |" + (" delegated |" if delegated else ""),
@@ -211,6 +213,16 @@ def _census_md(name: str, c: dict, top: int = 12) -> list[str]:
         out.append(f"| ({len(ops) - top} more kinds in bench.json) | | {sum(o['count'] for o in ops[top:])} |"
                    + (" |" if delegated else ""))
     return out + [""]
+
+
+def _integer_line(h: dict) -> str:
+    """The headline of an ONNX census: the integer share of the multiply-accumulate ops and the
+    conversions onnxruntime still runs after its optimisation."""
+    conv = h.get("conversions") or {}
+    conv_text = ", ".join(f"{v} {k}" for k, v in conv.items()) or "none"
+    return (f"**Integer: {h['integer_mac_ops']} of {h['mac_ops']} multiply-accumulate ops "
+            f"({h['integer_share']:.0%} by count); conversions after optimisation: {sum(conv.values())} "
+            f"({conv_text}).**")
 
 
 def _device_md(run: dict) -> list[str]:

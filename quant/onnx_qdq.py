@@ -29,10 +29,32 @@ if TYPE_CHECKING:  # the export job is handed down by the ONNX backend: its type
     from ..export.base import ExportJob
 
 CALIB_METHODS = ("min-max", "percentile", "entropy")
-# int8 QDQ covers these op types; elementwise ops, LayerNorm, Softmax and Transpose stay float (each QDQ
-# pair there costs time and accuracy: QLinearSoftmax ran 4x slower than float Softmax). Which of these
-# layers stay float is mvit.quant.plan's choice.
+# int8 QDQ covers these op types (the "linear" layout); which of these layers stay float is
+# mvit.quant.plan's choice.
 STATIC_OPS = ("Conv", "Gemm", "MatMul")
+# Elementwise ops onnxruntime's CPU EP runs on integer kernels when every input comes from a
+# DequantizeLinear and the output goes only to a QuantizeLinear (its QDQ selectors: UnaryOpQDQRules for
+# Sigmoid -> QLinearSigmoid, BinaryOpQDQRules for Add/Mul -> QLinearAdd/QLinearMul, VariadicOpQDQRules for
+# Concat -> QLinearConcat in onnxruntime/core/optimizer/qdq_transformer/selectors_actions/
+# qdq_selector_action_transformer.cc). SiLU is Sigmoid x Mul in the exported graph: quantizing the
+# sigmoid's output and the product keeps it integer.
+CHAIN_OPS = ("Sigmoid", "Mul", "Add", "Concat")
+# Data movement: quantized with the scale of their input (onnxruntime's QDQDirect8BitOp, QDQSplit), so the
+# unfold/fold reshapes and transposes between integer ops need no conversion; onnxruntime drops the
+# DQ -> op -> Q pairs (DropQDQNodesRules, same file) and runs them on uint8.
+MOVE_OPS = ("Transpose", "Reshape", "Split")
+# Which ops a layout quantizes, and whether the attention's activation x activation MatMuls (and so its
+# Softmax, fused to QLinearSoftmax between two quantized tensors) are among them. "linear" was the only
+# layout before issue 26; the measurements behind the default: benchmarks/results/onnx_int8_integer.md.
+LAYOUTS = {
+    "linear": {"ops": STATIC_OPS, "attention": False},
+    "silu": {"ops": STATIC_OPS + CHAIN_OPS, "attention": False},
+    "integer": {"ops": STATIC_OPS + CHAIN_OPS + MOVE_OPS, "attention": True},
+    "integer-float-attention": {"ops": STATIC_OPS + CHAIN_OPS + MOVE_OPS, "attention": False},
+    # the same ops written as onnxruntime's QLinear* operators instead of QDQ pairs
+    "integer-qoperator": {"ops": STATIC_OPS + CHAIN_OPS + MOVE_OPS, "attention": True, "format": "qoperator"},
+}
+LAYOUT = "linear"
 # Weights in 7 bits: onnxruntime's uint8 x int8 kernels on x86 without VNNI (AVX2 vpmaddubsw) can
 # saturate the int16 sum of two products; with 8-bit weights MobileNetV2 and ViT-Tiny lost 10 and 2
 # points of agreement on trashnet6 val (benchmarks/results/README.md).
@@ -40,7 +62,8 @@ REDUCE_RANGE = True
 
 
 class _Reader:
-    """onnxruntime CalibrationDataReader over the job's calibration images, one at a time."""
+    """onnxruntime CalibrationDataReader over the job's calibration images, one at a time; ``set_range``
+    limits it to a slice (onnxruntime's strided min-max calibration, ``CALIB_STRIDE``)."""
 
     def __init__(self, job: ExportJob, input_name: str):
         self.input_name = input_name
@@ -49,16 +72,34 @@ class _Reader:
         else:
             x = job.calib_inputs()
             self.data = [x[i : i + 1] for i in range(len(x))]
-        self.i = 0
+        self.i, self.end = 0, len(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        """Read images ``start_index`` to ``end_index`` (exclusive) next."""
+        self.i, self.end = start_index, min(end_index, len(self.data))
 
     def get_next(self):
-        if self.i >= len(self.data):
+        if self.i >= self.end:
             return None
         self.i += 1
         return {self.input_name: self.data[self.i - 1]}
 
     def rewind(self):
-        self.i = 0
+        self.i, self.end = 0, len(self.data)
+
+
+# onnxruntime's calibrator keeps every calibrated tensor of every image until it computes the ranges; the
+# integer layouts calibrate several times more tensors than the linear one, so min-max calibration runs
+# in slices of at most this many images (the ranges are the same: min and max merge exactly).
+CALIB_STRIDE = 32
+
+
+def calib_stride(count: int, most: int = CALIB_STRIDE) -> int:
+    """The largest slice of at most ``most`` images that divides ``count`` (onnxruntime requires it)."""
+    return next(s for s in range(min(most, max(count, 1)), 0, -1) if count % s == 0)
 
 
 def _input_name(path: Path) -> str:
@@ -89,46 +130,99 @@ def quantize(job: ExportJob, model, path: Path) -> dict:
             details = {"method": "onnxruntime quantize_dynamic", "weights": "int8 per-channel",
                        "keep_float_source": "user"}
         else:
-            quantize_qdq(pre, path, job, nodes)
+            ranges = Path(tmp) / "ranges.json"
+            key = ("onnx-int8-ranges", LAYOUT, job.input_mode, job.calib_method, len(job.calib_pixels))
+            if key in job.cache:  # calibrated by an earlier export of this run (another float set)
+                ranges.write_text(job.cache[key])
+            quantize_qdq(pre, path, job, nodes, ranges)
+            job.cache[key] = ranges.read_text()
             details = {"method": "onnxruntime quantize_static QDQ",
                        "weights": "int8 per-channel symmetric" + (", 7-bit range" if REDUCE_RANGE else ""),
                        "activations": "uint8 per-tensor affine", "calibration": job.calib_method,
-                       "calibration_images": int(len(job.calib_pixels)), "quantized_ops": list(STATIC_OPS),
+                       "calibration_images": int(len(job.calib_pixels)), "layout": LAYOUT,
+                       "quantized_ops": list(LAYOUTS[LAYOUT]["ops"]), "integer_attention": LAYOUTS[LAYOUT]["attention"],
                        "keep_float_source": job.keep_float_source}
         details["keep_float"] = list(keep)
     return details
 
 
 def activation_matmuls(model) -> list[str]:
-    """MatMul nodes multiplying two activations (attention's query x key and weights x value), which
-    static QDQ leaves float: their int8 form quantizes the softmax output to 1/255 steps (it flipped
-    trashnet6 val images that every conv/linear layer float could not save) and makes onnxruntime run
-    QLinearSoftmax, slower than float Softmax (benchmarks/results/int8_search.md)."""
+    """MatMul nodes multiplying two activations (attention's query x key and weights x value), which the
+    layouts without integer attention leave float: their int8 form quantizes the softmax output to 1/255
+    steps and makes onnxruntime run QLinearSoftmax (benchmarks/results/int8_search.md for the linear
+    layout; onnx_int8_integer.md for the integer chain)."""
     constants = {i.name for i in model.graph.initializer}
     constants |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
     return [n.name for n in model.graph.node if n.op_type == "MatMul" and not any(i in constants for i in n.input)]
 
 
-def quantize_qdq(pre: Path, out: Path, job: ExportJob, nodes_to_exclude, calib_cache: Path | None = None) -> None:
+def float_closure(model, float_nodes, ops=CHAIN_OPS) -> list[str]:
+    """``float_nodes`` and every node of the types ``ops`` joined to them through its inputs or outputs,
+    transitively through such nodes.
+
+    A float layer's SiLU (Sigmoid, Mul), residual Add and Concat carry no weight and no module path in
+    the exported graph, so ``_nodes_to_keep_float`` does not find them; quantized, they would quantize the
+    float layer's output and the input of the float layer after them, which is the int8 error the float
+    set exists to avoid (why SiLU int8 cost agreement before: benchmarks/results/onnx_int8_integer.md).
+    """
+    producer = {o: n for n in model.graph.node for o in n.output}
+    consumers: dict = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    keep = set(float_nodes)
+    todo = [n for n in model.graph.node if n.op_type in ops and n.name not in keep]
+    changed = True
+    while changed:
+        changed = False
+        for n in todo:
+            if n.name in keep:
+                continue
+            near = [producer[i].name for i in n.input if i in producer]
+            near += [c.name for o in n.output for c in consumers.get(o, [])]
+            if any(x in keep for x in near):
+                keep.add(n.name)
+                changed = True
+    return sorted(keep)
+
+
+def quantize_qdq(pre: Path, out: Path, job: ExportJob, nodes_to_exclude, calib_cache: Path | None = None,
+                 layout: str | None = None) -> None:
     """onnxruntime static QDQ int8 of the pre-processed model ``pre`` into ``out``, calibrated on the job's
-    images; ``calib_cache`` (a JSON path) keeps the calibrated ranges for further calls. Besides
-    ``nodes_to_exclude``, the ``activation_matmuls`` stay float."""
+    images; ``calib_cache`` (a JSON path) keeps the calibrated ranges for further calls of the same layout
+    (it holds the tensors of that layout's op types). ``layout`` (a ``LAYOUTS`` name, default
+    ``LAYOUT``) says which op types are quantized; ``nodes_to_exclude`` stay float with the elementwise
+    ops next to them (``float_closure``), and so do the ``activation_matmuls`` unless the layout takes
+    the attention integer."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    spec = LAYOUTS.get(layout or LAYOUT)
+    if spec is None:
+        raise QuantError(f"ONNX int8 layout {layout!r}: use one of {', '.join(LAYOUTS)}")
+    graph = onnx.load(str(pre))
+    exclude = set(float_closure(graph, nodes_to_exclude)) if set(CHAIN_OPS) & set(spec["ops"]) else set(nodes_to_exclude)
+    if not spec["attention"]:
+        exclude |= set(activation_matmuls(graph))
 
     method = {"min-max": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
               "entropy": CalibrationMethod.Entropy}.get(job.calib_method)
     if method is None:
         raise QuantError(f"calibration method {job.calib_method!r} is not available for ONNX; "
                           f"use one of {', '.join(CALIB_METHODS)}")
-    quantize_static(str(pre), str(out), _Reader(job, _input_name(pre)), quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    reduce_range=REDUCE_RANGE, calibrate_method=method,
-                    nodes_to_exclude=sorted(set(nodes_to_exclude) | set(activation_matmuls(onnx.load(str(pre))))),
-                    op_types_to_quantize=list(STATIC_OPS), calibration_cache_path=calib_cache,
-                    extra_options={"CalibMovingAverage": False,
-                                   # weights [in, out] (MatMul, Gemm transB=0): one scale per output
-                                   "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1}})
+    args = dict(per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                reduce_range=REDUCE_RANGE, calibrate_method=method,
+                extra_options={"CalibMovingAverage": False,
+                               # weights [in, out] (MatMul, Gemm transB=0): one scale per output
+                               "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1}})
+    if job.calib_method == "min-max":
+        args["extra_options"]["CalibStridedMinMax"] = calib_stride(len(job.calib_pixels))
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = Path(calib_cache) if calib_cache is not None else Path(tmp) / "ranges.json"
+        fmt = QuantFormat.QOperator if spec.get("format") == "qoperator" else QuantFormat.QDQ
+        quantize_static(str(pre), str(out), None if cache.exists() else _Reader(job, _input_name(pre)), quant_format=fmt,
+                        nodes_to_exclude=sorted(exclude),
+                        op_types_to_quantize=list(spec["ops"]), calibration_cache_path=cache, **args)
 
 
 def int8_search_runner(job: ExportJob, pixels: np.ndarray, fp32_model):

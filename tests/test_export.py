@@ -360,3 +360,107 @@ def test_parity_names_the_images_whose_top1_changed_closest_decisions_first():
                            {"image": "c/3.jpg", "float_top1": 0, "artifact_top1": 1, "float_margin": 2.0}]
     assert parity.compare(ref, ref, precision="int8").changed == []
     assert parity.compare(ref, out, precision="int8").changed[0]["image"] == 0  # no names: the index
+
+
+def _ort_ops(path):
+    """{(op type, first input's dtype): count} in onnxruntime's own optimised graph, and the census."""
+    from mvit.export.backends.onnx_backend import op_census
+
+    census = op_census(path)
+    ops: dict = {}
+    for r in census["ops"]:
+        key = (r["op"].split(":")[-1], r["dtype"])
+        ops[key] = ops.get(key, 0) + r["count"]
+    return ops, census
+
+
+def _float(ops, *types):
+    return sum(v for (op, dtype), v in ops.items() if op in types and dtype == "float32")
+
+
+@pytest.fixture(scope="module")
+def onnx_int8_layouts(tiny_ckpt, data_dir, tmp_path_factory, monkeypatch_module):
+    """The tiny model's ONNX int8 with nothing float, in the integer layout and in the linear one."""
+    from mvit.quant import onnx_qdq
+
+    out, files = tmp_path_factory.mktemp("layouts"), {}
+    cache: dict = {}
+    for layout in ("integer", "linear"):
+        monkeypatch_module.setattr(onnx_qdq, "LAYOUT", layout)
+        [r] = export_model(checkpoint=tiny_ckpt, formats=("onnx",), precisions=("int8",), out=out / layout, calib=data_dir,
+                           calib_count=16, keep_float=("none",), verify=False, cache=cache)
+        assert r.meta["quantization_details"]["layout"] == layout
+        files[layout] = r.artifact
+    return files
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+def test_onnx_int8_runs_silu_adds_and_attention_on_integer_kernels(onnx_int8_layouts):
+    """onnxruntime's optimised graph of the integer layout (nothing float): every SiLU is QLinearSigmoid x
+    QLinearMul, the residual adds and concatenations QLinearAdd/QLinearConcat, the attention MatMuls
+    QLinearMatMul; conversions are left only around the float LayerNorms. The linear layout of the same
+    model runs SiLU and attention in float (so these counts can fail)."""
+    import onnx
+
+    ops, census = _ort_ops(onnx_int8_layouts["integer"])
+    graph = onnx.load(str(onnx_int8_layouts["integer"])).graph
+    file_nodes, weights = graph.node, {i.name for i in graph.initializer}
+    producer = {o: n for n in file_nodes for o in n.output}
+    # activation x activation MatMuls (query x key, weights x value): both inputs dequantize an activation
+    attention = sum(1 for n in file_nodes if n.op_type == "MatMul" and all(
+        i in producer and producer[i].op_type == "DequantizeLinear" and producer[i].input[0] not in weights
+        for i in n.input))
+    silu = sum(1 for n in file_nodes if n.op_type == "Sigmoid")
+    assert attention > 0 and silu > 0
+    assert _float(ops, "Sigmoid", "Mul", "QuickGelu", "Add", "Concat", "Softmax") == 0, ops
+    assert _float(ops, "Conv", "FusedConv") == 0, ops
+    # one float MatMul at most: the tiny model's last stage multiplies a constant on the left (MatMul(W, x)),
+    # a form onnxruntime's QDQ MatMul fusion does not take
+    assert _float(ops, "MatMul", "FusedMatMul", "Gemm") <= 1, ops
+    integer = lambda op: sum(v for (o, _), v in ops.items() if o == op)  # noqa: E731 - any dtype label
+    assert integer("QLinearSigmoid") == silu and integer("QLinearMul") == silu
+    assert integer("QLinearMatMul") == attention and integer("QLinearSoftmax") == attention // 2
+    norms = sum(v for (op, _), v in ops.items() if op.endswith("LayerNormalization"))
+    dq = sum(v for (op, _), v in ops.items() if op == "DequantizeLinear")
+    # a DequantizeLinear into each float LayerNorm, into that float MatMul (two), into the global average
+    # pool (ReduceMean), on the logits, and on the tiny model's two unused Split outputs
+    assert 0 < dq <= norms + 6, (dq, norms)
+    head = census["integer"]
+    assert head["integer_share"] >= (head["mac_ops"] - 1) / head["mac_ops"]
+    assert head["conversions"]["DequantizeLinear"] == dq
+
+    linear, census = _ort_ops(onnx_int8_layouts["linear"])
+    assert _float(linear, "Sigmoid", "QuickGelu") > 0 and _float(linear, "MatMul", "FusedMatMul") >= attention
+    assert census["integer"]["integer_share"] < 1.0 and census["integer"]["conversions"]["DequantizeLinear"] > dq
+
+
+def test_onnx_int8_float_layers_keep_their_silu_float(tiny_ckpt, data_dir, tmp_path, monkeypatch):
+    """A float layer's SiLU (no weight, no module path in the ONNX graph) stays float with it, so the float
+    conv's output and the next float conv's input are not quantized; every other SiLU runs integer."""
+    import onnx
+
+    from mvit.quant import onnx_qdq
+    from mvit.quant.onnx_qdq import _nodes_to_keep_float, float_closure
+
+    monkeypatch.setattr(onnx_qdq, "LAYOUT", "integer")
+    [r] = export_model(checkpoint=tiny_ckpt, formats=("onnx",), precisions=("int8",), out=tmp_path, calib=data_dir,
+                       calib_count=16, keep_float=("conv_1",), verify=False)
+    ops, _ = _ort_ops(r.artifact)
+    assert _float(ops, "Conv", "FusedConv") == 1, ops
+    # conv_1's SiLU: float (fused by onnxruntime into the conv or run as QuickGelu / Sigmoid x Mul)
+    model = onnx.load(str(r.artifact))
+    graph = model.graph
+    fused = sum(v for (op, _), v in ops.items() if op == "FusedConv")
+    integer = sum(v for (op, _), v in ops.items() if op == "QLinearSigmoid")  # any dtype label
+    assert sum(1 for n in graph.node if n.op_type == "Sigmoid") == integer + _float(ops, "Sigmoid", "QuickGelu") + fused
+    assert _float(ops, "Sigmoid", "QuickGelu") + fused == 1
+    # the closure: conv_1's Sigmoid and Mul join it, the next conv's do not
+    closure = float_closure(model, _nodes_to_keep_float(model, ("conv_1",)))
+    kinds = sorted(n.op_type for n in graph.node if n.name in closure)
+    assert kinds == ["Conv", "Mul", "Sigmoid"], kinds

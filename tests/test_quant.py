@@ -543,3 +543,38 @@ def test_mvit_bench_file_reports_the_int8_headline(tiny_block_tflite, tmp_path):
     assert mine["dequantize"] < theirs["dequantize"]
     md = (out / "bench.md").read_text()
     assert "**int8:** int8 multiply-accumulate ops 8/8 (100%); BATCH_MATMUL int8 2/2, 2 of them in XNNPACK" in md
+
+
+def test_onnx_min_max_calibration_in_slices_gives_the_same_ranges(tmp_path):
+    """Strided calibration (memory bounded by the slice) merges to the ranges of one pass over all images."""
+    import json
+    from types import SimpleNamespace
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from mvit.quant.onnx_qdq import _Reader, calib_stride
+
+    assert [calib_stride(n) for n in (256, 24, 100, 13, 1)] == [32, 24, 25, 13, 1]
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["image", "w"], ["c"]), helper.make_node("Sigmoid", ["c"], ["s"]),
+         helper.make_node("Mul", ["c", "s"], ["y"])], "g",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6, 6])],
+        [numpy_helper.from_array(rng.normal(size=(4, 3, 3, 3)).astype(np.float32), "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    x = (rng.normal(size=(8, 3, 8, 8)) * np.arange(1, 9)[:, None, None, None]).astype(np.float32)  # growing ranges
+    job = SimpleNamespace(input_mode="float-nchw", calib_inputs=lambda: x)
+    ranges = {}
+    for stride in (None, 2):
+        extra = {"CalibMovingAverage": False} | ({"CalibStridedMinMax": stride} if stride else {})
+        quantize_static(str(tmp_path / "m.onnx"), str(tmp_path / "q.onnx"), _Reader(job, "image"), quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=["Conv", "Sigmoid", "Mul"], activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax, extra_options=extra,
+                        calibration_cache_path=tmp_path / f"r{stride}.json")
+        ranges[stride] = json.loads((tmp_path / f"r{stride}.json").read_text())["data"]
+    assert ranges[None] == ranges[2] and set(ranges[2]) >= {"c", "s", "y"}

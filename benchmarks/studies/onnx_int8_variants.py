@@ -8,8 +8,8 @@ images and 8-bit weights (as when the first table was made; ``--reduce-range``: 
 writes them); a variant changes only which modules stay
 float (``--keep-float``, or the float set mvit-export's search chose), which op types are quantized, and how the float-kept weights are stored
 (``compress_float_weights`` applied to the exported file). Latency: all sessions in this process at ``--threads`` threads,
-timed interleaved round by round (rotating order), ``--repeats`` times; the median ratio to fp32 over
-the repeats is reported with the per-repeat ratios. Agreement: same top-1 as the PyTorch model.
+timed interleaved round by round (rotating order), ``--repeats`` times (0: not timed); the median ratio
+to fp32 over the repeats is reported with the per-repeat ratios. Agreement: same top-1 as the PyTorch model.
 """
 from __future__ import annotations
 
@@ -28,9 +28,16 @@ ALL_CONV_KEEP = STEM + MV2 + UNFOLD_FOLD + ("*.local_rep.conv_3x3", "*.fusion", 
 SEARCHED = ("<searched>",)  # the float set mvit-export's int8 search chose for the checkpoint (its cache)
 QDQ = ("Conv", "Gemm", "MatMul")  # mvit-export's quantized op types (attention's activation matmuls stay float)
 
-# name: (float-activation modules, op types with QDQ, float-weight modules or None = no weight-only int8,
+# name: (float-activation modules, op types with QDQ (attention MatMuls float) or a layout of
+#        mvit.quant.onnx_qdq.LAYOUTS, float-weight modules or None = no weight-only int8,
 #        weight storage for float ops: "castmul" | "dq" | None)
 VARIANTS = {
+    # the integer chain (issue 26: onnx_int8_integer.md); a float layer's SiLU, adds and concats stay float
+    "searched, integer chain (SiLU, adds, reshapes, attention int8)": (SEARCHED, "integer", None, None),
+    "searched, integer chain, attention float": (SEARCHED, "integer-float-attention", None, None),
+    "searched, SiLU and adds int8": (SEARCHED, "silu", None, None),
+    "searched, integer chain as QOperator": (SEARCHED, "integer-qoperator", None, None),
+    "nothing float, integer chain": ((), "integer", None, None),
     # the search era (run on an AVX-512 VNNI CPU: onnx_int8_vnni.md)
     "searched float set (mvit-export's default)": (SEARCHED, QDQ, None, None),
     "searched + SiLU int8 (Sigmoid, Mul QDQ)": (SEARCHED, QDQ + ("Sigmoid", "Mul"), None, None),
@@ -113,7 +120,7 @@ def main(argv=None) -> int:
     searched = tuple(int8_plan(ob.INT8_ROUTE, net, Int8Options(), checkpoint=Path(args.weights),
                                sha256=file_sha256(args.weights)).float_units)
     cache = ExportCache()
-    saved = (onnx_qdq.STATIC_OPS, onnx_qdq.REDUCE_RANGE)
+    saved = (onnx_qdq.LAYOUT, onnx_qdq.REDUCE_RANGE)
     _CASTMUL[:] = [onnx_qdq.compress_float_weights]
     storage_fn = {None: lambda m, fw=(), min_size=0: [], "dq": _dq_weights, "castmul": onnx_qdq.compress_float_weights}
     rows = {}
@@ -127,7 +134,9 @@ def main(argv=None) -> int:
             for name, (keep, ops, float_weights, storage) in VARIANTS.items():
                 if args.only and name not in args.only:
                     continue
-                onnx_qdq.STATIC_OPS = ops
+                if isinstance(ops, tuple):  # a layout of its own: these op types, attention float
+                    onnx_qdq.LAYOUTS["variant"] = {"ops": ops, "attention": False}
+                onnx_qdq.LAYOUT = ops if isinstance(ops, str) else "variant"
                 path = tmp / f"v{len(rows)}.onnx"
                 t0 = time.perf_counter()
                 keep = searched if keep == SEARCHED else _expand(net, keep)
@@ -138,10 +147,19 @@ def main(argv=None) -> int:
                 rows[name] = {"path": path, "build_s": time.perf_counter() - t0}
                 print(f"built {name} in {rows[name]['build_s']:.0f} s", flush=True)
         finally:
-            onnx_qdq.STATIC_OPS, onnx_qdq.REDUCE_RANGE = saved
+            onnx_qdq.LAYOUT, onnx_qdq.REDUCE_RANGE = saved
+            onnx_qdq.LAYOUTS.pop("variant", None)
         for name, r in rows.items():
             s = timed_session(r["path"], args.threads)
             out = np.concatenate([s.run(None, {"image": x_val[i:i + 1]})[0] for i in range(len(x_val))])
+            c = ob.op_census(r["path"], args.threads)
+            float_ops = {op: sum(x["count"] for x in c["ops"] if x["op"].split(":")[-1] in kinds and x["dtype"] == "float32")
+                         for op, kinds in (("Conv", ("Conv", "FusedConv")), ("SiLU", ("Sigmoid", "QuickGelu")),
+                                           ("MatMul", ("MatMul", "FusedMatMul")))}
+            head = c["integer"]
+            r["graph"] = (f"{head['integer_mac_ops']}/{head['mac_ops']}; {float_ops['Conv']} / {float_ops['SiLU']} / "
+                          f"{float_ops['MatMul']}; {head['conversions'].get('QuantizeLinear', 0)} / "
+                          f"{head['conversions'].get('DequantizeLinear', 0)}")
             r.update(size=r["path"].stat().st_size, agree=float((out.argmax(1) == ref).mean()),
                      top1=float((out.argmax(1) == labels).mean()), flips=int((out.argmax(1) != ref).sum()))
             print(f"evaluated {name}: agreement {r['agree']:.2%}", flush=True)
@@ -160,16 +178,22 @@ def main(argv=None) -> int:
     command = " ".join(["python benchmarks/studies/onnx_int8_variants.py"] + [f'"{a}"' if " " in a else a for a in argv_used])
     lines = [f"# ONNX int8 variants of {Path(args.weights).name} (onnxruntime {ort_version})", "",
              f"Command: `{command}`", "", f"CPU: {cpu_line(args.threads)}, thread spinning off (sessions run in turn).", "",
-             f"Latency ratio = median over {args.repeats} repeats of (variant median / fp32 "
-             f"median), {args.rounds}x{args.per_round} interleaved runs each; agreement/top-1 on {len(val)} images "
+             (f"Latency ratio = median over {args.repeats} repeats of (variant median / fp32 "
+              f"median), {args.rounds}x{args.per_round} interleaved runs each; " if args.repeats else
+              "Not timed (--repeats 0); ") + f"agreement/top-1 on {len(val)} images "
              f"of {args.verify_data}; {len(calib)} calibration images.", "",
-             "| variant | size MB | size / fp32 | latency ms | latency / fp32 (repeats) | agreement | flips | top-1 |",
-             "|---|---|---|---|---|---|---|---|"]
+             "onnxruntime's optimised graph (ORT_ENABLE_ALL, CPU EP): integer / all multiply-accumulate ops; float "
+             "Conv / float SiLU (Sigmoid or QuickGelu) / float MatMul; QuantizeLinear / DequantizeLinear left.", "",
+             "| variant | size MB | size / fp32 | latency ms | latency / fp32 (repeats) | agreement | flips | top-1 "
+             "| optimised graph |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
         rs = ratios[name]
-        lines.append(f"| {name} | {r['size'] / 1e6:.2f} | {r['size'] / fp32_size:.3f} | {np.median(r['ms']):.1f} "
-                     f"| {np.median(rs):.3f} ({', '.join(f'{x:.2f}' for x in rs)}) | {r['agree']:.2%} | {r['flips']} "
-                     f"| {r['top1']:.2%} |")
+        timed = (f"{np.median(r['ms']):.1f} | {np.median(rs):.3f} ({', '.join(f'{x:.2f}' for x in rs)})" if rs
+                 else "not timed | not timed")  # --repeats 0: agreement and census only
+        lines.append(f"| {name} | {r['size'] / 1e6:.2f} | {r['size'] / fp32_size:.3f} | {timed} "
+                     f"| {r['agree']:.2%} | {r['flips']} "
+                     f"| {r['top1']:.2%} | {r['graph']} |")
     report = "\n".join(lines) + "\n"
     print(report)
     if args.out:

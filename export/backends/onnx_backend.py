@@ -300,9 +300,30 @@ def _output_dtype(node, types: dict) -> int:
     return first
 
 
+# multiply-accumulate ops of onnxruntime's optimised CPU graph: integer kernels, and the float ones they replace
+# (the NCHWc and fused forms the CPU EP's optimiser writes included)
+INTEGER_MAC_OPS = ("QLinearConv", "QGemm", "QLinearMatMul", "MatMulInteger", "ConvInteger", "MatMulIntegerToFloat",
+                   "DynamicQuantizeMatMul", "QAttention")
+FLOAT_MAC_OPS = ("Conv", "Gemm", "MatMul", "FusedConv", "FusedGemm", "FusedMatMul", "Attention")
+CONVERSION_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear")
+
+
+def integer_headline(ops: list[dict]) -> dict:
+    """From census rows (``op``, ``dtype``, ``count``): how many multiply-accumulate ops run on integer
+    kernels out of all of them (by node count, not by MACs), and the float <-> integer conversion nodes."""
+    base = lambda r: r["op"].split(":")[-1]  # noqa: E731 - domain prefix off (com.microsoft:QGemm, ...nchwc:Conv)
+    integer = sum(r["count"] for r in ops if base(r) in INTEGER_MAC_OPS)
+    floating = sum(r["count"] for r in ops if base(r) in FLOAT_MAC_OPS and r["dtype"] in ("float32", "float16"))
+    conversions = {op: sum(r["count"] for r in ops if base(r) == op) for op in CONVERSION_OPS}
+    return {"mac_ops": integer + floating, "integer_mac_ops": integer,
+            "integer_share": integer / (integer + floating) if integer + floating else 0.0,
+            "conversions": {k: v for k, v in conversions.items() if v}}
+
+
 def op_census(path: Path, threads: int = 2) -> dict:
     """Node types with their first input's dtype, in the graph onnxruntime runs after its own
-    optimisation (level ORT_ENABLE_ALL, CPU execution provider), against the file's own graph."""
+    optimisation (level ORT_ENABLE_ALL, CPU execution provider), against the file's own graph; with
+    ``integer``: the headline figures of that graph (``integer_headline``)."""
     import tempfile
 
     import onnx
@@ -334,7 +355,8 @@ def op_census(path: Path, threads: int = 2) -> dict:
     before = census(onnx.load(str(path)))
     return {"runtime": f"onnxruntime CPU execution provider, ORT_ENABLE_ALL, {threads} threads",
             "delegate": None, "ops_total": after["nodes"], "ops": after["ops"], "file_nodes": before["nodes"],
-            "file_ops": before["ops"], "dtype_note": "dtype: the node's first input"}
+            "file_ops": before["ops"], "dtype_note": "dtype: the node's first input",
+            "integer": integer_headline(after["ops"])}
 
 
 def layer_error(fp32_path: Path, int8_path: Path, pixels: np.ndarray, threads: int = 2) -> dict:
