@@ -40,7 +40,7 @@ SUFFIX = ".aimodel"
 RUNTIME = "Core AI CPU runtime (coreai-core, Linux)"
 PRECISIONS = ("fp32", "fp16", "int8")
 INPUTS = ("float-nchw", "uint8-nhwc")
-CALIB_METHODS = ("min-max",)  # coreai-opt's only range calculator
+CALIB_METHODS = ("min-max",)  # coreai-opt's min/max range calculator (a moving average of it for activations)
 KEEP_FLOAT = {"int8": "module names or module types (conv_1, LayerNorm) coreai-opt leaves unquantized; none = all int8"}
 INT8_ROUTE = "pt2e"  # the float set comes from the PT2E search (the same torch graph coreai-opt quantizes)
 RUNTIME_MODULES = ("coreai.runtime",)
