@@ -86,9 +86,7 @@ def export(job: ExportJob, path: Path) -> IOSpec:
     _require()
     import coreai_torch
 
-    if job.precision not in PRECISIONS:
-        raise ExportError(f"Core AI has no precision {job.precision!r} (it takes {', '.join(PRECISIONS)})")
-    module, sample, layout, in_model = input_graph(job, "Core AI")
+    module, sample, layout, in_model = _graph(job)
     details: dict = {}
     if job.precision == "int8":
         from mvit.export.backends.coreai_w8a8 import quantize
@@ -111,6 +109,13 @@ def export(job: ExportJob, path: Path) -> IOSpec:
     return IOSpec(TensorSpec(INPUT_NAME, io["input"]["shape"], io["input"]["dtype"], layout),
                   TensorSpec(OUTPUT_NAME, io["output"]["shape"], io["output"]["dtype"], "NC"),
                   normalization_in_model=in_model, quantization_details=details)
+
+
+def _graph(job: ExportJob):
+    """``input_graph`` of a job whose precision Core AI takes (ExportError otherwise)."""
+    if job.precision not in PRECISIONS:
+        raise ExportError(f"Core AI has no precision {job.precision!r} (it takes {', '.join(PRECISIONS)})")
+    return input_graph(job, "Core AI")
 
 
 @contextmanager
