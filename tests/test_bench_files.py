@@ -113,7 +113,7 @@ def test_op_the_runtime_lacks_one_line(third_party, tmp_path, capfd, code, kind)
 
 @pytest.mark.parametrize("args, message", [
     (["{d}/absent.tflite"], "absent.tflite: no such file"),
-    (["{d}/labels.txt"], "labels.txt: not a .tflite, .onnx, .pte or .mlpackage file"),
+    (["{d}/labels.txt"], "labels.txt: not a .tflite, .onnx, .pte, .mlpackage or .aimodel file"),
     (["{corrupt}"], "corrupt.tflite: not a readable .tflite file"),
     (["{d}/tiny.tflite", "--size", "32"], "--size describes a model file without mvit metadata: give its --labels too"),
     (["{d}/tiny.tflite", "--labels", "{d}/labels.txt", "--crop", "1.5"], "--crop 1.5: must be in (0, 1]"),

@@ -40,7 +40,7 @@ SUFFIX = ".aimodel"
 RUNTIME = "Core AI CPU runtime (coreai-core, Linux)"
 PRECISIONS = ("fp32", "fp16", "int8")
 INPUTS = ("float-nchw", "uint8-nhwc")
-CALIB_METHODS = ("min-max",)  # coreai-opt's only range calculator
+CALIB_METHODS = ("min-max",)  # coreai-opt's min/max range calculator (a moving average of it for activations)
 KEEP_FLOAT = {"int8": "module names or module types (conv_1, LayerNorm) coreai-opt leaves unquantized; none = all int8"}
 INT8_ROUTE = "pt2e"  # the float set comes from the PT2E search (the same torch graph coreai-opt quantizes)
 RUNTIME_MODULES = ("coreai.runtime",)
@@ -88,9 +88,7 @@ def export(job: ExportJob, path: Path) -> IOSpec:
     _require()
     import coreai_torch
 
-    if job.precision not in PRECISIONS:
-        raise ExportError(f"Core AI has no precision {job.precision!r} (it takes {', '.join(PRECISIONS)})")
-    module, sample, layout, in_model = input_graph(job, "Core AI")
+    module, sample, layout, in_model = _graph(job)
     details: dict = {}
     if job.precision == "int8":
         from .coreai_w8a8 import quantize
@@ -113,6 +111,13 @@ def export(job: ExportJob, path: Path) -> IOSpec:
     return IOSpec(TensorSpec(INPUT_NAME, io["input"]["shape"], io["input"]["dtype"], layout),
                   TensorSpec(OUTPUT_NAME, io["output"]["shape"], io["output"]["dtype"], "NC"),
                   normalization_in_model=in_model, quantization_details=details)
+
+
+def _graph(job: ExportJob):
+    """``input_graph`` of a job whose precision Core AI takes (ExportError otherwise)."""
+    if job.precision not in PRECISIONS:
+        raise ExportError(f"Core AI has no precision {job.precision!r} (it takes {', '.join(PRECISIONS)})")
+    return input_graph(job, "Core AI")
 
 
 @contextmanager

@@ -1,7 +1,8 @@
 """W8A8 for Core AI with coreai-opt, driven by mvit's int8 plan.
 
-coreai-opt's default ``QuantizerConfig()`` (graph mode, on torchao's PT2E): int8 per-channel weights
-and int8 per-tensor activations, min/max ranges. From the export job it takes the float set of mvit's
+coreai-opt's default ``QuantizerConfig()`` (graph mode, on torchao's PT2E): int8 per-channel symmetric
+weights and int8 per-tensor symmetric activations whose min/max ranges follow a moving average over the
+calibration images, fed one at a time (the average depends on how they are batched). From the export job it takes the float set of mvit's
 int8 plan (searched, given with --keep-float, or a QAT checkpoint's) as ``module_name_configs`` /
 ``module_type_configs`` set to None, and the job's calibration images (``calibration_mode``).
 ``finalize()`` turns the fake quantizers into Core AI quantize/dequantize ops. Float parts stay
@@ -67,8 +68,9 @@ def quantize(job: ExportJob, wrapped: nn.Module, sample: torch.Tensor, in_model:
                     prepared(x)
             job.cache[key] = quantizer.finalize()
     finalized = job.cache[key]
-    details = {"method": "coreai-opt", "config": "QuantizerConfig() (graph mode)", "observer": "min-max",
-               "weights": "int8 per-channel symmetric", "activations": "int8 per-tensor",
+    details = {"method": "coreai-opt", "config": "QuantizerConfig() (graph mode)",
+               "observer": "min-max per image, moving average (coreai-opt's default, constant 0.01)",
+               "weights": "int8 per-channel symmetric", "activations": "int8 per-tensor symmetric",
                "float_compute": FLOAT_COMPUTE, "calibration_images": int(len(job.calib_pixels)),
                "keep_float": keep, "keep_float_source": job.keep_float_source,
                "calibration_seconds": round(time.perf_counter() - t0, 1), "not_taken": CANNOT_TAKE,
