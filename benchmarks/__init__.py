@@ -3,6 +3,7 @@
 ``mvit.benchmarks(config)`` (this package is callable) runs the benchmark matrix for a
 ``mvit.benchmarks.matrix.BenchConfig`` and returns the report dictionary (what bench.json holds).
 """
+
 import sys
 import types
 

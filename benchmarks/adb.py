@@ -7,6 +7,7 @@ SoC, Android version, ABI), the thread count the tool reports using, and what th
 Where each output format comes from (the tools' sources) is cited next to its parser; the test
 suite replays recordings of exactly these formats through a fake ``adb``.
 """
+
 from __future__ import annotations
 
 import re
@@ -16,10 +17,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..export.backends import format_of
 from .device_results import SCHEMA, problems
 from .files import sha256
 from .matrix import BenchError
-from ..export.backends import format_of
 
 DEVICE_DIR = "/data/local/tmp/mvit"
 
@@ -31,12 +32,12 @@ class AdbError(BenchError):
 @dataclass
 class AdbConfig:
     files: list[Path]
-    binaries: dict[str, Path]            # format -> local path of its benchmark binary (RUNNERS)
+    binaries: dict[str, Path]  # format -> local path of its benchmark binary (RUNNERS)
     serial: str | None = None
     threads: int = 4
     runs: int = 50
     warmup: int = 10
-    gpu: bool = False                    # also run .tflite files on LiteRT's GPU delegate
+    gpu: bool = False  # also run .tflite files on LiteRT's GPU delegate
     adb: str = "adb"
     timeout: float = 900.0
     rejected: list[str] = field(default_factory=list)  # filled by ``run``: one line per refused file
@@ -51,8 +52,10 @@ def parse_binary_args(items: list[str]) -> dict[str, Path]:
         if not sep or kind not in RUNNERS:
             path, kind = item, next((f for f, (tool, _, _) in RUNNERS.items() if tool in Path(item).name), None)
             if kind is None:
-                raise AdbError(f"--adb-benchmark-binary {item}: name it tflite=PATH (LiteRT's benchmark_model) "
-                               f"or executorch=PATH (ExecuTorch's executor_runner)")
+                raise AdbError(
+                    f"--adb-benchmark-binary {item}: name it tflite=PATH (LiteRT's benchmark_model) "
+                    f"or executorch=PATH (ExecuTorch's executor_runner)"
+                )
         p = Path(path)
         if not p.is_file():
             raise AdbError(f"--adb-benchmark-binary {item}: no such file")
@@ -61,6 +64,7 @@ def parse_binary_args(items: list[str]) -> dict[str, Path]:
 
 
 # ------------------------------------------------------------------------------------------ adb
+
 
 class Adb:
     """Runs adb commands for one device; every failure becomes one ``AdbError`` line."""
@@ -110,8 +114,10 @@ def choose_device(devices: list[tuple[str, str]], serial: str | None) -> str:
         if not devices:
             raise AdbError("no Android device connected: plug one in with USB debugging on (adb devices lists none)")
         if len(devices) > 1:
-            raise AdbError(f"{len(devices)} devices connected ({', '.join(s for s, _ in devices)}): "
-                           f"pass the one to use, --adb SERIAL")
+            raise AdbError(
+                f"{len(devices)} devices connected ({', '.join(s for s, _ in devices)}): "
+                f"pass the one to use, --adb SERIAL"
+            )
         serial, state = devices[0]
     if state == "unauthorized":
         raise AdbError(f"device {serial} is unauthorized: unlock it and accept the 'Allow USB debugging?' prompt")
@@ -127,14 +133,18 @@ def parse_getprop(text: str) -> dict[str, str]:
 
 def device_info(props: dict[str, str]) -> dict:
     """The ``device`` object of a device_results file from ``getprop`` properties."""
-    return {"manufacturer": props.get("ro.product.manufacturer") or "unknown",
-            "model": props.get("ro.product.model") or "unknown",
-            "soc": props.get("ro.soc.model") or props.get("ro.board.platform") or None,
-            "os": "Android", "os_version": props.get("ro.build.version.release") or "unknown",
-            "abi": props.get("ro.product.cpu.abi") or None}
+    return {
+        "manufacturer": props.get("ro.product.manufacturer") or "unknown",
+        "model": props.get("ro.product.model") or "unknown",
+        "soc": props.get("ro.soc.model") or props.get("ro.board.platform") or None,
+        "os": "Android",
+        "os_version": props.get("ro.build.version.release") or "unknown",
+        "abi": props.get("ro.product.cpu.abi") or None,
+    }
 
 
 # ------------------------------------------------------------------------------------------ benchmark_model
+
 
 def _us(text: str, key: str) -> float | None:
     m = re.search(rf"\b{key}=([0-9.eE+-]+)", text)
@@ -157,31 +167,51 @@ def parse_benchmark_model(out: str) -> dict:
     (MB): init=.. overall=..`` and ``Overall peak memory footprint (MB) via periodic monitoring: ..``.
     """
     stats = re.findall(r"^(?:INFO: )?(count=\d+.*)$", out, flags=re.M)
-    timings = re.search(r"Inference timings in us: Init: ([0-9.eE+-]+), First inference: ([0-9.eE+-]+), "
-                        r"Warmup \(avg\): ([0-9.eE+-]+), Inference \(avg\): ([0-9.eE+-]+)", out)
+    timings = re.search(
+        r"Inference timings in us: Init: ([0-9.eE+-]+), First inference: ([0-9.eE+-]+), "
+        r"Warmup \(avg\): ([0-9.eE+-]+), Inference \(avg\): ([0-9.eE+-]+)",
+        out,
+    )
     if len(stats) < 2 or not timings:
         raise ValueError("no 'count=...' statistics or 'Inference timings' line in benchmark_model's output")
     warm, runs = stats[-2], stats[-1]
     count = int(_us(runs, "count"))
     if _us(runs, "median") is None:
         raise ValueError("benchmark_model printed no median (builds before percentiles were added are not supported)")
-    lat = {"runs": count, "warmup": int(_us(warm, "count")), "median_ms": _us(runs, "median") / 1e3,
-           "p90_ms": None, "p95_ms": _us(runs, "p95") / 1e3, "p5_ms": _us(runs, "p5") / 1e3,
-           "min_ms": (_us(runs, "min") or _us(runs, "curr")) / 1e3, "mean_ms": float(timings.group(4)) / 1e3,
-           "std_ms": (_us(runs, "std") or 0.0) / 1e3}
+    lat = {
+        "runs": count,
+        "warmup": int(_us(warm, "count")),
+        "median_ms": _us(runs, "median") / 1e3,
+        "p90_ms": None,
+        "p95_ms": _us(runs, "p95") / 1e3,
+        "p5_ms": _us(runs, "p5") / 1e3,
+        "min_ms": (_us(runs, "min") or _us(runs, "curr")) / 1e3,
+        "mean_ms": float(timings.group(4)) / 1e3,
+        "std_ms": (_us(runs, "std") or 0.0) / 1e3,
+    }
     threads = re.search(r"Num threads: \[(-?\d+)\]", out)
-    delegate = re.search(r"Explicitly applied (\S+) delegate, and the model graph will be (completely|partially) "
-                         r"executed by the delegate(?: w/ (\d+) delegate kernels)?", out)
+    delegate = re.search(
+        r"Explicitly applied (\S+) delegate, and the model graph will be (completely|partially) "
+        r"executed by the delegate(?: w/ (\d+) delegate kernels)?",
+        out,
+    )
     ignored = re.search(r"Though (\S+) delegate is explicitly applied, the model graph will not be executed", out)
-    memory = re.search(r"Memory footprint delta from the start of the tool \(MB\): init=([0-9.]+) overall=([0-9.]+)", out)
+    memory = re.search(
+        r"Memory footprint delta from the start of the tool \(MB\): init=([0-9.]+) overall=([0-9.]+)", out
+    )
     peak = re.search(r"Overall peak memory footprint \(MB\) via periodic monitoring: ([0-9.]+)", out)
-    return {"latency": lat, "load_ms": float(timings.group(1)) / 1e3, "first_ms": float(timings.group(2)) / 1e3,
-            "threads": int(threads.group(1)) if threads and int(threads.group(1)) > 0 else None,
-            "delegate": delegate.group(1) if delegate else None,
-            "delegation": (delegate.group(2) + (f", {delegate.group(3)} delegate kernels" if delegate.group(3) else ""))
-            if delegate else ("none: " + ignored.group(1) + " took no op" if ignored else None),
-            "memory_mb": {"init": float(memory.group(1)), "overall": float(memory.group(2))} if memory else None,
-            "peak_memory_mb": float(peak.group(1)) if peak else None}
+    return {
+        "latency": lat,
+        "load_ms": float(timings.group(1)) / 1e3,
+        "first_ms": float(timings.group(2)) / 1e3,
+        "threads": int(threads.group(1)) if threads and int(threads.group(1)) > 0 else None,
+        "delegate": delegate.group(1) if delegate else None,
+        "delegation": (delegate.group(2) + (f", {delegate.group(3)} delegate kernels" if delegate.group(3) else ""))
+        if delegate
+        else ("none: " + ignored.group(1) + " took no op" if ignored else None),
+        "memory_mb": {"init": float(memory.group(1)), "overall": float(memory.group(2))} if memory else None,
+        "peak_memory_mb": float(peak.group(1)) if peak else None,
+    }
 
 
 def rejection(out: str) -> str:
@@ -217,20 +247,36 @@ def parse_executor_runner(out: str, warmup: int) -> dict:
     if not done:
         raise ValueError("no 'Model executed successfully' line in executor_runner's output")
     if len(iters) <= warmup:
-        raise ValueError(f"executor_runner printed {len(iters)} 'Iteration' times, expected more than the {warmup} "
-                         f"warm-up runs (executor_runner from ExecuTorch 1.3 or later prints one per execution)")
+        raise ValueError(
+            f"executor_runner printed {len(iters)} 'Iteration' times, expected more than the {warmup} "
+            f"warm-up runs (executor_runner from ExecuTorch 1.3 or later prints one per execution)"
+        )
     import numpy as np
 
     timed = np.asarray(iters[warmup:], np.float64)
-    lat = {"runs": int(timed.size), "warmup": warmup, "median_ms": float(np.median(timed)),
-           "p90_ms": float(np.percentile(timed, 90)), "min_ms": float(timed.min()), "mean_ms": float(timed.mean()),
-           "std_ms": float(timed.std(ddof=1)) if timed.size > 1 else 0.0}
-    return {"latency": lat, "load_ms": float(loaded.group(1)) if loaded else None, "first_ms": iters[0],
-            "threads": int(threads.group(1)) if threads and int(threads.group(1)) > 0 else None,
-            "delegate": None, "delegation": None, "memory_mb": None, "peak_memory_mb": None}
+    lat = {
+        "runs": int(timed.size),
+        "warmup": warmup,
+        "median_ms": float(np.median(timed)),
+        "p90_ms": float(np.percentile(timed, 90)),
+        "min_ms": float(timed.min()),
+        "mean_ms": float(timed.mean()),
+        "std_ms": float(timed.std(ddof=1)) if timed.size > 1 else 0.0,
+    }
+    return {
+        "latency": lat,
+        "load_ms": float(loaded.group(1)) if loaded else None,
+        "first_ms": iters[0],
+        "threads": int(threads.group(1)) if threads and int(threads.group(1)) > 0 else None,
+        "delegate": None,
+        "delegation": None,
+        "memory_mb": None,
+        "peak_memory_mb": None,
+    }
 
 
 # ------------------------------------------------------------------------------------------ run
+
 
 def cannot_execute(r: subprocess.CompletedProcess) -> bool:
     """The phone's shell could not start the binary: exit 126/127 (``inaccessible or not found``,
@@ -240,8 +286,13 @@ def cannot_execute(r: subprocess.CompletedProcess) -> bool:
 
 
 def _benchmark_model(adb: Adb, tool: str, model: str, acc: str, cfg: AdbConfig):
-    flags = [f"--graph={model}", f"--num_threads={cfg.threads}", f"--num_runs={cfg.runs}",
-             f"--warmup_runs={cfg.warmup}", "--use_gpu=true" if acc == "gpu" else "--use_xnnpack=true"]
+    flags = [
+        f"--graph={model}",
+        f"--num_threads={cfg.threads}",
+        f"--num_runs={cfg.runs}",
+        f"--warmup_runs={cfg.warmup}",
+        "--use_gpu=true" if acc == "gpu" else "--use_xnnpack=true",
+    ]
     r = adb.shell(" ".join([tool] + [shlex.quote(x) for x in flags]), check=False)
     return r, r.stdout + r.stderr, lambda out: parse_benchmark_model(out)
 
@@ -255,8 +306,10 @@ def _executor_runner(adb: Adb, tool: str, model: str, acc: str, cfg: AdbConfig):
 
 
 # format -> (tool, how to run and parse it, accelerators it can ask for)
-RUNNERS = {"tflite": ("benchmark_model", _benchmark_model, ("cpu", "gpu")),
-           "executorch": ("executor_runner", _executor_runner, ("cpu",))}
+RUNNERS = {
+    "tflite": ("benchmark_model", _benchmark_model, ("cpu", "gpu")),
+    "executorch": ("executor_runner", _executor_runner, ("cpu",)),
+}
 
 
 def run(cfg: AdbConfig, say=None, describe=None) -> list[dict]:
@@ -279,8 +332,10 @@ def run(cfg: AdbConfig, say=None, describe=None) -> list[dict]:
         if fmt not in RUNNERS:
             raise AdbError(f"{f}: --adb runs .tflite (benchmark_model) and .pte (executor_runner) files, not {fmt}")
         if fmt not in cfg.binaries:
-            raise AdbError(f"{f}: no {RUNNERS[fmt][0]} binary given: pass --adb-benchmark-binary "
-                           f"{fmt}=PATH/TO/{RUNNERS[fmt][0]} (built for the phone, e.g. arm64-v8a)")
+            raise AdbError(
+                f"{f}: no {RUNNERS[fmt][0]} binary given: pass --adb-benchmark-binary "
+                f"{fmt}=PATH/TO/{RUNNERS[fmt][0]} (built for the phone, e.g. arm64-v8a)"
+            )
         fmts[f] = fmt
     adb = Adb(cfg.adb, None, cfg.timeout)
     adb.serial = choose_device(parse_devices(adb.run("devices").stdout), cfg.serial)
@@ -304,8 +359,10 @@ def run(cfg: AdbConfig, say=None, describe=None) -> list[dict]:
             say(f"adb: {path.name} on {acc} ({tool_name}) ...")
             r, out, parse = runner(adb, tools[fmt], remote, acc, cfg)
             if cannot_execute(r):
-                raise AdbError(f"{tool_name} does not run on {where}: {rejection(r.stdout + r.stderr)} (is {cfg.binaries[fmt]} "
-                               f"built for {device['abi'] or 'its ABI'}?)")
+                raise AdbError(
+                    f"{tool_name} does not run on {where}: {rejection(r.stdout + r.stderr)} (is {cfg.binaries[fmt]} "
+                    f"built for {device['abi'] or 'its ABI'}?)"
+                )
             try:
                 if r.returncode != 0:
                     raise ValueError(rejection(out))
@@ -318,8 +375,14 @@ def run(cfg: AdbConfig, say=None, describe=None) -> list[dict]:
     results = []
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     for tool_name, rows in by_tool.items():
-        result = {"schema": SCHEMA, "created": created, "source": f"adb:{tool_name}", "device": device,
-                  "serial": adb.serial, "rows": rows}
+        result = {
+            "schema": SCHEMA,
+            "created": created,
+            "source": f"adb:{tool_name}",
+            "device": device,
+            "serial": adb.serial,
+            "rows": rows,
+        }
         problem = problems(result)
         if problem:  # the parser and the schema disagree: a bug here, not the user's input
             raise RuntimeError(f"adb results break the device_results schema: {problem}")
@@ -331,14 +394,29 @@ def _row(path: Path, fmt: str, name: str, precision: str, note: str, acc: str, r
     notes = [note] if note else []
     used = acc
     if res.get("delegation"):
-        notes.append(f"{res['delegate']} delegate: {res['delegation']}" if res.get("delegate")
-                     else f"delegate: {res['delegation']}")
+        notes.append(
+            f"{res['delegate']} delegate: {res['delegation']}"
+            if res.get("delegate")
+            else f"delegate: {res['delegation']}"
+        )
         if res["delegation"].startswith("none"):
             used = "cpu"
     if res["latency"].get("p90_ms") is None:
         notes.append("benchmark_model reports p5/median/p95, not p90")
     if res.get("peak_memory_mb"):
         notes.append(f"peak memory {res['peak_memory_mb']:.1f} MB")
-    return {"model": name, "artifact": path.name, "artifact_sha256": sha, "format": fmt, "precision": precision,
-            "accelerator": acc, "accelerator_used": used, "threads": res.get("threads"), "latency": res["latency"],
-            "load_ms": res.get("load_ms"), "first_ms": res.get("first_ms"), "top3": None, "note": "; ".join(notes)}
+    return {
+        "model": name,
+        "artifact": path.name,
+        "artifact_sha256": sha,
+        "format": fmt,
+        "precision": precision,
+        "accelerator": acc,
+        "accelerator_used": used,
+        "threads": res.get("threads"),
+        "latency": res["latency"],
+        "load_ms": res.get("load_ms"),
+        "first_ms": res.get("first_ms"),
+        "top3": None,
+        "note": "; ".join(notes),
+    }

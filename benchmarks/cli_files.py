@@ -4,6 +4,7 @@ phone results files (``--device-results``), and the command that runs them.
 ``mvit.benchmarks.cli`` adds these options to its parser and hands over to ``main_other`` when FILE
 arguments, ``--adb`` or ``--device-results`` ask for something other than the matrix alone.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -11,15 +12,15 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ..export.backends import format_of, get_backend
+from ..export.console import captured
+from ..model.checkpoint import atomic_write
+from ..model.contract import INTERPOLATIONS
 from .adb import AdbConfig, parse_binary_args, run
 from .device_results import DeviceResultsError, empty_report, merge, read_device_results
 from .files import FileEntry, FileOptions, FilesConfig, bench_files, precision_of, read_labels
 from .matrix import BenchError, Progress
 from .report import write_reports
-from ..export.backends import format_of, get_backend
-from ..export.console import captured
-from ..model.checkpoint import atomic_write
-from ..model.contract import INTERPOLATIONS
 
 MODEL_SUFFIXES = (".tflite", ".onnx", ".pte", ".mlpackage", ".aimodel")
 
@@ -36,9 +37,14 @@ def _size(text: str) -> tuple[int, int]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The FILE, --adb and --device-results options of mvit-bench."""
-    p.add_argument("files", nargs="*", type=Path, metavar="FILE",
-                   help="model files to benchmark as they are (.tflite, .onnx, .pte, .mlpackage, .aimodel, with or without "
-                        "mvit metadata) instead of exporting the matrix")
+    p.add_argument(
+        "files",
+        nargs="*",
+        type=Path,
+        metavar="FILE",
+        help="model files to benchmark as they are (.tflite, .onnx, .pte, .mlpackage, .aimodel, with or without "
+        "mvit metadata) instead of exporting the matrix",
+    )
     g = p.add_argument_group("model files without mvit metadata (FILE ...)")
     g.add_argument("--labels", type=Path, help="class labels, one per line, in the model's output order")
     g.add_argument("--size", type=_size, metavar="N|HxW", help="input size (default: the file's input shape)")
@@ -46,23 +52,46 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--std", type=float, nargs=3, metavar="S", help="per-channel std after /255 (default 1 1 1)")
     g.add_argument("--bgr", action="store_true", help="the model takes BGR channel order")
     g.add_argument("--resize-short", type=int, metavar="PX", help="resize the short side to PX before the centre crop")
-    g.add_argument("--crop", type=float, metavar="FRACTION", help="centre-crop fraction (0-1], instead of --resize-short")
+    g.add_argument(
+        "--crop", type=float, metavar="FRACTION", help="centre-crop fraction (0-1], instead of --resize-short"
+    )
     g.add_argument("--interpolation", choices=INTERPOLATIONS, default="bilinear")
-    g.add_argument("--reference", type=Path, metavar="FILE_OR_CKPT",
-                   help="compare with this model (checkpoint .safetensors or a model file): agreement, KL, cosine")
+    g.add_argument(
+        "--reference",
+        type=Path,
+        metavar="FILE_OR_CKPT",
+        help="compare with this model (checkpoint .safetensors or a model file): agreement, KL, cosine",
+    )
     a = p.add_argument_group("phones")
-    a.add_argument("--adb", nargs="?", const="", metavar="SERIAL",
-                   help="run the FILEs on a connected Android phone (LiteRT benchmark_model for .tflite, "
-                        "ExecuTorch executor_runner for .pte)")
-    a.add_argument("--adb-benchmark-binary", action="append", default=[], metavar="[tflite=|executorch=]PATH",
-                   help="the benchmark binary built for the phone (repeatable)")
+    a.add_argument(
+        "--adb",
+        nargs="?",
+        const="",
+        metavar="SERIAL",
+        help="run the FILEs on a connected Android phone (LiteRT benchmark_model for .tflite, "
+        "ExecuTorch executor_runner for .pte)",
+    )
+    a.add_argument(
+        "--adb-benchmark-binary",
+        action="append",
+        default=[],
+        metavar="[tflite=|executorch=]PATH",
+        help="the benchmark binary built for the phone (repeatable)",
+    )
     a.add_argument("--adb-path", default="adb", help="the adb executable (default: adb on PATH)")
     a.add_argument("--adb-threads", type=int, default=4, help="CPU threads on the phone (default 4)")
     a.add_argument("--adb-runs", type=int, default=50, help="timed runs on the phone (default 50)")
     a.add_argument("--adb-warmup", type=int, default=10, help="warm-up runs on the phone (default 10)")
     a.add_argument("--adb-gpu", action="store_true", help="also run .tflite files on LiteRT's GPU delegate")
-    a.add_argument("--device-results", nargs="+", action="extend", default=[], type=Path, metavar="FILE.json",
-                   help="phone rows (mvit.device_results/1, from the demo apps or --adb) to merge into the reports")
+    a.add_argument(
+        "--device-results",
+        nargs="+",
+        action="extend",
+        default=[],
+        type=Path,
+        metavar="FILE.json",
+        help="phone rows (mvit.device_results/1, from the demo apps or --adb) to merge into the reports",
+    )
 
 
 def split_adb_serial(args) -> None:
@@ -84,9 +113,18 @@ def _matrix_asked(args) -> bool:
 
 def check_args(args) -> str | None:
     """The first problem with the FILE/--adb/--device-results options (one line), or None."""
-    from_options = [n for n, v in (("--size", args.size), ("--mean", args.mean), ("--std", args.std),
-                                   ("--bgr", args.bgr or None), ("--resize-short", args.resize_short),
-                                   ("--crop", args.crop)) if v is not None]
+    from_options = [
+        n
+        for n, v in (
+            ("--size", args.size),
+            ("--mean", args.mean),
+            ("--std", args.std),
+            ("--bgr", args.bgr or None),
+            ("--resize-short", args.resize_short),
+            ("--crop", args.crop),
+        )
+        if v is not None
+    ]
     if args.files and _matrix_asked(args):
         return "FILE arguments benchmark those files; --weights/--models export the matrix: use one or the other"
     if from_options and args.labels is None:
@@ -153,9 +191,16 @@ def _work(args, data_given: bool, say):
     device = [read_device_results(f) for f in args.device_results]  # bad files fail before any work
     opts = FileOptions()
     if args.labels is not None:
-        opts = FileOptions(labels=read_labels(args.labels), size=args.size, mean=tuple(args.mean or (0, 0, 0)),
-                           std=tuple(args.std or (1, 1, 1)), bgr=args.bgr, resize_short=args.resize_short,
-                           crop=args.crop, interpolation=args.interpolation)
+        opts = FileOptions(
+            labels=read_labels(args.labels),
+            size=args.size,
+            mean=tuple(args.mean or (0, 0, 0)),
+            std=tuple(args.std or (1, 1, 1)),
+            bgr=args.bgr,
+            resize_short=args.resize_short,
+            crop=args.crop,
+            interpolation=args.interpolation,
+        )
     phone, rejected = [], []
     if args.adb is not None:
         phone, rejected = _run_adb(args, say)
@@ -163,10 +208,20 @@ def _work(args, data_given: bool, say):
         data = args.data if data_given else None
         if data is not None and not Path(data).is_dir():
             raise BenchError(f"--data {data}: no such folder")
-        cfg = FilesConfig(files=list(args.files), options=opts, data=data, reference=args.reference,
-                          max_images=args.max_images, threads=args.threads, runs=args.runs,
-                          min_time=args.min_time, out=args.out, layer_report=args.layer_report,
-                          layer_images=args.layer_images, keep_float_top=args.keep_float_top)
+        cfg = FilesConfig(
+            files=list(args.files),
+            options=opts,
+            data=data,
+            reference=args.reference,
+            max_images=args.max_images,
+            threads=args.threads,
+            runs=args.runs,
+            min_time=args.min_time,
+            out=args.out,
+            layer_report=args.layer_report,
+            layer_images=args.layer_images,
+            keep_float_top=args.keep_float_top,
+        )
         return bench_files(cfg, say), device, phone, rejected
     return empty_report(), device, phone, rejected
 
@@ -174,9 +229,16 @@ def _work(args, data_given: bool, say):
 def _run_adb(args, say) -> tuple[list[dict], list[str]]:
     """(device_results dictionaries, one line per model the phone refused)."""
 
-    cfg = AdbConfig(files=list(args.files), binaries=parse_binary_args(args.adb_benchmark_binary),
-                    serial=args.adb or None, threads=args.adb_threads, runs=args.adb_runs, warmup=args.adb_warmup,
-                    gpu=args.adb_gpu, adb=args.adb_path)
+    cfg = AdbConfig(
+        files=list(args.files),
+        binaries=parse_binary_args(args.adb_benchmark_binary),
+        serial=args.adb or None,
+        threads=args.adb_threads,
+        runs=args.adb_runs,
+        warmup=args.adb_warmup,
+        gpu=args.adb_gpu,
+        adb=args.adb_path,
+    )
     results = run(cfg, say, describe=_describe)
     return results, cfg.rejected
 
@@ -202,9 +264,8 @@ def _write_phone_results(results: list[dict], out: Path, say) -> None:
     """Each phone run as its own device_results file beside the reports (to merge again later)."""
     import json
 
-
     for r in results:
         path = out / f"device-{r['serial']}-{r['source'].split(':')[1]}.json"
         text = json.dumps(r, indent=1) + "\n"
-        atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+        atomic_write(path, lambda tmp, text=text: Path(tmp).write_text(text))
         say(f"phone rows: {path}")

@@ -4,6 +4,7 @@ The demo apps' benchmark mode and ``mvit-bench --adb`` write such files; ``read_
 validates one, and ``merge`` adds its rows to a benchmark report so the Markdown table and the plot
 show the PC and the phones side by side.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,7 +36,9 @@ def read_device_results(path) -> dict:
     except FileNotFoundError:
         raise DeviceResultsError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise DeviceResultsError(f"{path}: cannot read it ({getattr(e, 'strerror', None) or type(e).__name__})") from None
+        raise DeviceResultsError(
+            f"{path}: cannot read it ({getattr(e, 'strerror', None) or type(e).__name__})"
+        ) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
@@ -84,8 +87,12 @@ def _row_problem(row) -> str | None:
     sha = row.get("artifact_sha256")
     if sha is not None and not (isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha)):
         return "artifact_sha256 must be 64 lowercase hex digits or null"
-    for key, choices in (("format", FORMATS), ("precision", PRECISIONS), ("accelerator", ACCELERATORS),
-                         ("accelerator_used", ACCELERATORS)):
+    for key, choices in (
+        ("format", FORMATS),
+        ("precision", PRECISIONS),
+        ("accelerator", ACCELERATORS),
+        ("accelerator_used", ACCELERATORS),
+    ):
         if row.get(key) not in choices:
             return f"{key} {row.get(key)!r} is not one of {', '.join(choices)}"
     t = row.get("threads")
@@ -123,8 +130,14 @@ def _checks_problem(row) -> str | None:
     if g is None:
         return None
     exp = g.get("expected") if isinstance(g, dict) else None
-    if not (isinstance(exp, list) and 1 <= len(exp) <= 3 and all(_text(x) for x in exp)
-            and _int(g.get("checked")) and 1 <= g["checked"] <= len(exp) and isinstance(g.get("passed"), bool)):
+    if not (
+        isinstance(exp, list)
+        and 1 <= len(exp) <= 3
+        and all(_text(x) for x in exp)
+        and _int(g.get("checked"))
+        and 1 <= g["checked"] <= len(exp)
+        and isinstance(g.get("passed"), bool)
+    ):
         return "golden must be {expected: 1 to 3 labels, checked: 1 to that many, passed: true or false} or null"
     return None
 
@@ -134,8 +147,11 @@ def row_checks(row: dict) -> str:
     parts = []
     g = row.get("golden")
     if g is not None:
-        parts.append(f"golden top-{g['checked']} ok" if g["passed"] else
-                     f"FAILED: top-{g['checked']} is not {', '.join(g['expected'][:g['checked']])}")
+        parts.append(
+            f"golden top-{g['checked']} ok"
+            if g["passed"]
+            else f"FAILED: top-{g['checked']} is not {', '.join(g['expected'][: g['checked']])}"
+        )
     if row.get("throttled"):
         parts.append("THROTTLED")
     before, after = row.get("thermal_before"), row.get("thermal_after")
@@ -186,8 +202,11 @@ def _iso(text: str) -> bool:
 
 def device_label(device: dict) -> str:
     """``Google Pixel 8 (Tensor G3, Android 15)``."""
-    name = device["model"] if device["model"].lower().startswith(device["manufacturer"].lower()) \
+    name = (
+        device["model"]
+        if device["model"].lower().startswith(device["manufacturer"].lower())
         else f"{device['manufacturer']} {device['model']}"
+    )
     inner = ", ".join(x for x in (device.get("soc"), f"{device['os']} {device['os_version']}") if x)
     return f"{name} ({inner})"
 
@@ -196,8 +215,16 @@ def merge(report: dict, results: list[dict], sources: list[str] | None = None) -
     """Add the rows of validated device result files to ``report`` (under ``device_runs``)."""
     runs = report.setdefault("device_runs", [])
     for i, r in enumerate(results):
-        runs.append({"file": sources[i] if sources else None, "source": r["source"], "created": r["created"],
-                     "device": r["device"], "device_label": device_label(r["device"]), "rows": r["rows"]})
+        runs.append(
+            {
+                "file": sources[i] if sources else None,
+                "source": r["source"],
+                "created": r["created"],
+                "device": r["device"],
+                "device_label": device_label(r["device"]),
+                "rows": r["rows"],
+            }
+        )
     return report
 
 
@@ -205,5 +232,11 @@ def empty_report(machine: dict | None = None) -> dict:
     """A report holding no PC rows (``mvit-bench --device-results`` alone)."""
     import time
 
-    return {"schema": "mvit.bench/1", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": 0.0,
-            "machine": machine, "settings": {}, "models": []}
+    return {
+        "schema": "mvit.bench/1",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "seconds": 0.0,
+        "machine": machine,
+        "settings": {},
+        "models": [],
+    }

@@ -7,6 +7,7 @@ matrix. A file's preprocessing and labels come from its mvit metadata, or from t
 (``FileOptions``) for files made elsewhere; with labelled images that gives accuracy, and with a
 reference model (checkpoint or model file) agreement, KL and cosine.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from .census import headline_line, with_int8_headline
-from .untimed import untimed_scores
 from .latency import Worker, measure
 from .matrix import BenchError, Progress, first_line, machine_info, quiet
+from .untimed import untimed_scores
 
 
 class UnsupportedOps(BenchError):
@@ -33,12 +34,12 @@ class FileOptions:
     """What a file without mvit metadata needs to be fed images: labels and the preprocessing."""
 
     labels: list[str] | None = None
-    size: tuple[int, int] | None = None       # default: the file's input shape
+    size: tuple[int, int] | None = None  # default: the file's input shape
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     bgr: bool = False
-    resize_short: int | None = None           # short side before the centre crop (default: no crop)
-    crop: float | None = None                 # or: the crop fraction
+    resize_short: int | None = None  # short side before the centre crop (default: no crop)
+    crop: float | None = None  # or: the crop fraction
     interpolation: str = "bilinear"
 
     def given(self) -> bool:
@@ -68,13 +69,13 @@ class FileEntry:
     path: Path
     fmt: str
     backend: object
-    meta: dict | None = None       # labels and preprocessing: the file's mvit metadata or the options
-    meta_source: str = "none"      # "mvit metadata" | "options" | "none"
-    run_meta: dict | None = None   # what its runner is built with (placeholder labels when ``meta`` is None)
+    meta: dict | None = None  # labels and preprocessing: the file's mvit metadata or the options
+    meta_source: str = "none"  # "mvit metadata" | "options" | "none"
+    run_meta: dict | None = None  # what its runner is built with (placeholder labels when ``meta`` is None)
     census: dict | None = None
     io: dict | None = None
     notes: list[str] = field(default_factory=list)
-    untimed: dict | None = None    # {"scores": path} of a format evaluated without timing (Core AI)
+    untimed: dict | None = None  # {"scores": path} of a format evaluated without timing (Core AI)
 
     @property
     def name(self) -> str:
@@ -86,7 +87,9 @@ def read_labels(path: Path) -> list[str]:
     try:
         labels = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
     except (OSError, UnicodeDecodeError) as e:
-        raise BenchError(f"--labels {path}: cannot read it ({getattr(e, 'strerror', None) or type(e).__name__})") from None
+        raise BenchError(
+            f"--labels {path}: cannot read it ({getattr(e, 'strerror', None) or type(e).__name__})"
+        ) from None
     if not labels:
         raise BenchError(f"--labels {path}: no labels in the file")
     if len(set(labels)) != len(labels):
@@ -140,8 +143,9 @@ def open_entries(files, options: FileOptions, threads: int) -> list[FileEntry]:
         if entry.meta is None:  # latency only: a generated image through a plain /255 contract
             n_out = int(np.prod(entry.io["output"]["shape"]))
             entry.run_meta = synthesize_meta(entry, FileOptions(labels=[f"class_{i}" for i in range(n_out)]))
-            entry.notes.append("no mvit metadata and no --labels: latency (on a generated image), memory and "
-                               "op census only")
+            entry.notes.append(
+                "no mvit metadata and no --labels: latency (on a generated image), memory and op census only"
+            )
         entries.append(entry)
     return entries
 
@@ -176,17 +180,30 @@ def synthesize_meta(entry: FileEntry, o: FileOptions) -> dict:
         raise BenchError(f"{entry.path}: --size {size[0]}x{size[1]} but the file's input is {h}x{w}")
     crop = o.crop if o.crop is not None else (min(size) / o.resize_short if o.resize_short else 1.0)
     try:
-        contract = PreprocessContract(input_size=tuple(size), crop_fraction=crop, interpolation=o.interpolation,
-                                      mean=tuple(o.mean), std=tuple(o.std), channel_order="BGR" if o.bgr else "RGB")
+        contract = PreprocessContract(
+            input_size=tuple(size),
+            crop_fraction=crop,
+            interpolation=o.interpolation,
+            mean=tuple(o.mean),
+            std=tuple(o.std),
+            channel_order="BGR" if o.bgr else "RGB",
+        )
     except ValueError as e:
         raise BenchError(f"preprocessing options: {e}") from None
     n_out = int(np.prod(out["shape"]))
     if n_out != len(o.labels):
         raise BenchError(f"{entry.path}: the output has {n_out} values but --labels has {len(o.labels)} labels")
-    meta = {"schema": SCHEMA, "architecture": entry.path.stem, "num_classes": len(o.labels), "labels": list(o.labels),
-            "preprocess": contract.to_dict(),
-            "input": dict(inp, layout=layout, normalization_in_model=False),
-            "output": dict(out, layout="NC", kind="logits"), "format": entry.fmt, "precision": None}
+    meta = {
+        "schema": SCHEMA,
+        "architecture": entry.path.stem,
+        "num_classes": len(o.labels),
+        "labels": list(o.labels),
+        "preprocess": contract.to_dict(),
+        "input": dict(inp, layout=layout, normalization_in_model=False),
+        "output": dict(out, layout="NC", kind="logits"),
+        "format": entry.fmt,
+        "precision": None,
+    }
     problems = meta_problems(meta)
     if problems:
         raise BenchError(f"{entry.path}: {problems[0]}")
@@ -232,6 +249,7 @@ def sha256(path: Path) -> str:
 
 # ------------------------------------------------------------------------------------------ reference
 
+
 def reference_scores(ref: Path, pixels_for, threads: int, options: FileOptions) -> tuple[np.ndarray, list[str], str]:
     """Scores of the reference model (a checkpoint or a model file) on the evaluation images, as
     logits or log-probabilities; returns (scores, its labels, description)."""
@@ -247,8 +265,11 @@ def reference_scores(ref: Path, pixels_for, threads: int, options: FileOptions) 
             ckpt = load_checkpoint(ref)
         except CheckpointError as e:
             raise BenchError(f"--reference {e}") from None
-        return torch_logits(ckpt.model, pixels_for(ckpt.meta.contract), ckpt.meta.contract), list(ckpt.meta.labels), \
-            f"PyTorch checkpoint {ref.name}"
+        return (
+            torch_logits(ckpt.model, pixels_for(ckpt.meta.contract), ckpt.meta.contract),
+            list(ckpt.meta.labels),
+            f"PyTorch checkpoint {ref.name}",
+        )
     entry = open_entries([ref], options, threads)[0]
     if entry.meta is None:
         raise BenchError(f"--reference {ref}: no mvit metadata and no --labels to feed it images")
@@ -263,6 +284,7 @@ def reference_scores(ref: Path, pixels_for, threads: int, options: FileOptions) 
 
 
 # ------------------------------------------------------------------------------------------ run
+
 
 def bench_files(cfg: FilesConfig, say=None) -> dict:
     """Measure every file of ``cfg``; returns the report (the matrix's report schema, one section
@@ -293,11 +315,17 @@ def bench_files(cfg: FilesConfig, say=None) -> dict:
                 except Exception as err:  # noqa: BLE001 - the census is a report section, not a gate
                     e.census = {"error": first_line(err)}
             head = (e.census or {}).get("integer")
-            say(f"{e.name}: {e.fmt}, {e.meta_source if e.meta else 'no labels or preprocessing'}, "
+            say(
+                f"{e.name}: {e.fmt}, {e.meta_source if e.meta else 'no labels or preprocessing'}, "
                 f"{(e.census or {}).get('ops_total', '?')} ops"
                 + (f"; {headline_line(e.census['int8'])}" if "int8" in (e.census or {}) else "")
-                + (f", integer {head['integer_mac_ops']}/{head['mac_ops']} multiply-accumulate ops, "
-                   f"{sum(head['conversions'].values())} conversions" if head else ""))
+                + (
+                    f", integer {head['integer_mac_ops']}/{head['mac_ops']} multiply-accumulate ops, "
+                    f"{sum(head['conversions'].values())} conversions"
+                    if head
+                    else ""
+                )
+            )
 
         pixel_cache: dict = {}
 
@@ -315,8 +343,7 @@ def bench_files(cfg: FilesConfig, say=None) -> dict:
             contract = PreprocessContract.from_dict(e.run_meta["preprocess"])
             one = work / f"latency_{i}.npy"
             np.save(one, (pixels_for(contract)[:1] if files and e.meta else generated_pixels(contract, 1)))
-            spec = {"kind": "file", "path": str(e.path), "threads": cfg.threads, "meta": e.run_meta,
-                    "pixels": str(one)}
+            spec = {"kind": "file", "path": str(e.path), "threads": cfg.threads, "meta": e.run_meta, "pixels": str(one)}
             if e.meta is not None and files:
                 ev = work / f"eval_{i}.npy"
                 np.save(ev, pixels_for(contract))
@@ -331,8 +358,10 @@ def bench_files(cfg: FilesConfig, say=None) -> dict:
         ref = None
         if cfg.reference is not None:
             ref = reference_scores(cfg.reference, pixels_for, cfg.threads, cfg.options)
-        say(f"timing {len(workers)} file(s) interleaved at {cfg.threads} threads "
-            f"(>= {cfg.runs} runs and >= {cfg.min_time:g} s each) ...")
+        say(
+            f"timing {len(workers)} file(s) interleaved at {cfg.threads} threads "
+            f"(>= {cfg.runs} runs and >= {cfg.min_time:g} s each) ..."
+        )
         measure(workers, cfg.runs, cfg.min_time, eval_pixels=None, eval_dir=work, progress=say)
         by_key = {w.key: w for w in workers}
 
@@ -351,23 +380,36 @@ def bench_files(cfg: FilesConfig, say=None) -> dict:
         "seconds": round(time.time() - t0, 1),
         "machine": machine_info(cfg.threads),
         "load_average_start_end": [load0, os.getloadavg() if hasattr(os, "getloadavg") else None],
-        "settings": {"files": [str(f) for f in cfg.files], "data": str(cfg.data) if cfg.data else None,
-                     "reference": str(cfg.reference) if cfg.reference else None, "threads": cfg.threads,
-                     "min_runs": cfg.runs, "min_time_s": cfg.min_time, "batch": 1,
-                     "latency": "the runtime's invoke on a prepared batch-1 input, files interleaved round-robin "
-                                "in bursts of 0.25 s, one process per file",
-                     "memory": "peak resident set of the file's own process"},
-        "models": [{"kind": "files", "architecture": "model files", "evaluation": _evaluation(cfg, pixel_cache),
-                    "labelled": any(r.get("top1") is not None for r in rows), "rows": rows,
-                    "layer_reports": layer_reports}],
+        "settings": {
+            "files": [str(f) for f in cfg.files],
+            "data": str(cfg.data) if cfg.data else None,
+            "reference": str(cfg.reference) if cfg.reference else None,
+            "threads": cfg.threads,
+            "min_runs": cfg.runs,
+            "min_time_s": cfg.min_time,
+            "batch": 1,
+            "latency": "the runtime's invoke on a prepared batch-1 input, files interleaved round-robin "
+            "in bursts of 0.25 s, one process per file",
+            "memory": "peak resident set of the file's own process",
+        },
+        "models": [
+            {
+                "kind": "files",
+                "architecture": "model files",
+                "evaluation": _evaluation(cfg, pixel_cache),
+                "labelled": any(r.get("top1") is not None for r in rows),
+                "rows": rows,
+                "layer_reports": layer_reports,
+            }
+        ],
     }
 
 
 def _layer_reports(cfg: FilesConfig, entries: list[FileEntry], pixels_for, log: Path, say) -> list[dict]:
     """Per-tensor error of each int8 file whose backend reports one (``Backend.tensor_error``) against a
     checkpoint ``--reference`` (its float model)."""
-    from .matrix import file_tensor_report
     from ..model.checkpoint import load_checkpoint
+    from .matrix import file_tensor_report
 
     picked = [e for e in entries if e.backend.CAPABILITIES.tensor_error and precision_of(e) == "int8"]
     if not (cfg.layer_report and picked and cfg.reference is not None and Path(cfg.reference).suffix == ".safetensors"):
@@ -392,14 +434,23 @@ def _evaluation(cfg: FilesConfig, pixel_cache: dict) -> str:
 
 def _row(e: FileEntry, w, pixel_cache: dict, ref, cfg: FilesConfig) -> dict:
     """The report row of one file: what it is, its census, and what its worker measured."""
-    from .matrix import accuracy_metrics
     from ..model.contract import PreprocessContract
     from ..model.images import labelled_indices
+    from .matrix import accuracy_metrics
 
-    row = {"model": (e.meta or {}).get("architecture") or e.path.stem, "file": str(e.path), "artifact": str(e.path),
-           "format": e.fmt, "precision": precision_of(e), "runtime": (e.census or {}).get("runtime"),
-           "metadata": e.meta_source, "size_mb": file_size(e.path) / 1e6, "census": e.census,
-           "input": {k: (e.io or {}).get("input", {}).get(k) for k in ("dtype", "shape")}, "notes": list(e.notes)}
+    row = {
+        "model": (e.meta or {}).get("architecture") or e.path.stem,
+        "file": str(e.path),
+        "artifact": str(e.path),
+        "format": e.fmt,
+        "precision": precision_of(e),
+        "runtime": (e.census or {}).get("runtime"),
+        "metadata": e.meta_source,
+        "size_mb": file_size(e.path) / 1e6,
+        "census": e.census,
+        "input": {k: (e.io or {}).get("input", {}).get(k) for k in ("dtype", "shape")},
+        "notes": list(e.notes),
+    }
     if w is None:
         row.update(status="not timed", reason="; ".join(e.notes) or "no runtime here")
         if not e.untimed:
@@ -414,10 +465,17 @@ def _row(e: FileEntry, w, pixel_cache: dict, ref, cfg: FilesConfig) -> dict:
         return row
     else:
         info = w.info
-        lat = dict(info["latency"], load_ms=info.get("load_ms"), first_ms=info.get("first_ms"),
-                   prepare_ms=info.get("prepare_ms"))
-        row.update(status="measured", latency=lat,
-                   memory={"peak_rss_mb": info.get("peak_rss_mb"), "rss_before_load_mb": info.get("rss_before_mb")})
+        lat = dict(
+            info["latency"],
+            load_ms=info.get("load_ms"),
+            first_ms=info.get("first_ms"),
+            prepare_ms=info.get("prepare_ms"),
+        )
+        row.update(
+            status="measured",
+            latency=lat,
+            memory={"peak_rss_mb": info.get("peak_rss_mb"), "rss_before_load_mb": info.get("rss_before_mb")},
+        )
     if e.meta is None or "scores" not in info:
         return row
     scores = np.load(info["scores"])
@@ -430,17 +488,25 @@ def _row(e: FileEntry, w, pixel_cache: dict, ref, cfg: FilesConfig) -> dict:
         if list(ref_labels) != list(e.meta["labels"]):
             row["notes"].append(f"reference {ref_desc} has other labels: no agreement")
         elif len(ref_scores) != len(scores):
-            row["notes"].append(f"reference {ref_desc} read {len(ref_scores)} images, this file {len(scores)}: no agreement")
+            row["notes"].append(
+                f"reference {ref_desc} read {len(ref_scores)} images, this file {len(scores)}: no agreement"
+            )
         else:
-            row.update(accuracy_metrics(scores, ref_scores, labels, row["precision"] or "fp32", kind,
-                                        f"{len(scores)} images of {cfg.data}"))
+            row.update(
+                accuracy_metrics(
+                    scores, ref_scores, labels, row["precision"] or "fp32", kind, f"{len(scores)} images of {cfg.data}"
+                )
+            )
             row["reference"] = ref_desc
             return row
     if labels is not None:
         k = min(5, scores.shape[1])
         top = np.argsort(-scores, axis=1)[:, :k]
-        row.update(n_images=len(scores), top1=float(np.mean(top[:, 0] == labels)),
-                   top5=float(np.mean([l in t for l, t in zip(labels, top)])))
+        row.update(
+            n_images=len(scores),
+            top1=float(np.mean(top[:, 0] == labels)),
+            top5=float(np.mean([l in t for l, t in zip(labels, top)])),
+        )
     else:
         row["notes"].append(f"{cfg.data} has no class folders named like the labels: no accuracy")
     return row

@@ -10,6 +10,7 @@ margins (``mvit.quant.search.expected_flips``). Groups: the op writing the tenso
 A group whose activations alone flip many images is where a float layer, another range or another
 graph helps; one whose removal changes little is not worth float layers.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .script_args import fail
 from ..export.parity import torch_logits
 from ..model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from ..model.export_prep import prepare_for_export
@@ -29,6 +29,7 @@ from ..model.preprocess import normalize_hwc_uint8
 from ..quant.plan import SEARCH_BATCH, SEARCH_CALIB_IMAGES, search_simulation
 from ..quant.pt2e import model_input_range
 from ..quant.search import expected_flips
+from .script_args import fail
 
 
 def groups(sim) -> dict[str, list[str]]:
@@ -48,8 +49,13 @@ def measure(sim, x, ref: np.ndarray, batch: int) -> list[dict]:
     def row(what: str, n: int | None = None) -> dict:
         out = sim.run(x, batch).numpy()
         cos = np.sum(out * ref, 1) / (np.linalg.norm(out, axis=1) * np.linalg.norm(ref, axis=1) + 1e-12)
-        return {"what": what, "points": n, "flips": int((out.argmax(1) != ref.argmax(1)).sum()),
-                "expected": round(expected_flips(out, ref), 2), "cosine": round(float(cos.mean()), 6)}
+        return {
+            "what": what,
+            "points": n,
+            "flips": int((out.argmax(1) != ref.argmax(1)).sum()),
+            "expected": round(expected_flips(out, ref), 2),
+            "cosine": round(float(cos.mean()), 6),
+        }
 
     rows = []
     sim.enable_all()
@@ -74,17 +80,22 @@ def measure(sim, x, ref: np.ndarray, batch: int) -> list[dict]:
 def render(rep: dict) -> str:
     """Markdown table of ``measure``'s rows, groups by the flips they cause alone (most first)."""
     n = rep["images"]
-    out = [f"{rep['weights']}: {n} images of {rep['data']}, PT2E simulation calibrated on {rep['calib_images']} "
-           "images; flips = top-1 changed from float; expected = from the float margins and the int8 error's spread.",
-           "", "| int8 | tensors | flips | expected | cosine | flips / expected with this group float |",
-           "|---|---:|---:|---:|---:|---|"]
+    out = [
+        f"{rep['weights']}: {n} images of {rep['data']}, PT2E simulation calibrated on {rep['calib_images']} "
+        "images; flips = top-1 changed from float; expected = from the float margins and the int8 error's spread.",
+        "",
+        "| int8 | tensors | flips | expected | cosine | flips / expected with this group float |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
     head, rest = rep["rows"][:3], sorted(rep["rows"][3:], key=lambda r: -r["expected"])
     for r in head:
         out.append(f"| {r['what']} | | {r['flips']} | {r['expected']:.1f} | {r['cosine']:.5f} | |")
     for r in rest:
         w = r["without"]
-        out.append(f"| only {r['what']} | {r['points']} | {r['flips']} | {r['expected']:.1f} | {r['cosine']:.5f} | "
-                   f"{w['flips']} / {w['expected']:.1f} |")
+        out.append(
+            f"| only {r['what']} | {r['points']} | {r['flips']} | {r['expected']:.1f} | {r['cosine']:.5f} | "
+            f"{w['flips']} / {w['expected']:.1f} |"
+        )
     return "\n".join(out) + "\n"
 
 
@@ -92,15 +103,20 @@ def main(argv=None) -> int:
     """Print the table; ``--json`` also writes the numbers."""
     import torch
 
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weights", default=str(DEFAULT_CHECKPOINT))
-    ap.add_argument("--calib", required=True, help="calibration images (the simulation uses the first "
-                    f"{SEARCH_CALIB_IMAGES}, as the int8 search does)")
+    ap.add_argument(
+        "--calib",
+        required=True,
+        help=f"calibration images (the simulation uses the first {SEARCH_CALIB_IMAGES}, as the int8 search does)",
+    )
     ap.add_argument("--data", required=True, help="images the flips are counted on")
-    ap.add_argument("--max-images", type=int, default=None,
-                    help="at most this many --data images (image_files' seeded order); each of the ~30 "
-                         "simulations runs them all")
+    ap.add_argument(
+        "--max-images",
+        type=int,
+        default=None,
+        help="at most this many --data images (image_files' seeded order); each of the ~30 simulations runs them all",
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
@@ -120,8 +136,14 @@ def main(argv=None) -> int:
     ref = np.asarray(torch_logits(net, pixels, c))
     sim = search_simulation(net, torch.from_numpy(normalize_hwc_uint8(calib, c)), model_input_range(c))
     rows = measure(sim, torch.from_numpy(normalize_hwc_uint8(pixels, c)), ref, SEARCH_BATCH)
-    rep = {"weights": Path(args.weights).name, "data": str(args.data), "images": int(len(pixels)),
-           "calib_images": int(len(calib)), "threads": args.threads, "rows": rows}
+    rep = {
+        "weights": Path(args.weights).name,
+        "data": str(args.data),
+        "images": int(len(pixels)),
+        "calib_images": int(len(calib)),
+        "threads": args.threads,
+        "rows": rows,
+    }
     if args.json:
         args.json.write_text(json.dumps(rep, indent=1) + "\n")
     print(render(rep))

@@ -4,6 +4,7 @@ Every row gets a load, a first run, then bursts of warm runs in rotating order u
 at least ``min_time`` seconds and ``runs`` timed invocations. Only one worker runs at a time, at the
 same thread count, so rows see the same machine state; each row's peak memory is its own process's.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,9 +34,15 @@ class Worker:
     def start(self) -> None:
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", OMP_NUM_THREADS=str(self.spec["threads"]))
         self._log = open(self.log, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "mvit.benchmarks.worker"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=self._log, env=env, text=True,
-                                     bufsize=1)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mvit.benchmarks.worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            env=env,
+            text=True,
+            bufsize=1,
+        )
         self.proc.stdin.write(json.dumps(self.spec) + "\n")
         self.proc.stdin.flush()
 
@@ -103,13 +110,28 @@ def tflite_on_zeros(model, threads: int):
 def summarize(times_ms: list[float]) -> dict:
     """Median, p90, min, mean, std and throughput of warm-run times."""
     t = np.asarray(times_ms, np.float64)
-    return {"runs": int(t.size), "median_ms": float(np.median(t)), "p90_ms": float(np.percentile(t, 90)),
-            "min_ms": float(t.min()), "mean_ms": float(t.mean()), "std_ms": float(t.std(ddof=1) if t.size > 1 else 0.0),
-            "throughput_ips": float(1000.0 / t.mean()), "total_s": float(t.sum() / 1000.0)}
+    return {
+        "runs": int(t.size),
+        "median_ms": float(np.median(t)),
+        "p90_ms": float(np.percentile(t, 90)),
+        "min_ms": float(t.min()),
+        "mean_ms": float(t.mean()),
+        "std_ms": float(t.std(ddof=1) if t.size > 1 else 0.0),
+        "throughput_ips": float(1000.0 / t.mean()),
+        "total_s": float(t.sum() / 1000.0),
+    }
 
 
-def measure(workers: list[Worker], runs: int, min_time: float, burst: float = 0.25, max_rounds: int = 400,
-            eval_pixels: Path | None = None, eval_dir: Path | None = None, progress=None) -> None:
+def measure(
+    workers: list[Worker],
+    runs: int,
+    min_time: float,
+    burst: float = 0.25,
+    max_rounds: int = 400,
+    eval_pixels: Path | None = None,
+    eval_dir: Path | None = None,
+    progress=None,
+) -> None:
     """Load every worker, time them interleaved, then (optionally) evaluate each on ``eval_pixels``.
 
     Results land in each worker's ``info`` (load, first run, latency summary, memory, eval file) or
@@ -140,8 +162,10 @@ def measure(workers: list[Worker], runs: int, min_time: float, burst: float = 0.
                     w.error = f"runtime failed while timing: {e}"
             if progress and rnd % 4 == 3:
                 done = sum(min(1.0, sum(w.times) / max(1e-9, min_time * 1e3), len(w.times) / runs) for w in live)
-                say(f"timing {len(live)} rows interleaved: {done / max(1, len(live)):.0%} "
-                    f"(slowest: {min(len(w.times) for w in live)} runs)")
+                say(
+                    f"timing {len(live)} rows interleaved: {done / max(1, len(live)):.0%} "
+                    f"(slowest: {min(len(w.times) for w in live)} runs)"
+                )
         for w in live:
             if w.error is None:
                 w.info["latency"] = summarize(w.times)

@@ -18,6 +18,7 @@ Names are what ``mvit-export --keep-float`` accepts.
   graph node name; module paths from each node's ``nn_module_stack``. The artifacts run the same
   quantization parameters with integer kernels, so small kernel differences are not in this report.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -88,9 +89,18 @@ def pt2e_layer_error(prepared, converted, inputs, module_names: set[str]) -> lis
             continue
         path, typ = _stack_path(prep_nodes[name])
         keep = path if path in module_names else None
-        rows.append({"tensor": name, "keep_float_name": keep, "op": str(prep_nodes[name].target).replace("aten.", ""),
-                     "module": path, "module_type": typ, "module_exact": keep is not None,
-                     "local_sqnr_db": local[name].db, "model_sqnr_db": model[name].db if name in model else None})
+        rows.append(
+            {
+                "tensor": name,
+                "keep_float_name": keep,
+                "op": str(prep_nodes[name].target).replace("aten.", ""),
+                "module": path,
+                "module_type": typ,
+                "module_exact": keep is not None,
+                "local_sqnr_db": local[name].db,
+                "model_sqnr_db": model[name].db if name in model else None,
+            }
+        )
     by_name = {r["tensor"]: r for r in rows}
 
     def sources(node, seen=0):  # op nodes feeding ``node``, looking through observers and view ops
@@ -103,8 +113,11 @@ def pt2e_layer_error(prepared, converted, inputs, module_names: set[str]) -> lis
         return out
 
     for r in rows:
-        ins = [by_name[i]["model_sqnr_db"] for i in sources(prep_nodes[r["tensor"]])
-               if by_name[i]["model_sqnr_db"] is not None]
+        ins = [
+            by_name[i]["model_sqnr_db"]
+            for i in sources(prep_nodes[r["tensor"]])
+            if by_name[i]["model_sqnr_db"] is not None
+        ]
         r["drop_db"] = (min(ins) - r["model_sqnr_db"]) if ins and r["model_sqnr_db"] is not None else None
     rows.sort(key=lambda r: r["local_sqnr_db"])
     return rows

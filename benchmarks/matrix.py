@@ -4,6 +4,7 @@ Per checkpoint: the PyTorch eager fp32 baseline row, then one row per artifact w
 accuracy and agreement with the float model on the labelled data, interleaved latency at a fixed
 thread count (one worker process per row), peak memory, and a per-layer int8 error report.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,11 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .latency import Worker, measure
-from .layers import pt2e_layer_error, suggest
 from ..export.api import export_model, load_artifact_runner
 from ..export.backends import FORMATS, get_backend
-from ..export.base import ExportCache, ExportJob, PRECISIONS
+from ..export.base import PRECISIONS, ExportCache, ExportJob
 from ..export.console import captured
 from ..export.parity import compare, torch_logits
 from ..export.request import ExportRequest, artifact_folder, artifact_name
@@ -30,6 +29,8 @@ from ..model.images import generated_pixels, image_files, labelled_indices, load
 from ..model.preprocess import normalize_hwc_uint8
 from ..quant.options import Int8Options
 from ..quant.pt2e import Pt2eGraph, calibrate_pt2e, pixels_to_tensor, quantize_pt2e
+from .latency import Worker, measure
+from .layers import pt2e_layer_error, suggest
 
 EAGER_RUNTIME = "PyTorch eager (CPU)"
 ARTICLE_CHECKPOINTS = Path(__file__).resolve().parent / "article" / "checkpoints"
@@ -99,6 +100,7 @@ def first_line(e: BaseException) -> str:
 
 # ------------------------------------------------------------------------------------------ export
 
+
 @dataclass
 class Artifact:
     fmt: str
@@ -112,7 +114,7 @@ class Artifact:
     error: str | None = None
 
     @classmethod
-    def from_result(cls, r) -> "Artifact":
+    def from_result(cls, r) -> Artifact:
         """An artifact this run exported (an ``mvit.export.api.ExportResult``)."""
         return cls(r.format, r.precision, r.folder, r.artifact, r.size_bytes, r.seconds, r.meta)
 
@@ -166,8 +168,16 @@ def export_all(cfg: BenchConfig, ckpt, weights: Path, art_dir: Path, log: Path, 
             t0 = time.perf_counter()
             try:
                 int8 = Int8Options(calib=cfg.calib, calib_count=cfg.calib_count, calib_method=cfg.calib_method)
-                request = ExportRequest(checkpoint=weights, formats=(fmt,), precisions=group, out=art_dir,
-                                        force=True, int8=int8, verify=False, threads=cfg.threads)
+                request = ExportRequest(
+                    checkpoint=weights,
+                    formats=(fmt,),
+                    precisions=group,
+                    out=art_dir,
+                    force=True,
+                    int8=int8,
+                    verify=False,
+                    threads=cfg.threads,
+                )
                 with quiet(log):
                     results = export_model(request, cache=cache, say=lambda m: print(m, file=sys.stderr))
             except Exception as e:  # noqa: BLE001 - a converter failure becomes a row's status
@@ -185,14 +195,24 @@ def export_all(cfg: BenchConfig, ckpt, weights: Path, art_dir: Path, log: Path, 
 
 # ------------------------------------------------------------------------------------------ metrics
 
-def accuracy_metrics(scores: np.ndarray, ref: np.ndarray, labels, precision: str, kind: str, data: str,
-                     numerics: str = "") -> dict:
+
+def accuracy_metrics(
+    scores: np.ndarray, ref: np.ndarray, labels, precision: str, kind: str, data: str, numerics: str = ""
+) -> dict:
 
     rep = compare(ref, scores, kind, labels, precision, data, numerics)
     k = min(5, scores.shape[1])
-    m = {"n_images": rep.n, "agreement": rep.top1_agreement, "kl_mean": rep.kl_mean, "cosine": rep.cosine,
-         "cosine_space": rep.space, "top5_overlap": rep.top5_overlap, "max_abs_diff": rep.max_abs_diff,
-         "parity_thresholds": rep.thresholds, "parity_failures": rep.failures}
+    m = {
+        "n_images": rep.n,
+        "agreement": rep.top1_agreement,
+        "kl_mean": rep.kl_mean,
+        "cosine": rep.cosine,
+        "cosine_space": rep.space,
+        "top5_overlap": rep.top5_overlap,
+        "max_abs_diff": rep.max_abs_diff,
+        "parity_thresholds": rep.thresholds,
+        "parity_failures": rep.failures,
+    }
     if labels is not None:
         top = np.argsort(-scores, axis=1)[:, :k]
         m["top1"] = float(np.mean(top[:, 0] == labels))
@@ -202,8 +222,16 @@ def accuracy_metrics(scores: np.ndarray, ref: np.ndarray, labels, precision: str
 
 def reference_metrics(ref: np.ndarray, labels) -> dict:
     k = min(5, ref.shape[1])
-    m = {"n_images": len(ref), "agreement": 1.0, "kl_mean": 0.0, "cosine": 1.0, "cosine_space": "logits",
-         "top5_overlap": 1.0, "max_abs_diff": 0.0, "parity_failures": []}
+    m = {
+        "n_images": len(ref),
+        "agreement": 1.0,
+        "kl_mean": 0.0,
+        "cosine": 1.0,
+        "cosine_space": "logits",
+        "top5_overlap": 1.0,
+        "max_abs_diff": 0.0,
+        "parity_failures": [],
+    }
     if labels is not None:
         top = np.argsort(-ref, axis=1)[:, :k]
         m["top1"] = float(np.mean(top[:, 0] == labels))
@@ -213,8 +241,10 @@ def reference_metrics(ref: np.ndarray, labels) -> dict:
 
 # ------------------------------------------------------------------------------------------ layers
 
-def layer_reports(cfg: BenchConfig, ckpt, arts: dict, calib_pixels: np.ndarray, log: Path, say,
-                  cache: ExportCache) -> list[dict]:
+
+def layer_reports(
+    cfg: BenchConfig, ckpt, arts: dict, calib_pixels: np.ndarray, log: Path, say, cache: ExportCache
+) -> list[dict]:
     """Per-layer int8 error of each int8 artifact whose backend reports one (``Backend.layer_error``
     against its fp32 sibling, ``Backend.tensor_error`` against the float model), and of the PT2E model
     that the int8 artifacts of every PT2E format are converted from."""
@@ -235,13 +265,22 @@ def layer_reports(cfg: BenchConfig, ckpt, arts: dict, calib_pixels: np.ndarray, 
     if pt2e_fmts:
         names = " and ".join(f"{f} int8" for f in pt2e_fmts)
         say(f"per-layer error: PT2E int8 ({names}) ...")
-        reports.append(_report(names, px, cfg.keep_float_top, log,
-                               lambda: _pt2e_report(cfg, ckpt, arts, calib_pixels, px, pt2e_fmts, cache)))
+        reports.append(
+            _report(
+                names,
+                px,
+                cfg.keep_float_top,
+                log,
+                lambda: _pt2e_report(cfg, ckpt, arts, calib_pixels, px, pt2e_fmts, cache),
+            )
+        )
         if "error" in reports[-1]:
             say(f"per-layer error for PT2E failed: {reports[-1]['error']}")
     for fmt in (f for f in int8 if caps[f].tensor_error):
         say(f"per-tensor error: the {fmt} int8 file ...")
-        reports.append(file_tensor_report(get_backend(fmt), int8[fmt].artifact, ckpt.model, px, cfg.keep_float_top, log))
+        reports.append(
+            file_tensor_report(get_backend(fmt), int8[fmt].artifact, ckpt.model, px, cfg.keep_float_top, log)
+        )
         if "error" in reports[-1]:
             say(f"per-tensor error for the {fmt} file failed: {reports[-1]['error']}")
     return reports
@@ -271,7 +310,6 @@ def _pt2e_report(cfg, ckpt, arts, calib_pixels, px, fmts: list[str], cache: Expo
     convert the same model), calibrated as that artifact's export was."""
     import torch
 
-
     c = ckpt.meta.contract
     details = arts[(fmts[0], "int8")].meta.get("quantization_details", {})
     method = details.get("observer") or cfg.calib_method or "histogram"
@@ -285,17 +323,20 @@ def _pt2e_report(cfg, ckpt, arts, calib_pixels, px, fmts: list[str], cache: Expo
     converted, _, _ = quantize_pt2e(graph, job.pt2e_settings(), cache=cache)
     names = {n for n, _ in ckpt.model.named_modules() if n}
     rows = pt2e_layer_error(prepared, converted, [to_input(px[i : i + 1]) for i in range(len(px))], names)
-    return {"method": "PT2E float graph vs converted int8 graph (the model the PT2E formats' int8 artifacts are "
-                      "converted from), calibrated by this run's export (recalibrated with the same settings when "
-                      "artifacts were reused)",
-            "keep_float_names": f"module paths (mvit-export --format {'|'.join(fmts)} --keep-float NAME)", "layers": rows}
+    return {
+        "method": "PT2E float graph vs converted int8 graph (the model the PT2E formats' int8 artifacts are "
+        "converted from), calibrated by this run's export (recalibrated with the same settings when "
+        "artifacts were reused)",
+        "keep_float_names": f"module paths (mvit-export --format {'|'.join(fmts)} --keep-float NAME)",
+        "layers": rows,
+    }
 
 
 # ------------------------------------------------------------------------------------------ one model
 
+
 def bench_model(cfg: BenchConfig, weights: Path, say) -> dict:
     import torch
-
 
     torch.set_flush_denormal(True)  # converter speed (FIELD_NOTES); the eager baseline runs in its own process
     # One thread in this process (reference logits, conversion, calibration): a 2-thread OpenMP team is
@@ -315,8 +356,10 @@ def bench_model(cfg: BenchConfig, weights: Path, say) -> dict:
         raise BenchError(f"--data {cfg.data}: none of the image files could be read")
     labels = labelled_indices(used, cfg.data, ckpt.meta.labels)
     if labels is None:
-        say(f"warning: {cfg.data} is not a class-folder tree with the checkpoint's labels "
-            f"({', '.join(ckpt.meta.labels[:6])}...): no accuracy, agreement only")
+        say(
+            f"warning: {cfg.data} is not a class-folder tree with the checkpoint's labels "
+            f"({', '.join(ckpt.meta.labels[:6])}...): no accuracy, agreement only"
+        )
     say(f"{arch}: {len(pixels)} evaluation images from {cfg.data}; computing float reference ...")
     ref = torch_logits(ckpt.model, pixels, ckpt.meta.contract)
     np.save(work / "pixels.npy", pixels)
@@ -328,21 +371,55 @@ def bench_model(cfg: BenchConfig, weights: Path, say) -> dict:
 
     # Latency (and evaluation) workers: PyTorch baseline + every artifact with a runtime here.
     timeable = {fmt: get_backend(fmt).can_time() for fmt in cfg.formats}
-    workers = [Worker("torch-fp32", {"kind": "torch", "weights": str(weights), "threads": cfg.threads,
-                                     "pixels": str(work / "latency_pixel.npy")}, log)]
+    workers = [
+        Worker(
+            "torch-fp32",
+            {
+                "kind": "torch",
+                "weights": str(weights),
+                "threads": cfg.threads,
+                "pixels": str(work / "latency_pixel.npy"),
+            },
+            log,
+        )
+    ]
     for (fmt, p), a in arts.items():
         if a.error is None and timeable[fmt][0]:
-            workers.append(Worker(f"{fmt}-{p}", {"kind": "artifact", "path": str(a.artifact), "threads": cfg.threads,
-                                                 "pixels": str(work / "latency_pixel.npy")}, log))
-    say(f"{arch}: timing {len(workers)} rows interleaved at {cfg.threads} threads "
-        f"(>= {cfg.runs} runs and >= {cfg.min_time:g} s each) ...")
+            workers.append(
+                Worker(
+                    f"{fmt}-{p}",
+                    {
+                        "kind": "artifact",
+                        "path": str(a.artifact),
+                        "threads": cfg.threads,
+                        "pixels": str(work / "latency_pixel.npy"),
+                    },
+                    log,
+                )
+            )
+    say(
+        f"{arch}: timing {len(workers)} rows interleaved at {cfg.threads} threads "
+        f"(>= {cfg.runs} runs and >= {cfg.min_time:g} s each) ..."
+    )
     measure(workers, cfg.runs, cfg.min_time, eval_pixels=work / "pixels.npy", eval_dir=work, progress=say)
     by_key = {w.key: w for w in workers}
 
     base = by_key["torch-fp32"]
     base_median = base.info.get("latency", {}).get("median_ms")
-    rows = [_row(arch, weights, "torch", "fp32", base, None, reference_metrics(ref, labels), base_median,
-                 status="baseline" if base.error is None else "failed", reason=base.error)]
+    rows = [
+        _row(
+            arch,
+            weights,
+            "torch",
+            "fp32",
+            base,
+            None,
+            reference_metrics(ref, labels),
+            base_median,
+            status="baseline" if base.error is None else "failed",
+            reason=base.error,
+        )
+    ]
     rows[0]["size_mb"] = sum(v.numel() * v.element_size() for v in ckpt.model.state_dict().values()) / 1e6
     rows[0]["size_note"] = "parameters and buffers in memory (fp32)"
     for fmt in cfg.formats:
@@ -391,20 +468,41 @@ def bench_model(cfg: BenchConfig, weights: Path, say) -> dict:
             calib_pixels = generated_pixels(ckpt.meta.contract, max(cfg.layer_images, 8))
         layers = layer_reports(cfg, ckpt, arts, calib_pixels, log, say, cache)
     shutil.rmtree(work, ignore_errors=True)
-    return {"architecture": arch, "checkpoint": str(weights), "checkpoint_sha256": ckpt.sha256,
-            "labels": list(ckpt.meta.labels), "input_size": list(ckpt.meta.contract.input_size),
-            "evaluation": data_desc, "labelled": labels is not None, "rows": rows, "layer_reports": layers}
+    return {
+        "architecture": arch,
+        "checkpoint": str(weights),
+        "checkpoint_sha256": ckpt.sha256,
+        "labels": list(ckpt.meta.labels),
+        "input_size": list(ckpt.meta.contract.input_size),
+        "evaluation": data_desc,
+        "labelled": labels is not None,
+        "rows": rows,
+        "layer_reports": layers,
+    }
 
 
 def _row(arch, weights, fmt, precision, worker, art, metrics, base_median, status, reason=None) -> dict:
-    row = {"model": arch, "format": fmt, "precision": precision,
-           "runtime": EAGER_RUNTIME if fmt == "torch" else get_backend(fmt).RUNTIME, "status": status, "reason": reason}
+    row = {
+        "model": arch,
+        "format": fmt,
+        "precision": precision,
+        "runtime": EAGER_RUNTIME if fmt == "torch" else get_backend(fmt).RUNTIME,
+        "status": status,
+        "reason": reason,
+    }
     if art is not None:
-        row.update({"artifact": str(art.artifact) if art.artifact else None, "reused": art.reused,
-                    "export_s": art.export_s,
-                    "size_mb": art.size_bytes / 1e6 if art.size_bytes is not None else None,
-                    "quantization": art.meta.get("quantization_details") or None,
-                    "input": {k: art.meta.get("input", {}).get(k) for k in ("dtype", "layout", "shape")} if art.meta else None})
+        row.update(
+            {
+                "artifact": str(art.artifact) if art.artifact else None,
+                "reused": art.reused,
+                "export_s": art.export_s,
+                "size_mb": art.size_bytes / 1e6 if art.size_bytes is not None else None,
+                "quantization": art.meta.get("quantization_details") or None,
+                "input": {k: art.meta.get("input", {}).get(k) for k in ("dtype", "layout", "shape")}
+                if art.meta
+                else None,
+            }
+        )
     row.update(metrics)
     if worker is not None and worker.error is None and "latency" in worker.info:
         info = worker.info
@@ -413,9 +511,13 @@ def _row(arch, weights, fmt, precision, worker, art, metrics, base_median, statu
         row["latency"] = lat
         if base_median:
             row["latency_vs_eager"] = lat["median_ms"] / base_median
-        row["memory"] = {"peak_rss_mb": info.get("peak_rss_mb"), "rss_before_load_mb": info.get("rss_before_mb"),
-                         "peak_over_start_mb": (info["peak_rss_mb"] - info["rss_before_mb"])
-                         if info.get("peak_rss_mb") is not None and info.get("rss_before_mb") is not None else None}
+        row["memory"] = {
+            "peak_rss_mb": info.get("peak_rss_mb"),
+            "rss_before_load_mb": info.get("rss_before_mb"),
+            "peak_over_start_mb": (info["peak_rss_mb"] - info["rss_before_mb"])
+            if info.get("peak_rss_mb") is not None and info.get("rss_before_mb") is not None
+            else None,
+        }
     elif worker is not None and worker.error and not reason:
         row["reason"] = worker.error
     return row
@@ -436,8 +538,15 @@ def _untimed_eval(cfg, a: Artifact, pixels, ref, labels, precision, data_desc, l
         return {}, f"reference interpreter failed: {first_line(e)}", ""
     numerics = getattr(runner, "numerics", "")
     desc = data_desc if n == len(pixels) else f"first {n} of {data_desc}"
-    m = accuracy_metrics(scores, ref[:n], labels[:n] if labels is not None else None, precision,
-                         a.meta.get("output", {}).get("kind", "probabilities"), desc, numerics)
+    m = accuracy_metrics(
+        scores,
+        ref[:n],
+        labels[:n] if labels is not None else None,
+        precision,
+        a.meta.get("output", {}).get("kind", "probabilities"),
+        desc,
+        numerics,
+    )
     m["eval_seconds"] = time.perf_counter() - t0
     return m, None, numerics
 
@@ -475,8 +584,19 @@ def machine_info(threads: int) -> dict:
 
     cpu, isa = cpu_info()
     libs = {}
-    for pkg in ("mvit", "torch", "onnxruntime", "onnx", "ai-edge-litert", "litert-torch", "ai-edge-quantizer",
-                "torchao", "coremltools", "numpy", "matplotlib"):
+    for pkg in (
+        "mvit",
+        "torch",
+        "onnxruntime",
+        "onnx",
+        "ai-edge-litert",
+        "litert-torch",
+        "ai-edge-quantizer",
+        "torchao",
+        "coremltools",
+        "numpy",
+        "matplotlib",
+    ):
         try:
             libs[pkg] = version(pkg)
         except PackageNotFoundError:
@@ -485,10 +605,17 @@ def machine_info(threads: int) -> dict:
         mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     except (ValueError, OSError):
         mem = None
-    return {"cpu": cpu, "isa": isa, "cores": os.cpu_count(),
-            "cores_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-            "memory_gib": round(mem, 1) if mem else None, "os": platform.platform(), "python": platform.python_version(),
-            "threads": threads, "libraries": libs}
+    return {
+        "cpu": cpu,
+        "isa": isa,
+        "cores": os.cpu_count(),
+        "cores_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "memory_gib": round(mem, 1) if mem else None,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "threads": threads,
+        "libraries": libs,
+    }
 
 
 def run(cfg: BenchConfig, say=None) -> dict:
@@ -508,13 +635,20 @@ def run(cfg: BenchConfig, say=None) -> dict:
         "seconds": round(time.time() - t0, 1),
         "machine": machine_info(cfg.threads),
         "load_average_start_end": [load0, load1],
-        "settings": {"data": str(cfg.data), "calibration": str(cfg.calib) if cfg.calib else "data-free (ZeroQ)",
-                     "calibration_images": cfg.calib_count, "formats": list(cfg.formats),
-                     "precisions": list(cfg.precisions), "threads": cfg.threads, "min_runs": cfg.runs,
-                     "min_time_s": cfg.min_time, "batch": 1,
-                     "latency": "runner.invoke on a prepared batch-1 input (preprocessing excluded, reported as "
-                                "prepare_ms), rows interleaved round-robin in bursts of 0.25 s, one process per row",
-                     "memory": "peak resident set (ru_maxrss) of the row's own process after the timing runs; "
-                               "rss_before_load_mb is the same process with the runtime imported, before the model loads"},
+        "settings": {
+            "data": str(cfg.data),
+            "calibration": str(cfg.calib) if cfg.calib else "data-free (ZeroQ)",
+            "calibration_images": cfg.calib_count,
+            "formats": list(cfg.formats),
+            "precisions": list(cfg.precisions),
+            "threads": cfg.threads,
+            "min_runs": cfg.runs,
+            "min_time_s": cfg.min_time,
+            "batch": 1,
+            "latency": "runner.invoke on a prepared batch-1 input (preprocessing excluded, reported as "
+            "prepare_ms), rows interleaved round-robin in bursts of 0.25 s, one process per row",
+            "memory": "peak resident set (ru_maxrss) of the row's own process after the timing runs; "
+            "rss_before_load_mb is the same process with the runtime imported, before the model loads",
+        },
         "models": models,
     }

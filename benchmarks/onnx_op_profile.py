@@ -8,6 +8,7 @@ run interleaved, one run each in turn, thread spinning off):
 
     python -m mvit.benchmarks.onnx_op_profile runs/x/fp32/model.onnx runs/x/int8/model.onnx
 """
+
 from __future__ import annotations
 
 import json
@@ -17,12 +18,16 @@ from pathlib import Path
 
 import numpy as np
 
+from ..export.backends.onnx_backend import session
 from .matrix import cpu_line
 from .script_args import emit_report, fail, op_profile_args, op_profile_parser
-from ..export.backends.onnx_backend import session
 
-_DTYPES = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8, "tensor(int8)": np.int8,
-           "tensor(float16)": np.float16}
+_DTYPES = {
+    "tensor(float)": np.float32,
+    "tensor(uint8)": np.uint8,
+    "tensor(int8)": np.int8,
+    "tensor(float16)": np.float16,
+}
 
 
 def _feed(sess) -> dict:
@@ -51,8 +56,10 @@ def profile_all(paths: list[Path], threads: int = 2, runs: int = 30, warmup: int
         for r in range(warmup + runs):
             for k in [(r + i) % len(sessions) for i in range(len(sessions))]:
                 sessions[k].run(None, feeds[k])
-        return {path: _node_times(json.loads(Path(sess.end_profiling()).read_text()), warmup)
-                for path, sess in zip(paths, sessions)}
+        return {
+            path: _node_times(json.loads(Path(sess.end_profiling()).read_text()), warmup)
+            for path, sess in zip(paths, sessions)
+        }
 
 
 def profile(path: Path, threads: int = 2, runs: int = 30, warmup: int = 5) -> list[dict]:
@@ -72,8 +79,10 @@ def _node_times(events: list[dict], warmup: int) -> list[dict]:
         order.setdefault(name, (len(order), e["args"].get("op_name", "?")))
         times[name] += e["dur"] / 1000.0
     counted = max(1, len(runs_seen) - warmup)
-    return [{"index": i, "node": name, "op": op, "ms": times[name] / counted}
-            for name, (i, op) in sorted(order.items(), key=lambda kv: kv[1][0])]
+    return [
+        {"index": i, "node": name, "op": op, "ms": times[name] / counted}
+        for name, (i, op) in sorted(order.items(), key=lambda kv: kv[1][0])
+    ]
 
 
 def by_type(rows: list[dict]) -> dict[str, tuple[int, float]]:
@@ -88,15 +97,24 @@ def by_type(rows: list[dict]) -> dict[str, tuple[int, float]]:
 def render(profiles: dict[str, list[dict]], threads: int, runs: int, top: int = 10) -> str:
     """Markdown: per model, the op types by summed time, then the slowest nodes."""
 
-    lines = [f"# Per-op time in onnxruntime (CPU EP, {threads} threads, mean of {runs} profiled runs, models "
-             "interleaved)", "", f"CPU: {cpu_line(threads)}; thread spinning off (one session runs at a time).", "",
-             "Kernel time of every node as onnxruntime's profiler records it in whole-model runs, after graph "
-             "optimisation; profiling adds time per node, so sums exceed the wall time. Command: "
-             f"`python -m mvit.benchmarks.onnx_op_profile {' '.join(profiles)} --threads {threads} --runs {runs}`", ""]
+    lines = [
+        f"# Per-op time in onnxruntime (CPU EP, {threads} threads, mean of {runs} profiled runs, models interleaved)",
+        "",
+        f"CPU: {cpu_line(threads)}; thread spinning off (one session runs at a time).",
+        "",
+        "Kernel time of every node as onnxruntime's profiler records it in whole-model runs, after graph "
+        "optimisation; profiling adds time per node, so sums exceed the wall time. Command: "
+        f"`python -m mvit.benchmarks.onnx_op_profile {' '.join(profiles)} --threads {threads} --runs {runs}`",
+        "",
+    ]
     for name, rows in profiles.items():
         total = sum(r["ms"] for r in rows)
-        lines += [f"## {name}: {len(rows)} nodes, {total:.2f} ms summed", "",
-                  "| op | nodes | ms | share |", "|---|---:|---:|---:|"]
+        lines += [
+            f"## {name}: {len(rows)} nodes, {total:.2f} ms summed",
+            "",
+            "| op | nodes | ms | share |",
+            "|---|---:|---:|---:|",
+        ]
         for op, (n, ms) in sorted(by_type(rows).items(), key=lambda kv: -kv[1][1]):
             lines.append(f"| {op} | {n} | {ms:.3f} | {100 * ms / max(total, 1e-9):.1f}% |")
         lines += ["", f"Slowest {top}:", "", "| # | op | node | ms |", "|---:|---|---|---:|"]

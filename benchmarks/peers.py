@@ -26,6 +26,7 @@ onnxruntime's graph optimisation; QUANTIZE/DEQUANTIZE counts) does not depend on
 
 writes ``peers.md`` and ``peers.json`` to ``--out``; ``--work DIR --reuse`` times artifacts built earlier.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,26 +39,36 @@ from pathlib import Path
 
 import numpy as np
 
-from .census import census, heavy_ops
-from .latency import Worker, measure
-from .matrix import accuracy_metrics, machine_info, reference_metrics
 from ..export.api import export_model
 from ..export.backends import get_backend
 from ..export.base import IOSpec, TensorSpec
 from ..export.metadata import build_meta
 from ..export.parity import torch_logits
 from ..export.request import ExportRequest
-from ..model.checkpoint import CheckpointError, DEFAULT_CHECKPOINT, load_checkpoint
+from ..model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, load_checkpoint
 from ..model.images import image_files, labelled_indices, load_pixels
 from ..model.preprocess import normalize_hwc_uint8
 from ..quant.options import Int8Options
+from .census import census, heavy_ops
+from .latency import Worker, measure
+from .matrix import accuracy_metrics, machine_info, reference_metrics
 
 PEER = "peer"
 MVIT = "mvit"
-ROWS = ((PEER, "onnx", "fp32"), (MVIT, "onnx", "fp32"), (PEER, "onnx", "int8"), (MVIT, "onnx", "int8"),
-        (PEER, "tflite", "fp32"), (MVIT, "tflite", "fp32"), (PEER, "tflite", "int8"), (MVIT, "tflite", "int8"),
-        (PEER, "executorch", "fp32"), (MVIT, "executorch", "fp32"), (PEER, "executorch", "int8"),
-        (MVIT, "executorch", "int8"))
+ROWS = (
+    (PEER, "onnx", "fp32"),
+    (MVIT, "onnx", "fp32"),
+    (PEER, "onnx", "int8"),
+    (MVIT, "onnx", "int8"),
+    (PEER, "tflite", "fp32"),
+    (MVIT, "tflite", "fp32"),
+    (PEER, "tflite", "int8"),
+    (MVIT, "tflite", "int8"),
+    (PEER, "executorch", "fp32"),
+    (MVIT, "executorch", "fp32"),
+    (PEER, "executorch", "int8"),
+    (MVIT, "executorch", "int8"),
+)
 HOW = {
     (PEER, "onnx", "fp32"): "torch.onnx.export (defaults) + onnxruntime",
     (PEER, "onnx", "int8"): "onnxruntime quantize_static QDQ, per-channel, MinMax (stock)",
@@ -96,6 +107,7 @@ class Built:
 
 # ------------------------------------------------------------------------------------------ peers
 
+
 def onnx_fp32_peer(model, sample, path: Path) -> None:
     """What the PyTorch docs show: ``torch.onnx.export(model, (x,), path)``."""
     import torch
@@ -111,7 +123,7 @@ def onnx_int8_peer(fp32_path: Path, path: Path, calib: np.ndarray) -> None:
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.items = iter([{"image": calib[i:i + 1]} for i in range(len(calib))])
+            self.items = iter([{"image": calib[i : i + 1]} for i in range(len(calib))])
 
         def get_next(self):
             return next(self.items, None)
@@ -121,8 +133,9 @@ def onnx_int8_peer(fp32_path: Path, path: Path, calib: np.ndarray) -> None:
     # onnxruntime keeps every intermediate tensor of every image unless told to flush (FIELD_NOTES:
     # 128 images exhausted 24 GB); it fails when the image count is a multiple of the flush size
     flush = next(n for n in range(64, 1, -1) if len(calib) % n)
-    quantize_static(str(pre), str(path), Reader(), per_channel=True,
-                    extra_options={"CalibMaxIntermediateOutputs": flush})
+    quantize_static(
+        str(pre), str(path), Reader(), per_channel=True, extra_options={"CalibMaxIntermediateOutputs": flush}
+    )
     pre.unlink()
 
 
@@ -145,7 +158,7 @@ def tflite_int8_peer(model, sample, path: Path, calib: np.ndarray) -> None:
     prepared = prepare_pt2e(torch.export.export(model, (sample,)).module(), quantizer)
     with torch.no_grad():
         for i in range(len(calib)):
-            prepared(torch.from_numpy(calib[i:i + 1]))
+            prepared(torch.from_numpy(calib[i : i + 1]))
         converted = convert_pt2e(prepared, fold_quantize=False)
     litert_torch.convert(converted, (sample,), quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(str(path))
 
@@ -165,15 +178,17 @@ def executorch_int8_peer(model, sample, path: Path, calib: np.ndarray) -> None:
     """ExecuTorch's documented int8 recipe: XNNPACKQuantizer (symmetric, per-channel), PT2E calibration
     one image per call, then the XNNPACK lowering."""
     import torch
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
-                                                                         get_symmetric_quantization_config)
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
     prepared = prepare_pt2e(torch.export.export(model, (sample,)).module(), quantizer)
     with torch.no_grad():
         for i in range(len(calib)):
-            prepared(torch.from_numpy(calib[i:i + 1]))
+            prepared(torch.from_numpy(calib[i : i + 1]))
         converted = convert_pt2e(prepared)
     executorch_fp32_peer(converted, sample, path)
 
@@ -188,8 +203,12 @@ def _io_spec(path: Path, fmt: str):
     """The input/output tensors a file declares, read through its runtime (for its model_meta)."""
 
     io = get_backend(fmt).io_details(path)
-    return IOSpec(*(TensorSpec(d["name"], d["shape"], d["dtype"], layout, d["quantization"])
-                    for d, layout in ((io["input"], "NCHW"), (io["output"], "NC"))))
+    return IOSpec(
+        *(
+            TensorSpec(d["name"], d["shape"], d["dtype"], layout, d["quantization"])
+            for d, layout in ((io["input"], "NCHW"), (io["output"], "NC"))
+        )
+    )
 
 
 def label_peer(ckpt, path: Path, fmt: str, precision: str) -> None:
@@ -208,7 +227,6 @@ def build_peers(ckpt, calib: np.ndarray, work: Path, say) -> list[Built]:
     and ExecuTorch where it is installed."""
     import torch
 
-
     folder = work / PEER
     folder.mkdir(parents=True, exist_ok=True)
     h, w = ckpt.meta.contract.input_size
@@ -216,13 +234,17 @@ def build_peers(ckpt, calib: np.ndarray, work: Path, say) -> list[Built]:
     x = normalize_hwc_uint8(calib, ckpt.meta.contract)
     model = ckpt.model.eval()
     out = []
-    steps = (("onnx", "fp32", lambda p: onnx_fp32_peer(model, sample, p)),
-             ("onnx", "int8", lambda p: onnx_int8_peer(folder / "model-fp32.onnx", p, x)),
-             ("tflite", "fp32", lambda p: tflite_fp32_peer(model, sample, p)),
-             ("tflite", "int8", lambda p: tflite_int8_peer(model, sample, p, x)))
+    steps = (
+        ("onnx", "fp32", lambda p: onnx_fp32_peer(model, sample, p)),
+        ("onnx", "int8", lambda p: onnx_int8_peer(folder / "model-fp32.onnx", p, x)),
+        ("tflite", "fp32", lambda p: tflite_fp32_peer(model, sample, p)),
+        ("tflite", "int8", lambda p: tflite_int8_peer(model, sample, p, x)),
+    )
     if executorch_ready():
-        steps += (("executorch", "fp32", lambda p: executorch_fp32_peer(model, sample, p)),
-                  ("executorch", "int8", lambda p: executorch_int8_peer(model, sample, p, x)))
+        steps += (
+            ("executorch", "fp32", lambda p: executorch_fp32_peer(model, sample, p)),
+            ("executorch", "int8", lambda p: executorch_int8_peer(model, sample, p, x)),
+        )
     for fmt, precision, make in steps:
         path = folder / f"model-{precision}{get_backend(fmt).SUFFIX}"
         say(f"building the peer {fmt} {precision}: {HOW[(PEER, fmt, precision)]} ...")
@@ -240,9 +262,16 @@ def build_mvit(weights: Path, calib_dir: Path, calib_count: int, work: Path, thr
     ``mvit-export`` makes them."""
 
     formats = ("onnx", "tflite") + (("executorch",) if executorch_ready() else ())
-    request = ExportRequest(checkpoint=weights, formats=formats, precisions=("fp32", "int8"),
-                            out=work / MVIT, force=True, int8=Int8Options(calib=calib_dir, calib_count=calib_count),
-                            verify=False, threads=threads)
+    request = ExportRequest(
+        checkpoint=weights,
+        formats=formats,
+        precisions=("fp32", "int8"),
+        out=work / MVIT,
+        force=True,
+        int8=Int8Options(calib=calib_dir, calib_count=calib_count),
+        verify=False,
+        threads=threads,
+    )
     t0 = time.perf_counter()
     results = export_model(request, say=say)
     say(f"mvit-export: {len(results)} artifacts in {time.perf_counter() - t0:.0f} s")
@@ -251,10 +280,10 @@ def build_mvit(weights: Path, calib_dir: Path, calib_count: int, work: Path, thr
 
 # ------------------------------------------------------------------------------------------ run
 
+
 def run(args, say=print) -> dict:
     """Build (or reuse), time, evaluate and census every row; returns the report dictionary."""
     import torch
-
 
     torch.set_flush_denormal(True)
     torch.set_num_threads(1)  # this process builds and evaluates; the timed rows run in their own processes
@@ -264,8 +293,10 @@ def run(args, say=print) -> dict:
     work = Path(args.work)
     load_start = os.getloadavg()
     if args.reuse and (work / "built.json").exists():
-        built = [Built(d["maker"], d["fmt"], d["precision"], Path(d["path"]), d["build_s"])
-                 for d in json.loads((work / "built.json").read_text())]
+        built = [
+            Built(d["maker"], d["fmt"], d["precision"], Path(d["path"]), d["build_s"])
+            for d in json.loads((work / "built.json").read_text())
+        ]
         say(f"reusing the artifacts in {work}")
     else:
         calib, _ = load_pixels(image_files(args.calib), contract, args.calib_count)
@@ -273,8 +304,20 @@ def run(args, say=print) -> dict:
             raise PeersError(f"--calib {args.calib}: no readable images")
         built = build_mvit(weights, Path(args.calib), args.calib_count, work, args.threads, say)
         built += build_peers(ckpt, calib, work, say)
-        (work / "built.json").write_text(json.dumps([{"maker": b.maker, "fmt": b.fmt, "precision": b.precision,
-                                                       "path": str(b.path), "build_s": b.build_s} for b in built]))
+        (work / "built.json").write_text(
+            json.dumps(
+                [
+                    {
+                        "maker": b.maker,
+                        "fmt": b.fmt,
+                        "precision": b.precision,
+                        "path": str(b.path),
+                        "build_s": b.build_s,
+                    }
+                    for b in built
+                ]
+            )
+        )
     by_key = {(b.maker, b.fmt, b.precision): b for b in built}
     for b in built:
         b.census = census(b.path, b.fmt)
@@ -288,10 +331,22 @@ def run(args, say=print) -> dict:
     np.save(work / "val.npy", val)
     np.save(work / "one.npy", val[:1])
     log = work / "workers.log"
-    workers = [Worker("torch-fp32", {"kind": "torch", "weights": str(weights), "threads": args.threads,
-                                     "pixels": str(work / "one.npy")}, log)]
-    workers += [Worker(by_key[r].key, {"kind": "artifact", "path": str(by_key[r].path), "threads": args.threads,
-                                       "pixels": str(work / "one.npy")}, log) for r in ROWS if r in by_key]
+    workers = [
+        Worker(
+            "torch-fp32",
+            {"kind": "torch", "weights": str(weights), "threads": args.threads, "pixels": str(work / "one.npy")},
+            log,
+        )
+    ]
+    workers += [
+        Worker(
+            by_key[r].key,
+            {"kind": "artifact", "path": str(by_key[r].path), "threads": args.threads, "pixels": str(work / "one.npy")},
+            log,
+        )
+        for r in ROWS
+        if r in by_key
+    ]
     load_timing = os.getloadavg()
     say(f"timing {len(workers)} rows interleaved at {args.threads} threads (load average {load_timing[0]:.2f}) ...")
     t0 = time.perf_counter()
@@ -299,27 +354,50 @@ def run(args, say=print) -> dict:
     load_end = os.getloadavg()
     rows = []
     eager = workers[0]
-    base = {"maker": "pytorch", "format": "torch", "precision": "fp32", "how": "PyTorch eager (the float reference)",
-            **reference_metrics(ref, labels)}
+    base = {
+        "maker": "pytorch",
+        "format": "torch",
+        "precision": "fp32",
+        "how": "PyTorch eager (the float reference)",
+        **reference_metrics(ref, labels),
+    }
     if eager.error is None:
         base["latency"] = eager.info["latency"]
     rows.append(base)
     for w, r in zip(workers[1:], [r for r in ROWS if r in by_key]):
         b = by_key[r]
-        row = {"maker": b.maker, "format": b.fmt, "precision": b.precision, "how": HOW[r], "artifact": str(b.path),
-               "size_mb": b.path.stat().st_size / 1e6, "build_s": b.build_s, "census": b.census}
+        row = {
+            "maker": b.maker,
+            "format": b.fmt,
+            "precision": b.precision,
+            "how": HOW[r],
+            "artifact": str(b.path),
+            "size_mb": b.path.stat().st_size / 1e6,
+            "build_s": b.build_s,
+            "census": b.census,
+        }
         if w.error is not None:
             row["error"] = w.error
         else:
             row["latency"] = w.info["latency"]
-            row.update(accuracy_metrics(np.load(w.info["scores"]), ref, labels, b.precision, "logits",
-                                        f"{len(val)} images of {args.val}"))
+            row.update(
+                accuracy_metrics(
+                    np.load(w.info["scores"]), ref, labels, b.precision, "logits", f"{len(val)} images of {args.val}"
+                )
+            )
         rows.append(row)
-    return {"checkpoint": str(weights), "checkpoint_sha256": ckpt.sha256, "machine": machine_info(args.threads),
-            "threads": args.threads, "calibration": f"{args.calib_count} images of {args.calib}",
-            "evaluation": f"{len(val)} images of {args.val}", "timing_seconds": round(time.perf_counter() - t0, 1),
-            "load_average": {"start": load_start, "timing_start": load_timing, "timing_end": load_end},
-            "command": "python -m mvit.benchmarks.peers " + " ".join(sys.argv[1:]), "rows": rows}
+    return {
+        "checkpoint": str(weights),
+        "checkpoint_sha256": ckpt.sha256,
+        "machine": machine_info(args.threads),
+        "threads": args.threads,
+        "calibration": f"{args.calib_count} images of {args.calib}",
+        "evaluation": f"{len(val)} images of {args.val}",
+        "timing_seconds": round(time.perf_counter() - t0, 1),
+        "load_average": {"start": load_start, "timing_start": load_timing, "timing_end": load_end},
+        "command": "python -m mvit.benchmarks.peers " + " ".join(sys.argv[1:]),
+        "rows": rows,
+    }
 
 
 def _ms(row: dict) -> float | None:
@@ -344,8 +422,12 @@ def render(report: dict) -> str:
         f"Load average (1 min) before the run / at timing start / end: {la['start'][0]:.2f} / "
         f"{la['timing_start'][0]:.2f} / {la['timing_end'][0]:.2f} (the timed rows' own threads raise it towards "
         f"{report['threads']})"
-        + (" -- **measured while other processes loaded the machine: ratios side by side hold, absolute "
-           "milliseconds do not**" if loaded else " (quiet)."),
+        + (
+            " -- **measured while other processes loaded the machine: ratios side by side hold, absolute "
+            "milliseconds do not**"
+            if loaded
+            else " (quiet)."
+        ),
         "",
         f"Command: `{report['command']}`",
         "",
@@ -365,8 +447,11 @@ def render(report: dict) -> str:
             f"{vs_peer} | {vs_fp} | {100 * r['agreement']:.2f}% | "
             + (f"{100 * r['top1']:.2f}%" if r.get("top1") is not None else "")
             + f" | {r.get('size_mb', 0):.2f} | {heavy_ops(c) if c else ''} | "
-            + (f"{c['quantize']} / {c['dequantize']}" if c else "") + " |"
-            if ms is not None else f"| {r['maker']} {r['format']} {r['precision']} | {r['how']} | failed: {r.get('error')} |")
+            + (f"{c['quantize']} / {c['dequantize']}" if c else "")
+            + " |"
+            if ms is not None
+            else f"| {r['maker']} {r['format']} {r['precision']} | {r['how']} | failed: {r.get('error')} |"
+        )
     lines += ["", "Full op census per artifact (op(first input dtype): count) is in peers.json.", ""]
     return "\n".join(lines)
 

@@ -1,4 +1,5 @@
 """Reports of a benchmark run: JSON, a Markdown table, a PNG plot, and metric floors for CI."""
+
 from __future__ import annotations
 
 import fnmatch
@@ -11,10 +12,19 @@ from .device_results import row_checks
 
 # Metric names users give to --fail-below / --fail-above, and where each lives in a row.
 METRICS = {
-    "top1": ("top1",), "accuracy": ("top1",), "top5": ("top5",), "agreement": ("agreement",),
-    "cosine": ("cosine",), "kl": ("kl_mean",), "top1_drop": ("top1_drop_points",),
-    "latency_ms": ("latency", "median_ms"), "p90_ms": ("latency", "p90_ms"), "throughput": ("latency", "throughput_ips"),
-    "latency_vs_eager": ("latency_vs_eager",), "size_mb": ("size_mb",), "size_vs_fp32": ("size_vs_fp32",),
+    "top1": ("top1",),
+    "accuracy": ("top1",),
+    "top5": ("top5",),
+    "agreement": ("agreement",),
+    "cosine": ("cosine",),
+    "kl": ("kl_mean",),
+    "top1_drop": ("top1_drop_points",),
+    "latency_ms": ("latency", "median_ms"),
+    "p90_ms": ("latency", "p90_ms"),
+    "throughput": ("latency", "throughput_ips"),
+    "latency_vs_eager": ("latency_vs_eager",),
+    "size_mb": ("size_mb",),
+    "size_vs_fp32": ("size_vs_fp32",),
     "peak_rss_mb": ("memory", "peak_rss_mb"),
 }
 LATENCY_METRICS = {"latency_ms", "p90_ms", "throughput", "latency_vs_eager", "peak_rss_mb"}
@@ -34,6 +44,7 @@ def row_id(row: dict) -> str:
 
 
 # --------------------------------------------------------------------------------------------- floors
+
 
 def parse_floor(text: str) -> tuple[str, str, float]:
     """``[ROWS:]METRIC=VALUE`` -> (row glob, metric, value). ROWS is e.g. ``tflite-int8``, ``*-int8``."""
@@ -82,6 +93,7 @@ def check_floors(report: dict, below: list[str], above: list[str]) -> list[str]:
 
 # --------------------------------------------------------------------------------------------- Markdown
 
+
 def _f(v, fmt="{:.2f}", none="–"):
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return none
@@ -94,11 +106,13 @@ def markdown(report: dict) -> str:
     mach, s = report.get("machine"), report.get("settings") or {}
     if mach and report["models"]:
         libs = ", ".join(f"{k} {v}" for k, v in mach["libraries"].items() if v)
-        out += [f"- Machine: {mach['cpu']} ({mach['cores_available']} of {mach['cores']} cores available; "
-                f"{' '.join(mach['isa'])}), {mach['os']}",
-                f"- Threads: {s['threads']}; batch 1; latency of `invoke` on a prepared input, rows interleaved "
-                f"(>= {s['min_runs']} runs and >= {s['min_time_s']:g} s per row); load average at start/end: "
-                f"{_loads(report.get('load_average_start_end'))}"]
+        out += [
+            f"- Machine: {mach['cpu']} ({mach['cores_available']} of {mach['cores']} cores available; "
+            f"{' '.join(mach['isa'])}), {mach['os']}",
+            f"- Threads: {s['threads']}; batch 1; latency of `invoke` on a prepared input, rows interleaved "
+            f"(>= {s['min_runs']} runs and >= {s['min_time_s']:g} s per row); load average at start/end: "
+            f"{_loads(report.get('load_average_start_end'))}",
+        ]
         if "calibration" in s:
             out.append(f"- Data: {s['data']}; int8 calibration: {s['calibration']} ({s['calibration_images']} images)")
         out += [f"- Libraries: {libs}", f"- Run: {report['created']}, {report['seconds']:.0f} s", ""]
@@ -109,13 +123,17 @@ def markdown(report: dict) -> str:
             for lr in m.get("layer_reports", []):
                 out += _layer_md(lr)
             continue
-        out += [f"## {m['architecture']} ({m['input_size'][0]}x{m['input_size'][1]})", "",
-                f"Checkpoint `{Path(m['checkpoint']).name}` (sha256 {m['checkpoint_sha256'][:12]}); evaluation: "
-                f"{m['evaluation']}. Agreement = same top-1 as PyTorch fp32; KL = mean KL(float || artifact) of the "
-                f"softmax; cosine of logits (of log-probabilities for Core ML, whose output is probabilities).", "",
-                "| format | precision | status | size MB | top-1 % | top-5 % | agreement % | KL | cosine | "
-                "median ms | p90 ms | min ms | std ms | img/s | vs eager | load ms | first ms | peak MB |",
-                "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        out += [
+            f"## {m['architecture']} ({m['input_size'][0]}x{m['input_size'][1]})",
+            "",
+            f"Checkpoint `{Path(m['checkpoint']).name}` (sha256 {m['checkpoint_sha256'][:12]}); evaluation: "
+            f"{m['evaluation']}. Agreement = same top-1 as PyTorch fp32; KL = mean KL(float || artifact) of the "
+            f"softmax; cosine of logits (of log-probabilities for Core ML, whose output is probabilities).",
+            "",
+            "| format | precision | status | size MB | top-1 % | top-5 % | agreement % | KL | cosine | "
+            "median ms | p90 ms | min ms | std ms | img/s | vs eager | load ms | first ms | peak MB |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         notes = []
         for r in m["rows"]:
             lat = r.get("latency") or {}
@@ -124,22 +142,42 @@ def markdown(report: dict) -> str:
             if r.get("reason") or r.get("latency_note"):
                 notes.append(f"{r['format']} {r['precision']}: {r.get('reason') or r.get('latency_note')}")
                 status += f" [{len(notes)}]"
-            out.append("| " + " | ".join([
-                "PyTorch eager" if r["format"] == "torch" else r["format"], r["precision"], status,
-                _f(r.get("size_mb")), _f(_pct(r.get("top1")), "{:.1f}"), _f(_pct(r.get("top5")), "{:.1f}"),
-                _f(_pct(r.get("agreement")), "{:.1f}"), _f(r.get("kl_mean"), "{:.4f}"), _f(r.get("cosine"), "{:.4f}"),
-                _f(lat.get("median_ms")), _f(lat.get("p90_ms")), _f(lat.get("min_ms")), _f(lat.get("std_ms")),
-                _f(lat.get("throughput_ips"), "{:.0f}"), _f(r.get("latency_vs_eager"), "{:.2f}x"),
-                _f(lat.get("load_ms"), "{:.0f}"), _f(lat.get("first_ms"), "{:.1f}"), _f(mem.get("peak_rss_mb"), "{:.0f}"),
-            ]) + " |")
+            out.append(
+                "| "
+                + " | ".join(
+                    [
+                        "PyTorch eager" if r["format"] == "torch" else r["format"],
+                        r["precision"],
+                        status,
+                        _f(r.get("size_mb")),
+                        _f(_pct(r.get("top1")), "{:.1f}"),
+                        _f(_pct(r.get("top5")), "{:.1f}"),
+                        _f(_pct(r.get("agreement")), "{:.1f}"),
+                        _f(r.get("kl_mean"), "{:.4f}"),
+                        _f(r.get("cosine"), "{:.4f}"),
+                        _f(lat.get("median_ms")),
+                        _f(lat.get("p90_ms")),
+                        _f(lat.get("min_ms")),
+                        _f(lat.get("std_ms")),
+                        _f(lat.get("throughput_ips"), "{:.0f}"),
+                        _f(r.get("latency_vs_eager"), "{:.2f}x"),
+                        _f(lat.get("load_ms"), "{:.0f}"),
+                        _f(lat.get("first_ms"), "{:.1f}"),
+                        _f(mem.get("peak_rss_mb"), "{:.0f}"),
+                    ]
+                )
+                + " |"
+            )
         out.append("")
         for i, n in enumerate(notes, 1):
             out.append(f"[{i}] {n}  ")
         if notes:
             out.append("")
-        out.append("Size of the PyTorch row: parameters and buffers in memory. Peak MB: peak resident memory "
-                   "of the row's own process (Python, numpy, torch imported; see bench.json for the memory "
-                   "before the model was loaded).")
+        out.append(
+            "Size of the PyTorch row: parameters and buffers in memory. Peak MB: peak resident memory "
+            "of the row's own process (Python, numpy, torch imported; see bench.json for the memory "
+            "before the model was loaded)."
+        )
         out.append("")
         for lr in m.get("layer_reports", []):
             out += _layer_md(lr)
@@ -156,12 +194,16 @@ def _loads(pair):
 
 def _files_md(m: dict) -> list[str]:
     """The table of model files (``mvit-bench FILE ...``) and each file's op census."""
-    out = [f"## Model files ({m['evaluation']})", "",
-           "Metadata: where labels and preprocessing came from (the file's mvit metadata, the command's options, "
-           "or none: latency on a generated image only). Agreement, KL and cosine against the --reference model.", "",
-           "| file | format | precision | metadata | status | size MB | top-1 % | agreement % | KL | cosine | "
-           "median ms | p90 ms | min ms | load ms | first ms | peak MB | ops (XNNPACK) |",
-           "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    out = [
+        f"## Model files ({m['evaluation']})",
+        "",
+        "Metadata: where labels and preprocessing came from (the file's mvit metadata, the command's options, "
+        "or none: latency on a generated image only). Agreement, KL and cosine against the --reference model.",
+        "",
+        "| file | format | precision | metadata | status | size MB | top-1 % | agreement % | KL | cosine | "
+        "median ms | p90 ms | min ms | load ms | first ms | peak MB | ops (XNNPACK) |",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
     notes = []
     for r in m["rows"]:
         lat, mem, c = r.get("latency") or {}, r.get("memory") or {}, r.get("census") or {}
@@ -169,16 +211,44 @@ def _files_md(m: dict) -> list[str]:
         for n in ([r["reason"]] if r.get("reason") else []) + list(r.get("notes") or []):
             notes.append(f"{r.get('name') or Path(r['file']).name}: {n}")
             status += f" [{len(notes)}]"
-        ops = "–" if "ops_total" not in c else (
-            f"{c['ops_total']}" + (f" ({c['ops_delegated']} in {c['delegate_partitions']} partition"
-                                   f"{'s' if c['delegate_partitions'] != 1 else ''})" if c.get("delegate") else ""))
-        out.append("| " + " | ".join([
-            f"`{r.get('name') or Path(r['file']).name}`", r["format"], r.get("precision") or "–", r.get("metadata", "–"),
-            status,
-            _f(r.get("size_mb")), _f(_pct(r.get("top1")), "{:.1f}"), _f(_pct(r.get("agreement")), "{:.1f}"),
-            _f(r.get("kl_mean"), "{:.4f}"), _f(r.get("cosine"), "{:.4f}"), _f(lat.get("median_ms")),
-            _f(lat.get("p90_ms")), _f(lat.get("min_ms")), _f(lat.get("load_ms"), "{:.0f}"),
-            _f(lat.get("first_ms"), "{:.1f}"), _f(mem.get("peak_rss_mb"), "{:.0f}"), ops]) + " |")
+        ops = (
+            "–"
+            if "ops_total" not in c
+            else (
+                f"{c['ops_total']}"
+                + (
+                    f" ({c['ops_delegated']} in {c['delegate_partitions']} partition"
+                    f"{'s' if c['delegate_partitions'] != 1 else ''})"
+                    if c.get("delegate")
+                    else ""
+                )
+            )
+        )
+        out.append(
+            "| "
+            + " | ".join(
+                [
+                    f"`{r.get('name') or Path(r['file']).name}`",
+                    r["format"],
+                    r.get("precision") or "–",
+                    r.get("metadata", "–"),
+                    status,
+                    _f(r.get("size_mb")),
+                    _f(_pct(r.get("top1")), "{:.1f}"),
+                    _f(_pct(r.get("agreement")), "{:.1f}"),
+                    _f(r.get("kl_mean"), "{:.4f}"),
+                    _f(r.get("cosine"), "{:.4f}"),
+                    _f(lat.get("median_ms")),
+                    _f(lat.get("p90_ms")),
+                    _f(lat.get("min_ms")),
+                    _f(lat.get("load_ms"), "{:.0f}"),
+                    _f(lat.get("first_ms"), "{:.1f}"),
+                    _f(mem.get("peak_rss_mb"), "{:.0f}"),
+                    ops,
+                ]
+            )
+            + " |"
+        )
     out.append("")
     out += [f"[{i}] {n}  " for i, n in enumerate(notes, 1)] + ([""] if notes else [])
     for r in m["rows"]:
@@ -192,10 +262,12 @@ def _census_md(name: str, c: dict, top: int = 12) -> list[str]:
         return out + [f"Not available: {c['error']}", ""]
     line = f"{c.get('runtime')}: {c.get('ops_total')} ops"
     if c.get("delegate"):
-        line += (f", {c['ops_delegated']} run by the {c['delegate']} delegate in {c['delegate_partitions']} "
-                 f"partition{'s' if c['delegate_partitions'] != 1 else ''}")
+        line += (
+            f", {c['ops_delegated']} run by the {c['delegate']} delegate in {c['delegate_partitions']} "
+            f"partition{'s' if c['delegate_partitions'] != 1 else ''}"
+        )
         fb = c.get("fallback") or {}
-        line += (f"; outside it: {', '.join(f'{k} x{v}' for k, v in fb.items())}" if fb else "; nothing falls back")
+        line += f"; outside it: {', '.join(f'{k} x{v}' for k, v in fb.items())}" if fb else "; nothing falls back"
     if "file_nodes" in c:
         line += f" (the file holds {c['file_nodes']} nodes before onnxruntime's optimisation)"
     out += [line + f". {c.get('dtype_note', '')}", ""]
@@ -205,13 +277,19 @@ def _census_md(name: str, c: dict, top: int = 12) -> list[str]:
         out += [_integer_line(c["integer"]), ""]
     ops = c.get("ops") or []
     delegated = any("delegated" in o for o in ops)
-    out += ["| op | dtype | count |" + (" delegated |" if delegated else ""),
-            "|---|---|---:|" + ("---:|" if delegated else "")]
+    out += [
+        "| op | dtype | count |" + (" delegated |" if delegated else ""),
+        "|---|---|---:|" + ("---:|" if delegated else ""),
+    ]
     for o in ops[:top]:
-        out.append(f"| {o['op']} | {o['dtype']} | {o['count']} |" + (f" {o.get('delegated', 0)} |" if delegated else ""))
+        out.append(
+            f"| {o['op']} | {o['dtype']} | {o['count']} |" + (f" {o.get('delegated', 0)} |" if delegated else "")
+        )
     if len(ops) > top:
-        out.append(f"| ({len(ops) - top} more kinds in bench.json) | | {sum(o['count'] for o in ops[top:])} |"
-                   + (" |" if delegated else ""))
+        out.append(
+            f"| ({len(ops) - top} more kinds in bench.json) | | {sum(o['count'] for o in ops[top:])} |"
+            + (" |" if delegated else "")
+        )
     return out + [""]
 
 
@@ -220,30 +298,54 @@ def _integer_line(h: dict) -> str:
     conversions onnxruntime still runs after its optimisation."""
     conv = h.get("conversions") or {}
     conv_text = ", ".join(f"{v} {k}" for k, v in conv.items()) or "none"
-    return (f"**Integer: {h['integer_mac_ops']} of {h['mac_ops']} multiply-accumulate ops "
-            f"({h['integer_share']:.0%} by count); conversions after optimisation: {sum(conv.values())} "
-            f"({conv_text}).**")
+    return (
+        f"**Integer: {h['integer_mac_ops']} of {h['mac_ops']} multiply-accumulate ops "
+        f"({h['integer_share']:.0%} by count); conversions after optimisation: {sum(conv.values())} "
+        f"({conv_text}).**"
+    )
 
 
 def _device_md(run: dict) -> list[str]:
     """One phone run (a device_results file or an --adb session)."""
-    out = [f"## Phone: {run['device_label']}", "",
-           f"Source: {run['source']}{' (' + Path(run['file']).name + ')' if run.get('file') else ''}, "
-           f"measured {run['created']}. Only the inference is timed, on a prepared input.", "",
-           "| model | artifact | format | precision | accelerator (used) | threads | median ms | p90 ms | min ms | "
-           "mean ms | runs | load ms | first ms | top-1 on the fixed input | checks | note |",
-           "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|"]
+    out = [
+        f"## Phone: {run['device_label']}",
+        "",
+        f"Source: {run['source']}{' (' + Path(run['file']).name + ')' if run.get('file') else ''}, "
+        f"measured {run['created']}. Only the inference is timed, on a prepared input.",
+        "",
+        "| model | artifact | format | precision | accelerator (used) | threads | median ms | p90 ms | min ms | "
+        "mean ms | runs | load ms | first ms | top-1 on the fixed input | checks | note |",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|",
+    ]
     for r in run["rows"]:
         lat = r["latency"]
         p90 = _f(lat.get("p90_ms")) if lat.get("p90_ms") is not None else f"p95 {_f(lat.get('p95_ms'))}"
         top = r.get("top3") or []
-        out.append("| " + " | ".join([
-            r["model"], f"`{r['artifact']}`", r["format"], r["precision"],
-            r["accelerator"] + ("" if r["accelerator_used"] == r["accelerator"] else f" ({r['accelerator_used']})"),
-            _f(r.get("threads"), "{}"), _f(lat["median_ms"]), p90, _f(lat["min_ms"]), _f(lat["mean_ms"]),
-            str(lat["runs"]), _f(r.get("load_ms"), "{:.0f}"), _f(r.get("first_ms"), "{:.1f}"),
-            f"{top[0]['label']} {top[0]['score']:.2f}" if top else "–", row_checks(r),
-            (r.get("note") or "").replace("|", "/")]) + " |")
+        out.append(
+            "| "
+            + " | ".join(
+                [
+                    r["model"],
+                    f"`{r['artifact']}`",
+                    r["format"],
+                    r["precision"],
+                    r["accelerator"]
+                    + ("" if r["accelerator_used"] == r["accelerator"] else f" ({r['accelerator_used']})"),
+                    _f(r.get("threads"), "{}"),
+                    _f(lat["median_ms"]),
+                    p90,
+                    _f(lat["min_ms"]),
+                    _f(lat["mean_ms"]),
+                    str(lat["runs"]),
+                    _f(r.get("load_ms"), "{:.0f}"),
+                    _f(r.get("first_ms"), "{:.1f}"),
+                    f"{top[0]['label']} {top[0]['score']:.2f}" if top else "–",
+                    row_checks(r),
+                    (r.get("note") or "").replace("|", "/"),
+                ]
+            )
+            + " |"
+        )
     return out + [""]
 
 
@@ -256,17 +358,36 @@ def latency_points(report: dict) -> list[dict]:
         for r in m["rows"]:
             lat = r.get("latency") or {}
             if lat.get("median_ms"):
-                what = (r.get("name") or Path(r["file"]).name) if r.get("file") else \
-                    ("PyTorch eager" if r["format"] == "torch" else r["format"]) + f" {r['precision']}"
-                pts.append({"where": f"PC: {cpu}", "what": what, "format": r["format"], "precision": r.get("precision"),
-                            "accelerator": f"cpu, {threads} threads" if threads else "cpu",
-                            "median_ms": lat["median_ms"], "p90_ms": lat.get("p90_ms")})
+                what = (
+                    (r.get("name") or Path(r["file"]).name)
+                    if r.get("file")
+                    else ("PyTorch eager" if r["format"] == "torch" else r["format"]) + f" {r['precision']}"
+                )
+                pts.append(
+                    {
+                        "where": f"PC: {cpu}",
+                        "what": what,
+                        "format": r["format"],
+                        "precision": r.get("precision"),
+                        "accelerator": f"cpu, {threads} threads" if threads else "cpu",
+                        "median_ms": lat["median_ms"],
+                        "p90_ms": lat.get("p90_ms"),
+                    }
+                )
     for run in report.get("device_runs", []):
         for r in run["rows"]:
             acc = r["accelerator_used"] + (f", {r['threads']} threads" if r.get("threads") else "")
-            pts.append({"where": run["device_label"], "what": f"{r['artifact']}", "format": r["format"],
-                        "precision": r["precision"], "accelerator": acc, "median_ms": r["latency"]["median_ms"],
-                        "p90_ms": r["latency"].get("p90_ms")})
+            pts.append(
+                {
+                    "where": run["device_label"],
+                    "what": f"{r['artifact']}",
+                    "format": r["format"],
+                    "precision": r["precision"],
+                    "accelerator": acc,
+                    "median_ms": r["latency"]["median_ms"],
+                    "p90_ms": r["latency"].get("p90_ms"),
+                }
+            )
     return pts
 
 
@@ -274,12 +395,17 @@ def _side_by_side_md(report: dict) -> list[str]:
     """One table of every latency row, PC and phones, when phones are in the report."""
     if not report.get("device_runs"):
         return []
-    out = ["## Latency, this PC and the phones side by side", "",
-           "| where | model file / row | format | precision | runs on | median ms | p90 ms |",
-           "|---|---|---|---|---|---:|---:|"]
+    out = [
+        "## Latency, this PC and the phones side by side",
+        "",
+        "| where | model file / row | format | precision | runs on | median ms | p90 ms |",
+        "|---|---|---|---|---|---:|---:|",
+    ]
     for p in latency_points(report):
-        out.append(f"| {p['where']} | {p['what']} | {p['format']} | {p['precision'] or '–'} | {p['accelerator']} | "
-                   f"{_f(p['median_ms'])} | {_f(p['p90_ms'])} |")
+        out.append(
+            f"| {p['where']} | {p['what']} | {p['format']} | {p['precision'] or '–'} | {p['accelerator']} | "
+            f"{_f(p['median_ms'])} | {_f(p['p90_ms'])} |"
+        )
     return out + [""]
 
 
@@ -291,22 +417,34 @@ def _layer_md(lr: dict, top: int = 10) -> list[str]:
     out = [f"### Where the int8 error comes from: {lr['artifact']}", ""]
     if "error" in lr:
         return out + [f"Not available: {lr['error']}", ""]
-    out += [f"{lr['method']}; {lr['images']} calibration images. Local SQNR: the tensor against its own "
-            f"int8 quantize-dequantize (the error this layer adds); model SQNR: float model vs quantized "
-            f"model at this point (accumulated). Worst {top} of {len(lr['layers'])} by local SQNR:", "",
-            "| # | keep-float name | op | module | local SQNR dB | model SQNR dB | clipped % |",
-            "|---:|---|---|---|---:|---:|---:|"]
+    out += [
+        f"{lr['method']}; {lr['images']} calibration images. Local SQNR: the tensor against its own "
+        f"int8 quantize-dequantize (the error this layer adds); model SQNR: float model vs quantized "
+        f"model at this point (accumulated). Worst {top} of {len(lr['layers'])} by local SQNR:",
+        "",
+        "| # | keep-float name | op | module | local SQNR dB | model SQNR dB | clipped % |",
+        "|---:|---|---|---|---:|---:|---:|",
+    ]
     for i, r in enumerate(lr["layers"][:top], 1):
-        out.append(f"| {i} | `{r.get('keep_float_name') or '–'}` | {r['op']} | {r.get('module') or '–'} | "
-                   f"{r['local_sqnr_db']:.1f} | {_f(r.get('model_sqnr_db'), '{:.1f}')} | "
-                   f"{_f(r.get('clipped_pct'), '{:.2f}')} |")
+        out.append(
+            f"| {i} | `{r.get('keep_float_name') or '–'}` | {r['op']} | {r.get('module') or '–'} | "
+            f"{r['local_sqnr_db']:.1f} | {_f(r.get('model_sqnr_db'), '{:.1f}')} | "
+            f"{_f(r.get('clipped_pct'), '{:.2f}')} |"
+        )
     drops = sorted((r for r in lr["layers"] if r.get("drop_db") is not None), key=lambda r: -r["drop_db"])[:5]
     if drops:
-        out += ["", "Largest jumps in accumulated error (model SQNR of the layer's inputs minus of its output):", "",
-                "| keep-float name | op | module | drop dB | model SQNR dB |", "|---|---|---|---:|---:|"]
+        out += [
+            "",
+            "Largest jumps in accumulated error (model SQNR of the layer's inputs minus of its output):",
+            "",
+            "| keep-float name | op | module | drop dB | model SQNR dB |",
+            "|---|---|---|---:|---:|",
+        ]
         for r in drops:
-            out.append(f"| `{r.get('keep_float_name') or '–'}` | {r['op']} | {r.get('module') or '–'} | "
-                       f"{r['drop_db']:.1f} | {_f(r.get('model_sqnr_db'), '{:.1f}')} |")
+            out.append(
+                f"| `{r.get('keep_float_name') or '–'}` | {r['op']} | {r.get('module') or '–'} | "
+                f"{r['drop_db']:.1f} | {_f(r.get('model_sqnr_db'), '{:.1f}')} |"
+            )
     sug = lr.get("suggested_keep_float") or []
     if sug:
         fmt = lr["artifact"].split()[0]
@@ -341,12 +479,16 @@ def plot(report: dict, path: Path) -> str | None:
     def metric_of(m):
         return "top1" if m.get("labelled") else "agreement"
 
-    scatter = [m for m in report["models"]
-               if any(r.get(metric_of(m)) is not None and (r.get("latency") or {}).get("median_ms") for r in m["rows"])]
+    scatter = [
+        m
+        for m in report["models"]
+        if any(r.get(metric_of(m)) is not None and (r.get("latency") or {}).get("median_ms") for r in m["rows"])
+    ]
     bars = latency_points(report) if report.get("device_runs") or len(scatter) < len(report["models"]) else []
     panels = len(scatter) + (1 if bars else 0)
-    fig, axes = plt.subplots(1, max(1, panels), figsize=(6.4 * max(1, panels), 4.8 + (0.18 * len(bars) if bars else 0)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, max(1, panels), figsize=(6.4 * max(1, panels), 4.8 + (0.18 * len(bars) if bars else 0)), squeeze=False
+    )
     left_out, formats = [], set()
     for ax, m in zip(axes[0], scatter):
         metric = metric_of(m)
@@ -357,8 +499,14 @@ def plot(report: dict, path: Path) -> str | None:
                 left_out.append(f"{m['architecture']} {_label(r)}")
                 continue
             formats.add(r["format"])
-            ax.scatter(lat, 100 * y, marker=MARKERS.get(r["format"], "o"), s=140 if r["format"] == "torch" else 60,
-                       color="black" if r["format"] == "torch" else COLORS.get(r["precision"], "grey"), zorder=3)
+            ax.scatter(
+                lat,
+                100 * y,
+                marker=MARKERS.get(r["format"], "o"),
+                s=140 if r["format"] == "torch" else 60,
+                color="black" if r["format"] == "torch" else COLORS.get(r["precision"], "grey"),
+                zorder=3,
+            )
             ax.annotate(_label(r), (lat, 100 * y), textcoords="offset points", xytext=(5, 4), fontsize=7)
         ax.set_xscale("log")
         ax.set_xlabel(f"median latency, ms, log scale (batch 1, {report['settings']['threads']} threads)")
@@ -368,8 +516,9 @@ def plot(report: dict, path: Path) -> str | None:
     if bars:
         ax = axes[0][len(scatter)]
         names = [f"{p['what']} | {p['accelerator']} | {p['where']}" for p in bars]
-        ax.barh(range(len(bars)), [p["median_ms"] for p in bars],
-                color=[COLORS.get(p["precision"], "grey") for p in bars])
+        ax.barh(
+            range(len(bars)), [p["median_ms"] for p in bars], color=[COLORS.get(p["precision"], "grey") for p in bars]
+        )
         ax.set_yticks(range(len(bars)), names, fontsize=6)
         ax.invert_yaxis()
         ax.set_xscale("log")
@@ -379,8 +528,11 @@ def plot(report: dict, path: Path) -> str | None:
     if not panels:
         axes[0][0].text(0.5, 0.5, "no row has a latency", ha="center", va="center")
         axes[0][0].set_axis_off()
-    handles = [Line2D([], [], marker=MARKERS[f], linestyle="", color="grey", label=f)
-               for f in MARKERS if f in formats and f != "torch"]
+    handles = [
+        Line2D([], [], marker=MARKERS[f], linestyle="", color="grey", label=f)
+        for f in MARKERS
+        if f in formats and f != "torch"
+    ]
     if "torch" in formats:
         handles += [Line2D([], [], marker="*", linestyle="", color="black", markersize=10, label="PyTorch eager")]
     handles += [Line2D([], [], marker="o", linestyle="", color=c, label=p) for p, c in COLORS.items()]

@@ -1,5 +1,6 @@
 """Command line shared by the measurement scripts: the per-op profiles (tflite_op_profile,
 onnx_op_profile) and int8_sources."""
+
 from __future__ import annotations
 
 import argparse

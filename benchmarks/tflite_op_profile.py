@@ -9,6 +9,7 @@ Comparing two models side by side (fp32 and int8) shows which op types int8 make
 
     python -m mvit.benchmarks.tflite_op_profile runs/x/fp32/model.tflite runs/x/int8/model.tflite
 """
+
 from __future__ import annotations
 
 import os
@@ -77,10 +78,15 @@ def profile(path: Path, threads: int = 2, runs: int = 40, span: int = 1) -> list
         group = sg.operators[lo:hi]
         codes = [model.operatorCodes[op.opcodeIndex] for op in group]
         first, last = sg.tensors[group[0].inputs[0]], sg.tensors[group[-1].outputs[0]]
-        rows.append({"index": lo, "op": "+".join(ops_by_code.get(fb.get_builtin_code_from_operator_code(c), "CUSTOM")
-                                                 for c in codes),
-                     "dtype": f"{types[first.type]}>{types[last.type]}".lower(),
-                     "shape": [int(v) for v in last.shape], "ms": _median_ms(cut(model, lo, hi), threads, runs)})
+        rows.append(
+            {
+                "index": lo,
+                "op": "+".join(ops_by_code.get(fb.get_builtin_code_from_operator_code(c), "CUSTOM") for c in codes),
+                "dtype": f"{types[first.type]}>{types[last.type]}".lower(),
+                "shape": [int(v) for v in last.shape],
+                "ms": _median_ms(cut(model, lo, hi), threads, runs),
+            }
+        )
     return rows
 
 
@@ -97,16 +103,25 @@ def by_type(rows: list[dict]) -> dict[tuple[str, str], tuple[int, float]]:
 def render(profiles: dict[str, list[dict]], threads: int, top: int = 10) -> str:
     """Markdown: per model, the op types by summed time, then the slowest single rows."""
 
-    lines = [f"# Per-op latency (XNNPACK, {threads} threads, each op timed alone; medians)", "",
-             f"CPU: {cpu_line(threads)}.", "",
-             "Each row is a one-op model cut out of the file, so sums exceed the whole model's time: a one-op",
-             "model pays the interpreter's per-invoke overhead (what RESHAPE rows mostly show) and cannot show",
-             "what XNNPACK fuses in a full graph (a float PAD into the conv after it, for one). Command: "
-             "`python -m mvit.benchmarks.tflite_op_profile " + " ".join(profiles) + "`", ""]
+    lines = [
+        f"# Per-op latency (XNNPACK, {threads} threads, each op timed alone; medians)",
+        "",
+        f"CPU: {cpu_line(threads)}.",
+        "",
+        "Each row is a one-op model cut out of the file, so sums exceed the whole model's time: a one-op",
+        "model pays the interpreter's per-invoke overhead (what RESHAPE rows mostly show) and cannot show",
+        "what XNNPACK fuses in a full graph (a float PAD into the conv after it, for one). Command: "
+        "`python -m mvit.benchmarks.tflite_op_profile " + " ".join(profiles) + "`",
+        "",
+    ]
     for name, rows in profiles.items():
         total = sum(r["ms"] for r in rows)
-        lines += [f"## {name}: {len(rows)} rows, {total:.2f} ms summed", "",
-                  "| op | dtype | count | ms | share |", "|---|---|---:|---:|---:|"]
+        lines += [
+            f"## {name}: {len(rows)} rows, {total:.2f} ms summed",
+            "",
+            "| op | dtype | count | ms | share |",
+            "|---|---|---:|---:|---:|",
+        ]
         for (op, dt), (n, ms) in sorted(by_type(rows).items(), key=lambda kv: -kv[1][1]):
             lines.append(f"| {op} | {dt} | {n} | {ms:.3f} | {100 * ms / total:.1f}% |")
         lines += ["", f"Slowest {top}:", "", "| # | op | dtype | output shape | ms |", "|---:|---|---|---|---:|"]

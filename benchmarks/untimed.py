@@ -1,5 +1,6 @@
 """Numerics of a model file that cannot be timed here but whose runner runs (``Capabilities.untimed_numerics``;
 e.g. a Core AI ``.aimodel`` on coreai-core's bundled CPU runtime) (``mvit-bench FILE``; the matrix does the same through ``matrix._untimed_eval``)."""
+
 from __future__ import annotations
 
 import time
@@ -28,5 +29,8 @@ def untimed_scores(entry, eval_pixels: Path, threads: int, log: Path, say) -> di
             runner.close()
     out = eval_pixels.with_name(eval_pixels.stem + ".scores.npy")
     np.save(out, scores)
-    return {"scores": str(out), "numerics": getattr(runner, "numerics", ""),
-            "eval_seconds": round(time.perf_counter() - t0, 1)}
+    return {
+        "scores": str(out),
+        "numerics": getattr(runner, "numerics", ""),
+        "eval_seconds": round(time.perf_counter() - t0, 1),
+    }

@@ -17,6 +17,7 @@ original stdout; native libraries' chatter is redirected to stderr). Commands:
 The worker imports the project's modules inside its functions, on purpose: each row's process loads only
 its own runtime, so its memory figures are that runtime's, not torch's as well.
 """
+
 from __future__ import annotations
 
 import json
@@ -84,9 +85,9 @@ def _preimport(spec: dict) -> None:
 
         import mvit.model  # noqa: F401
     else:
-        from ..export.backends import format_of, get_backend
-
         import importlib
+
+        from ..export.backends import format_of, get_backend
 
         for name in get_backend(format_of(spec["path"])).RUNTIME_MODULES:
             importlib.import_module(name)
@@ -117,7 +118,9 @@ def main() -> int:
                 elif spec.get("meta") is not None:  # a file described by the caller (mvit.benchmarks.files)
                     from ..export.backends import format_of, get_backend
 
-                    runner = get_backend(format_of(spec["path"])).load_runner(spec["path"], spec["threads"], spec["meta"])
+                    runner = get_backend(format_of(spec["path"])).load_runner(
+                        spec["path"], spec["threads"], spec["meta"]
+                    )
                 else:
                     from ..export.api import load_artifact_runner
 

@@ -5,6 +5,7 @@
 format (``mvit.export.backends``), the metadata every artifact carries (``mvit.export.metadata``),
 runners (``mvit.export.runner``) and the parity check (``mvit.export.parity``).
 """
+
 import sys
 import types
 

@@ -4,6 +4,7 @@ Each artifact goes to ``out/<arch>-<precision>-<format>/`` with ``labels.txt``, 
 ``export.log`` (what the converters printed); the folder appears only when complete, built under a
 temporary name that a killed run leaves behind and the next run into the same folder removes.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,34 +13,36 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 from torch import nn
 
-from .backends import FORMATS, format_of, get_backend
-from .base import ExportCache, ExportError, ExportJob
-from .console import CapturedOutput, Console
-from .metadata import build_meta, timings, write_sidecars
-from .parity import ParityReport, check_runner, torch_logits
-from .request import ExportRequest, artifact_folder, artifact_name, folders_overlap
-from ..model.checkpoint import Checkpoint, DEFAULT_CHECKPOINT, load_checkpoint
+from ..model.checkpoint import DEFAULT_CHECKPOINT, Checkpoint, load_checkpoint
 from ..model.export_prep import prepare_for_export
 from ..model.images import ImageFolderError, generated_pixels, image_files, labelled_indices, load_pixels
 from ..model.preprocess import normalize_hwc_uint8
 from ..quant import QuantError
 from ..quant.plan import HELDOUT_IMAGES, Plan, SearchInputs, describe, int8_plan, needs_search, search_samples
 from ..quant.pt2e import calibrate_pt2e, calibration_key, calibration_states, model_input_range, seed_calibrations
+from .backends import FORMATS, format_of, get_backend
+from .base import ExportCache, ExportError, ExportJob
+from .console import CapturedOutput, Console
+from .metadata import build_meta, timings, write_sidecars
+from .parity import ParityReport, check_runner, torch_logits
+from .request import ExportRequest, artifact_folder, artifact_name, folders_overlap
+
 if TYPE_CHECKING:  # the QAT module imports the training loop: only its type here
     from ..quant.qat import LearnedRanges
 
-MAX_VERIFY = 200       # spare --calib images used for the parity check
-GENERATED_COUNT = 32   # generated images for the parity check when no real ones are given
+MAX_VERIFY = 200  # spare --calib images used for the parity check
+GENERATED_COUNT = 32  # generated images for the parity check when no real ones are given
 LOG_FILE = "export.log"
-_TMP_TAG = ".tmp-"     # temporary artifact folders: .<name>.tmp-<pid>-<random>
+_TMP_TAG = ".tmp-"  # temporary artifact folders: .<name>.tmp-<pid>-<random>
 
 
 @dataclass
@@ -68,15 +71,15 @@ class ExportResult:
 class _Data:
     """Calibration and verification images of one run (picklable: crosses to worker processes)."""
 
-    calib_pixels: np.ndarray | None = None   # N,H,W,3 uint8, for int8
+    calib_pixels: np.ndarray | None = None  # N,H,W,3 uint8, for int8
     calib_source: str = ""
     verify_pixels: np.ndarray | None = None
     verify_labels: np.ndarray | None = None
-    verify_names: list[str] | None = None     # the verification images' file names (parity lists changed top-1s)
+    verify_names: list[str] | None = None  # the verification images' file names (parity lists changed top-1s)
     verify_source: str = ""
     heldout_pixels: np.ndarray | None = None  # calibration-folder images the int8 search measures on
-    generated: bool = False                  # verification images are generated, not real
-    ref_logits: np.ndarray | None = None      # the float model on verify_pixels
+    generated: bool = False  # verification images are generated, not real
+    ref_logits: np.ndarray | None = None  # the float model on verify_pixels
     learned_ranges: LearnedRanges | None = None  # a QAT checkpoint's int8 activation ranges
 
 
@@ -108,8 +111,9 @@ class _Run:
         return artifact_folder(self.request.out, self.ckpt.meta.architecture, precision, fmt)
 
 
-def export_model(request: ExportRequest | None = None, *, say=None, cache: ExportCache | None = None,
-                 **kwargs) -> list[ExportResult]:
+def export_model(
+    request: ExportRequest | None = None, *, say=None, cache: ExportCache | None = None, **kwargs
+) -> list[ExportResult]:
     """Export per ``request`` (or ``ExportRequest.of(**kwargs)``: flat keywords, the int8 ones included);
     one ``ExportResult`` per artifact.
 
@@ -126,21 +130,24 @@ def export_model(request: ExportRequest | None = None, *, say=None, cache: Expor
     if existing and not request.force:
         raise ExportError(f"{existing[0]} exists; pass --force to replace it")
     _prepare_out(request.out)
-    say(f"exporting {arch} ({weights.name}) to {', '.join(request.formats)} x {', '.join(request.precisions)} "
-        f"in {request.out}")
+    say(
+        f"exporting {arch} ({weights.name}) to {', '.join(request.formats)} x {', '.join(request.precisions)} "
+        f"in {request.out}"
+    )
     learned = None
     if "int8" in request.precisions:
         from ..quant.qat import read_ranges
 
         learned = read_ranges(weights)
     routes = _int8_routes(request)
-    searching = learned is None and any(
-        needs_search(r, request.int8, weights, ckpt.sha256) for r in routes)
+    searching = learned is None and any(needs_search(r, request.int8, weights, ckpt.sha256) for r in routes)
     data = _load_data(request, ckpt, weights, say, heldout=searching)
     data.learned_ranges = learned
     if learned is not None:
-        say(f"int8 takes the {len(learned.ranges)} activation ranges learned by quantization-aware "
-            f"training (mvit-train --qat) from {weights.name}")
+        say(
+            f"int8 takes the {len(learned.ranges)} activation ranges learned by quantization-aware "
+            f"training (mvit-train --qat) from {weights.name}"
+        )
     if request.verify:
         assert data.verify_pixels is not None  # _load_data generates images when none are given
         data.ref_logits = torch_logits(ckpt.model, data.verify_pixels, ckpt.meta.contract)
@@ -167,24 +174,37 @@ def _int8_plan(run: _Run, route: str, fmt: str) -> Plan:
     unmet budget is an ExportError before anything is written."""
     import torch
 
-
     request, data, ckpt, export_net, say = run.request, run.data, run.ckpt, run.export_net, run.say
     backend, c = get_backend(fmt), ckpt.meta.contract
     options, search = request.int8, None
     if data.heldout_pixels is not None and len(data.heldout_pixels) and data.calib_pixels is not None:
         samples = search_samples(data.heldout_pixels)
-        search = SearchInputs(torch.from_numpy(normalize_hwc_uint8(data.calib_pixels, c)),
-                              torch.from_numpy(normalize_hwc_uint8(samples, c)), input_range=model_input_range(c))
+        search = SearchInputs(
+            torch.from_numpy(normalize_hwc_uint8(data.calib_pixels, c)),
+            torch.from_numpy(normalize_hwc_uint8(samples, c)),
+            input_range=model_input_range(c),
+        )
         if backend.CAPABILITIES.int8_search:  # measured in the format's own runtime
-            job = ExportJob(export_net, ckpt.meta, "int8", backend.INPUTS[0], data.calib_pixels,
-                            options.calib_method or backend.CALIB_METHODS[0], (), run.cache)
+            job = ExportJob(
+                export_net,
+                ckpt.meta,
+                "int8",
+                backend.INPUTS[0],
+                data.calib_pixels,
+                options.calib_method or backend.CALIB_METHODS[0],
+                (),
+                run.cache,
+            )
             search.evaluate = backend.int8_search_evaluator(job, samples, torch_logits(export_net, samples, c))
     try:
-        if data.learned_ranges is not None and options.searches:  # a QAT checkpoint: the float layers it was trained with
+        if (
+            data.learned_ranges is not None and options.searches
+        ):  # a QAT checkpoint: the float layers it was trained with
             plan = Plan(list(data.learned_ranges.keep_float), "quantization-aware training", options.min_agreement)
         else:
-            plan = int8_plan(route, export_net, options, search, checkpoint=run.weights, sha256=ckpt.sha256,
-                             cache=run.cache, say=say)
+            plan = int8_plan(
+                route, export_net, options, search, checkpoint=run.weights, sha256=ckpt.sha256, cache=run.cache, say=say
+            )
     except QuantError as e:
         raise ExportError(str(e)) from None
     say(describe(plan, route))
@@ -240,8 +260,9 @@ def _load_data(request: ExportRequest, ckpt, weights: Path, say, heldout: bool =
     if opts.calib is not None:
         files = image_files(opts.calib)
         bad: list[Path] = []
-        data.calib_pixels, used = load_pixels(files, contract, opts.calib_count if needs_calib else 0, warn=warn,
-                                              unreadable=bad)
+        data.calib_pixels, used = load_pixels(
+            files, contract, opts.calib_count if needs_calib else 0, warn=warn, unreadable=bad
+        )
         if needs_calib and len(data.calib_pixels) == 0:
             raise ImageFolderError(f"{opts.calib}: none of the image files could be read")
         if needs_calib and len(data.calib_pixels) < min(100, opts.calib_count):
@@ -253,8 +274,9 @@ def _load_data(request: ExportRequest, ckpt, weights: Path, say, heldout: bool =
             rest = [f for f in files if f not in taken]
             # the verification images come from the same folder: leave them at least half of the rest
             share = HELDOUT_IMAGES if request.verify_data is not None or not request.verify else len(rest) // 2
-            data.heldout_pixels, hused = load_pixels(rest, contract, min(HELDOUT_IMAGES, share), warn=warn,
-                                                     unreadable=bad)
+            data.heldout_pixels, hused = load_pixels(
+                rest, contract, min(HELDOUT_IMAGES, share), warn=warn, unreadable=bad
+            )
             taken |= set(hused) | set(bad)
         if request.verify and request.verify_data is None:
             rest = [f for f in files if f not in taken]
@@ -268,8 +290,7 @@ def _load_data(request: ExportRequest, ckpt, weights: Path, say, heldout: bool =
         from ..quant.calibration import data_free_pixels
 
         data.calib_pixels, data.calib_source = data_free_pixels(ckpt, weights, opts.zeroq_count, say)
-        warn(f"no --calib images: int8 calibrated on {data.calib_source}; real images calibrate better "
-             f"(--calib DIR)")
+        warn(f"no --calib images: int8 calibrated on {data.calib_source}; real images calibrate better (--calib DIR)")
     if needs_calib and heldout and opts.search_data is not None:
         data.heldout_pixels, _ = load_pixels(image_files(opts.search_data), contract, HELDOUT_IMAGES, warn=warn)
         if len(data.heldout_pixels) == 0:
@@ -298,11 +319,20 @@ def _jobs(run: _Run, fmt: str, cache: ExportCache | None = None) -> list[ExportJ
         else:
             precision_keep, source = request.int8.keep_float, "user"
         int8 = precision == "int8"
-        jobs.append(ExportJob(run.export_net, run.ckpt.meta, precision, request.input_mode or backend.INPUTS[0],
-                              run.data.calib_pixels if int8 else None,
-                              request.int8.calib_method or backend.CALIB_METHODS[0], precision_keep,
-                              run.cache if cache is None else cache,
-                              learned_ranges=run.data.learned_ranges if int8 else None, keep_float_source=source))
+        jobs.append(
+            ExportJob(
+                run.export_net,
+                run.ckpt.meta,
+                precision,
+                request.input_mode or backend.INPUTS[0],
+                run.data.calib_pixels if int8 else None,
+                request.int8.calib_method or backend.CALIB_METHODS[0],
+                precision_keep,
+                run.cache if cache is None else cache,
+                learned_ranges=run.data.learned_ranges if int8 else None,
+                keep_float_source=source,
+            )
+        )
     return jobs
 
 
@@ -327,8 +357,9 @@ def _export_parallel(run: _Run, jobs: int) -> list[ExportResult]:
     shared = _shared_calibrations(run)
     waiting = {fmt for graphs in shared.values() for fmt, _ in graphs}
     with _thread_env(request.threads), cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
-        futures = {fmt: pool.submit(_format_worker, request, data, fmt, plans, {})
-                   for fmt in order if fmt not in waiting}
+        futures = {
+            fmt: pool.submit(_format_worker, request, data, fmt, plans, {}) for fmt in order if fmt not in waiting
+        }
         try:
             if waiting:
                 threads = torch.get_num_threads()
@@ -337,8 +368,11 @@ def _export_parallel(run: _Run, jobs: int) -> list[ExportResult]:
                     states = _calibrate_once(shared, run.say)
                 finally:
                     torch.set_num_threads(threads)
-                futures |= {fmt: pool.submit(_format_worker, request, data, fmt, plans, states)
-                            for fmt in order if fmt in waiting}
+                futures |= {
+                    fmt: pool.submit(_format_worker, request, data, fmt, plans, states)
+                    for fmt in order
+                    if fmt in waiting
+                }
             done = {fmt: futures[fmt].result() for fmt in order}
         except BaseException:
             pool.shutdown(cancel_futures=True)
@@ -372,7 +406,7 @@ def _calibrate_once(shared: dict, say) -> dict:
     calibrate themselves and report the failure where it belongs)."""
 
     cache = ExportCache()
-    for key, graphs in shared.items():
+    for graphs in shared.values():
         graph, job = graphs[0][1]
         t0 = time.perf_counter()
         try:
@@ -380,17 +414,19 @@ def _calibrate_once(shared: dict, say) -> dict:
         except Exception as e:  # noqa: BLE001
             say(f"warning: the shared int8 calibration failed ({type(e).__name__}); each format calibrates its own")
             return {}
-        say(f"int8 calibration for {', '.join(fmt for fmt, _ in graphs)}: made once, in "
-            f"{time.perf_counter() - t0:.0f} s")
+        say(
+            f"int8 calibration for {', '.join(fmt for fmt, _ in graphs)}: made once, in "
+            f"{time.perf_counter() - t0:.0f} s"
+        )
     return calibration_states(cache)
 
 
-def _format_worker(request: ExportRequest, data: _Data, fmt: str, plans: dict[str, Plan],
-                   calibrations: dict) -> list[ExportResult]:
+def _format_worker(
+    request: ExportRequest, data: _Data, fmt: str, plans: dict[str, Plan], calibrations: dict
+) -> list[ExportResult]:
     """One format's exports in a worker process: the checkpoint loaded again, the shared calibrations'
     observer states (``calibrations``) seeded into its cache."""
     import torch
-
 
     torch.set_num_threads(request.threads)
     ckpt = load_checkpoint(request.checkpoint or DEFAULT_CHECKPOINT)
@@ -427,10 +463,13 @@ def _export_one(run: _Run, backend, job: ExportJob) -> ExportResult:
         with log.capture():
             artifact = tmp / artifact_name(backend.FORMAT)
             io = backend.export(job, artifact)
-            for key, seconds in timings(dict(io.quantization_details, int8_plan=plan.to_dict() if plan else {})).items():
+            for key, seconds in timings(
+                dict(io.quantization_details, int8_plan=plan.to_dict() if plan else {})
+            ).items():
                 print(f"{label}: {key} {seconds} s")
-            meta = build_meta(ckpt.meta, io, backend.FORMAT, job.precision, ckpt.sha256,
-                              plan.to_dict() if plan is not None else None)
+            meta = build_meta(
+                ckpt.meta, io, backend.FORMAT, job.precision, ckpt.sha256, plan.to_dict() if plan is not None else None
+            )
             meta["quantization_details"] = dict(meta["quantization_details"], input_mode=job.input_mode)
             if job.precision == "int8":
                 meta["quantization_details"]["calibration_source"] = data.calib_source
@@ -461,14 +500,26 @@ def _export_one(run: _Run, backend, job: ExportJob) -> ExportResult:
             raise ExportError(f"{label}: {e}" + (f"; converter output in {kept}" if kept else "")) from e
         if isinstance(e, Exception) and not isinstance(e, ExportError):
             first = (str(e).strip().splitlines() or [""])[0][:200]
-            raise ExportError(f"{label}: conversion failed ({type(e).__name__}: {first})"
-                              + (f"; converter output in {kept}" if kept else "")) from e
+            raise ExportError(
+                f"{label}: conversion failed ({type(e).__name__}: {first})"
+                + (f"; converter output in {kept}" if kept else "")
+            ) from e
         if isinstance(e, ExportError) and kept:
             raise ExportError(f"{e}; converter output in {kept}") from e
         raise
     final = target / artifact_name(backend.FORMAT)
-    return ExportResult(backend.FORMAT, job.precision, target, final, _size(final), time.perf_counter() - t0,
-                        meta, parity, notes, target / LOG_FILE)
+    return ExportResult(
+        backend.FORMAT,
+        job.precision,
+        target,
+        final,
+        _size(final),
+        time.perf_counter() - t0,
+        meta,
+        parity,
+        notes,
+        target / LOG_FILE,
+    )
 
 
 def _keep_log(tmp: Path, target: Path) -> Path | None:
@@ -502,8 +553,18 @@ def _verify(run: _Run, backend, artifact: Path, job: ExportJob) -> tuple[ParityR
     try:
         # generated images: near-tie top-1s make agreement meaningless, so only logit metrics gate
         floors = {"top1_agreement": request.int8.min_agreement} if job.precision == "int8" else None
-        parity = check_runner(runner, run.ckpt.model, px, job.precision, lab, src, ref, gate_agreement=not data.generated,
-                              floors=floors, names=names)
+        parity = check_runner(
+            runner,
+            run.ckpt.model,
+            px,
+            job.precision,
+            lab,
+            src,
+            ref,
+            gate_agreement=not data.generated,
+            floors=floors,
+            names=names,
+        )
     finally:
         runner.close()
     return parity, notes

@@ -4,6 +4,7 @@ A backend is one module, ``export/backends/<format>_backend.py``, registered in
 ``mvit.export.backends.FORMATS``; everything format-specific lives there and nowhere else. Its
 artifacts run through ``mvit.export.runner.Runner`` subclasses: pixels in, float scores out.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -32,13 +33,18 @@ class TensorSpec:
 
     name: str
     shape: list[int]
-    dtype: str                      # float32 | float16 | uint8 | int8
-    layout: str = "NCHW"            # NCHW | NHWC (inputs); "NC" for outputs
+    dtype: str  # float32 | float16 | uint8 | int8
+    layout: str = "NCHW"  # NCHW | NHWC (inputs); "NC" for outputs
     quantization: dict | None = None  # {"scale": s, "zero_point": z}: real = (q - z) * s
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "layout": self.layout,
-                "quantization": self.quantization}
+        return {
+            "name": self.name,
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "layout": self.layout,
+            "quantization": self.quantization,
+        }
 
 
 @dataclass
@@ -64,16 +70,16 @@ class ExportCache(QuantCache):
 class ExportJob:
     """Everything a backend needs to convert one checkpoint at one precision."""
 
-    model: nn.Module                # float model, eval mode
+    model: nn.Module  # float model, eval mode
     meta: CheckpointMeta
-    precision: str                  # one of PRECISIONS
+    precision: str  # one of PRECISIONS
     input_mode: str = "float-nchw"  # one of INPUT_MODES
     calib_pixels: np.ndarray | None = None  # N,H,W,3 uint8 RGB (resized + cropped), for int8
     calib_method: str = "min-max"
-    keep_float: tuple[str, ...] = ()   # module names or op types kept in float (int8: the plan's; () = none)
+    keep_float: tuple[str, ...] = ()  # module names or op types kept in float (int8: the plan's; () = none)
     cache: ExportCache = field(default_factory=ExportCache)  # shared between formats of one export run
     learned_ranges: Any = None  # a QAT checkpoint's activation ranges (mvit.quant.qat.LearnedRanges), for int8
-    keep_float_source: str = "user"    # where keep_float came from (mvit.quant.plan.Plan.source)
+    keep_float_source: str = "user"  # where keep_float came from (mvit.quant.plan.Plan.source)
 
     @property
     def contract(self) -> PreprocessContract:
@@ -83,8 +89,9 @@ class ExportJob:
         """How ``mvit.quant.pt2e`` calibrates this job (a ``Pt2eSettings``)."""
         from ..quant.pt2e import Pt2eSettings
 
-        return Pt2eSettings(self.calib_pixels, self.calib_method, self.keep_float, self.keep_float_source,
-                            self.learned_ranges)
+        return Pt2eSettings(
+            self.calib_pixels, self.calib_method, self.keep_float, self.keep_float_source, self.learned_ranges
+        )
 
     def calib_inputs(self) -> np.ndarray:
         """Calibration images as float NCHW model inputs (the contract's normalisation)."""
@@ -99,16 +106,20 @@ class Capabilities:
     member (``OPTIONAL_MEMBERS``). Callers ask these flags, never the format's name."""
 
     pt2e_calibration: bool = False  # calibration_graph: its int8 calibrates a PT2E graph, shareable between formats
-    int8_search: bool = False       # int8_search_evaluator: the int8 search measures candidates in its own runtime
-    layer_error: bool = False       # layer_error: per-layer error of its int8 artifact against its fp32 sibling
-    tensor_error: bool = False      # tensor_error: per-tensor error of its int8 file against the float model
-    interpreted: bool = False       # its runner may be a reference interpreter here (seconds per image)
+    int8_search: bool = False  # int8_search_evaluator: the int8 search measures candidates in its own runtime
+    layer_error: bool = False  # layer_error: per-layer error of its int8 artifact against its fp32 sibling
+    tensor_error: bool = False  # tensor_error: per-tensor error of its int8 file against the float model
+    interpreted: bool = False  # its runner may be a reference interpreter here (seconds per image)
     untimed_numerics: bool = False  # cannot be timed here, but its runner runs: mvit-bench scores it in process
 
 
 # optional member -> the capability that says the backend has it
-OPTIONAL_MEMBERS = {"calibration_graph": "pt2e_calibration", "int8_search_evaluator": "int8_search",
-                    "layer_error": "layer_error", "tensor_error": "tensor_error"}
+OPTIONAL_MEMBERS = {
+    "calibration_graph": "pt2e_calibration",
+    "int8_search_evaluator": "int8_search",
+    "layer_error": "layer_error",
+    "tensor_error": "tensor_error",
+}
 
 
 class Backend(Protocol):
@@ -117,17 +128,17 @@ class Backend(Protocol):
     Members named in ``OPTIONAL_MEMBERS`` exist only where ``CAPABILITIES`` says so; all others always.
     """
 
-    FORMAT: str                      # the --format name: "onnx", "tflite", ...
-    SUFFIX: str                      # artifact suffix: ".onnx", ".tflite", ".mlpackage" (a folder), ...
-    RUNTIME: str                     # what runs the artifact here, for reports ("onnxruntime (CPU EP)")
-    PRECISIONS: tuple[str, ...]      # subset of PRECISIONS
-    INPUTS: tuple[str, ...]          # subset of INPUT_MODES; the first is the default
-    CALIB_METHODS: tuple[str, ...]   # int8 calibration methods; the first is the default
-    KEEP_FLOAT: dict[str, str]       # precision -> what --keep-float NAME means there; absent = refused
-    INT8_ROUTE: str                  # the mvit.quant route its int8 takes: "pt2e" or "onnxruntime-qdq"
+    FORMAT: str  # the --format name: "onnx", "tflite", ...
+    SUFFIX: str  # artifact suffix: ".onnx", ".tflite", ".mlpackage" (a folder), ...
+    RUNTIME: str  # what runs the artifact here, for reports ("onnxruntime (CPU EP)")
+    PRECISIONS: tuple[str, ...]  # subset of PRECISIONS
+    INPUTS: tuple[str, ...]  # subset of INPUT_MODES; the first is the default
+    CALIB_METHODS: tuple[str, ...]  # int8 calibration methods; the first is the default
+    KEEP_FLOAT: dict[str, str]  # precision -> what --keep-float NAME means there; absent = refused
+    INT8_ROUTE: str  # the mvit.quant route its int8 takes: "pt2e" or "onnxruntime-qdq"
     RUNTIME_MODULES: tuple[str, ...]  # Python modules of the runtime, imported before timing a model load
-    EXPORT_COST: int                 # relative export time, to start the slowest first when in parallel
-    CAPABILITIES: Capabilities       # which optional members it has, and how its runner behaves
+    EXPORT_COST: int  # relative export time, to start the slowest first when in parallel
+    CAPABILITIES: Capabilities  # which optional members it has, and how its runner behaves
 
     def export(self, job: ExportJob, path: Path) -> IOSpec:
         """Write the artifact for ``job`` to ``path`` (a temporary path the caller renames)."""
@@ -183,8 +194,9 @@ def supports(backend: Backend, member: str) -> bool:
     return getattr(backend.CAPABILITIES, OPTIONAL_MEMBERS[member])
 
 
-def option_problems(backend: Backend, precision: str, input_mode: str | None, calib_method: str | None,
-                    keep_float: tuple[str, ...]) -> list[str]:
+def option_problems(
+    backend: Backend, precision: str, input_mode: str | None, calib_method: str | None, keep_float: tuple[str, ...]
+) -> list[str]:
     """Why ``backend`` cannot export at these options (one line each; [] when it can)."""
     fmt, problems = backend.FORMAT, []
     why = backend.unavailable()

@@ -1,4 +1,5 @@
 """mvit-predict: top-k labels for images, from any artifact or checkpoint, using its own metadata."""
+
 from __future__ import annotations
 
 import argparse
@@ -7,16 +8,19 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import ExportError
-from ..model.checkpoint import CheckpointError, DEFAULT_CHECKPOINT
+from ..model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
 from ..model.preprocess import ImageLoadError, pixels_uint8
+from .base import ExportError
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mvit-predict", description=__doc__)
     p.add_argument("images", nargs="+", help="image files")
-    p.add_argument("--model", help="artifact (.onnx, .tflite, .mlpackage or its folder) or checkpoint "
-                                   "(.safetensors); default: the shipped checkpoint")
+    p.add_argument(
+        "--model",
+        help="artifact (.onnx, .tflite, .mlpackage or its folder) or checkpoint "
+        "(.safetensors); default: the shipped checkpoint",
+    )
     p.add_argument("--top", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     return p
@@ -34,16 +38,16 @@ def predict(model_path, images, top: int = 3, threads: int = 2) -> list[list[tup
     if path.suffix == ".safetensors":
         import torch
 
-        from .parity import torch_logits
         from ..model.checkpoint import load_checkpoint
+        from .parity import torch_logits
 
         ck = load_checkpoint(path)
         contract, labels, kind = ck.meta.contract, ck.meta.labels, "logits"
         torch.set_num_threads(threads)
         run = lambda px: torch_logits(ck.model, px, contract)  # noqa: E731
     else:
-        from .api import load_artifact_runner
         from ..model.contract import PreprocessContract
+        from .api import load_artifact_runner
 
         runner = load_artifact_runner(path, threads)
         contract = PreprocessContract.from_dict(runner.meta["preprocess"])

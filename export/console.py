@@ -6,6 +6,7 @@ subprocesses, so the capture works on file descriptors 1 and 2, not on ``sys.std
 keeps a duplicate of the original stderr taken before any capture, so progress lines still reach
 the terminal while the chatter is redirected.
 """
+
 from __future__ import annotations
 
 import contextlib

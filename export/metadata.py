@@ -1,13 +1,14 @@
 """model_meta.json: what every artifact says about itself (schema in docs/model_meta.md)."""
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import TypeGuard
 
-from .base import IOSpec
 from ..model.checkpoint import CheckpointMeta, atomic_write
 from ..model.contract import PreprocessContract
+from .base import IOSpec
 
 SCHEMA = "mvit.model_meta/1"
 META_FILE = "model_meta.json"
@@ -25,8 +26,9 @@ def version() -> str:
         return "0+unknown"
 
 
-def build_meta(ckpt_meta: CheckpointMeta, io: IOSpec, fmt: str, precision: str, source_sha256: str,
-               int8_plan: dict | None = None) -> dict:
+def build_meta(
+    ckpt_meta: CheckpointMeta, io: IOSpec, fmt: str, precision: str, source_sha256: str, int8_plan: dict | None = None
+) -> dict:
     """The model_meta dictionary for one artifact. ``int8_plan``: the layers an int8 artifact keeps
     float and how they were chosen (``mvit.quant.plan.Plan.to_dict()``), stored in
     ``quantization_details["int8_plan"]``."""
@@ -44,8 +46,9 @@ def build_meta(ckpt_meta: CheckpointMeta, io: IOSpec, fmt: str, precision: str, 
         "output": out,
         "format": fmt,
         "precision": precision,
-        "quantization_details": without_timings(dict(io.quantization_details,
-                                                     **({"int8_plan": int8_plan} if int8_plan else {}))),
+        "quantization_details": without_timings(
+            dict(io.quantization_details, **({"int8_plan": int8_plan} if int8_plan else {}))
+        ),
         "source_checkpoint_sha256": source_sha256,
         "mvit_version": version(),
     }
@@ -90,10 +93,19 @@ def meta_problems(meta: dict) -> list[str]:
     n_labels = len(labels) if _label_list(labels) else 0
     contract, pre_errs = _preprocess_problems(meta.get("preprocess"))
     schema = [] if meta.get("schema") == SCHEMA else [f"schema is {meta.get('schema')!r}, expected {SCHEMA!r}"]
-    num_classes = ([f"num_classes {meta['num_classes']} != {n_labels} labels"]
-                   if "num_classes" in meta and meta["num_classes"] != n_labels else [])
-    return (schema + _label_problems(labels) + num_classes + pre_errs
-            + _input_problems(meta.get("input"), contract) + _output_problems(meta.get("output"), n_labels))
+    num_classes = (
+        [f"num_classes {meta['num_classes']} != {n_labels} labels"]
+        if "num_classes" in meta and meta["num_classes"] != n_labels
+        else []
+    )
+    return (
+        schema
+        + _label_problems(labels)
+        + num_classes
+        + pre_errs
+        + _input_problems(meta.get("input"), contract)
+        + _output_problems(meta.get("output"), n_labels)
+    )
 
 
 def _label_list(labels) -> TypeGuard[list]:
@@ -119,7 +131,9 @@ def _preprocess_problems(pre) -> tuple[PreprocessContract | None, list[str]]:
         if key not in pre:
             errs.append(f"preprocess.{key} missing")
     if contract is not None and pre.get("resize_short") not in (None, contract.resize_short):
-        errs.append(f"preprocess.resize_short {pre.get('resize_short')} != {contract.resize_short} derived from input_size/crop_fraction")
+        errs.append(
+            f"preprocess.resize_short {pre.get('resize_short')} != {contract.resize_short} derived from input_size/crop_fraction"
+        )
     return contract, errs
 
 
@@ -165,8 +179,12 @@ def _output_problems(out, n_labels: int) -> list[str]:
 
 
 def _quant_ok(q) -> bool:
-    return (isinstance(q, dict) and isinstance(q.get("scale"), (int, float)) and q["scale"] > 0
-            and isinstance(q.get("zero_point"), int))
+    return (
+        isinstance(q, dict)
+        and isinstance(q.get("scale"), (int, float))
+        and q["scale"] > 0
+        and isinstance(q.get("zero_point"), int)
+    )
 
 
 def write_sidecars(folder: Path, meta: dict, stem: str | None = None) -> list[Path]:

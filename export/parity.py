@@ -1,4 +1,5 @@
 """Parity of an exported artifact with the float PyTorch model, on the same pixels."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -6,10 +7,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from .runner import Runner
 from ..model.contract import PreprocessContract
 from ..model.preprocess import normalize_hwc_uint8
 from ..quant.plan import DEFAULT_MIN_AGREEMENT, INT8_MIN_COSINE
+from .runner import Runner
 
 # Floors per precision. Agreement = same top-1 as the float model. An export gates int8 agreement at
 # its --min-agreement (the budget the int8 plan was chosen for; this default).
@@ -26,8 +27,8 @@ class ParityReport:
     """Agreement metrics of one artifact against the float model."""
 
     n: int
-    data: str                          # where the images came from
-    space: str                         # "logits" or "log-probabilities"
+    data: str  # where the images came from
+    space: str  # "logits" or "log-probabilities"
     top1_agreement: float
     top5_overlap: float
     mean_abs_diff: float
@@ -39,7 +40,7 @@ class ParityReport:
     thresholds: dict = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     numerics: str = ""
-    agreement_gated: bool = True       # False on generated images: top-1 there is often a near-tie
+    agreement_gated: bool = True  # False on generated images: top-1 there is often a near-tie
     # images whose top-1 changed, closest float decisions first: {"image", "float_top1", "artifact_top1",
     # "float_margin"} (float top-1 minus top-2, in ``space``); a margin near 0 is a near-tie
     changed: list[dict] = field(default_factory=list)
@@ -54,7 +55,9 @@ class ParityReport:
         return d
 
 
-def torch_logits(model: torch.nn.Module, pixels: np.ndarray, contract: PreprocessContract, batch: int = 16) -> np.ndarray:
+def torch_logits(
+    model: torch.nn.Module, pixels: np.ndarray, contract: PreprocessContract, batch: int = 16
+) -> np.ndarray:
     """Float reference: the contract's normalisation, then the eager model."""
     outs = []
     with torch.no_grad():
@@ -72,9 +75,18 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
 MAX_CHANGED = 20  # images listed in ParityReport.changed
 
 
-def compare(ref_logits: np.ndarray, out: np.ndarray, output_kind: str = "logits", labels: np.ndarray | None = None,
-            precision: str = "fp32", data: str = "", numerics: str = "", gate_agreement: bool = True,
-            floors: dict | None = None, names: list[str] | None = None) -> ParityReport:
+def compare(
+    ref_logits: np.ndarray,
+    out: np.ndarray,
+    output_kind: str = "logits",
+    labels: np.ndarray | None = None,
+    precision: str = "fp32",
+    data: str = "",
+    numerics: str = "",
+    gate_agreement: bool = True,
+    floors: dict | None = None,
+    names: list[str] | None = None,
+) -> ParityReport:
     """Metrics of artifact scores ``out`` against float ``ref_logits`` (same images, same order).
     ``floors`` replaces some of the precision's ``THRESHOLDS`` (an export's --min-agreement);
     ``names`` label the images in ``changed`` (default: their index).
@@ -101,20 +113,35 @@ def compare(ref_logits: np.ndarray, out: np.ndarray, output_kind: str = "logits"
     kl = (p * (ref_lp - out_lp)).sum(1)
     finite = bool(np.isfinite(out).all())
     rep = ParityReport(
-        n=len(out), data=data, space=space,
-        top1_agreement=float(np.mean(ref_top[:, 0] == out_top[:, 0])), top5_overlap=float(overlap),
-        mean_abs_diff=float(np.abs(a - b).mean()), max_abs_diff=float(np.abs(a - b).max()),
-        cosine=float(cos.mean()), kl_mean=float(kl.mean()),
-        thresholds={k: v for k, v in dict(THRESHOLDS.get(precision, {}), **(floors or {})).items()
-                    if gate_agreement or k != "top1_agreement"},
-        numerics=numerics, agreement_gated=gate_agreement,
+        n=len(out),
+        data=data,
+        space=space,
+        top1_agreement=float(np.mean(ref_top[:, 0] == out_top[:, 0])),
+        top5_overlap=float(overlap),
+        mean_abs_diff=float(np.abs(a - b).mean()),
+        max_abs_diff=float(np.abs(a - b).max()),
+        cosine=float(cos.mean()),
+        kl_mean=float(kl.mean()),
+        thresholds={
+            k: v
+            for k, v in dict(THRESHOLDS.get(precision, {}), **(floors or {})).items()
+            if gate_agreement or k != "top1_agreement"
+        },
+        numerics=numerics,
+        agreement_gated=gate_agreement,
     )
     top2 = np.sort(a, axis=1)[:, -2:] if a.shape[1] > 1 else np.concatenate([a, a], axis=1)
     margin = top2[:, 1] - top2[:, 0]
     changed = np.flatnonzero(ref_top[:, 0] != out_top[:, 0])
-    rep.changed = [{"image": names[i] if names is not None else int(i), "float_top1": int(ref_top[i, 0]),
-                    "artifact_top1": int(out_top[i, 0]), "float_margin": round(float(margin[i]), 4)}
-                   for i in sorted(changed, key=lambda i: margin[i])[:MAX_CHANGED]]
+    rep.changed = [
+        {
+            "image": names[i] if names is not None else int(i),
+            "float_top1": int(ref_top[i, 0]),
+            "artifact_top1": int(out_top[i, 0]),
+            "float_margin": round(float(margin[i]), 4),
+        }
+        for i in sorted(changed, key=lambda i: margin[i])[:MAX_CHANGED]
+    ]
     if labels is not None:
         rep.float_accuracy = float(np.mean(ref_top[:, 0] == labels))
         rep.artifact_accuracy = float(np.mean(out_top[:, 0] == labels))
@@ -127,14 +154,32 @@ def compare(ref_logits: np.ndarray, out: np.ndarray, output_kind: str = "logits"
     return rep
 
 
-def check_runner(runner: Runner, model: torch.nn.Module, pixels: np.ndarray, precision: str,
-                 labels: np.ndarray | None = None, data: str = "", ref: np.ndarray | None = None,
-                 gate_agreement: bool = True, floors: dict | None = None,
-                 names: list[str] | None = None) -> ParityReport:
+def check_runner(
+    runner: Runner,
+    model: torch.nn.Module,
+    pixels: np.ndarray,
+    precision: str,
+    labels: np.ndarray | None = None,
+    data: str = "",
+    ref: np.ndarray | None = None,
+    gate_agreement: bool = True,
+    floors: dict | None = None,
+    names: list[str] | None = None,
+) -> ParityReport:
     """Run ``pixels`` through the artifact and the float model (or use its precomputed ``ref``
     logits for the same pixels) and compare."""
     if ref is None:
         ref = torch_logits(model, pixels, runner.contract)
     out = runner.run(pixels)
-    return compare(ref, out, runner.output.get("kind", "logits"), labels, precision, data,
-                   getattr(runner, "numerics", ""), gate_agreement, floors, names)
+    return compare(
+        ref,
+        out,
+        runner.output.get("kind", "logits"),
+        labels,
+        precision,
+        data,
+        getattr(runner, "numerics", ""),
+        gate_agreement,
+        floors,
+        names,
+    )

@@ -5,14 +5,15 @@ directly; ``mvit.export.api.export_model(request)`` is the only way into export.
 one ``mvit.quant.options.Int8Options`` (``request.int8``). Formats come from the backend registry,
 precisions and input modes from ``mvit.export.base``, and artifact folders are named here, once.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 
+from ..quant.options import Int8Options
 from .backends import FORMATS, get_backend
 from .base import INPUT_MODES, PRECISIONS, ExportError, option_problems
-from ..quant.options import Int8Options
 
 INT8_FIELDS = tuple(f.name for f in fields(Int8Options) if f.name != "all_int8")  # flat names ``of`` takes
 
@@ -21,21 +22,21 @@ INT8_FIELDS = tuple(f.name for f in fields(Int8Options) if f.name != "all_int8")
 class ExportRequest:
     """One export run: which checkpoint, to which formats and precisions, calibrated and verified how."""
 
-    checkpoint: Path | None = None        # mvit .safetensors; None = the shipped model
+    checkpoint: Path | None = None  # mvit .safetensors; None = the shipped model
     formats: tuple[str, ...] = ("tflite",)
     precisions: tuple[str, ...] = ("fp32",)
-    out: Path = Path("out")               # one subfolder per artifact (``artifact_folder``)
-    force: bool = False                   # replace existing artifact folders
-    int8: Int8Options = Int8Options()     # calibration, float set and search of int8 (--calib images verify too)
-    input_mode: str | None = None         # None = each backend's default input
+    out: Path = Path("out")  # one subfolder per artifact (``artifact_folder``)
+    force: bool = False  # replace existing artifact folders
+    int8: Int8Options = Int8Options()  # calibration, float set and search of int8 (--calib images verify too)
+    input_mode: str | None = None  # None = each backend's default input
     verify: bool = True
-    verify_data: Path | None = None       # None = --calib images not used for calibration, else generated
-    threads: int = 2                      # CPU threads in all
-    jobs: int = 1                         # formats exported at once in worker processes
-    verbose: bool = False                 # converter output on the console as well as in export.log
+    verify_data: Path | None = None  # None = --calib images not used for calibration, else generated
+    threads: int = 2  # CPU threads in all
+    jobs: int = 1  # formats exported at once in worker processes
+    verbose: bool = False  # converter output on the console as well as in export.log
 
     @classmethod
-    def of(cls, **kwargs) -> "ExportRequest":
+    def of(cls, **kwargs) -> ExportRequest:
         """A request from flat keywords: the ``Int8Options`` ones (``INT8_FIELDS``; ``keep_float``
         as command-line words, ``none`` = every layer int8) go into ``int8``, the rest as they are."""
         int8 = {k: kwargs.pop(k) for k in INT8_FIELDS if k in kwargs}
@@ -60,8 +61,11 @@ class ExportRequest:
         if not self.precisions:
             errs.append("no precision given")
         errs += [f"unknown format {f!r}; choose from {', '.join(FORMATS)}" for f in self.formats if f not in FORMATS]
-        errs += [f"unknown precision {p!r}; choose from {', '.join(PRECISIONS)}" for p in self.precisions
-                 if p not in PRECISIONS]
+        errs += [
+            f"unknown precision {p!r}; choose from {', '.join(PRECISIONS)}"
+            for p in self.precisions
+            if p not in PRECISIONS
+        ]
         if self.input_mode is not None and self.input_mode not in INPUT_MODES:
             errs.append(f"unknown --input {self.input_mode!r}; choose from {', '.join(INPUT_MODES)}")
         for name, low in (("threads", 1), ("jobs", 1)):
@@ -69,10 +73,14 @@ class ExportRequest:
                 errs.append(f"--{name.replace('_', '-')} must be an integer >= {low}, got {getattr(self, name)!r}")
         int8 = self.int8
         errs += int8.problems("int8" in self.precisions)
-        if (int8.search_data is not None and self.verify_data is not None
-                and folders_overlap(int8.search_data, self.verify_data)):
-            errs.append("--search-data and --verify-data share images: the int8 search must not see the "
-                        "verification images")
+        if (
+            int8.search_data is not None
+            and self.verify_data is not None
+            and folders_overlap(int8.search_data, self.verify_data)
+        ):
+            errs.append(
+                "--search-data and --verify-data share images: the int8 search must not see the verification images"
+            )
         if errs:
             return errs
         for fmt in self.formats:
@@ -81,7 +89,7 @@ class ExportRequest:
                 errs += option_problems(backend, p, self.input_mode, int8.calib_method, int8.words())
         return errs
 
-    def check(self) -> "ExportRequest":
+    def check(self) -> ExportRequest:
         """Raise ExportError naming the first problem (``problems``); return the request."""
         errs = self.problems()
         if errs:

@@ -4,15 +4,16 @@ Runners take what a phone has, decoded pixels after resize and centre crop (uint
 apply the artifact's own input contract from its metadata, so parity checks and benchmarks exercise
 exactly the conversion an app must do.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 
-from .metadata import validate_meta
 from ..model.contract import PreprocessContract
 from ..model.preprocess import normalize_hwc_uint8
+from .metadata import validate_meta
 
 
 def quantize_array(x: np.ndarray, q: dict, dtype: str) -> np.ndarray:
@@ -70,7 +71,7 @@ class Runner:
         """Pixels -> float32 scores [N, classes]."""
         return self.finish(self.invoke(self.prepare(pixels)))
 
-    def reproducible(self) -> "Runner":
+    def reproducible(self) -> Runner:
         """A runner of the same artifact that computes the same numbers on every machine (app fixtures
         record them): this one, unless a subclass runs a platform's own engine where there is one."""
         return self

@@ -1,4 +1,5 @@
 """Rewrites of converted .tflite graphs that litert-torch's converter leaves for XNNPACK to pay for."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -38,8 +39,12 @@ def dequantize_before_pad(model_bytes: bytes) -> tuple[bytes, int]:
                 continue
             src, padded = int(pad.inputs[0]), int(pad.outputs[0])
             users = consumers.get(padded, [])
-            if (sg.tensors[src].type not in quantized or padded in set(sg.outputs)
-                    or len(users) != 1 or code(ops[users[0]]) != op_.DEQUANTIZE):
+            if (
+                sg.tensors[src].type not in quantized
+                or padded in set(sg.outputs)
+                or len(users) != 1
+                or code(ops[users[0]]) != op_.DEQUANTIZE
+            ):
                 continue
             deq = ops[users[0]]
             # The padded int8 tensor becomes the unpadded float one between DEQUANTIZE and PAD.
@@ -102,10 +107,16 @@ def float_softmax(model_bytes: bytes) -> tuple[bytes, int]:
                 sg.tensors.append(ft)
                 floats.append(len(sg.tensors) - 1)
             deq, quant = schema.OperatorT(), schema.OperatorT()
-            deq.opcodeIndex, deq.inputs, deq.outputs = code(op_.DEQUANTIZE), np.array([src], np.int32), np.array(
-                [floats[0]], np.int32)
-            quant.opcodeIndex, quant.inputs, quant.outputs = code(op_.QUANTIZE), np.array([floats[1]], np.int32), np.array(
-                [dst], np.int32)
+            deq.opcodeIndex, deq.inputs, deq.outputs = (
+                code(op_.DEQUANTIZE),
+                np.array([src], np.int32),
+                np.array([floats[0]], np.int32),
+            )
+            quant.opcodeIndex, quant.inputs, quant.outputs = (
+                code(op_.QUANTIZE),
+                np.array([floats[1]], np.int32),
+                np.array([dst], np.int32),
+            )
             op.inputs, op.outputs = np.array([floats[0]], np.int32), np.array([floats[1]], np.int32)
             new_ops += [deq, op, quant]
             changed += 1

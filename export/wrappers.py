@@ -1,4 +1,5 @@
 """Torch wrappers that put the preprocessing contract's arithmetic inside the exported graph."""
+
 from __future__ import annotations
 
 import torch
@@ -29,8 +30,13 @@ def pt2e_input_graph(job, module, sample, layout: str, in_model: bool):
     from ..quant.pt2e import Pt2eGraph, pixels_to_tensor
 
     normalize = None if in_model else (lambda px: normalize_hwc_uint8(px, job.contract))
-    return Pt2eGraph(job.model, module, sample, lambda px: pixels_to_tensor(px, layout, normalize),
-                     "pixels-nhwc" if in_model else "normalized-nchw")
+    return Pt2eGraph(
+        job.model,
+        module,
+        sample,
+        lambda px: pixels_to_tensor(px, layout, normalize),
+        "pixels-nhwc" if in_model else "normalized-nchw",
+    )
 
 
 def quantize_input_graph(job, module, sample, layout: str, in_model: bool, **kwargs):
@@ -38,5 +44,6 @@ def quantize_input_graph(job, module, sample, layout: str, in_model: bool, **kwa
     job's images mapped to that graph's input; returns (converted module, quantizer, details)."""
     from ..quant.pt2e import quantize_pt2e
 
-    return quantize_pt2e(pt2e_input_graph(job, module, sample, layout, in_model), job.pt2e_settings(), cache=job.cache,
-                         **kwargs)
+    return quantize_pt2e(
+        pt2e_input_graph(job, module, sample, layout, in_model), job.pt2e_settings(), cache=job.cache, **kwargs
+    )

@@ -1,5 +1,6 @@
 """The one checkpoint format: a single ``.safetensors`` file whose header metadata holds JSON
 (architecture, classes, labels, preprocessing contract, provenance). Loading never unpickles."""
+
 from __future__ import annotations
 
 import hashlib
@@ -37,22 +38,33 @@ class CheckpointMeta:
         return len(self.labels)
 
     def to_json(self) -> str:
-        return json.dumps({
-            "schema": SCHEMA, "architecture": self.architecture, "num_classes": self.num_classes,
-            "labels": self.labels, "preprocess": self.contract.to_dict(), "provenance": self.provenance,
-            "model_kwargs": self.model_kwargs,
-        })
+        return json.dumps(
+            {
+                "schema": SCHEMA,
+                "architecture": self.architecture,
+                "num_classes": self.num_classes,
+                "labels": self.labels,
+                "preprocess": self.contract.to_dict(),
+                "provenance": self.provenance,
+                "model_kwargs": self.model_kwargs,
+            }
+        )
 
     @classmethod
-    def from_json(cls, text: str) -> "CheckpointMeta":
+    def from_json(cls, text: str) -> CheckpointMeta:
         d = json.loads(text)
         if d.get("schema") != SCHEMA:
             raise ValueError(f"unknown checkpoint schema {d.get('schema')!r}")
         labels = [str(x) for x in d["labels"]]
         if int(d.get("num_classes", len(labels))) != len(labels):
             raise ValueError(f"num_classes {d['num_classes']} disagrees with {len(labels)} labels")
-        return cls(d["architecture"], labels, PreprocessContract.from_dict(d["preprocess"]),
-                   d.get("provenance", {}), d.get("model_kwargs", {}))
+        return cls(
+            d["architecture"],
+            labels,
+            PreprocessContract.from_dict(d["preprocess"]),
+            d.get("provenance", {}),
+            d.get("model_kwargs", {}),
+        )
 
 
 @dataclass
@@ -102,8 +114,11 @@ def save_checkpoint(path, model: nn.Module, meta: CheckpointMeta, extra_header: 
 
     if getattr(model, "num_classes", meta.num_classes) != meta.num_classes:
         raise CheckpointError(f"model has {model.num_classes} classes but {meta.num_classes} labels were given")
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()
-               if not k.endswith("num_batches_tracked")}
+    tensors = {
+        k: v.detach().to("cpu").contiguous()
+        for k, v in model.state_dict().items()
+        if not k.endswith("num_batches_tracked")
+    }
     header = dict(extra_header or {}) | {"mvit": meta.to_json()}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
     return Path(path)
@@ -134,8 +149,9 @@ def read_meta(path) -> CheckpointMeta:
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: corrupt or truncated safetensors file ({_first_line(e)})") from None
     if "mvit" not in header:
-        raise CheckpointError(f"{path}: a safetensors file without mvit metadata; import foreign weights "
-                              f"with `mvit-import` first")
+        raise CheckpointError(
+            f"{path}: a safetensors file without mvit metadata; import foreign weights with `mvit-import` first"
+        )
     try:
         return CheckpointMeta.from_json(header["mvit"])
     except (ValueError, KeyError, TypeError) as e:
@@ -184,8 +200,10 @@ def _check_file(path: Path) -> None:
     if len(head) == 9 and head[8:9] == b"{":
         return
     if head.startswith(b"PK\x03\x04") or (head[0] == 0x80 and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")):
-        raise CheckpointError(f"{path}: looks like a pickled PyTorch file; mvit never unpickles weights: "
-                              f"convert it with `mvit-import` (uses torch.load(weights_only=True))")
+        raise CheckpointError(
+            f"{path}: looks like a pickled PyTorch file; mvit never unpickles weights: "
+            f"convert it with `mvit-import` (uses torch.load(weights_only=True))"
+        )
 
 
 def _first_line(e: Exception) -> str:

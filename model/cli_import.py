@@ -1,4 +1,5 @@
 """mvit-import: turn timm / Hugging Face / ml-cvnets / torchvision weights into an mvit checkpoint."""
+
 from __future__ import annotations
 
 import argparse
@@ -6,15 +7,16 @@ import sys
 from pathlib import Path
 
 from .checkpoint import CheckpointError, CheckpointMeta, save_checkpoint
-from .import_weights import SOURCES, WeightImportError, default_contract_for, detect_source, load_into
-from .import_weights import read_state_dict
+from .import_weights import SOURCES, WeightImportError, default_contract_for, detect_source, load_into, read_state_dict
 from .registry import create, list_models
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mvit-import", description=__doc__)
-    p.add_argument("weights", help="weights file (.safetensors, .pt/.pth/.bin read with weights_only=True) "
-                                   "or a Hugging Face model folder")
+    p.add_argument(
+        "weights",
+        help="weights file (.safetensors, .pt/.pth/.bin read with weights_only=True) or a Hugging Face model folder",
+    )
     p.add_argument("--model", required=True, choices=list_models(), metavar="NAME", help="zoo architecture")
     p.add_argument("--source", default="auto", choices=("auto",) + SOURCES)
     p.add_argument("--labels", help="text file with one label per line (default: class_0, class_1, ...)")
@@ -32,9 +34,22 @@ def main(argv=None) -> int:
         if out.exists() and not args.force:
             raise CheckpointError(f"{out}: exists; pass --force to overwrite")
         sd = read_state_dict(args.weights)
-        head = next((v for k, v in sd.items() if k.endswith(("classifier.weight", "classifier.fc.weight",
-                                                              "head.fc.weight", "head.weight",
-                                                              "classifier.1.weight"))), None)
+        head = next(
+            (
+                v
+                for k, v in sd.items()
+                if k.endswith(
+                    (
+                        "classifier.weight",
+                        "classifier.fc.weight",
+                        "head.fc.weight",
+                        "head.weight",
+                        "classifier.1.weight",
+                    )
+                )
+            ),
+            None,
+        )
         num_classes = int(head.shape[0]) if head is not None else 1000
         labels = [f"class_{i}" for i in range(num_classes)]
         if args.labels:
@@ -45,14 +60,14 @@ def main(argv=None) -> int:
         source = detect_source(sd) if args.source == "auto" else args.source
         load_into(m, sd, source)
         contract = default_contract_for(source, args.model, args.img_size)
-        meta = CheckpointMeta(args.model, labels, contract,
-                              provenance={"imported_from": str(args.weights), "source": source})
+        meta = CheckpointMeta(
+            args.model, labels, contract, provenance={"imported_from": str(args.weights), "source": source}
+        )
         save_checkpoint(out, m, meta)
     except (CheckpointError, WeightImportError, OSError) as e:
         print(f"mvit-import: error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {out} ({args.model}, {num_classes} classes, source {source}, "
-          f"channel order {contract.channel_order})")
+    print(f"wrote {out} ({args.model}, {num_classes} classes, source {source}, channel order {contract.channel_order})")
     return 0
 
 

@@ -12,12 +12,12 @@ Pipeline for one image file (see ``model.preprocess``):
   5. reorder channels to ``channel_order`` (``BGR`` swaps R and B after normalisation, the
      Hugging Face MobileViT convention) and lay out as NCHW float32.
 """
-from __future__ import annotations
 
-from typing import cast
+from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import cast
 
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
 CHANNEL_ORDERS = ("RGB", "BGR")
@@ -69,7 +69,7 @@ class PreprocessContract:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "PreprocessContract":
+    def from_dict(cls, d: dict) -> PreprocessContract:
         """Inverse of ``to_dict``; unknown or derived keys are ignored."""
         try:
             return cls(
@@ -89,6 +89,9 @@ MVIT_DEFAULT = PreprocessContract()  # ml-cvnets trains MobileViT on RGB /255, n
 TIMM_MOBILEVIT = PreprocessContract(crop_fraction=0.9, interpolation="bicubic")
 HF_MOBILEVIT = PreprocessContract(crop_fraction=256 / 288, interpolation="bilinear", channel_order="BGR")
 IMAGENET_MEAN_STD = PreprocessContract(
-    input_size=(224, 224), crop_fraction=0.875, interpolation="bilinear",
-    mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+    input_size=(224, 224),
+    crop_fraction=0.875,
+    interpolation="bilinear",
+    mean=(0.485, 0.456, 0.406),
+    std=(0.229, 0.224, 0.225),
 )

@@ -9,6 +9,7 @@ contract crops them, training images at a slightly larger size for random-resize
 then runs on whole batches as tensor ops (on the GPU when training there), so no per-image Python
 work happens inside the training loop.
 """
+
 from __future__ import annotations
 
 import math
@@ -108,8 +109,13 @@ def find_splits(data_dir, val_fraction: float = 0.15, seed: int = 0) -> DatasetS
         tr_l += [i] * (len(items) - n_val)
     if not va_p:
         raise DatasetError(f"{root}: too few images for a validation split")
-    return DatasetSplits(Split(tr_p, tr_l, full.classes), Split(va_p, va_l, full.classes), full.classes,
-                         f"seeded split (val_fraction={val_fraction}, seed={seed})", root)
+    return DatasetSplits(
+        Split(tr_p, tr_l, full.classes),
+        Split(va_p, va_l, full.classes),
+        full.classes,
+        f"seeded split (val_fraction={val_fraction}, seed={seed})",
+        root,
+    )
 
 
 def _decode(job):
@@ -133,12 +139,13 @@ class DecodedImages:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def to(self, device) -> "DecodedImages":
+    def to(self, device) -> DecodedImages:
         return DecodedImages(self.pixels.to(device), self.labels.to(device), self.skipped)
 
 
-def decode_split(split: Split, size: int, contract: PreprocessContract | None = None, workers: int = 0,
-                 log=None) -> DecodedImages:
+def decode_split(
+    split: Split, size: int, contract: PreprocessContract | None = None, workers: int = 0, log=None
+) -> DecodedImages:
     """Decode every image of ``split`` once, in ``workers`` processes (0: one per CPU, at most 8).
 
     With ``contract`` the images are exactly what the contract feeds the model (resize, centre crop at
@@ -198,8 +205,14 @@ class AugmentConfig:
     saturation: float = 0.2
 
 
-def augment_batch(pixels: torch.Tensor, out_size: int, contract: PreprocessContract, cfg: AugmentConfig,
-                  generator: torch.Generator, dtype=torch.float32) -> torch.Tensor:
+def augment_batch(
+    pixels: torch.Tensor,
+    out_size: int,
+    contract: PreprocessContract,
+    cfg: AugmentConfig,
+    generator: torch.Generator,
+    dtype=torch.float32,
+) -> torch.Tensor:
     """uint8 [B, 3, S, S] -> normalised float [B, 3, out, out], augmented.
 
     All random numbers come from ``generator`` (a CPU generator), so the result is the same on any
@@ -226,7 +239,7 @@ def augment_batch(pixels: torch.Tensor, out_size: int, contract: PreprocessContr
     grid = F.affine_grid(theta, [b, 3, out_size, out_size], align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     j = (2 * u[:, 5:7] - 1).to(device=dev, dtype=torch.float32)
-    grey = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+    grey = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
     if cfg.saturation:
         s = (1 + cfg.saturation * j[:, 1]).view(b, 1, 1, 1)
         x = grey + (x - grey) * s

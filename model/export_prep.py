@@ -17,6 +17,7 @@ the shipped model's TFLite int8 agreement with the float model (benchmarks/resul
 Where the int8 route keeps the transformer float with int8 weights only, the fold only spreads each
 weight row's range and lowered agreement: it is not part of ``prepare_for_export``.
 """
+
 from __future__ import annotations
 
 import copy
@@ -33,9 +34,9 @@ class AttentionLayer(NamedTuple):
     """One attention layer of the zoo's transformers and the parts the rewrites touch."""
 
     module: nn.Module
-    qkv: nn.Linear    # fused query/key/value projection
-    out: nn.Linear    # output projection
-    scale_attr: str   # the module's query-scale attribute
+    qkv: nn.Linear  # fused query/key/value projection
+    out: nn.Linear  # output projection
+    scale_attr: str  # the module's query-scale attribute
 
 
 def attention_layers(model: nn.Module):

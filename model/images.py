@@ -1,5 +1,6 @@
 """Folders of images for calibration, verification and evaluation: listing, decoding per the
 preprocessing contract, class labels from folder names, and generated stand-ins when none are given."""
+
 from __future__ import annotations
 
 import random
@@ -30,8 +31,9 @@ def image_files(folder, seed: int = 0) -> list[Path]:
     return files
 
 
-def load_pixels(files, contract: PreprocessContract, limit: int | None = None, warn=None,
-                unreadable: list | None = None):
+def load_pixels(
+    files, contract: PreprocessContract, limit: int | None = None, warn=None, unreadable: list | None = None
+):
     """Decode up to ``limit`` readable images to N,H,W,3 uint8 (resized and cropped per contract).
 
     Unreadable files are skipped; ``warn`` gets one line saying how many and which (the first few), and

@@ -4,6 +4,7 @@ Each source's parameter names are translated to the zoo's (ml-cvnets) names by a
 regular expressions; Hugging Face's separate query/key/value projections are fused. Loading is
 strict: a wrong variant fails with the missing and unexpected keys listed.
 """
+
 from __future__ import annotations
 
 import re
@@ -22,9 +23,11 @@ class WeightImportError(ValueError):
 
 
 _CONV = [(r"\.convolution\.", ".block.conv."), (r"\.normalization\.", ".block.norm.")]
-_HF_IR = [(r"^(layer_@\d+\.\d+)\.expand_1x1\.", r"\1.block.exp_1x1."),
-          (r"^(layer_@\d+\.\d+)\.conv_3x3\.", r"\1.block.conv_3x3."),
-          (r"^(layer_@\d+\.\d+)\.reduce_1x1\.", r"\1.block.red_1x1.")]
+_HF_IR = [
+    (r"^(layer_@\d+\.\d+)\.expand_1x1\.", r"\1.block.exp_1x1."),
+    (r"^(layer_@\d+\.\d+)\.conv_3x3\.", r"\1.block.conv_3x3."),
+    (r"^(layer_@\d+\.\d+)\.reduce_1x1\.", r"\1.block.red_1x1."),
+]
 
 # (pattern, replacement) applied in order; stage indices are shifted by _shift_stage afterwards.
 _RULES: dict[str, list[tuple[str, str]]] = {
@@ -35,23 +38,36 @@ _RULES: dict[str, list[tuple[str, str]]] = {
         (r"^mobilevit\.encoder\.layer\.(\d+)\.downsampling_layer\.", r"layer_@\1.0."),
         (r"^mobilevit\.encoder\.layer\.(\d+)\.conv_kxk\.", r"layer_@\1.1.local_rep.conv_3x3."),
         (r"^mobilevit\.encoder\.layer\.(\d+)\.conv_1x1\.", r"layer_@\1.1.local_rep.conv_1x1."),
-        (r"^mobilevit\.encoder\.layer\.(\d+)\.transformer\.layer\.(\d+)\.layernorm_before\.",
-         r"layer_@\1.1.global_rep.\2.pre_norm_mha.0."),
-        (r"^mobilevit\.encoder\.layer\.(\d+)\.transformer\.layer\.(\d+)\.attention\.attention\.(query|key|value)\.",
-         r"layer_@\1.1.global_rep.\2.pre_norm_mha.1.\3."),
-        (r"^mobilevit\.encoder\.layer\.(\d+)\.transformer\.layer\.(\d+)\.attention\.output\.dense\.",
-         r"layer_@\1.1.global_rep.\2.pre_norm_mha.1.out_proj."),
-        (r"^mobilevit\.encoder\.layer\.(\d+)\.transformer\.layer\.(\d+)\.layernorm_after\.",
-         r"layer_@\1.1.global_rep.\2.pre_norm_ffn.0."),
-        (r"^mobilevit\.encoder\.layer\.(\d+)\.transformer\.layer\.(\d+)\.intermediate\.dense\.",
-         r"layer_@\1.1.global_rep.\2.pre_norm_ffn.1."),
-        (r"^mobilevit\.encoder\.layer\.(\d+)\.transformer\.layer\.(\d+)\.output\.dense\.",
-         r"layer_@\1.1.global_rep.\2.pre_norm_ffn.4."),
+        (
+            r"^mobilevit\.encoder\.layer\.(\d+)\.transformer\.layer\.(\d+)\.layernorm_before\.",
+            r"layer_@\1.1.global_rep.\2.pre_norm_mha.0.",
+        ),
+        (
+            r"^mobilevit\.encoder\.layer\.(\d+)\.transformer\.layer\.(\d+)\.attention\.attention\.(query|key|value)\.",
+            r"layer_@\1.1.global_rep.\2.pre_norm_mha.1.\3.",
+        ),
+        (
+            r"^mobilevit\.encoder\.layer\.(\d+)\.transformer\.layer\.(\d+)\.attention\.output\.dense\.",
+            r"layer_@\1.1.global_rep.\2.pre_norm_mha.1.out_proj.",
+        ),
+        (
+            r"^mobilevit\.encoder\.layer\.(\d+)\.transformer\.layer\.(\d+)\.layernorm_after\.",
+            r"layer_@\1.1.global_rep.\2.pre_norm_ffn.0.",
+        ),
+        (
+            r"^mobilevit\.encoder\.layer\.(\d+)\.transformer\.layer\.(\d+)\.intermediate\.dense\.",
+            r"layer_@\1.1.global_rep.\2.pre_norm_ffn.1.",
+        ),
+        (
+            r"^mobilevit\.encoder\.layer\.(\d+)\.transformer\.layer\.(\d+)\.output\.dense\.",
+            r"layer_@\1.1.global_rep.\2.pre_norm_ffn.4.",
+        ),
         (r"^mobilevit\.encoder\.layer\.(\d+)\.layernorm\.", r"layer_@\1.1.global_rep.FINAL."),
         (r"^mobilevit\.encoder\.layer\.(\d+)\.conv_projection\.", r"layer_@\1.1.conv_proj."),
         (r"^mobilevit\.encoder\.layer\.(\d+)\.fusion\.", r"layer_@\1.1.fusion."),
         (r"^classifier\.", "classifier.fc."),
-        *_HF_IR, *_CONV,
+        *_HF_IR,
+        *_CONV,
     ],
     "hf_v2": [
         (r"^mobilevitv2\.conv_stem\.", "conv_1."),
@@ -59,20 +75,31 @@ _RULES: dict[str, list[tuple[str, str]]] = {
         (r"^mobilevitv2\.encoder\.layer\.(\d+)\.downsampling_layer\.", r"layer_@\1.0."),
         (r"^mobilevitv2\.encoder\.layer\.(\d+)\.conv_kxk\.", r"layer_@\1.1.local_rep.0."),
         (r"^mobilevitv2\.encoder\.layer\.(\d+)\.conv_1x1\.", r"layer_@\1.1.local_rep.1."),
-        (r"^mobilevitv2\.encoder\.layer\.(\d+)\.transformer\.layer\.(\d+)\.layernorm_before\.",
-         r"layer_@\1.1.global_rep.\2.pre_norm_attn.0."),
-        (r"^mobilevitv2\.encoder\.layer\.(\d+)\.transformer\.layer\.(\d+)\.attention\.",
-         r"layer_@\1.1.global_rep.\2.pre_norm_attn.1."),
-        (r"^mobilevitv2\.encoder\.layer\.(\d+)\.transformer\.layer\.(\d+)\.layernorm_after\.",
-         r"layer_@\1.1.global_rep.\2.pre_norm_ffn.0."),
-        (r"^mobilevitv2\.encoder\.layer\.(\d+)\.transformer\.layer\.(\d+)\.ffn\.conv1\.",
-         r"layer_@\1.1.global_rep.\2.pre_norm_ffn.1."),
-        (r"^mobilevitv2\.encoder\.layer\.(\d+)\.transformer\.layer\.(\d+)\.ffn\.conv2\.",
-         r"layer_@\1.1.global_rep.\2.pre_norm_ffn.3."),
+        (
+            r"^mobilevitv2\.encoder\.layer\.(\d+)\.transformer\.layer\.(\d+)\.layernorm_before\.",
+            r"layer_@\1.1.global_rep.\2.pre_norm_attn.0.",
+        ),
+        (
+            r"^mobilevitv2\.encoder\.layer\.(\d+)\.transformer\.layer\.(\d+)\.attention\.",
+            r"layer_@\1.1.global_rep.\2.pre_norm_attn.1.",
+        ),
+        (
+            r"^mobilevitv2\.encoder\.layer\.(\d+)\.transformer\.layer\.(\d+)\.layernorm_after\.",
+            r"layer_@\1.1.global_rep.\2.pre_norm_ffn.0.",
+        ),
+        (
+            r"^mobilevitv2\.encoder\.layer\.(\d+)\.transformer\.layer\.(\d+)\.ffn\.conv1\.",
+            r"layer_@\1.1.global_rep.\2.pre_norm_ffn.1.",
+        ),
+        (
+            r"^mobilevitv2\.encoder\.layer\.(\d+)\.transformer\.layer\.(\d+)\.ffn\.conv2\.",
+            r"layer_@\1.1.global_rep.\2.pre_norm_ffn.3.",
+        ),
         (r"^mobilevitv2\.encoder\.layer\.(\d+)\.layernorm\.", r"layer_@\1.1.global_rep.FINAL."),
         (r"^mobilevitv2\.encoder\.layer\.(\d+)\.conv_projection\.", r"layer_@\1.1.conv_proj."),
         (r"^classifier\.", "classifier.fc."),
-        *_HF_IR, *_CONV,
+        *_HF_IR,
+        *_CONV,
     ],
     "timm_v1": [
         (r"^stem\.", "conv_1."),
@@ -92,7 +119,8 @@ _RULES: dict[str, list[tuple[str, str]]] = {
         (r"^stages\.(\d+)\.1\.norm\.", r"layer_@\1.1.global_rep.FINAL."),
         (r"^stages\.(\d+)\.1\.conv_proj\.", r"layer_@\1.1.conv_proj."),
         (r"^stages\.(\d+)\.1\.conv_fusion\.", r"layer_@\1.1.fusion."),
-        (r"(?<!block)\.conv\.weight$", ".block.conv.weight"), (r"\.bn\.", ".block.norm."),
+        (r"(?<!block)\.conv\.weight$", ".block.conv.weight"),
+        (r"\.bn\.", ".block.norm."),
     ],
     "timm_v2": [
         (r"^stem\.", "conv_1."),
@@ -103,16 +131,23 @@ _RULES: dict[str, list[tuple[str, str]]] = {
         (r"^stages\.(\d+)\.1\.conv_kxk\.", r"layer_@\1.1.local_rep.0."),
         (r"^stages\.(\d+)\.1\.conv_1x1\.weight$", r"layer_@\1.1.local_rep.1.block.conv.weight"),
         (r"^stages\.(\d+)\.1\.transformer\.(\d+)\.norm1\.", r"layer_@\1.1.global_rep.\2.pre_norm_attn.0."),
-        (r"^stages\.(\d+)\.1\.transformer\.(\d+)\.attn\.(qkv_proj|out_proj)\.(weight|bias)$",
-         r"layer_@\1.1.global_rep.\2.pre_norm_attn.1.\3.block.conv.\4"),
+        (
+            r"^stages\.(\d+)\.1\.transformer\.(\d+)\.attn\.(qkv_proj|out_proj)\.(weight|bias)$",
+            r"layer_@\1.1.global_rep.\2.pre_norm_attn.1.\3.block.conv.\4",
+        ),
         (r"^stages\.(\d+)\.1\.transformer\.(\d+)\.norm2\.", r"layer_@\1.1.global_rep.\2.pre_norm_ffn.0."),
-        (r"^stages\.(\d+)\.1\.transformer\.(\d+)\.mlp\.fc1\.(weight|bias)$",
-         r"layer_@\1.1.global_rep.\2.pre_norm_ffn.1.block.conv.\3"),
-        (r"^stages\.(\d+)\.1\.transformer\.(\d+)\.mlp\.fc2\.(weight|bias)$",
-         r"layer_@\1.1.global_rep.\2.pre_norm_ffn.3.block.conv.\3"),
+        (
+            r"^stages\.(\d+)\.1\.transformer\.(\d+)\.mlp\.fc1\.(weight|bias)$",
+            r"layer_@\1.1.global_rep.\2.pre_norm_ffn.1.block.conv.\3",
+        ),
+        (
+            r"^stages\.(\d+)\.1\.transformer\.(\d+)\.mlp\.fc2\.(weight|bias)$",
+            r"layer_@\1.1.global_rep.\2.pre_norm_ffn.3.block.conv.\3",
+        ),
         (r"^stages\.(\d+)\.1\.norm\.", r"layer_@\1.1.global_rep.FINAL."),
         (r"^stages\.(\d+)\.1\.conv_proj\.", r"layer_@\1.1.conv_proj."),
-        (r"(?<!block)\.conv\.weight$", ".block.conv.weight"), (r"\.bn\.", ".block.norm."),
+        (r"(?<!block)\.conv\.weight$", ".block.conv.weight"),
+        (r"\.bn\.", ".block.norm."),
     ],
 }
 
@@ -202,13 +237,17 @@ def load_into(model: nn.Module, sd: dict[str, torch.Tensor], source: str = "auto
         parts = []
         if shape:
             k = shape[0]
-            parts.append(f"{len(shape)} shape mismatches (e.g. {k}: weights {tuple(converted[k].shape)} "
-                         f"vs model {tuple(own[k].shape)})")
+            parts.append(
+                f"{len(shape)} shape mismatches (e.g. {k}: weights {tuple(converted[k].shape)} "
+                f"vs model {tuple(own[k].shape)})"
+            )
         if missing:
             parts.append(f"{len(missing)} missing keys ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})")
         if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys ({', '.join(unexpected[:3])}"
-                         f"{', ...' if len(unexpected) > 3 else ''})")
+            parts.append(
+                f"{len(unexpected)} unexpected keys ({', '.join(unexpected[:3])}"
+                f"{', ...' if len(unexpected) > 3 else ''})"
+            )
         raise WeightImportError(f"weights do not fit {name}: {'; '.join(parts)}; wrong variant or class count?")
     model.load_state_dict(converted, strict=False)
 
@@ -257,6 +296,11 @@ def default_contract_for(source: str, arch: str, img_size: int = 256) -> Preproc
         from .contract import IMAGENET_MEAN_STD as base
     else:
         base = MVIT_DEFAULT
-    return PreprocessContract(input_size=(img_size, img_size), crop_fraction=base.crop_fraction,
-                              interpolation=base.interpolation, mean=base.mean, std=base.std,
-                              channel_order=base.channel_order)
+    return PreprocessContract(
+        input_size=(img_size, img_size),
+        crop_fraction=base.crop_fraction,
+        interpolation=base.interpolation,
+        mean=base.mean,
+        std=base.std,
+        channel_order=base.channel_order,
+    )

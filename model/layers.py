@@ -1,4 +1,5 @@
 """Building blocks shared by the convolutional parts of the zoo (ml-cvnets naming)."""
+
 from __future__ import annotations
 
 from torch import Tensor, nn
@@ -33,8 +34,13 @@ class ConvLayer(nn.Sequential):
         block.add_module(
             "conv",
             nn.Conv2d(
-                in_channels, out_channels, kernel_size, stride, padding=(kernel_size - 1) // 2,
-                groups=groups, bias=bias,
+                in_channels,
+                out_channels,
+                kernel_size,
+                stride,
+                padding=(kernel_size - 1) // 2,
+                groups=groups,
+                bias=bias,
             ),
         )
         if use_norm:
@@ -48,7 +54,11 @@ class InvertedResidual(nn.Module):
     """MobileNetV2 block: 1x1 expand, 3x3 depthwise, 1x1 project, residual when shapes allow."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, stride: int, expand_ratio: float,
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int,
+        expand_ratio: float,
         act: type[nn.Module] = nn.SiLU,
     ):
         super().__init__()

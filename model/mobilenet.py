@@ -3,6 +3,7 @@
 MobileNetV2 uses torchvision's module names (``features.N``, ``classifier.1``), so its ImageNet
 weights load unchanged; ImageNet mean/std preprocessing goes into the checkpoint's contract.
 """
+
 from __future__ import annotations
 
 from torch import Tensor, nn
@@ -14,10 +15,11 @@ from .registry import register_model
 class ConvBNAct(nn.Sequential):
     """Conv2d (no bias), BatchNorm2d, ReLU6: torchvision's ``Conv2dNormActivation`` layout."""
 
-    def __init__(self, in_ch: int, out_ch: int, kernel: int = 3, stride: int = 1, groups: int = 1,
-                 act: bool = True):
-        layers = [nn.Conv2d(in_ch, out_ch, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
-                  nn.BatchNorm2d(out_ch)]
+    def __init__(self, in_ch: int, out_ch: int, kernel: int = 3, stride: int = 1, groups: int = 1, act: bool = True):
+        layers = [
+            nn.Conv2d(in_ch, out_ch, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
+            nn.BatchNorm2d(out_ch),
+        ]
         if act:
             layers.append(nn.ReLU6(inplace=True))
         super().__init__(*layers)
@@ -32,8 +34,11 @@ class MV2Block(nn.Module):
         layers: list[nn.Module] = []
         if expand_ratio != 1:
             layers.append(ConvBNAct(in_ch, hidden, 1))
-        layers += [ConvBNAct(hidden, hidden, 3, stride, groups=hidden),
-                   nn.Conv2d(hidden, out_ch, 1, bias=False), nn.BatchNorm2d(out_ch)]
+        layers += [
+            ConvBNAct(hidden, hidden, 3, stride, groups=hidden),
+            nn.Conv2d(hidden, out_ch, 1, bias=False),
+            nn.BatchNorm2d(out_ch),
+        ]
         self.conv = nn.Sequential(*layers)
         self.use_res_connect = stride == 1 and in_ch == out_ch
 
@@ -62,8 +67,15 @@ class _PooledClassifier(nn.Module):
 class MobileNetV2(_PooledClassifier):
     """MobileNetV2 classifier."""
 
-    SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
-                (6, 160, 3, 2), (6, 320, 1, 1))  # expand t, channels c, repeats n, stride s
+    SETTINGS = (
+        (1, 16, 1, 1),
+        (6, 24, 2, 2),
+        (6, 32, 3, 2),
+        (6, 64, 4, 2),
+        (6, 96, 3, 1),
+        (6, 160, 3, 2),
+        (6, 320, 1, 1),
+    )  # expand t, channels c, repeats n, stride s
 
     def __init__(self, num_classes: int = 1000, width: float = 1.0, dropout: float = 0.2):
         c = make_divisible(32 * width, 8)
@@ -81,8 +93,21 @@ class MobileNetV2(_PooledClassifier):
 class MobileNetV1(_PooledClassifier):
     """MobileNetV1: a stem conv and 13 depthwise-separable blocks (ReLU)."""
 
-    SETTINGS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 1), (512, 1),
-                (512, 1), (512, 1), (1024, 2), (1024, 1))
+    SETTINGS = (
+        (64, 1),
+        (128, 2),
+        (128, 1),
+        (256, 2),
+        (256, 1),
+        (512, 2),
+        (512, 1),
+        (512, 1),
+        (512, 1),
+        (512, 1),
+        (512, 1),
+        (1024, 2),
+        (1024, 1),
+    )
 
     def __init__(self, num_classes: int = 1000, width: float = 1.0, dropout: float = 0.2):
         c = make_divisible(32 * width, 8)
@@ -95,8 +120,11 @@ class MobileNetV1(_PooledClassifier):
 
 
 def _conv_bn_relu(in_ch: int, out_ch: int, kernel: int, stride: int = 1, groups: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(in_ch, out_ch, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
-                         nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(in_ch, out_ch, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(out_ch),
+        nn.ReLU(inplace=True),
+    )
 
 
 def _init_torchvision_(module: nn.Module) -> None:

@@ -4,6 +4,7 @@ Export-friendly by construction: every reshape/transpose is rank <= 4 and all sh
 ints taken from static module configuration or ``Tensor.shape`` (never ``int()`` of a tensor), so
 torch.export, ONNX, TFLite and Core ML see static shapes.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -47,15 +48,26 @@ class MultiHeadAttention(nn.Module):
 class TransformerEncoder(nn.Module):
     """Pre-norm transformer layer: x + MHA(LN(x)), then x + FFN(LN(x)) with SiLU."""
 
-    def __init__(self, embed_dim: int, ffn_dim: int, num_heads: int, dropout: float = 0.0,
-                 attn_dropout: float = 0.0, ffn_dropout: float = 0.0):
+    def __init__(
+        self,
+        embed_dim: int,
+        ffn_dim: int,
+        num_heads: int,
+        dropout: float = 0.0,
+        attn_dropout: float = 0.0,
+        ffn_dropout: float = 0.0,
+    ):
         super().__init__()
         self.pre_norm_mha = nn.Sequential(
             nn.LayerNorm(embed_dim), MultiHeadAttention(embed_dim, num_heads, attn_dropout), nn.Dropout(dropout)
         )
         self.pre_norm_ffn = nn.Sequential(
-            nn.LayerNorm(embed_dim), nn.Linear(embed_dim, ffn_dim), nn.SiLU(), nn.Dropout(ffn_dropout),
-            nn.Linear(ffn_dim, embed_dim), nn.Dropout(dropout),
+            nn.LayerNorm(embed_dim),
+            nn.Linear(embed_dim, ffn_dim),
+            nn.SiLU(),
+            nn.Dropout(ffn_dropout),
+            nn.Linear(ffn_dim, embed_dim),
+            nn.Dropout(dropout),
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -84,16 +96,28 @@ def fold_patches(x: Tensor, batch: int, h: int, w: int, patch_h: int, patch_w: i
 class MobileViTBlock(nn.Module):
     """Local 3x3 + 1x1 convs, unfold to 2x2 patches, transformers, fold, 1x1 projection, fusion."""
 
-    def __init__(self, in_channels: int, transformer_dim: int, ffn_dim: int, n_transformer_blocks: int,
-                 num_heads: int = 4, patch_size: int = 2, dropout: float = 0.0, attn_dropout: float = 0.0,
-                 ffn_dropout: float = 0.0, conv_ksize: int = 3):
+    def __init__(
+        self,
+        in_channels: int,
+        transformer_dim: int,
+        ffn_dim: int,
+        n_transformer_blocks: int,
+        num_heads: int = 4,
+        patch_size: int = 2,
+        dropout: float = 0.0,
+        attn_dropout: float = 0.0,
+        ffn_dropout: float = 0.0,
+        conv_ksize: int = 3,
+    ):
         super().__init__()
         self.local_rep = nn.Sequential()
         self.local_rep.add_module("conv_3x3", ConvLayer(in_channels, in_channels, conv_ksize))
         self.local_rep.add_module("conv_1x1", ConvLayer(in_channels, transformer_dim, 1, use_norm=False, act=None))
         self.global_rep = nn.Sequential(
-            *[TransformerEncoder(transformer_dim, ffn_dim, num_heads, dropout, attn_dropout, ffn_dropout)
-              for _ in range(n_transformer_blocks)],
+            *[
+                TransformerEncoder(transformer_dim, ffn_dim, num_heads, dropout, attn_dropout, ffn_dropout)
+                for _ in range(n_transformer_blocks)
+            ],
             nn.LayerNorm(transformer_dim),
         )
         self.conv_proj = ConvLayer(transformer_dim, in_channels, 1)
@@ -104,8 +128,9 @@ class MobileViTBlock(nn.Module):
         b, _, h, w = x.shape
         p = self.patch_size
         if h % p or w % p:
-            raise ValueError(f"feature map {h}x{w} is not divisible by the {p}x{p} patch: "
-                             f"use an input size divisible by 32")
+            raise ValueError(
+                f"feature map {h}x{w} is not divisible by the {p}x{p} patch: use an input size divisible by 32"
+            )
         fm = self.local_rep(x)
         patches = self.global_rep(unfold_patches(fm, p, p))
         fm = self.conv_proj(fold_patches(patches, b, h, w, p, p))
@@ -116,8 +141,8 @@ class MobileViTBlock(nn.Module):
 class MobileViTConfig:
     """Widths and depths of one MobileViT v1 variant (ml-cvnets ``get_configuration``)."""
 
-    mv2_channels: tuple[int, int]          # layer_1, layer_2 output channels
-    vit_channels: tuple[int, int, int]     # layer_3..5 output channels
+    mv2_channels: tuple[int, int]  # layer_1, layer_2 output channels
+    vit_channels: tuple[int, int, int]  # layer_3..5 output channels
     transformer_dims: tuple[int, int, int]
     ffn_dims: tuple[int, int, int]
     expand_ratio: int
@@ -137,8 +162,16 @@ class MobileViT(nn.Module):
     """MobileViT v1 classifier. Module names follow ml-cvnets (``conv_1``, ``layer_1``..``layer_5``,
     ``conv_1x1_exp``, ``classifier.fc``) so its checkpoints load as they are."""
 
-    def __init__(self, cfg: MobileViTConfig, num_classes: int = 1000, classifier_dropout: float = 0.1,
-                 num_heads: int = 4, dropout: float = 0.0, attn_dropout: float = 0.0, ffn_dropout: float = 0.0):
+    def __init__(
+        self,
+        cfg: MobileViTConfig,
+        num_classes: int = 1000,
+        classifier_dropout: float = 0.1,
+        num_heads: int = 4,
+        dropout: float = 0.0,
+        attn_dropout: float = 0.0,
+        ffn_dropout: float = 0.0,
+    ):
         super().__init__()
         self.conv_1 = ConvLayer(3, cfg.stem_channels, 3, stride=2)
         c = cfg.stem_channels
@@ -153,8 +186,16 @@ class MobileViT(nn.Module):
             out = cfg.vit_channels[i]
             stage = nn.Sequential(
                 InvertedResidual(c, out, 2, cfg.expand_ratio),
-                MobileViTBlock(out, cfg.transformer_dims[i], cfg.ffn_dims[i], cfg.transformer_blocks[i],
-                               num_heads, dropout=dropout, attn_dropout=attn_dropout, ffn_dropout=ffn_dropout),
+                MobileViTBlock(
+                    out,
+                    cfg.transformer_dims[i],
+                    cfg.ffn_dims[i],
+                    cfg.transformer_blocks[i],
+                    num_heads,
+                    dropout=dropout,
+                    attn_dropout=attn_dropout,
+                    ffn_dropout=ffn_dropout,
+                ),
             )
             setattr(self, name, stage)
             c = out
@@ -195,6 +236,14 @@ def mobilevit_s(num_classes: int = 1000, **kwargs) -> MobileViT:
 @register_model
 def mobilevit_test(num_classes: int = 1000, **kwargs) -> MobileViT:
     """A tiny MobileViT v1 (same structure, few channels) for fast tests of every code path."""
-    cfg = MobileViTConfig((8, 8), (16, 16, 16), (16, 16, 16), (32, 32, 32), expand_ratio=2,
-                          transformer_blocks=(1, 1, 1), stem_channels=8, last_exp_factor=2)
+    cfg = MobileViTConfig(
+        (8, 8),
+        (16, 16, 16),
+        (16, 16, 16),
+        (32, 32, 32),
+        expand_ratio=2,
+        transformer_blocks=(1, 1, 1),
+        stem_channels=8,
+        last_exp_factor=2,
+    )
     return MobileViT(cfg, num_classes, **kwargs)

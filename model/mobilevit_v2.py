@@ -3,6 +3,7 @@
 Patches stay in [B, C, P, N] layout (P pixels per patch, N patches) so the attention is 1x1
 convolutions and reductions; unfold/fold are rank <= 4 reshapes instead of im2col.
 """
+
 from __future__ import annotations
 
 import torch
@@ -32,8 +33,9 @@ class LinearSelfAttention(nn.Module):
 class LinearAttnFFN(nn.Module):
     """Pre-norm (GroupNorm with one group) separable attention and 1x1-conv FFN, with residuals."""
 
-    def __init__(self, embed_dim: int, ffn_dim: int, dropout: float = 0.0, attn_dropout: float = 0.0,
-                 ffn_dropout: float = 0.0):
+    def __init__(
+        self, embed_dim: int, ffn_dim: int, dropout: float = 0.0, attn_dropout: float = 0.0, ffn_dropout: float = 0.0
+    ):
         super().__init__()
         self.pre_norm_attn = nn.Sequential(
             nn.GroupNorm(1, embed_dim), LinearSelfAttention(embed_dim, attn_dropout), nn.Dropout(dropout)
@@ -55,8 +57,8 @@ def unfold_patches_v2(x: Tensor, patch_h: int, patch_w: int) -> Tensor:
     """[B, C, H, W] -> [B, C, P, N], the layout of ``F.unfold`` with stride = kernel = patch."""
     b, c, h, w = x.shape
     nh, nw = h // patch_h, w // patch_w
-    x = x.reshape(b * c * nh, patch_h, nw, patch_w).transpose(2, 3)   # [BCnh, ph, pw, nw]
-    x = x.reshape(b * c, nh, patch_h * patch_w, nw).transpose(1, 2)   # [BC, P, nh, nw]
+    x = x.reshape(b * c * nh, patch_h, nw, patch_w).transpose(2, 3)  # [BCnh, ph, pw, nw]
+    x = x.reshape(b * c, nh, patch_h * patch_w, nw).transpose(1, 2)  # [BC, P, nh, nw]
     return x.reshape(b, c, patch_h * patch_w, nh * nw)
 
 
@@ -64,16 +66,25 @@ def fold_patches_v2(x: Tensor, h: int, w: int, patch_h: int, patch_w: int) -> Te
     """Inverse of ``unfold_patches_v2``: [B, C, P, N] -> [B, C, H, W]."""
     b, c, p, _ = x.shape
     nh, nw = h // patch_h, w // patch_w
-    x = x.reshape(b * c, p, nh, nw).transpose(1, 2)                   # [BC, nh, P, nw]
-    x = x.reshape(b * c * nh, patch_h, patch_w, nw).transpose(2, 3)   # [BCnh, ph, nw, pw]
+    x = x.reshape(b * c, p, nh, nw).transpose(1, 2)  # [BC, nh, P, nw]
+    x = x.reshape(b * c * nh, patch_h, patch_w, nw).transpose(2, 3)  # [BCnh, ph, nw, pw]
     return x.reshape(b, c, h, w)
 
 
 class MobileViTBlockV2(nn.Module):
     """Depthwise 3x3 + 1x1 local convs, separable-attention layers on patches, 1x1 projection."""
 
-    def __init__(self, in_channels: int, attn_unit_dim: int, n_attn_blocks: int, ffn_multiplier: float = 2.0,
-                 patch_size: int = 2, dropout: float = 0.0, attn_dropout: float = 0.0, ffn_dropout: float = 0.0):
+    def __init__(
+        self,
+        in_channels: int,
+        attn_unit_dim: int,
+        n_attn_blocks: int,
+        ffn_multiplier: float = 2.0,
+        patch_size: int = 2,
+        dropout: float = 0.0,
+        attn_dropout: float = 0.0,
+        ffn_dropout: float = 0.0,
+    ):
         super().__init__()
         self.local_rep = nn.Sequential(
             ConvLayer(in_channels, in_channels, 3, groups=in_channels),
@@ -91,8 +102,9 @@ class MobileViTBlockV2(nn.Module):
         _, _, h, w = x.shape
         p = self.patch_size
         if h % p or w % p:
-            raise ValueError(f"feature map {h}x{w} is not divisible by the {p}x{p} patch: "
-                             f"use an input size divisible by 32")
+            raise ValueError(
+                f"feature map {h}x{w} is not divisible by the {p}x{p} patch: use an input size divisible by 32"
+            )
         patches = self.global_rep(unfold_patches_v2(self.local_rep(x), p, p))
         return self.conv_proj(fold_patches_v2(patches, h, w, p, p))
 
@@ -100,10 +112,18 @@ class MobileViTBlockV2(nn.Module):
 class MobileViTV2(nn.Module):
     """MobileViT v2 classifier at a width multiplier (0.5 .. 2.0), ml-cvnets module names."""
 
-    def __init__(self, width: float, num_classes: int = 1000, classifier_dropout: float = 0.1,
-                 n_attn_blocks: tuple[int, int, int] = (2, 4, 3), attn_dims: tuple[int, int, int] = (128, 192, 256),
-                 stage_dims: tuple[int, ...] = (64, 128, 256, 384, 512), mv2_blocks: tuple[int, int] = (1, 2),
-                 expand_ratio: float = 2.0, **kwargs):
+    def __init__(
+        self,
+        width: float,
+        num_classes: int = 1000,
+        classifier_dropout: float = 0.1,
+        n_attn_blocks: tuple[int, int, int] = (2, 4, 3),
+        attn_dims: tuple[int, int, int] = (128, 192, 256),
+        stage_dims: tuple[int, ...] = (64, 128, 256, 384, 512),
+        mv2_blocks: tuple[int, int] = (1, 2),
+        expand_ratio: float = 2.0,
+        **kwargs,
+    ):
         super().__init__()
         stem = make_divisible(max(16, min(64, 32 * width)), 8, 16)
         dims = [make_divisible(stage_dims[0] * width, 16)] + [make_divisible(d * width, 8) for d in stage_dims[1:]]

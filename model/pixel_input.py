@@ -1,6 +1,7 @@
 """The preprocessing contract's arithmetic inside a graph: modules that wrap a model so that it takes pixels
 (``PixelInput``) or does its own normalisation (``NormalizeOnly``). The export backends and the int8
 routes put them in front of the model when an artifact takes uint8 pixels or images."""
+
 from __future__ import annotations
 
 import torch

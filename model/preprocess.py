@@ -1,10 +1,10 @@
 """The one implementation of the preprocessing contract: PIL/numpy for files, torch for batches."""
-from __future__ import annotations
 
-from typing import cast
+from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError

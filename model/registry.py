@@ -1,7 +1,8 @@
 """Registry of named model variants: ``create("mobilevit_xs", num_classes=6)``."""
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 

@@ -14,6 +14,7 @@ Reproducibility: all randomness of epoch ``e`` is derived from ``(seed, e)``, an
 is written with the optimizer and EMA state after every epoch, so ``--resume`` continues a killed run
 exactly as if it had never stopped.
 """
+
 from __future__ import annotations
 
 import copy
@@ -25,19 +26,19 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from .. import model as zoo
 from .checkpoint import CheckpointMeta, atomic_write, save_checkpoint
 from .contract import PreprocessContract
 from .data import AugmentConfig, DatasetError, DecodedImages, augment_batch, decode_split, eval_batch, find_splits
-from .. import model as zoo
 
 STATE_SCHEMA = "mvit.train_state/1"
 STATE_FILE = "last.state.safetensors"
@@ -77,9 +78,9 @@ class TrainConfig:
     jitter: float = 0.2
     eval_train: bool = True
     resume: bool = False
-    qat: bool = False                 # quantization-aware fine-tuning of ``init`` (mvit.quant.qat)
-    init: str | None = None           # checkpoint to fine-tune (with ``qat``)
-    distill: float = 1.0              # QAT: weight of distillation from ``init``'s float model (0: labels only)
+    qat: bool = False  # quantization-aware fine-tuning of ``init`` (mvit.quant.qat)
+    init: str | None = None  # checkpoint to fine-tune (with ``qat``)
+    distill: float = 1.0  # QAT: weight of distillation from ``init``'s float model (0: labels only)
     stop_after_epochs: int | None = None  # stop early as if killed (tests of --resume)
     command: str = ""
     extra: dict = field(default_factory=dict)
@@ -87,6 +88,7 @@ class TrainConfig:
 
 # ---------------------------------------------------------------------------------------------
 # helpers
+
 
 def cpu_has_native_bf16() -> bool:
     """True on CPUs whose matrix units compute bf16 natively (AVX-512-BF16 or AMX)."""
@@ -140,8 +142,10 @@ def lr_at(step: int, total: int, warmup: int, base: float, min_ratio: float) -> 
 
 def progressive_sizes(img_size: int, epochs: int, divisor: int) -> list[int]:
     """Image size per epoch: first 30% at ~1/2, next 30% at ~3/4, the rest at full size."""
+
     def snap(s):
         return max(divisor, int(round(s / divisor)) * divisor)
+
     out = []
     for e in range(epochs):
         f = e / max(1, epochs)
@@ -155,8 +159,9 @@ def epoch_seed(seed: int, epoch: int, salt: int = 0) -> int:
 
 def git_commit() -> str | None:
     try:
-        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-                           capture_output=True, text=True, timeout=5)
+        r = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=5
+        )
         return r.stdout.strip() or None if r.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -190,6 +195,7 @@ def param_groups(net: nn.Module, weight_decay: float):
 
 # ---------------------------------------------------------------------------------------------
 # resume state: model + EMA + optimizer in one safetensors file, JSON for the scalars
+
 
 def save_state(path: Path, net: nn.Module, ema: nn.Module | None, opt: torch.optim.Optimizer, info: dict) -> None:
     from safetensors.torch import save_file
@@ -252,6 +258,7 @@ def load_state(path: Path, net: nn.Module, ema: nn.Module | None, opt: torch.opt
 
 # ---------------------------------------------------------------------------------------------
 
+
 def build_model(cfg: TrainConfig, num_classes: int) -> tuple[nn.Module, dict]:
     if cfg.model not in zoo.list_models():
         raise TrainError(f"unknown model {cfg.model!r}; known: {', '.join(zoo.list_models())}")
@@ -267,6 +274,7 @@ def size_divisor(cfg: TrainConfig) -> int:
 
 # ---------------------------------------------------------------------------------------------
 # the steps of a run: runtime, data, what is trained, schedule, epochs, evaluation, checkpoints
+
 
 @dataclass
 class Runtime:
@@ -338,22 +346,36 @@ def check_run_folder(cfg: TrainConfig) -> Path:
 
 def _ranges(cfg: TrainConfig):
     """(option, value, lowest, highest or None, lowest allowed, highest allowed) per numeric option."""
-    return (("--lr", cfg.lr, 0.0, None, False, True), ("--min-lr-ratio", cfg.min_lr_ratio, 0.0, 1.0, True, True),
-            ("--weight-decay", cfg.weight_decay, 0.0, None, True, True),
-            ("--warmup-epochs", cfg.warmup_epochs, 0.0, None, True, True),
-            ("--label-smoothing", cfg.label_smoothing, 0.0, 1.0, True, False), ("--ema", cfg.ema, 0.0, 1.0, True, False),
-            ("--val-fraction", cfg.val_fraction, 0.0, 1.0, False, False),
-            ("--crop-fraction", cfg.crop_fraction, 0.0, 1.0, False, True), ("--min-crop", cfg.min_crop, 0.0, 1.0, False, True),
-            ("--jitter", cfg.jitter, 0.0, 1.0, True, True), ("--workers", cfg.workers, 0, None, True, True),
-            ("--cache-scale", cfg.cache_scale, 1.0, None, True, True), ("--distill", cfg.distill, 0.0, 1.0, True, True))
+    return (
+        ("--lr", cfg.lr, 0.0, None, False, True),
+        ("--min-lr-ratio", cfg.min_lr_ratio, 0.0, 1.0, True, True),
+        ("--weight-decay", cfg.weight_decay, 0.0, None, True, True),
+        ("--warmup-epochs", cfg.warmup_epochs, 0.0, None, True, True),
+        ("--label-smoothing", cfg.label_smoothing, 0.0, 1.0, True, False),
+        ("--ema", cfg.ema, 0.0, 1.0, True, False),
+        ("--val-fraction", cfg.val_fraction, 0.0, 1.0, False, False),
+        ("--crop-fraction", cfg.crop_fraction, 0.0, 1.0, False, True),
+        ("--min-crop", cfg.min_crop, 0.0, 1.0, False, True),
+        ("--jitter", cfg.jitter, 0.0, 1.0, True, True),
+        ("--workers", cfg.workers, 0, None, True, True),
+        ("--cache-scale", cfg.cache_scale, 1.0, None, True, True),
+        ("--distill", cfg.distill, 0.0, 1.0, True, True),
+    )
 
 
 def check_numbers(cfg: TrainConfig) -> None:
     """Every numeric option inside its range (NaN included), else one line naming it."""
     for name, v, lo, hi, lo_ok, hi_ok in _ranges(cfg):
-        bad = not math.isfinite(v) or (v < lo if lo_ok else v <= lo) or (hi is not None and (v > hi if hi_ok else v >= hi))
+        bad = (
+            not math.isfinite(v)
+            or (v < lo if lo_ok else v <= lo)
+            or (hi is not None and (v > hi if hi_ok else v >= hi))
+        )
         if bad:
-            lo_s, hi_s = ("[" if lo_ok else "(") + f"{lo}", (f"{hi}" + ("]" if hi_ok else ")")) if hi is not None else "inf)"
+            lo_s, hi_s = (
+                ("[" if lo_ok else "(") + f"{lo}",
+                (f"{hi}" + ("]" if hi_ok else ")")) if hi is not None else "inf)",
+            )
             raise TrainError(f"{name} must be in {lo_s}, {hi_s}, got {v}")
 
 
@@ -376,8 +398,9 @@ class RunData:
         """Renumber the labels so that label i is ``classes[i]`` (the same names in another order, e.g.
         a checkpoint's); raises ``DatasetError`` if the names differ."""
         if sorted(classes) != sorted(self.classes):
-            raise DatasetError(f"the dataset's classes ({', '.join(self.classes)}) are not the model's "
-                               f"({', '.join(classes)})")
+            raise DatasetError(
+                f"the dataset's classes ({', '.join(self.classes)}) are not the model's ({', '.join(classes)})"
+            )
         new = torch.tensor([list(classes).index(c) for c in self.classes])
         for px in (self.train_px, self.val_px):
             px.labels = new.to(px.labels.device)[px.labels]
@@ -398,8 +421,10 @@ def load_data(cfg: TrainConfig, rt: Runtime, contract: PreprocessContract) -> Ru
         empty = [c for c, n in zip(splits.classes, counts) if n == 0]
         raise DatasetError(f"class(es) {', '.join(empty)} have no readable training images")
     skipped = train_px.skipped + val_px.skipped
-    rt.say(f"data: {splits.root} ({splits.layout}): {len(splits.classes)} classes, {len(train_px)} train / "
-           f"{len(val_px)} val images, {len(skipped)} unreadable skipped; decoded in {time.monotonic() - t0:.1f}s")
+    rt.say(
+        f"data: {splits.root} ({splits.layout}): {len(splits.classes)} classes, {len(train_px)} train / "
+        f"{len(val_px)} val images, {len(skipped)} unreadable skipped; decoded in {time.monotonic() - t0:.1f}s"
+    )
     return RunData(splits, contract, train_px.to(rt.device), val_px.to(rt.device), skipped)
 
 
@@ -411,7 +436,7 @@ class Trainee:
     net: nn.Module
     opt: torch.optim.Optimizer
     loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, x, y) -> scalar
-    save: Callable[[Path, nn.Module, CheckpointMeta], None]                   # (path, weights, meta)
+    save: Callable[[Path, nn.Module, CheckpointMeta], None]  # (path, weights, meta)
     model_kwargs: dict = field(default_factory=dict)
     ema: nn.Module | None = None
     ema_decay: float = 0.0
@@ -419,7 +444,7 @@ class Trainee:
     channels_last: bool = False
     begin_epoch: Callable[[int], None] = lambda epoch: None  # e.g. freeze QAT observers for the last epoch
     val_references: dict = field(default_factory=dict)  # name -> top-1 per val image to report agreement with
-    recipe: dict = field(default_factory=dict)           # extra provenance for the checkpoints
+    recipe: dict = field(default_factory=dict)  # extra provenance for the checkpoints
 
     @property
     def mem_fmt(self) -> torch.memory_format:
@@ -452,8 +477,9 @@ class Recipe:
 
     def contract(self, cfg: TrainConfig) -> PreprocessContract:
         """The preprocessing contract the checkpoints will carry (and validation uses)."""
-        return PreprocessContract(input_size=(cfg.img_size, cfg.img_size), crop_fraction=cfg.crop_fraction,
-                                  interpolation=cfg.interpolation)
+        return PreprocessContract(
+            input_size=(cfg.img_size, cfg.img_size), crop_fraction=cfg.crop_fraction, interpolation=cfg.interpolation
+        )
 
     def build(self, cfg: TrainConfig, rt: Runtime, data: RunData) -> Trainee:
         """A fresh model (seeded), AdamW without decay on norms and biases, an optional EMA."""
@@ -470,8 +496,17 @@ class Recipe:
         fused = {"fused": True} if rt.device.type == "cuda" else {}
         opt = torch.optim.AdamW(param_groups(net, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999), **fused)
         ce = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-        return Trainee(net, opt, lambda logits, x, y: ce(logits.float(), y), save_checkpoint, model_kwargs,
-                       ema, cfg.ema, amp_dtype, channels_last)
+        return Trainee(
+            net,
+            opt,
+            lambda logits, x, y: ce(logits.float(), y),
+            save_checkpoint,
+            model_kwargs,
+            ema,
+            cfg.ema,
+            amp_dtype,
+            channels_last,
+        )
 
 
 @dataclass
@@ -492,8 +527,11 @@ class Schedule:
 
 def plan_schedule(cfg: TrainConfig, world: int, n_train: int) -> Schedule:
     """Every epoch has ``n_train // (batch * world)`` full steps; warmup then cosine over all of them."""
-    sizes = progressive_sizes(cfg.img_size, cfg.epochs, size_divisor(cfg)) if cfg.progressive and \
-        not cfg.model.startswith("vit") else [cfg.img_size] * cfg.epochs
+    sizes = (
+        progressive_sizes(cfg.img_size, cfg.epochs, size_divisor(cfg))
+        if cfg.progressive and not cfg.model.startswith("vit")
+        else [cfg.img_size] * cfg.epochs
+    )
     global_batch = cfg.batch_size * world
     steps_per_epoch = max(1, n_train // global_batch)
     total_steps = steps_per_epoch * cfg.epochs
@@ -530,14 +568,18 @@ def open_run(cfg: TrainConfig, rt: Runtime, trainee: Trainee, out: Path) -> RunS
     for key in RESUME_MUST_MATCH:
         was = info["config"].get(key, defaults[key])
         if was != getattr(cfg, key):
-            raise TrainError(f"--resume: {key} was {was!r} in {out}, now {getattr(cfg, key)!r}; "
-                             f"resume with the same settings")
+            raise TrainError(
+                f"--resume: {key} was {was!r} in {out}, now {getattr(cfg, key)!r}; resume with the same settings"
+            )
     if info.get("world_size", 1) != rt.world:
         raise TrainError(f"--resume: the run used {info.get('world_size', 1)} processes, now {rt.world}")
     state = RunState(info["epoch"] + 1, info["step"], info["best_val_acc"], info["best_epoch"], info["train_time_s"])
     if rt.is_main and metrics_path.exists():  # drop records written after the state we resume from
-        keep = [ln for ln in metrics_path.read_text().splitlines()
-                if ln.strip() and json.loads(ln).get("epoch", -1) <= info["epoch"]]
+        keep = [
+            ln
+            for ln in metrics_path.read_text().splitlines()
+            if ln.strip() and json.loads(ln).get("epoch", -1) <= info["epoch"]
+        ]
         atomic_write(metrics_path, lambda tmp: Path(tmp).write_text("".join(k + "\n" for k in keep)))
     rt.say(f"resuming {out} after epoch {state.start_epoch} of {cfg.epochs}")
     return state
@@ -560,8 +602,17 @@ class EpochStats:
     lr: float
 
 
-def train_one_epoch(cfg: TrainConfig, rt: Runtime, trainee: Trainee, model: nn.Module, data: RunData,
-                    sched: Schedule, state: RunState, epoch: int, aug: AugmentConfig) -> EpochStats:
+def train_one_epoch(
+    cfg: TrainConfig,
+    rt: Runtime,
+    trainee: Trainee,
+    model: nn.Module,
+    data: RunData,
+    sched: Schedule,
+    state: RunState,
+    epoch: int,
+    aug: AugmentConfig,
+) -> EpochStats:
     """One pass over the training images in the epoch's seeded order; advances ``state.step``.
 
     All randomness (order, crops, jitter, dropout) derives from ``(cfg.seed, epoch)``, so a resumed
@@ -578,11 +629,16 @@ def train_one_epoch(cfg: TrainConfig, rt: Runtime, trainee: Trainee, model: nn.M
     tot_correct = torch.zeros((), dtype=torch.float64, device=device)
     seen, lr = 0, sched.lr_at(state.step)
     t0 = last_line = time.monotonic()
-    steps = tqdm(range(sched.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                 disable=not (rt.is_main and sys.stderr.isatty()), dynamic_ncols=True)
+    steps = tqdm(
+        range(sched.steps_per_epoch),
+        desc=f"epoch {epoch + 1}/{cfg.epochs}",
+        leave=False,
+        disable=not (rt.is_main and sys.stderr.isatty()),
+        dynamic_ncols=True,
+    )
     for s in steps:
-        chunk = perm[s * sched.global_batch:(s + 1) * sched.global_batch]
-        mine = chunk[rt.rank::rt.world].to(device)
+        chunk = perm[s * sched.global_batch : (s + 1) * sched.global_batch]
+        mine = chunk[rt.rank :: rt.world].to(device)
         x = augment_batch(data.train_px.pixels[mine], size, data.contract, aug, gen)
         x = x.contiguous(memory_format=trainee.mem_fmt)
         y = data.train_px.labels[mine]
@@ -601,8 +657,10 @@ def train_one_epoch(cfg: TrainConfig, rt: Runtime, trainee: Trainee, model: nn.M
         tot_correct += (logits.detach().argmax(1) == y).sum().double()
         seen += len(mine)
         now = time.monotonic()
-        status = (f"loss {float(tot_loss) / seen:.3f} acc {100 * float(tot_correct) / seen:.1f}% "
-                  f"{seen * rt.world / max(now - t0, 1e-9):.1f} img/s")
+        status = (
+            f"loss {float(tot_loss) / seen:.3f} acc {100 * float(tot_correct) / seen:.1f}% "
+            f"{seen * rt.world / max(now - t0, 1e-9):.1f} img/s"
+        )
         if not steps.disable:
             steps.set_postfix_str(status, refresh=False)
         elif now - last_line >= LOG_EVERY_S and s + 1 < sched.steps_per_epoch:  # a log file: a line now and then
@@ -612,13 +670,15 @@ def train_one_epoch(cfg: TrainConfig, rt: Runtime, trainee: Trainee, model: nn.M
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.monotonic() - t0
-    sums = rt.all_reduce(torch.stack([tot_loss, tot_correct,
-                                      torch.tensor(float(seen), dtype=torch.float64, device=device)]))
+    sums = rt.all_reduce(
+        torch.stack([tot_loss, tot_correct, torch.tensor(float(seen), dtype=torch.float64, device=device)])
+    )
     return EpochStats(float(sums[0] / sums[2]), float(sums[1] / sums[2]), int(sums[2]), seconds, lr)
 
 
-def evaluate(model: nn.Module, px, contract: PreprocessContract, rt: Runtime, trainee: Trainee,
-             references: dict | None = None) -> dict:
+def evaluate(
+    model: nn.Module, px, contract: PreprocessContract, rt: Runtime, trainee: Trainee, references: dict | None = None
+) -> dict:
     """Mean cross-entropy (``loss``) and top-1 accuracy (``acc``) over ``px``, and for each of
     ``references`` (name -> a top-1 per image) how often the model's top-1 agrees with it; batches of
     128, shared between processes."""
@@ -628,7 +688,7 @@ def evaluate(model: nn.Module, px, contract: PreprocessContract, rt: Runtime, tr
     tot = torch.zeros(3 + len(refs), dtype=torch.float64, device=rt.device)
     with torch.no_grad(), trainee.autocast(rt.device):
         for i in range(0, len(idx), 128):
-            j = idx[i:i + 128]
+            j = idx[i : i + 128]
             x = eval_batch(px.pixels[j], contract).contiguous(memory_format=trainee.mem_fmt)
             logits = model(x).float()
             top1 = logits.argmax(1)
@@ -638,15 +698,21 @@ def evaluate(model: nn.Module, px, contract: PreprocessContract, rt: Runtime, tr
             for k, ref in enumerate(refs.values()):
                 tot[3 + k] += (top1 == ref[j]).sum().double()
     rt.all_reduce(tot)
-    return {"loss": float(tot[0] / tot[2]), "acc": float(tot[1] / tot[2])} | \
-        {name: float(tot[3 + k] / tot[2]) for k, name in enumerate(refs)}
+    return {"loss": float(tot[0] / tot[2]), "acc": float(tot[1] / tot[2])} | {
+        name: float(tot[3 + k] / tot[2]) for k, name in enumerate(refs)
+    }
 
 
 def params_digest(m: nn.Module) -> torch.Tensor:
     """Three sums over all parameters: equal on every DDP process when they are in sync."""
     flat = torch.cat([p.detach().double().flatten() for p in m.parameters()])
-    return torch.stack([flat.sum(), (flat * flat).sum(), (flat * torch.arange(len(flat), device=flat.device,
-                                                                                dtype=torch.float64)).sum()])
+    return torch.stack(
+        [
+            flat.sum(),
+            (flat * flat).sum(),
+            (flat * torch.arange(len(flat), device=flat.device, dtype=torch.float64)).sum(),
+        ]
+    )
 
 
 def ranks_in_sync(net: nn.Module, rt: Runtime) -> dict:
@@ -660,8 +726,9 @@ def ranks_in_sync(net: nn.Module, rt: Runtime) -> dict:
     return {"ranks_in_sync": diff == 0.0, "ranks_max_digest_diff": diff}
 
 
-def save_epoch(cfg: TrainConfig, rt: Runtime, trainee: Trainee, state: RunState, record: dict, out: Path,
-               meta_for) -> None:
+def save_epoch(
+    cfg: TrainConfig, rt: Runtime, trainee: Trainee, state: RunState, record: dict, out: Path, meta_for
+) -> None:
     """After an epoch: its metrics line, ``best``/``last`` checkpoints and the resume state (main
     process), then the best accuracy shared with the other processes."""
     epoch, val_acc = record["epoch"], record["val_acc"]
@@ -671,13 +738,24 @@ def save_epoch(cfg: TrainConfig, rt: Runtime, trainee: Trainee, state: RunState,
         improved = val_acc > state.best_acc
         if improved:
             state.best_acc, state.best_epoch = val_acc, epoch
-        ck = {"epoch": epoch, "val_acc": val_acc, "train_acc": record["train_acc"],
-              "train_time_s": round(state.train_time, 1)}
+        ck = {
+            "epoch": epoch,
+            "val_acc": val_acc,
+            "train_acc": record["train_acc"],
+            "train_time_s": round(state.train_time, 1),
+        }
         if improved:
             trainee.save(out / "best.safetensors", trainee.eval_model, meta_for(ck))
         trainee.save(out / "last.safetensors", trainee.eval_model, meta_for(ck))
-        info = {"epoch": epoch, "step": state.step, "best_val_acc": state.best_acc, "best_epoch": state.best_epoch,
-                "train_time_s": state.train_time, "world_size": rt.world, "config": asdict(cfg)}
+        info = {
+            "epoch": epoch,
+            "step": state.step,
+            "best_val_acc": state.best_acc,
+            "best_epoch": state.best_epoch,
+            "train_time_s": state.train_time,
+            "world_size": rt.world,
+            "config": asdict(cfg),
+        }
         save_state(out / STATE_FILE, trainee.net, trainee.ema, trainee.opt, info)
     if rt.world > 1:
         import torch.distributed as dist
@@ -691,15 +769,33 @@ def save_epoch(cfg: TrainConfig, rt: Runtime, trainee: Trainee, state: RunState,
 def provenance(cfg: TrainConfig, rt: Runtime, data: RunData, trainee: Trainee) -> dict:
     """What every checkpoint of the run records about how it was made."""
     return {
-        "command": cfg.command, "dataset": Path(cfg.data).name, "dataset_layout": data.splits.layout,
-        "train_images": len(data.train_px), "val_images": len(data.val_px), "epochs": cfg.epochs, "seed": cfg.seed,
-        "device": device_name(rt.device), "processes": rt.world, "torch": torch.__version__,
-        "git_commit": git_commit(), "recipe": {
-            "batch_size": cfg.batch_size, "lr": cfg.lr, "weight_decay": cfg.weight_decay,
-            "warmup_epochs": cfg.warmup_epochs, "schedule": "warmup+cosine",
-            "label_smoothing": cfg.label_smoothing, "ema": cfg.ema, "min_crop": cfg.min_crop,
-            "jitter": cfg.jitter, "progressive": cfg.progressive, "amp": str(trainee.amp_dtype or "off"),
-            "channels_last": trainee.channels_last} | trainee.recipe} | cfg.extra
+        "command": cfg.command,
+        "dataset": Path(cfg.data).name,
+        "dataset_layout": data.splits.layout,
+        "train_images": len(data.train_px),
+        "val_images": len(data.val_px),
+        "epochs": cfg.epochs,
+        "seed": cfg.seed,
+        "device": device_name(rt.device),
+        "processes": rt.world,
+        "torch": torch.__version__,
+        "git_commit": git_commit(),
+        "recipe": {
+            "batch_size": cfg.batch_size,
+            "lr": cfg.lr,
+            "weight_decay": cfg.weight_decay,
+            "warmup_epochs": cfg.warmup_epochs,
+            "schedule": "warmup+cosine",
+            "label_smoothing": cfg.label_smoothing,
+            "ema": cfg.ema,
+            "min_crop": cfg.min_crop,
+            "jitter": cfg.jitter,
+            "progressive": cfg.progressive,
+            "amp": str(trainee.amp_dtype or "off"),
+            "channels_last": trainee.channels_last,
+        }
+        | trainee.recipe,
+    } | cfg.extra
 
 
 def train(cfg: TrainConfig, log=None, recipe: Recipe | None = None) -> dict:
@@ -717,12 +813,13 @@ def train(cfg: TrainConfig, log=None, recipe: Recipe | None = None) -> dict:
     sched = plan_schedule(cfg, rt.world, len(data.train_px))
     state = open_run(cfg, rt, trainee, out)
     model = wrap_ddp(trainee.net, rt)
-    aug = AugmentConfig(scale=(cfg.min_crop, 1.0), brightness=cfg.jitter, contrast=cfg.jitter,
-                        saturation=cfg.jitter)
-    rt.say(f"model: {cfg.model} ({n_params:,} parameters{', ' + recipe.name if recipe.name != 'float' else ''}) "
-           f"on {device_name(rt.device)}; amp {trainee.amp_dtype or 'off'}, channels_last "
-           f"{'on' if trainee.channels_last else 'off'}, {rt.world} process(es), batch {cfg.batch_size} per "
-           f"process, {sched.steps_per_epoch} steps/epoch")
+    aug = AugmentConfig(scale=(cfg.min_crop, 1.0), brightness=cfg.jitter, contrast=cfg.jitter, saturation=cfg.jitter)
+    rt.say(
+        f"model: {cfg.model} ({n_params:,} parameters{', ' + recipe.name if recipe.name != 'float' else ''}) "
+        f"on {device_name(rt.device)}; amp {trainee.amp_dtype or 'off'}, channels_last "
+        f"{'on' if trainee.channels_last else 'off'}, {rt.world} process(es), batch {cfg.batch_size} per "
+        f"process, {sched.steps_per_epoch} steps/epoch"
+    )
     prov = provenance(cfg, rt, data, trainee)
 
     def meta_for(extra: dict) -> CheckpointMeta:
@@ -735,18 +832,31 @@ def train(cfg: TrainConfig, log=None, recipe: Recipe | None = None) -> dict:
         state.train_time += stats.seconds
         val = evaluate(trainee.eval_model, data.val_px, data.contract, rt, trainee, trainee.val_references)
         val_loss, val_acc = val.pop("loss"), val.pop("acc")
-        record = {"epoch": epoch, "img_size": sched.sizes[epoch], "lr": stats.lr,
-                  "train_loss": round(stats.loss, 6), "train_acc": round(stats.acc, 6),
-                  "val_loss": round(val_loss, 6), "val_acc": round(val_acc, 6)} | \
-            {k: round(v, 6) for k, v in val.items()} | {
-                  "images_per_s": round(stats.images / stats.seconds, 2), "epoch_time_s": round(stats.seconds, 3),
-                  "train_time_s": round(state.train_time, 2)}
+        record = (
+            {
+                "epoch": epoch,
+                "img_size": sched.sizes[epoch],
+                "lr": stats.lr,
+                "train_loss": round(stats.loss, 6),
+                "train_acc": round(stats.acc, 6),
+                "val_loss": round(val_loss, 6),
+                "val_acc": round(val_acc, 6),
+            }
+            | {k: round(v, 6) for k, v in val.items()}
+            | {
+                "images_per_s": round(stats.images / stats.seconds, 2),
+                "epoch_time_s": round(stats.seconds, 3),
+                "train_time_s": round(state.train_time, 2),
+            }
+        )
         if rt.world > 1:
             record |= ranks_in_sync(trainee.net, rt)
-        rt.say(f"epoch {epoch + 1}/{cfg.epochs} size {sched.sizes[epoch]} loss {stats.loss:.3f} acc "
-               f"{100 * stats.acc:.1f}% val_loss {val_loss:.3f} val_acc {100 * val_acc:.2f}% "
-               + "".join(f"{k} {100 * v:.2f}% " for k, v in val.items())
-               + f"{record['images_per_s']:.1f} img/s ({stats.seconds:.1f}s)")
+        rt.say(
+            f"epoch {epoch + 1}/{cfg.epochs} size {sched.sizes[epoch]} loss {stats.loss:.3f} acc "
+            f"{100 * stats.acc:.1f}% val_loss {val_loss:.3f} val_acc {100 * val_acc:.2f}% "
+            + "".join(f"{k} {100 * v:.2f}% " for k, v in val.items())
+            + f"{record['images_per_s']:.1f} img/s ({stats.seconds:.1f}s)"
+        )
         save_epoch(cfg, rt, trainee, state, record, out, meta_for)
         if cfg.stop_after_epochs is not None and epoch + 1 >= cfg.stop_after_epochs and epoch + 1 < cfg.epochs:
             stopped_early = True
@@ -755,14 +865,34 @@ def train(cfg: TrainConfig, log=None, recipe: Recipe | None = None) -> dict:
     return finish(cfg, rt, trainee, data, state, record, stopped_early, n_params, out)
 
 
-def finish(cfg: TrainConfig, rt: Runtime, trainee: Trainee, data: RunData, state: RunState, record: dict,
-           stopped_early: bool, n_params: int, out: Path) -> dict:
+def finish(
+    cfg: TrainConfig,
+    rt: Runtime,
+    trainee: Trainee,
+    data: RunData,
+    state: RunState,
+    record: dict,
+    stopped_early: bool,
+    n_params: int,
+    out: Path,
+) -> dict:
     """The run's summary (``summary.json``), with the clean training accuracy unless stopped early."""
-    summary = {"model": cfg.model, "parameters": n_params, "dataset": Path(cfg.data).name,
-               "classes": data.classes, "img_size": cfg.img_size, "epochs": cfg.epochs,
-               "completed": not stopped_early, "best_val_acc": state.best_acc, "best_epoch": state.best_epoch,
-               "train_time_s": round(state.train_time, 1), "device": device_name(rt.device), "processes": rt.world,
-               "skipped_images": data.skipped, "out": str(out)}
+    summary = {
+        "model": cfg.model,
+        "parameters": n_params,
+        "dataset": Path(cfg.data).name,
+        "classes": data.classes,
+        "img_size": cfg.img_size,
+        "epochs": cfg.epochs,
+        "completed": not stopped_early,
+        "best_val_acc": state.best_acc,
+        "best_epoch": state.best_epoch,
+        "train_time_s": round(state.train_time, 1),
+        "device": device_name(rt.device),
+        "processes": rt.world,
+        "skipped_images": data.skipped,
+        "out": str(out),
+    }
     if record:
         summary |= {"last_val_acc": record["val_acc"], "last_train_acc_augmented": record["train_acc"]}
     if not stopped_early and cfg.eval_train:
@@ -781,9 +911,15 @@ def train_eval_view(train_px, contract: PreprocessContract, device):
     h, w = contract.input_size
     px = train_px.pixels
     if px.shape[-1] != w or px.shape[-2] != h:
-        px = torch.cat([F.interpolate(c.float(), size=(h, w), mode="bilinear", antialias=True,
-                                      align_corners=False).round_().clamp_(0, 255).to(torch.uint8)
-                        for c in px.split(256)])
+        px = torch.cat(
+            [
+                F.interpolate(c.float(), size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+                .round_()
+                .clamp_(0, 255)
+                .to(torch.uint8)
+                for c in px.split(256)
+            ]
+        )
     return DecodedImages(px, train_px.labels, [])
 
 

@@ -3,6 +3,7 @@
 Position embeddings are fixed to the input grid at construction (static shapes for export); a
 checkpoint trained at another size needs its ``pos_embed`` interpolated (``resize_pos_embed``).
 """
+
 from __future__ import annotations
 
 import torch
@@ -77,8 +78,16 @@ class PatchEmbed(nn.Module):
 class VisionTransformer(nn.Module):
     """ViT classifier with a class token."""
 
-    def __init__(self, num_classes: int = 1000, img_size: int = 224, patch_size: int = 16, dim: int = 192,
-                 depth: int = 12, num_heads: int = 3, mlp_ratio: float = 4.0):
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        img_size: int = 224,
+        patch_size: int = 16,
+        dim: int = 192,
+        depth: int = 12,
+        num_heads: int = 3,
+        mlp_ratio: float = 4.0,
+    ):
         super().__init__()
         if img_size % patch_size:
             raise ValueError(f"img_size {img_size} is not divisible by patch_size {patch_size}")

@@ -13,6 +13,7 @@ Packages: ``mvit.model`` (architectures, checkpoints, preprocessing, training), 
 (one backend per format, metadata, parity), ``mvit.quant`` (int8 engine), ``mvit.benchmarks``
 (latency and accuracy), ``mvit.export.apps`` (the demo apps' Python side).
 """
+
 from __future__ import annotations
 
 __all__ = ["create", "load", "export", "bench", "predict"]

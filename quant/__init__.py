@@ -14,6 +14,7 @@ The front door (imported on first use):
 * ``QuantCache``: what the formats of one export run share (calibrations, plans);
   ``calibration_states`` / ``seed_calibrations`` move calibrations between processes.
 """
+
 import importlib
 
 
@@ -22,12 +23,24 @@ class QuantError(ValueError):
 
 
 _FRONT_DOOR = {
-    "Int8Options": "options", "KEEP_NOTHING_FLOAT": "options",
-    "Plan": "plan", "SearchInputs": "plan", "int8_plan": "plan", "needs_search": "plan", "search_route": "plan",
-    "Pt2eGraph": "pt2e", "Pt2eSettings": "pt2e", "calibrate_pt2e": "pt2e", "quantize_pt2e": "pt2e",
-    "calibration_states": "pt2e", "seed_calibrations": "pt2e",
-    "SearchResult": "search", "load_cached": "search", "store": "search",
-    "QuantCache": "cache", "CalibrationKey": "cache",
+    "Int8Options": "options",
+    "KEEP_NOTHING_FLOAT": "options",
+    "Plan": "plan",
+    "SearchInputs": "plan",
+    "int8_plan": "plan",
+    "needs_search": "plan",
+    "search_route": "plan",
+    "Pt2eGraph": "pt2e",
+    "Pt2eSettings": "pt2e",
+    "calibrate_pt2e": "pt2e",
+    "quantize_pt2e": "pt2e",
+    "calibration_states": "pt2e",
+    "seed_calibrations": "pt2e",
+    "SearchResult": "search",
+    "load_cached": "search",
+    "store": "search",
+    "QuantCache": "cache",
+    "CalibrationKey": "cache",
 }
 __all__ = ["QuantError", *_FRONT_DOOR]
 

@@ -11,6 +11,7 @@ The reconstruction error is a quadratic form in the second moments of the layer'
 one pass over the calibration images (every im2col patch and token, none stored), so each Adam step
 costs a few small matrix products whatever the number of images.
 """
+
 from __future__ import annotations
 
 import time
@@ -61,7 +62,7 @@ class Moments:
             self.mf += mf
         self.n += len(xq)
 
-    def finish(self, asymmetric: bool = True) -> "Moments":
+    def finish(self, asymmetric: bool = True) -> Moments:
         """Means from sums; ``asymmetric=False`` fits against float inputs only (xq := xf)."""
         for k in ("qq", "qf", "ff", "mq", "mf"):
             setattr(self, k, (getattr(self, k) / max(self.n, 1)).float())
@@ -70,13 +71,17 @@ class Moments:
         return self
 
 
-def _error(m: Moments, wq: torch.Tensor, wf: torch.Tensor, bq: torch.Tensor | None, bf: torch.Tensor | None,
-           depthwise: bool) -> torch.Tensor:
+def _error(
+    m: Moments, wq: torch.Tensor, wf: torch.Tensor, bq: torch.Tensor | None, bf: torch.Tensor | None, depthwise: bool
+) -> torch.Tensor:
     """Mean over rows of ||Wq xq + bq - (Wf xf + bf)||^2 from the moments."""
     wq, wf = wq.flatten(1), wf.flatten(1)
     if depthwise:  # per channel c: wq_c^T Qqq_c wq_c - 2 wq_c^T Qqf_c wf_c + wf_c^T Qff_c wf_c
-        quad = (torch.einsum("ci,cij,cj->c", wq, m.qq, wq) - 2 * torch.einsum("ci,cij,cj->c", wq, m.qf, wf)
-                + torch.einsum("ci,cij,cj->c", wf, m.ff, wf))
+        quad = (
+            torch.einsum("ci,cij,cj->c", wq, m.qq, wq)
+            - 2 * torch.einsum("ci,cij,cj->c", wq, m.qf, wf)
+            + torch.einsum("ci,cij,cj->c", wf, m.ff, wf)
+        )
         lin_q, lin_f = (wq * m.mq).sum(1), (wf * m.mf).sum(1)
     else:
         quad = ((wq @ m.qq) * wq).sum(1) - 2 * ((wq @ m.qf) * wf).sum(1) + ((wf @ m.ff) * wf).sum(1)
@@ -88,8 +93,15 @@ def _error(m: Moments, wq: torch.Tensor, wf: torch.Tensor, bq: torch.Tensor | No
 
 
 @torch.no_grad()
-def collect_moments(sim: SimGraph, ls: list[Layer], x: torch.Tensor, batch: int, max_rows: int = 8192,
-                    seed: int = 0, asymmetric: bool = True) -> list[Moments]:
+def collect_moments(
+    sim: SimGraph,
+    ls: list[Layer],
+    x: torch.Tensor,
+    batch: int,
+    max_rows: int = 8192,
+    seed: int = 0,
+    asymmetric: bool = True,
+) -> list[Moments]:
     """``Moments`` of every layer in ``ls`` over the images ``x``: per chunk of the graph's batch, one float
     pass keeps each layer's input, one quantized pass pairs it with the quantized input. At most
     ``max_rows`` rows per layer and chunk (the same random rows on both sides) enter the moments."""
@@ -135,8 +147,9 @@ def _low_rank_error(m: Moments, w: torch.Tensor, energy: float = 0.9999, max_ran
     return lambda wq: (wq.flatten(1) - wf).matmul(root).pow(2).sum()
 
 
-def round_layer(layer: Layer, m: Moments, bias: torch.Tensor | None, iters: int = 1000, lam: float = 0.5,
-                lr: float = 1e-2) -> tuple[torch.Tensor, float, float]:
+def round_layer(
+    layer: Layer, m: Moments, bias: torch.Tensor | None, iters: int = 1000, lam: float = 0.5, lr: float = 1e-2
+) -> tuple[torch.Tensor, float, float]:
     """Learned int8 rounding of one layer from its input ``Moments``; returns (on-grid float weight,
     error of nearest rounding, error of learned rounding)."""
     p = layer.point
@@ -159,8 +172,11 @@ def round_layer(layer: Layer, m: Moments, bias: torch.Tensor | None, iters: int 
     with torch.no_grad():
         nearest = torch.round(ws).clamp(p.qmin, p.qmax) * s
         e_near = float(_error(m, nearest, w, bias, bias, depthwise))
-    loss_fn = _low_rank_error(m, w) if m.qq is m.ff and not depthwise else (
-        lambda wq: _error(m, wq, w, bias, bias, depthwise))
+    loss_fn = (
+        _low_rank_error(m, w)
+        if m.qq is m.ff and not depthwise
+        else (lambda wq: _error(m, wq, w, bias, bias, depthwise))
+    )
     scale = 1.0 / max(e_near, 1e-12)  # a well-conditioned loss whatever the layer's magnitude
     warmup = iters // 5
     for it in range(iters):
@@ -179,8 +195,16 @@ def round_layer(layer: Layer, m: Moments, bias: torch.Tensor | None, iters: int 
     return learned, e_near, e_learned
 
 
-def adaround(sim: SimGraph, x: torch.Tensor, batch: int, iters: int = 1000, lam: float = 0.5, only=None,
-             asymmetric: bool = False, progress=None) -> dict[str, torch.Tensor]:
+def adaround(
+    sim: SimGraph,
+    x: torch.Tensor,
+    batch: int,
+    iters: int = 1000,
+    lam: float = 0.5,
+    only=None,
+    asymmetric: bool = False,
+    progress=None,
+) -> dict[str, torch.Tensor]:
     """Learned rounding for every conv/linear of ``sim`` (or those whose module path ``only`` accepts),
     fitted on calibration inputs ``x``. Sets each ``WeightPoint.rounded``; returns the on-grid weights by
     module path (to write into the float model).
@@ -198,8 +222,9 @@ def adaround(sim: SimGraph, x: torch.Tensor, batch: int, iters: int = 1000, lam:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # thousands of small products: extra threads only wait on each other
     try:
-        rounded = [round_layer(l, m, l.point.bias if l.point.has_bias else None, iters, lam)
-                   for l, m in zip(ls, moments)]
+        rounded = [
+            round_layer(l, m, l.point.bias if l.point.has_bias else None, iters, lam) for l, m in zip(ls, moments)
+        ]
     finally:
         torch.set_num_threads(threads)
     for layer, (w, e0, e1) in zip(ls, rounded):

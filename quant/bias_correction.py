@@ -14,6 +14,7 @@ Two ways, both measured on calibration images:
 The corrections are kept in ``WeightPoint.bias_delta`` (the float model is unchanged until they are
 written into it), since every int8 runtime here keeps the bias in int32 and the shift is free.
 """
+
 from __future__ import annotations
 
 import torch
@@ -91,8 +92,9 @@ def _input_means(sim: SimGraph, ls: list[Layer], x: torch.Tensor, batch: int) ->
 
 
 @torch.no_grad()
-def correct_bias(sim: SimGraph, x: torch.Tensor, batch: int, mode: str = "sequential", only=None,
-                 progress=None) -> dict[str, torch.Tensor]:
+def correct_bias(
+    sim: SimGraph, x: torch.Tensor, batch: int, mode: str = "sequential", only=None, progress=None
+) -> dict[str, torch.Tensor]:
     """Correct the biases of every conv/linear of ``sim`` (or those ``only`` accepts): sets each
     ``WeightPoint.bias_delta``; returns the corrected biases by module path (for the float model)."""
     if mode not in MODES:

@@ -4,6 +4,7 @@ An export run keeps one cache (``mvit.export.base.ExportCache`` adds the formats
 PT2E calibration is made once for every format that takes it, and the int8 plan is searched once per route.
 Across worker processes only observer states travel (``CalibrationState``: picklable), never graphs.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

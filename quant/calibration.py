@@ -1,5 +1,6 @@
 """Data-free calibration images (ZeroQ) synthesised from a model's BatchNorm statistics, and the
 shipped set that spares the main job the synthesis."""
+
 from __future__ import annotations
 
 import time
@@ -13,8 +14,9 @@ from ..model.contract import PreprocessContract
 from . import QuantError
 
 
-def synthesize_zeroq(model: nn.Module, contract: PreprocessContract, n: int = 32, iters: int = 60,
-                     seed: int = 0, progress=None) -> np.ndarray:
+def synthesize_zeroq(
+    model: nn.Module, contract: PreprocessContract, n: int = 32, iters: int = 60, seed: int = 0, progress=None
+) -> np.ndarray:
     """Data-free calibration images (ZeroQ, Cai et al. 2020): optimise pixels so that every
     BatchNorm layer sees the batch mean and standard deviation it recorded in training.
 
@@ -48,8 +50,11 @@ def synthesize_zeroq(model: nn.Module, contract: PreprocessContract, n: int = 32
             if contract.channel_order == "BGR":
                 x = x.flip(1)
             model(x)
-            loss = sum(torch.norm(mu - bn.running_mean) + torch.norm(var.add(bn.eps).sqrt() - bn.running_var.add(bn.eps).sqrt())
-                       for (mu, var), bn in zip(stats, bns))
+            loss = sum(
+                torch.norm(mu - bn.running_mean)
+                + torch.norm(var.add(bn.eps).sqrt() - bn.running_var.add(bn.eps).sqrt())
+                for (mu, var), bn in zip(stats, bns)
+            )
             opt.zero_grad()
             loss.backward()
             opt.step()

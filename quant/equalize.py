@@ -14,6 +14,7 @@ benchmarks/results/int8_search.md).
 s_i = sqrt(r1_i / r2_i) with r1_i the range of conv1's row i and r2_i that of conv2's column i, which
 makes both ranges sqrt(r1_i * r2_i) (Nagel et al., eq. 9). Depthwise convs take part on either side.
 """
+
 from __future__ import annotations
 
 import torch
@@ -21,7 +22,7 @@ from torch import nn
 
 from .sim import module_paths
 
-HOMOGENEOUS = ("relu",)                               # act(x / s) == act(x) / s for s > 0
+HOMOGENEOUS = ("relu",)  # act(x / s) == act(x) / s for s > 0
 NOT_HOMOGENEOUS = ("silu", "hardtanh", "relu6", "gelu", "hardswish", "sigmoid", "mul")
 
 
@@ -66,8 +67,11 @@ def conv_pairs(model: nn.Module, sample: torch.Tensor, approximate: bool = False
 
 def _pairable(c1: nn.Conv2d, c2: nn.Conv2d) -> bool:
     depthwise2 = c2.groups == c2.in_channels == c2.out_channels
-    return c1.out_channels == c2.in_channels and (c2.groups == 1 or depthwise2) and (
-        c1.groups == 1 or c1.groups == c1.in_channels == c1.out_channels)
+    return (
+        c1.out_channels == c2.in_channels
+        and (c2.groups == 1 or depthwise2)
+        and (c1.groups == 1 or c1.groups == c1.in_channels == c1.out_channels)
+    )
 
 
 @torch.no_grad()

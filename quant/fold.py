@@ -6,6 +6,7 @@ They make the weights that the int8 artifact quantizes the weights of the model 
 algorithms that adjust weights (learned rounding, bias correction) see exactly what PT2E and
 onnxruntime will quantize.
 """
+
 from __future__ import annotations
 
 import torch

@@ -24,6 +24,7 @@ file: MobileViT's unfold/fold reshapes, the attention's head reshapes, the resid
 
 The sources and the measurements behind these choices: benchmarks/results/int8_xnnpack.md.
 """
+
 from __future__ import annotations
 
 import operator
@@ -34,12 +35,24 @@ aten = torch.ops.aten
 
 # Ops that only move, view or pass values (eval-mode dropout included): TFLite and XNNPACK run them in
 # int8 with their input's scale and zero point.
-MOVE_OPS = frozenset({
-    aten.view.default, aten._unsafe_view.default, aten.reshape.default, aten.transpose.int,
-    aten.permute.default, aten.slice.Tensor, aten.unsqueeze.default, aten.squeeze.dim, aten.squeeze.default,
-    aten.flatten.using_ints, aten.contiguous.default, aten.clone.default, aten.dropout.default,
-    aten.expand.default,
-})
+MOVE_OPS = frozenset(
+    {
+        aten.view.default,
+        aten._unsafe_view.default,
+        aten.reshape.default,
+        aten.transpose.int,
+        aten.permute.default,
+        aten.slice.Tensor,
+        aten.unsqueeze.default,
+        aten.squeeze.dim,
+        aten.squeeze.default,
+        aten.flatten.using_ints,
+        aten.contiguous.default,
+        aten.clone.default,
+        aten.dropout.default,
+        aten.expand.default,
+    }
+)
 _SPLITS = (aten.split.Tensor, aten.split_with_sizes.default)
 _MATMULS = (aten.matmul.default, aten.bmm.default)
 
@@ -137,7 +150,8 @@ def annotate_attention_xnnpack(model: torch.fx.GraphModule, qspec, keep_quantize
             else:
                 specs[a] = sym if k == 1 else qspec
         n.meta["quantization_annotation"] = QuantizationAnnotation(
-            input_qspec_map=specs, output_qspec=qspec, _annotated=True)
+            input_qspec_map=specs, output_qspec=qspec, _annotated=True
+        )
         count += 1
     return count
 
@@ -153,11 +167,20 @@ def annotate_residual_adds(model: torch.fx.GraphModule, qspec, keep_quantized) -
     for n in model.graph.nodes:
         if n.op == "placeholder" or any(a in activations for a in n.all_input_nodes):
             activations.add(n)
-        if n.op != "call_function" or n.target != aten.add.Tensor or _annotation(n) is not None or not keep_quantized(n):
+        if (
+            n.op != "call_function"
+            or n.target != aten.add.Tensor
+            or _annotation(n) is not None
+            or not keep_quantized(n)
+        ):
             continue
         args = n.args[:2]
-        if len(args) != 2 or not all(isinstance(a, torch.fx.Node) and isinstance(a.meta.get("val"), torch.Tensor)
-                                     and a.meta["val"].is_floating_point() for a in args):
+        if len(args) != 2 or not all(
+            isinstance(a, torch.fx.Node)
+            and isinstance(a.meta.get("val"), torch.Tensor)
+            and a.meta["val"].is_floating_point()
+            for a in args
+        ):
             continue
         if not all(a in activations for a in args):
             continue  # a learned constant (ViT's class token, position embedding) keeps its own precision
@@ -166,7 +189,8 @@ def annotate_residual_adds(model: torch.fx.GraphModule, qspec, keep_quantized) -
         if n.kwargs.get("alpha", 1) != 1:
             continue
         n.meta["quantization_annotation"] = QuantizationAnnotation(
-            input_qspec_map={a: qspec for a in args}, output_qspec=qspec, _annotated=True)
+            input_qspec_map={a: qspec for a in args}, output_qspec=qspec, _annotated=True
+        )
         count += 1
     return count
 
@@ -188,6 +212,7 @@ def share_through_moves(model: torch.fx.GraphModule, keep_quantized) -> int:
             continue
         shared = SharedQuantizationSpec(prev)
         n.meta["quantization_annotation"] = QuantizationAnnotation(
-            input_qspec_map={prev: shared}, output_qspec=shared, _annotated=True)
+            input_qspec_map={prev: shared}, output_qspec=shared, _annotated=True
+        )
         count += 1
     return count

@@ -1,11 +1,11 @@
 """The inputs of every convolution and linear layer of a ``SimGraph``, as the quantized and the float
 model compute them: what learned rounding and bias correction fit against."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from .sim import _LAYER_OPS, SimGraph, WeightPoint
 
@@ -15,8 +15,8 @@ class Layer:
     """One conv or linear op of a simulated graph."""
 
     node: torch.fx.Node
-    point: WeightPoint          # its int8 weight and bias
-    path: str                   # module path (``WeightPoint.consumer``)
+    point: WeightPoint  # its int8 weight and bias
+    path: str  # module path (``WeightPoint.consumer``)
 
     @property
     def is_conv(self) -> bool:
@@ -35,8 +35,12 @@ def layers(sim: SimGraph) -> list[Layer]:
         if n.op != "call_function" or n.target not in _LAYER_OPS or len(n.args) < 2:
             continue
         w = n.args[1]
-        if isinstance(w, torch.fx.Node) and w.op == "call_function" and isinstance(w.args[0], torch.fx.Node) \
-                and w.args[0].op == "call_module":
+        if (
+            isinstance(w, torch.fx.Node)
+            and w.op == "call_function"
+            and isinstance(w.args[0], torch.fx.Node)
+            and w.args[0].op == "call_module"
+        ):
             point = sim.gm.get_submodule(w.args[0].target)
             if isinstance(point, WeightPoint):
                 out.append(Layer(n, point, point.consumer))
@@ -81,8 +85,7 @@ def sample_rows(layer: Layer, inp: torch.Tensor, count: int | None, gen: torch.G
             return flat
         return flat[torch.randperm(len(flat), generator=gen)[:count]]
     w = layer.point.weight
-    (sh, sw), (ph, pw), (dh, dw), groups = [tuple(v) if isinstance(v, (list, tuple)) else v
-                                            for v in layer.conv_args()]
+    (sh, sw), (ph, pw), (dh, dw), groups = [tuple(v) if isinstance(v, (list, tuple)) else v for v in layer.conv_args()]
     kh, kw = w.shape[2:]
     n, c, h, wd = inp.shape
     oh, ow = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1

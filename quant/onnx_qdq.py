@@ -8,6 +8,7 @@ outside the layers ``mvit.quant.plan`` leaves float (those keep float weights to
 ``compress_float_weights`` stores float ops' weights as int8 decoded at session load. The measurements
 behind these choices: benchmarks/results/onnx_int8_variants.md and int8_search.md.
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,9 +22,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from . import QuantError
 from ..model.pixel_input import PixelInput
 from ..model.preprocess import normalize_hwc_uint8
+from . import QuantError
 
 if TYPE_CHECKING:  # the export job is handed down by the ONNX backend: its type only
     from ..export.base import ExportJob
@@ -125,10 +126,19 @@ def quantize(job: ExportJob, model, path: Path) -> dict:
         keep = tuple(job.keep_float)
         nodes = _nodes_to_keep_float(onnx.load(str(pre)), keep)
         if job.precision == "dynamic":
-            quantize_dynamic(str(pre), str(path), weight_type=QuantType.QInt8, per_channel=True,
-                             nodes_to_exclude=nodes, op_types_to_quantize=["MatMul", "Gemm", "Conv"])
-            details = {"method": "onnxruntime quantize_dynamic", "weights": "int8 per-channel",
-                       "keep_float_source": "user"}
+            quantize_dynamic(
+                str(pre),
+                str(path),
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                nodes_to_exclude=nodes,
+                op_types_to_quantize=["MatMul", "Gemm", "Conv"],
+            )
+            details = {
+                "method": "onnxruntime quantize_dynamic",
+                "weights": "int8 per-channel",
+                "keep_float_source": "user",
+            }
         else:
             ranges = Path(tmp) / "ranges.json"
             key = ("onnx-int8-ranges", LAYOUT, job.input_mode, job.calib_method, len(job.calib_pixels))
@@ -136,12 +146,17 @@ def quantize(job: ExportJob, model, path: Path) -> dict:
                 ranges.write_text(job.cache[key])
             quantize_qdq(pre, path, job, nodes, ranges)
             job.cache[key] = ranges.read_text()
-            details = {"method": "onnxruntime quantize_static QDQ",
-                       "weights": "int8 per-channel symmetric" + (", 7-bit range" if REDUCE_RANGE else ""),
-                       "activations": "uint8 per-tensor affine", "calibration": job.calib_method,
-                       "calibration_images": int(len(job.calib_pixels)), "layout": LAYOUT,
-                       "quantized_ops": list(LAYOUTS[LAYOUT]["ops"]), "integer_attention": LAYOUTS[LAYOUT]["attention"],
-                       "keep_float_source": job.keep_float_source}
+            details = {
+                "method": "onnxruntime quantize_static QDQ",
+                "weights": "int8 per-channel symmetric" + (", 7-bit range" if REDUCE_RANGE else ""),
+                "activations": "uint8 per-tensor affine",
+                "calibration": job.calib_method,
+                "calibration_images": int(len(job.calib_pixels)),
+                "layout": LAYOUT,
+                "quantized_ops": list(LAYOUTS[LAYOUT]["ops"]),
+                "integer_attention": LAYOUTS[LAYOUT]["attention"],
+                "keep_float_source": job.keep_float_source,
+            }
         details["keep_float"] = list(keep)
     return details
 
@@ -186,8 +201,9 @@ def float_closure(model, float_nodes, ops=CHAIN_OPS) -> list[str]:
     return sorted(keep)
 
 
-def quantize_qdq(pre: Path, out: Path, job: ExportJob, nodes_to_exclude, calib_cache: Path | None = None,
-                 layout: str | None = None) -> None:
+def quantize_qdq(
+    pre: Path, out: Path, job: ExportJob, nodes_to_exclude, calib_cache: Path | None = None, layout: str | None = None
+) -> None:
     """onnxruntime static QDQ int8 of the pre-processed model ``pre`` into ``out``, calibrated on the job's
     images; ``calib_cache`` (a JSON path) keeps the calibrated ranges for further calls of the same layout
     (it holds the tensors of that layout's op types). ``layout`` (a ``LAYOUTS`` name, default
@@ -201,28 +217,48 @@ def quantize_qdq(pre: Path, out: Path, job: ExportJob, nodes_to_exclude, calib_c
     if spec is None:
         raise QuantError(f"ONNX int8 layout {layout!r}: use one of {', '.join(LAYOUTS)}")
     graph = onnx.load(str(pre))
-    exclude = set(float_closure(graph, nodes_to_exclude)) if set(CHAIN_OPS) & set(spec["ops"]) else set(nodes_to_exclude)
+    exclude = (
+        set(float_closure(graph, nodes_to_exclude)) if set(CHAIN_OPS) & set(spec["ops"]) else set(nodes_to_exclude)
+    )
     if not spec["attention"]:
         exclude |= set(activation_matmuls(graph))
 
-    method = {"min-max": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-              "entropy": CalibrationMethod.Entropy}.get(job.calib_method)
+    method = {
+        "min-max": CalibrationMethod.MinMax,
+        "percentile": CalibrationMethod.Percentile,
+        "entropy": CalibrationMethod.Entropy,
+    }.get(job.calib_method)
     if method is None:
-        raise QuantError(f"calibration method {job.calib_method!r} is not available for ONNX; "
-                          f"use one of {', '.join(CALIB_METHODS)}")
-    args = dict(per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                reduce_range=REDUCE_RANGE, calibrate_method=method,
-                extra_options={"CalibMovingAverage": False,
-                               # weights [in, out] (MatMul, Gemm transB=0): one scale per output
-                               "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1}})
+        raise QuantError(
+            f"calibration method {job.calib_method!r} is not available for ONNX; use one of {', '.join(CALIB_METHODS)}"
+        )
+    args = dict(
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        reduce_range=REDUCE_RANGE,
+        calibrate_method=method,
+        extra_options={
+            "CalibMovingAverage": False,
+            # weights [in, out] (MatMul, Gemm transB=0): one scale per output
+            "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
+        },
+    )
     if job.calib_method == "min-max":
         args["extra_options"]["CalibStridedMinMax"] = calib_stride(len(job.calib_pixels))
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(calib_cache) if calib_cache is not None else Path(tmp) / "ranges.json"
         fmt = QuantFormat.QOperator if spec.get("format") == "qoperator" else QuantFormat.QDQ
-        quantize_static(str(pre), str(out), None if cache.exists() else _Reader(job, _input_name(pre)), quant_format=fmt,
-                        nodes_to_exclude=sorted(exclude),
-                        op_types_to_quantize=list(spec["ops"]), calibration_cache_path=cache, **args)
+        quantize_static(
+            str(pre),
+            str(out),
+            None if cache.exists() else _Reader(job, _input_name(pre)),
+            quant_format=fmt,
+            nodes_to_exclude=sorted(exclude),
+            op_types_to_quantize=list(spec["ops"]),
+            calibration_cache_path=cache,
+            **args,
+        )
 
 
 def int8_search_runner(job: ExportJob, pixels: np.ndarray, fp32_model):
@@ -289,13 +325,24 @@ def export_learned_int8(job: ExportJob, path: Path, names: tuple[str, str]) -> d
     else:
         module, sample = PixelInput(job.model, job.contract, "NHWC").eval(), torch.zeros(1, h, w, 3, dtype=torch.uint8)
         graph_input, to_input = "pixels-nhwc-uint8", lambda px: torch.from_numpy(np.ascontiguousarray(px))  # noqa: E731
-    converted, _, details = quantize_pt2e(Pt2eGraph(job.model, module, sample, to_input, graph_input),
-                                         job.pt2e_settings(), cache=job.cache, fold_quantize=True)
+    converted, _, details = quantize_pt2e(
+        Pt2eGraph(job.model, module, sample, to_input, graph_input),
+        job.pt2e_settings(),
+        cache=job.cache,
+        fold_quantize=True,
+    )
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        proto = torch.onnx.export(converted, (sample,), dynamo=True, input_names=[names[0]],
-                                  output_names=[names[1]], verbose=False, optimize=True).model_proto
+        proto = torch.onnx.export(
+            converted,
+            (sample,),
+            dynamo=True,
+            input_names=[names[0]],
+            output_names=[names[1]],
+            verbose=False,
+            optimize=True,
+        ).model_proto
     for node in proto.graph.node:  # the exporter's per-node stack traces: most of a small model's bytes
         del node.metadata_props[:]
     onnx.save_model(proto, str(path))
@@ -314,8 +361,7 @@ def _nodes_to_keep_float(model, keep_float, strict: bool = True) -> list[str]:
         matched = [n.name for n in model.graph.node if n.name == item or n.op_type == item]
         if not matched:
             prefix = item + "."
-            matched = [n.name for n in model.graph.node
-                       if any(i in inits and i.startswith(prefix) for i in n.input)]
+            matched = [n.name for n in model.graph.node if any(i in inits and i.startswith(prefix) for i in n.input)]
         if not matched:
             key = item.replace(".", "_")
             matched = [n.name for n in model.graph.node if item in n.name or key in n.name]
@@ -355,9 +401,13 @@ def compress_float_weights(model, float_weights=(), min_size: int = MIN_PACKED_W
     decode, packed = [], []
     for name, init in list(inits.items()):
         users = readers.get(name, [])
-        if (not users or any(n.op_type not in WEIGHT_OPS or k != 1 for n, k in users)
-                or init.data_type != TensorProto.FLOAT or name.startswith(prefixes)
-                or any(n.name in float_weights or n.op_type in float_weights for n, _ in users)):
+        if (
+            not users
+            or any(n.op_type not in WEIGHT_OPS or k != 1 for n, k in users)
+            or init.data_type != TensorProto.FLOAT
+            or name.startswith(prefixes)
+            or any(n.name in float_weights or n.op_type in float_weights for n, _ in users)
+        ):
             continue
         w = numpy_helper.to_array(init)
         if w.ndim < 2 or w.size < min_size:
@@ -377,10 +427,13 @@ def compress_float_weights(model, float_weights=(), min_size: int = MIN_PACKED_W
         scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32).reshape(shape)
         q = np.clip(np.rint(w / scale), -127, 127).astype(np.int8)
         g.initializer.remove(init)
-        g.initializer.extend([numpy_helper.from_array(q, name + "_int8"), numpy_helper.from_array(scale, name + "_scale")])
-        decode += [helper.make_node("Cast", [name + "_int8"], [name + "_dequant"], name=name + "_Cast",
-                                    to=TensorProto.FLOAT),
-                   helper.make_node("Mul", [name + "_dequant", name + "_scale"], [name], name=name + "_Mul")]
+        g.initializer.extend(
+            [numpy_helper.from_array(q, name + "_int8"), numpy_helper.from_array(scale, name + "_scale")]
+        )
+        decode += [
+            helper.make_node("Cast", [name + "_int8"], [name + "_dequant"], name=name + "_Cast", to=TensorProto.FLOAT),
+            helper.make_node("Mul", [name + "_dequant", name + "_scale"], [name], name=name + "_Mul"),
+        ]
         packed.append(name)
     nodes = decode + list(g.node)
     del g.node[:]

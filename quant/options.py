@@ -4,6 +4,7 @@
 choice from it. Every layer int8 is the flag ``all_int8``; ``none`` is only the command line's word for it
 (``--keep-float none``, ``from_words``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,14 +20,14 @@ class Int8Options:
     """Calibration images and method, the float set (explicit, all int8, or searched to a budget) and the
     images the search measures on."""
 
-    calib: Path | None = None             # calibration images; None = data-free (ZeroQ)
+    calib: Path | None = None  # calibration images; None = data-free (ZeroQ)
     calib_count: int = 256
-    calib_method: str | None = None       # None = each backend's default
-    zeroq_count: int = 32                 # data-free images synthesised when none are shipped
-    keep_float: tuple[str, ...] = ()      # layers kept float (backend-specific names); () = searched
-    all_int8: bool = False                # every layer int8: no search (--keep-float none)
+    calib_method: str | None = None  # None = each backend's default
+    zeroq_count: int = 32  # data-free images synthesised when none are shipped
+    keep_float: tuple[str, ...] = ()  # layers kept float (backend-specific names); () = searched
+    all_int8: bool = False  # every layer int8: no search (--keep-float none)
     min_agreement: float = DEFAULT_MIN_AGREEMENT  # the search's budget and the parity gate
-    search_data: Path | None = None       # search images; None = --calib images not used to calibrate
+    search_data: Path | None = None  # search images; None = --calib images not used to calibrate
 
     def __post_init__(self):
         keep = (self.keep_float,) if isinstance(self.keep_float, str) else self.keep_float
@@ -37,7 +38,7 @@ class Int8Options:
                 object.__setattr__(self, name, Path(value))
 
     @classmethod
-    def from_words(cls, keep_float=(), **kwargs) -> "Int8Options":
+    def from_words(cls, keep_float=(), **kwargs) -> Int8Options:
         """Options from the command line's ``--keep-float`` words: ``none`` sets ``all_int8``."""
         keep = (keep_float,) if isinstance(keep_float, str) else tuple(k for k in keep_float if k)
         names = tuple(k for k in keep if k.lower() != KEEP_NOTHING_FLOAT)
@@ -63,8 +64,10 @@ class Int8Options:
         if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 < m <= 1:
             errs.append(f"--min-agreement must be a number in (0, 1], got {m!r}")
         if self.all_int8 and self.keep_float:
-            errs.append(f"--keep-float {KEEP_NOTHING_FLOAT} (every layer int8) cannot be given with layer names "
-                        f"({', '.join(self.keep_float)})")
+            errs.append(
+                f"--keep-float {KEEP_NOTHING_FLOAT} (every layer int8) cannot be given with layer names "
+                f"({', '.join(self.keep_float)})"
+            )
         if self.search_data is not None and not int8_asked:
             errs.append("--search-data applies to int8 only")
         if self.calib_method is not None and not int8_asked:

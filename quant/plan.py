@@ -6,13 +6,15 @@ images, the cheapest float set meeting ``min_agreement``. Its result is cached b
 (``<name>.int8.json``, keyed by the checkpoint's SHA-256, the route and the budget), so a checkpoint
 is searched once; the shipped model ships its result (how it was made: benchmarks/results/int8_search.md).
 """
+
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -55,8 +57,10 @@ ROUTE_REVISION = {"pt2e": "shared-cat+exact-input+dataflow-fold+xnnpack-graph"}
 # Log records the search's imports emit that say nothing about the export (torchao's optional CUDA and
 # MX kernels that a CPU install cannot load; torch's note that torchao registers an Enum as a pytree
 # constant): (logger, start of the message) pairs dropped by ``quiet_imports``.
-_IMPORT_NOISE = (("torchao", "Failed to load "),
-                 ("torch.utils._pytree", "%s is an Enum subclass and is now natively supported"))
+_IMPORT_NOISE = (
+    ("torchao", "Failed to load "),
+    ("torch.utils._pytree", "%s is an Enum subclass and is now natively supported"),
+)
 
 
 class _DropNoise(logging.Filter):
@@ -85,9 +89,9 @@ class Plan:
     """Layers an int8 export leaves float, where that choice came from, and the search behind it."""
 
     float_units: list[str]
-    source: str                        # "user", "user: none", "search", "cache", "no held-out images"
+    source: str  # "user", "user: none", "search", "cache", "no held-out images"
     min_agreement: float
-    search: dict | None = None         # SearchResult.to_dict() (with provenance when cached)
+    search: dict | None = None  # SearchResult.to_dict() (with provenance when cached)
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -146,9 +150,17 @@ def needs_search(route: str, options: Int8Options, checkpoint: Path | None, sha2
     return load_cached(Path(checkpoint), sha256, search_cache_key(route, options.min_agreement)) is None
 
 
-def int8_plan(route: str, model: nn.Module, options: Int8Options, search: SearchInputs | None = None, *,
-              checkpoint: Path | None = None, sha256: str | None = None, cache: QuantCache | None = None,
-              say=None) -> Plan:
+def int8_plan(
+    route: str,
+    model: nn.Module,
+    options: Int8Options,
+    search: SearchInputs | None = None,
+    *,
+    checkpoint: Path | None = None,
+    sha256: str | None = None,
+    cache: QuantCache | None = None,
+    say=None,
+) -> Plan:
     """The float set for ``model`` on ``route``: the one ``options`` give, else the cached search result,
     else searched to ``options.min_agreement`` on ``search`` (none: every layer int8, with a note).
 
@@ -174,34 +186,58 @@ def int8_plan(route: str, model: nn.Module, options: Int8Options, search: Search
             memo[memo_key] = plan
             return plan
     if heldout is None or len(heldout) == 0 or calib is None:
-        plan = Plan([], "no held-out images", min_agreement,
-                    notes=["no held-out calibration images to search a float set on (give --calib with more "
-                           f"images than --calib-count, {HELDOUT_IMAGES} more are used): every layer int8"])
+        plan = Plan(
+            [],
+            "no held-out images",
+            min_agreement,
+            notes=[
+                "no held-out calibration images to search a float set on (give --calib with more "
+                f"images than --calib-count, {HELDOUT_IMAGES} more are used): every layer int8"
+            ],
+        )
         memo[memo_key] = plan
         return plan
     t0 = time.perf_counter()
     rule, n = stop_rule(min_agreement), len(heldout)
     say(f"searching the int8 float set for {rule.describe(n)} on {n} held-out samples ({route}) ...")
     result = search_route(route, model, search, rule, say)
-    say(f"search done in {time.perf_counter() - t0:.0f} s: {len(result.float_units)} layer(s) float, "
-        f"expected flips {result.expected_flips:.2f}, agreement {100 * result.agreement:.2f}%")
+    say(
+        f"search done in {time.perf_counter() - t0:.0f} s: {len(result.float_units)} layer(s) float, "
+        f"expected flips {result.expected_flips:.2f}, agreement {100 * result.agreement:.2f}%"
+    )
     if not result.met:
         left = result.int8_left
-        still = (f"; int8 even then: {', '.join(left[:6])}" + (f" and {len(left) - 6} more" if len(left) > 6 else "")
-                 if left else "")
-        reached = (f"agreement at most {100 * result.agreement:.2f}%" if result.expected_flips == float("inf") else
-                   f"{result.expected_flips:.2f} expected flips, {100 * result.agreement:.2f}% agreement "
-                   f"(cosine {result.cosine:.3f})")
-        raise QuantError(f"int8 ({route}) cannot reach {rule.describe(n)} with the float model on {n} held-out "
-                         f"samples (the search's rule for a {100 * min_agreement:.1f}% gate): {reached} with every "
-                         f"candidate layer float{still}; lower --min-agreement or export fp16")
+        still = (
+            f"; int8 even then: {', '.join(left[:6])}" + (f" and {len(left) - 6} more" if len(left) > 6 else "")
+            if left
+            else ""
+        )
+        reached = (
+            f"agreement at most {100 * result.agreement:.2f}%"
+            if result.expected_flips == float("inf")
+            else f"{result.expected_flips:.2f} expected flips, {100 * result.agreement:.2f}% agreement "
+            f"(cosine {result.cosine:.3f})"
+        )
+        raise QuantError(
+            f"int8 ({route}) cannot reach {rule.describe(n)} with the float model on {n} held-out "
+            f"samples (the search's rule for a {100 * min_agreement:.1f}% gate): {reached} with every "
+            f"candidate layer float{still}; lower --min-agreement or export fp16"
+        )
     plan = Plan(result.float_units, "search", min_agreement, result.to_dict())
     if checkpoint is not None and sha256:
         try:
-            path = store(Path(checkpoint), sha256, key, result,
-                         {"calibration_images": int(len(calib)), "heldout_images": int(len(heldout)),
-                          "simulation_calibration_images": int(min(len(calib), SEARCH_CALIB_IMAGES)),
-                          "seconds": round(time.perf_counter() - t0, 1)})
+            path = store(
+                Path(checkpoint),
+                sha256,
+                key,
+                result,
+                {
+                    "calibration_images": int(len(calib)),
+                    "heldout_images": int(len(heldout)),
+                    "simulation_calibration_images": int(min(len(calib), SEARCH_CALIB_IMAGES)),
+                    "seconds": round(time.perf_counter() - t0, 1),
+                },
+            )
             plan.notes.append(f"search result cached in {path}")
         except OSError as e:
             plan.notes.append(f"search result not cached ({e.strerror})")
@@ -209,14 +245,15 @@ def int8_plan(route: str, model: nn.Module, options: Int8Options, search: Search
     return plan
 
 
-def search_simulation(model: nn.Module, calib: torch.Tensor, input_range: tuple[float, float] | None = None,
-                      recipe=None):
+def search_simulation(
+    model: nn.Module, calib: torch.Tensor, input_range: tuple[float, float] | None = None, recipe=None
+):
     """The simulated PT2E int8 graph the search measures TFLite / Core ML / ExecuTorch candidates in
     (``mvit.quant.sim.SimGraph``), calibrated on the first ``SEARCH_CALIB_IMAGES`` of ``calib``, the
     input quantized over ``input_range`` (as the exports do; None: calibrated). ``recipe``: the float
     rewrites (default ``mvit.quant.ptq.Recipe()``, what the exports use; others for measurements)."""
-    from .ptq import Recipe, build_sim, fold_float
     from .pt2e import quantizer_for
+    from .ptq import Recipe, build_sim, fold_float
 
     calib = calib[:SEARCH_CALIB_IMAGES]
     folded, _ = fold_float(model, recipe or Recipe(), calib, SEARCH_BATCH)
@@ -229,7 +266,12 @@ def search_route(route: str, model: nn.Module, inputs: SearchInputs, rule: StopR
     from .search import gated_score, layer_units, near_ties_first, rank_units, search, unit_costs
     from .sensitivity import point_sensitivity
 
-    calib, heldout, evaluate, input_range = inputs.calib[:SEARCH_CALIB_IMAGES], inputs.heldout, inputs.evaluate, inputs.input_range
+    calib, heldout, evaluate, input_range = (
+        inputs.calib[:SEARCH_CALIB_IMAGES],
+        inputs.heldout,
+        inputs.evaluate,
+        inputs.input_range,
+    )
     sims = []
 
     def simulation():
@@ -249,17 +291,31 @@ def search_route(route: str, model: nn.Module, inputs: SearchInputs, rule: StopR
             sim = simulation()
             sim.set_float(float_units)
             return gated_score(lambda x: sim.run(x, SEARCH_BATCH), samples, ref, rule)
+
     log = (lambda m: say(m)) if say else None
     n = len(heldout)
     first = tuple(evaluate(()))
     if log:
-        log(f"  every layer int8: agreement at most {100 * first[0]:.2f}%, stopped early" if first[2] == float("inf")
+        log(
+            f"  every layer int8: agreement at most {100 * first[0]:.2f}%, stopped early"
+            if first[2] == float("inf")
             else f"  every layer int8: expected flips {first[2]:.2f}, agreement {100 * first[0]:.2f}%, "
-                 f"cosine {first[1]:.4f}")
+            f"cosine {first[1]:.4f}"
+        )
     if rule.accepts(first, n):
-        return SearchResult([], first[0], rule.gate, True, n,
-                            [{"float_units": 0, "agreement": first[0], "cosine": first[1], "expected_flips": first[2]}],
-                            [], 0.0, first[1], expected_flips=first[2], max_expected_flips=rule.max_expected(n))
+        return SearchResult(
+            [],
+            first[0],
+            rule.gate,
+            True,
+            n,
+            [{"float_units": 0, "agreement": first[0], "cosine": first[1], "expected_flips": first[2]}],
+            [],
+            0.0,
+            first[1],
+            expected_flips=first[2],
+            max_expected_flips=rule.max_expected(n),
+        )
     sim = simulation()
     sens = point_sensitivity(sim, calib[: max(SEARCH_BATCH, 32)], SEARCH_BATCH)
     units = layer_units(model)
@@ -276,13 +332,22 @@ def search_route(route: str, model: nn.Module, inputs: SearchInputs, rule: StopR
 def describe(plan: Plan, route: str) -> str:
     """One line naming the float set of ``plan`` and where it came from."""
     units = ", ".join(plan.float_units) or "none (every layer int8)"
-    how = {"search": "searched", "cache": "cached search result", "user": "--keep-float",
-           "user: none": "--keep-float none"}.get(plan.source, plan.source)
+    how = {
+        "search": "searched",
+        "cache": "cached search result",
+        "user": "--keep-float",
+        "user: none": "--keep-float none",
+    }.get(plan.source, plan.source)
     extra = ""
     if plan.search and plan.source in ("search", "cache"):
         s = plan.search
         expected = s.get("expected_flips")
-        extra = (f"; {expected:.2f} expected flips (at most {s['max_expected_flips']:.2f}), " if expected is not None
-                 else "; ") + (f"{100 * s['agreement']:.2f}% agreement on {s['images']} held-out samples "
-                               f"(gate {100 * plan.min_agreement:.1f}%)")
+        extra = (
+            f"; {expected:.2f} expected flips (at most {s['max_expected_flips']:.2f}), "
+            if expected is not None
+            else "; "
+        ) + (
+            f"{100 * s['agreement']:.2f}% agreement on {s['images']} held-out samples "
+            f"(gate {100 * plan.min_agreement:.1f}%)"
+        )
     return f"int8 float layers ({route}, {how}): {units}{extra}"

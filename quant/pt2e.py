@@ -4,11 +4,13 @@ One calibrated model serves every PT2E format of an export run (one ``mvit.quant
 across worker processes as observer states, ``calibration_states``), so W8A8 TFLite, Core ML and ExecuTorch artifacts
 carry the same quantisation parameters.
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -61,13 +63,19 @@ def _annotate_silu_products(model: torch.fx.GraphModule, qspec, keep_quantized) 
         if n.op != "call_function" or n.target != torch.ops.aten.mul.Tensor or len(n.args) != 2:
             continue
         x, sig = n.args
-        if (not isinstance(sig, torch.fx.Node) or sig.target != torch.ops.aten.sigmoid.default or sig.args[0] is not x
-                or "quantization_annotation" in n.meta or not keep_quantized(n)):
+        if (
+            not isinstance(sig, torch.fx.Node)
+            or sig.target != torch.ops.aten.sigmoid.default
+            or sig.args[0] is not x
+            or "quantization_annotation" in n.meta
+            or not keep_quantized(n)
+        ):
             continue
         if sig.meta.get("quantization_annotation") is None:
             continue
         n.meta["quantization_annotation"] = QuantizationAnnotation(
-            input_qspec_map={x: qspec, sig: qspec}, output_qspec=qspec, _annotated=True)
+            input_qspec_map={x: qspec, sig: qspec}, output_qspec=qspec, _annotated=True
+        )
 
 
 def _annotate_concatenations(model: torch.fx.GraphModule, qspec, keep_quantized) -> None:
@@ -96,7 +104,9 @@ def _annotate_concatenations(model: torch.fx.GraphModule, qspec, keep_quantized)
         shared = SharedQuantizationSpec((inputs[0], n))
         n.meta["quantization_annotation"] = QuantizationAnnotation(
             input_qspec_map={a: (qspec if k == 0 else shared) for k, a in enumerate(inputs)},
-            output_qspec=shared, _annotated=True)
+            output_qspec=shared,
+            _annotated=True,
+        )
 
 
 def graph_input_range(to_input) -> tuple[float, float] | None:
@@ -129,8 +139,14 @@ def input_qspec(input_range: tuple[float, float]):
     lo, hi = input_range
     scale = (hi - lo) / 255.0
     zero_point = int(min(127, max(-128, round(-128 - lo / scale))))
-    return FixedQParamsQuantizationSpec(dtype=torch.int8, scale=scale, zero_point=zero_point,
-                                        quant_min=-128, quant_max=127, qscheme=torch.per_tensor_affine)
+    return FixedQParamsQuantizationSpec(
+        dtype=torch.int8,
+        scale=scale,
+        zero_point=zero_point,
+        quant_min=-128,
+        quant_max=127,
+        qscheme=torch.per_tensor_affine,
+    )
 
 
 def _annotate_graph_inputs(model: torch.fx.GraphModule, qspec, edges: bool) -> None:
@@ -151,9 +167,13 @@ def _annotate_graph_inputs(model: torch.fx.GraphModule, qspec, edges: bool) -> N
             n.meta["quantization_annotation"] = QuantizationAnnotation(output_qspec=qspec, _annotated=True)
 
 
-def _keep_float_quantizer(keep_names: tuple[str, ...], quantize_silu: bool = True,
-                          input_range: tuple[float, float] | None = None,
-                          quantize_attention: bool | str = True, int8_chain: bool = True):
+def _keep_float_quantizer(
+    keep_names: tuple[str, ...],
+    quantize_silu: bool = True,
+    input_range: tuple[float, float] | None = None,
+    quantize_attention: bool | str = True,
+    int8_chain: bool = True,
+):
     """litert-torch's PT2EQuantizer, leaving every op under the named modules unannotated (float),
     with SiLU quantized too (``split_silu``) and the graph input quantized exactly over
     ``input_range`` (``input_qspec``; None: calibrated like any activation).
@@ -191,8 +211,9 @@ def _keep_float_quantizer(keep_names: tuple[str, ...], quantize_silu: bool = Tru
                 _annotate_concatenations(model, self.global_config.input_activation, outside_kept)
                 act = self.global_config.input_activation
                 if quantize_attention:
-                    int8_graph.annotate_attention_xnnpack(model, act, outside_kept,
-                                                          symmetric_rhs=quantize_attention != "affine-rhs")
+                    int8_graph.annotate_attention_xnnpack(
+                        model, act, outside_kept, symmetric_rhs=quantize_attention != "affine-rhs"
+                    )
                 if int8_chain:
                     int8_graph.annotate_residual_adds(model, act, outside_kept)
             if input_range is not None:
@@ -206,9 +227,15 @@ def _keep_float_quantizer(keep_names: tuple[str, ...], quantize_silu: bool = Tru
     return KeepFloatPT2EQuantizer()
 
 
-def quantizer_for(model: nn.Module, method: str, keep_float: tuple[str, ...] = (), quantize_silu: bool = True,
-                  input_range: tuple[float, float] | None = None, quantize_attention: bool | str = True,
-                  int8_chain: bool = True):
+def quantizer_for(
+    model: nn.Module,
+    method: str,
+    keep_float: tuple[str, ...] = (),
+    quantize_silu: bool = True,
+    input_range: tuple[float, float] | None = None,
+    quantize_attention: bool | str = True,
+    int8_chain: bool = True,
+):
     """litert-torch's PT2E quantizer: int8 per-channel symmetric weights, int8 affine activations.
 
     ``keep_float``: module names (every op inside stays float) or module type names (e.g. LayerNorm).
@@ -238,12 +265,15 @@ def quantizer_for(model: nn.Module, method: str, keep_float: tuple[str, ...] = (
     keep_names = []
     for item in keep_float:
         if item not in names and item not in types:
-            raise QuantError(f"--keep-float {item!r}: no module or module type of that name in the model "
-                              f"(e.g. {next(iter(n for n in names if n), '')!r} or 'LayerNorm')")
+            raise QuantError(
+                f"--keep-float {item!r}: no module or module type of that name in the model "
+                f"(e.g. {next(iter(n for n in names if n), '')!r} or 'LayerNorm')"
+            )
         if item in names:
             keep_names.append(item)
-    quantizer = _keep_float_quantizer(tuple(keep_names), quantize_silu, input_range,
-                                      quantize_attention, int8_chain).set_global(config)
+    quantizer = _keep_float_quantizer(
+        tuple(keep_names), quantize_silu, input_range, quantize_attention, int8_chain
+    ).set_global(config)
     for item in keep_float:
         if item not in names:
             quantizer.set_module_type(types[item], None)
@@ -355,7 +385,12 @@ def calibrate_pt2e(graph: Pt2eGraph, settings: Pt2eSettings, cache: QuantCache) 
     observer states from ``seed_calibrations``); returns its key in ``cache.calibrations``."""
     model, wrapped, sample, to_input, graph_input = graph
     calib_pixels, method, keep_float, keep_float_source, ranges = (
-        settings.calib_pixels, settings.method, tuple(settings.keep_float), settings.keep_float_source, settings.ranges)
+        settings.calib_pixels,
+        settings.method,
+        tuple(settings.keep_float),
+        settings.keep_float_source,
+        settings.ranges,
+    )
     if ranges is not None and not keep_float:
         keep_float, keep_float_source = tuple(ranges.keep_float), "quantization-aware training"
     key = calibration_key(graph_input, method, keep_float, ranges)
@@ -374,11 +409,17 @@ def calibrate_pt2e(graph: Pt2eGraph, settings: Pt2eSettings, cache: QuantCache) 
         t0 = time.perf_counter()
         with torch.no_grad():
             prepared = _calibrate(wrapped, sample, quantizer, lambda i, j: to_input(px[i:j]), len(px))
-        details = {"method": "pt2e", "observer": method, "weights": "int8 per-channel symmetric",
-                   "activations": "int8 per-tensor affine", "calibration_images": int(len(px)),
-                   "keep_float": list(keep_float), "keep_float_source": keep_float_source,
-                   "input_range": None if domain is None else [round(v, 6) for v in domain],
-                   "calibration_seconds": round(time.perf_counter() - t0, 1)}
+        details = {
+            "method": "pt2e",
+            "observer": method,
+            "weights": "int8 per-channel symmetric",
+            "activations": "int8 per-tensor affine",
+            "calibration_images": int(len(px)),
+            "keep_float": list(keep_float),
+            "keep_float_source": keep_float_source,
+            "input_range": None if domain is None else [round(v, 6) for v in domain],
+            "calibration_seconds": round(time.perf_counter() - t0, 1),
+        }
         if seeded is not None:
             details["shared_calibration"] = "not used: this process's graph has other observers"
     if ranges is not None:
@@ -409,8 +450,11 @@ def seed_calibrations(cache: QuantCache, states: dict[CalibrationKey, Calibratio
 
 def _observer_signature(prepared: nn.Module) -> dict[str, tuple[str, str | None]]:
     """Observer name -> (its type name, the graph node it observes)."""
-    observed = {n.target: n.args[0].name for n in prepared.graph.nodes
-                if n.op == "call_module" and n.args and isinstance(n.args[0], torch.fx.Node)}
+    observed = {
+        n.target: n.args[0].name
+        for n in prepared.graph.nodes
+        if n.op == "call_module" and n.args and isinstance(n.args[0], torch.fx.Node)
+    }
     return {name: (type(o).__name__, observed.get(name)) for name, o in _observers(prepared).items()}
 
 
@@ -428,8 +472,9 @@ def _restore(seeded: CalibrationState | None, wrapped: nn.Module, sample: torch.
     return prepared
 
 
-def quantize_pt2e(graph: Pt2eGraph, settings: Pt2eSettings, *, cache: QuantCache | None = None,
-                  fold_quantize: bool = False) -> tuple[nn.Module, object, dict]:
+def quantize_pt2e(
+    graph: Pt2eGraph, settings: Pt2eSettings, *, cache: QuantCache | None = None, fold_quantize: bool = False
+) -> tuple[nn.Module, object, dict]:
     """Export, calibrate (``calibrate_pt2e``) and convert ``graph.wrapped`` (``graph.model``, possibly
     inside an input wrapper); returns (converted module, quantizer, details).
 

@@ -6,6 +6,7 @@ ML, onnxruntime for ONNX): BatchNorm and LayerNorm affine folded, scales migrate
 weights on their int8 grid (learned rounding) and biases corrected. Which steps help was measured
 step by step (benchmarks/results/int8_search.md).
 """
+
 from __future__ import annotations
 
 import copy
@@ -15,13 +16,13 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from ..model.export_prep import fold_layernorm_affine_
 from . import QuantError
 from .equalize import equalize_
 from .fold import fold_batchnorm_, fold_block_layernorm_
 from .pt2e import prepare
 from .sim import SimGraph
 from .smooth import balance_attention_, smooth_layernorms_, smooth_value_output_
-from ..model.export_prep import fold_layernorm_affine_
 
 EQUALIZE = ("off", "exact", "approximate")
 BIAS_CORRECTION = ("off", "weights", "sequential")
@@ -31,13 +32,13 @@ BIAS_CORRECTION = ("off", "weights", "sequential")
 class Recipe:
     """Which post-training steps to apply."""
 
-    fold_block_norm: bool = True        # MobileViT: block-final LayerNorm into conv_proj
-    smooth_alpha: float = 0.0           # SmoothQuant alpha for LayerNorm -> linear (0: off)
+    fold_block_norm: bool = True  # MobileViT: block-final LayerNorm into conv_proj
+    smooth_alpha: float = 0.0  # SmoothQuant alpha for LayerNorm -> linear (0: off)
     smooth_attention_alpha: float = 0.0  # SmoothQuant alpha for attention value -> output projection
-    balance_attention: bool = False     # even out each fused qkv output's query/key/value ranges
-    equalize: str = "off"               # cross-layer equalization: off | exact | approximate
-    adaround_iters: int = 0             # learned rounding steps per layer (0: round to nearest)
-    bias_correction: str = "off"        # off | weights | sequential
+    balance_attention: bool = False  # even out each fused qkv output's query/key/value ranges
+    equalize: str = "off"  # cross-layer equalization: off | exact | approximate
+    adaround_iters: int = 0  # learned rounding steps per layer (0: round to nearest)
+    bias_correction: str = "off"  # off | weights | sequential
 
     def __post_init__(self):
         if self.equalize not in EQUALIZE:
@@ -92,7 +93,6 @@ def build_sim(model: nn.Module, quantizer, calib: torch.Tensor, batch: int):
     (PT2E observers; the images beyond a multiple of ``batch`` are not used)."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-
     n = len(calib) - len(calib) % batch
     if n == 0:
         raise QuantError(f"calibration needs at least {batch} images")
@@ -107,23 +107,24 @@ def build_sim(model: nn.Module, quantizer, calib: torch.Tensor, batch: int):
 def write_back(model: nn.Module, weights: dict[str, torch.Tensor], biases: dict[str, torch.Tensor]) -> None:
     """Copy adjusted weights and biases (by module path, as the sim names them) into ``model``."""
     modules = dict(model.named_modules())
-    for path, w in list(weights.items()) + list(biases.items()):
-        name = path[len("model."):] if path not in modules and path.startswith("model.") else path
+    for path in list(weights) + list(biases):
+        name = path[len("model.") :] if path not in modules and path.startswith("model.") else path
         if name not in modules:
             raise QuantError(f"adjusted layer {path!r} is not a module of the model")
     for path, w in weights.items():
-        mod = modules[path[len("model."):] if path not in modules else path]
+        mod = modules[path[len("model.") :] if path not in modules else path]
         mod.weight.copy_(w.reshape(mod.weight.shape))
     for path, b in biases.items():
-        mod = modules[path[len("model."):] if path not in modules else path]
+        mod = modules[path[len("model.") :] if path not in modules else path]
         if mod.bias is None:
             mod.bias = nn.Parameter(b.clone())
         else:
             mod.bias.copy_(b)
 
 
-def apply_recipe(model: nn.Module, recipe: Recipe, calib: torch.Tensor, quantizer=None, batch: int = 8,
-                 progress=None) -> PTQResult:
+def apply_recipe(
+    model: nn.Module, recipe: Recipe, calib: torch.Tensor, quantizer=None, batch: int = 8, progress=None
+) -> PTQResult:
     """``model`` (float, eval) rewritten and adjusted by ``recipe`` on calibration inputs ``calib``
     (model inputs, N first). ``quantizer``: the PT2E quantizer whose int8 scheme the weight adjustments
     target (default: mvit's, everything int8)."""

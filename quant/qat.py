@@ -33,6 +33,7 @@ input wrapper around it, BatchNorm folded by PT2E instead of before export) wher
 names do not. ``LearnedRanges.apply`` gives every matching observer of a freshly prepared PT2E graph
 the learned (scale, zero point); the rest (an input wrapper's own arithmetic) calibrate as usual.
 """
+
 from __future__ import annotations
 
 import copy
@@ -45,12 +46,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import QuantError
-from .pt2e import model_input_range, quantizer_for
 from ..model.checkpoint import load_checkpoint, read_header_entry, read_meta, save_checkpoint
 from ..model.data import DecodedImages, eval_batch
 from ..model.export_prep import attention_layers, fold_layernorm_affine_, prepare_for_export, scale_queries_
-from ..model.train import Recipe, TrainError, Trainee, param_groups, train, train_eval_view
+from ..model.train import Recipe, Trainee, TrainError, param_groups, train, train_eval_view
+from . import QuantError
+from .pt2e import model_input_range, quantizer_for
 
 SCHEMA = "mvit.qat/1"
 HEADER_KEY = "mvit_qat"
@@ -62,6 +63,7 @@ CALIB_BATCH = 32
 # ---------------------------------------------------------------------------------------------
 # the QAT graph
 
+
 def qat_config():
     """litert-torch's QAT configuration (the fake-quantizing twin of ``quantizer_for``'s), with the
     weights fake-quantized at each step's own per-channel min/max."""
@@ -69,8 +71,12 @@ def qat_config():
     from torchao.quantization.pt2e import FusedMovingAvgObsFakeQuantize, MovingAveragePerChannelMinMaxObserver
 
     config = get_symmetric_quantization_config(is_per_channel=True, is_qat=True)
-    weight = replace(config.weight, observer_or_fake_quant_ctr=FusedMovingAvgObsFakeQuantize.with_args(
-        observer=MovingAveragePerChannelMinMaxObserver, averaging_constant=1.0, eps=2**-12))
+    weight = replace(
+        config.weight,
+        observer_or_fake_quant_ctr=FusedMovingAvgObsFakeQuantize.with_args(
+            observer=MovingAveragePerChannelMinMaxObserver, averaging_constant=1.0, eps=2**-12
+        ),
+    )
     return replace(config, weight=weight)
 
 
@@ -99,7 +105,6 @@ def fold_for_qat(model: nn.Module, sample: torch.Tensor) -> tuple[nn.Module, lis
     folded), with every Conv2d -> BatchNorm2d pair of an ``nn.Sequential`` fused into one Conv2d."""
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-
     m = fold_layernorm_affine_(prepare_for_export(model), sample)
     names = {id(mod): n for n, mod in m.named_modules()}
     folded = []
@@ -114,8 +119,10 @@ def fold_for_qat(model: nn.Module, sample: torch.Tensor) -> tuple[nn.Module, lis
                 seq._modules[b] = nn.Identity()
     left = [n for n, mod in m.named_modules() if isinstance(mod, nn.modules.batchnorm._BatchNorm)]
     if left:
-        raise QuantError(f"QAT folds each BatchNorm into the convolution before it; {left[0]} does not follow "
-                         f"a Conv2d in an nn.Sequential")
+        raise QuantError(
+            f"QAT folds each BatchNorm into the convolution before it; {left[0]} does not follow "
+            f"a Conv2d in an nn.Sequential"
+        )
     return m, folded
 
 
@@ -142,8 +149,12 @@ class QatModel:
         self.set_mode(self.graph.training)
 
 
-def prepare_qat(model: nn.Module, input_size: tuple[int, int], keep_float: tuple[str, ...] = (),
-                input_range: tuple[float, float] | None = None) -> QatModel:
+def prepare_qat(
+    model: nn.Module,
+    input_size: tuple[int, int],
+    keep_float: tuple[str, ...] = (),
+    input_range: tuple[float, float] | None = None,
+) -> QatModel:
     """Fold, export (batch size free) and ``prepare_qat_pt2e`` a float model; returns the QAT model.
     ``input_range``: the model input's range over all pixels, quantized exactly as the export does.
 
@@ -196,6 +207,7 @@ def observe_ranges(qm: QatModel, batches) -> None:
 # ---------------------------------------------------------------------------------------------
 # where-made keys for observers, the learned ranges, and applying them to an export's graph
 
+
 def _op_name(target) -> str:
     name = getattr(target, "name", None)
     return name() if callable(name) else getattr(target, "__name__", str(target))
@@ -221,7 +233,7 @@ def _producer(node, model_prefix: str) -> str | None:
         if path == model_prefix.rstrip("."):
             path = ""
         elif path.startswith(model_prefix):
-            path = path[len(model_prefix):]
+            path = path[len(model_prefix) :]
         else:
             return None
     return f"{path}|{_op_name(node.target)}"
@@ -237,8 +249,11 @@ def observer_keys(graph: torch.fx.GraphModule, model_prefix: str = "") -> dict[s
     seen: set[str] = set()
     counts: dict[str, int] = {}
     for node in graph.graph.nodes:
-        if (node.op != "call_module" or node.target in seen
-                or not isinstance(mods.get(node.target), (ObserverBase, FakeQuantizeBase))):
+        if (
+            node.op != "call_module"
+            or node.target in seen
+            or not isinstance(mods.get(node.target), (ObserverBase, FakeQuantizeBase))
+        ):
             continue
         seen.add(node.target)
         src = node.args[0]
@@ -291,8 +306,14 @@ class LearnedRanges:
                     own.append(key)
                 continue
             scale, zero_point = self.ranges[key][:2]
-            fixed = FixedQParamsObserver(scale, zero_point, dtype=obs.dtype, qscheme=obs.qscheme,
-                                         quant_min=obs.quant_min, quant_max=obs.quant_max)
+            fixed = FixedQParamsObserver(
+                scale,
+                zero_point,
+                dtype=obs.dtype,
+                qscheme=obs.qscheme,
+                quant_min=obs.quant_min,
+                quant_max=obs.quant_max,
+            )
             prepared.add_submodule(name, fixed)
             applied += 1
         return {"learned_ranges_applied": applied, "calibrated_ranges": own}
@@ -310,8 +331,15 @@ def read_ranges(path) -> LearnedRanges | None:
             raise ValueError(f"unknown schema {d.get('schema')!r}")
         ranges = {}
         for key, (scale, zp, lo, hi) in d["ranges"].items():
-            if not (isinstance(key, str) and math.isfinite(scale) and scale > 0 and -128 <= int(zp) <= 127
-                    and int(zp) == zp and math.isfinite(lo) and math.isfinite(hi)):
+            if not (
+                isinstance(key, str)
+                and math.isfinite(scale)
+                and scale > 0
+                and -128 <= int(zp) <= 127
+                and int(zp) == zp
+                and math.isfinite(lo)
+                and math.isfinite(hi)
+            ):
                 raise ValueError(f"range {key!r} is out of bounds")
             ranges[key] = [float(scale), int(zp), float(lo), float(hi)]
         keep = tuple(str(k) for k in d.get("keep_float", []))
@@ -322,6 +350,7 @@ def read_ranges(path) -> LearnedRanges | None:
 
 # ---------------------------------------------------------------------------------------------
 # back to a float checkpoint
+
 
 def _unit_variance(eps: float) -> float:
     """A float32 variance v with v + eps == 1 exactly in float32, so BatchNorm divides by exactly 1."""
@@ -370,10 +399,13 @@ def float_model(qm: QatModel) -> nn.Module:
 
 def qat_header(qm: QatModel) -> dict:
     """The ``mvit_qat`` header entry of a QAT checkpoint."""
-    return {"schema": SCHEMA, "keep_float": list(qm.keep_float),
-            "weights": "int8 per-channel symmetric, each step's min/max",
-            "activations": "int8 per-tensor affine, moving-average min/max (0.01)",
-            "ranges": learned_ranges(qm)}
+    return {
+        "schema": SCHEMA,
+        "keep_float": list(qm.keep_float),
+        "weights": "int8 per-channel symmetric, each step's min/max",
+        "activations": "int8 per-tensor affine, moving-average min/max (0.01)",
+        "ranges": learned_ranges(qm),
+    }
 
 
 def save_qat_checkpoint(path, qm: QatModel, meta) -> Path:
@@ -385,6 +417,7 @@ def save_qat_checkpoint(path, qm: QatModel, meta) -> Path:
 # ---------------------------------------------------------------------------------------------
 # the training recipe
 
+
 def distillation_loss(teacher: nn.Module, distill: float, label_smoothing: float):
     """``distill`` x KL(teacher || student) + (1 - ``distill``) x cross-entropy with the labels."""
 
@@ -394,8 +427,9 @@ def distillation_loss(teacher: nn.Module, distill: float, label_smoothing: float
         if distill > 0:
             with torch.no_grad():
                 target = F.log_softmax(teacher(x).float(), dim=1)
-            total = total + distill * F.kl_div(F.log_softmax(logits, dim=1), target, log_target=True,
-                                               reduction="batchmean")
+            total = total + distill * F.kl_div(
+                F.log_softmax(logits, dim=1), target, log_target=True, reduction="batchmean"
+            )
         if distill < 1:
             total = total + (1 - distill) * F.cross_entropy(logits, y, label_smoothing=label_smoothing)
         return total
@@ -436,12 +470,23 @@ class QatRecipe(Recipe):
             qm.freeze(cfg.epochs > 1 and epoch == cfg.epochs - 1)
 
         return Trainee(
-            qm.graph, opt, distillation_loss(teacher, cfg.distill, cfg.label_smoothing),
-            lambda path, _weights, m: save_qat_checkpoint(path, qm, m), meta.model_kwargs,
-            begin_epoch=begin_epoch, val_references={"val_agreement": reference},
-            recipe={"qat": {"init": Path(cfg.init).name, "init_sha256": self.ckpt.sha256, "distill": cfg.distill,
-                            "keep_float": list(qm.keep_float),
-                            "activation_ranges": "frozen for the last epoch" if cfg.epochs > 1 else "moving"}})
+            qm.graph,
+            opt,
+            distillation_loss(teacher, cfg.distill, cfg.label_smoothing),
+            lambda path, _weights, m: save_qat_checkpoint(path, qm, m),
+            meta.model_kwargs,
+            begin_epoch=begin_epoch,
+            val_references={"val_agreement": reference},
+            recipe={
+                "qat": {
+                    "init": Path(cfg.init).name,
+                    "init_sha256": self.ckpt.sha256,
+                    "distill": cfg.distill,
+                    "keep_float": list(qm.keep_float),
+                    "activation_ranges": "frozen for the last epoch" if cfg.epochs > 1 else "moving",
+                }
+            },
+        )
 
 
 def _calibration_batches(data, seed: int, device):
@@ -450,16 +495,18 @@ def _calibration_batches(data, seed: int, device):
     n = min(CALIB_IMAGES, len(data.train_px))
     pick = torch.randperm(len(data.train_px), generator=torch.Generator().manual_seed(seed))[:n]
     pick = pick.to(data.train_px.pixels.device)
-    view = train_eval_view(DecodedImages(data.train_px.pixels[pick], data.train_px.labels[pick], []),
-                           data.contract, device)
-    return (eval_batch(view.pixels[i:i + CALIB_BATCH], data.contract) for i in range(0, n, CALIB_BATCH))
+    view = train_eval_view(
+        DecodedImages(data.train_px.pixels[pick], data.train_px.labels[pick], []), data.contract, device
+    )
+    return (eval_batch(view.pixels[i : i + CALIB_BATCH], data.contract) for i in range(0, n, CALIB_BATCH))
 
 
 def _top1(model: nn.Module, px, contract, batch: int = 64) -> torch.Tensor:
 
     with torch.no_grad():
-        return torch.cat([model(eval_batch(px.pixels[i:i + batch], contract)).argmax(1)
-                          for i in range(0, len(px), batch)])
+        return torch.cat(
+            [model(eval_batch(px.pixels[i : i + batch], contract)).argmax(1) for i in range(0, len(px), batch)]
+        )
 
 
 def train_qat(cfg, log=None) -> dict:

@@ -5,6 +5,7 @@ PT2E's HistogramObserver already picks a range that minimises an L2 quantization
 histogram; ``search_ranges`` offers the alternatives so they can be measured against it
 (benchmarks/results/int8_search.md) and used where they do better.
 """
+
 from __future__ import annotations
 
 import torch
@@ -32,6 +33,7 @@ def point_histograms(sim: SimGraph, x: torch.Tensor, batch: int, bins: int = 204
                 s[0], s[1] = min(s[0], float(v.min())), max(s[1], float(v.max()))
             elif s[1] > s[0]:
                 s[2] += torch.histc(v, bins, s[0], s[1]).double()
+
         return pre
 
     handles = [p.register_forward_pre_hook(hook(n)) for n, p in points.items()]
@@ -72,7 +74,7 @@ def mse_range(lo: float, hi: float, counts: torch.Tensor, grid: int = 40) -> tup
     lo, hi = min(lo, 0.0), max(hi, 0.0)
     best = (quantization_mse(lo, hi, counts, lo, hi), lo, hi)
     fractions = [1 - i / grid for i in range(grid)]
-    for a in fractions:          # coordinate search: the upper end, then the lower end
+    for a in fractions:  # coordinate search: the upper end, then the lower end
         r_hi = hi * a
         e = quantization_mse(lo, hi, counts, best[1], r_hi)
         if e < best[0]:
@@ -85,7 +87,9 @@ def mse_range(lo: float, hi: float, counts: torch.Tensor, grid: int = 40) -> tup
     return best[1], best[2]
 
 
-def search_ranges(sim: SimGraph, hists: dict[str, tuple], method: str, q: float = 0.9999) -> dict[str, tuple[float, float]]:
+def search_ranges(
+    sim: SimGraph, hists: dict[str, tuple], method: str, q: float = 0.9999
+) -> dict[str, tuple[float, float]]:
     """New [lo, hi] for every point in ``hists`` by ``method``; applied to the sim's points too."""
     if method not in METHODS:
         raise ValueError(f"range method {method!r}: use one of {', '.join(METHODS)}")

@@ -18,6 +18,7 @@
 The result names the chosen units, the agreement reached and every evaluation made, so an export can
 print it and store it in its metadata; ``met`` is False when even every unit float misses the budget.
 """
+
 from __future__ import annotations
 
 import json
@@ -155,8 +156,9 @@ class _Coverage:
                     cov[i] = True
 
 
-def rank_units(sim: SimGraph, units: list[str], point_sens: dict[str, float], cost: dict[str, float],
-               coverage: float = 0.999) -> list[tuple[str, float, float]]:
+def rank_units(
+    sim: SimGraph, units: list[str], point_sens: dict[str, float], cost: dict[str, float], coverage: float = 0.999
+) -> list[tuple[str, float, float]]:
     """Modules in the order the search leaves them float: (module, marginal sensitivity, marginal
     cost), greedily by sensitivity removed per cost among ``candidates(units)``; a module's cost is
     its units' ``cost`` not yet float plus one float island (``island_ms``), so a block left float
@@ -195,23 +197,23 @@ class SearchResult:
     """What the mixed-precision search chose and why."""
 
     float_units: list[str]
-    agreement: float                  # on the held-out images, with float_units float
-    min_agreement: float              # the gate the counted agreement had to reach
+    agreement: float  # on the held-out images, with float_units float
+    min_agreement: float  # the gate the counted agreement had to reach
     met: bool
-    images: int                       # held-out images the agreement was measured on
+    images: int  # held-out images the agreement was measured on
     evaluations: list[dict] = field(default_factory=list)  # {"float_units": k, "agreement": a, "cosine": c}
-    order: list[str] = field(default_factory=list)         # the ranked units the prefix came from
+    order: list[str] = field(default_factory=list)  # the ranked units the prefix came from
     float_cost_fraction: float = 0.0  # share of the int8 time saving (unit_costs) forgone by float_units
-    cosine: float | None = None       # mean logit cosine with the float model, with float_units float
+    cosine: float | None = None  # mean logit cosine with the float model, with float_units float
     int8_left: list[str] = field(default_factory=list)  # unmet: activations int8 with every candidate float
-    expected_flips: float | None = None      # on the held-out images, with float_units float
+    expected_flips: float | None = None  # on the held-out images, with float_units float
     max_expected_flips: float | None = None  # the most the stopping rule accepted there
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SearchResult":
+    def from_dict(cls, d: dict) -> SearchResult:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
@@ -223,8 +225,9 @@ def score(out: torch.Tensor, ref: torch.Tensor) -> tuple[float, float, float]:
     return agreement(out, ref), float(cos.mean()), expected_flips(out, ref)
 
 
-def bisect_prefix(order: list[str], evaluate, rule: StopRule, n: int, log=None,
-                  known: dict | None = None) -> tuple[int, tuple, list[dict]]:
+def bisect_prefix(
+    order: list[str], evaluate, rule: StopRule, n: int, log=None, known: dict | None = None
+) -> tuple[int, tuple, list[dict]]:
     """Smallest k whose ``evaluate(order[:k]) -> (agreement, cosine, expected flips)`` on ``n`` samples
     ``rule`` accepts, assuming acceptance only grows with k (the expected flips, which decide, fall
     nearly monotonically; the counted agreement jumps by near-ties, which is why it is only checked at
@@ -240,11 +243,18 @@ def bisect_prefix(order: list[str], evaluate, rule: StopRule, n: int, log=None,
             seen[k] = tuple(evaluate(order[:k])) if measured else tuple(known[k])
             agree, cos, expected = seen[k]
             stopped = math.isinf(expected)  # gated_score gave up: too many counted flips
-            evals.append({"float_units": k, "agreement": agree, "cosine": cos,
-                          "expected_flips": None if stopped else expected})
+            evals.append(
+                {"float_units": k, "agreement": agree, "cosine": cos, "expected_flips": None if stopped else expected}
+            )
             if log and measured:
-                log(f"  {k} unit(s) float: " + (f"agreement at most {100 * agree:.2f}%, stopped early" if stopped else
-                    f"expected flips {expected:.2f}, agreement {100 * agree:.2f}%, cosine {cos:.4f}"))
+                log(
+                    f"  {k} unit(s) float: "
+                    + (
+                        f"agreement at most {100 * agree:.2f}%, stopped early"
+                        if stopped
+                        else f"expected flips {expected:.2f}, agreement {100 * agree:.2f}%, cosine {cos:.4f}"
+                    )
+                )
         return rule.accepts(seen[k], n)
 
     if ev(0):
@@ -268,8 +278,15 @@ def bisect_prefix(order: list[str], evaluate, rule: StopRule, n: int, log=None,
     return hi, seen[hi], evals
 
 
-def search(order: list[tuple[str, float, float]], evaluate, rule: StopRule, images: int, total_cost: float,
-           log=None, known: dict | None = None) -> SearchResult:
+def search(
+    order: list[tuple[str, float, float]],
+    evaluate,
+    rule: StopRule,
+    images: int,
+    total_cost: float,
+    log=None,
+    known: dict | None = None,
+) -> SearchResult:
     """The cheapest prefix of ``order`` (from ``rank_units``) that ``rule`` accepts on ``images`` samples."""
     names = [u for u, _, _ in order]
     k, (agree, cos, expected), evals = bisect_prefix(names, evaluate, rule, images, log, known)
@@ -278,9 +295,19 @@ def search(order: list[tuple[str, float, float]], evaluate, rule: StopRule, imag
     cost = sum(c for u, _, c in order if u in prefix)
     # a module inside another chosen one adds nothing to the list
     chosen = [u for u in prefix if not any(u != o and u.startswith(o + ".") for o in prefix)]
-    return SearchResult(chosen, agree, rule.gate, met, images, evals, names,
-                        round(cost / total_cost, 4) if total_cost else 0.0, cos,
-                        expected_flips=expected, max_expected_flips=rule.max_expected(images))
+    return SearchResult(
+        chosen,
+        agree,
+        rule.gate,
+        met,
+        images,
+        evals,
+        names,
+        round(cost / total_cost, 4) if total_cost else 0.0,
+        cos,
+        expected_flips=expected,
+        max_expected_flips=rule.max_expected(images),
+    )
 
 
 def near_ties_first(ref: torch.Tensor) -> torch.Tensor:
@@ -307,8 +334,16 @@ def gated_score(run, x: torch.Tensor, ref: torch.Tensor, rule: StopRule, chunk: 
     return score(torch.cat(outs), ref)
 
 
-def search_sim(model: nn.Module, quantizer, calib: torch.Tensor, heldout: torch.Tensor, rule: StopRule,
-               batch: int = 8, sensitivity_images: int = 32, log=None) -> SearchResult:
+def search_sim(
+    model: nn.Module,
+    quantizer,
+    calib: torch.Tensor,
+    heldout: torch.Tensor,
+    rule: StopRule,
+    batch: int = 8,
+    sensitivity_images: int = 32,
+    log=None,
+) -> SearchResult:
     """The search for PT2E int8 (TFLite, Core ML): sensitivity, costs and agreement from a ``SimGraph``
     of ``model`` calibrated on ``calib``; agreement measured on ``heldout`` (model inputs)."""
     from .ptq import build_sim
@@ -403,8 +438,10 @@ class StopRule:
 
     def describe(self, n: int) -> str:
         """The rule in words, for the search's first line."""
-        return (f"<= {self.max_expected(n):.2f} expected flips ({1000 * (1 - self.gate) * self.share:.1f} per 1000) "
-                f"and >= {100 * self.gate:.2f}% counted agreement")
+        return (
+            f"<= {self.max_expected(n):.2f} expected flips ({1000 * (1 - self.gate) * self.share:.1f} per 1000) "
+            f"and >= {100 * self.gate:.2f}% counted agreement"
+        )
 
 
 CACHE_SUFFIX = ".int8.json"

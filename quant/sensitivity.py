@@ -9,6 +9,7 @@ output along the quantization error: HAWQ-v2 / FIT style). A layer's sensitivity
 points that disappear when the layer is left float (``SimGraph.set_float``'s rule), so the ranking
 matches what a float layer actually removes.
 """
+
 from __future__ import annotations
 
 import torch
@@ -31,12 +32,17 @@ def point_sensitivity(sim: SimGraph, x: torch.Tensor, batch: int) -> dict[str, f
             if not calibrated[name]:
                 return result
             with torch.no_grad():
-                err = torch.fake_quantize_per_tensor_affine(args[0], point.scale, point.zero_point, point.qmin,
-                                                           point.qmax) - args[0]
+                err = (
+                    torch.fake_quantize_per_tensor_affine(
+                        args[0], point.scale, point.zero_point, point.qmin, point.qmax
+                    )
+                    - args[0]
+                )
             result = result + 0 * err  # a fresh tensor whose gradient we keep
             result.retain_grad()
             taps[name] = (result, err)
             return result
+
         return fwd
 
     def conv_err(layer):
@@ -48,6 +54,7 @@ def point_sensitivity(sim: SimGraph, x: torch.Tensor, batch: int) -> dict[str, f
                 stride, padding, dilation, groups = layer.conv_args()
                 return nn.functional.conv2d(inp, dw, None, stride, padding, dilation, groups)
             return nn.functional.linear(inp, dw)
+
         return fwd
 
     handles = [p.register_forward_hook(act_hook(n, p)) for n, p in sim.acts.items()]
@@ -79,8 +86,11 @@ def point_sensitivity(sim: SimGraph, x: torch.Tensor, batch: int) -> dict[str, f
             for name, (t, e) in list(taps.items()) + list(layer_out.items()):
                 if t.grad is None:
                     continue
-                per_image = (t.grad * e).flatten(1).sum(1) if t.dim() > 1 and t.shape[0] == batch else \
-                    (t.grad * e).reshape(batch, -1).sum(1)
+                per_image = (
+                    (t.grad * e).flatten(1).sum(1)
+                    if t.dim() > 1 and t.shape[0] == batch
+                    else (t.grad * e).reshape(batch, -1).sum(1)
+                )
                 out[name] = out.get(name, 0.0) + float(per_image.pow(2).sum())
     finally:
         for h in handles:

@@ -13,6 +13,7 @@ int8 tensors around it: a quantization point disappears only when every op that 
 lies inside float layers. ``set_float`` applies exactly that rule, so the simulation and the exported
 graph agree on which tensors are int8.
 """
+
 from __future__ import annotations
 
 import operator
@@ -32,7 +33,7 @@ def module_paths(node) -> list[str]:
 
 def under(path: str, name: str) -> bool:
     """``path`` is module ``name`` or inside it; export wrappers hold the model as ``.model``."""
-    for p in (path, path[len("model."):] if path.startswith("model.") else None):
+    for p in (path, path[len("model.") :] if path.startswith("model.") else None):
         if p is not None and (p == name or p.startswith(name + ".")):
             return True
     return False
@@ -58,9 +59,9 @@ class ActPoint(nn.Module):
         # in an export while one of them is quantized.
         self.producer: str | None = None
         self.consumers: list[str] = []
-        self.fixed = False    # a fixed range the runtime requires (sigmoid output: 1/256, -128)
+        self.fixed = False  # a fixed range the runtime requires (sigmoid output: 1/256, -128)
         self.requant = False  # requantizes another point (e.g. a sigmoid's fixed range to its reader's)
-        self.op = ""          # the op writing the tensor ("input" for the graph input)
+        self.op = ""  # the op writing the tensor ("input" for the graph input)
 
     def describe(self) -> str:
         """What this tensor is, for messages: ``cat in layer_3.1``, ``the graph input``."""
@@ -99,8 +100,17 @@ class WeightPoint(nn.Module):
     point is on, so switching it off always gives back the float layer.
     """
 
-    def __init__(self, weight: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, axis: int,
-                 qmin: int, qmax: int, bias: torch.Tensor | None = None, name: str = ""):
+    def __init__(
+        self,
+        weight: torch.Tensor,
+        scale: torch.Tensor,
+        zero_point: torch.Tensor,
+        axis: int,
+        qmin: int,
+        qmax: int,
+        bias: torch.Tensor | None = None,
+        name: str = "",
+    ):
         super().__init__()
         self.register_buffer("weight", weight.detach().clone())
         self.register_buffer("scale", scale.detach().clone().float())

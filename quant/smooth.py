@@ -17,6 +17,7 @@ It is exact only where something before the activation can absorb 1/s for free:
 Not across SiLU/GELU (not scale-equivariant) or residual sums (the other branch would need the same
 scale). Statistics come from float forward passes over the calibration images.
 """
+
 from __future__ import annotations
 
 import torch
@@ -30,8 +31,10 @@ def _sites(model: nn.Module, sample: torch.Tensor) -> list[tuple[str, nn.LayerNo
     """(name, LayerNorm, the layers it feeds) for each LayerNorm whose output goes straight into linear
     layers (``layernorm_linear_sites``), and MobileViT v1's block-final LayerNorm before ``conv_proj``."""
 
-    found = [(n, model.get_submodule(n), [model.get_submodule(l) for l in ls])
-             for n, ls in layernorm_linear_sites(model, sample).items()]
+    found = [
+        (n, model.get_submodule(n), [model.get_submodule(l) for l in ls])
+        for n, ls in layernorm_linear_sites(model, sample).items()
+    ]
     names = {id(m): n for n, m in model.named_modules()}
     for blk in model.modules():
         if isinstance(blk, MobileViTBlock) and isinstance(blk.global_rep[-1], nn.LayerNorm):
@@ -49,6 +52,7 @@ def _input_ranges(model: nn.Module, layers: list[nn.Module], batches) -> list[to
             x = args[0].detach()
             r = x.abs().amax(dim=(0, 2, 3)) if conv else x.abs().flatten(0, -2).amax(0)
             out[i] = r if out[i] is None else torch.maximum(out[i], r)
+
         return pre
 
     handles = [m.register_forward_pre_hook(hook(i, isinstance(m, nn.Conv2d))) for i, m in enumerate(layers)]

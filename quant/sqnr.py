@@ -1,5 +1,6 @@
 """Signal-to-quantization-noise ratio (SQNR, dB) of int8 tensors against float ones: what the per-layer
 error reports of every format rank layers by (higher is better, 20 log10 |x| / |x - y|)."""
+
 from __future__ import annotations
 
 import math

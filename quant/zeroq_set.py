@@ -4,6 +4,7 @@
 (uint8 pixels + the checkpoint's SHA-256). ``mvit-export`` uses it when no ``--calib`` is given
 and the hash matches, so the README's main job needs no data and no minutes of synthesis.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .calibration import shipped_set_path, synthesize_zeroq
 from ..model.checkpoint import atomic_write, load_checkpoint
+from .calibration import shipped_set_path, synthesize_zeroq
 
 
 def main(argv=None) -> int:
@@ -29,11 +30,21 @@ def main(argv=None) -> int:
     torch.manual_seed(args.seed)
     ck = load_checkpoint(args.checkpoint)
     t0 = time.perf_counter()
-    px = synthesize_zeroq(ck.model, ck.meta.contract, n=args.count, iters=args.iters, seed=args.seed,
-                          progress=lambda s, n, loss: print(f"step {s}/{n} BN-statistics loss {loss:.3f}", flush=True))
+    px = synthesize_zeroq(
+        ck.model,
+        ck.meta.contract,
+        n=args.count,
+        iters=args.iters,
+        seed=args.seed,
+        progress=lambda s, n, loss: print(f"step {s}/{n} BN-statistics loss {loss:.3f}", flush=True),
+    )
     out = shipped_set_path(Path(args.checkpoint))
-    atomic_write(out, lambda tmp: np.savez_compressed(open(tmp, "wb"), pixels=px, sha256=np.array(ck.sha256),
-                                                       iters=np.array(args.iters), seed=np.array(args.seed)))
+    atomic_write(
+        out,
+        lambda tmp: np.savez_compressed(
+            open(tmp, "wb"), pixels=px, sha256=np.array(ck.sha256), iters=np.array(args.iters), seed=np.array(args.seed)
+        ),
+    )
     print(f"wrote {out} ({len(px)} images, {time.perf_counter() - t0:.0f} s)")
     return 0
 

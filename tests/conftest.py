@@ -23,8 +23,13 @@ def tflite_op_input_types(model) -> list[tuple[str, str]]:
     ops = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
     g = m.subgraphs[0]
-    return [(ops[fb.get_builtin_code_from_operator_code(m.operatorCodes[op.opcodeIndex])], types[g.tensors[op.inputs[0]].type])
-            for op in g.operators]
+    return [
+        (
+            ops[fb.get_builtin_code_from_operator_code(m.operatorCodes[op.opcodeIndex])],
+            types[g.tensors[op.inputs[0]].type],
+        )
+        for op in g.operators
+    ]
 
 
 def make_image_folder(root: Path, classes=("a", "b", "c"), per_class=4, size=(48, 40), seed=0):

@@ -1,8 +1,8 @@
 """Helpers shared by the demo-app tests (not a pytest conftest: imported explicitly)."""
+
 from __future__ import annotations
 
 import filecmp
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,8 +26,10 @@ def syntax_errors(language, path: Path) -> list[str]:
     while stack:
         n = stack.pop()
         if n.is_error or n.is_missing:
-            bad.append(f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}:"
-                       f"{n.start_point[0] + 1}:{n.start_point[1] + 1}: {'missing ' if n.is_missing else ''}{n.type}")
+            bad.append(
+                f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}:"
+                f"{n.start_point[0] + 1}:{n.start_point[1] + 1}: {'missing ' if n.is_missing else ''}{n.type}"
+            )
             continue
         stack.extend(n.children)
     return bad

@@ -1,4 +1,5 @@
 """A tiny trained checkpoint for export tests: confident predictions make int8 agreement meaningful."""
+
 from pathlib import Path
 
 import numpy as np

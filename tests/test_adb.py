@@ -1,5 +1,6 @@
 """mvit-bench --adb against a fake adb that replays outputs recorded in the real tools' formats
 (tests/adb_recordings/README.md says where each format comes from), every error case included."""
+
 import json
 import os
 import stat
@@ -37,8 +38,12 @@ PHONE = [
     {"match": r"^devices$", "stdout": "devices_one.txt"},
     {"match": r"^shell getprop$", "stdout": "getprop.txt"},
     {"match": r"benchmark_model .*--use_gpu=true", "stdout": "benchmark_model_gpu.txt"},
-    {"match": r"benchmark_model .*--graph=\S*flex", "stdout": "benchmark_model_rejected.stdout.txt",
-     "stderr": "benchmark_model_rejected.stderr.txt", "rc": 1},
+    {
+        "match": r"benchmark_model .*--graph=\S*flex",
+        "stdout": "benchmark_model_rejected.stdout.txt",
+        "stderr": "benchmark_model_rejected.stderr.txt",
+        "rc": 1,
+    },
     {"match": r"benchmark_model .*--use_xnnpack=true", "stdout": "benchmark_model_cpu.txt"},
     {"match": r"executor_runner .*custom\.pte", "rc": 134},
     {"match": r"executor_runner ", "stdout": "executor_runner_stdout.txt"},
@@ -59,9 +64,14 @@ def phone(tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_ADB_SCENARIO", str(scenario))
     monkeypatch.setenv("FAKE_ADB_LOG", str(log))
     files = {}
-    for name, data in (("model_int8.tflite", b"TFL3 model bytes"), ("flex.tflite", b"TFL3 flex"),
-                       ("model_int8.pte", b"ET12 program"), ("custom.pte", b"ET12 custom"),
-                       ("benchmark_model", b"\x7fELF aarch64"), ("executor_runner", b"\x7fELF aarch64")):
+    for name, data in (
+        ("model_int8.tflite", b"TFL3 model bytes"),
+        ("flex.tflite", b"TFL3 flex"),
+        ("model_int8.pte", b"ET12 program"),
+        ("custom.pte", b"ET12 custom"),
+        ("benchmark_model", b"\x7fELF aarch64"),
+        ("executor_runner", b"\x7fELF aarch64"),
+    ):
         files[name] = tmp_path / name
         files[name].write_bytes(data)
 
@@ -92,20 +102,50 @@ def _one_error_line(rc, err, message):
 def test_adb_rows_from_both_tools(phone, tmp_path, capfd):
     _, calls, f = phone
     out = tmp_path / "out"
-    rc, err = _bench(["--adb", str(f["model_int8.tflite"]), str(f["model_int8.pte"]), "--adb-gpu",
-                      "--adb-benchmark-binary", str(f["benchmark_model"]),
-                      "--adb-benchmark-binary", f"executorch={f['executor_runner']}", "--adb-warmup", "3",
-                      "--out", str(out), "--no-plot"], capfd)
+    rc, err = _bench(
+        [
+            "--adb",
+            str(f["model_int8.tflite"]),
+            str(f["model_int8.pte"]),
+            "--adb-gpu",
+            "--adb-benchmark-binary",
+            str(f["benchmark_model"]),
+            "--adb-benchmark-binary",
+            f"executorch={f['executor_runner']}",
+            "--adb-warmup",
+            "3",
+            "--out",
+            str(out),
+            "--no-plot",
+        ],
+        capfd,
+    )
     assert rc == 0, err
     tfl = read_device_results(out / "device-39021FDH2000KR-benchmark_model.json")
     et = read_device_results(out / "device-39021FDH2000KR-executor_runner.json")
-    assert tfl["device"] == {"manufacturer": "Google", "model": "Pixel 8", "soc": "Tensor G3", "os": "Android",
-                             "os_version": "15", "abi": "arm64-v8a"}
+    assert tfl["device"] == {
+        "manufacturer": "Google",
+        "model": "Pixel 8",
+        "soc": "Tensor G3",
+        "os": "Android",
+        "os_version": "15",
+        "abi": "arm64-v8a",
+    }
     cpu, gpu = tfl["rows"]
     assert (cpu["accelerator"], cpu["accelerator_used"], cpu["threads"]) == ("cpu", "cpu", 4)
-    assert cpu["latency"] == pytest.approx({"runs": 103, "warmup": 52, "median_ms": 9.766, "p90_ms": None,
-                                            "p95_ms": 10.302, "p5_ms": 9.531, "min_ms": 9.497, "mean_ms": 9.82951,
-                                            "std_ms": 0.341})
+    assert cpu["latency"] == pytest.approx(
+        {
+            "runs": 103,
+            "warmup": 52,
+            "median_ms": 9.766,
+            "p90_ms": None,
+            "p95_ms": 10.302,
+            "p5_ms": 9.531,
+            "min_ms": 9.497,
+            "mean_ms": 9.82951,
+            "std_ms": 0.341,
+        }
+    )
     assert cpu["load_ms"] == pytest.approx(41.234) and cpu["first_ms"] == pytest.approx(25.312)
     assert "XNNPACK delegate: completely" in cpu["note"] and "p95, not p90" in cpu["note"]
     assert gpu["accelerator_used"] == "gpu" and "partially, 2 delegate kernels" in gpu["note"]
@@ -126,31 +166,51 @@ def test_adb_rows_from_both_tools(phone, tmp_path, capfd):
     assert all(c[:2] == ["-s", "39021FDH2000KR"] for c in calls()[1:])
 
 
-@pytest.mark.parametrize("devices, extra, message", [
-    ("devices_none.txt", [], "no Android device connected"),
-    ("devices_unauthorized.txt", [], "device 39021FDH2000KR is unauthorized: unlock it and accept"),
-    ("devices_two.txt", [], "2 devices connected (39021FDH2000KR, emulator-5554): pass the one to use"),
-    ("devices_two.txt", ["emulator-5554"], "device emulator-5554 is offline, not ready"),
-    ("devices_one.txt", ["R58M123"], "device R58M123 is not connected (adb devices lists: 39021FDH2000KR)"),
-])
+@pytest.mark.parametrize(
+    "devices, extra, message",
+    [
+        ("devices_none.txt", [], "no Android device connected"),
+        ("devices_unauthorized.txt", [], "device 39021FDH2000KR is unauthorized: unlock it and accept"),
+        ("devices_two.txt", [], "2 devices connected (39021FDH2000KR, emulator-5554): pass the one to use"),
+        ("devices_two.txt", ["emulator-5554"], "device emulator-5554 is offline, not ready"),
+        ("devices_one.txt", ["R58M123"], "device R58M123 is not connected (adb devices lists: 39021FDH2000KR)"),
+    ],
+)
 def test_device_problems_one_line(phone, tmp_path, capfd, devices, extra, message):
     set_rules, calls, f = phone
     set_rules([{"match": r"^devices$", "stdout": devices}] + PHONE[1:])
-    rc, err = _bench(["--adb", *extra, str(f["model_int8.tflite"]), "--adb-benchmark-binary", str(f["benchmark_model"]),
-                      "--out", str(tmp_path / "out"), "--no-plot"], capfd)
+    rc, err = _bench(
+        [
+            "--adb",
+            *extra,
+            str(f["model_int8.tflite"]),
+            "--adb-benchmark-binary",
+            str(f["benchmark_model"]),
+            "--out",
+            str(tmp_path / "out"),
+            "--no-plot",
+        ],
+        capfd,
+    )
     _one_error_line(rc, err, message)
     assert not any(c[-1:] == ["getprop"] for c in calls())  # nothing ran on a phone
 
 
-@pytest.mark.parametrize("case, message", [
-    ("no binary", "no benchmark_model binary given: pass --adb-benchmark-binary tflite=PATH/TO/benchmark_model"),
-    ("missing path", "--adb-benchmark-binary tflite=/nonexistent/benchmark_model: no such file"),
-    ("not on device", "benchmark_model does not run on Google Pixel 8: /system/bin/sh: "
-                      "/data/local/tmp/mvit/benchmark_model: inaccessible or not found"),
-    ("cannot link", "executor_runner does not run on Google Pixel 8: CANNOT LINK EXECUTABLE"),
-    ("no adb", "adb not found (/nonexistent/adb): install Android platform-tools"),
-    ("unnamed binary", "--adb-benchmark-binary"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("no binary", "no benchmark_model binary given: pass --adb-benchmark-binary tflite=PATH/TO/benchmark_model"),
+        ("missing path", "--adb-benchmark-binary tflite=/nonexistent/benchmark_model: no such file"),
+        (
+            "not on device",
+            "benchmark_model does not run on Google Pixel 8: /system/bin/sh: "
+            "/data/local/tmp/mvit/benchmark_model: inaccessible or not found",
+        ),
+        ("cannot link", "executor_runner does not run on Google Pixel 8: CANNOT LINK EXECUTABLE"),
+        ("no adb", "adb not found (/nonexistent/adb): install Android platform-tools"),
+        ("unnamed binary", "--adb-benchmark-binary"),
+    ],
+)
 def test_binary_problems_one_line(phone, tmp_path, capfd, case, message):
     set_rules, _, f = phone
     model, binary = f["model_int8.tflite"], [str(f["benchmark_model"])]
@@ -183,15 +243,30 @@ def test_rejected_models_get_one_line_each_and_the_rest_runs(phone, tmp_path, ca
     # the rejected .pte's logcat is read after its own run: replay it for that run only
     rules.insert(0, {"match": r"^logcat -d -s ExecuTorch:I$", "stdout": "executor_runner_rejected_logcat.txt"})
     set_rules(rules)
-    rc, err = _bench(["--adb", "39021FDH2000KR", str(f["flex.tflite"]), str(f["custom.pte"]),
-                      str(f["model_int8.tflite"]), "--adb-benchmark-binary", f"tflite={f['benchmark_model']}",
-                      "--adb-benchmark-binary", f"executorch={f['executor_runner']}", "--out", str(out), "--no-plot"],
-                     capfd)
+    rc, err = _bench(
+        [
+            "--adb",
+            "39021FDH2000KR",
+            str(f["flex.tflite"]),
+            str(f["custom.pte"]),
+            str(f["model_int8.tflite"]),
+            "--adb-benchmark-binary",
+            f"tflite={f['benchmark_model']}",
+            "--adb-benchmark-binary",
+            f"executorch={f['executor_runner']}",
+            "--out",
+            str(out),
+            "--no-plot",
+        ],
+        capfd,
+    )
     errors = [l for l in err.splitlines() if l.startswith("mvit-bench: error:")]
     assert rc == 2 and len(errors) == 2, err
     assert "flex.tflite: benchmark_model rejected it on Google Pixel 8 (cpu): Select TensorFlow op(s)" in errors[0]
-    assert "custom.pte: executor_runner rejected it on Google Pixel 8 (cpu): Missing operator: [2] mvit::custom_op.out" \
+    assert (
+        "custom.pte: executor_runner rejected it on Google Pixel 8 (cpu): Missing operator: [2] mvit::custom_op.out"
         in errors[1]
+    )
     rows = read_device_results(out / "device-39021FDH2000KR-benchmark_model.json")["rows"]
     assert [r["artifact"] for r in rows] == ["model_int8.tflite"]  # the good file still measured
     assert "model_int8.tflite" in (out / "bench.md").read_text()

@@ -1,5 +1,6 @@
 """Android demo: golden fixtures, the Kotlin core's JUnit run and its benchmark JSON read back by mvit-bench,
 Kotlin syntax, app-to-core references. Build settings: tests/test_app_builds.py; installer: tests/test_app_install.py."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,8 @@ import sys
 from types import SimpleNamespace
 
 import pytest
-
 from conftest_apps import ANDROID, GOLDEN_DIRS, ROOT, same_tree, syntax_errors  # noqa: E402
+
 from mvit.export.apps import fixtures as app_fixtures  # noqa: E402
 from mvit.model.contract import PreprocessContract  # noqa: E402
 
@@ -53,11 +54,21 @@ def kotlin_core(tmp_path_factory):
     """One run of android_demo/ci/test_core.sh (compile with warnings as errors, JUnit 4); its
     BenchmarkReportTest writes the benchmark mode's JSON to ``device_results``."""
     if shutil.which("java") is None:
-        pytest.fail("no java on PATH: the Kotlin core tests need a JDK 17+ (apt-get install -y openjdk-17-jdk-headless)")
+        pytest.fail(
+            "no java on PATH: the Kotlin core tests need a JDK 17+ (apt-get install -y openjdk-17-jdk-headless)"
+        )
     out = tmp_path_factory.mktemp("kotlin") / "device_results.json"
-    proc = subprocess.run(["bash", str(ANDROID / "ci" / "test_core.sh")], capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "CORE_BUILD_DIR": str(ROOT / "android_demo" / "core" / "build" / "pytest"),
-                               "MVIT_DEVICE_RESULTS_OUT": str(out)})
+    proc = subprocess.run(
+        ["bash", str(ANDROID / "ci" / "test_core.sh")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={
+            **os.environ,
+            "CORE_BUILD_DIR": str(ROOT / "android_demo" / "core" / "build" / "pytest"),
+            "MVIT_DEVICE_RESULTS_OUT": str(out),
+        },
+    )
     return SimpleNamespace(rc=proc.returncode, out=proc.stdout + proc.stderr, device_results=out)
 
 
@@ -79,13 +90,29 @@ def test_the_kotlin_benchmark_report_is_read_by_mvit_bench(kotlin_core, tmp_path
     assert doc["schema"] == "mvit.device_results/1" and doc["source"] == "android-app"
     assert doc["device"]["model"] == "Pixel 8"
     rows = doc["rows"]
-    assert [(r["precision"], r["accelerator"], r["accelerator_used"]) for r in rows] == [("fp32", "cpu", "cpu"), ("int8", "npu", "cpu")]
+    assert [(r["precision"], r["accelerator"], r["accelerator_used"]) for r in rows] == [
+        ("fp32", "cpu", "cpu"),
+        ("int8", "npu", "cpu"),
+    ]
     lat = rows[0]["latency"]
     assert lat["runs"] == 50 and 0 < lat["min_ms"] <= lat["median_ms"] <= lat["p90_ms"]
 
     out = tmp_path / "bench"
-    proc = subprocess.run([sys.executable, "-m", "mvit.benchmarks.cli", "--device-results", str(kotlin_core.device_results),
-                           "--out", str(out), "--no-plot"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mvit.benchmarks.cli",
+            "--device-results",
+            str(kotlin_core.device_results),
+            "--out",
+            str(out),
+            "--no-plot",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     bench = json.loads((out / "bench.json").read_text())
     text = json.dumps(bench)
@@ -93,8 +120,9 @@ def test_the_kotlin_benchmark_report_is_read_by_mvit_bench(kotlin_core, tmp_path
     md = (out / "bench.md").read_text()
     assert "Pixel 8" in md and "model_int8.tflite" in md, md
     # The benchmark that survives a phone: rounds, thermal state, throttling, golden check, read back and shown.
-    assert [(r["rounds"], r["thermal_before"], r["thermal_after"], r["throttled"], r["golden"]["passed"]) for r in rows] == \
-        [(5, "none", "light", True, True), (5, "light", "light", True, False)]
+    assert [
+        (r["rounds"], r["thermal_before"], r["thermal_after"], r["throttled"], r["golden"]["passed"]) for r in rows
+    ] == [(5, "none", "light", True, True), (5, "light", "light", True, False)]
     assert "golden top-3 ok, THROTTLED, thermal none to light, 5 rounds" in md, md
     assert "FAILED: top-3 is not plastic, glass, metal" in md, md
 
@@ -104,8 +132,13 @@ def test_app_code_uses_only_what_core_declares():
     cannot be compiled here; a renamed core class would otherwise only break on a developer's machine)."""
     declared = set()
     for f in (ANDROID / "core" / "src" / "main" / "kotlin").rglob("*.kt"):
-        declared |= set(re.findall(r"^(?:(?:data|enum|sealed|abstract|open|internal)\s+)*(?:class|object|interface|fun|val)\s+(?:<[^>]+>\s*)?(\w+)",
-                                   f.read_text(), re.M))
+        declared |= set(
+            re.findall(
+                r"^(?:(?:data|enum|sealed|abstract|open|internal)\s+)*(?:class|object|interface|fun|val)\s+(?:<[^>]+>\s*)?(\w+)",
+                f.read_text(),
+                re.M,
+            )
+        )
     app = [f for f in (ANDROID / "app" / "src").rglob("*.kt")]
     assert len(app) >= 6
     imported = {(f.name, n) for f in app for n in re.findall(r"^import org\.mvit\.core\.(\w+)", f.read_text(), re.M)}

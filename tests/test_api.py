@@ -1,4 +1,6 @@
 """The public Python API in ``mvit``: create, load, export, predict (and bench, tested in test_bench)."""
+
+import dataclasses
 import importlib
 
 import numpy as np
@@ -15,8 +17,11 @@ def test_create_load_export_predict(tmp_path):
     from mvit.model.contract import PreprocessContract
 
     net = mvit.create("mobilevit_test", num_classes=2)
-    path = save_checkpoint(tmp_path / "ck.safetensors", net.eval(),
-                           CheckpointMeta("mobilevit_test", ["cat", "dog"], PreprocessContract(input_size=(64, 64))))
+    path = save_checkpoint(
+        tmp_path / "ck.safetensors",
+        net.eval(),
+        CheckpointMeta("mobilevit_test", ["cat", "dog"], PreprocessContract(input_size=(64, 64))),
+    )
     ck = mvit.load(path)
     assert ck.meta.labels == ["cat", "dog"] and ck.meta.architecture == "mobilevit_test"
     [res] = mvit.export(ExportRequest(checkpoint=path, formats=("onnx",), out=tmp_path / "out"), say=lambda _: None)
@@ -38,5 +43,5 @@ def test_request_is_checked_before_any_work(tmp_path):
     with pytest.raises(ExportError, match="unknown format 'pdf'"):
         mvit.export(req)
     assert not (tmp_path / "out").exists()
-    with pytest.raises(Exception):  # frozen: one request, one result
+    with pytest.raises(dataclasses.FrozenInstanceError):  # frozen: one request, one result
         req.formats = ("onnx",)

@@ -3,6 +3,7 @@ ios_demo/project.yml, Package.swift, Info.plist and the Gradle files: each rule 
 files and shown to catch its breakage on a copy. The app modules themselves cannot be built here (no
 Android SDK, no Gradle plugin repository, no Xcode): see the apps' READMEs.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -15,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest_apps import ANDROID, IOS
 
 SWIFT_LANGUAGE_MODES = {"4.0", "4.2", "5.0", "6.0"}  # what Xcode accepts for SWIFT_VERSION
@@ -40,8 +40,10 @@ def ios_problems(ios: Path) -> list[str]:
     for where, base in settings:
         v = base.get("SWIFT_VERSION")
         if v is not None and str(v) not in SWIFT_LANGUAGE_MODES:
-            p.append(f"project.yml {where}: SWIFT_VERSION {v!r} is not a Swift language mode Xcode accepts "
-                     f"({', '.join(sorted(SWIFT_LANGUAGE_MODES))})")
+            p.append(
+                f"project.yml {where}: SWIFT_VERSION {v!r} is not a Swift language mode Xcode accepts "
+                f"({', '.join(sorted(SWIFT_LANGUAGE_MODES))})"
+            )
     if not any("SWIFT_VERSION" in base for _, base in settings):
         p.append("project.yml sets no SWIFT_VERSION")
     pkg = (ios / "ClassifierCore" / "Package.swift").read_text()
@@ -56,7 +58,9 @@ def ios_problems(ios: Path) -> list[str]:
         for src in t.get("sources", []):
             path = ios / src["path"]
             if not (path.is_dir() or (path.is_file() and src.get("buildPhase") == "resources")):
-                p.append(f"target {name}: source {src['path']} is missing (a single file must be a resources build phase)")
+                p.append(
+                    f"target {name}: source {src['path']} is missing (a single file must be a resources build phase)"
+                )
         plist_file = ((t.get("settings") or {}).get("base") or {}).get("INFOPLIST_FILE")
         if not plist_file or not (ios / plist_file).is_file():
             p.append(f"target {name}: INFOPLIST_FILE {plist_file!r} is missing")
@@ -82,7 +86,9 @@ def android_problems(android: Path) -> list[str]:
     versions, libs, plugins = catalog["versions"], catalog["libraries"], catalog["plugins"]
     for kind, table in (("library", libs), ("plugin", plugins)):
         for alias, spec in table.items():
-            ref = spec.get("version", {}).get("ref") if isinstance(spec.get("version"), dict) else spec.get("version.ref")
+            ref = (
+                spec.get("version", {}).get("ref") if isinstance(spec.get("version"), dict) else spec.get("version.ref")
+            )
             if ref is not None and ref not in versions:
                 p.append(f"libs.versions.toml: {kind} {alias} refers to an undefined version {ref!r}")
     known = {_accessor(a) for a in libs} | {"plugins." + _accessor(a) for a in plugins}
@@ -97,18 +103,25 @@ def android_problems(android: Path) -> list[str]:
     if camerax is None or _version(camerax) < MIN_CAMERAX:
         p.append(f"CameraX {camerax} is older than the stable {'.'.join(map(str, MIN_CAMERAX))}")
     for alias, spec in libs.items():
-        if str(spec.get("module", "")).startswith("androidx.camera:") and spec.get("version", {}).get("ref") != "camerax":
+        if (
+            str(spec.get("module", "")).startswith("androidx.camera:")
+            and spec.get("version", {}).get("ref") != "camerax"
+        ):
             p.append(f"libs.versions.toml: {alias} does not use the camerax version")
     ci_kotlin = re.search(r"^KOTLIN_VERSION=(\S+)", (android / "ci" / "test_core.sh").read_text(), re.M)
     if not ci_kotlin or ci_kotlin.group(1) != versions.get("kotlin"):
-        p.append(f"ci/test_core.sh compiles with Kotlin {ci_kotlin and ci_kotlin.group(1)}, Gradle with {versions.get('kotlin')}")
+        p.append(
+            f"ci/test_core.sh compiles with Kotlin {ci_kotlin and ci_kotlin.group(1)}, Gradle with {versions.get('kotlin')}"
+        )
     settings = (android / "settings.gradle.kts").read_text()
     resolver = "foojay-resolver" in settings
     for s, t in text.items():
         rel = s.relative_to(android)
         if "jvmToolchain(" in t and not resolver:
-            p.append(f"{rel}: jvmToolchain without a toolchain resolver fails where only another JDK is installed "
-                     "(Android Studio's bundled JDK 21)")
+            p.append(
+                f"{rel}: jvmToolchain without a toolchain resolver fails where only another JDK is installed "
+                "(Android Studio's bundled JDK 21)"
+            )
         java = set(re.findall(r"(?:source|target)Compatibility\s*=\s*JavaVersion\.VERSION_(\d+)", t))
         kotlin = set(re.findall(r"JvmTarget\.JVM_(\d+)", t))
         if (java or kotlin) and (len(java | kotlin) != 1 or not java or not kotlin):
@@ -122,7 +135,11 @@ def android_problems(android: Path) -> list[str]:
     for module in re.findall(r'"(:[\w-]+)"', settings):
         if not (android / module[1:] / "build.gradle.kts").is_file():
             p.append(f"settings.gradle.kts includes {module}, which has no build.gradle.kts")
-    props = dict(ln.split("=", 1) for ln in (android / "gradle.properties").read_text().splitlines() if "=" in ln and not ln.startswith("#"))
+    props = dict(
+        ln.split("=", 1)
+        for ln in (android / "gradle.properties").read_text().splitlines()
+        if "=" in ln and not ln.startswith("#")
+    )
     if props.get("android.useAndroidX") != "true":
         p.append("gradle.properties: android.useAndroidX=true is required by AndroidX dependencies")
     p += _wrapper_problems(android, versions.get("agp", ""))
@@ -135,7 +152,9 @@ def android_problems(android: Path) -> list[str]:
 def _wrapper_problems(android: Path, agp: str) -> list[str]:
     p = []
     wrapper = android / "gradle" / "wrapper"
-    props = dict(ln.split("=", 1) for ln in (wrapper / "gradle-wrapper.properties").read_text().splitlines() if "=" in ln)
+    props = dict(
+        ln.split("=", 1) for ln in (wrapper / "gradle-wrapper.properties").read_text().splitlines() if "=" in ln
+    )
     m = re.search(r"gradle-([\d.]+)-(bin|all)\.zip$", props.get("distributionUrl", ""))
     if not m:
         return ["gradle-wrapper.properties: distributionUrl names no Gradle distribution"]
@@ -172,9 +191,20 @@ def test_the_android_build_settings_build():
 def _copy_android(tmp_path: Path) -> Path:
     """The build files of android_demo (not the models) in a scratch folder."""
     dst = tmp_path / "android_demo"
-    for rel in ("settings.gradle.kts", "build.gradle.kts", "gradle.properties", "gradlew", "gradlew.bat",
-                "gradle/libs.versions.toml", "gradle/wrapper/gradle-wrapper.properties", "gradle/wrapper/gradle-wrapper.jar",
-                "ci/test_core.sh", "app/build.gradle.kts", "core/build.gradle.kts", "app/src/main/AndroidManifest.xml"):
+    for rel in (
+        "settings.gradle.kts",
+        "build.gradle.kts",
+        "gradle.properties",
+        "gradlew",
+        "gradlew.bat",
+        "gradle/libs.versions.toml",
+        "gradle/wrapper/gradle-wrapper.properties",
+        "gradle/wrapper/gradle-wrapper.jar",
+        "ci/test_core.sh",
+        "app/build.gradle.kts",
+        "core/build.gradle.kts",
+        "app/src/main/AndroidManifest.xml",
+    ):
         (dst / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ANDROID / rel, dst / rel)
     return dst
@@ -186,18 +216,41 @@ def _edit(path: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new, 1))
 
 
-@pytest.mark.parametrize("file,old,new,expected", [
-    ("gradle/libs.versions.toml", 'camerax = "1.6.2"', 'camerax = "1.5.1"', "CameraX 1.5.1 is older"),
-    ("app/build.gradle.kts", "kotlin {\n", "kotlin {\n    jvmToolchain(17)\n", "jvmToolchain without a toolchain resolver"),
-    ("core/build.gradle.kts", "JvmTarget.JVM_17", "JvmTarget.JVM_21", "bytecode targets must be set and equal"),
-    ("app/build.gradle.kts", "libs.camerax.view", "libs.camerax.viewfinder", "libs.camerax.viewfinder is not in"),
-    ("app/build.gradle.kts", "    alias(libs.plugins.kotlin.compose)\n", "", "needs the Kotlin Compose compiler plugin"),
-    ("gradle/libs.versions.toml", 'kotlin = "2.4.20"', 'kotlin = "2.3.0"', "ci/test_core.sh compiles with Kotlin"),
-    ("gradle/wrapper/gradle-wrapper.properties", "gradle-8.14.3-bin.zip", "gradle-8.10-bin.zip", "older than AGP"),
-    ("gradle/wrapper/gradle-wrapper.properties", "distributionSha256Sum=", "#distributionSha256Sum=", "distributionSha256Sum missing"),
-    ("app/build.gradle.kts", "targetSdk = 36", "targetSdk = 37", "targetSdk 37 above compileSdk 36"),
-    ("gradle/libs.versions.toml", 'version.ref = "lifecycle" }', 'version.ref = "lifecycles" }', "undefined version 'lifecycles'"),
-])
+@pytest.mark.parametrize(
+    "file,old,new,expected",
+    [
+        ("gradle/libs.versions.toml", 'camerax = "1.6.2"', 'camerax = "1.5.1"', "CameraX 1.5.1 is older"),
+        (
+            "app/build.gradle.kts",
+            "kotlin {\n",
+            "kotlin {\n    jvmToolchain(17)\n",
+            "jvmToolchain without a toolchain resolver",
+        ),
+        ("core/build.gradle.kts", "JvmTarget.JVM_17", "JvmTarget.JVM_21", "bytecode targets must be set and equal"),
+        ("app/build.gradle.kts", "libs.camerax.view", "libs.camerax.viewfinder", "libs.camerax.viewfinder is not in"),
+        (
+            "app/build.gradle.kts",
+            "    alias(libs.plugins.kotlin.compose)\n",
+            "",
+            "needs the Kotlin Compose compiler plugin",
+        ),
+        ("gradle/libs.versions.toml", 'kotlin = "2.4.20"', 'kotlin = "2.3.0"', "ci/test_core.sh compiles with Kotlin"),
+        ("gradle/wrapper/gradle-wrapper.properties", "gradle-8.14.3-bin.zip", "gradle-8.10-bin.zip", "older than AGP"),
+        (
+            "gradle/wrapper/gradle-wrapper.properties",
+            "distributionSha256Sum=",
+            "#distributionSha256Sum=",
+            "distributionSha256Sum missing",
+        ),
+        ("app/build.gradle.kts", "targetSdk = 36", "targetSdk = 37", "targetSdk 37 above compileSdk 36"),
+        (
+            "gradle/libs.versions.toml",
+            'version.ref = "lifecycle" }',
+            'version.ref = "lifecycles" }',
+            "undefined version 'lifecycles'",
+        ),
+    ],
+)
 def test_each_android_rule_catches_its_breakage(tmp_path, file, old, new, expected):
     android = _copy_android(tmp_path)
     _edit(android / file, old, new)
@@ -213,12 +266,23 @@ def test_a_missing_or_foreign_wrapper_jar_is_caught(tmp_path):
     assert any("not the official jar" in p for p in problems) and any("not executable" in p for p in problems)
 
 
-@pytest.mark.parametrize("old,new,expected", [
-    ('SWIFT_VERSION: "5.0"', 'SWIFT_VERSION: "5.9"', "SWIFT_VERSION '5.9' is not a Swift language mode"),
-    ('    deploymentTarget: "17.0"', '    deploymentTarget: "16.0"', "below the package's iOS 17"),
-    ("INFOPLIST_FILE: MVitDemo/Info.plist", "INFOPLIST_FILE: MVitDemo/Missing.plist", "INFOPLIST_FILE 'MVitDemo/Missing.plist' is missing"),
-    ("golden/shipped_models.json\n", "golden/missing.json\n", "source ClassifierCore/Tests/ClassifierCoreTests/Resources/golden/missing.json is missing"),
-])
+@pytest.mark.parametrize(
+    "old,new,expected",
+    [
+        ('SWIFT_VERSION: "5.0"', 'SWIFT_VERSION: "5.9"', "SWIFT_VERSION '5.9' is not a Swift language mode"),
+        ('    deploymentTarget: "17.0"', '    deploymentTarget: "16.0"', "below the package's iOS 17"),
+        (
+            "INFOPLIST_FILE: MVitDemo/Info.plist",
+            "INFOPLIST_FILE: MVitDemo/Missing.plist",
+            "INFOPLIST_FILE 'MVitDemo/Missing.plist' is missing",
+        ),
+        (
+            "golden/shipped_models.json\n",
+            "golden/missing.json\n",
+            "source ClassifierCore/Tests/ClassifierCoreTests/Resources/golden/missing.json is missing",
+        ),
+    ],
+)
 def test_each_ios_rule_catches_its_breakage(tmp_path, old, new, expected):
     ios = tmp_path / "ios_demo"
     shutil.copytree(IOS, ios, ignore=shutil.ignore_patterns("*.mlpackage", "golden"))

@@ -1,5 +1,6 @@
 """Installing exported artifacts into the demo apps (mvit.export.apps.install): the slot plan decided before
 exporting (``plan_install``), metadata validation, atomic copies, shared labels, source-checkout check."""
+
 from __future__ import annotations
 
 import json
@@ -24,19 +25,38 @@ def _checkout(tmp_path):
 def test_plan_sends_each_precision_to_its_slot_from_the_one_table(tmp_path):
     root = _checkout(tmp_path)
     assert plan_install("android", ["tflite"], ["dynamic"], root) == {("tflite", "dynamic"): "int8"}
-    assert plan_install("android", ("tflite",), ("fp32", "int8"), root) == {("tflite", "fp32"): "float", ("tflite", "int8"): "int8"}
-    assert plan_install("ios", ["coreml"], ["fp16", "dynamic"], root) == {("coreml", "fp16"): "float", ("coreml", "dynamic"): "int8"}
+    assert plan_install("android", ("tflite",), ("fp32", "int8"), root) == {
+        ("tflite", "fp32"): "float",
+        ("tflite", "int8"): "int8",
+    }
+    assert plan_install("ios", ["coreml"], ["fp16", "dynamic"], root) == {
+        ("coreml", "fp16"): "float",
+        ("coreml", "dynamic"): "int8",
+    }
     assert set(SLOT_OF_PRECISION) == {"fp32", "fp16", "dynamic", "int8"}
 
 
-@pytest.mark.parametrize("app,formats,precisions,expected", [
-    ("android", ["onnx", "tflite", "coreml"], ["fp32"], "the android app runs tflite models only, so --app android cannot install onnx/coreml"),
-    ("ios", ["tflite"], ["int8"], "the ios app runs coreml models only"),
-    ("android", ["tflite"], ["fp32", "fp16", "dynamic", "int8"], "fp32 and fp16 would both go to the android app's float slot"),
-    ("android", ["tflite"], ["dynamic", "int8"], "dynamic and int8 would both go to the android app's int8 slot"),
-    ("android", ["tflite"], ["int4"], "no android app slot for precision int4"),
-    ("watch", ["tflite"], ["fp32"], "app must be one of android, ios"),
-])
+@pytest.mark.parametrize(
+    "app,formats,precisions,expected",
+    [
+        (
+            "android",
+            ["onnx", "tflite", "coreml"],
+            ["fp32"],
+            "the android app runs tflite models only, so --app android cannot install onnx/coreml",
+        ),
+        ("ios", ["tflite"], ["int8"], "the ios app runs coreml models only"),
+        (
+            "android",
+            ["tflite"],
+            ["fp32", "fp16", "dynamic", "int8"],
+            "fp32 and fp16 would both go to the android app's float slot",
+        ),
+        ("android", ["tflite"], ["dynamic", "int8"], "dynamic and int8 would both go to the android app's int8 slot"),
+        ("android", ["tflite"], ["int4"], "no android app slot for precision int4"),
+        ("watch", ["tflite"], ["fp32"], "app must be one of android, ios"),
+    ],
+)
 def test_plan_refuses_what_the_app_cannot_hold_in_one_line(tmp_path, app, formats, precisions, expected):
     with pytest.raises(AppInstallError) as e:
         plan_install(app, formats, precisions, _checkout(tmp_path))
@@ -92,12 +112,16 @@ def test_install_into_android_app(tmp_path, variant):
     root = _checkout(tmp_path)
     paths = install_into_app(src, "android", variant, app_root=root)
     assets = root / "android_demo" / "app" / "src" / "main" / "assets"
-    model, meta_name = ("model.tflite", "model_meta.json") if variant == "float" else ("model_int8.tflite", "model_int8_meta.json")
+    model, meta_name = (
+        ("model.tflite", "model_meta.json") if variant == "float" else ("model_int8.tflite", "model_int8_meta.json")
+    )
     assert paths["model"] == assets / model and (assets / model).read_bytes().startswith(b"TFL3")
     assert json.loads((assets / meta_name).read_text()) == meta
     assert (assets / "labels.txt").read_text().splitlines() == meta["labels"]
     assert not [p for p in assets.iterdir() if p.name.startswith(".")], "no temporary files left"
-    assert all(p.stat().st_mode & 0o044 == 0o044 for p in assets.iterdir()), "assets readable by all (not mkstemp's 0600)"
+    assert all(p.stat().st_mode & 0o044 == 0o044 for p in assets.iterdir()), (
+        "assets readable by all (not mkstemp's 0600)"
+    )
     # Re-installing replaces in place.
     install_into_app(src / "mvit.tflite", "android", variant, app_root=root)
 

@@ -1,6 +1,7 @@
 """Every registered export backend against the ``Backend`` Protocol: all members present, callable where
 methods, optional members exactly where ``CAPABILITIES`` claims them; a new format module is checked by
 being registered."""
+
 import types
 
 import pytest
@@ -27,8 +28,18 @@ def test_optional_members_exist_exactly_where_the_capabilities_say(fmt):
 
 def test_the_protocol_lists_what_the_benchmarks_and_the_int8_search_call():
     members = set(Backend.__annotations__) | {n for n, v in vars(Backend).items() if callable(v)}
-    assert {"io_details", "missing_ops", "op_census", "calibration_graph", "int8_search_evaluator", "layer_error",
-            "tensor_error", "CAPABILITIES", "can_time", "unavailable"} <= members
+    assert {
+        "io_details",
+        "missing_ops",
+        "op_census",
+        "calibration_graph",
+        "int8_search_evaluator",
+        "layer_error",
+        "tensor_error",
+        "CAPABILITIES",
+        "can_time",
+        "unavailable",
+    } <= members
     assert set(OPTIONAL_MEMBERS) <= members
     assert set(OPTIONAL_MEMBERS.values()) <= set(Capabilities.__dataclass_fields__)
 
@@ -36,7 +47,9 @@ def test_the_protocol_lists_what_the_benchmarks_and_the_int8_search_call():
 def _fake(**overrides) -> types.ModuleType:
     """A backend module made of the TFLite backend's members, with ``overrides`` (None removes one)."""
     tflite = get_backend("tflite")
-    names = set(Backend.__annotations__) | {n for n, v in vars(Backend).items() if callable(v) and not n.startswith("_")}
+    names = set(Backend.__annotations__) | {
+        n for n, v in vars(Backend).items() if callable(v) and not n.startswith("_")
+    }
     fake = types.ModuleType("fake_backend")
     for n in names:
         if hasattr(tflite, n):
@@ -55,9 +68,11 @@ def test_a_backend_lacking_a_member_is_named():
     assert missing_members(_fake(io_details="not callable")) == ["io_details"]
     assert missing_members(_fake(CAPABILITIES=None)) == ["CAPABILITIES"]
     assert missing_members(_fake(CAPABILITIES={"tensor_error": True})) == [
-        "CAPABILITIES (not a mvit.export.base.Capabilities)"]
+        "CAPABILITIES (not a mvit.export.base.Capabilities)"
+    ]
     # an optional member is required where the capability is claimed, not otherwise
     assert missing_members(_fake(tensor_error=None)) == ["tensor_error"]
     assert missing_members(_fake(tensor_error=None, CAPABILITIES=Capabilities(pt2e_calibration=True))) == []
-    assert missing_members(_fake(CAPABILITIES=Capabilities(int8_search=True, pt2e_calibration=True,
-                                                           tensor_error=True))) == ["int8_search_evaluator"]
+    assert missing_members(
+        _fake(CAPABILITIES=Capabilities(int8_search=True, pt2e_calibration=True, tensor_error=True))
+    ) == ["int8_search_evaluator"]

@@ -1,13 +1,14 @@
 """mvit-bench: the full format x (fp32, int8) matrix on a tiny trained model, reports, CI floors, bad input."""
+
 import json
 import struct
 
 import pytest
+from conftest import make_image_folder
+from export_fixtures import CLASSES, train_tiny_checkpoint
 
 from mvit.benchmarks.cli import main as bench_main
 from mvit.benchmarks.report import check_floors, parse_floor
-from conftest import make_image_folder
-from export_fixtures import CLASSES, train_tiny_checkpoint
 
 FAST = ["--runs", "3", "--min-time", "0.05", "--threads", "2"]
 
@@ -30,9 +31,34 @@ def bench(tiny, data, tmp_path_factory):
     """One run of the matrix: the core formats x fp32/int8, with a floor that holds (ExecuTorch's rows:
     test_executorch.py, which reuses its own exports)."""
     out = tmp_path_factory.mktemp("bench_out")
-    rc = bench_main(["--weights", str(tiny), "--data", str(data / "val"), "--out", str(out),
-                     "--formats", "onnx", "tflite", "coreml", "--quantize", "fp32", "int8", "--calib-count", "8", "--calib-method", "min-max",
-                     "--layer-images", "4", "--coreml-max-images", "6", "--fail-below", "agreement=0.5", *FAST])
+    rc = bench_main(
+        [
+            "--weights",
+            str(tiny),
+            "--data",
+            str(data / "val"),
+            "--out",
+            str(out),
+            "--formats",
+            "onnx",
+            "tflite",
+            "coreml",
+            "--quantize",
+            "fp32",
+            "int8",
+            "--calib-count",
+            "8",
+            "--calib-method",
+            "min-max",
+            "--layer-images",
+            "4",
+            "--coreml-max-images",
+            "6",
+            "--fail-below",
+            "agreement=0.5",
+            *FAST,
+        ]
+    )
     report = json.loads((out / "bench.json").read_text())
     return rc, out, report
 
@@ -45,7 +71,15 @@ def test_matrix_rows_and_metrics(bench):
     rc, out, report = bench
     assert rc == 0
     rows = _rows(report)
-    assert list(rows) == ["torch-fp32", "onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8", "coreml-fp32", "coreml-int8"]
+    assert list(rows) == [
+        "torch-fp32",
+        "onnx-fp32",
+        "onnx-int8",
+        "tflite-fp32",
+        "tflite-int8",
+        "coreml-fp32",
+        "coreml-int8",
+    ]
     base = rows["torch-fp32"]
     assert base["status"] == "baseline" and base["latency"]["median_ms"] > 0 and base["latency_vs_eager"] == 1.0
     for key, r in rows.items():
@@ -85,8 +119,15 @@ def test_json_describes_the_machine(bench):
 def test_markdown_and_png(bench):
     _, out, report = bench
     md = (out / "bench.md").read_text()
-    for needle in ("| PyTorch eager | fp32 | baseline", "| onnx | int8 |", "| tflite | int8 |", "| coreml | fp32 |",
-                   "median ms", "Where the int8 error comes from: onnx int8", "--keep-float"):
+    for needle in (
+        "| PyTorch eager | fp32 | baseline",
+        "| onnx | int8 |",
+        "| tflite | int8 |",
+        "| coreml | fp32 |",
+        "median ms",
+        "Where the int8 error comes from: onnx int8",
+        "--keep-float",
+    ):
         assert needle in md, needle
     png = (out / "bench.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
@@ -109,9 +150,9 @@ def test_layer_reports_name_layers_the_exporters_accept(bench, tiny):
     import onnx
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    from mvit.model.checkpoint import load_checkpoint
     from mvit.quant.onnx_qdq import _nodes_to_keep_float
     from mvit.quant.pt2e import quantizer_for
-    from mvit.model.checkpoint import load_checkpoint
 
     pre = out / "pre.onnx"
     quant_pre_process(str(_rows(report)["onnx-fp32"]["artifact"]), str(pre), skip_symbolic_shape=True)
@@ -156,8 +197,21 @@ def test_an_int8_tflite_file_gets_its_tensor_report_against_a_checkpoint(bench, 
     _, _, report = bench
     artifact = _rows(report)["tflite-int8"]["artifact"]
     out = tmp_path / "files"
-    rc = bench_main([artifact, "--data", str(data / "val"), "--reference", str(tiny), "--out", str(out),
-                     "--layer-images", "2", "--no-plot", *FAST])
+    rc = bench_main(
+        [
+            artifact,
+            "--data",
+            str(data / "val"),
+            "--reference",
+            str(tiny),
+            "--out",
+            str(out),
+            "--layer-images",
+            "2",
+            "--no-plot",
+            *FAST,
+        ]
+    )
     assert rc == 0
     files = json.loads((out / "bench.json").read_text())["models"][0]
     (rep,) = files["layer_reports"]
@@ -167,9 +221,28 @@ def test_an_int8_tflite_file_gets_its_tensor_report_against_a_checkpoint(bench, 
 
 def test_fail_below_exits_nonzero_and_reuse_skips_export(bench, tiny, data, capfd):
     _, out, _ = bench
-    rc = bench_main(["--weights", str(tiny), "--data", str(data / "val"), "--out", str(out), "--reuse",
-                     "--formats", "onnx", "--quantize", "fp32", "--no-layer-report", "--no-plot",
-                     "--fail-below", "onnx-fp32:agreement=1.01", "--fail-above", "onnx-*:size_mb=1000", *FAST])
+    rc = bench_main(
+        [
+            "--weights",
+            str(tiny),
+            "--data",
+            str(data / "val"),
+            "--out",
+            str(out),
+            "--reuse",
+            "--formats",
+            "onnx",
+            "--quantize",
+            "fp32",
+            "--no-layer-report",
+            "--no-plot",
+            "--fail-below",
+            "onnx-fp32:agreement=1.01",
+            "--fail-above",
+            "onnx-*:size_mb=1000",
+            *FAST,
+        ]
+    )
     err = capfd.readouterr().err
     assert rc == 1
     assert "limit not met: mobilevit_test onnx-fp32: agreement 1 < 1.01" in err
@@ -179,14 +252,30 @@ def test_fail_below_exits_nonzero_and_reuse_skips_export(bench, tiny, data, capf
 
 
 def test_check_floors_unit():
-    report = {"models": [{"architecture": "m", "rows": [
-        {"format": "torch", "precision": "fp32", "status": "baseline", "top1": 0.9, "agreement": 1.0},
-        {"format": "tflite", "precision": "int8", "status": "exported", "top1": 0.85, "agreement": 0.97,
-         "latency_vs_eager": 0.25},
-        {"format": "onnx", "precision": "int8", "status": "failed", "reason": "export failed: boom"}]}]}
+    report = {
+        "models": [
+            {
+                "architecture": "m",
+                "rows": [
+                    {"format": "torch", "precision": "fp32", "status": "baseline", "top1": 0.9, "agreement": 1.0},
+                    {
+                        "format": "tflite",
+                        "precision": "int8",
+                        "status": "exported",
+                        "top1": 0.85,
+                        "agreement": 0.97,
+                        "latency_vs_eager": 0.25,
+                    },
+                    {"format": "onnx", "precision": "int8", "status": "failed", "reason": "export failed: boom"},
+                ],
+            }
+        ]
+    }
     assert check_floors(report, ["tflite-int8:agreement=0.95"], []) == []
     assert check_floors(report, ["tflite-int8:agreement=0.99"], []) == ["m tflite-int8: agreement 0.97 < 0.99"]
-    assert check_floors(report, [], ["tflite-int8:latency_vs_eager=0.2"]) == ["m tflite-int8: latency_vs_eager 0.25 > 0.2"]
+    assert check_floors(report, [], ["tflite-int8:latency_vs_eager=0.2"]) == [
+        "m tflite-int8: latency_vs_eager 0.25 > 0.2"
+    ]
     failed = check_floors(report, ["*-int8:top1=0.5"], [])
     assert len(failed) == 1 and "onnx-int8" in failed[0] and "boom" in failed[0]
     assert check_floors(report, ["coreml-*:top1=0.5"], [])[0].endswith("no row matches 'coreml-*'")
@@ -195,13 +284,16 @@ def test_check_floors_unit():
         parse_floor("speed=3")
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--data", "/nonexistent/folder"], "--data /nonexistent/folder: no such folder"),
-    (["--formats", "caffe"], "unknown value 'caffe'"),
-    (["--quantize", "int4"], "unknown value 'int4'"),
-    (["--fail-below", "speed=3"], "expected [ROWS:]METRIC=VALUE"),
-    (["--weights", "/nonexistent.safetensors"], "no such checkpoint"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--data", "/nonexistent/folder"], "--data /nonexistent/folder: no such folder"),
+        (["--formats", "caffe"], "unknown value 'caffe'"),
+        (["--quantize", "int4"], "unknown value 'int4'"),
+        (["--fail-below", "speed=3"], "expected [ROWS:]METRIC=VALUE"),
+        (["--weights", "/nonexistent.safetensors"], "no such checkpoint"),
+    ],
+)
 def test_bad_input_one_clear_line(args, message, data, capfd):
     argv = args if "--data" in args else ["--data", str(data / "val"), *args]
     try:

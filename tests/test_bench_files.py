@@ -1,14 +1,15 @@
 """mvit-bench FILE ...: model files made elsewhere (stock litert-torch, plain torch.onnx), without
 mvit metadata: latency, memory and op census; with --labels and preprocessing options, accuracy
 and agreement with a reference; ops the runtime lacks and bad input get one line and exit 2."""
+
 import json
 
 import numpy as np
 import pytest
 import torch
+from conftest import make_image_folder
 
 from mvit.benchmarks.cli import main as bench_main
-from conftest import make_image_folder
 
 FAST = ["--runs", "3", "--min-time", "0.05", "--threads", "2"]
 
@@ -50,8 +51,11 @@ def _with_custom_op(src, dst, code: str):
     oc.builtinCode = oc.deprecatedBuiltinCode = schema.BuiltinOperator.CUSTOM
     oc.customCode, oc.version = code, 1
     m.operatorCodes.append(oc)
-    mean = next(op for op in m.subgraphs[0].operators
-                if fb.get_builtin_code_from_operator_code(m.operatorCodes[op.opcodeIndex]) == schema.BuiltinOperator.MEAN)
+    mean = next(
+        op
+        for op in m.subgraphs[0].operators
+        if fb.get_builtin_code_from_operator_code(m.operatorCodes[op.opcodeIndex]) == schema.BuiltinOperator.MEAN
+    )
     mean.opcodeIndex, mean.builtinOptionsType, mean.builtinOptions = len(m.operatorCodes) - 1, 0, None
     dst.write_bytes(bytes(fb.convert_object_to_bytearray(m)))
     return dst
@@ -81,10 +85,33 @@ def test_file_without_metadata_latency_memory_census(third_party, tmp_path, capf
 
 def test_labels_accuracy_reference_and_two_files_interleaved(third_party, tmp_path, capfd):
     out = tmp_path / "out"
-    rc = bench_main([str(third_party / "tiny.tflite"), str(third_party / "tiny.onnx"),
-                     "--labels", str(third_party / "labels.txt"), "--size", "32", "--mean", "0.5", "0.5", "0.5",
-                     "--std", "0.5", "0.5", "0.5", "--resize-short", "36", "--data", str(third_party / "images"),
-                     "--reference", str(third_party / "tiny.onnx"), "--out", str(out), *FAST])
+    rc = bench_main(
+        [
+            str(third_party / "tiny.tflite"),
+            str(third_party / "tiny.onnx"),
+            "--labels",
+            str(third_party / "labels.txt"),
+            "--size",
+            "32",
+            "--mean",
+            "0.5",
+            "0.5",
+            "0.5",
+            "--std",
+            "0.5",
+            "0.5",
+            "0.5",
+            "--resize-short",
+            "36",
+            "--data",
+            str(third_party / "images"),
+            "--reference",
+            str(third_party / "tiny.onnx"),
+            "--out",
+            str(out),
+            *FAST,
+        ]
+    )
     assert rc == 0, capfd.readouterr().err
     tfl, onx = _rows(out)
     for r in (tfl, onx):
@@ -101,8 +128,9 @@ def test_labels_accuracy_reference_and_two_files_interleaved(third_party, tmp_pa
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("code, kind", [("FlexErf", "Flex: a TensorFlow op, needs the Select TF ops delegate"),
-                                        ("MyCustomNms", "custom op")])
+@pytest.mark.parametrize(
+    "code, kind", [("FlexErf", "Flex: a TensorFlow op, needs the Select TF ops delegate"), ("MyCustomNms", "custom op")]
+)
 def test_op_the_runtime_lacks_one_line(third_party, tmp_path, capfd, code, kind):
     bad = _with_custom_op(third_party / "tiny.tflite", tmp_path / "bad.tflite", code)
     rc = bench_main([str(bad), "--out", str(tmp_path / "out"), "--no-plot", *FAST])
@@ -111,27 +139,39 @@ def test_op_the_runtime_lacks_one_line(third_party, tmp_path, capfd, code, kind)
     assert err[0] == f"mvit-bench: error: {bad}: needs ops this runtime does not have: {code} ({kind})"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["{d}/absent.tflite"], "absent.tflite: no such file"),
-    (["{d}/labels.txt"], "labels.txt: not a .tflite, .onnx, .pte, .mlpackage or .aimodel file"),
-    (["{corrupt}"], "corrupt.tflite: not a readable .tflite file"),
-    (["{d}/tiny.tflite", "--size", "32"], "--size describes a model file without mvit metadata: give its --labels too"),
-    (["{d}/tiny.tflite", "--labels", "{d}/labels.txt", "--crop", "1.5"], "--crop 1.5: must be in (0, 1]"),
-    (["{d}/tiny.tflite", "--labels", "{d}/labels.txt", "--size", "64"], "--size 64x64 but the file's input is 32x32"),
-    (["{d}/tiny.tflite", "--labels", "{two}"], "the output has 3 values but --labels has 2 labels"),
-    (["{d}/tiny.tflite", "--labels", "{empty}"], "no labels in the file"),
-    (["{d}/tiny.tflite", "--labels", "{d}/labels.txt", "--reference", "{d}/tiny.onnx"],
-     "--reference needs --data"),
-    (["{d}/tiny.tflite", "--weights", "x.safetensors"], "FILE arguments benchmark those files"),
-    (["{d}/tiny.tflite", "--labels", "{d}/labels.txt", "--std", "0", "1", "1"], "--std values must be > 0"),
-    (["{d}/tiny.tflite", "--layer-images", "0"], "--layer-images 0 / --keep-float-top 3: must be >= 1 / >= 0"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["{d}/absent.tflite"], "absent.tflite: no such file"),
+        (["{d}/labels.txt"], "labels.txt: not a .tflite, .onnx, .pte, .mlpackage or .aimodel file"),
+        (["{corrupt}"], "corrupt.tflite: not a readable .tflite file"),
+        (
+            ["{d}/tiny.tflite", "--size", "32"],
+            "--size describes a model file without mvit metadata: give its --labels too",
+        ),
+        (["{d}/tiny.tflite", "--labels", "{d}/labels.txt", "--crop", "1.5"], "--crop 1.5: must be in (0, 1]"),
+        (
+            ["{d}/tiny.tflite", "--labels", "{d}/labels.txt", "--size", "64"],
+            "--size 64x64 but the file's input is 32x32",
+        ),
+        (["{d}/tiny.tflite", "--labels", "{two}"], "the output has 3 values but --labels has 2 labels"),
+        (["{d}/tiny.tflite", "--labels", "{empty}"], "no labels in the file"),
+        (["{d}/tiny.tflite", "--labels", "{d}/labels.txt", "--reference", "{d}/tiny.onnx"], "--reference needs --data"),
+        (["{d}/tiny.tflite", "--weights", "x.safetensors"], "FILE arguments benchmark those files"),
+        (["{d}/tiny.tflite", "--labels", "{d}/labels.txt", "--std", "0", "1", "1"], "--std values must be > 0"),
+        (["{d}/tiny.tflite", "--layer-images", "0"], "--layer-images 0 / --keep-float-top 3: must be >= 1 / >= 0"),
+    ],
+)
 def test_bad_input_one_line(third_party, tmp_path, capfd, args, message):
     (tmp_path / "corrupt.tflite").write_bytes(np.random.default_rng(0).bytes(256))
     (tmp_path / "two.txt").write_text("a\nb\n")
     (tmp_path / "empty.txt").write_text("\n")
-    fmt = {"d": third_party, "corrupt": tmp_path / "corrupt.tflite", "two": tmp_path / "two.txt",
-           "empty": tmp_path / "empty.txt"}
+    fmt = {
+        "d": third_party,
+        "corrupt": tmp_path / "corrupt.tflite",
+        "two": tmp_path / "two.txt",
+        "empty": tmp_path / "empty.txt",
+    }
     try:
         rc = bench_main([a.format(**fmt) for a in args] + ["--out", str(tmp_path / "out"), "--no-plot", *FAST])
     except SystemExit as e:

@@ -1,4 +1,5 @@
 """The checkpoint format and its error messages."""
+
 import pickle
 
 import pytest
@@ -11,15 +12,22 @@ from mvit.model.contract import HF_MOBILEVIT, PreprocessContract
 
 def _save(tmp_path, arch="mobilevit_test", labels=("cat", "dog", "fish"), contract=None):
     m = model.create(arch, num_classes=len(labels))
-    meta = CheckpointMeta(arch, list(labels), contract or PreprocessContract(input_size=(64, 64)),
-                          provenance={"dataset": "synthetic"})
+    meta = CheckpointMeta(
+        arch, list(labels), contract or PreprocessContract(input_size=(64, 64)), provenance={"dataset": "synthetic"}
+    )
     path = save_checkpoint(tmp_path / "ck.safetensors", m, meta)
     return m, path
 
 
 def test_roundtrip_keeps_weights_labels_and_contract(tmp_path):
-    contract = PreprocessContract(input_size=(64, 128), crop_fraction=0.9, interpolation="bicubic",
-                                  mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3), channel_order="BGR")
+    contract = PreprocessContract(
+        input_size=(64, 128),
+        crop_fraction=0.9,
+        interpolation="bicubic",
+        mean=(0.5, 0.4, 0.3),
+        std=(0.2, 0.25, 0.3),
+        channel_order="BGR",
+    )
     m, path = _save(tmp_path, contract=contract)
     ck = load_checkpoint(path)
     assert ck.meta.labels == ["cat", "dog", "fish"] and ck.meta.contract == contract
@@ -88,8 +96,11 @@ def test_wrong_variant_and_class_count(tmp_path):
 def test_weights_that_do_not_fit_the_recorded_architecture(tmp_path):
     from safetensors.torch import save_file
 
-    sd = {k: v for k, v in model.create("mobilevitv2_test", num_classes=3).state_dict().items()
-          if not k.endswith("num_batches_tracked")}
+    sd = {
+        k: v
+        for k, v in model.create("mobilevitv2_test", num_classes=3).state_dict().items()
+        if not k.endswith("num_batches_tracked")
+    }
     meta = CheckpointMeta("mobilevit_test", ["a", "b", "c"], PreprocessContract())
     p = tmp_path / "bad.safetensors"
     save_file(sd, str(p), metadata={"mvit": meta.to_json()})
@@ -109,8 +120,9 @@ def test_foreign_safetensors_without_metadata(tmp_path):
 def test_labels_must_match_the_head(tmp_path):
     m = model.create("mobilevit_test", num_classes=4)
     with pytest.raises(CheckpointError, match="4 classes but 3 labels"):
-        save_checkpoint(tmp_path / "x.safetensors", m, CheckpointMeta("mobilevit_test", ["a", "b", "c"],
-                                                                      PreprocessContract()))
+        save_checkpoint(
+            tmp_path / "x.safetensors", m, CheckpointMeta("mobilevit_test", ["a", "b", "c"], PreprocessContract())
+        )
     assert not any(tmp_path.iterdir())
 
 

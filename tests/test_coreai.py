@@ -2,6 +2,7 @@
 parity through coreai-core's bundled CPU runtime, metadata inside the asset, release-mode bytes that
 repeat, the W8A8 + 16-bit trap refused by the gate, mvit-bench FILE and matrix rows, every zoo family,
 and the one-line message when the optional extra is missing."""
+
 import hashlib
 import json
 import sys
@@ -10,14 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mvit.export.api import export_model
 from mvit.export.backends import coreai_backend as cai
 from mvit.export.backends import coreai_w8a8
-from mvit.export.api import export_model
 from mvit.export.cli import main as export_main
 
 ROOT = Path(__file__).resolve().parents[1]
-needs_extra = pytest.mark.skipif(cai.unavailable() is not None,
-                                 reason="the optional extra: pip install 'mvit[coreai]' (tests/run.sh installs it)")
+needs_extra = pytest.mark.skipif(
+    cai.unavailable() is not None, reason="the optional extra: pip install 'mvit[coreai]' (tests/run.sh installs it)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -27,11 +29,20 @@ def exported(small_ckpt, small_data_dir, tmp_path_factory):
     if cai.unavailable():
         pytest.skip(cai.unavailable())
     out, cache = tmp_path_factory.mktemp("coreai_export"), {}
-    results = export_model(checkpoint=small_ckpt, formats=("coreai",), precisions=("fp32", "fp16"), out=out,
-                           verify_data=small_data_dir)
-    results += export_model(checkpoint=small_ckpt, formats=("coreai",), precisions=("int8",), out=out,
-                            calib=small_data_dir, calib_count=16, verify_data=small_data_dir, keep_float=("conv_1",),
-                            cache=cache)
+    results = export_model(
+        checkpoint=small_ckpt, formats=("coreai",), precisions=("fp32", "fp16"), out=out, verify_data=small_data_dir
+    )
+    results += export_model(
+        checkpoint=small_ckpt,
+        formats=("coreai",),
+        precisions=("int8",),
+        out=out,
+        calib=small_data_dir,
+        calib_count=16,
+        verify_data=small_data_dir,
+        keep_float=("conv_1",),
+        cache=cache,
+    )
     return {r.precision: r for r in results}, out, cache
 
 
@@ -79,8 +90,10 @@ def test_metadata_inside_the_asset_matches_the_sidecar(exported):
     assert inside == json.loads((r.folder / "model_meta.json").read_text())
     assert inside["format"] == "coreai" and inside["parity"]["passed"] and inside["labels"] == ["red", "green", "blue"]
     raw = json.loads((r.artifact / "metadata.json").read_text())
-    assert "creationDate" not in raw and json.loads(raw["creatorDefinedMetadata"]["mvit"])["preprocess"] == \
-        inside["preprocess"]
+    assert (
+        "creationDate" not in raw
+        and json.loads(raw["creatorDefinedMetadata"]["mvit"])["preprocess"] == inside["preprocess"]
+    )
     assert (r.folder / "labels.txt").read_text().split() == inside["labels"]
 
 
@@ -88,13 +101,15 @@ def test_metadata_inside_the_asset_matches_the_sidecar(exported):
 def test_release_mode_and_the_same_bytes_twice(small_ckpt, tmp_path):
     runs = []
     for i in range(2):
-        (r,) = export_model(checkpoint=small_ckpt, formats=("coreai",), precisions=("fp32",), out=tmp_path / str(i),
-                            verify=False)
+        (r,) = export_model(
+            checkpoint=small_ckpt, formats=("coreai",), precisions=("fp32",), out=tmp_path / str(i), verify=False
+        )
         runs.append(_files(r.artifact))
         for f in r.artifact.iterdir():  # release mode: no source paths, no stack traces
             assert str(ROOT).encode() not in f.read_bytes() and b".py:" not in f.read_bytes(), f
-    assert runs[0] == runs[1], [(tmp_path / str(i) / "mobilevit_test-fp32-coreai/model.aimodel/metadata.json").read_text()
-                                for i in range(2)]
+    assert runs[0] == runs[1], [
+        (tmp_path / str(i) / "mobilevit_test-fp32-coreai/model.aimodel/metadata.json").read_text() for i in range(2)
+    ]
 
 
 @needs_extra
@@ -105,9 +120,17 @@ def test_w8a8_with_16_bit_cast_goes_through_the_gate(exported, small_ckpt, small
     did not reproduce)."""
     results, _, cache = exported
     monkeypatch.setattr(coreai_w8a8, "FLOAT_COMPUTE", "float16")
-    (r,) = export_model(checkpoint=small_ckpt, formats=("coreai",), precisions=("int8",), out=tmp_path,
-                        calib=small_data_dir, calib_count=16, verify_data=small_data_dir, keep_float=("conv_1",),
-                        cache=cache)
+    (r,) = export_model(
+        checkpoint=small_ckpt,
+        formats=("coreai",),
+        precisions=("int8",),
+        out=tmp_path,
+        calib=small_data_dir,
+        calib_count=16,
+        verify_data=small_data_dir,
+        keep_float=("conv_1",),
+        cache=cache,
+    )
     d = r.meta["quantization_details"]
     assert d["float_compute"] == "float16" and r.meta["input"]["dtype"] == "float16" and r.meta["parity"]["thresholds"]
     assert r.parity.passed and abs(r.parity.max_abs_diff - results["int8"].parity.max_abs_diff) < 0.05
@@ -119,8 +142,22 @@ def test_bench_file_and_matrix_rows(exported, small_ckpt, small_data_dir, tmp_pa
 
     results, art, _ = exported
     out = tmp_path / "files"
-    rc = bench_main([str(results["int8"].artifact), "--data", str(small_data_dir), "--reference", str(small_ckpt),
-                     "--out", str(out), "--no-plot", "--runs", "3", "--min-time", "0.05"])
+    rc = bench_main(
+        [
+            str(results["int8"].artifact),
+            "--data",
+            str(small_data_dir),
+            "--reference",
+            str(small_ckpt),
+            "--out",
+            str(out),
+            "--no-plot",
+            "--runs",
+            "3",
+            "--min-time",
+            "0.05",
+        ]
+    )
     assert rc == 0, capfd.readouterr().err
     (row,) = json.loads((out / "bench.json").read_text())["models"][0]["rows"]
     assert row["status"] == "not timed" and "no latency: Core AI runs on Apple OSes 27" in row["reason"]
@@ -128,11 +165,33 @@ def test_bench_file_and_matrix_rows(exported, small_ckpt, small_data_dir, tmp_pa
     assert row["numerics"].startswith("graph numerics") and row["census"]["ops_total"] > 100
     assert {"quantize", "conv2d"} <= {o["op"] for o in row["census"]["ops"]} and row["size_mb"] > 0
     mout = tmp_path / "matrix"
-    rc = bench_main(["--weights", str(small_ckpt), "--data", str(small_data_dir), "--out", str(mout), "--artifacts",
-                     str(art), "--reuse", "--formats", "coreai", "--quantize", "fp32", "--no-layer-report",
-                     "--no-plot", "--runs", "3", "--min-time", "0.05"])
+    rc = bench_main(
+        [
+            "--weights",
+            str(small_ckpt),
+            "--data",
+            str(small_data_dir),
+            "--out",
+            str(mout),
+            "--artifacts",
+            str(art),
+            "--reuse",
+            "--formats",
+            "coreai",
+            "--quantize",
+            "fp32",
+            "--no-layer-report",
+            "--no-plot",
+            "--runs",
+            "3",
+            "--min-time",
+            "0.05",
+        ]
+    )
     assert rc == 0, capfd.readouterr().err
-    rows = {f"{r['format']}-{r['precision']}": r for r in json.loads((mout / "bench.json").read_text())["models"][0]["rows"]}
+    rows = {
+        f"{r['format']}-{r['precision']}": r for r in json.loads((mout / "bench.json").read_text())["models"][0]["rows"]
+    }
     r = rows["coreai-fp32"]
     assert r["reused"] and r["status"] == "exported" and "latency" not in r and r["agreement"] == 1.0
     assert r["latency_note"].startswith("no latency") and r["numerics"].startswith("graph numerics")
@@ -156,7 +215,9 @@ def test_unreadable_assets_are_one_line_errors(tmp_path, capfd):
 
 
 @needs_extra
-@pytest.mark.parametrize("arch", ["mobilevit_test", "mobilevitv2_test", "mobilenet_v2_test", "mobilenet_v1", "vit_test"])
+@pytest.mark.parametrize(
+    "arch", ["mobilevit_test", "mobilevitv2_test", "mobilenet_v2_test", "mobilenet_v1", "vit_test"]
+)
 def test_every_zoo_family_converts(arch, tmp_path):
     """A tiny (untrained) model of each family: fp32 asset, its logits against PyTorch's on generated
     images (untrained heads give near-equal logits, so the absolute difference is what is checked)."""
@@ -171,11 +232,12 @@ def test_every_zoo_family_converts(arch, tmp_path):
     torch.manual_seed(0)
     kwargs = {"img_size": 64} if arch.startswith("vit") else {}
     m = model.create(arch, num_classes=3, **kwargs).eval()
-    ckpt = save_checkpoint(tmp_path / f"{arch}.safetensors", m,
-                           CheckpointMeta(arch, ["a", "b", "c"], PreprocessContract(input_size=(64, 64)),
-                                          model_kwargs=kwargs))
-    (r,) = export_model(checkpoint=ckpt, formats=("coreai",), precisions=("fp32",), out=tmp_path / "out",
-                        verify=False)
+    ckpt = save_checkpoint(
+        tmp_path / f"{arch}.safetensors",
+        m,
+        CheckpointMeta(arch, ["a", "b", "c"], PreprocessContract(input_size=(64, 64)), model_kwargs=kwargs),
+    )
+    (r,) = export_model(checkpoint=ckpt, formats=("coreai",), precisions=("fp32",), out=tmp_path / "out", verify=False)
     px = generated_pixels(PreprocessContract(input_size=(64, 64)), 4)
     runner = cai.load_runner(r.artifact)
     out, ref = runner.run(px), torch_logits(m, px, PreprocessContract(input_size=(64, 64)))
@@ -185,8 +247,10 @@ def test_every_zoo_family_converts(arch, tmp_path):
 
 def test_missing_extra_one_line(small_ckpt, tmp_path, capfd, monkeypatch):
     monkeypatch.setitem(sys.modules, "coreai_torch", None)  # as if the extra were not installed
-    assert cai.unavailable() == ("Core AI is not installed: pip install 'mvit[coreai]' (coreai-torch==0.4.3, "
-                                 "coreai-core==1.0.0b3, coreai-opt==0.4.0)")
+    assert cai.unavailable() == (
+        "Core AI is not installed: pip install 'mvit[coreai]' (coreai-torch==0.4.3, "
+        "coreai-core==1.0.0b3, coreai-opt==0.4.0)"
+    )
     rc = export_main(["--weights", str(small_ckpt), "--format", "coreai", "--no-verify", "--out", str(tmp_path)])
     err = capfd.readouterr().err.strip().splitlines()
     assert rc == 2 and err == [f"mvit-export: error: {cai.MISSING}"]

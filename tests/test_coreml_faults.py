@@ -1,14 +1,11 @@
 """Proof that the Core ML parity check catches real faults: edit a saved .mlpackage (the ML Program
 protobuf inside it) the way a conversion bug would, and require check_against_reference to fail."""
+
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
+import coremltools as ct
 import numpy as np
 import pytest
-
-import coremltools as ct
 import torch
 
 from mvit.export.coreml_interp import UnsupportedOpError, check_against_reference, load_program  # noqa: E402

@@ -1,20 +1,23 @@
 """The Core ML reference interpreter (export/coreml_interp): op semantics against torch/numpy, and
 end-to-end parity of tiny models of every zoo family converted with coremltools, in every precision."""
+
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
+import coremltools as ct
 import numpy as np
 import pytest
-
-import coremltools as ct
 import torch
 import torch.nn.functional as F  # noqa: E402
 from coremltools.converters.mil import Builder as mb  # noqa: E402
 
 from mvit.export.coreml_interp import (  # noqa: E402
-    Interpreter, ProgramError, UnsupportedOpError, check_against_reference, load_program, run, scores,
+    Interpreter,
+    ProgramError,
+    UnsupportedOpError,
+    check_against_reference,
+    load_program,
+    run,
+    scores,
 )
 from mvit.export.coreml_interp._tiny import TINY_MODELS, convert, make_tiny  # noqa: E402
 from mvit.export.coreml_interp.ops import OPS  # noqa: E402
@@ -41,16 +44,45 @@ def rnd(*shape, seed=0):
 
 # --------------------------------------------------------------------------------------------- ops
 
-@pytest.mark.parametrize("stride,pad,dil,groups", [
-    (1, 1, 1, 1), (2, 1, 1, 1), (2, 0, 1, 1), (1, 2, 2, 1), (1, 1, 1, 8), (2, 1, 1, 8), (1, 1, 1, 2), (3, 2, 2, 4),
-])
+
+@pytest.mark.parametrize(
+    "stride,pad,dil,groups",
+    [
+        (1, 1, 1, 1),
+        (2, 1, 1, 1),
+        (2, 0, 1, 1),
+        (1, 2, 2, 1),
+        (1, 1, 1, 8),
+        (2, 1, 1, 8),
+        (1, 1, 1, 2),
+        (3, 2, 2, 4),
+    ],
+)
 def test_conv_matches_torch(stride, pad, dil, groups):
     out_ch = 8 if groups == 8 else 12
     x, w, b = rnd(2, 8, 11, 9), rnd(out_ch, 8 // groups, 3, 3, seed=1), rnd(out_ch, seed=2)
-    y = run_mil(lambda t: mb.conv(x=t, weight=w, bias=b, strides=[stride, stride], pad_type="custom",
-                                  pad=[pad] * 4, dilations=[dil, dil], groups=groups), x)
-    ref = F.conv2d(torch.from_numpy(x).double(), torch.from_numpy(w).double(), torch.from_numpy(b).double(),
-                   stride, pad, dil, groups).numpy()
+    y = run_mil(
+        lambda t: mb.conv(
+            x=t,
+            weight=w,
+            bias=b,
+            strides=[stride, stride],
+            pad_type="custom",
+            pad=[pad] * 4,
+            dilations=[dil, dil],
+            groups=groups,
+        ),
+        x,
+    )
+    ref = F.conv2d(
+        torch.from_numpy(x).double(),
+        torch.from_numpy(w).double(),
+        torch.from_numpy(b).double(),
+        stride,
+        pad,
+        dil,
+        groups,
+    ).numpy()
     np.testing.assert_allclose(y, ref, rtol=1e-10, atol=1e-10)
 
 
@@ -119,14 +151,26 @@ def test_reshape_zero_and_minus_one_and_transpose():
 
 def test_slicing_split_concat():
     x = rnd(3, 4, 6)
-    y = run_mil(lambda t: mb.slice_by_index(x=t, begin=[1, 0, 1], end=[3, 4, 6], stride=[1, 2, 2],
-                                            end_mask=[False, True, False]), x)
+    y = run_mil(
+        lambda t: mb.slice_by_index(
+            x=t, begin=[1, 0, 1], end=[3, 4, 6], stride=[1, 2, 2], end_mask=[False, True, False]
+        ),
+        x,
+    )
     np.testing.assert_array_equal(y, x[1:3, ::2, 1:6:2])
-    y = run_mil(lambda t: mb.slice_by_index(x=t, begin=[0, 0, -1], end=[1, 4, 0], squeeze_mask=[True, False, True],
-                                            end_mask=[False, True, True]), x)
+    y = run_mil(
+        lambda t: mb.slice_by_index(
+            x=t, begin=[0, 0, -1], end=[1, 4, 0], squeeze_mask=[True, False, True], end_mask=[False, True, True]
+        ),
+        x,
+    )
     np.testing.assert_array_equal(y, x[0, :, -1])
-    y = run_mil(lambda t: mb.slice_by_index(x=t, begin=[0, 0, 0], end=[0, 0, 0], stride=[1, -1, 1],
-                                            begin_mask=[True] * 3, end_mask=[True] * 3), x)
+    y = run_mil(
+        lambda t: mb.slice_by_index(
+            x=t, begin=[0, 0, 0], end=[0, 0, 0], stride=[1, -1, 1], begin_mask=[True] * 3, end_mask=[True] * 3
+        ),
+        x,
+    )
     np.testing.assert_array_equal(y, x[:, ::-1])
     y = run_mil(lambda t: mb.slice_by_size(x=t, begin=[1, 1, 2], size=[-1, 2, 3]), x)
     np.testing.assert_array_equal(y, x[1:, 1:3, 2:5])
@@ -140,16 +184,19 @@ def test_slicing_split_concat():
     np.testing.assert_array_equal(y, np.concatenate([x, x], axis=-2))
 
 
-@pytest.mark.parametrize("mode,fn", [("EXACT", lambda t: F.gelu(t)),
-                                     ("TANH_APPROXIMATION", lambda t: F.gelu(t, approximate="tanh"))])
+@pytest.mark.parametrize(
+    "mode,fn", [("EXACT", lambda t: F.gelu(t)), ("TANH_APPROXIMATION", lambda t: F.gelu(t, approximate="tanh"))]
+)
 def test_gelu_modes(mode, fn):
     x = rnd(4, 7) * 3
     y = run_mil(lambda t: mb.gelu(x=t, mode=mode), x)
     np.testing.assert_allclose(y, fn(torch.from_numpy(x).double()).numpy(), rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("kind,pad_type,exclude", [("avg", "valid", False), ("avg", "custom", True),
-                                                   ("avg", "custom", False), ("max", "custom", False)])
+@pytest.mark.parametrize(
+    "kind,pad_type,exclude",
+    [("avg", "valid", False), ("avg", "custom", True), ("avg", "custom", False), ("max", "custom", False)],
+)
 def test_pooling(kind, pad_type, exclude):
     x = rnd(1, 2, 7, 6)
     pad = [1, 1, 1, 1] if pad_type == "custom" else [0] * 4
@@ -157,7 +204,7 @@ def test_pooling(kind, pad_type, exclude):
     kw = {"exclude_padding_from_average": exclude} if kind == "avg" else {}
     y = run_mil(lambda t: fn(x=t, kernel_sizes=[3, 3], strides=[2, 2], pad_type=pad_type, pad=pad, **kw), x)
     xt, p = torch.from_numpy(x).double(), pad[0]
-    ref = (F.avg_pool2d(xt, 3, 2, p, count_include_pad=not exclude) if kind == "avg" else F.max_pool2d(xt, 3, 2, p))
+    ref = F.avg_pool2d(xt, 3, 2, p, count_include_pad=not exclude) if kind == "avg" else F.max_pool2d(xt, 3, 2, p)
     np.testing.assert_allclose(y, ref.numpy(), rtol=1e-12)
 
 
@@ -187,8 +234,15 @@ def test_quantize_rounds_half_even_and_clips():
     # per-channel along axis 1, then dequantize back
     x2 = rnd(2, 3, 4)
     s, zp = np.array([0.01, 0.02, 0.05], np.float32), np.array([0, 3, -2], np.int8)
-    y = run_mil(lambda t: mb.dequantize(input=mb.quantize(input=t, scale=s, zero_point=zp, axis=1, output_dtype="int8"),
-                                        scale=s, zero_point=zp, axis=1), x2)
+    y = run_mil(
+        lambda t: mb.dequantize(
+            input=mb.quantize(input=t, scale=s, zero_point=zp, axis=1, output_dtype="int8"),
+            scale=s,
+            zero_point=zp,
+            axis=1,
+        ),
+        x2,
+    )
     ref_q = np.clip(np.rint(x2 / s[None, :, None]) + zp[None, :, None], -128, 127)
     np.testing.assert_allclose(y, (ref_q - zp[None, :, None]) * s[None, :, None], rtol=1e-6)
 
@@ -197,13 +251,18 @@ def test_constexpr_affine_dequantize_per_channel():
     qd = np.arange(-6, 6, dtype=np.int8).reshape(3, 4)
     s, zp = np.array([0.5, 1.0, 2.0], np.float32), np.array([1, 0, -1], np.int8)
     x = rnd(3, 4)
-    y = run_mil(lambda t: mb.add(x=t, y=mb.constexpr_affine_dequantize(quantized_data=qd, zero_point=zp, scale=s,
-                                                                      axis=0)), x)
+    y = run_mil(
+        lambda t: mb.add(x=t, y=mb.constexpr_affine_dequantize(quantized_data=qd, zero_point=zp, scale=s, axis=0)), x
+    )
     np.testing.assert_allclose(y, x + (qd.astype(np.float64) - zp[:, None]) * s[:, None], rtol=1e-6)
     # axis 1 and a scalar zero point
     s1 = np.array([1, 2, 3, 4], np.float32)
-    y = run_mil(lambda t: mb.add(x=t, y=mb.constexpr_affine_dequantize(quantized_data=qd, zero_point=np.int8(2),
-                                                                      scale=s1, axis=1)), x)
+    y = run_mil(
+        lambda t: mb.add(
+            x=t, y=mb.constexpr_affine_dequantize(quantized_data=qd, zero_point=np.int8(2), scale=s1, axis=1)
+        ),
+        x,
+    )
     np.testing.assert_allclose(y, x + (qd.astype(np.float64) - 2) * s1[None, :], rtol=1e-6)
 
 
@@ -253,6 +312,7 @@ def test_bad_inputs_and_paths(tmp_path):
 
 # -------------------------------------------------------------------------------------- end to end
 
+
 @pytest.fixture(scope="module")
 def inputs():
     torch.manual_seed(123)
@@ -292,8 +352,13 @@ def test_image_input_with_classifier(layout, tmp_path):
     bias = [0.1, -0.2, 0.3]
     labels = ["cardboard", "glass", "metal", "paper", "plastic"]
     path = tmp_path / "img.mlpackage"
-    convert(model, torch.zeros(1, 3, 16, 16), "fp32", labels=labels,
-            image_input=dict(scale=1 / 255.0, bias=bias, color_layout=layout)).save(str(path))
+    convert(
+        model,
+        torch.zeros(1, 3, 16, 16),
+        "fp32",
+        labels=labels,
+        image_input=dict(scale=1 / 255.0, bias=bias, color_layout=layout),
+    ).save(str(path))
     prog = load_program(path)
     assert prog.inputs["image"].kind == "image" and prog.inputs["image"].color_layout == layout
     assert prog.labels == labels and prog.op_types.get("classify") == 1
@@ -350,10 +415,15 @@ def test_w8a8_pt2e_matches_quantized_torch(inputs):
     assert r["passed"] and r["finite"], r
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "coremltools 9.0 converts PT2E's quantized scalar constant (q * head_dim**-0.5: int8 127 with zero point "
-    "-128) with an int8 overflow in q - zp, giving mul by -scale instead of 0.354; the interpreter exposes it "
-    "as a mismatch with the quantized torch model"))
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason=(
+        "coremltools 9.0 converts PT2E's quantized scalar constant (q * head_dim**-0.5: int8 127 with zero point "
+        "-128) with an int8 overflow in q - zp, giving mul by -scale instead of 0.354; the interpreter exposes it "
+        "as a mismatch with the quantized torch model"
+    ),
+)
 def test_w8a8_pt2e_scalar_constant_mul(inputs):
     model = make_tiny("mobilevit_v1")
     qmodel = _pt2e(model, inputs[:1], inputs)
@@ -376,6 +446,7 @@ def test_calibrate_activations_linux(inputs):
     assert r["passed"], r
     assert r["cosine"] > 0.99
     from coremltools.optimize.coreml.experimental._model_debugger import ModelDebugger
+
     from mvit.export.coreml_interp.calibrate import interpreter_predictions
 
     original = ModelDebugger.predict_intermediate_outputs

@@ -1,12 +1,12 @@
 """Core ML W8A8 through coremltools' own activation calibration (--calib-method coremltools), the
 calibration range fix, and the interpreter's fast paths (fp16 rounding, BLAS threads)."""
+
 import json
 from collections import defaultdict
 
+import coremltools  # noqa: F401
 import numpy as np
 import pytest
-
-import coremltools  # noqa: F401
 
 
 def _ops(artifact) -> dict:
@@ -19,11 +19,23 @@ def test_coremltools_route_exports_w8a8_that_passes_parity(small_ckpt, small_dat
     from mvit.export import coreml_interp
     from mvit.export.api import export_model
 
-    r = export_model(checkpoint=small_ckpt, formats=("coreml",), precisions=("int8",), out=tmp_path, calib=small_data_dir, calib_count=12,
-                     calib_method="coremltools", keep_float=("conv_1", "layer_1", "layer_2"))[0]
+    r = export_model(
+        checkpoint=small_ckpt,
+        formats=("coreml",),
+        precisions=("int8",),
+        out=tmp_path,
+        calib=small_data_dir,
+        calib_count=12,
+        calib_method="coremltools",
+        keep_float=("conv_1", "layer_1", "layer_2"),
+    )[0]
     d = r.meta["quantization_details"]
     assert d["method"] == "coremltools" and d["calibration_images"] == 12 and "linear" in d["activations"]
-    assert d["keep_float"] == ["conv_1", "layer_1", "layer_2"] and d["keep_float_ops"] > 0 and d["keep_float_source"] == "user"
+    assert (
+        d["keep_float"] == ["conv_1", "layer_1", "layer_2"]
+        and d["keep_float_ops"] > 0
+        and d["keep_float_source"] == "user"
+    )
     assert r.parity is not None and r.parity.passed, r.parity.failures
     assert r.parity.n == 24 - 12 and r.parity.numerics.startswith("graph numerics")
     side = json.loads((r.folder / "model_meta.json").read_text())
@@ -33,8 +45,12 @@ def test_coremltools_route_exports_w8a8_that_passes_parity(small_ckpt, small_dat
     # keep-float: the stem's convs read float activations with fp16 weights; the rest is W8A8
     fn = coreml_interp.load_program(str(r.artifact)).function
     convs = [o for o in fn.operations if o.op_type == "conv"]
-    quantized = [o.inputs["x"].op is not None and o.inputs["x"].op.op_type == "dequantize"
-                 and o.inputs["weight"].op.op_type == "constexpr_affine_dequantize" for o in convs]
+    quantized = [
+        o.inputs["x"].op is not None
+        and o.inputs["x"].op.op_type == "dequantize"
+        and o.inputs["weight"].op.op_type == "constexpr_affine_dequantize"
+        for o in convs
+    ]
     stem = [o.inputs["weight"].op.op_type == "const" and o.inputs["x"].op.op_type != "dequantize" for o in convs]
     n_stem = stem.index(False)
     assert n_stem == 13 and not any(stem[n_stem:]) and all(quantized[n_stem:])  # conv_1, layer_1, layer_2
@@ -46,8 +62,17 @@ def test_unknown_keep_float_on_coremltools_route_fails_before_converting(small_c
     from mvit.export.base import ExportError
 
     with pytest.raises(ExportError, match="no module or module type of that name"):
-        export_model(checkpoint=small_ckpt, formats=("coreml",), precisions=("int8",), out=tmp_path, calib=small_data_dir, calib_count=4,
-                     calib_method="coremltools", keep_float=("no_such_module",), verify=False)
+        export_model(
+            checkpoint=small_ckpt,
+            formats=("coreml",),
+            precisions=("int8",),
+            out=tmp_path,
+            calib=small_data_dir,
+            calib_count=4,
+            calib_method="coremltools",
+            keep_float=("no_such_module",),
+            verify=False,
+        )
 
 
 def test_calibration_ranges_cover_every_sample():
@@ -77,9 +102,33 @@ def test_round_fp16_matches_numpy_bit_for_bit():
 
     rng = np.random.default_rng(0)
     bits = rng.integers(0, 2**32, size=1_000_000, dtype=np.uint64).astype(np.uint32)
-    edges = np.array([0, -0.0, np.inf, -np.inf, np.nan, 65504, 65519.99, 65520, 65536, 32768, 32767.9, 2**-14,
-                      -(2**-14), 2**-14 * 0.99999, 2**-24, 2**-25, 2**-25 * 1.0001, 1e-45, 1.0 + 2**-11,
-                      1.0 + 3 * 2**-11, 2047.5, 2048.5], np.float32)
+    edges = np.array(
+        [
+            0,
+            -0.0,
+            np.inf,
+            -np.inf,
+            np.nan,
+            65504,
+            65519.99,
+            65520,
+            65536,
+            32768,
+            32767.9,
+            2**-14,
+            -(2**-14),
+            2**-14 * 0.99999,
+            2**-24,
+            2**-25,
+            2**-25 * 1.0001,
+            1e-45,
+            1.0 + 2**-11,
+            1.0 + 3 * 2**-11,
+            2047.5,
+            2048.5,
+        ],
+        np.float32,
+    )
     x = np.concatenate([bits.view(np.float32), edges]).reshape(-1, 2)[:, ::-1]  # non-contiguous too
     with np.errstate(over="ignore", invalid="ignore"):
         ref = x.astype(np.float16).astype(np.float32)

@@ -1,4 +1,5 @@
 """model.data: scanning, splitting, decoding odd images, batched augmentation."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -59,12 +60,15 @@ def test_seeded_split_without_val_is_fixed(tmp_path):
     assert find_splits(tmp_path, 0.2, seed=4).val.paths != a.val.paths
 
 
-@pytest.mark.parametrize("setup, message", [
-    (lambda r: None, "no such dataset folder"),
-    (lambda r: (r / "only").mkdir(parents=True) or _img(r / "only" / "1.png", (0, 0, 0)), "only one class"),
-    (lambda r: (_img(r / "a" / "1.png", (0, 0, 0)), (r / "b").mkdir()), "has no images"),
-    (lambda r: r.mkdir(), "no class folders"),
-])
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        (lambda r: None, "no such dataset folder"),
+        (lambda r: (r / "only").mkdir(parents=True) or _img(r / "only" / "1.png", (0, 0, 0)), "only one class"),
+        (lambda r: (_img(r / "a" / "1.png", (0, 0, 0)), (r / "b").mkdir()), "has no images"),
+        (lambda r: r.mkdir(), "no class folders"),
+    ],
+)
 def test_bad_datasets_are_clear_errors(tmp_path, setup, message):
     root = tmp_path / "ds"
     setup(root)

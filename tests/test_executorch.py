@@ -1,13 +1,16 @@
 """ExecuTorch (.pte, XNNPACK) as an export format: fp32 and int8 through mvit's PT2E engine, the
 whole graph delegated, metadata inside the program, the runner's thread count, matrix and FILE rows,
 and the one-line message when the optional extra is missing."""
+
 import json
 import sys
 
 import numpy as np
 import pytest
 
-pytest.importorskip("executorch", reason="the optional extra: pip install 'mvit[executorch]' (tests/run.sh installs it)")
+pytest.importorskip(
+    "executorch", reason="the optional extra: pip install 'mvit[executorch]' (tests/run.sh installs it)"
+)
 
 from mvit.benchmarks.cli import main as bench_main  # noqa: E402
 from mvit.export.api import export_model  # noqa: E402
@@ -23,8 +26,17 @@ def exported(small_ckpt, small_data_dir, tmp_path_factory):
     """fp32 and int8 .pte of the tiny trained model, parity-checked on its images; and the PT2E cache."""
     out = tmp_path_factory.mktemp("et_export")
     cache = ExportCache()
-    results = export_model(checkpoint=small_ckpt, formats=("executorch",), precisions=("fp32", "int8"), out=out,
-                           calib=small_data_dir, calib_count=16, verify_data=small_data_dir, force=True, cache=cache)
+    results = export_model(
+        checkpoint=small_ckpt,
+        formats=("executorch",),
+        precisions=("fp32", "int8"),
+        out=out,
+        calib=small_data_dir,
+        calib_count=16,
+        verify_data=small_data_dir,
+        force=True,
+        cache=cache,
+    )
     return {r.precision: r for r in results}, out, cache
 
 
@@ -50,8 +62,8 @@ def test_int8_runs_the_pt2e_model_shared_with_tflite(exported, small_ckpt, small
     import torch
 
     from mvit.model.checkpoint import load_checkpoint
-    from mvit.model.preprocess import normalize_hwc_uint8
     from mvit.model.images import image_files, load_pixels
+    from mvit.model.preprocess import normalize_hwc_uint8
     from mvit.quant.pt2e import Pt2eGraph, Pt2eSettings, pixels_to_tensor, quantize_pt2e
 
     results, _, cache = exported
@@ -69,8 +81,10 @@ def test_int8_runs_the_pt2e_model_shared_with_tflite(exported, small_ckpt, small
     for cat in cats:
         [out] = cat.users
         assert out.target == qd.quantize_per_tensor.default
-        assert all(a.target == qd.dequantize_per_tensor.default and tuple(a.args[1:]) == tuple(out.args[1:])
-                   for a in cat.args[0]), cat.name
+        assert all(
+            a.target == qd.dequantize_per_tensor.default and tuple(a.args[1:]) == tuple(out.args[1:])
+            for a in cat.args[0]
+        ), cat.name
     with torch.no_grad():  # the converted graph was exported at batch 1
         ref = np.concatenate([converted(to_input(px[i : i + 1])).numpy() for i in range(len(px))])
     runner = et.load_runner(results["int8"].artifact, 2)
@@ -120,19 +134,39 @@ def test_runner_sets_the_thread_count(exported):
 def test_matrix_rows_and_file_rows(exported, small_ckpt, small_data_dir, tmp_path, capfd):
     results, art, _ = exported
     out = tmp_path / "matrix"
-    rc = bench_main(["--weights", str(small_ckpt), "--data", str(small_data_dir), "--out", str(out), "--artifacts",
-                     str(art), "--reuse", "--formats", "executorch", "--quantize", "all", "--no-layer-report",
-                     "--no-plot", *FAST])
+    rc = bench_main(
+        [
+            "--weights",
+            str(small_ckpt),
+            "--data",
+            str(small_data_dir),
+            "--out",
+            str(out),
+            "--artifacts",
+            str(art),
+            "--reuse",
+            "--formats",
+            "executorch",
+            "--quantize",
+            "all",
+            "--no-layer-report",
+            "--no-plot",
+            *FAST,
+        ]
+    )
     assert rc == 0, capfd.readouterr().err
-    rows = {f"{r['format']}-{r['precision']}": r for r in json.loads((out / "bench.json").read_text())["models"][0]["rows"]}
+    rows = {
+        f"{r['format']}-{r['precision']}": r for r in json.loads((out / "bench.json").read_text())["models"][0]["rows"]
+    }
     assert list(rows) == ["torch-fp32", "executorch-fp32", "executorch-int8"]  # fp16/dynamic: not ExecuTorch precisions
     for key in ("executorch-fp32", "executorch-int8"):
         r = rows[key]
         assert r["reused"] and r["status"] == "exported" and r["runtime"] == "ExecuTorch runtime (XNNPACK delegate)"
         assert r["latency"]["median_ms"] > 0 and r["agreement"] >= 0.95 and r["n_images"] == 24
     files_out = tmp_path / "files"
-    rc = bench_main([str(results["int8"].artifact), "--data", str(small_data_dir), "--out", str(files_out),
-                     "--no-plot", *FAST])
+    rc = bench_main(
+        [str(results["int8"].artifact), "--data", str(small_data_dir), "--out", str(files_out), "--no-plot", *FAST]
+    )
     assert rc == 0, capfd.readouterr().err
     (row,) = json.loads((files_out / "bench.json").read_text())["models"][0]["rows"]
     assert row["metadata"] == "mvit metadata" and row["precision"] == "int8" and 0 <= row["top1"] <= 1
@@ -147,6 +181,9 @@ def test_missing_extra_one_line(small_ckpt, tmp_path, capfd, monkeypatch):
     assert et.unavailable() == "ExecuTorch is not installed: pip install 'mvit[executorch]' (executorch==1.5.1)"
     rc = export_main(["--weights", str(small_ckpt), "--format", "executorch", "--no-verify", "--out", str(tmp_path)])
     err = capfd.readouterr().err.strip().splitlines()
-    assert rc == 2 and err[-1] == "mvit-export: error: ExecuTorch is not installed: pip install 'mvit[executorch]' " \
-                                  "(executorch==1.5.1)"
+    assert (
+        rc == 2
+        and err[-1]
+        == "mvit-export: error: ExecuTorch is not installed: pip install 'mvit[executorch]' (executorch==1.5.1)"
+    )
     assert not any(p.name.endswith("executorch") for p in tmp_path.iterdir())

@@ -1,18 +1,19 @@
 """mvit-export: every format x precision on a tiny trained model, metadata, parity, bad input."""
+
 import json
 
 import numpy as np
 import pytest
-
 from conftest import make_image_folder, tflite_op_input_types
+from export_fixtures import CLASSES, seed_int8_plan, train_tiny_checkpoint
+
 from mvit.export import parity
 from mvit.export.api import export_model, load_artifact_runner
 from mvit.export.backends import FORMATS, get_backend
 from mvit.export.base import PRECISIONS
-from mvit.quant.calibration import synthesize_zeroq
 from mvit.export.cli import main as export_main
 from mvit.export.cli_predict import main as predict_main
-from export_fixtures import CLASSES, seed_int8_plan, train_tiny_checkpoint
+from mvit.quant.calibration import synthesize_zeroq
 
 STEM = ("conv_1", "layer_1", "layer_2")
 # The int8 exports' float set: the stem and the block before the first MobileViT block, whose output
@@ -48,8 +49,15 @@ def matrix(tiny_ckpt, data_dir, tmp_path_factory, pt2e_cache):
     """Those formats x all precisions in one run (conversions share calibration and fp32 graphs)."""
     out = tmp_path_factory.mktemp("artifacts")
     seed_int8_plan(tiny_ckpt, FLOAT_SET)  # a cached search result: int8 keeps these float, no search here
-    results = export_model(checkpoint=tiny_ckpt, formats=ALL_PRECISION_FORMATS, precisions=PRECISIONS, out=out,
-                           calib=data_dir, calib_count=24, cache=pt2e_cache)
+    results = export_model(
+        checkpoint=tiny_ckpt,
+        formats=ALL_PRECISION_FORMATS,
+        precisions=PRECISIONS,
+        out=out,
+        calib=data_dir,
+        calib_count=24,
+        cache=pt2e_cache,
+    )
     return {(r.format, r.precision): r for r in results}, out
 
 
@@ -97,9 +105,11 @@ def test_tflite_tensor_names_are_module_paths(matrix):
 
     from mvit.export.backends.tflite_backend import short_tensor_name
 
-    long = ("model.mobilevit.MobileViT/torch.nn.modules.container.Sequential_layer_3/model.layers.InvertedResidual_0/"
-            "torch.nn.modules.container.Sequential_block/model.layers.ConvLayer_red_1x1/"
-            "torch.nn.modules.container.Sequential_block/torch.nn.modules.conv.Conv2d_conv;1")
+    long = (
+        "model.mobilevit.MobileViT/torch.nn.modules.container.Sequential_layer_3/model.layers.InvertedResidual_0/"
+        "torch.nn.modules.container.Sequential_block/model.layers.ConvLayer_red_1x1/"
+        "torch.nn.modules.container.Sequential_block/torch.nn.modules.conv.Conv2d_conv;1"
+    )
     assert short_tensor_name(long) == "layer_3.0.block.red_1x1.block.conv;1"
     assert short_tensor_name("serving_default_args_0:0") == "serving_default_args_0:0"
     results, _ = matrix
@@ -161,16 +171,21 @@ def test_tflite_int8_computes_what_its_pt2e_model_computes(matrix, pt2e_cache, t
     from ai_edge_litert.interpreter import Interpreter
 
     dq = torch.ops.quantized_decomposed.dequantize_per_tensor.default
-    pt2e_cats = [{float(a.args[1]) if a.target == dq else None for a in n.args[0]}
-                 for n in converted.graph.nodes if n.target == torch.ops.aten.cat.default]
+    pt2e_cats = [
+        {float(a.args[1]) if a.target == dq else None for a in n.args[0]}
+        for n in converted.graph.nodes
+        if n.target == torch.ops.aten.cat.default
+    ]
     it = Interpreter(str(r.artifact))
     tensors = {t["index"]: t for t in it.get_tensor_details()}
     concats = [o for o in it._get_ops_details() if o["op_name"] == "CONCATENATION"]
     assert concats and len(concats) == len(pt2e_cats)
     for op in concats:
         [scale] = {float(tensors[i]["quantization"][0]) for i in op["inputs"]}
-        assert any(len(c) == 1 and None not in c and abs(next(iter(c)) - scale) <= 1e-6 * scale for c in pt2e_cats), \
-            (scale, pt2e_cats)
+        assert any(len(c) == 1 and None not in c and abs(next(iter(c)) - scale) <= 1e-6 * scale for c in pt2e_cats), (
+            scale,
+            pt2e_cats,
+        )
 
 
 def test_tflite_int8_float_stem_pads_in_float(matrix):
@@ -208,27 +223,46 @@ def test_parallel_export_matches_serial(matrix, tiny_ckpt, data_dir, tmp_path):
     another."""
     serial, _ = matrix
     formats = ("tflite", "coreml", "onnx")
-    results = export_model(checkpoint=tiny_ckpt, formats=formats, precisions=("int8",), out=tmp_path, calib=data_dir,
-                           calib_count=24, jobs=2)
+    results = export_model(
+        checkpoint=tiny_ckpt,
+        formats=formats,
+        precisions=("int8",),
+        out=tmp_path,
+        calib=data_dir,
+        calib_count=24,
+        jobs=2,
+    )
     assert [(r.format, r.precision) for r in results] == [(f, "int8") for f in formats]
     px = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
     for r in results:
         assert r.parity.passed and r.parity.n == 42 - 24
-        np.testing.assert_allclose(load_artifact_runner(r.folder).run(px),
-                                   load_artifact_runner(serial[(r.format, "int8")].folder).run(px), atol=1e-6)
+        np.testing.assert_allclose(
+            load_artifact_runner(r.folder).run(px),
+            load_artifact_runner(serial[(r.format, "int8")].folder).run(px),
+            atol=1e-6,
+        )
     # Same inputs, same bytes: every file of each artifact folder (the log holds the timings) as the
     # serial run wrote it, though this run calibrated once more, in other processes.
     for r in results:
         folder = serial[(r.format, "int8")].folder
         files = sorted(p.relative_to(r.folder) for p in r.folder.rglob("*") if p.is_file() and p.name != "export.log")
-        assert files == sorted(p.relative_to(folder) for p in folder.rglob("*") if p.is_file() and p.name != "export.log")
+        assert files == sorted(
+            p.relative_to(folder) for p in folder.rglob("*") if p.is_file() and p.name != "export.log"
+        )
         for f in files:
             assert (r.folder / f).read_bytes() == (folder / f).read_bytes(), f"{r.format}: {f} differs between runs"
     assert "calibration_seconds" not in json.dumps(results[0].meta)
 
 
 def test_uint8_pixel_input_puts_normalisation_in_the_model(tiny_ckpt, data_dir, tmp_path):
-    res = export_model(checkpoint=tiny_ckpt, formats=("onnx",), precisions=("fp32",), out=tmp_path, verify_data=data_dir, input_mode="uint8-nhwc")
+    res = export_model(
+        checkpoint=tiny_ckpt,
+        formats=("onnx",),
+        precisions=("fp32",),
+        out=tmp_path,
+        verify_data=data_dir,
+        input_mode="uint8-nhwc",
+    )
     meta = res[0].meta
     assert meta["input"]["normalization_in_model"] and meta["input"]["layout"] == "NHWC"
     assert meta["input"]["dtype"] == "uint8" and res[0].parity.passed and res[0].parity.cosine > 0.99999
@@ -237,22 +271,41 @@ def test_uint8_pixel_input_puts_normalisation_in_the_model(tiny_ckpt, data_dir, 
 def test_keep_float_keeps_named_ops_out_of_int8(tiny_ckpt, data_dir, tmp_path):
     import onnx
 
-    res = export_model(checkpoint=tiny_ckpt, formats=("onnx",), precisions=("int8",), out=tmp_path, calib=data_dir, calib_count=20,
-                       keep_float=("MatMul",), verify=False)
+    res = export_model(
+        checkpoint=tiny_ckpt,
+        formats=("onnx",),
+        precisions=("int8",),
+        out=tmp_path,
+        calib=data_dir,
+        calib_count=20,
+        keep_float=("MatMul",),
+        verify=False,
+    )
     g = onnx.load(str(res[0].artifact)).graph
     producers = {o: n for n in g.node for o in n.output}
     matmuls = [n for n in g.node if n.op_type == "MatMul"]
-    assert matmuls and all(producers.get(i) is None or producers[i].op_type != "DequantizeLinear"
-                           for n in matmuls for i in n.input)
+    assert matmuls and all(
+        producers.get(i) is None or producers[i].op_type != "DequantizeLinear" for n in matmuls for i in n.input
+    )
     with pytest.raises(Exception, match="no ONNX node, op type or module"):
-        export_model(checkpoint=tiny_ckpt, formats=("onnx",), precisions=("int8",), out=tmp_path, calib=data_dir, calib_count=20,
-                     keep_float=("NoSuchLayer",), verify=False, force=True)
+        export_model(
+            checkpoint=tiny_ckpt,
+            formats=("onnx",),
+            precisions=("int8",),
+            out=tmp_path,
+            calib=data_dir,
+            calib_count=20,
+            keep_float=("NoSuchLayer",),
+            verify=False,
+            force=True,
+        )
 
 
 def test_parity_failure_exits_nonzero_and_keeps_marked_file(tiny_ckpt, data_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(parity.THRESHOLDS, "fp32", {"cosine": 1.5})
-    rc = export_main(["--weights", str(tiny_ckpt), "--format", "onnx", "--out", str(tmp_path),
-                      "--verify-data", str(data_dir)])
+    rc = export_main(
+        ["--weights", str(tiny_ckpt), "--format", "onnx", "--out", str(tmp_path), "--verify-data", str(data_dir)]
+    )
     err = capsys.readouterr().err
     assert rc == 1 and "failed the parity check (onnx fp32: cosine" in err
     meta = json.loads((tmp_path / "mobilevit_test-fp32-onnx" / "model_meta.json").read_text())
@@ -286,34 +339,63 @@ def _one_error_line(capsys):
     return err[-1]
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["--format", "coreml", "--input", "uint8-nhwc"], "coreml does not take --input uint8-nhwc"),
-    (["--format", "tflite", "--input", "image"], "tflite does not take --input image"),
-    (["--format", "onnx", "--quantize", "int8", "--calib-method", "histogram"], "onnx int8 has no --calib-method histogram"),
-    (["--format", "onnx", "--calib-method", "min-max"], "--calib-method applies to int8 only"),
-    (["--format", "tflite", "--quantize", "dynamic", "--keep-float", "conv_1"], "tflite dynamic cannot keep layers float"),
-    (["--format", "coreml", "--quantize", "fp16", "--keep-float", "conv_1"], "coreml fp16 cannot keep layers float"),
-    (["--format", "onnx", "--threads", "0"], "--threads must be an integer >= 1"),
-    (["--format", "onnx", "--jobs", "-2"], "--jobs must be an integer >= 1"),
-    (["--format", "onnx", "--quantize", "int8", "--app", "android"], "the android app runs tflite models only"),
-    (["--format", "all", "--app", "ios"], "cannot install onnx/tflite"),
-    (["--format", "tflite", "--quantize", "int8", "dynamic", "--app", "android"], "would both go to the android app's int8 slot"),
-    (["--format", "tflite", "--quantize", "bf16"], "invalid choice: 'bf16'"),
-    (["--format", "onnx", "--quantize", "int8", "--calib", "{tmp}/missing"], "missing: no such folder"),
-    (["--format", "onnx", "--quantize", "int8", "--calib", "{tmp}/empty"], "no image files"),
-    (["--format", "onnx", "--quantize", "int8", "--calib", "{tmp}/junk"], "none of the image files could be read"),
-    (["--format", "onnx", "--calib-count", "0", "--quantize", "int8"], "--calib-count must be an integer >= 1"),
-    (["--format", "onnx", "--quantize", "int8", "--min-agreement", "0"], "--min-agreement must be a number in (0, 1], got 0.0"),
-    (["--format", "onnx", "--quantize", "int8", "--min-agreement", "1.01"], "--min-agreement must be a number in (0, 1], got 1.01"),
-    (["--format", "onnx", "--quantize", "int8", "--min-agreement", "nan"], "--min-agreement must be a number in (0, 1], got nan"),
-    (["--format", "onnx", "--quantize", "int8", "--min-agreement", "most"], "argument --min-agreement: invalid float value: 'most'"),
-    (["--format", "onnx", "--quantize", "int8", "--search-data", "{tmp}/empty", "--verify-data", "{tmp}/empty/"],
-     "--search-data and --verify-data share images"),
-    (["--format", "onnx", "--search-data", "{tmp}/empty"], "--search-data applies to int8 only"),
-    (["--format", "onnx", "--out", "{tmp}/file.txt/sub"], "cannot write there"),
-    (["--format", "onnx", "--weights", "{tmp}/model.pt"], "pickled PyTorch file"),
-    (["--format", "onnx", "--weights", "{tmp}/nope.safetensors"], "no such file"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--format", "coreml", "--input", "uint8-nhwc"], "coreml does not take --input uint8-nhwc"),
+        (["--format", "tflite", "--input", "image"], "tflite does not take --input image"),
+        (
+            ["--format", "onnx", "--quantize", "int8", "--calib-method", "histogram"],
+            "onnx int8 has no --calib-method histogram",
+        ),
+        (["--format", "onnx", "--calib-method", "min-max"], "--calib-method applies to int8 only"),
+        (
+            ["--format", "tflite", "--quantize", "dynamic", "--keep-float", "conv_1"],
+            "tflite dynamic cannot keep layers float",
+        ),
+        (
+            ["--format", "coreml", "--quantize", "fp16", "--keep-float", "conv_1"],
+            "coreml fp16 cannot keep layers float",
+        ),
+        (["--format", "onnx", "--threads", "0"], "--threads must be an integer >= 1"),
+        (["--format", "onnx", "--jobs", "-2"], "--jobs must be an integer >= 1"),
+        (["--format", "onnx", "--quantize", "int8", "--app", "android"], "the android app runs tflite models only"),
+        (["--format", "all", "--app", "ios"], "cannot install onnx/tflite"),
+        (
+            ["--format", "tflite", "--quantize", "int8", "dynamic", "--app", "android"],
+            "would both go to the android app's int8 slot",
+        ),
+        (["--format", "tflite", "--quantize", "bf16"], "invalid choice: 'bf16'"),
+        (["--format", "onnx", "--quantize", "int8", "--calib", "{tmp}/missing"], "missing: no such folder"),
+        (["--format", "onnx", "--quantize", "int8", "--calib", "{tmp}/empty"], "no image files"),
+        (["--format", "onnx", "--quantize", "int8", "--calib", "{tmp}/junk"], "none of the image files could be read"),
+        (["--format", "onnx", "--calib-count", "0", "--quantize", "int8"], "--calib-count must be an integer >= 1"),
+        (
+            ["--format", "onnx", "--quantize", "int8", "--min-agreement", "0"],
+            "--min-agreement must be a number in (0, 1], got 0.0",
+        ),
+        (
+            ["--format", "onnx", "--quantize", "int8", "--min-agreement", "1.01"],
+            "--min-agreement must be a number in (0, 1], got 1.01",
+        ),
+        (
+            ["--format", "onnx", "--quantize", "int8", "--min-agreement", "nan"],
+            "--min-agreement must be a number in (0, 1], got nan",
+        ),
+        (
+            ["--format", "onnx", "--quantize", "int8", "--min-agreement", "most"],
+            "argument --min-agreement: invalid float value: 'most'",
+        ),
+        (
+            ["--format", "onnx", "--quantize", "int8", "--search-data", "{tmp}/empty", "--verify-data", "{tmp}/empty/"],
+            "--search-data and --verify-data share images",
+        ),
+        (["--format", "onnx", "--search-data", "{tmp}/empty"], "--search-data applies to int8 only"),
+        (["--format", "onnx", "--out", "{tmp}/file.txt/sub"], "cannot write there"),
+        (["--format", "onnx", "--weights", "{tmp}/model.pt"], "pickled PyTorch file"),
+        (["--format", "onnx", "--weights", "{tmp}/nope.safetensors"], "no such file"),
+    ],
+)
 def test_bad_input_is_one_clear_line_and_leaves_nothing(tiny_ckpt, tmp_path, capsys, args, needle):
     (tmp_path / "empty").mkdir()
     (tmp_path / "junk").mkdir()
@@ -356,8 +438,10 @@ def test_parity_names_the_images_whose_top1_changed_closest_decisions_first():
     out = np.array([[0.99, 1.0, -3.0], [2.0, 0.0, -1.0], [0.5, 1.0, 0.0], [0.0, 1.5, 1.0]])
     rep = parity.compare(ref, out, precision="int8", names=["a/1.jpg", "b/2.jpg", "c/3.jpg", "d/4.jpg"])
     assert rep.top1_agreement == 0.5
-    assert rep.changed == [{"image": "a/1.jpg", "float_top1": 0, "artifact_top1": 1, "float_margin": 0.01},
-                           {"image": "c/3.jpg", "float_top1": 0, "artifact_top1": 1, "float_margin": 2.0}]
+    assert rep.changed == [
+        {"image": "a/1.jpg", "float_top1": 0, "artifact_top1": 1, "float_margin": 0.01},
+        {"image": "c/3.jpg", "float_top1": 0, "artifact_top1": 1, "float_margin": 2.0},
+    ]
     assert parity.compare(ref, ref, precision="int8").changed == []
     assert parity.compare(ref, out, precision="int8").changed[0]["image"] == 0  # no names: the index
 
@@ -387,8 +471,17 @@ def onnx_int8_layouts(tiny_ckpt, data_dir, tmp_path_factory, monkeypatch_module)
     cache: dict = {}
     for layout in ("integer", "linear"):
         monkeypatch_module.setattr(onnx_qdq, "LAYOUT", layout)
-        [r] = export_model(checkpoint=tiny_ckpt, formats=("onnx",), precisions=("int8",), out=out / layout, calib=data_dir,
-                           calib_count=16, keep_float=("none",), verify=False, cache=cache)
+        [r] = export_model(
+            checkpoint=tiny_ckpt,
+            formats=("onnx",),
+            precisions=("int8",),
+            out=out / layout,
+            calib=data_dir,
+            calib_count=16,
+            keep_float=("none",),
+            verify=False,
+            cache=cache,
+        )
         assert r.meta["quantization_details"]["layout"] == layout
         files[layout] = r.artifact
     return files
@@ -413,9 +506,15 @@ def test_onnx_int8_runs_silu_adds_and_attention_on_integer_kernels(onnx_int8_lay
     file_nodes, weights = graph.node, {i.name for i in graph.initializer}
     producer = {o: n for n in file_nodes for o in n.output}
     # activation x activation MatMuls (query x key, weights x value): both inputs dequantize an activation
-    attention = sum(1 for n in file_nodes if n.op_type == "MatMul" and all(
-        i in producer and producer[i].op_type == "DequantizeLinear" and producer[i].input[0] not in weights
-        for i in n.input))
+    attention = sum(
+        1
+        for n in file_nodes
+        if n.op_type == "MatMul"
+        and all(
+            i in producer and producer[i].op_type == "DequantizeLinear" and producer[i].input[0] not in weights
+            for i in n.input
+        )
+    )
     silu = sum(1 for n in file_nodes if n.op_type == "Sigmoid")
     assert attention > 0 and silu > 0
     assert _float(ops, "Sigmoid", "Mul", "QuickGelu", "Add", "Concat", "Softmax") == 0, ops
@@ -449,8 +548,16 @@ def test_onnx_int8_float_layers_keep_their_silu_float(tiny_ckpt, data_dir, tmp_p
     from mvit.quant.onnx_qdq import _nodes_to_keep_float, float_closure
 
     monkeypatch.setattr(onnx_qdq, "LAYOUT", "integer")
-    [r] = export_model(checkpoint=tiny_ckpt, formats=("onnx",), precisions=("int8",), out=tmp_path, calib=data_dir,
-                       calib_count=16, keep_float=("conv_1",), verify=False)
+    [r] = export_model(
+        checkpoint=tiny_ckpt,
+        formats=("onnx",),
+        precisions=("int8",),
+        out=tmp_path,
+        calib=data_dir,
+        calib_count=16,
+        keep_float=("conv_1",),
+        verify=False,
+    )
     ops, _ = _ort_ops(r.artifact)
     assert _float(ops, "Conv", "FusedConv") == 1, ops
     # conv_1's SiLU: float (fused by onnxruntime into the conv or run as QuickGelu / Sigmoid x Mul)

@@ -1,6 +1,6 @@
 """What an export reads and leaves on disk: ordinary folders and files, its converter log, no debris
 of killed runs, odd images in the calibration folder, a quiet console, several values per option."""
-import io
+
 import stat
 import subprocess
 import sys
@@ -11,7 +11,8 @@ from PIL import Image
 
 from mvit import model
 from mvit.export.api import export_model
-from mvit.export.cli import build_parser, main as export_main, render, request_from_args
+from mvit.export.cli import build_parser, render, request_from_args
+from mvit.export.cli import main as export_main
 from mvit.export.parity import compare
 from mvit.model.checkpoint import CheckpointMeta, save_checkpoint
 from mvit.model.contract import PreprocessContract
@@ -20,17 +21,23 @@ from mvit.model.contract import PreprocessContract
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     m = model.create("mobilevit_test", num_classes=3)
-    meta = CheckpointMeta("mobilevit_test", ["a", "b", "c"], PreprocessContract(input_size=(64, 64)),
-                          provenance={"test": "export folder"})
+    meta = CheckpointMeta(
+        "mobilevit_test", ["a", "b", "c"], PreprocessContract(input_size=(64, 64)), provenance={"test": "export folder"}
+    )
     return save_checkpoint(tmp_path_factory.mktemp("ck") / "ck.safetensors", m.eval(), meta)
 
 
 def test_export_folder_is_0755_and_files_0644(ckpt, tmp_path):
-    [res] = export_model(checkpoint=ckpt, formats=("onnx",), precisions=("fp32",), out=tmp_path / "out", verify=False,
-                         say=lambda _: None)
+    [res] = export_model(
+        checkpoint=ckpt, formats=("onnx",), precisions=("fp32",), out=tmp_path / "out", verify=False, say=lambda _: None
+    )
     assert stat.S_IMODE(res.folder.stat().st_mode) == 0o755
     assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in res.folder.iterdir()} == {
-        "model.onnx": 0o644, "model_meta.json": 0o644, "labels.txt": 0o644, "export.log": 0o644}
+        "model.onnx": 0o644,
+        "model_meta.json": 0o644,
+        "labels.txt": 0o644,
+        "export.log": 0o644,
+    }
 
 
 def test_next_run_removes_the_temporary_folder_of_a_killed_run(ckpt, tmp_path):
@@ -68,8 +75,15 @@ def _odd_images(root):
 def test_calibration_folder_with_odd_images_calibrates_and_warns_once(ckpt, tmp_path):
     data = _odd_images(tmp_path / "odd")
     said = []
-    [res] = export_model(checkpoint=ckpt, formats=("onnx",), precisions=("int8",), out=tmp_path / "out",
-                         calib=data, calib_count=6, say=said.append)
+    [res] = export_model(
+        checkpoint=ckpt,
+        formats=("onnx",),
+        precisions=("int8",),
+        out=tmp_path / "out",
+        calib=data,
+        calib_count=6,
+        say=said.append,
+    )
     skipped = [line for line in said if "unreadable" in line]
     assert len(skipped) == 1 and "skipped 1 unreadable image" in skipped[0] and "broken.jpg" in skipped[0], said
     assert res.meta["quantization_details"]["calibration_images"] == 6
@@ -97,8 +111,13 @@ def test_several_values_per_option_and_all():
 
 def test_parity_on_generated_images_prints_no_agreement_figure():
     ref = np.array([[1.0, 0.99, -3.0], [2.0, 0.0, -1.0]])
-    rep = compare(ref, np.array([[0.99, 1.0, -3.0], [2.0, 0.0, -1.0]]), precision="int8",
-                  data="32 generated images", gate_agreement=False)
+    rep = compare(
+        ref,
+        np.array([[0.99, 1.0, -3.0], [2.0, 0.0, -1.0]]),
+        precision="int8",
+        data="32 generated images",
+        gate_agreement=False,
+    )
 
     class R:  # the fields render reads from an ExportResult
         format, precision, size_bytes, seconds, status, notes, parity = "onnx", "int8", 1e6, 3.0, "ok", [], rep

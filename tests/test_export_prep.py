@@ -1,4 +1,5 @@
 """model/export_prep.py: exact rewrites before export (all formats) and before PT2E int8."""
+
 import torch
 from torch import nn
 
@@ -44,7 +45,9 @@ def test_layernorm_affine_moves_into_the_next_linear():
     folded = [m for m in norms if not m.elementwise_affine]
     # Two pre-norm LayerNorms per transformer layer fold; each block's final LayerNorm (before the
     # fold back to a feature map) keeps its affine parameters.
-    assert folded and len(norms) - len(folded) == sum(1 for m in prepared.modules() if type(m).__name__ == "MobileViTBlock")
+    assert folded and len(norms) - len(folded) == sum(
+        1 for m in prepared.modules() if type(m).__name__ == "MobileViTBlock"
+    )
     assert all(m.scaling == 1.0 for m in prepared.modules() if isinstance(m, MultiHeadAttention))
 
 
@@ -68,7 +71,11 @@ class _NormUsedTwice(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.norm, self.fc, self.other = nn.LayerNorm(8), nn.Linear(8, 8), nn.Sequential(nn.LayerNorm(8), nn.Linear(8, 3))
+        self.norm, self.fc, self.other = (
+            nn.LayerNorm(8),
+            nn.Linear(8, 8),
+            nn.Sequential(nn.LayerNorm(8), nn.Linear(8, 3)),
+        )
 
     def forward(self, x):
         y = self.norm(x)

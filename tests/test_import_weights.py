@@ -1,4 +1,5 @@
 """Weights from Hugging Face transformers, timm and ml-cvnets load into the zoo exactly."""
+
 import importlib.util
 import subprocess
 import sys
@@ -28,8 +29,9 @@ def randomise_(m):
 def test_hf_mobilevit_v1_logits_match():
     from transformers import MobileViTConfig, MobileViTForImageClassification
 
-    cfg = MobileViTConfig(hidden_sizes=[64, 80, 96], neck_hidden_sizes=[16, 16, 24, 48, 64, 80, 320],
-                          expand_ratio=2.0, num_labels=10)  # = mobilevit_xxs
+    cfg = MobileViTConfig(
+        hidden_sizes=[64, 80, 96], neck_hidden_sizes=[16, 16, 24, 48, 64, 80, 320], expand_ratio=2.0, num_labels=10
+    )  # = mobilevit_xxs
     hf = randomise_(MobileViTForImageClassification(cfg))
     ours = model.create("mobilevit_xxs", num_classes=10).eval()
     load_into(ours, hf.state_dict(), source="hf")
@@ -79,8 +81,12 @@ def test_timm_logits_match():
     assert importlib.util.find_spec("timm") is not None, "timm missing: run tests/run.sh, which installs it"
     tests = Path(__file__).parent
     # A subprocess: the torchvision shim must not leak into other tests (transformers probes torchvision).
-    out = subprocess.run([sys.executable, "-c", TIMM_CHECK.format(root=str(tests.parent), tests=str(tests))],
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", TIMM_CHECK.format(root=str(tests.parent), tests=str(tests))],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     diffs = dict(line.split() for line in out.stdout.strip().splitlines())
     assert set(diffs) == {"mobilevit_xs", "mobilevitv2_050"}
@@ -90,22 +96,35 @@ def test_timm_logits_match():
 # Parameter names as apple/ml-cvnets writes them (cvnets/models/classification/mobilevit.py,
 # cvnets/modules/mobilevit_block.py, cvnets/modules/transformer.py): the zoo uses them verbatim.
 CVNETS_V1_KEYS = [
-    "conv_1.block.conv.weight", "conv_1.block.norm.running_var",
-    "layer_1.0.block.exp_1x1.block.conv.weight", "layer_1.0.block.conv_3x3.block.norm.weight",
+    "conv_1.block.conv.weight",
+    "conv_1.block.norm.running_var",
+    "layer_1.0.block.exp_1x1.block.conv.weight",
+    "layer_1.0.block.conv_3x3.block.norm.weight",
     "layer_1.0.block.red_1x1.block.conv.weight",
-    "layer_3.1.local_rep.conv_3x3.block.conv.weight", "layer_3.1.local_rep.conv_1x1.block.conv.weight",
-    "layer_3.1.global_rep.0.pre_norm_mha.0.weight", "layer_3.1.global_rep.0.pre_norm_mha.1.qkv_proj.weight",
-    "layer_3.1.global_rep.0.pre_norm_mha.1.out_proj.bias", "layer_3.1.global_rep.0.pre_norm_ffn.1.weight",
-    "layer_3.1.global_rep.0.pre_norm_ffn.4.weight", "layer_3.1.global_rep.2.weight",
-    "layer_3.1.conv_proj.block.conv.weight", "layer_3.1.fusion.block.norm.bias",
-    "conv_1x1_exp.block.conv.weight", "classifier.fc.weight",
+    "layer_3.1.local_rep.conv_3x3.block.conv.weight",
+    "layer_3.1.local_rep.conv_1x1.block.conv.weight",
+    "layer_3.1.global_rep.0.pre_norm_mha.0.weight",
+    "layer_3.1.global_rep.0.pre_norm_mha.1.qkv_proj.weight",
+    "layer_3.1.global_rep.0.pre_norm_mha.1.out_proj.bias",
+    "layer_3.1.global_rep.0.pre_norm_ffn.1.weight",
+    "layer_3.1.global_rep.0.pre_norm_ffn.4.weight",
+    "layer_3.1.global_rep.2.weight",
+    "layer_3.1.conv_proj.block.conv.weight",
+    "layer_3.1.fusion.block.norm.bias",
+    "conv_1x1_exp.block.conv.weight",
+    "classifier.fc.weight",
 ]
 CVNETS_V2_KEYS = [
-    "layer_3.1.local_rep.0.block.conv.weight", "layer_3.1.local_rep.1.block.conv.weight",
-    "layer_3.1.global_rep.0.pre_norm_attn.0.weight", "layer_3.1.global_rep.0.pre_norm_attn.1.qkv_proj.block.conv.bias",
+    "layer_3.1.local_rep.0.block.conv.weight",
+    "layer_3.1.local_rep.1.block.conv.weight",
+    "layer_3.1.global_rep.0.pre_norm_attn.0.weight",
+    "layer_3.1.global_rep.0.pre_norm_attn.1.qkv_proj.block.conv.bias",
     "layer_3.1.global_rep.0.pre_norm_attn.1.out_proj.block.conv.weight",
-    "layer_3.1.global_rep.0.pre_norm_ffn.1.block.conv.weight", "layer_3.1.global_rep.0.pre_norm_ffn.3.block.conv.bias",
-    "layer_3.1.global_rep.2.weight", "layer_3.1.conv_proj.block.norm.weight", "classifier.fc.bias",
+    "layer_3.1.global_rep.0.pre_norm_ffn.1.block.conv.weight",
+    "layer_3.1.global_rep.0.pre_norm_ffn.3.block.conv.bias",
+    "layer_3.1.global_rep.2.weight",
+    "layer_3.1.conv_proj.block.norm.weight",
+    "classifier.fc.bias",
 ]
 
 

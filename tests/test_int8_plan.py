@@ -1,5 +1,6 @@
 """int8 exports without --keep-float: the float set searched to --min-agreement, cached per checkpoint,
 stored in the metadata; an unmet budget stops the export."""
+
 import argparse
 import json
 import shutil
@@ -24,8 +25,16 @@ def test_export_searches_to_the_budget_stores_the_plan_and_reuses_it(ckpt, small
     from mvit.quant import plan as plan_module
 
     lines: list[str] = []
-    kw = dict(checkpoint=ckpt, formats=("onnx",), precisions=("int8",), out=tmp_path / "out", calib=small_data_dir,
-              calib_count=12, min_agreement=0.9, say=lines.append)
+    kw = dict(
+        checkpoint=ckpt,
+        formats=("onnx",),
+        precisions=("int8",),
+        out=tmp_path / "out",
+        calib=small_data_dir,
+        calib_count=12,
+        min_agreement=0.9,
+        say=lines.append,
+    )
     [r] = export_model(**kw)
     plan = r.meta["quantization_details"]["int8_plan"]
     assert plan["source"] == "search" and plan["min_agreement"] == 0.9
@@ -54,6 +63,7 @@ def test_export_searches_to_the_budget_stores_the_plan_and_reuses_it(ckpt, small
     # the prefixes script reads the cached order and counts flips per half, plain and mirrored; the tiny
     # model may need no float layer (an empty order), so the cache is given two candidates of its own
     import int8_prefixes
+
     from mvit.model.checkpoint import load_checkpoint
     from mvit.quant.search import layer_units
 
@@ -61,16 +71,32 @@ def test_export_searches_to_the_budget_stores_the_plan_and_reuses_it(ckpt, small
     assert len(order) == 2
     cached["entries"][key]["order"] = order
     ckpt.with_name("m.int8.json").write_text(json.dumps(cached))
-    args = argparse.Namespace(route="onnxruntime-qdq", prefixes=[0, len(order)], weights=str(ckpt), min_agreement=0.9,
-                              smooth_alpha=0.0, balance_attention=False, calib=small_data_dir, calib_count=12, search=small_data_dir, verify=small_data_dir,
-                              threads=1)
+    args = argparse.Namespace(
+        route="onnxruntime-qdq",
+        prefixes=[0, len(order)],
+        weights=str(ckpt),
+        min_agreement=0.9,
+        smooth_alpha=0.0,
+        balance_attention=False,
+        calib=small_data_dir,
+        calib_count=12,
+        search=small_data_dir,
+        verify=small_data_dir,
+        threads=1,
+    )
     rep = int8_prefixes.measure(args)
     assert rep["sizes"] == {"search": n, "verify": n} and [r["k"] for r in rep["rows"]] == [0, len(order)]
     assert rep["rows"][1]["added"] == order[-1]
-    assert all(0 <= r[f"{h}_{v}"] <= n for r in rep["rows"] for h in ("search", "verify") for v in ("plain", "mirrored"))
+    assert all(
+        0 <= r[f"{h}_{v}"] <= n for r in rep["rows"] for h in ("search", "verify") for v in ("plain", "mirrored")
+    )
     assert rep["rows"][0]["search_plain"] == rep["rows"][0]["verify_plain"]  # same folder, same numbers
-    assert all(0 <= r[f"{h}_{v}_expected"] <= n for r in rep["rows"] for h in ("search", "verify")
-               for v in ("plain", "mirrored"))
+    assert all(
+        0 <= r[f"{h}_{v}_expected"] <= n
+        for r in rep["rows"]
+        for h in ("search", "verify")
+        for v in ("plain", "mirrored")
+    )
     assert "| 0 | - |" in int8_prefixes.render(rep)
     with pytest.raises(SystemExit, match="the cached order has"):
         int8_prefixes.measure(argparse.Namespace(**dict(vars(args), prefixes=[len(order) + 1])))
@@ -87,18 +113,36 @@ def test_export_searches_to_the_budget_stores_the_plan_and_reuses_it(ckpt, small
     assert again.parity.n == 12  # no search: no images held out, all the rest verify
 
 
-def test_an_unmet_budget_exits_nonzero_with_one_line_and_no_artifact(ckpt, small_data_dir, tmp_path, monkeypatch, capsys):
+def test_an_unmet_budget_exits_nonzero_with_one_line_and_no_artifact(
+    ckpt, small_data_dir, tmp_path, monkeypatch, capsys
+):
     from mvit.export.backends import onnx_backend
 
     # every candidate float set misses (as a model whose float top-1 is a near-tie everywhere would)
     monkeypatch.setattr(onnx_backend, "int8_search_evaluator", lambda job, px, ref: lambda units: (0.5, 0.99, 3.0))
     out = tmp_path / "out"
-    rc = export_main(["--weights", str(ckpt), "--format", "onnx", "--quantize", "int8", "--calib", str(small_data_dir),
-                      "--calib-count", "12", "--out", str(out)])
+    rc = export_main(
+        [
+            "--weights",
+            str(ckpt),
+            "--format",
+            "onnx",
+            "--quantize",
+            "int8",
+            "--calib",
+            str(small_data_dir),
+            "--calib-count",
+            "12",
+            "--out",
+            str(out),
+        ]
+    )
     err = [x for x in capsys.readouterr().err.strip().splitlines() if "error" in x]
     assert rc == 2 and len(err) == 1
-    assert err[0].startswith("mvit-export: error: int8 (onnxruntime-qdq) cannot reach <= 0.03 expected flips "
-                             "(2.5 per 1000) and >= 99.50% counted agreement"), err[0]
+    assert err[0].startswith(
+        "mvit-export: error: int8 (onnxruntime-qdq) cannot reach <= 0.03 expected flips "
+        "(2.5 per 1000) and >= 99.50% counted agreement"
+    ), err[0]
     assert "lower --min-agreement" in err[0] and "Traceback" not in err[0]
     assert not any(p for p in out.iterdir() if not p.name.startswith(".write-test"))
     assert not ckpt.with_name("m.int8.json").exists()  # nothing cached either
@@ -119,7 +163,12 @@ def test_an_unmet_budget_names_the_int8_tensors_no_float_layer_removes():
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
-            self.conv_a, self.conv_b, self.join, self.head = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 4, 1), Join(), nn.Linear(8, 3)
+            self.conv_a, self.conv_b, self.join, self.head = (
+                nn.Conv2d(3, 4, 1),
+                nn.Conv2d(3, 4, 1),
+                Join(),
+                nn.Linear(8, 3),
+            )
             with torch.no_grad():
                 self.conv_b.weight *= 1000  # one int8 range for both branches rounds conv_a's to zero
                 self.head.weight[:, 4:] = 0  # the prediction reads conv_a's branch only
@@ -189,9 +238,9 @@ def test_the_stop_rule_needs_both_the_expected_flips_and_the_counted_gate():
     rule = StopRule(0.995, 0.5, 0.95)
     assert rule.max_expected(400) == pytest.approx(1.0)
     assert rule.accepts((0.995, 0.99, 1.0), 400)
-    assert not rule.accepts((0.995, 0.99, 1.01), 400)   # expected flips over the allowance
-    assert not rule.accepts((0.9925, 0.99, 0.5), 400)   # 3 counted flips of 400: under the gate
-    assert not rule.accepts((1.0, 0.9, 0.0), 400)       # cosine under the floor
+    assert not rule.accepts((0.995, 0.99, 1.01), 400)  # expected flips over the allowance
+    assert not rule.accepts((0.9925, 0.99, 0.5), 400)  # 3 counted flips of 400: under the gate
+    assert not rule.accepts((1.0, 0.9, 0.0), 400)  # cosine under the floor
     assert "<= 1.00 expected flips (2.5 per 1000) and >= 99.50% counted agreement" == rule.describe(400)
 
 
@@ -228,15 +277,27 @@ def test_the_cost_model_charges_a_float_layer_the_int8_time_it_forgoes():
 
     from mvit.quant.pt2e import quantizer_for
     from mvit.quant.ptq import build_sim
-    from mvit.quant.search import (SPEED_TABLE, int8_speed, island_ms, layer_units, op_kind, rank_units,
-                                   saved_ms_per_mac, unit_costs)
+    from mvit.quant.search import (
+        SPEED_TABLE,
+        int8_speed,
+        island_ms,
+        layer_units,
+        op_kind,
+        rank_units,
+        saved_ms_per_mac,
+        unit_costs,
+    )
 
     assert "benchmarks/results/" in int8_speed()["source"] and SPEED_TABLE.parent.name == "quant"
     assert saved_ms_per_mac("depthwise") < 0.6 * saved_ms_per_mac("conv1x1")
     assert saved_ms_per_mac("conv1x1") < 2 * saved_ms_per_mac("conv3x3") and island_ms() > 0
-    assert [op_kind(torch.zeros(8, 1, 3, 3), 8), op_kind(torch.zeros(8, 8, 1, 1)), op_kind(torch.zeros(8, 8, 3, 3)),
-            op_kind(torch.zeros(8, 4, 3, 3), 2), op_kind(torch.zeros(3, 8))] == \
-        ["depthwise", "conv1x1", "conv3x3", "conv3x3", "linear"]
+    assert [
+        op_kind(torch.zeros(8, 1, 3, 3), 8),
+        op_kind(torch.zeros(8, 8, 1, 1)),
+        op_kind(torch.zeros(8, 8, 3, 3)),
+        op_kind(torch.zeros(8, 4, 3, 3), 2),
+        op_kind(torch.zeros(3, 8)),
+    ] == ["depthwise", "conv1x1", "conv3x3", "conv3x3", "linear"]
 
     class Net(nn.Module):
         def __init__(self):

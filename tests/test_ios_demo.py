@@ -4,12 +4,14 @@ Build settings: tests/test_app_builds.py; installer: tests/test_app_install.py.
 
 `swift test` (ClassifierCore) and the app build need a Mac with Xcode: see ios_demo/README.md.
 """
+
 from __future__ import annotations
 
 import json
 import re
 
 from conftest_apps import GOLDEN_DIRS, IOS, ROOT, same_tree, syntax_errors  # noqa: E402
+
 from mvit.export.apps import fixtures as app_fixtures  # noqa: E402
 
 
@@ -52,7 +54,9 @@ def test_golden_fixtures_and_benchmark_input_are_shared_with_android():
     expected = app_fixtures.benchmark_input_files(android)
     for spec in app_fixtures.APPS.values():
         for name, data in expected.items():
-            assert (ROOT / spec["dir"] / name).read_bytes() == data, f"{spec['dir']}/{name} is stale: run python -m mvit.export.apps.fixtures"
+            assert (ROOT / spec["dir"] / name).read_bytes() == data, (
+                f"{spec['dir']}/{name} is stale: run python -m mvit.export.apps.fixtures"
+            )
 
 
 IOS_RESULTS = IOS / "ClassifierCore" / "Tests" / "ClassifierCoreTests" / "Resources" / "device_results_ios.json"
@@ -83,8 +87,10 @@ def test_the_ios_benchmark_json_follows_the_swift_schema_and_reads_back(tmp_path
     assert all(set(r) == row_keys for r in doc["rows"]), [sorted(set(r) ^ row_keys) for r in doc["rows"]]
     assert set(doc["device"]) == _swift_coding_keys("DeviceInfo")
     assert all(set(r["latency"]) == _swift_coding_keys("LatencyStats") for r in doc["rows"])
-    units = re.search(r"computeUnits = \[(.*?)\]", (IOS / "ClassifierCore" / "Sources" / "ClassifierCore" /
-                                                      "BenchmarkReport.swift").read_text()).group(1)
+    units = re.search(
+        r"computeUnits = \[(.*?)\]",
+        (IOS / "ClassifierCore" / "Sources" / "ClassifierCore" / "BenchmarkReport.swift").read_text(),
+    ).group(1)
     assert all(f'"{r["accelerator"]}"' in units for r in doc["rows"])
 
     assert read_device_results(IOS_RESULTS) == doc

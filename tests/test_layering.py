@@ -4,6 +4,7 @@ benchmarks -> export -> quant -> model (mvit.export.apps belongs to export). Rea
 statements, wherever they sit (module top or inside a function), relative or absolute; imports under
 ``if TYPE_CHECKING:`` name a type and load nothing, so they do not count.
 """
+
 from __future__ import annotations
 
 import ast

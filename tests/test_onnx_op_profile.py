@@ -1,4 +1,5 @@
 """benchmarks/onnx_op_profile.py: onnxruntime kernel time per node, summed by op type."""
+
 import pytest
 
 from mvit.benchmarks import onnx_op_profile as prof
@@ -11,9 +12,11 @@ def small_onnx(tmp_path_factory):
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64, 32])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 64])
-    nodes = [helper.make_node("Transpose", ["x"], ["t"], name="swap", perm=[0, 2, 1]),
-             helper.make_node("Softmax", ["t"], ["s"], name="soft", axis=-1),
-             helper.make_node("Sqrt", ["s"], ["y"], name="root")]
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["t"], name="swap", perm=[0, 2, 1]),
+        helper.make_node("Softmax", ["t"], ["s"], name="soft", axis=-1),
+        helper.make_node("Sqrt", ["s"], ["y"], name="root"),
+    ]
     model = helper.make_model(helper.make_graph(nodes, "g", [x], [y]), opset_imports=[helper.make_opsetid("", 17)])
     path = tmp_path_factory.mktemp("prof") / "small.onnx"
     onnx.save_model(model, str(path))
@@ -34,8 +37,11 @@ def test_every_node_is_profiled_and_the_report_sums_by_op_type(small_onnx, tmp_p
 def test_missing_or_foreign_file_or_bad_count_is_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not a protobuf")
-    for args, needle in (([str(tmp_path / "none.onnx")], "no such file"), ([str(bad)], "cannot profile"),
-                         ([str(bad), "--runs", "0"], "--runs must be at least 1")):
+    for args, needle in (
+        ([str(tmp_path / "none.onnx")], "no such file"),
+        ([str(bad)], "cannot profile"),
+        ([str(bad), "--runs", "0"], "--runs must be at least 1"),
+    ):
         with pytest.raises(SystemExit) as e:
             prof.main(args)
         err = capsys.readouterr().err.strip()

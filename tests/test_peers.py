@@ -1,5 +1,6 @@
 """benchmarks/peers.py: the plain ONNX peer files run through mvit's runners exactly as built, and the
 op census tells int8 from float nodes."""
+
 import numpy as np
 import pytest
 import torch
@@ -31,6 +32,7 @@ def test_onnx_peers_are_labelled_timed_through_mvit_runners_and_censused(small_c
     assert np.isfinite(load_artifact_runner(int8).run(px)).all()
 
     c32, c8 = census.census(fp32, "onnx"), census.census(int8, "onnx")
+
     def convs(c, name):
         return sum(v for k, v in c["ops"].items() if k.split("(")[0] == name)
 
@@ -50,10 +52,15 @@ def test_executorch_peers_are_labelled_and_run_through_mvit_runners(small_ckpt, 
     contract = ck.meta.contract
     h, w = contract.input_size
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, stride=2, padding=1), torch.nn.ReLU(),
-                              torch.nn.Conv2d(16, 16, 3, stride=2, padding=1), torch.nn.ReLU(),
-                              torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
-                              torch.nn.Linear(16, ck.meta.num_classes)).eval()
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 16, 3, stride=2, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(16, 16, 3, stride=2, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(16, ck.meta.num_classes),
+    ).eval()
     fp32, int8 = tmp_path / "model-fp32.pte", tmp_path / "model-int8.pte"
     sample = torch.zeros(1, 3, h, w)
     peers.executorch_fp32_peer(net, sample, fp32)
@@ -88,10 +95,17 @@ def test_report_calls_a_run_loaded_only_for_load_beyond_its_own_threads():
     from mvit.benchmarks.peers import render
 
     def report(start, end):
-        return {"rows": [], "machine": {"cpu": "cpu", "cores": 2, "isa": ["avx2"]}, "threads": 2,
-                "load_average": {"start": [start], "timing_start": [1.4], "timing_end": [end]},
-                "checkpoint": "m.safetensors", "checkpoint_sha256": "0" * 64, "calibration": "c",
-                "evaluation": "e", "command": "peers"}
+        return {
+            "rows": [],
+            "machine": {"cpu": "cpu", "cores": 2, "isa": ["avx2"]},
+            "threads": 2,
+            "load_average": {"start": [start], "timing_start": [1.4], "timing_end": [end]},
+            "checkpoint": "m.safetensors",
+            "checkpoint_sha256": "0" * 64,
+            "calibration": "c",
+            "evaluation": "e",
+            "command": "peers",
+        }
 
     assert "(quiet)" in render(report(0.2, 2.1))
     assert "other processes loaded" in render(report(1.2, 2.1))

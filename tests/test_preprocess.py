@@ -1,4 +1,5 @@
 """The preprocessing contract and its one implementation."""
+
 import io
 
 import numpy as np
@@ -7,13 +8,26 @@ import torch
 from PIL import Image
 
 from mvit.model.contract import PreprocessContract
-from mvit.model.preprocess import (ImageLoadError, list_images, load_rgb, normalize_hwc_uint8, normalize_tensor,
-                              pixels_uint8, preprocess_file)
+from mvit.model.preprocess import (
+    ImageLoadError,
+    list_images,
+    load_rgb,
+    normalize_hwc_uint8,
+    normalize_tensor,
+    pixels_uint8,
+    preprocess_file,
+)
 
 
 def test_contract_roundtrip_and_validation():
-    c = PreprocessContract(input_size=(224, 256), crop_fraction=0.875, interpolation="bicubic",
-                           mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), channel_order="BGR")
+    c = PreprocessContract(
+        input_size=(224, 256),
+        crop_fraction=0.875,
+        interpolation="bicubic",
+        mean=(0.485, 0.456, 0.406),
+        std=(0.229, 0.224, 0.225),
+        channel_order="BGR",
+    )
     d = c.to_dict()
     assert d["resize_short"] == 256 and d["layout"] == "NCHW"
     assert PreprocessContract.from_dict(d) == c

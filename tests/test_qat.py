@@ -1,6 +1,7 @@
 """Quantization-aware fine-tuning: the QAT graph is the int8 export's graph, its weights map back to
 the float architecture exactly, its learned ranges reach the export, and ``mvit-train --qat`` trains,
 resumes and refuses bad input like normal training."""
+
 from __future__ import annotations
 
 import json
@@ -10,10 +11,10 @@ import pytest
 import torch
 
 from mvit.model.checkpoint import load_checkpoint, read_meta
-from mvit.quant.cli_train import main
 from mvit.model.contract import PreprocessContract
-from mvit.model.preprocess import normalize_hwc_uint8
 from mvit.model.images import generated_pixels
+from mvit.model.preprocess import normalize_hwc_uint8
+from mvit.quant.cli_train import main
 from mvit.quant.qat import HEADER_KEY, float_model, observe_ranges, prepare_qat, read_ranges
 
 QAT_ARGS = ["--workers", "1", "--device", "cpu", "--no-train-eval", "--val-fraction", "0.25"]
@@ -60,8 +61,25 @@ def test_qat_weights_map_back_to_the_float_architecture(qat_model):
 
 
 def _run_qat(data, ckpt, out, *extra):
-    return main(["--data", str(data), "--out", str(out), "--qat", "--init", str(ckpt), "--batch-size", "18",
-                 "--epochs", "2", "--seed", "3"] + QAT_ARGS + list(extra))
+    return main(
+        [
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--qat",
+            "--init",
+            str(ckpt),
+            "--batch-size",
+            "18",
+            "--epochs",
+            "2",
+            "--seed",
+            "3",
+        ]
+        + QAT_ARGS
+        + list(extra)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -95,14 +113,17 @@ def test_qat_trains_two_steps_resumes_exactly_and_saves_ranges(qat_run, small_da
         torch.testing.assert_close(sa[k], sb[k], rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("extra, message", [
-    ([], "--qat needs --init"),
-    (["--init", "X", "--model", "mobilevit_xs"], "takes --model from the --init checkpoint"),
-    (["--init", "X", "--distill", "1.5"], "--distill must be in [0.0, 1.0]"),
-    (["--init", "X", "--ema", "0.9"], "drop --ema"),
-    (["--init", "{pickle}"], "never unpickles"),
-    (["--init", "{other}"], "are not the model's (x, y, z)"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ([], "--qat needs --init"),
+        (["--init", "X", "--model", "mobilevit_xs"], "takes --model from the --init checkpoint"),
+        (["--init", "X", "--distill", "1.5"], "--distill must be in [0.0, 1.0]"),
+        (["--init", "X", "--ema", "0.9"], "drop --ema"),
+        (["--init", "{pickle}"], "never unpickles"),
+        (["--init", "{other}"], "are not the model's (x, y, z)"),
+    ],
+)
 def test_qat_bad_input_is_one_clear_line(small_data_dir, small_ckpt, tmp_path, capsys, extra, message):
     pickled = tmp_path / "w.pt"
     torch.save({"w": torch.zeros(1)}, pickled)
@@ -129,8 +150,10 @@ def test_corrupt_ranges_header_is_one_line(small_ckpt, tmp_path):
     from mvit.quant import QuantError
 
     bad = tmp_path / "bad.safetensors"
-    header = {"mvit": read_meta(small_ckpt).to_json(),
-              HEADER_KEY: json.dumps({"schema": "mvit.qat/1", "ranges": {"input|0": [-1.0, 0, 0.0, 1.0]}})}
+    header = {
+        "mvit": read_meta(small_ckpt).to_json(),
+        HEADER_KEY: json.dumps({"schema": "mvit.qat/1", "ranges": {"input|0": [-1.0, 0, 0.0, 1.0]}}),
+    }
     save_file(load_file(str(small_ckpt)), str(bad), metadata=header)
     with pytest.raises(QuantError, match="out of bounds"):
         read_ranges(bad)
@@ -167,8 +190,11 @@ def _onnx_qparams(path) -> set:
 
     m = onnx.load(str(path))
     inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
-    return {(float(np.float32(inits[n.input[1]])), int(inits[n.input[2]])) for n in m.graph.node
-            if n.op_type == "QuantizeLinear" and inits.get(n.input[1]) is not None and inits[n.input[1]].size == 1}
+    return {
+        (float(np.float32(inits[n.input[1]])), int(inits[n.input[2]]))
+        for n in m.graph.node
+        if n.op_type == "QuantizeLinear" and inits.get(n.input[1]) is not None and inits[n.input[1]].size == 1
+    }
 
 
 def test_qat_checkpoint_exports_every_format_with_its_learned_ranges(qat_run, small_data_dir, tmp_path):
@@ -179,10 +205,22 @@ def test_qat_checkpoint_exports_every_format_with_its_learned_ranges(qat_run, sm
     ckpt = qat_run / "last.safetensors"
     learned = read_ranges(ckpt)
     plain_scale = load_checkpoint(ckpt).meta.contract.is_plain_scale
-    results = export_model(ExportRequest.of(checkpoint=ckpt, formats=("tflite", "onnx", "coreml"), precisions=("int8",),
-                                            calib=small_data_dir, calib_count=6, verify=False, out=tmp_path))
+    results = export_model(
+        ExportRequest.of(
+            checkpoint=ckpt,
+            formats=("tflite", "onnx", "coreml"),
+            precisions=("int8",),
+            calib=small_data_dir,
+            calib_count=6,
+            verify=False,
+            out=tmp_path,
+        )
+    )
+
     def qparams(ops=("",)):
-        return {(float(np.float32(s)), z) for k, (s, z, _, _) in learned.ranges.items() if k.split("|")[1].startswith(ops)}
+        return {
+            (float(np.float32(s)), z) for k, (s, z, _, _) in learned.ranges.items() if k.split("|")[1].startswith(ops)
+        }
 
     for r in results:
         d = r.meta["quantization_details"]

@@ -1,24 +1,26 @@
 """int8 quantization details: explicit float lists, batched PT2E calibration, ONNX QDQ layout."""
+
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from export_fixtures import train_tiny_checkpoint
 
 from mvit import model
 from mvit.export.api import export_model
 from mvit.export.base import ExportJob
 from mvit.quant import Int8Options, int8_plan, needs_search
-from export_fixtures import train_tiny_checkpoint
 
 STEM = ("conv_1", "layer_1", "layer_2")
 
 
 def test_an_explicit_keep_float_list_wins_over_search_and_cache(tmp_path):
     net = model.create("mobilevit_test", num_classes=3)
-    plan = int8_plan("pt2e", net, Int8Options(keep_float=("layer_3",)), checkpoint=tmp_path / "x.safetensors",
-                     sha256="0" * 64)
+    plan = int8_plan(
+        "pt2e", net, Int8Options(keep_float=("layer_3",)), checkpoint=tmp_path / "x.safetensors", sha256="0" * 64
+    )
     assert (plan.float_units, plan.source, plan.search) == (["layer_3"], "user", None)
     plan = int8_plan("onnxruntime-qdq", net, Int8Options(all_int8=True))
     assert (plan.float_units, plan.source) == ([], "user: none")
@@ -50,15 +52,20 @@ def test_the_cli_word_none_is_the_all_int8_flag_and_nothing_else():
     flat = ExportRequest.of(formats=("onnx",), precisions=("int8",), keep_float=("none",), calib_count=8)
     assert flat.int8 == Int8Options(calib_count=8, all_int8=True)
     # an option a format refuses is still refused for the flag: TFLite fp16 keeps nothing float
-    assert any("cannot keep layers float" in e
-               for e in ExportRequest(precisions=("fp16",), int8=Int8Options(all_int8=True)).problems())
+    assert any(
+        "cannot keep layers float" in e
+        for e in ExportRequest(precisions=("fp16",), int8=Int8Options(all_int8=True)).problems()
+    )
 
 
 def _observer_ranges(prepared):
     from mvit.quant.pt2e import _observers
 
-    return {k: (float(o.min_val.min()), float(o.max_val.max())) for k, o in _observers(prepared).items()
-            if hasattr(o, "min_val")}
+    return {
+        k: (float(o.min_val.min()), float(o.max_val.max()))
+        for k, o in _observers(prepared).items()
+        if hasattr(o, "min_val")
+    }
 
 
 def test_batched_pt2e_calibration_matches_batch_one():
@@ -85,10 +92,10 @@ def test_batched_pt2e_calibration_matches_batch_one():
 
 
 def test_pt2e_keeps_the_named_modules_float(small_ckpt, small_data_dir):
-    from mvit.model.images import image_files, load_pixels
-    from mvit.quant.pt2e import Pt2eGraph, pixels_to_tensor, quantize_pt2e
     from mvit.model.checkpoint import load_checkpoint
+    from mvit.model.images import image_files, load_pixels
     from mvit.model.preprocess import normalize_hwc_uint8
+    from mvit.quant.pt2e import Pt2eGraph, pixels_to_tensor, quantize_pt2e
 
     ck = load_checkpoint(small_ckpt)
     px, _ = load_pixels(image_files(small_data_dir), ck.meta.contract, 18)
@@ -127,8 +134,10 @@ def test_a_concatenation_reading_a_float_branch_shares_one_int8_range_with_its_o
         ck.model(to_input(px))
     hook.remove()
     # the MobileViT block's residual input (layer_3.0, kept float) and its conv_proj output (int8) meet in a cat
-    converted, _, _ = quantize_pt2e(Pt2eGraph(ck.model, ck.model, torch.zeros(1, 3, 64, 64), to_input, "normalized-nchw"),
-                                    Pt2eSettings(px, "histogram", ("layer_3.0",)))
+    converted, _, _ = quantize_pt2e(
+        Pt2eGraph(ck.model, ck.model, torch.zeros(1, 3, 64, 64), to_input, "normalized-nchw"),
+        Pt2eSettings(px, "histogram", ("layer_3.0",)),
+    )
     dq = torch.ops.quantized_decomposed.dequantize_per_tensor.default
     cats = [n for n in converted.graph.nodes if n.target == torch.ops.aten.cat.default]
     assert cats
@@ -150,8 +159,16 @@ def _producers(g):
 @pytest.fixture(scope="module")
 def onnx_int8_stem_float(small_ckpt, small_data_dir, tmp_path_factory):
     """The tiny MobileViT as ONNX int8 with the stem float."""
-    return export_model(checkpoint=small_ckpt, formats=("onnx",), precisions=("int8",), out=tmp_path_factory.mktemp("onnx"), calib=small_data_dir,
-                        calib_count=16, verify=False, keep_float=STEM)
+    return export_model(
+        checkpoint=small_ckpt,
+        formats=("onnx",),
+        precisions=("int8",),
+        out=tmp_path_factory.mktemp("onnx"),
+        calib=small_data_dir,
+        calib_count=16,
+        verify=False,
+        keep_float=STEM,
+    )
 
 
 def test_onnx_int8_quantizes_every_conv_and_linear_outside_the_float_layers(onnx_int8_stem_float):
@@ -195,24 +212,34 @@ def test_onnx_compress_float_weights_per_output_channel():
 
     rng = np.random.default_rng(0)
     spread = lambda n: np.linspace(0.01, 3, n, dtype=np.float32)  # very different channel ranges
-    weights = {"a.w": rng.normal(size=(16, 24)) * spread(24)[None, :],           # Gemm B [K, N]: axis 1
-               "b.w": rng.normal(size=(12, 24)) * spread(12)[:, None],           # Gemm transB [N, K]: axis 0
-               "keep.w": rng.normal(size=(12, 12)),                              # under a float module
-               "shared.w": rng.normal(size=(12, 12)),                            # also read by an Add
-               "conv.w": rng.normal(size=(6, 3, 3, 3)) * spread(6)[:, None, None, None]}
+    weights = {
+        "a.w": rng.normal(size=(16, 24)) * spread(24)[None, :],  # Gemm B [K, N]: axis 1
+        "b.w": rng.normal(size=(12, 24)) * spread(12)[:, None],  # Gemm transB [N, K]: axis 0
+        "keep.w": rng.normal(size=(12, 12)),  # under a float module
+        "shared.w": rng.normal(size=(12, 12)),  # also read by an Add
+        "conv.w": rng.normal(size=(6, 3, 3, 3)) * spread(6)[:, None, None, None],
+    }
     weights = {k: v.astype(np.float32) for k, v in weights.items()}
     graph = helper.make_graph(
-        [helper.make_node("Gemm", ["x", "a.w"], ["h1"]),
-         helper.make_node("Gemm", ["h1", "b.w"], ["h2"], transB=1),
-         helper.make_node("MatMul", ["h2", "keep.w"], ["y"]),
-         helper.make_node("MatMul", ["h2", "shared.w"], ["h3"]),
-         helper.make_node("Add", ["shared.w", "shared.w"], ["z"]),
-         helper.make_node("Conv", ["img", "conv.w"], ["conv"], pads=[1, 1, 1, 1])], "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 16]),
-         helper.make_tensor_value_info("img", TensorProto.FLOAT, [1, 3, 8, 8])],
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape)
-         for n, shape in (("y", [2, 12]), ("h3", [2, 12]), ("z", [12, 12]), ("conv", [1, 6, 8, 8]))],
-        [numpy_helper.from_array(v, k) for k, v in weights.items()])
+        [
+            helper.make_node("Gemm", ["x", "a.w"], ["h1"]),
+            helper.make_node("Gemm", ["h1", "b.w"], ["h2"], transB=1),
+            helper.make_node("MatMul", ["h2", "keep.w"], ["y"]),
+            helper.make_node("MatMul", ["h2", "shared.w"], ["h3"]),
+            helper.make_node("Add", ["shared.w", "shared.w"], ["z"]),
+            helper.make_node("Conv", ["img", "conv.w"], ["conv"], pads=[1, 1, 1, 1]),
+        ],
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 16]),
+            helper.make_tensor_value_info("img", TensorProto.FLOAT, [1, 3, 8, 8]),
+        ],
+        [
+            helper.make_tensor_value_info(n, TensorProto.FLOAT, shape)
+            for n, shape in (("y", [2, 12]), ("h3", [2, 12]), ("z", [12, 12]), ("conv", [1, 6, 8, 8]))
+        ],
+        [numpy_helper.from_array(v, k) for k, v in weights.items()],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     ref = model.SerializeToString()
@@ -240,12 +267,19 @@ def test_onnx_simplifier_falls_back_to_the_next_tool_then_to_the_exported_graph(
 
     # Identity + a constant-foldable Add: both simplifiers shrink this graph to one node
     graph = helper.make_graph(
-        [helper.make_node("Add", ["c1", "c2"], ["c"]), helper.make_node("Identity", ["x"], ["xi"]),
-         helper.make_node("Add", ["xi", "c"], ["y"])], "g",
+        [
+            helper.make_node("Add", ["c1", "c2"], ["c"]),
+            helper.make_node("Identity", ["x"], ["xi"]),
+            helper.make_node("Add", ["xi", "c"], ["y"]),
+        ],
+        "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
-        [numpy_helper.from_array(np.ones((1, 4), np.float32), "c1"),
-         numpy_helper.from_array(np.ones((1, 4), np.float32), "c2")])
+        [
+            numpy_helper.from_array(np.ones((1, 4), np.float32), "c1"),
+            numpy_helper.from_array(np.ones((1, 4), np.float32), "c2"),
+        ],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     out, tool = onnx_backend.simplify(model)
@@ -269,8 +303,16 @@ def test_onnx_int8_linear_weights_are_per_output_channel(small_data_dir, tmp_pat
     from onnx import numpy_helper
 
     ckpt = train_tiny_checkpoint(small_data_dir, tmp_path / "vit.safetensors", arch="vit_test", steps=5)
-    res = export_model(checkpoint=ckpt, formats=("onnx",), precisions=("int8",), out=tmp_path, calib=small_data_dir, calib_count=8,
-                       verify=False, keep_float=("none",))
+    res = export_model(
+        checkpoint=ckpt,
+        formats=("onnx",),
+        precisions=("int8",),
+        out=tmp_path,
+        calib=small_data_dir,
+        calib_count=8,
+        verify=False,
+        keep_float=("none",),
+    )
     assert res[0].meta["quantization_details"]["keep_float"] == []
     g = onnx.load(str(res[0].artifact)).graph
     inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
@@ -299,8 +341,8 @@ def test_a_search_result_replaces_the_same_route_and_gate_under_an_older_rule(tm
 
     ckpt, sha = tmp_path / "m.safetensors", "a" * 64
     old = search_cache_key("pt2e", 0.995).rsplit("|", 1)[0]  # the key before the latest rule change
-    kept = search_cache_key("pt2e", 0.99)                    # another gate: still valid, stays
-    onnx = search_cache_key("onnxruntime-qdq", 0.995)         # another route: stays
+    kept = search_cache_key("pt2e", 0.99)  # another gate: still valid, stays
+    onnx = search_cache_key("onnxruntime-qdq", 0.995)  # another route: stays
     for key, units in ((old, ["a"]), (kept, ["b"]), (onnx, ["c"])):
         store(ckpt, sha, key, SearchResult(units, 1.0, 0.995, True, 4), {})
     new = search_cache_key("pt2e", 0.995)
@@ -332,8 +374,10 @@ def test_vit_class_token_keeps_its_precision_under_int8():
         ref = net(x)
         assert torch.equal(net.head(net.norm(net.blocks(cat))[:, 0]), ref)
     weighted = tuple(n for n, m in net.named_modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)))
-    converted, _, _ = quantize_pt2e(Pt2eGraph(net, net, x[:1], lambda px: torch.from_numpy(px), "raw"),
-                                    Pt2eSettings(x.numpy(), "histogram", weighted))
+    converted, _, _ = quantize_pt2e(
+        Pt2eGraph(net, net, x[:1], lambda px: torch.from_numpy(px), "raw"),
+        Pt2eSettings(x.numpy(), "histogram", weighted),
+    )
     assert not [n for n in converted.graph.nodes if n.target == torch.ops.aten.cat.default]
     with torch.no_grad():
         out = torch.cat([converted(x[i : i + 1]) for i in range(len(x))])
@@ -346,10 +390,10 @@ def test_the_graph_input_is_quantized_exactly_whatever_the_calibration_images_sp
     search's simulation: pixels darker or brighter than any calibration image are not clipped, and
     with every layer float the int8 model computes the float model (ViT-Tiny: a calibrated input
     range alone flipped 4 of 410 search samples)."""
-    from mvit.quant.plan import search_simulation
-    from mvit.quant.pt2e import Pt2eGraph, Pt2eSettings, model_input_range, pixels_to_tensor, quantize_pt2e
     from mvit.model.contract import PreprocessContract
     from mvit.model.preprocess import normalize_hwc_uint8
+    from mvit.quant.plan import search_simulation
+    from mvit.quant.pt2e import Pt2eGraph, Pt2eSettings, model_input_range, pixels_to_tensor, quantize_pt2e
 
     torch.manual_seed(0)
     net = model.create("mobilevit_test", num_classes=3).eval()
@@ -359,8 +403,10 @@ def test_the_graph_input_is_quantized_exactly_whatever_the_calibration_images_sp
     calib = rng.integers(40, 200, (8, 64, 64, 3), dtype=np.uint8)  # no dark or bright pixels
     test = rng.integers(0, 256, (8, 64, 64, 3), dtype=np.uint8)
     to_input = lambda p: pixels_to_tensor(p, "NCHW", lambda x: normalize_hwc_uint8(x, contract))  # noqa: E731
-    converted, _, details = quantize_pt2e(Pt2eGraph(net, net, torch.zeros(1, 3, 64, 64), to_input, "normalized-nchw"),
-                                          Pt2eSettings(calib, "histogram", tuple(everything)))
+    converted, _, details = quantize_pt2e(
+        Pt2eGraph(net, net, torch.zeros(1, 3, 64, 64), to_input, "normalized-nchw"),
+        Pt2eSettings(calib, "histogram", tuple(everything)),
+    )
     assert details["input_range"] == [0.0, 1.0] and model_input_range(contract) == (0.0, 1.0)
     q = next(n for n in converted.graph.nodes if n.target == torch.ops.quantized_decomposed.quantize_per_tensor.default)
     assert q.args[0].op == "placeholder" and q.args[1:3] == (pytest.approx(1 / 255), -128)
@@ -369,7 +415,7 @@ def test_the_graph_input_is_quantized_exactly_whatever_the_calibration_images_sp
     sim.set_float(everything)
     with torch.no_grad():
         ref = net(x)
-        out = torch.cat([converted(x[i:i + 1]) for i in range(len(x))])
+        out = torch.cat([converted(x[i : i + 1]) for i in range(len(x))])
         simulated = sim.run(x, 8)
     assert (out - ref).abs().max().item() < 1e-5 and (simulated - ref).abs().max().item() < 1e-5
 
@@ -379,13 +425,19 @@ def test_a_calibration_moves_to_another_process_as_observer_states():
     with them, a fresh cache converts the same int8 model without any calibration image; a graph whose
     observers differ (another model under the same key) is calibrated as usual, and says so."""
     import pickle
+    from dataclasses import replace
 
     from mvit.export.base import ExportCache
     from mvit.quant import QuantError
     from mvit.quant.cache import CalibrationKey, CalibrationState
-    from dataclasses import replace
-
-    from mvit.quant.pt2e import Pt2eGraph, Pt2eSettings, calibration_states, pixels_to_tensor, quantize_pt2e, seed_calibrations
+    from mvit.quant.pt2e import (
+        Pt2eGraph,
+        Pt2eSettings,
+        calibration_states,
+        pixels_to_tensor,
+        quantize_pt2e,
+        seed_calibrations,
+    )
 
     torch.manual_seed(0)
     net = model.create("mobilevit_test", num_classes=3).eval()
@@ -461,8 +513,11 @@ def _ops(path):
 
     it = Interpreter(str(path))
     tensors = {t["index"]: t for t in it.get_tensor_details()}
-    return [(d["op_name"], [tensors[int(i)] for i in d["inputs"] if int(i) >= 0])
-            for d in it._get_ops_details() if d["op_name"] != "DELEGATE"]
+    return [
+        (d["op_name"], [tensors[int(i)] for i in d["inputs"] if int(i) >= 0])
+        for d in it._get_ops_details()
+        if d["op_name"] != "DELEGATE"
+    ]
 
 
 def _tflite_cosine(net, x, path) -> float:
@@ -501,8 +556,11 @@ def test_attention_matmuls_are_int8_with_zero_point_0_right_hand_operands_and_ru
     assert row["count"] == row["delegated"] == 2
     assert _tflite_cosine(net, x, path) > 0.95
 
-    assert any(inputs[1]["quantization_parameters"]["zero_points"][0] != 0
-               for name, inputs in _ops(affine) if name == "BATCH_MATMUL")
+    assert any(
+        inputs[1]["quantization_parameters"]["zero_points"][0] != 0
+        for name, inputs in _ops(affine)
+        if name == "BATCH_MATMUL"
+    )
     row = {(r["op"], r["dtype"]): r for r in op_census(affine)["ops"]}[("BATCH_MATMUL", "int8")]
     assert row["count"] == 2 and row["delegated"] == 0
 
@@ -559,11 +617,16 @@ def test_onnx_min_max_calibration_in_slices_gives_the_same_ranges(tmp_path):
     assert [calib_stride(n) for n in (256, 24, 100, 13, 1)] == [32, 24, 25, 13, 1]
     rng = np.random.default_rng(0)
     graph = helper.make_graph(
-        [helper.make_node("Conv", ["image", "w"], ["c"]), helper.make_node("Sigmoid", ["c"], ["s"]),
-         helper.make_node("Mul", ["c", "s"], ["y"])], "g",
+        [
+            helper.make_node("Conv", ["image", "w"], ["c"]),
+            helper.make_node("Sigmoid", ["c"], ["s"]),
+            helper.make_node("Mul", ["c", "s"], ["y"]),
+        ],
+        "g",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 8, 8])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6, 6])],
-        [numpy_helper.from_array(rng.normal(size=(4, 3, 3, 3)).astype(np.float32), "w")])
+        [numpy_helper.from_array(rng.normal(size=(4, 3, 3, 3)).astype(np.float32), "w")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, str(tmp_path / "m.onnx"))
@@ -572,9 +635,17 @@ def test_onnx_min_max_calibration_in_slices_gives_the_same_ranges(tmp_path):
     ranges = {}
     for stride in (None, 2):
         extra = {"CalibMovingAverage": False} | ({"CalibStridedMinMax": stride} if stride else {})
-        quantize_static(str(tmp_path / "m.onnx"), str(tmp_path / "q.onnx"), _Reader(job, "image"), quant_format=QuantFormat.QDQ,
-                        op_types_to_quantize=["Conv", "Sigmoid", "Mul"], activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax, extra_options=extra,
-                        calibration_cache_path=tmp_path / f"r{stride}.json")
+        quantize_static(
+            str(tmp_path / "m.onnx"),
+            str(tmp_path / "q.onnx"),
+            _Reader(job, "image"),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["Conv", "Sigmoid", "Mul"],
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            extra_options=extra,
+            calibration_cache_path=tmp_path / f"r{stride}.json",
+        )
         ranges[stride] = json.loads((tmp_path / f"r{stride}.json").read_text())["data"]
     assert ranges[None] == ranges[2] and set(ranges[2]) >= {"c", "s", "y"}

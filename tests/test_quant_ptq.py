@@ -1,6 +1,7 @@
 """Post-training algorithms of mvit.quant on tiny models: folds and equalization keep the float function,
 bias correction and learned rounding do what they promise, the simulated int8 graph matches PT2E's,
 and the mixed-precision search finds a planted sensitive layer."""
+
 import copy
 
 import numpy as np
@@ -9,8 +10,8 @@ import torch
 from torch import nn
 
 import mvit.model
-from mvit.quant import pt2e
 from mvit.model.export_prep import attention_layers, fold_layernorm_affine_, prepare_for_export
+from mvit.quant import pt2e
 from mvit.quant.ptq import build_sim
 from mvit.quant.smooth import balance_attention_
 
@@ -18,10 +19,18 @@ from mvit.quant.smooth import balance_attention_
 def _tiny_cnn(act=nn.ReLU) -> nn.Sequential:
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), act(),
-        nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.BatchNorm2d(8), act(),
-        nn.Conv2d(8, 6, 1), nn.BatchNorm2d(6),
-        nn.Conv2d(6, 4, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3),
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        act(),
+        nn.Conv2d(8, 8, 3, padding=1, groups=8),
+        nn.BatchNorm2d(8),
+        act(),
+        nn.Conv2d(8, 6, 1),
+        nn.BatchNorm2d(6),
+        nn.Conv2d(6, 4, 1),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 3),
     ).eval()
 
 
@@ -147,7 +156,7 @@ def test_adaround_rounds_onto_the_grid_and_lowers_layer_error():
     learned = out["0"]
     assert learned.shape == w.shape
     q = learned / layer.point.scale.view(-1, 1, 1, 1)
-    torch.testing.assert_close(q, q.round(), rtol=0, atol=1e-4)            # on the int8 grid
+    torch.testing.assert_close(q, q.round(), rtol=0, atol=1e-4)  # on the int8 grid
     assert float((learned - w).abs().max()) <= float(layer.point.scale.max()) + 1e-6  # one step at most
     torch.testing.assert_close(learned.abs().flatten(1).amax(1), w.abs().flatten(1).amax(1))  # same scale
     assert float(_error(m, learned, w, b, b, False)) < 0.8 * float(_error(m, nearest, w, b, b, False))
@@ -173,8 +182,11 @@ def test_sim_matches_the_converted_pt2e_graph(tiny_mobilevit, tiny_inputs):
         sim.set_float(("layer_3",))
         off = {n for n, p in sim.acts.items() if not p.enabled}
         inside = lambda path: path.startswith("layer_3.")  # noqa: E731
-        assert off and all((p.producer is None or inside(p.producer)) and all(map(inside, p.consumers))
-                           for n, p in sim.acts.items() if n in off)
+        assert off and all(
+            (p.producer is None or inside(p.producer)) and all(map(inside, p.consumers))
+            for n, p in sim.acts.items()
+            if n in off
+        )
         assert all(not p.enabled for p in sim.weights.values() if p.consumer.startswith("layer_3."))
         assert all(p.enabled for p in sim.weights.values() if not p.consumer.startswith("layer_3."))
 
@@ -259,7 +271,9 @@ def test_smoothquant_is_exact_and_narrows_an_outlier_channel():
         ref = net(x)
     folded, _ = fold_float(net, Recipe(), x)
     smoothed, details = fold_float(net, Recipe(smooth_alpha=0.5, smooth_attention_alpha=0.5), x)
-    assert details["smoothquant_layernorm"] == 2 * len(net.blocks) and details["smoothquant_attention"] == len(net.blocks)
+    assert details["smoothquant_layernorm"] == 2 * len(net.blocks) and details["smoothquant_attention"] == len(
+        net.blocks
+    )
     with torch.no_grad():
         torch.testing.assert_close(smoothed(x), ref, rtol=1e-4, atol=1e-4)
     before = _input_channel_spread(folded, folded.blocks[0].attn.qkv, x)

@@ -6,6 +6,7 @@ Kotlin and Swift core tests replay them. Here the artifacts are re-run: TFLite o
 image (fast), Core ML (reference interpreter, seconds per image) on one image per model. Floats are
 compared within ``app_fixtures.TOLERANCES``, never exactly: kernels differ between CPUs.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,8 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-
 from conftest_apps import GOLDEN_DIRS, ROOT  # noqa: E402
+
 from mvit.export.apps import fixtures as app_fixtures  # noqa: E402
 
 SHIPPED = GOLDEN_DIRS[0] / app_fixtures.SHIPPED_FILE
@@ -64,7 +65,9 @@ def _rerun(m: dict, n: int) -> None:
     """Run the installed artifact on the first ``n`` recorded images and compare with the record."""
     meta = m["meta"]
     runner = app_fixtures.load_shipped_runner(ROOT / m["artifact"], meta)
-    tol = app_fixtures.output_tolerance(meta["output"].get("kind", "logits"), meta["output"]["dtype"], meta["precision"])
+    tol = app_fixtures.output_tolerance(
+        meta["output"].get("kind", "logits"), meta["output"]["dtype"], meta["precision"]
+    )
     regen = f"if the model changed on purpose, run `{app_fixtures.shipped_command(m['app'])}`"
     try:
         assert app_fixtures.tensor_output_quantization(runner) == m["output_quantization_in_artifact"]
@@ -131,7 +134,9 @@ def test_writer_reruns_merges_and_drops(tmp_path):
     again = doc["models"][0]
     assert again["artifact_sha256"] == recorded["artifact_sha256"] and again["meta"] == recorded["meta"]
     assert [c["top3"] for c in again["cases"]] == [c["top3"] for c in recorded["cases"]]
-    assert (tmp_path / "copy" / app_fixtures.SHIPPED_FILE).read_bytes() == (golden / app_fixtures.SHIPPED_FILE).read_bytes()
+    assert (tmp_path / "copy" / app_fixtures.SHIPPED_FILE).read_bytes() == (
+        golden / app_fixtures.SHIPPED_FILE
+    ).read_bytes()
     assert app_fixtures.stale_shipped_cases(doc, root) == []
 
 
@@ -139,6 +144,7 @@ def test_base_regeneration_keeps_the_shipped_cases(tmp_path, monkeypatch):
     golden = tmp_path / "a"
     golden.mkdir()
     (golden / app_fixtures.SHIPPED_FILE).write_text('{"schema": "x"}')
+
     def fake(out, **kw):
         out.mkdir(parents=True, exist_ok=True)
         (out / "fixtures.json").write_text("{}")
@@ -151,13 +157,25 @@ def test_base_regeneration_keeps_the_shipped_cases(tmp_path, monkeypatch):
 
 def test_mvit_export_app_rerecords_the_golden_cases(monkeypatch, capsys):
     """``mvit-export --app`` installs, then re-records that app's cases (or prints the command)."""
-    from mvit.export.apps import install as app_install
     from mvit.export import api, cli
+    from mvit.export.apps import install as app_install
 
     def fake_export(request, **kw):  # what the request asked for, without converting anything
-        return [SimpleNamespace(format=f, precision=p, folder="out/x", size_bytes=1e6, seconds=1.0, parity=None,
-                                status="ok", artifact="out/x/model", notes=[])
-                for f in request.formats for p in request.precisions]
+        return [
+            SimpleNamespace(
+                format=f,
+                precision=p,
+                folder="out/x",
+                size_bytes=1e6,
+                seconds=1.0,
+                parity=None,
+                status="ok",
+                artifact="out/x/model",
+                notes=[],
+            )
+            for f in request.formats
+            for p in request.precisions
+        ]
 
     monkeypatch.setattr(api, "export_model", fake_export)
     monkeypatch.setattr(app_install, "install_into_app", lambda *a, **k: {"model": "assets/model_int8.tflite"})

@@ -1,4 +1,5 @@
 """benchmarks/tflite_op_profile.py: per-op latency of a .tflite by one-op cut-outs."""
+
 import numpy as np
 import pytest
 import torch

@@ -1,10 +1,11 @@
 """Graph rewrites on converted .tflite files (export/tflite_passes.py)."""
+
 import numpy as np
 import pytest
 import torch
+from conftest import tflite_op_input_types
 from torch import nn
 
-from conftest import tflite_op_input_types
 from mvit.export.tflite_passes import dequantize_before_pad
 
 

@@ -1,4 +1,5 @@
 """mvit-train end to end on a tiny generated dataset: checkpoints, resume, errors, 2-process DDP."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,19 @@ from mvit.model.checkpoint import load_checkpoint, read_meta
 from mvit.quant.cli_train import main
 
 ROOT = Path(__file__).resolve().parents[1]
-ARGS = ["--model", "mobilevit_test", "--img-size", "64", "--batch-size", "8", "--workers", "1",
-        "--device", "cpu", "--no-train-eval"]
+ARGS = [
+    "--model",
+    "mobilevit_test",
+    "--img-size",
+    "64",
+    "--batch-size",
+    "8",
+    "--workers",
+    "1",
+    "--device",
+    "cpu",
+    "--no-train-eval",
+]
 
 
 def make_dataset(root: Path, classes=("cat", "dog", "eel"), n_train=8, n_val=3, val=True) -> Path:
@@ -87,13 +99,16 @@ def test_same_seed_same_run(data, tmp_path):
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-@pytest.mark.parametrize("kind, message", [
-    ("missing", "no such dataset folder"),
-    ("single", "only one class"),
-    ("empty", "has no images"),
-    ("resume", "nothing to resume"),
-    ("size", "multiple of 64"),
-])
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("missing", "no such dataset folder"),
+        ("single", "only one class"),
+        ("empty", "has no images"),
+        ("resume", "nothing to resume"),
+        ("size", "multiple of 64"),
+    ],
+)
 def test_bad_input_is_one_clear_line(tmp_path, capsys, kind, message):
     root = tmp_path / "ds"
     extra = []
@@ -127,9 +142,27 @@ def _free_port() -> int:
 def test_ddp_two_cpu_processes_stay_in_sync(data, tmp_path):
     out = tmp_path / "ddp"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), "-m", "mvit.quant.cli_train", "--data", str(data), "--out", str(out),
-           "--epochs", "2", "--batch-size", "4"] + [a for a in ARGS if a not in ("--batch-size", "8")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "mvit.quant.cli_train",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "4",
+    ] + [a for a in ARGS if a not in ("--batch-size", "8")]
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]

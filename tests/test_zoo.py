@@ -1,4 +1,5 @@
 """The model zoo: variants, sizes, exportability."""
+
 import onnx
 import pytest
 import torch
@@ -14,18 +15,32 @@ def n_params(m):
     return sum(p.numel() for p in m.parameters())
 
 
-@pytest.mark.parametrize("name,expected", [
-    ("mobilevit_xxs", 1_272_024), ("mobilevit_xs", 2_317_848), ("mobilevit_s", 5_578_632),
-    ("mobilenet_v2", 3_504_872), ("mobilenet_v1", 4_231_976),
-])
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("mobilevit_xxs", 1_272_024),
+        ("mobilevit_xs", 2_317_848),
+        ("mobilevit_s", 5_578_632),
+        ("mobilenet_v2", 3_504_872),
+        ("mobilenet_v1", 4_231_976),
+    ],
+)
 def test_exact_parameter_counts_at_1000_classes(name, expected):
     assert n_params(model.create(name)) == expected
 
 
-@pytest.mark.parametrize("name,millions", [
-    ("mobilevitv2_050", 1.4), ("mobilevitv2_075", 2.9), ("mobilevitv2_100", 4.9), ("mobilevitv2_125", 7.5),
-    ("mobilevitv2_150", 10.6), ("mobilevitv2_175", 14.3), ("mobilevitv2_200", 18.5),
-])
+@pytest.mark.parametrize(
+    "name,millions",
+    [
+        ("mobilevitv2_050", 1.4),
+        ("mobilevitv2_075", 2.9),
+        ("mobilevitv2_100", 4.9),
+        ("mobilevitv2_125", 7.5),
+        ("mobilevitv2_150", 10.6),
+        ("mobilevitv2_175", 14.3),
+        ("mobilevitv2_200", 18.5),
+    ],
+)
 def test_v2_parameter_counts_match_the_paper(name, millions):
     assert n_params(model.create(name)) / 1e6 == pytest.approx(millions, abs=0.06)  # the paper rounds to 0.1M
 

@@ -4,6 +4,7 @@ timm imports torchvision at module level for data transforms and a frozen BatchN
 MobileViT models never use; PyPI's torchvision cannot be installed beside the pinned CPU torch.
 Install only after transformers has been imported (transformers probes torchvision's version).
 """
+
 import importlib.abc
 import importlib.machinery
 import sys

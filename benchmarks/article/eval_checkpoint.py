@@ -1,7 +1,8 @@
 """Accuracy of a checkpoint on an image folder, preprocessing exactly per its contract.
 
-    python benchmarks/article/eval_checkpoint.py model/weights/mobilevit_xxs_trashnet6.safetensors ../shared/data/trashnet6/val
+python benchmarks/article/eval_checkpoint.py model/weights/mobilevit_xxs_trashnet6.safetensors ../shared/data/trashnet6/val
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,11 +27,19 @@ def main(argv=None):
     correct = 0
     with torch.no_grad():
         for i in range(0, len(split.paths), a.batch):
-            x = torch.from_numpy(np.stack([preprocess_file(q, ck.meta.contract) for q in split.paths[i:i + a.batch]]))
+            x = torch.from_numpy(np.stack([preprocess_file(q, ck.meta.contract) for q in split.paths[i : i + a.batch]]))
             pred = ck.model.float()(x).argmax(1)
-            correct += int((pred == torch.tensor(split.labels[i:i + a.batch])).sum())
-    print(json.dumps({"checkpoint": a.checkpoint, "folder": a.folder, "images": len(split.paths),
-                      "top1": round(correct / len(split.paths), 4)}))
+            correct += int((pred == torch.tensor(split.labels[i : i + a.batch])).sum())
+    print(
+        json.dumps(
+            {
+                "checkpoint": a.checkpoint,
+                "folder": a.folder,
+                "images": len(split.paths),
+                "top1": round(correct / len(split.paths), 4),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

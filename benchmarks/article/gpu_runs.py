@@ -10,6 +10,7 @@
    the deadline (its per-epoch checkpoints and metrics stay), and pack results as tar files of at
    most 15 MB each (what a remote machine can hand back).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -99,8 +100,9 @@ def to_fp16(path: Path) -> Path:
 
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
-        tensors = {k: (f.get_tensor(k).half() if f.get_tensor(k).is_floating_point() else f.get_tensor(k))
-                   for k in f.keys()}
+        tensors = {
+            k: (f.get_tensor(k).half() if f.get_tensor(k).is_floating_point() else f.get_tensor(k)) for k in f.keys()
+        }
     dst = path.with_name("best_fp16.safetensors")
     save_file(tensors, str(dst), metadata=meta)
     return dst
@@ -138,15 +140,22 @@ def main(argv=None):
             print(f"probe {m} {size}px: {speeds[f'{m}@{size}']:.0f} train images/s", flush=True)
     n_train = {ds: count_train(a.data, ds) for ds in DATASETS}
     # seconds per trashnet epoch-unit (all runs, one after another)
-    per_unit = sum(EPOCH_RATIO[ds] * n_train[ds] / speeds[f"{m}@{size}"]
-                   for ds, size in DATASETS.items() for m in models)
+    per_unit = sum(
+        EPOCH_RATIO[ds] * n_train[ds] / speeds[f"{m}@{size}"] for ds, size in DATASETS.items() for m in models
+    )
     left = a.budget - (time.monotonic() - t_start) - 40  # decode + start-up of the runs
     e_t = int(max(a.min_epochs, min(a.max_epochs, a.fit * left / per_unit)))
     epochs = {ds: max(a.min_epochs, int(round(e_t * EPOCH_RATIO[ds]))) for ds in DATASETS}
-    plan = {"speeds_img_s": speeds, "n_train": n_train, "epochs": epochs, "sequential_estimate_s":
-            sum(epochs[ds] * n_train[ds] / speeds[f"{m}@{size}"] for ds, size in DATASETS.items() for m in models),
-            "device": torch.cuda.get_device_name() if a.device.startswith("cuda") else a.device,
-            "torch": torch.__version__}
+    plan = {
+        "speeds_img_s": speeds,
+        "n_train": n_train,
+        "epochs": epochs,
+        "sequential_estimate_s": sum(
+            epochs[ds] * n_train[ds] / speeds[f"{m}@{size}"] for ds, size in DATASETS.items() for m in models
+        ),
+        "device": torch.cuda.get_device_name() if a.device.startswith("cuda") else a.device,
+        "torch": torch.__version__,
+    }
     (runs / "plan.json").write_text(json.dumps(plan, indent=1))
     print("plan:", json.dumps(plan), flush=True)
 
@@ -155,10 +164,31 @@ def main(argv=None):
     for ds, size in DATASETS.items():
         for m in models:
             name = f"{m}_{ds}"
-            cmd = [sys.executable, "-m", "mvit.quant.cli_train", "--data", str(a.data / ds), "--model", m,
-                   "--img-size", str(size), "--epochs", str(epochs[ds]), "--batch-size", str(a.batch_size),
-                   "--warmup-epochs", str(max(1, round(epochs[ds] * 0.03))), "--out", str(runs / name),
-                   "--device", a.device, "--workers", "2", "--seed", "0"] + a.extra.split()
+            cmd = [
+                sys.executable,
+                "-m",
+                "mvit.quant.cli_train",
+                "--data",
+                str(a.data / ds),
+                "--model",
+                m,
+                "--img-size",
+                str(size),
+                "--epochs",
+                str(epochs[ds]),
+                "--batch-size",
+                str(a.batch_size),
+                "--warmup-epochs",
+                str(max(1, round(epochs[ds] * 0.03))),
+                "--out",
+                str(runs / name),
+                "--device",
+                a.device,
+                "--workers",
+                "2",
+                "--seed",
+                "0",
+            ] + a.extra.split()
             log = open(runs / f"{name}.log", "w")
             procs[name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log)
     deadline = t_start + a.budget
@@ -172,13 +202,16 @@ def main(argv=None):
                 lines = mp.read_text().splitlines() if mp.exists() else []
                 if lines:
                     r = json.loads(lines[-1])
-                    print(f"[{time.monotonic() - t_start:.0f}s] {name}: epoch {r['epoch'] + 1} "
-                          f"val {r['val_acc']:.3f} {r['images_per_s']:.0f} img/s", flush=True)
-    for name, (pr, log) in procs.items():
+                    print(
+                        f"[{time.monotonic() - t_start:.0f}s] {name}: epoch {r['epoch'] + 1} "
+                        f"val {r['val_acc']:.3f} {r['images_per_s']:.0f} img/s",
+                        flush=True,
+                    )
+    for name, (pr, _log) in procs.items():
         if pr.poll() is None:
             pr.terminate()
             print(f"{name}: stopped at the deadline", flush=True)
-    for name, (pr, log) in procs.items():
+    for pr, _log in procs.values():
         try:
             pr.wait(20)
         except subprocess.TimeoutExpired:
@@ -188,11 +221,16 @@ def main(argv=None):
         s = runs / name / "summary.json"
         if s.exists():
             d = json.loads(s.read_text())
-            print(f"{name}: best val {d['best_val_acc']:.4f} last val {d.get('last_val_acc')} train(clean) "
-                  f"{d.get('last_train_acc_clean')} time {d['train_time_s']}s", flush=True)
+            print(
+                f"{name}: best val {d['best_val_acc']:.4f} last val {d.get('last_val_acc')} train(clean) "
+                f"{d.get('last_train_acc_clean')} time {d['train_time_s']}s",
+                flush=True,
+            )
         else:
-            print(f"{name}: no summary; log tail:\n" + "".join((runs / f"{name}.log").read_text()
-                                                             .splitlines(True)[-5:]), flush=True)
+            print(
+                f"{name}: no summary; log tail:\n" + "".join((runs / f"{name}.log").read_text().splitlines(True)[-5:]),
+                flush=True,
+            )
     pack(a.out, runs)
     print(f"total {time.monotonic() - t_start:.0f}s", flush=True)
 

@@ -4,6 +4,7 @@ Used to carry the datasets to a remote GPU machine within a transfer limit:
     python benchmarks/article/shrink_dataset.py ../shared/data/trashnet6 .devdata/trashnet6 --short 256
 Images are decoded with model.preprocess.load_rgb (EXIF, CMYK, alpha handled) and written as RGB JPEG.
 """
+
 from __future__ import annotations
 
 import argparse

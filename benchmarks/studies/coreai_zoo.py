@@ -4,6 +4,7 @@ logit difference from PyTorch on generated images through coreai-core's CPU runt
 
     python benchmarks/studies/coreai_zoo.py --models mobilevit_s mobilevitv2_050 mobilenet_v1 --out /tmp/zoo.md
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,8 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-DEFAULT_MODELS = ("mobilevit_xxs", "mobilevit_s", "mobilevitv2_050", "mobilevitv2_200", "mobilenet_v1",
-                  "mobilenet_v2", "vit_tiny")
+DEFAULT_MODELS = (
+    "mobilevit_xxs",
+    "mobilevit_s",
+    "mobilevitv2_050",
+    "mobilevitv2_200",
+    "mobilenet_v1",
+    "mobilenet_v2",
+    "vit_tiny",
+)
 
 
 def _spread(m):
@@ -37,7 +45,6 @@ def convert_one(arch: str, images: int, work: Path) -> dict:
     to an fp32 .aimodel and compare its logits with PyTorch's."""
     import torch
 
-    from .. import model
     from mvit.export.api import export_model
     from mvit.export.backends import coreai_backend as cai
     from mvit.export.parity import torch_logits
@@ -45,35 +52,54 @@ def convert_one(arch: str, images: int, work: Path) -> dict:
     from mvit.model.contract import PreprocessContract
     from mvit.model.images import generated_pixels
 
+    from .. import model
+
     torch.manual_seed(0)
     size = 224 if arch.startswith("vit") else 256
     kwargs = {"img_size": size} if arch.startswith("vit") else {}
     m = _spread(model.create(arch, num_classes=6, **kwargs)).eval()
     contract = PreprocessContract(input_size=(size, size))
-    ckpt = save_checkpoint(work / f"{arch}.safetensors", m,
-                           CheckpointMeta(arch, [f"c{i}" for i in range(6)], contract, model_kwargs=kwargs))
+    ckpt = save_checkpoint(
+        work / f"{arch}.safetensors",
+        m,
+        CheckpointMeta(arch, [f"c{i}" for i in range(6)], contract, model_kwargs=kwargs),
+    )
     t0 = time.perf_counter()
-    (r,) = export_model(checkpoint=ckpt, formats=("coreai",), precisions=("fp32",), out=work / "out", verify=False,
-                        say=lambda _m: None)
+    (r,) = export_model(
+        checkpoint=ckpt, formats=("coreai",), precisions=("fp32",), out=work / "out", verify=False, say=lambda _m: None
+    )
     seconds = time.perf_counter() - t0
     px = generated_pixels(contract, images)
     runner = cai.load_runner(r.artifact)
     out = runner.run(px)
     runner.close()
     ref = torch_logits(m, px, contract)
-    return {"model": arch, "params_m": sum(p.numel() for p in m.parameters()) / 1e6, "input": size,
-            "export_s": seconds, "size_mb": r.size_bytes / 1e6, "ops": cai.op_census(r.artifact)["ops_total"],
-            "max_abs_diff": float(np.abs(out - ref).max()), "logit_range": float(np.ptp(ref)), "images": images}
+    return {
+        "model": arch,
+        "params_m": sum(p.numel() for p in m.parameters()) / 1e6,
+        "input": size,
+        "export_s": seconds,
+        "size_mb": r.size_bytes / 1e6,
+        "ops": cai.op_census(r.artifact)["ops_total"],
+        "max_abs_diff": float(np.abs(out - ref).max()),
+        "logit_range": float(np.ptp(ref)),
+        "images": images,
+    }
 
 
 def render(rows: list[dict], command: str) -> str:
     """The markdown table of ``rows``."""
-    lines = [f"Command: `{command}`", "",
-             "| model | params (M) | input | export s | size MB | MLIR ops | max abs logit diff | logit range |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"Command: `{command}`",
+        "",
+        "| model | params (M) | input | export s | size MB | MLIR ops | max abs logit diff | logit range |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['params_m']:.2f} | {r['input']} | {r['export_s']:.0f} | {r['size_mb']:.2f} | "
-                     f"{r['ops']} | {r['max_abs_diff']:.2e} | {r['logit_range']:.3f} |")
+        lines.append(
+            f"| {r['model']} | {r['params_m']:.2f} | {r['input']} | {r['export_s']:.0f} | {r['size_mb']:.2f} | "
+            f"{r['ops']} | {r['max_abs_diff']:.2e} | {r['logit_range']:.3f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -96,7 +122,9 @@ def main(argv=None) -> int:
         for arch in args.models:
             rows.append(convert_one(arch, args.images, Path(d)))
             print(rows[-1], flush=True)
-    text = render(rows, "python benchmarks/studies/coreai_zoo.py " + " ".join(argv if argv is not None else sys.argv[1:]))
+    text = render(
+        rows, "python benchmarks/studies/coreai_zoo.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    )
     args.out.write_text(text)
     print(text)
     return 0

@@ -27,6 +27,7 @@ Run (tens of minutes on 2 cores; one result file per variant under --out, reused
       --val /work/shared/data/trashnet6/val --calib-count 256 --out runs/coreml_w8a8
 The table is printed and written to <out>/table.md (benchmarks/results/coreml_w8a8.md holds a run).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,10 +49,12 @@ VARIANTS = {
     "ct-all-int8": dict(calib_method="coremltools", keep_float=("none",), activation_mode="linear_symmetric"),
     "ct-affine-stem-float": dict(calib_method="coremltools", keep_float=(), activation_mode="linear"),
     "ct-affine-all-int8": dict(calib_method="coremltools", keep_float=("none",), activation_mode="linear"),
-    "ct-asis-stem-float": dict(calib_method="coremltools", keep_float=(), as_shipped=True,
-                               activation_mode="linear_symmetric"),
-    "ct-asis-all-int8": dict(calib_method="coremltools", keep_float=("none",), as_shipped=True,
-                             activation_mode="linear_symmetric"),
+    "ct-asis-stem-float": dict(
+        calib_method="coremltools", keep_float=(), as_shipped=True, activation_mode="linear_symmetric"
+    ),
+    "ct-asis-all-int8": dict(
+        calib_method="coremltools", keep_float=("none",), as_shipped=True, activation_mode="linear_symmetric"
+    ),
 }
 
 
@@ -87,13 +90,26 @@ def build(name: str, args) -> dict:
     v = VARIANTS[name]
     precision = v.get("precision", "int8")
     with coremltools_as_shipped() if v.get("as_shipped") else nullcontext(), activation_mode(v.get("activation_mode")):
-        r = export_model(checkpoint=args.weights, formats=("coreml",), precisions=(precision,), out=Path(args.out) / name,
-                         calib=args.calib, calib_count=args.calib_count,
-                         calib_method=v.get("calib_method"), keep_float=v.get("keep_float", ()),
-                         verify=False, force=True)[0]
+        r = export_model(
+            checkpoint=args.weights,
+            formats=("coreml",),
+            precisions=(precision,),
+            out=Path(args.out) / name,
+            calib=args.calib,
+            calib_count=args.calib_count,
+            calib_method=v.get("calib_method"),
+            keep_float=v.get("keep_float", ()),
+            verify=False,
+            force=True,
+        )[0]
     details = r.meta.get("quantization_details", {})
-    return {"artifact": str(r.artifact), "size_bytes": r.size_bytes, "export_seconds": round(r.seconds, 1),
-            "calibration_seconds": details.get("calibration_seconds"), "details": details}
+    return {
+        "artifact": str(r.artifact),
+        "size_bytes": r.size_bytes,
+        "export_seconds": round(r.seconds, 1),
+        "calibration_seconds": details.get("calibration_seconds"),
+        "details": details,
+    }
 
 
 def evaluate(artifact: str, pixels: np.ndarray, log) -> tuple[np.ndarray, float]:
@@ -116,9 +132,15 @@ def metrics(ref_logits: np.ndarray, probs: np.ndarray, labels: np.ndarray) -> di
     from mvit.export.parity import compare
 
     rep = compare(ref_logits, probs, "probabilities", labels, "int8")
-    return {"n": rep.n, "top1_agreement": rep.top1_agreement, "accuracy": rep.artifact_accuracy,
-            "float_accuracy": rep.float_accuracy, "cosine": rep.cosine, "kl_mean": rep.kl_mean,
-            "disagreements": int(round((1 - rep.top1_agreement) * rep.n))}
+    return {
+        "n": rep.n,
+        "top1_agreement": rep.top1_agreement,
+        "accuracy": rep.artifact_accuracy,
+        "float_accuracy": rep.float_accuracy,
+        "cosine": rep.cosine,
+        "kl_mean": rep.kl_mean,
+        "disagreements": int(round((1 - rep.top1_agreement) * rep.n)),
+    }
 
 
 def render(rows: dict, meta: dict) -> str:
@@ -132,13 +154,17 @@ def render(rows: dict, meta: dict) -> str:
             continue
         m = r["metrics"]
         calib = r.get("calibration_seconds")
-        lines.append(f"| {name} | {m['top1_agreement'] * 100:.2f}% ({m['disagreements']}/{m['n']} differ) | "
-                     f"{m['accuracy'] * 100:.2f}% | {m['cosine']:.5f} | {m['kl_mean']:.4f} | "
-                     f"{r['size_bytes'] / 1e6:.2f} | {r['export_seconds']:.0f} | "
-                     f"{'-' if calib is None else f'{calib:.0f}'} |")
+        lines.append(
+            f"| {name} | {m['top1_agreement'] * 100:.2f}% ({m['disagreements']}/{m['n']} differ) | "
+            f"{m['accuracy'] * 100:.2f}% | {m['cosine']:.5f} | {m['kl_mean']:.4f} | "
+            f"{r['size_bytes'] / 1e6:.2f} | {r['export_seconds']:.0f} | "
+            f"{'-' if calib is None else f'{calib:.0f}'} |"
+        )
     lines.append("")
-    lines.append(f"Float PyTorch model: top-1 accuracy {meta['float_accuracy'] * 100:.2f}% on the same "
-                 f"{meta['n_val']} images. Interpreter: {meta['seconds_per_image']:.2f} s per image (fp16 mode).")
+    lines.append(
+        f"Float PyTorch model: top-1 accuracy {meta['float_accuracy'] * 100:.2f}% on the same "
+        f"{meta['n_val']} images. Interpreter: {meta['seconds_per_image']:.2f} s per image (fp16 mode)."
+    )
     return "\n".join(lines)
 
 
@@ -154,9 +180,9 @@ def main(argv=None) -> int:
     p.add_argument("--force", action="store_true", help="rebuild variants that already have results")
     args = p.parse_args(argv)
 
-    from mvit.model.images import image_files, labelled_indices, load_pixels
     from mvit.export.parity import torch_logits
     from mvit.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+    from mvit.model.images import image_files, labelled_indices, load_pixels
 
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
@@ -186,15 +212,26 @@ def main(argv=None) -> int:
         log(f"{name}: exported in {row['export_seconds']:.0f} s ({row['size_bytes'] / 1e6:.2f} MB); evaluating ...")
         probs, per_image = evaluate(row["artifact"], pixels, log)
         np.save(out / f"{name}.scores.npy", probs)
-        row.update(metrics=metrics(ref, probs, labels), seconds_per_image=round(per_image, 3),
-                   calib_count=args.calib_count, calib=str(args.calib), val=str(args.val))
+        row.update(
+            metrics=metrics(ref, probs, labels),
+            seconds_per_image=round(per_image, 3),
+            calib_count=args.calib_count,
+            calib=str(args.calib),
+            val=str(args.val),
+        )
         res.write_text(json.dumps(row, indent=1, default=str))
         rows[name] = row
         m = row["metrics"]
         log(f"{name}: agreement {m['top1_agreement']:.4f}, accuracy {m['accuracy']:.4f}, cosine {m['cosine']:.5f}")
     speeds = [r["seconds_per_image"] for r in rows.values() if "seconds_per_image" in r]
-    table = render(rows, {"float_accuracy": float(np.mean(ref.argmax(1) == labels)), "n_val": len(pixels),
-                          "seconds_per_image": float(np.median(speeds)) if speeds else float("nan")})
+    table = render(
+        rows,
+        {
+            "float_accuracy": float(np.mean(ref.argmax(1) == labels)),
+            "n_val": len(pixels),
+            "seconds_per_image": float(np.median(speeds)) if speeds else float("nan"),
+        },
+    )
     print(table)
     (out / "table.md").write_text(table + "\n")
     return 0

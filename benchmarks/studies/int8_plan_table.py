@@ -3,11 +3,13 @@ verification images, and the op census (benchmarks/results/int8_search.md).
 
     python benchmarks/studies/int8_plan_table.py OUT/mobilevit_xxs-int8-tflite OUT/mobilevit_xxs-int8-onnx ...
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
+
 
 def row(folder: Path, label: str = "") -> str:
     """One table row for an export folder (model_meta.json beside the artifact)."""
@@ -20,10 +22,12 @@ def row(folder: Path, label: str = "") -> str:
     artifact = next(folder.glob("model.*"))
     floats = details.get("keep_float", [])
     agree, n, acc = parity.get("top1_agreement"), parity.get("n"), parity.get("artifact_accuracy")
-    return (f"| {label or folder.name} | {fmt} | {plan.get('source', details.get('keep_float_source', '?'))} | "
-            f"{len(floats)}: {', '.join(floats) or '-'} | "
-            f"{'-' if agree is None else f'{100 * agree:.2f}% of {n}'} | "
-            f"{'-' if acc is None else f'{100 * acc:.2f}%'} | {census_line(census(artifact, fmt))} |")
+    return (
+        f"| {label or folder.name} | {fmt} | {plan.get('source', details.get('keep_float_source', '?'))} | "
+        f"{len(floats)}: {', '.join(floats) or '-'} | "
+        f"{'-' if agree is None else f'{100 * agree:.2f}% of {n}'} | "
+        f"{'-' if acc is None else f'{100 * acc:.2f}%'} | {census_line(census(artifact, fmt))} |"
+    )
 
 
 def main(argv=None) -> int:

@@ -11,6 +11,7 @@ Beside each count, the flips expected from the float margins and the int8 error'
     python benchmarks/studies/int8_prefixes.py --route onnxruntime-qdq --prefixes 0,8,12,14,16,18,24,33 \\
         --calib ../shared/data/trashnet6/train --search VALSPLIT/search --verify VALSPLIT/verify
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,18 +31,18 @@ def prefix_runner(route: str, net, meta, calib: np.ndarray, pixels: np.ndarray, 
     from mvit.model.preprocess import normalize_hwc_uint8
 
     if route == "onnxruntime-qdq":
-        from mvit.quant.onnx_qdq import int8_search_runner
-        from mvit.export.base import ExportJob
-
         from mvit.export.backends.onnx_backend import fp32_model
+        from mvit.export.base import ExportJob
+        from mvit.quant.onnx_qdq import int8_search_runner
 
         job = ExportJob(net, meta, "int8", "float-nchw", calib, "min-max", ())
         return int8_search_runner(job, pixels, fp32_model(job))
     from mvit.quant.plan import SEARCH_BATCH, search_simulation
     from mvit.quant.pt2e import model_input_range
 
-    sim = search_simulation(net, torch.from_numpy(normalize_hwc_uint8(calib, meta.contract)),
-                            model_input_range(meta.contract), recipe)
+    sim = search_simulation(
+        net, torch.from_numpy(normalize_hwc_uint8(calib, meta.contract)), model_input_range(meta.contract), recipe
+    )
     x = torch.from_numpy(normalize_hwc_uint8(pixels, meta.contract))
 
     def run(float_units) -> np.ndarray:
@@ -75,8 +76,10 @@ def measure(args) -> dict:
         raise SystemExit(f"--prefixes {too_long}: the cached order has {len(order)} unit(s) (0 to {len(order)})")
     c = ckpt.meta.contract
     calib, _ = load_pixels(image_files(args.calib), c, args.calib_count)
-    halves = {name: load_pixels(image_files(folder), c, None)[0] for name, folder in
-              (("search", args.search), ("verify", args.verify))}
+    halves = {
+        name: load_pixels(image_files(folder), c, None)[0]
+        for name, folder in (("search", args.search), ("verify", args.verify))
+    }
     pixels = np.concatenate([search_samples(px) for px in halves.values()])
     net = prepare_for_export(ckpt.model)
     ref_logits = torch_logits(net, pixels, c)
@@ -97,14 +100,28 @@ def measure(args) -> dict:
         t0 = time.perf_counter()
         logits = run(order[:k])
         flips = logits.argmax(1) != ref
-        rows.append({"k": k, "added": order[k - 1] if k else "-",
-                     **{f"{h}_{v}": int(flips[s].sum()) for h, b in bounds.items() for v, s in b.items()},
-                     **{f"{h}_{v}_expected": round(expected_flips(logits[s], ref_logits[s]), 2)
-                        for h, b in bounds.items() for v, s in b.items()},
-                     "seconds": round(time.perf_counter() - t0, 1)})
+        rows.append(
+            {
+                "k": k,
+                "added": order[k - 1] if k else "-",
+                **{f"{h}_{v}": int(flips[s].sum()) for h, b in bounds.items() for v, s in b.items()},
+                **{
+                    f"{h}_{v}_expected": round(expected_flips(logits[s], ref_logits[s]), 2)
+                    for h, b in bounds.items()
+                    for v, s in b.items()
+                },
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
+        )
         print(f"k={k}: {rows[-1]}", file=sys.stderr, flush=True)
-    return {"route": args.route, "key": key, "smooth_alpha": args.smooth_alpha,
-            "balance_attention": args.balance_attention, "sizes": {h: len(px) for h, px in halves.items()}, "rows": rows}
+    return {
+        "route": args.route,
+        "key": key,
+        "smooth_alpha": args.smooth_alpha,
+        "balance_attention": args.balance_attention,
+        "sizes": {h: len(px) for h, px in halves.items()},
+        "rows": rows,
+    }
 
 
 def render(rep: dict) -> str:
@@ -112,16 +129,21 @@ def render(rep: dict) -> str:
     s, v = rep["sizes"]["search"], rep["sizes"]["verify"]
     recipe = f", SmoothQuant alpha {rep['smooth_alpha']}" if rep.get("smooth_alpha") else ""
     recipe += ", attention balanced" if rep.get("balance_attention") else ""
-    out = [f"Route `{rep['route']}` (cache entry `{rep['key']}`{recipe}): flips of {s} search and {v} verify images, "
-           "plain / mirrored; all = both halves plain.", "",
-           "| k float units | last unit added | search flips | verify flips | expected search / verify flips "
-           "(plain) | agreement, both halves plain |",
-           "|---|---|---|---|---|---|"]
+    out = [
+        f"Route `{rep['route']}` (cache entry `{rep['key']}`{recipe}): flips of {s} search and {v} verify images, "
+        "plain / mirrored; all = both halves plain.",
+        "",
+        "| k float units | last unit added | search flips | verify flips | expected search / verify flips "
+        "(plain) | agreement, both halves plain |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rep["rows"]:
         plain = r["search_plain"] + r["verify_plain"]
-        out.append(f"| {r['k']} | {r['added']} | {r['search_plain']} / {r['search_mirrored']} | "
-                   f"{r['verify_plain']} / {r['verify_mirrored']} | {r['search_plain_expected']:.1f} / "
-                f"{r['verify_plain_expected']:.1f} | {100 * (1 - plain / (s + v)):.2f}% |")
+        out.append(
+            f"| {r['k']} | {r['added']} | {r['search_plain']} / {r['search_mirrored']} | "
+            f"{r['verify_plain']} / {r['verify_mirrored']} | {r['search_plain_expected']:.1f} / "
+            f"{r['verify_plain_expected']:.1f} | {100 * (1 - plain / (s + v)):.2f}% |"
+        )
     return "\n".join(out) + "\n"
 
 
@@ -131,8 +153,12 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--route", choices=ROUTES, required=True)
-    ap.add_argument("--prefixes", type=lambda t: [int(x) for x in t.split(",")], required=True,
-                    help="comma-separated prefix lengths of the ranked order")
+    ap.add_argument(
+        "--prefixes",
+        type=lambda t: [int(x) for x in t.split(",")],
+        required=True,
+        help="comma-separated prefix lengths of the ranked order",
+    )
     ap.add_argument("--weights", help="checkpoint (default: the shipped model); its int8 cache gives the order")
     ap.add_argument("--min-agreement", type=float, default=DEFAULT_MIN_AGREEMENT, help="the cache entry's gate")
     ap.add_argument("--calib", required=True)
@@ -140,11 +166,18 @@ def main(argv=None) -> int:
     ap.add_argument("--search", required=True, help="the half the search measured on")
     ap.add_argument("--verify", required=True, help="the other half")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--smooth-alpha", type=float, default=0.0,
-                    help="pt2e: SmoothQuant alpha for LayerNorm -> linear in the simulation (0: off, as exported)")
-    ap.add_argument("--balance-attention", action="store_true",
-                    help="pt2e: even out each fused qkv output's query/key/value ranges in the simulation "
-                         "(mvit.quant.smooth.balance_attention_; off, as exported)")
+    ap.add_argument(
+        "--smooth-alpha",
+        type=float,
+        default=0.0,
+        help="pt2e: SmoothQuant alpha for LayerNorm -> linear in the simulation (0: off, as exported)",
+    )
+    ap.add_argument(
+        "--balance-attention",
+        action="store_true",
+        help="pt2e: even out each fused qkv output's query/key/value ranges in the simulation "
+        "(mvit.quant.smooth.balance_attention_; off, as exported)",
+    )
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     if not 0 <= args.smooth_alpha <= 1:

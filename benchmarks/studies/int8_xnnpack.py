@@ -19,6 +19,7 @@ side by side (one process, rows interleaved, rotating start, medians), and the a
     flock -s /tmp/cpu.lock python benchmarks/studies/int8_xnnpack.py ... --work /tmp/xnn --stage evaluate
     flock -x /tmp/cpu.lock python benchmarks/studies/int8_xnnpack.py ... --work /tmp/xnn --stage time --out report.md
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,9 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from tflite_int8_speed import (ATTENTION, _convert, _stack, add_model_arguments, int8_tflite,
-                                         tflite_top1)
+from tflite_int8_speed import ATTENTION, _convert, _stack, add_model_arguments, int8_tflite, tflite_top1
 
 GRAPHS = {"litert": dict(quantize_attention=False, int8_chain=False), "xnnpack": {}}
 
@@ -52,10 +51,12 @@ def cached_float_set(weights: Path, min_agreement: float = 0.995) -> tuple[str, 
 
 def _variants(keep: list[str]) -> list[tuple[str, str, tuple[str, ...]]]:
     """(name, graph, float modules) of every int8 variant."""
-    return [(f"litert graph, cached float set ({len(keep)})", "litert", tuple(keep)),
-            (f"xnnpack graph, cached float set ({len(keep)})", "xnnpack", tuple(keep)),
-            ("litert graph, nothing float", "litert", ()),
-            ("xnnpack graph, nothing float", "xnnpack", ())]
+    return [
+        (f"litert graph, cached float set ({len(keep)})", "litert", tuple(keep)),
+        (f"xnnpack graph, cached float set ({len(keep)})", "xnnpack", tuple(keep)),
+        ("litert graph, nothing float", "litert", ()),
+        ("xnnpack graph, nothing float", "xnnpack", ()),
+    ]
 
 
 def build(args, work: Path) -> dict:
@@ -81,7 +82,7 @@ def build(args, work: Path) -> dict:
     calib = None
     variants = list(enumerate(_variants(args.keep_float)))
     order = [variants[i] for i in args.build_order] if args.build_order else variants
-    for i, (name, graph, keep) in order:
+    for i, (_name, graph, keep) in order:
         paths = {"tflite": work / f"v{i}.tflite", "pte": work / f"v{i}.pte"}
         if all(p.exists() for p in paths.values()):
             continue
@@ -90,7 +91,7 @@ def build(args, work: Path) -> dict:
             calib = torch.from_numpy(normalize_hwc_uint8(px, contract))
         q = quantizer_for(net, "histogram", keep, True, model_input_range(contract), **GRAPHS[graph])
         with torch.no_grad():
-            prepared = _calibrate(net, sample, q, lambda a, b: calib[a:b], len(calib))
+            prepared = _calibrate(net, sample, q, lambda a, b, c=calib: c[a:b], len(calib))
             tfl = allow_exported_model_train_eval(convert_pt2e(copy.deepcopy(prepared), fold_quantize=False))
             _convert(tfl, sample, paths["tflite"], q)  # with mvit-export's finish_graph
             et = allow_exported_model_train_eval(convert_pt2e(copy.deepcopy(prepared), fold_quantize=True))
@@ -98,8 +99,9 @@ def build(args, work: Path) -> dict:
     for i, (name, _, _) in order:  # the report covers the variants asked for
         files[name] = {"tflite": work / f"v{i}.tflite", "pte": work / f"v{i}.pte"}
     for i, paths in enumerate(attention_core(work)):
-        files[f"attention core: {['fp32', 'int8, affine right-hand operands', 'int8, symmetric right-hand operands'][i]}"] = {
-            "tflite": paths}
+        files[
+            f"attention core: {['fp32', 'int8, affine right-hand operands', 'int8, symmetric right-hand operands'][i]}"
+        ] = {"tflite": paths}
     return files
 
 
@@ -139,14 +141,20 @@ def evaluate(args, files: dict) -> dict:
     contract = ck.meta.contract
     val = normalize_hwc_uint8(load_pixels(image_files(Path(args.val)), contract)[0], contract)
     with torch.no_grad():
-        ref = np.concatenate([ck.model.eval()(torch.from_numpy(val[i:i + 16])).argmax(1).numpy()
-                              for i in range(0, len(val), 16)])
+        ref = np.concatenate(
+            [ck.model.eval()(torch.from_numpy(val[i : i + 16])).argmax(1).numpy() for i in range(0, len(val), 16)]
+        )
     out = {}
     for name, paths in files.items():
         for fmt, p in paths.items():
             c = (tflite_backend if fmt == "tflite" else executorch_backend).op_census(p, args.threads)
-            row = {"file": str(p), "size_mb": p.stat().st_size / 1e6, "census": int8_headline(c),
-                   "fallback": c["fallback"], "partitions": c["delegate_partitions"]}
+            row = {
+                "file": str(p),
+                "size_mb": p.stat().st_size / 1e6,
+                "census": int8_headline(c),
+                "fallback": c["fallback"],
+                "partitions": c["delegate_partitions"],
+            }
             if not name.startswith("attention"):
                 row["agreement"] = float((_top1(p, val, args.threads) == ref).mean() * 100)
                 row["images"] = int(len(val))
@@ -169,9 +177,9 @@ def time_rows(args, files: dict) -> dict:
             else:
                 method, _ = open_method(p, args.threads)
                 x = torch.zeros(1, 3, *args.input_size)
-                groups[g][key] = (lambda m=method, x=x: m.execute([x]))
+                groups[g][key] = lambda m=method, x=x: m.execute([x])
     ms = {}
-    for g, calls in groups.items():
+    for calls in groups.values():
         ms |= interleaved_medians(calls, args.rounds, args.per)
     return ms
 
@@ -180,15 +188,20 @@ def render(args, rows: dict, ms: dict) -> str:
     """The Markdown report."""
     from mvit.benchmarks.matrix import cpu_line
 
-    lines = [f"# int8 graphs for XNNPACK: {Path(args.weights).name}", "",
-             f"CPU: {cpu_line(args.threads)}; batch 1. Latency: medians of {args.rounds} rotating rounds x "
-             f"{args.per} invokes, each runtime's files interleaved in one process. Agreement: top-1 of the file vs "
-             f"the float PyTorch model on {args.val}. Calibration: {args.calib_count} images of {args.calib}. "
-             f"Cached float set: `{args.keep_float_key}`.", "",
-             "Command: `python benchmarks/studies/int8_xnnpack.py " + " ".join(args.argv) + "`", "",
-             "| file | MB | median ms | / fp32 | agreement % | MACs int8 | BATCH_MATMUL int8 / delegated | "
-             "float LOGISTIC | DEQUANTIZE | QUANTIZE | outside XNNPACK |",
-             "|---|---:|---:|---:|---:|---|---|---:|---:|---:|---|"]
+    lines = [
+        f"# int8 graphs for XNNPACK: {Path(args.weights).name}",
+        "",
+        f"CPU: {cpu_line(args.threads)}; batch 1. Latency: medians of {args.rounds} rotating rounds x "
+        f"{args.per} invokes, each runtime's files interleaved in one process. Agreement: top-1 of the file vs "
+        f"the float PyTorch model on {args.val}. Calibration: {args.calib_count} images of {args.calib}. "
+        f"Cached float set: `{args.keep_float_key}`.",
+        "",
+        "Command: `python benchmarks/studies/int8_xnnpack.py " + " ".join(args.argv) + "`",
+        "",
+        "| file | MB | median ms | / fp32 | agreement % | MACs int8 | BATCH_MATMUL int8 / delegated | "
+        "float LOGISTIC | DEQUANTIZE | QUANTIZE | outside XNNPACK |",
+        "|---|---:|---:|---:|---:|---|---|---:|---:|---:|---|",
+    ]
     for key, r in rows.items():
         fmt = key.rsplit("[", 1)[1][:-1]
         base = "attention core: fp32 [tflite]" if key.startswith("attention") else f"fp32 [{fmt}]"
@@ -200,7 +213,8 @@ def render(args, rows: dict, ms: dict) -> str:
             f"{c['mac_int8']}/{c['mac_ops']} ({c['mac_int8_share'] * 100:.0f}%) | "
             f"{c['batch_matmul_int8']}/{c['batch_matmul']} / {c['batch_matmul_int8_delegated']} | "
             f"{c['float_logistic']} | {c['dequantize']} | {c['quantize']} | "
-            f"{', '.join(f'{k} x{v}' for k, v in r['fallback'].items()) or 'nothing'} |")
+            f"{', '.join(f'{k} x{v}' for k, v in r['fallback'].items()) or 'nothing'} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -208,15 +222,27 @@ def main(argv=None) -> int:
     """Build (or reuse), evaluate, time and report."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_model_arguments(ap, per=10)
-    ap.add_argument("--keep-float", nargs="*", help="the float set of the 'cached' rows (default: the checkpoint's "
-                                                    "cached PT2E search result)")
+    ap.add_argument(
+        "--keep-float",
+        nargs="*",
+        help="the float set of the 'cached' rows (default: the checkpoint's cached PT2E search result)",
+    )
     ap.add_argument("--work", required=True, help="folder for the artifacts; files already there are reused")
     ap.add_argument("--build-only", action="store_true", help="write the artifacts and stop (no timing)")
-    ap.add_argument("--build-order", type=int, nargs="+", metavar="I",
-                    help="only these variants (0-3), built in this order (two processes can share --work)")
-    ap.add_argument("--stage", choices=("all", "evaluate", "time"), default="all",
-                    help="evaluate: census and agreement only (saved in --work); time: timing and report "
-                         "from the saved evaluation (so the timing alone can hold the CPU)")
+    ap.add_argument(
+        "--build-order",
+        type=int,
+        nargs="+",
+        metavar="I",
+        help="only these variants (0-3), built in this order (two processes can share --work)",
+    )
+    ap.add_argument(
+        "--stage",
+        choices=("all", "evaluate", "time"),
+        default="all",
+        help="evaluate: census and agreement only (saved in --work); time: timing and report "
+        "from the saved evaluation (so the timing alone can hold the CPU)",
+    )
     ap.add_argument("--out")
     args = ap.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)

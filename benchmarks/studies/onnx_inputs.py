@@ -1,9 +1,10 @@
 """Command line and inputs shared by the ONNX studies (onnx_int8_variants, onnx_simplifier)."""
+
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,9 +47,9 @@ def load_bench_inputs(args: argparse.Namespace) -> BenchInputs:
     ``--calib`` and every image of ``--verify-data`` (uint8, and normalised as the model's input)."""
     import torch
 
-    from mvit.model.images import image_files, load_pixels
     from mvit.model.checkpoint import load_checkpoint
     from mvit.model.export_prep import prepare_for_export
+    from mvit.model.images import image_files, load_pixels
     from mvit.model.preprocess import normalize_hwc_uint8
 
     torch.set_num_threads(args.threads)

@@ -11,6 +11,7 @@ float (``--keep-float``, or the float set mvit-export's search chose), which op 
 timed interleaved round by round (rotating order), ``--repeats`` times (0: not timed); the median ratio
 to fp32 over the repeats is reported with the per-repeat ratios. Agreement: same top-1 as the PyTorch model.
 """
+
 from __future__ import annotations
 
 import sys
@@ -50,8 +51,12 @@ VARIANTS = {
     "old default + int8 weights (Cast+Mul)": (STEM + UNFOLD_FOLD, ("Conv",), STEM, "castmul"),
     "all non-stem convs QDQ": (STEM, ("Conv",), STEM, "castmul"),
     "QDQ 3x3 + fusion + exp convs (new default)": (STEM + MV2 + UNFOLD_FOLD, ("Conv",), STEM, "castmul"),
-    "QDQ fusion convs only": (ALL_CONV_KEEP[:-3] + ("*.local_rep.conv_3x3", "conv_1x1_exp"), ("Conv",), STEM,
-                              "castmul"),
+    "QDQ fusion convs only": (
+        ALL_CONV_KEEP[:-3] + ("*.local_rep.conv_3x3", "conv_1x1_exp"),
+        ("Conv",),
+        STEM,
+        "castmul",
+    ),
     "new default + QDQ Gemm": (STEM + MV2 + UNFOLD_FOLD, ("Conv", "Gemm"), STEM, "castmul"),
     "weight-only int8, stem float (no QDQ)": (ALL_CONV_KEEP, ("Conv",), STEM, "castmul"),
     "weight-only int8 everywhere (no QDQ)": (ALL_CONV_KEEP, ("Conv",), (), "castmul"),
@@ -74,10 +79,22 @@ def _dq_weights(model, float_weights=(), min_size=128):
         scale = numpy_helper.to_array(inits[name + "_scale"])
         axis = int(np.argmax(scale.shape)) if scale.size > 1 else 0
         g.initializer.remove(inits[name + "_scale"])
-        g.initializer.extend([numpy_helper.from_array(scale.reshape(-1), name + "_scale"),
-                              numpy_helper.from_array(np.zeros(scale.size, np.int8), name + "_zp")])
-        nodes.insert(0, helper.make_node("DequantizeLinear", [name + "_int8", name + "_scale", name + "_zp"], [name],
-                                         name=name + "_DequantizeLinear", axis=axis))
+        g.initializer.extend(
+            [
+                numpy_helper.from_array(scale.reshape(-1), name + "_scale"),
+                numpy_helper.from_array(np.zeros(scale.size, np.int8), name + "_zp"),
+            ]
+        )
+        nodes.insert(
+            0,
+            helper.make_node(
+                "DequantizeLinear",
+                [name + "_int8", name + "_scale", name + "_zp"],
+                [name],
+                name=name + "_DequantizeLinear",
+                axis=axis,
+            ),
+        )
     del g.node[:]
     g.node.extend(nodes)
     return names
@@ -94,17 +111,16 @@ def _expand(net, patterns) -> tuple[str, ...]:
 def main(argv=None) -> int:
     """Build every variant, measure it and print (with ``--out`` also write) the Markdown table."""
     import onnx
-
     from onnx_inputs import load_bench_inputs, onnx_bench_parser
     from onnx_simplifier import interleaved, timed_session
-    from mvit.export.backends import onnx_backend as ob
-    from mvit.quant import onnx_qdq
-    from mvit.export.base import ExportCache, ExportJob
-    from mvit.model.images import labelled_indices
-    from mvit.export.parity import torch_logits
+
     from mvit.benchmarks.matrix import cpu_line
+    from mvit.export.backends import onnx_backend as ob
+    from mvit.export.base import ExportCache, ExportJob
+    from mvit.export.parity import torch_logits
     from mvit.model.checkpoint import file_sha256
-    from mvit.quant import Int8Options, int8_plan
+    from mvit.model.images import labelled_indices
+    from mvit.quant import Int8Options, int8_plan, onnx_qdq
 
     ap = onnx_bench_parser(__doc__, rounds=12)
     ap.add_argument("--only", nargs="*", help="variant names to build (default: all)")
@@ -117,8 +133,11 @@ def main(argv=None) -> int:
     ck, net, calib, val, x_val = inp.ckpt, inp.net, inp.calib, inp.val, inp.x_val
     labels = labelled_indices(inp.val_files, args.verify_data, ck.meta.labels)
     ref = torch_logits(ck.model, val, ck.meta.contract).argmax(1)
-    searched = tuple(int8_plan(ob.INT8_ROUTE, net, Int8Options(), checkpoint=Path(args.weights),
-                               sha256=file_sha256(args.weights)).float_units)
+    searched = tuple(
+        int8_plan(
+            ob.INT8_ROUTE, net, Int8Options(), checkpoint=Path(args.weights), sha256=file_sha256(args.weights)
+        ).float_units
+    )
     cache = ExportCache()
     saved = (onnx_qdq.LAYOUT, onnx_qdq.REDUCE_RANGE)
     _CASTMUL[:] = [onnx_qdq.compress_float_weights]
@@ -151,17 +170,28 @@ def main(argv=None) -> int:
             onnx_qdq.LAYOUTS.pop("variant", None)
         for name, r in rows.items():
             s = timed_session(r["path"], args.threads)
-            out = np.concatenate([s.run(None, {"image": x_val[i:i + 1]})[0] for i in range(len(x_val))])
+            out = np.concatenate([s.run(None, {"image": x_val[i : i + 1]})[0] for i in range(len(x_val))])
             c = ob.op_census(r["path"], args.threads)
-            float_ops = {op: sum(x["count"] for x in c["ops"] if x["op"].split(":")[-1] in kinds and x["dtype"] == "float32")
-                         for op, kinds in (("Conv", ("Conv", "FusedConv")), ("SiLU", ("Sigmoid", "QuickGelu")),
-                                           ("MatMul", ("MatMul", "FusedMatMul")))}
+            float_ops = {
+                op: sum(x["count"] for x in c["ops"] if x["op"].split(":")[-1] in kinds and x["dtype"] == "float32")
+                for op, kinds in (
+                    ("Conv", ("Conv", "FusedConv")),
+                    ("SiLU", ("Sigmoid", "QuickGelu")),
+                    ("MatMul", ("MatMul", "FusedMatMul")),
+                )
+            }
             head = c["integer"]
-            r["graph"] = (f"{head['integer_mac_ops']}/{head['mac_ops']}; {float_ops['Conv']} / {float_ops['SiLU']} / "
-                          f"{float_ops['MatMul']}; {head['conversions'].get('QuantizeLinear', 0)} / "
-                          f"{head['conversions'].get('DequantizeLinear', 0)}")
-            r.update(size=r["path"].stat().st_size, agree=float((out.argmax(1) == ref).mean()),
-                     top1=float((out.argmax(1) == labels).mean()), flips=int((out.argmax(1) != ref).sum()))
+            r["graph"] = (
+                f"{head['integer_mac_ops']}/{head['mac_ops']}; {float_ops['Conv']} / {float_ops['SiLU']} / "
+                f"{float_ops['MatMul']}; {head['conversions'].get('QuantizeLinear', 0)} / "
+                f"{head['conversions'].get('DequantizeLinear', 0)}"
+            )
+            r.update(
+                size=r["path"].stat().st_size,
+                agree=float((out.argmax(1) == ref).mean()),
+                top1=float((out.argmax(1) == labels).mean()),
+                flips=int((out.argmax(1) != ref).sum()),
+            )
             print(f"evaluated {name}: agreement {r['agree']:.2%}", flush=True)
         sessions = {name: timed_session(r["path"], args.threads) for name, r in rows.items()}
         ratios = {name: [] for name in rows}
@@ -175,25 +205,44 @@ def main(argv=None) -> int:
 
     ort_version = onnxruntime.__version__
     fp32_size = rows["fp32"]["size"]
-    command = " ".join(["python benchmarks/studies/onnx_int8_variants.py"] + [f'"{a}"' if " " in a else a for a in argv_used])
-    lines = [f"# ONNX int8 variants of {Path(args.weights).name} (onnxruntime {ort_version})", "",
-             f"Command: `{command}`", "", f"CPU: {cpu_line(args.threads)}, thread spinning off (sessions run in turn).", "",
-             (f"Latency ratio = median over {args.repeats} repeats of (variant median / fp32 "
-              f"median), {args.rounds}x{args.per_round} interleaved runs each; " if args.repeats else
-              "Not timed (--repeats 0); ") + f"agreement/top-1 on {len(val)} images "
-             f"of {args.verify_data}; {len(calib)} calibration images.", "",
-             "onnxruntime's optimised graph (ORT_ENABLE_ALL, CPU EP): integer / all multiply-accumulate ops; float "
-             "Conv / float SiLU (Sigmoid or QuickGelu) / float MatMul; QuantizeLinear / DequantizeLinear left.", "",
-             "| variant | size MB | size / fp32 | latency ms | latency / fp32 (repeats) | agreement | flips | top-1 "
-             "| optimised graph |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    command = " ".join(
+        ["python benchmarks/studies/onnx_int8_variants.py"] + [f'"{a}"' if " " in a else a for a in argv_used]
+    )
+    lines = [
+        f"# ONNX int8 variants of {Path(args.weights).name} (onnxruntime {ort_version})",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"CPU: {cpu_line(args.threads)}, thread spinning off (sessions run in turn).",
+        "",
+        (
+            f"Latency ratio = median over {args.repeats} repeats of (variant median / fp32 "
+            f"median), {args.rounds}x{args.per_round} interleaved runs each; "
+            if args.repeats
+            else "Not timed (--repeats 0); "
+        )
+        + f"agreement/top-1 on {len(val)} images "
+        f"of {args.verify_data}; {len(calib)} calibration images.",
+        "",
+        "onnxruntime's optimised graph (ORT_ENABLE_ALL, CPU EP): integer / all multiply-accumulate ops; float "
+        "Conv / float SiLU (Sigmoid or QuickGelu) / float MatMul; QuantizeLinear / DequantizeLinear left.",
+        "",
+        "| variant | size MB | size / fp32 | latency ms | latency / fp32 (repeats) | agreement | flips | top-1 "
+        "| optimised graph |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, r in rows.items():
         rs = ratios[name]
-        timed = (f"{np.median(r['ms']):.1f} | {np.median(rs):.3f} ({', '.join(f'{x:.2f}' for x in rs)})" if rs
-                 else "not timed | not timed")  # --repeats 0: agreement and census only
-        lines.append(f"| {name} | {r['size'] / 1e6:.2f} | {r['size'] / fp32_size:.3f} | {timed} "
-                     f"| {r['agree']:.2%} | {r['flips']} "
-                     f"| {r['top1']:.2%} | {r['graph']} |")
+        timed = (
+            f"{np.median(r['ms']):.1f} | {np.median(rs):.3f} ({', '.join(f'{x:.2f}' for x in rs)})"
+            if rs
+            else "not timed | not timed"
+        )  # --repeats 0: agreement and census only
+        lines.append(
+            f"| {name} | {r['size'] / 1e6:.2f} | {r['size'] / fp32_size:.3f} | {timed} "
+            f"| {r['agree']:.2%} | {r['flips']} "
+            f"| {r['top1']:.2%} | {r['graph']} |"
+        )
     report = "\n".join(lines) + "\n"
     print(report)
     if args.out:

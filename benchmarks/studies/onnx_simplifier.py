@@ -8,6 +8,7 @@ int8 model of each is then built by the ONNX backend from that fp32 graph (same 
 Latency: all sessions live in this one process, at ``--threads`` intra-op threads, and are timed
 interleaved, round by round in rotating order; medians and ratios to the unsimplified graph.
 """
+
 from __future__ import annotations
 
 import collections
@@ -17,8 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-CHAINS = {"none": (), "onnxsim": ("onnxsim",), "onnxslim": ("onnxslim",),
-          "onnxsim+onnxslim": ("onnxsim", "onnxslim"), "onnxslim+onnxsim": ("onnxslim", "onnxsim")}
+CHAINS = {
+    "none": (),
+    "onnxsim": ("onnxsim",),
+    "onnxslim": ("onnxslim",),
+    "onnxsim+onnxslim": ("onnxsim", "onnxslim"),
+    "onnxslim+onnxsim": ("onnxslim", "onnxsim"),
+}
 
 
 def _chain(model, tools):
@@ -39,15 +45,16 @@ def timed_session(path: Path, threads: int, optimized: Path | None = None):
 def interleaved(sessions: dict, x: np.ndarray, rounds: int, per_round: int) -> dict:
     from mvit.benchmarks.latency import interleaved_medians
 
-    return interleaved_medians({k: (lambda s=s: s.run(None, {"image": x})) for k, s in sessions.items()},
-                               rounds, per_round)
+    return interleaved_medians(
+        {k: (lambda s=s: s.run(None, {"image": x})) for k, s in sessions.items()}, rounds, per_round
+    )
 
 
 def main(argv=None) -> int:
     """Simplify, build, time and compare every chain; write ``--out`` and print it."""
     import onnx
-
     from onnx_inputs import load_bench_inputs, onnx_bench_parser
+
     from mvit.export.backends import onnx_backend as ob
     from mvit.export.base import ExportJob
 
@@ -82,14 +89,25 @@ def main(argv=None) -> int:
                 m = onnx.load(str(path))
                 opt = tmp / f"{name}-{precision}.opt.onnx"
                 timed_session(path, args.threads, opt)
-                rows.append({"chain": name, "precision": precision, "path": path, "nodes": len(m.graph.node),
-                             "ops": collections.Counter(n.op_type for n in m.graph.node),
-                             "ort_nodes": len(onnx.load(str(opt)).graph.node), "bytes": path.stat().st_size,
-                             "simplify_s": float(np.median(spent)), "int8_build_s": int8_s})
+                rows.append(
+                    {
+                        "chain": name,
+                        "precision": precision,
+                        "path": path,
+                        "nodes": len(m.graph.node),
+                        "ops": collections.Counter(n.op_type for n in m.graph.node),
+                        "ort_nodes": len(onnx.load(str(opt)).graph.node),
+                        "bytes": path.stat().st_size,
+                        "simplify_s": float(np.median(spent)),
+                        "int8_build_s": int8_s,
+                    }
+                )
             print(f"{name}: built", flush=True)
         sessions = {(r["chain"], r["precision"]): timed_session(r["path"], args.threads) for r in rows}
-        logits = {k: np.concatenate([s.run(None, {"image": x_val[i:i + 1]})[0] for i in range(len(x_val))])
-                  for k, s in sessions.items()}
+        logits = {
+            k: np.concatenate([s.run(None, {"image": x_val[i : i + 1]})[0] for i in range(len(x_val))])
+            for k, s in sessions.items()
+        }
         lats = [interleaved(sessions, x_val[:1], args.rounds, args.per_round) for _ in range(args.repeats)]
     for r in rows:
         key, base = (r["chain"], r["precision"]), ("none", r["precision"])
@@ -109,9 +127,11 @@ def _markdown(rows, args, n_val, export_s) -> str:
     import onnxsim
     import onnxslim
 
-    cmd = (f"python benchmarks/studies/onnx_simplifier.py --calib {args.calib} --verify-data {args.verify_data} "
-           f"--threads {args.threads} --rounds {args.rounds} --per-round {args.per_round} --repeats {args.repeats} "
-           f"--out {args.out}")
+    cmd = (
+        f"python benchmarks/studies/onnx_simplifier.py --calib {args.calib} --verify-data {args.verify_data} "
+        f"--threads {args.threads} --rounds {args.rounds} --per-round {args.per_round} --repeats {args.repeats} "
+        f"--out {args.out}"
+    )
     lines = [
         "# ONNX graph simplifiers: onnxsim vs onnxslim",
         "",
@@ -130,10 +150,12 @@ def _markdown(rows, args, n_val, export_s) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['chain']} | {r['precision']} | {r['nodes']} | {r['ort_nodes']} | {r['ops']['Reshape']} "
-                     f"| {r['bytes']:,} | {r['simplify_s']:.2f} | {r['ms']:.1f} | {np.median(r['ratios']):.3f} "
-                     f"({', '.join(f'{x:.2f}' for x in r['ratios'])}) "
-                     f"| {r['maxdiff']:.2g} | {r['agree']:.2%} |")
+        lines.append(
+            f"| {r['chain']} | {r['precision']} | {r['nodes']} | {r['ort_nodes']} | {r['ops']['Reshape']} "
+            f"| {r['bytes']:,} | {r['simplify_s']:.2f} | {r['ms']:.1f} | {np.median(r['ratios']):.3f} "
+            f"({', '.join(f'{x:.2f}' for x in r['ratios'])}) "
+            f"| {r['maxdiff']:.2g} | {r['agree']:.2%} |"
+        )
     lines += ["", f"Command: `{cmd}`", ""]
     return "\n".join(lines)
 

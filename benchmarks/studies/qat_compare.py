@@ -22,6 +22,7 @@ interpreter here (no Core ML runtime off macOS), on the first ``--coreml-images`
 
 writes ``qat.md`` and ``qat.json`` (with the QAT run's own summary.json, when beside the checkpoint).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,7 +43,7 @@ def _evaluate(artifact: Path, pixels: np.ndarray, threads: int) -> np.ndarray:
 
     runner = load_artifact_runner(artifact, threads)
     try:
-        return np.concatenate([runner.run(pixels[i:i + 1]) for i in range(len(pixels))])
+        return np.concatenate([runner.run(pixels[i : i + 1]) for i in range(len(pixels))])
     finally:
         runner.close()
 
@@ -93,13 +94,16 @@ def run(args, say) -> dict:
     own = torch_logits(qat.model, val, contract)
     common = {"calib": Path(args.calib), "calib_count": args.calib_count, "threads": args.threads}
     arts = []  # (label, format, path, export seconds)
-    for label, ckpt, extra in (("PTQ histogram", args.float, {"keep_float": ("none",)}),
-                               ("PTQ min-max", args.float, {"keep_float": ("none",), "calib_method": "min-max"}),
-                               ("QAT", args.qat, {})):
+    for label, ckpt, extra in (
+        ("PTQ histogram", args.float, {"keep_float": ("none",)}),
+        ("PTQ min-max", args.float, {"keep_float": ("none",), "calib_method": "min-max"}),
+        ("QAT", args.qat, {}),
+    ):
         formats = FORMATS if label != "PTQ min-max" else ("tflite", "coreml")
         say(f"exporting {label} ({', '.join(formats)}) ...")
-        for r in _export(say, checkpoint=Path(ckpt), formats=formats, out=work / label.replace(" ", "-"),
-                         **common, **extra):
+        for r in _export(
+            say, checkpoint=Path(ckpt), formats=formats, out=work / label.replace(" ", "-"), **common, **extra
+        ):
             arts.append((label, r.format, r.artifact, r.seconds, r.meta.get("quantization_details", {})))
     calib, _ = load_pixels(image_files(args.calib), contract, args.calib_count)
     say("exporting the PT2E PTQ graph as QDQ ONNX ...")
@@ -114,24 +118,38 @@ def run(args, say) -> dict:
         t0 = time.perf_counter()
         scores = _evaluate(path, val[:n], args.threads)
         top = scores.argmax(1)
-        row = {"method": label, "format": fmt, "artifact": str(path), "export_s": round(seconds, 1),
-               "eval_s": round(time.perf_counter() - t0, 1), "images": n,
-               "agreement_with_float": float(np.mean(top == ref[:n].argmax(1))),
-               "agreement_with_own_float": float(np.mean(top == (own if label == "QAT" else ref)[:n].argmax(1))),
-               "top1": float(np.mean(top == labels[:n])) if labels is not None else None,
-               "learned_ranges_applied": details.get("learned_ranges_applied"),
-               "calibrated_ranges": details.get("calibrated_ranges")}
+        row = {
+            "method": label,
+            "format": fmt,
+            "artifact": str(path),
+            "export_s": round(seconds, 1),
+            "eval_s": round(time.perf_counter() - t0, 1),
+            "images": n,
+            "agreement_with_float": float(np.mean(top == ref[:n].argmax(1))),
+            "agreement_with_own_float": float(np.mean(top == (own if label == "QAT" else ref)[:n].argmax(1))),
+            "top1": float(np.mean(top == labels[:n])) if labels is not None else None,
+            "learned_ranges_applied": details.get("learned_ranges_applied"),
+            "calibrated_ranges": details.get("calibrated_ranges"),
+        }
         row["census"] = census(path, fmt)
         rows.append(row)
     summary_path = Path(args.qat).parent / "summary.json"
     qat_run = json.loads(summary_path.read_text()) if summary_path.exists() else None
-    return {"float": str(args.float), "float_sha256": flt.sha256, "qat": str(args.qat), "qat_sha256": qat.sha256,
-            "qat_provenance": qat.meta.provenance, "qat_run": qat_run,
-            "float_top1": float(np.mean(ref.argmax(1) == labels)) if labels is not None else None,
-            "qat_float_top1": float(np.mean(own.argmax(1) == labels)) if labels is not None else None,
-            "qat_float_agreement": float(np.mean(own.argmax(1) == ref.argmax(1))),
-            "calibration": f"{args.calib_count} images of {args.calib}", "evaluation": f"{len(val)} images of {args.val}",
-            "command": "python benchmarks/studies/qat_compare.py " + " ".join(sys.argv[1:]), "rows": rows}
+    return {
+        "float": str(args.float),
+        "float_sha256": flt.sha256,
+        "qat": str(args.qat),
+        "qat_sha256": qat.sha256,
+        "qat_provenance": qat.meta.provenance,
+        "qat_run": qat_run,
+        "float_top1": float(np.mean(ref.argmax(1) == labels)) if labels is not None else None,
+        "qat_float_top1": float(np.mean(own.argmax(1) == labels)) if labels is not None else None,
+        "qat_float_agreement": float(np.mean(own.argmax(1) == ref.argmax(1))),
+        "calibration": f"{args.calib_count} images of {args.calib}",
+        "evaluation": f"{len(val)} images of {args.val}",
+        "command": "python benchmarks/studies/qat_compare.py " + " ".join(sys.argv[1:]),
+        "rows": rows,
+    }
 
 
 def render(rep: dict) -> str:
@@ -155,10 +173,13 @@ def render(rep: dict) -> str:
     ]
     for r in rep["rows"]:
         c = r.get("census")
-        lines.append(f"| {r['method']} | {r['format']} | {r['images']} | {100 * r['agreement_with_float']:.2f}% | "
-                     + (f"{100 * r['top1']:.2f}%" if r["top1"] is not None else "")
-                     + f" | {r['export_s']:.0f} | {heavy_ops(c)} | "
-                     + (f"{c['quantize']} / {c['dequantize']}" if c else "") + " |")
+        lines.append(
+            f"| {r['method']} | {r['format']} | {r['images']} | {100 * r['agreement_with_float']:.2f}% | "
+            + (f"{100 * r['top1']:.2f}%" if r["top1"] is not None else "")
+            + f" | {r['export_s']:.0f} | {heavy_ops(c)} | "
+            + (f"{c['quantize']} / {c['dequantize']}" if c else "")
+            + " |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -4,6 +4,7 @@ must not see the verification images (benchmarks/results/int8_search.md).
 
     python benchmarks/studies/split_halves.py ../shared/data/trashnet6/val /tmp/valsplit
 """
+
 from __future__ import annotations
 
 import argparse

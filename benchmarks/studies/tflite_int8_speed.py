@@ -13,6 +13,7 @@ per row, the starting row rotating each round; medians of all invokes. Run it on
     python benchmarks/studies/tflite_int8_speed.py --calib ../shared/data/trashnet6/train \\
         --val ../shared/data/trashnet6/val --out benchmarks/results/tflite_int8_speed.md
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,8 +61,17 @@ def _convert(module: nn.Module, sample: torch.Tensor, path: Path, quantizer=None
     path.write_bytes(finish_graph(data)[0] if pad_in_float else shorten_tensor_names(data))
 
 
-def int8_tflite(module: nn.Module, calib: torch.Tensor, path: Path, keep_float=(), quantize_silu=True,
-                pad_in_float=True, quantize_attention=True, input_range=None, int8_chain=True) -> None:
+def int8_tflite(
+    module: nn.Module,
+    calib: torch.Tensor,
+    path: Path,
+    keep_float=(),
+    quantize_silu=True,
+    pad_in_float=True,
+    quantize_attention=True,
+    input_range=None,
+    int8_chain=True,
+) -> None:
     """PT2E int8 (the export's quantizer and calibration) of ``module``, calibrated on ``calib``, to ``path``;
     ``pad_in_float=False`` skips mvit-export's dequantize-before-pad rewrite (export/tflite_passes.py);
     ``quantize_attention``, ``int8_chain``: as ``mvit.quant.pt2e.quantizer_for``; ``input_range``: the graph
@@ -71,7 +81,9 @@ def int8_tflite(module: nn.Module, calib: torch.Tensor, path: Path, keep_float=(
 
     from mvit.quant.pt2e import _calibrate, quantizer_for
 
-    q = quantizer_for(module, "histogram", tuple(keep_float), quantize_silu, input_range, quantize_attention, int8_chain)
+    q = quantizer_for(
+        module, "histogram", tuple(keep_float), quantize_silu, input_range, quantize_attention, int8_chain
+    )
     sample = calib[:1]
     with torch.no_grad():
         prepared = _calibrate(module, sample, q, lambda i, j: calib[i:j], len(calib))
@@ -92,8 +104,10 @@ def _stack(kind: str) -> tuple[nn.Module, tuple[int, ...]]:
         "conv 3x3, 64 ch, 64x64": (lambda: nn.Conv2d(64, 64, 3, padding=1), (1, 64, 64, 64)),
         "conv 1x1, 128 ch, 64x64": (lambda: nn.Conv2d(128, 128, 1), (1, 128, 64, 64)),
         "depthwise 3x3, 128 ch, 64x64": (lambda: nn.Conv2d(128, 128, 3, padding=1, groups=128), (1, 128, 64, 64)),
-        "linear 96->192->96, 256 tokens": (lambda: nn.Sequential(nn.Linear(96, 192), nn.ReLU(), nn.Linear(192, 96)),
-                                           (1, 256, 96)),
+        "linear 96->192->96, 256 tokens": (
+            lambda: nn.Sequential(nn.Linear(96, 192), nn.ReLU(), nn.Linear(192, 96)),
+            (1, 256, 96),
+        ),
         "conv 1x1 + SiLU, 128 ch, 64x64": (lambda: nn.Sequential(nn.Conv2d(128, 128, 1), nn.SiLU()), (1, 128, 64, 64)),
         ATTENTION: (_Attention, (1, 16, 256, 48)),
     }
@@ -108,8 +122,14 @@ def kernels(tmp: Path, threads: int, rounds: int, per: int) -> list[dict]:
     """fp32 vs int8 latency of six stacked layers of each kind (everything int8)."""
     rows = []
     torch.manual_seed(0)
-    for kind in ("conv 3x3, 64 ch, 64x64", "conv 1x1, 128 ch, 64x64", "depthwise 3x3, 128 ch, 64x64",
-                 "linear 96->192->96, 256 tokens", "conv 1x1 + SiLU, 128 ch, 64x64", ATTENTION):
+    for kind in (
+        "conv 3x3, 64 ch, 64x64",
+        "conv 1x1, 128 ch, 64x64",
+        "depthwise 3x3, 128 ch, 64x64",
+        "linear 96->192->96, 256 tokens",
+        "conv 1x1 + SiLU, 128 ch, 64x64",
+        ATTENTION,
+    ):
         net, shape = _stack(kind)
         f, q = tmp / "k_fp32.tflite", tmp / "k_int8.tflite"
         _convert(net, torch.zeros(*shape), f)
@@ -140,20 +160,23 @@ def _agreement(fp32: Path, int8: Path, x: np.ndarray, threads: int) -> float:
     return float((tflite_top1(fp32, x, threads) == tflite_top1(int8, x, threads)).mean() * 100)
 
 
-def whole_model(weights: Path, calib_dir: Path, val_dir: Path, calib_count: int, tmp: Path, threads: int,
-                rounds: int, per: int) -> list[dict]:
+def whole_model(
+    weights: Path, calib_dir: Path, val_dir: Path, calib_count: int, tmp: Path, threads: int, rounds: int, per: int
+) -> list[dict]:
     """fp32 vs int8 variants of the checkpoint: latency ratio and agreement on ``val_dir``."""
-    from mvit.model.images import image_files, load_pixels
     from mvit.export.tflite_passes import dequantize_before_pad
     from mvit.model.checkpoint import file_sha256, load_checkpoint
     from mvit.model.export_prep import prepare_for_export
+    from mvit.model.images import image_files, load_pixels
     from mvit.model.preprocess import normalize_hwc_uint8
     from mvit.quant import Int8Options, int8_plan
     from mvit.quant.pt2e import model_input_range
 
     ck = load_checkpoint(weights)
     net, contract = prepare_for_export(ck.model), ck.meta.contract
-    calib = torch.from_numpy(normalize_hwc_uint8(load_pixels(image_files(calib_dir), contract, calib_count)[0], contract))
+    calib = torch.from_numpy(
+        normalize_hwc_uint8(load_pixels(image_files(calib_dir), contract, calib_count)[0], contract)
+    )
     val = normalize_hwc_uint8(load_pixels(image_files(val_dir), contract)[0], contract)
     stem = ("conv_1", "layer_1", "layer_2")  # the float stem the hand-written default kept until the search
     plan = int8_plan("pt2e", net, Int8Options(), checkpoint=weights, sha256=file_sha256(weights))
@@ -161,13 +184,14 @@ def whole_model(weights: Path, calib_dir: Path, val_dir: Path, calib_count: int,
     tag = f"searched float set ({len(searched)} modules, {plan.source})"
     # (name, float modules, SiLU int8, attention int8); the second row is the first's file in the converter's order
     # (name, float modules, SiLU int8, mvit's XNNPACK graph: attention and adds int8, shared moves)
-    variants = [(f"int8, {tag}: mvit-export's default", searched, True, True),
-                ("int8, the same, PAD before DEQUANTIZE (the converter's order)", None, None, None),
-                ("int8, the same, SiLU float (litert-torch's annotation)", searched, False, True),
-                ("int8, the same in litert-torch's graph (attention, residual adds, moves float)", searched, True,
-                 False),
-                ("int8, stem float (the hand-written default before the search)", stem, True, True),
-                ("int8, nothing float", (), True, True)]
+    variants = [
+        (f"int8, {tag}: mvit-export's default", searched, True, True),
+        ("int8, the same, PAD before DEQUANTIZE (the converter's order)", None, None, None),
+        ("int8, the same, SiLU float (litert-torch's annotation)", searched, False, True),
+        ("int8, the same in litert-torch's graph (attention, residual adds, moves float)", searched, True, False),
+        ("int8, stem float (the hand-written default before the search)", stem, True, True),
+        ("int8, nothing float", (), True, True),
+    ]
     input_range = model_input_range(contract)
     fp32 = tmp / "fp32.tflite"
     _convert(net, torch.zeros(1, 3, *contract.input_size), fp32)
@@ -179,8 +203,15 @@ def whole_model(weights: Path, calib_dir: Path, val_dir: Path, calib_count: int,
     ms = interleaved_median_ms(paths, threads, rounds, per)
     rows = [{"model": "fp32", "ms": ms[0], "ratio": 1.0, "agreement": 100.0, "size": fp32.stat().st_size}]
     for (name, *_), p, t in zip(variants, paths[1:], ms[1:]):
-        rows.append({"model": name, "ms": t, "ratio": t / ms[0], "agreement": _agreement(fp32, p, val, threads),
-                     "size": p.stat().st_size})
+        rows.append(
+            {
+                "model": name,
+                "ms": t,
+                "ratio": t / ms[0],
+                "agreement": _agreement(fp32, p, val, threads),
+                "size": p.stat().st_size,
+            }
+        )
     return rows
 
 
@@ -189,17 +220,32 @@ def render(kernel_rows: list[dict], model_rows: list[dict], args) -> str:
     from mvit.benchmarks.matrix import cpu_info
 
     cpu, isa = cpu_info()
-    lines = [f"# int8 vs fp32 TFLite speed on this CPU ({cpu}; {', '.join(isa) or '?'})", "",
-             f"XNNPACK, {args.threads} threads, batch 1, medians of {args.rounds} rotating rounds x {args.per} "
-             "invokes. Command: `python benchmarks/studies/tflite_int8_speed.py " + " ".join(args.argv) + "`", "",
-             "## Kernels: six stacked layers, fp32 vs PT2E int8", "",
-             "| layers | fp32 ms | int8 ms | int8 / fp32 |", "|---|---:|---:|---:|"]
-    lines += [f"| {r['layer']} | {r['fp32_ms']:.2f} | {r['int8_ms']:.2f} | {r['int8_ms'] / r['fp32_ms']:.2f} |"
-              for r in kernel_rows]
-    lines += ["", f"## {Path(args.weights).name}: {args.calib_count} calibration images, agreement on {args.val}", "",
-              "| artifact | MB | median ms | / fp32 | top-1 agreement % |", "|---|---:|---:|---:|---:|"]
-    lines += [f"| {r['model']} | {r['size'] / 1e6:.2f} | {r['ms']:.2f} | {r['ratio']:.2f} | {r['agreement']:.2f} |"
-              for r in model_rows]
+    lines = [
+        f"# int8 vs fp32 TFLite speed on this CPU ({cpu}; {', '.join(isa) or '?'})",
+        "",
+        f"XNNPACK, {args.threads} threads, batch 1, medians of {args.rounds} rotating rounds x {args.per} "
+        "invokes. Command: `python benchmarks/studies/tflite_int8_speed.py " + " ".join(args.argv) + "`",
+        "",
+        "## Kernels: six stacked layers, fp32 vs PT2E int8",
+        "",
+        "| layers | fp32 ms | int8 ms | int8 / fp32 |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r['layer']} | {r['fp32_ms']:.2f} | {r['int8_ms']:.2f} | {r['int8_ms'] / r['fp32_ms']:.2f} |"
+        for r in kernel_rows
+    ]
+    lines += [
+        "",
+        f"## {Path(args.weights).name}: {args.calib_count} calibration images, agreement on {args.val}",
+        "",
+        "| artifact | MB | median ms | / fp32 | top-1 agreement % |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r['model']} | {r['size'] / 1e6:.2f} | {r['ms']:.2f} | {r['ratio']:.2f} | {r['agreement']:.2f} |"
+        for r in model_rows
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -227,8 +273,16 @@ def main(argv=None) -> int:
     torch.set_flush_denormal(True)
     with tempfile.TemporaryDirectory() as tmp:
         k = kernels(Path(tmp), args.threads, args.rounds, args.per)
-        m = whole_model(Path(args.weights), Path(args.calib), Path(args.val), args.calib_count, Path(tmp),
-                        args.threads, args.rounds, args.per)
+        m = whole_model(
+            Path(args.weights),
+            Path(args.calib),
+            Path(args.val),
+            args.calib_count,
+            Path(tmp),
+            args.threads,
+            args.rounds,
+            args.per,
+        )
     text = render(k, m, args)
     if args.out:
         Path(args.out).write_text(text)

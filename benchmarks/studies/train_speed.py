@@ -6,6 +6,7 @@ Each configuration runs a few full training steps (forward, backward, AdamW) on 
 configurations are interleaved round by round and the median images/s is reported with its ratio to
 plain fp32, so a busy machine slows every column alike.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,8 +54,10 @@ def main(argv=None):
     a = p.parse_args(argv)
     torch.set_flush_denormal(True)
     names = a.configs.split(",")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
-          f"{torch.backends.cpu.get_cpu_capability()}; {a.model}, batch {a.batch}, median of {a.rounds} rounds")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
+        f"{torch.backends.cpu.get_cpu_capability()}; {a.model}, batch {a.batch}, median of {a.rounds} rounds"
+    )
     rows = []
     for size in (int(s) for s in a.sizes.split(",")):
         steps = {c: make_step(a.model, size, a.batch, *CONFIGS[c]) for c in names}

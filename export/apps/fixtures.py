@@ -37,24 +37,24 @@ the apps' model folders as ``benchmark_input.rgba`` + ``benchmark_input.json``
 CLI: ``python -m mvit.export.apps.fixtures`` regenerates the committed copies in both apps and their
 benchmark inputs (``--shipped``: only the installed models' cases, ``--no-shipped``: only the synthetic ones).
 """
+
 from __future__ import annotations
 
 import argparse
 import hashlib
 import json
 import shutil
-import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 from PIL import Image
 
-from .slots import APPS, REPO
-from ..api import load_artifact_runner
-from ..backends import get_backend
 from ...model.contract import PreprocessContract
 from ...model.preprocess import load_rgb, normalize_hwc_uint8, pixels_uint8
+from ..api import load_artifact_runner
+from ..backends import get_backend
+from .slots import APPS, REPO
 
 FIXTURE_SCHEMA = "mvit.app_fixtures/1"
 APP_FIXTURE_DIRS = (
@@ -63,15 +63,15 @@ APP_FIXTURE_DIRS = (
 )
 
 TOLERANCES = {
-    "pixels_uint8": 0,          # every resized/cropped pixel, exact
-    "tensor_float_abs": 0.0,    # sampled float32 values, exact (IEEE single precision, same op order)
-    "tensor_sum_rel": 1e-9,     # float64 sum of the float32 tensor (summation order may differ)
-    "quantized": 0,             # int8/uint8 values, exact (round half to even, clamp)
-    "probability_abs": 1e-6,    # softmax outputs
+    "pixels_uint8": 0,  # every resized/cropped pixel, exact
+    "tensor_float_abs": 0.0,  # sampled float32 values, exact (IEEE single precision, same op order)
+    "tensor_sum_rel": 1e-9,  # float64 sum of the float32 tensor (summation order may differ)
+    "quantized": 0,  # int8/uint8 values, exact (round half to even, clamp)
+    "probability_abs": 1e-6,  # softmax outputs
     # Shipped-model cases (shipped_models.json): re-running an artifact on another CPU.
-    "model_output_float_abs": 1e-3,      # float TFLite logits (XNNPACK kernels differ per CPU)
-    "model_output_quantized_steps": 1,   # int8/uint8 outputs, in quantisation steps
-    "coreml_probability_abs": 5e-3,      # Core ML probabilities from the reference interpreter
+    "model_output_float_abs": 1e-3,  # float TFLite logits (XNNPACK kernels differ per CPU)
+    "model_output_quantized_steps": 1,  # int8/uint8 outputs, in quantisation steps
+    "coreml_probability_abs": 5e-3,  # Core ML probabilities from the reference interpreter
     # W8A8 Core ML: a different summation order (BLAS threads, CPU) can move one activation across an
     # fp16 rounding boundary and so by a whole int8 step; measured 0.0116 between two interpreter builds.
     "coreml_int8_probability_abs": 3e-2,
@@ -80,13 +80,19 @@ TOLERANCES = {
 # Small contracts: the fixture JSON stays small while covering every option of the contract.
 FIXTURE_CONTRACTS: dict[str, PreprocessContract] = {
     "bilinear_24x32_meanstd_rgb": PreprocessContract(
-        input_size=(24, 32), crop_fraction=1.0, interpolation="bilinear",
-        mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), channel_order="RGB"),
+        input_size=(24, 32),
+        crop_fraction=1.0,
+        interpolation="bilinear",
+        mean=(0.485, 0.456, 0.406),
+        std=(0.229, 0.224, 0.225),
+        channel_order="RGB",
+    ),
     "bicubic_24x24_crop0875_bgr": PreprocessContract(
-        input_size=(24, 24), crop_fraction=0.875, interpolation="bicubic", channel_order="BGR"),
+        input_size=(24, 24), crop_fraction=0.875, interpolation="bicubic", channel_order="BGR"
+    ),
     "nearest_16x20_crop09_half": PreprocessContract(
-        input_size=(16, 20), crop_fraction=0.9, interpolation="nearest",
-        mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+        input_size=(16, 20), crop_fraction=0.9, interpolation="nearest", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)
+    ),
 }
 
 QUANT_PARAMS = {
@@ -97,6 +103,7 @@ QUANT_PARAMS = {
 
 # --------------------------------------------------------------------------------------------
 # helpers (checksums the Kotlin/Swift tests re-implement in a few lines)
+
 
 def fnv1a32(data: bytes) -> int:
     """32-bit FNV-1a of ``data`` (trivial to reproduce in Kotlin and Swift)."""
@@ -156,6 +163,7 @@ def _b64(a: np.ndarray) -> str:
 
 # --------------------------------------------------------------------------------------------
 # synthetic images
+
 
 def _synthetic_images() -> dict[str, Image.Image]:
     """Deterministic small images (no randomness beyond a seeded generator)."""
@@ -217,6 +225,7 @@ def _stored_rgba(path: Path) -> tuple[np.ndarray, int]:
 # --------------------------------------------------------------------------------------------
 # YUV_420_888 camera frames
 
+
 # Full-range BT.601 (JFIF), 16.16 fixed point, floor shifts: the formula the apps implement.
 def yuv_to_rgb(y: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     y = y.astype(np.int64)
@@ -240,7 +249,7 @@ def _make_yuv_frame(rgb: np.ndarray, layout: str, row_pad: int):
     y_stride = w + row_pad
     buf = bytearray(y_stride * h)
     for r in range(h):
-        buf[r * y_stride: r * y_stride + w] = yv[r].tobytes()
+        buf[r * y_stride : r * y_stride + w] = yv[r].tobytes()
     planes = {"y": {"offset": 0, "row_stride": y_stride, "pixel_stride": 1}}
     if layout == "i420":  # planar chroma, pixel stride 1
         c_stride = w // 2 + row_pad
@@ -248,7 +257,7 @@ def _make_yuv_frame(rgb: np.ndarray, layout: str, row_pad: int):
             off = len(buf)
             cbuf = bytearray(c_stride * (h // 2))
             for r in range(h // 2):
-                cbuf[r * c_stride: r * c_stride + w // 2] = plane[r].tobytes()
+                cbuf[r * c_stride : r * c_stride + w // 2] = plane[r].tobytes()
             buf += cbuf
             planes[name] = {"offset": off, "row_stride": c_stride, "pixel_stride": 1}
     elif layout == "nv21":  # interleaved V,U (what most Android cameras deliver), pixel stride 2
@@ -257,7 +266,7 @@ def _make_yuv_frame(rgb: np.ndarray, layout: str, row_pad: int):
         cbuf = bytearray(c_stride * (h // 2))
         for r in range(h // 2):
             inter = np.stack([vv[r], uv[r]], -1).reshape(-1)  # V0 U0 V1 U1 ...
-            cbuf[r * c_stride: r * c_stride + w] = inter.tobytes()
+            cbuf[r * c_stride : r * c_stride + w] = inter.tobytes()
         buf += cbuf
         planes["v"] = {"offset": off, "row_stride": c_stride, "pixel_stride": 2}
         planes["u"] = {"offset": off + 1, "row_stride": c_stride, "pixel_stride": 2}
@@ -280,6 +289,7 @@ def _make_yuv_frame(rgb: np.ndarray, layout: str, row_pad: int):
 
 # --------------------------------------------------------------------------------------------
 # expected values
+
 
 def _tensor_record(pixels: np.ndarray, contract: PreprocessContract, full_pixels: bool) -> dict:
     h, w = contract.input_size
@@ -313,8 +323,14 @@ def _geometry(width: int, height: int, contract: PreprocessContract) -> dict:
     scale = contract.resize_short / min(width, height)
     new_w = max(w_out, int(round(width * scale)))
     new_h = max(h_out, int(round(height * scale)))
-    return {"resized_width": new_w, "resized_height": new_h,
-            "left": (new_w - w_out) // 2, "top": (new_h - h_out) // 2, "width": w_out, "height": h_out}
+    return {
+        "resized_width": new_w,
+        "resized_height": new_h,
+        "left": (new_w - w_out) // 2,
+        "top": (new_h - h_out) // 2,
+        "width": w_out,
+        "height": h_out,
+    }
 
 
 def _postprocess_cases() -> list[dict]:
@@ -326,37 +342,50 @@ def _postprocess_cases() -> list[dict]:
         ("float_logits_tie", np.array([2.0, 2.0, -1.0, 2.0, 0.5, 0.5], np.float32), None, "logits"),
         ("float_probabilities", np.array([0.05, 0.1, 0.05, 0.6, 0.15, 0.05], np.float32), None, "probabilities"),
         ("int8_logits", np.array([-40, 17, 90, -128, 127, 3], np.int8), {"scale": 0.0625, "zero_point": -10}, "logits"),
-        ("uint8_probabilities", np.array([0, 12, 200, 30, 13, 0], np.uint8), {"scale": 1 / 256, "zero_point": 0}, "probabilities"),
+        (
+            "uint8_probabilities",
+            np.array([0, 12, 200, 30, 13, 0], np.uint8),
+            {"scale": 1 / 256, "zero_point": 0},
+            "probabilities",
+        ),
         ("float_logits_large", np.array([1000.0, 999.0, -1000.0, 998.5, 0.0, 1.0], np.float32), None, "logits"),
     ]
     for name, values, qp, kind in raw:
         deq = dequantize(values, qp)
         probs = softmax(deq) if kind == "logits" else deq.astype(np.float64)
         top = top_k(probs, 3)
-        cases.append({
-            "name": name,
-            "dtype": str(values.dtype),
-            "values": [v.item() for v in values],
-            "quantization": qp,
-            "kind": kind,
-            "dequantized": [float(v) for v in deq],
-            "probabilities": [float(p) for p in probs],
-            "top3": [{"index": i, "label": labels[i], "score": float(probs[i])} for i in top],
-        })
+        cases.append(
+            {
+                "name": name,
+                "dtype": str(values.dtype),
+                "values": [v.item() for v in values],
+                "quantization": qp,
+                "kind": kind,
+                "dequantized": [float(v) for v in deq],
+                "probabilities": [float(p) for p in probs],
+                "top3": [{"index": i, "label": labels[i], "score": float(probs[i])} for i in top],
+            }
+        )
     return cases
 
 
-def example_model_meta(variant: str = "float", contract: PreprocessContract | None = None,
-                       labels: Sequence[str] | None = None) -> dict:
+def example_model_meta(
+    variant: str = "float", contract: PreprocessContract | None = None, labels: Sequence[str] | None = None
+) -> dict:
     """A ``model_meta.json`` document (docs/model_meta.md) for the fixtures and installer tests."""
     contract = contract or PreprocessContract()
     labels = list(labels or ["cardboard", "glass", "metal", "paper", "plastic", "trash"])
     h, w = contract.input_size
     nhwc = [1, h, w, 3]
-    inp = {"name": "image", "shape": nhwc, "layout": "NHWC", "dtype": "float32",
-           "quantization": None, "normalization_in_model": False}
-    out = {"name": "logits", "shape": [1, len(labels)], "dtype": "float32", "quantization": None,
-           "kind": "logits"}
+    inp = {
+        "name": "image",
+        "shape": nhwc,
+        "layout": "NHWC",
+        "dtype": "float32",
+        "quantization": None,
+        "normalization_in_model": False,
+    }
+    out = {"name": "logits", "shape": [1, len(labels)], "dtype": "float32", "quantization": None, "kind": "logits"}
     precision = "fp32"
     if variant == "int8":
         inp.update(dtype="int8", quantization={"scale": 1 / 255, "zero_point": -128})
@@ -393,20 +422,20 @@ SHIPPED_COMMAND = "python -m mvit.export.apps.fixtures --shipped"
 INTERPRETED_IMAGES = 3  # models whose runner is a reference interpreter (Core ML): seconds per image
 SHIPPED_NOTES = {
     "what": "for each model installed in a demo app and a few fixture images (fixtures.json images): "
-            "the preprocessing at the model's own contract, the artifact's raw output and the top-3 "
-            "the app must show",
+    "the preprocessing at the model's own contract, the artifact's raw output and the top-3 "
+    "the app must show",
     "meta": "the installed model_meta.json, verbatim; artifact_sha256/meta_sha256 identify the installed files",
     "sha256": "a file's sha256; for an .mlpackage folder, sha256 over sorted lines "
-              "'relative/path\\0<sha256 of the file>\\n'",
+    "'relative/path\\0<sha256 of the file>\\n'",
     "input": "fnv1a32 over the native input tensor's little-endian bytes, in the metadata's layout and "
-             "dtype: exactly what the app feeds the model",
+    "dtype: exactly what the app feeds the model",
     "output": "values: the artifact's raw output (int8/uint8 as stored); quantization: the metadata's "
-              "output.quantization, which the app reads (output_quantization_in_artifact: the tensor's own)",
+    "output.quantization, which the app reads (output_quantization_in_artifact: the tensor's own)",
     "scores": "dequantised in float32, then softmax when output.kind is logits; top3 ties go to the lower index",
     "stable_top3": "false when neighbouring top-4 outputs are within twice the re-run tolerance (another "
-                   "CPU may order them differently)",
+    "CPU may order them differently)",
     "coreml": "Core ML outputs come from mvit's numpy reference interpreter fed with the contract's PIL "
-              "resize (graph numerics, not a device measurement); on the phone Vision does the resize",
+    "resize (graph numerics, not a device measurement); on the phone Vision does the resize",
     "regenerate": SHIPPED_COMMAND + " (mvit-export --app runs it after installing)",
 }
 
@@ -440,8 +469,9 @@ def installed_models(root=REPO) -> list[dict]:
         for variant, (model_name, meta_name) in spec["names"].items():
             artifact, meta = Path(root) / spec["dir"] / model_name, Path(root) / spec["dir"] / meta_name
             if artifact.exists() and meta.is_file():
-                found.append({"app": app, "variant": variant, "format": spec["format"],
-                              "artifact": artifact, "meta": meta})
+                found.append(
+                    {"app": app, "variant": variant, "format": spec["format"], "artifact": artifact, "meta": meta}
+                )
     return found
 
 
@@ -466,8 +496,10 @@ def load_shipped_runner(artifact, meta: dict):
     runner = load_artifact_runner(artifact).reproducible()
     for key in ("labels", "preprocess", "input", "output"):
         if runner.meta.get(key) != meta.get(key):
-            raise ValueError(f"{artifact}: the artifact's embedded metadata differs from the installed "
-                             f"model_meta.json in {key!r}; reinstall the model")
+            raise ValueError(
+                f"{artifact}: the artifact's embedded metadata differs from the installed "
+                f"model_meta.json in {key!r}; reinstall the model"
+            )
     return runner
 
 
@@ -518,16 +550,25 @@ def _shipped_case(runner, meta: dict, image: dict, path: Path) -> dict:
         "geometry": _geometry(image["upright_width"], image["upright_height"], contract),
         "pixels_sum": int(pixels.astype(np.int64).sum()),
         "pixels_fnv1a32": fnv1a32(pixels.tobytes()),
-        "input": {"dtype": str(native.dtype), "layout": meta["input"]["layout"], "shape": list(native.shape),
-                  "sum": native.astype(np.float64).sum().item(), "fnv1a32": input_fnv1a32(native)},
-        "output": {"dtype": out["dtype"], "kind": out.get("kind", "logits"),
-                   "quantization": out.get("quantization") if out["dtype"] in ("int8", "uint8") else None,
-                   "values": [v.item() for v in raw]},
+        "input": {
+            "dtype": str(native.dtype),
+            "layout": meta["input"]["layout"],
+            "shape": list(native.shape),
+            "sum": native.astype(np.float64).sum().item(),
+            "fnv1a32": input_fnv1a32(native),
+        },
+        "output": {
+            "dtype": out["dtype"],
+            "kind": out.get("kind", "logits"),
+            "quantization": out.get("quantization") if out["dtype"] in ("int8", "uint8") else None,
+            "values": [v.item() for v in raw],
+        },
         "dequantized": [float(v) for v in deq],
         "scores": [float(p) for p in scores],
         "top3": [{"index": i, "label": meta["labels"][i], "score": float(scores[i])} for i in top_k(scores, 3)],
-        "stable_top3": stable_top3(raw, output_tolerance(out.get("kind", "logits"), out["dtype"],
-                                                         meta.get("precision", "fp32"))),
+        "stable_top3": stable_top3(
+            raw, output_tolerance(out.get("kind", "logits"), out["dtype"], meta.get("precision", "fp32"))
+        ),
     }
 
 
@@ -538,20 +579,31 @@ def shipped_model_record(entry: dict, images: Sequence[dict], image_dir: Path, r
     try:
         in_tensor = tensor_output_quantization(runner)
         in_meta = meta["output"].get("quantization")
-        if in_tensor is not None and (in_meta is None or in_tensor["zero_point"] != in_meta["zero_point"]
-                                      or not np.isclose(in_tensor["scale"], in_meta["scale"], rtol=1e-6, atol=0)):
-            raise ValueError(f"{entry['artifact']}: output tensor quantisation {in_tensor} != the metadata's "
-                             f"{in_meta}: the app would dequantise wrongly; re-export the model")
+        if in_tensor is not None and (
+            in_meta is None
+            or in_tensor["zero_point"] != in_meta["zero_point"]
+            or not np.isclose(in_tensor["scale"], in_meta["scale"], rtol=1e-6, atol=0)
+        ):
+            raise ValueError(
+                f"{entry['artifact']}: output tensor quantisation {in_tensor} != the metadata's "
+                f"{in_meta}: the app would dequantise wrongly; re-export the model"
+            )
         cases = [_shipped_case(runner, meta, im, Path(image_dir) / im["file"]) for im in images]
         numerics = getattr(runner, "numerics", "ai-edge-litert interpreter, CPU")
     finally:
         runner.close()
     return {
-        "app": entry["app"], "variant": entry["variant"], "format": entry["format"],
-        "artifact": _rel(entry["artifact"], root), "artifact_sha256": artifact_sha256(entry["artifact"]),
-        "meta_file": _rel(entry["meta"], root), "meta_sha256": artifact_sha256(entry["meta"]),
-        "numerics": numerics, "output_quantization_in_artifact": in_tensor,
-        "meta": meta, "cases": cases,
+        "app": entry["app"],
+        "variant": entry["variant"],
+        "format": entry["format"],
+        "artifact": _rel(entry["artifact"], root),
+        "artifact_sha256": artifact_sha256(entry["artifact"]),
+        "meta_file": _rel(entry["meta"], root),
+        "meta_sha256": artifact_sha256(entry["meta"]),
+        "numerics": numerics,
+        "output_quantization_in_artifact": in_tensor,
+        "meta": meta,
+        "cases": cases,
     }
 
 
@@ -578,8 +630,9 @@ def stale_shipped_cases(doc: dict, root=REPO) -> list[str]:
         if m is None:
             problems.append(f"{rel} is installed but has no recorded cases: {fix}")
         elif m["artifact_sha256"] != artifact_sha256(e["artifact"]):
-            problems.append(f"{rel} changed since its cases were recorded (sha256 "
-                            f"{m['artifact_sha256'][:12]}... recorded): {fix}")
+            problems.append(
+                f"{rel} changed since its cases were recorded (sha256 {m['artifact_sha256'][:12]}... recorded): {fix}"
+            )
         elif m["meta_sha256"] != artifact_sha256(e["meta"]):
             problems.append(f"{_rel(e['meta'], root)} changed since the cases were recorded: {fix}")
     gone = sorted(set(recorded) - {_rel(e["artifact"], root) for e in installed})
@@ -588,9 +641,14 @@ def stale_shipped_cases(doc: dict, root=REPO) -> list[str]:
     return problems
 
 
-def write_shipped_fixtures(dirs: Iterable[Path] = APP_FIXTURE_DIRS, root=REPO, *, apps: Iterable[str] | None = None,
-                           variants: Iterable[str] | None = None,
-                           interpreted_images: int = INTERPRETED_IMAGES) -> list[Path]:
+def write_shipped_fixtures(
+    dirs: Iterable[Path] = APP_FIXTURE_DIRS,
+    root=REPO,
+    *,
+    apps: Iterable[str] | None = None,
+    variants: Iterable[str] | None = None,
+    interpreted_images: int = INTERPRETED_IMAGES,
+) -> list[Path]:
     """Record the installed models' cases into ``shipped_models.json`` in every fixture folder.
 
     ``apps`` / ``variants`` restrict which installed models are re-run (default: all); the other
@@ -616,10 +674,13 @@ def write_shipped_fixtures(dirs: Iterable[Path] = APP_FIXTURE_DIRS, root=REPO, *
             continue
         n = interpreted_images if get_backend(entry["format"]).CAPABILITIES.interpreted else len(images)
         models.append(shipped_model_record(entry, images[:n], dirs[0], root))
-    doc = {"schema": SHIPPED_SCHEMA, "generator": "export/apps/fixtures.py (" + SHIPPED_COMMAND + ")",
-           "notes": SHIPPED_NOTES,
-           "tolerances": {k: v for k, v in TOLERANCES.items() if k.startswith(("model_", "coreml_"))},
-           "models": models}
+    doc = {
+        "schema": SHIPPED_SCHEMA,
+        "generator": "export/apps/fixtures.py (" + SHIPPED_COMMAND + ")",
+        "notes": SHIPPED_NOTES,
+        "tolerances": {k: v for k, v in TOLERANCES.items() if k.startswith(("model_", "coreml_"))},
+        "models": models,
+    }
     text = json.dumps(doc, indent=1) + "\n"
     paths = []
     for d in dirs:
@@ -631,6 +692,7 @@ def write_shipped_fixtures(dirs: Iterable[Path] = APP_FIXTURE_DIRS, root=REPO, *
 
 # --------------------------------------------------------------------------------------------
 # the writer
+
 
 def write_golden_fixtures(out_dir, contract: PreprocessContract | None = None) -> Path:
     """Write the golden fixtures into ``out_dir``; returns the path of ``fixtures.json``.
@@ -653,11 +715,18 @@ def write_golden_fixtures(out_dir, contract: PreprocessContract | None = None) -
         raw_name = Path(name).stem + ".rgba"
         (out / raw_name).write_bytes(rgba.tobytes())
         upright = np.asarray(load_rgb(path))  # the contract's own decoder, EXIF applied
-        image_records.append({
-            "file": name, "raw": raw_name, "width": rgba.shape[1], "height": rgba.shape[0],
-            "rotation_degrees": rotation, "mode": img.mode,
-            "upright_width": upright.shape[1], "upright_height": upright.shape[0],
-        })
+        image_records.append(
+            {
+                "file": name,
+                "raw": raw_name,
+                "width": rgba.shape[1],
+                "height": rgba.shape[0],
+                "rotation_degrees": rotation,
+                "mode": img.mode,
+                "upright_width": upright.shape[1],
+                "upright_height": upright.shape[0],
+            }
+        )
 
     contracts = dict(FIXTURE_CONTRACTS)
     if contract is not None:
@@ -668,27 +737,44 @@ def write_golden_fixtures(out_dir, contract: PreprocessContract | None = None) -
         for cname, c in contracts.items():
             p = pixels_uint8(image_paths[rec["file"]], c)
             small = c.input_size[0] * c.input_size[1] <= 64 * 64
-            cases.append({"image": rec["file"], "contract_name": cname, "contract": c.to_dict(),
-                          "geometry": _geometry(rec["upright_width"], rec["upright_height"], c),
-                          **_tensor_record(p, c, full_pixels=small)})
+            cases.append(
+                {
+                    "image": rec["file"],
+                    "contract_name": cname,
+                    "contract": c.to_dict(),
+                    "geometry": _geometry(rec["upright_width"], rec["upright_height"], c),
+                    **_tensor_record(p, c, full_pixels=small),
+                }
+            )
 
     frames = []
     base = np.asarray(images["gradient_40x30.png"].convert("RGB"))
-    for fname, layout, pad, rot in (("frame_i420_rot90", "i420", 6, 90), ("frame_nv21_rot270", "nv21", 10, 270),
-                                    ("frame_nv21_rot0", "nv21", 0, 0)):
+    for fname, layout, pad, rot in (
+        ("frame_i420_rot90", "i420", 6, 90),
+        ("frame_nv21_rot270", "nv21", 10, 270),
+        ("frame_nv21_rot0", "nv21", 0, 0),
+    ):
         data, planes, rgb = _make_yuv_frame(base, layout, pad)
         (out / f"{fname}.yuv").write_bytes(data)
         upright = np.ascontiguousarray(np.rot90(rgb, k=-(rot // 90)))
         c = FIXTURE_CONTRACTS["bilinear_24x32_meanstd_rgb"]
         p = pixels_uint8(Image.fromarray(upright, "RGB"), c)
-        frames.append({
-            "file": f"{fname}.yuv", "width": base.shape[1], "height": base.shape[0], "layout": layout,
-            "planes": planes, "rotation_degrees": rot,
-            "rgb_fnv1a32": fnv1a32(rgb.tobytes()), "rgb_sum": int(rgb.astype(np.int64).sum()),
-            "rgb_b64": _b64(rgb),
-            "contract_name": "bilinear_24x32_meanstd_rgb", "contract": c.to_dict(),
-            **_tensor_record(p, c, full_pixels=True),
-        })
+        frames.append(
+            {
+                "file": f"{fname}.yuv",
+                "width": base.shape[1],
+                "height": base.shape[0],
+                "layout": layout,
+                "planes": planes,
+                "rotation_degrees": rot,
+                "rgb_fnv1a32": fnv1a32(rgb.tobytes()),
+                "rgb_sum": int(rgb.astype(np.int64).sum()),
+                "rgb_b64": _b64(rgb),
+                "contract_name": "bilinear_24x32_meanstd_rgb",
+                "contract": c.to_dict(),
+                **_tensor_record(p, c, full_pixels=True),
+            }
+        )
 
     metas = {}
     for variant in ("float", "int8", "uint8_raw"):
@@ -701,14 +787,14 @@ def write_golden_fixtures(out_dir, contract: PreprocessContract | None = None) -
         "generator": "export/apps/fixtures.py (python -m mvit.export.apps.fixtures)",
         "notes": {
             "raw": "*.rgba: stored pixels (before EXIF rotation), RGBA row-major; rotate clockwise by "
-                   "rotation_degrees to get the upright image the contract starts from",
+            "rotation_degrees to get the upright image the contract starts from",
             "pixels": "uint8 HWC RGB after resize + centre crop (model.preprocess.pixels_uint8)",
             "tensor": "float32 CHW after normalisation and channel reordering (normalize_hwc_uint8); "
-                      "tensor_fnv1a32 hashes its little-endian float32 bytes in CHW order",
+            "tensor_fnv1a32 hashes its little-endian float32 bytes in CHW order",
             "samples": "chw indices are into that CHW tensor (channel index after reordering)",
             "quantized": "q = clamp(round_half_even(v / scale) + zero_point), CHW order for the hash",
             "yuv": "YUV_420_888; rgb = full-range BT.601 in 16.16 fixed point with floor shifts, "
-                   "chroma sampled at (y/2, x/2); then rotate clockwise by rotation_degrees",
+            "chroma sampled at (y/2, x/2); then rotate clockwise by rotation_degrees",
             "checksum": "fnv1a32: 32-bit FNV-1a over the bytes",
             "topk": "ties broken by the lower class index",
         },
@@ -733,13 +819,19 @@ def benchmark_input_files(golden_dir: Path = APP_FIXTURE_DIRS[0]) -> dict[str, b
     golden_dir = Path(golden_dir)
     images = {r["file"]: r for r in json.loads((golden_dir / "fixtures.json").read_text())["images"]}
     rec = images[BENCHMARK_IMAGE]
-    doc = {"image": rec["file"], "width": rec["width"], "height": rec["height"],
-           "rotation_degrees": rec["rotation_degrees"],
-           "note": "raw RGBA of a golden fixture image (as stored, rotate clockwise by rotation_degrees); "
-                   "the installed models' recorded cases on it are in shipped_models.json; written by "
-                   "python -m mvit.export.apps.fixtures"}
-    return {BENCHMARK_FILES[0]: (golden_dir / rec["raw"]).read_bytes(),
-            BENCHMARK_FILES[1]: (json.dumps(doc, indent=1) + "\n").encode()}
+    doc = {
+        "image": rec["file"],
+        "width": rec["width"],
+        "height": rec["height"],
+        "rotation_degrees": rec["rotation_degrees"],
+        "note": "raw RGBA of a golden fixture image (as stored, rotate clockwise by rotation_degrees); "
+        "the installed models' recorded cases on it are in shipped_models.json; written by "
+        "python -m mvit.export.apps.fixtures",
+    }
+    return {
+        BENCHMARK_FILES[0]: (golden_dir / rec["raw"]).read_bytes(),
+        BENCHMARK_FILES[1]: (json.dumps(doc, indent=1) + "\n").encode(),
+    }
 
 
 def write_benchmark_inputs(golden_dir: Path = APP_FIXTURE_DIRS[0], root=REPO) -> list[Path]:
@@ -777,16 +869,26 @@ def write_app_fixtures(dirs: Iterable[Path] = APP_FIXTURE_DIRS, **kwargs) -> lis
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, action="append",
-                    help="output folder (repeatable); default: both apps' test resources")
-    ap.add_argument("--shipped", action="store_true",
-                    help=f"only re-run the models installed in the apps ({SHIPPED_FILE})")
+    ap.add_argument(
+        "--out", type=Path, action="append", help="output folder (repeatable); default: both apps' test resources"
+    )
+    ap.add_argument(
+        "--shipped", action="store_true", help=f"only re-run the models installed in the apps ({SHIPPED_FILE})"
+    )
     ap.add_argument("--no-shipped", action="store_true", help=f"only the synthetic fixtures; keep {SHIPPED_FILE}")
-    ap.add_argument("--app", action="append", choices=("android", "ios"),
-                    help="re-run only this app's installed models (repeatable; default: both)")
-    ap.add_argument("--interpreted-images", "--coreml-images", type=int, default=INTERPRETED_IMAGES,
-                    help="fixture images per model run by a reference interpreter (Core ML: slow; default "
-                         f"{INTERPRETED_IMAGES})")
+    ap.add_argument(
+        "--app",
+        action="append",
+        choices=("android", "ios"),
+        help="re-run only this app's installed models (repeatable; default: both)",
+    )
+    ap.add_argument(
+        "--interpreted-images",
+        "--coreml-images",
+        type=int,
+        default=INTERPRETED_IMAGES,
+        help=f"fixture images per model run by a reference interpreter (Core ML: slow; default {INTERPRETED_IMAGES})",
+    )
     args = ap.parse_args(argv)
     dirs = args.out or APP_FIXTURE_DIRS
     if not args.shipped:

@@ -19,6 +19,7 @@ The command line (and ``mvit-export --app``) then re-records the app's golden ca
 models (``shipped_models.json``, see ``mvit.export.apps.fixtures.write_shipped_fixtures``), which the
 apps' core tests and tests/test_shipped_fixtures.py check.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,12 +29,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ...model.checkpoint import atomic_write
+from ..metadata import meta_problems
 from . import fixtures as app_fixtures
 from .fixtures import shipped_command
 from .slots import APPS, REPO, SLOT_OF_PRECISION, VARIANT_PRECISIONS
-from ..metadata import meta_problems
-from ...model.checkpoint import atomic_write
-
 
 
 class AppInstallError(ValueError):
@@ -53,7 +53,8 @@ def app_folder(app: str, app_root=None) -> Path:
     if not folder.is_dir():
         raise AppInstallError(
             f"the {app} app's source folder {APPS[app]['project']}/ is not in {root}: the demo apps live in "
-            f"mvit's source checkout (git clone, then pip install -e .), not in an installed wheel")
+            f"mvit's source checkout (git clone, then pip install -e .), not in an installed wheel"
+        )
     return folder
 
 
@@ -69,8 +70,10 @@ def plan_install(app: str, formats, precisions, app_root=None) -> dict[tuple[str
     formats, precisions = list(dict.fromkeys(formats)), list(dict.fromkeys(precisions))
     foreign = [f for f in formats if f != fmt]
     if foreign:
-        raise AppInstallError(f"the {app} app runs {fmt} models only, so --app {app} cannot install "
-                              f"{'/'.join(foreign)}: export --format {fmt}")
+        raise AppInstallError(
+            f"the {app} app runs {fmt} models only, so --app {app} cannot install "
+            f"{'/'.join(foreign)}: export --format {fmt}"
+        )
     unknown = [p for p in precisions if p not in SLOT_OF_PRECISION]
     if unknown:
         slots = "; ".join(f"{s}: {'/'.join(ps)}" for s, ps in VARIANT_PRECISIONS.items())
@@ -80,8 +83,10 @@ def plan_install(app: str, formats, precisions, app_root=None) -> dict[tuple[str
         by_slot.setdefault(SLOT_OF_PRECISION[p], []).append(p)
     for slot, ps in by_slot.items():
         if len(ps) > 1:
-            raise AppInstallError(f"{' and '.join(ps)} would both go to the {app} app's {slot} slot, which holds "
-                                  f"one model: export one of them with --app {app}")
+            raise AppInstallError(
+                f"{' and '.join(ps)} would both go to the {app} app's {slot} slot, which holds "
+                f"one model: export one of them with --app {app}"
+            )
     return {(f, p): SLOT_OF_PRECISION[p] for f in formats for p in precisions}
 
 
@@ -91,8 +96,10 @@ def validate_meta(meta: dict, app: str | None = None, variant: str | None = None
     if app is not None and meta.get("format") != APPS[app]["format"]:
         errs.append(f"format {meta.get('format')!r}: the {app} app needs {APPS[app]['format']!r}")
     if variant is not None and meta.get("precision") not in VARIANT_PRECISIONS[variant]:
-        errs.append(f"precision {meta.get('precision')!r} does not fit the {variant} slot "
-                    f"(expected one of {VARIANT_PRECISIONS[variant]})")
+        errs.append(
+            f"precision {meta.get('precision')!r} does not fit the {variant} slot "
+            f"(expected one of {VARIANT_PRECISIONS[variant]})"
+        )
     if errs:
         raise AppInstallError("model_meta.json cannot be used by the app:\n  - " + "\n  - ".join(errs))
     return list(meta["labels"])  # valid here: meta_problems checked them
@@ -115,7 +122,12 @@ def _find_meta(artifact: Path, meta: Path | None) -> Path:
         return meta
     d = artifact.parent
     stem = artifact.name[: -len(artifact.suffix)]
-    for cand in (d / f"{stem}.model_meta.json", d / f"{stem}_meta.json", d / f"{stem}.meta.json", d / "model_meta.json"):
+    for cand in (
+        d / f"{stem}.model_meta.json",
+        d / f"{stem}_meta.json",
+        d / f"{stem}.meta.json",
+        d / "model_meta.json",
+    ):
         if cand.is_file():
             return cand
     raise AppInstallError(f"no model_meta.json beside {artifact}")
@@ -156,8 +168,16 @@ def _remove(p: Path) -> None:
         p.unlink()
 
 
-def install_into_app(artifact_dir_or_file, app: str, variant: str | None = None, *, meta_path=None,
-                     labels_path=None, app_root=None, replace_other: bool = False) -> dict[str, Path]:
+def install_into_app(
+    artifact_dir_or_file,
+    app: str,
+    variant: str | None = None,
+    *,
+    meta_path=None,
+    labels_path=None,
+    app_root=None,
+    replace_other: bool = False,
+) -> dict[str, Path]:
     """Copy an exported artifact, its ``model_meta.json`` and ``labels.txt`` into an app's assets.
 
     ``artifact_dir_or_file``: the ``.tflite`` file / ``.mlpackage`` folder, or the export folder that
@@ -208,7 +228,8 @@ def install_into_app(artifact_dir_or_file, app: str, variant: str | None = None,
             if not replace_other:
                 raise AppInstallError(
                     f"the installed {other} model has other labels than this one and labels.txt is shared; "
-                    f"install both variants of the same model, or pass replace_other=True to remove the {other} one")
+                    f"install both variants of the same model, or pass replace_other=True to remove the {other} one"
+                )
             _remove(other_model)
             _remove(other_meta)
 
@@ -228,8 +249,11 @@ def refresh_app_fixtures(app: str, variants=None) -> list[Path] | None:
     try:
         return app_fixtures.write_shipped_fixtures(apps=[app], variants=variants)
     except Exception as e:  # noqa: BLE001 - any runtime failure: say what to run instead
-        print(f"warning: the {app} app's golden cases were not re-recorded ({type(e).__name__}: {e}); "
-              f"run `{app_fixtures.shipped_command(app)}`", file=sys.stderr)
+        print(
+            f"warning: the {app} app's golden cases were not re-recorded ({type(e).__name__}: {e}); "
+            f"run `{app_fixtures.shipped_command(app)}`",
+            file=sys.stderr,
+        )
         return None
 
 
@@ -249,17 +273,25 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Install an exported artifact into a demo app.")
     ap.add_argument("artifact", type=Path)
     ap.add_argument("--app", choices=sorted(APPS), required=True)
-    ap.add_argument("--variant", choices=sorted(VARIANT_PRECISIONS),
-                    help="app slot (default: the slot of the metadata's precision: fp32/fp16 float, dynamic/int8 int8)")
+    ap.add_argument(
+        "--variant",
+        choices=sorted(VARIANT_PRECISIONS),
+        help="app slot (default: the slot of the metadata's precision: fp32/fp16 float, dynamic/int8 int8)",
+    )
     ap.add_argument("--meta", type=Path)
     ap.add_argument("--labels", type=Path)
     ap.add_argument("--replace-other", action="store_true")
-    ap.add_argument("--no-fixtures", dest="fixtures", action="store_false",
-                    help="do not re-record the app's golden cases (prints the command that does)")
+    ap.add_argument(
+        "--no-fixtures",
+        dest="fixtures",
+        action="store_false",
+        help="do not re-record the app's golden cases (prints the command that does)",
+    )
     a = ap.parse_args(argv)
     try:
-        paths = install_into_app(a.artifact, a.app, a.variant, meta_path=a.meta, labels_path=a.labels,
-                                 replace_other=a.replace_other)
+        paths = install_into_app(
+            a.artifact, a.app, a.variant, meta_path=a.meta, labels_path=a.labels, replace_other=a.replace_other
+        )
     except AppInstallError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

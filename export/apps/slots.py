@@ -1,6 +1,7 @@
 """Where each demo app keeps its models: the app folders, the format each app runs, and the one table
 that sends an export precision to an app slot ("float" or "int8"). The installer, ``plan_install``
 and the golden-case recorder all read it."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,7 +20,10 @@ APPS = {
         "dir": Path("ios_demo/MVitDemo/Models"),
         "format": "coreml",
         "suffix": ".mlpackage",
-        "names": {"float": ("Model.mlpackage", "model_meta.json"), "int8": ("ModelInt8.mlpackage", "model_int8_meta.json")},
+        "names": {
+            "float": ("Model.mlpackage", "model_meta.json"),
+            "int8": ("ModelInt8.mlpackage", "model_int8_meta.json"),
+        },
     },
 }
 # The one precision -> slot table: weights-only int8 ("dynamic") is an int8 model for the apps.

@@ -2,12 +2,13 @@
 
 Adding a format is one module here plus its name in ``FORMATS``.
 """
+
 from __future__ import annotations
 
 import importlib
 from types import ModuleType
 
-from ..base import Backend, Capabilities, OPTIONAL_MEMBERS
+from ..base import OPTIONAL_MEMBERS, Backend, Capabilities
 
 FORMATS = ("onnx", "tflite", "coreml", "executorch", "coreai")  # coreai: the optional Core AI extra (issue 30)
 

@@ -19,6 +19,7 @@ inputs, tune for a device, pick compute units or precompile ``.aimodelc``.
 
 Core AI is an optional extra (``pip install 'mvit[coreai]'``).
 """
+
 from __future__ import annotations
 
 import json
@@ -53,8 +54,9 @@ META_KEY = "mvit"
 # The bundled CPU runtime takes 0.5 s (fp32) to 9 s (fp16) per 256x256 image on one core: parity checks this many
 MAX_VERIFY = {"fp32": None, "int8": None, "fp16": 24}
 VERSIONS = {"coreai-torch": "0.4.3", "coreai-core": "1.0.0b3", "coreai-opt": "0.4.0"}
-MISSING = ("Core AI is not installed: pip install 'mvit[coreai]' ("
-           + ", ".join(f"{k}=={v}" for k, v in VERSIONS.items()) + ")")
+MISSING = (
+    "Core AI is not installed: pip install 'mvit[coreai]' (" + ", ".join(f"{k}=={v}" for k, v in VERSIONS.items()) + ")"
+)
 
 
 def unavailable() -> str | None:
@@ -77,11 +79,14 @@ def _require() -> None:
 
 def can_time() -> tuple[bool, str]:
     """Never here: the bundled runtime is a reference CPU runtime, not what a phone runs."""
-    return False, ("no latency: Core AI runs on Apple OSes 27; here its bundled CPU runtime (coreai-core) gives "
-                   "graph numerics only, not a device measurement")
+    return False, (
+        "no latency: Core AI runs on Apple OSes 27; here its bundled CPU runtime (coreai-core) gives "
+        "graph numerics only, not a device measurement"
+    )
 
 
 # ------------------------------------------------------------------------------------------ export
+
 
 def export(job: ExportJob, path: Path) -> IOSpec:
     """Convert ``job`` to an .aimodel asset at ``path`` (a folder)."""
@@ -108,9 +113,12 @@ def export(job: ExportJob, path: Path) -> IOSpec:
         details = {"method": "coreai-opt cast_fp32_to_fp16", "compute": "float16 (input and output float16)"}
     save(program, path)
     io = io_details(path)
-    return IOSpec(TensorSpec(INPUT_NAME, io["input"]["shape"], io["input"]["dtype"], layout),
-                  TensorSpec(OUTPUT_NAME, io["output"]["shape"], io["output"]["dtype"], "NC"),
-                  normalization_in_model=in_model, quantization_details=details)
+    return IOSpec(
+        TensorSpec(INPUT_NAME, io["input"]["shape"], io["input"]["dtype"], layout),
+        TensorSpec(OUTPUT_NAME, io["output"]["shape"], io["output"]["dtype"], "NC"),
+        normalization_in_model=in_model,
+        quantization_details=details,
+    )
 
 
 def _graph(job: ExportJob):
@@ -141,8 +149,9 @@ def save(program, path: Path) -> None:
 
     with _seeded_names():
         conv = coreai_torch.TorchConverter(mode=coreai_torch.TorchConverter.Mode.RELEASE)
-        conv.add_exported_program(program, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                                  entrypoint_name=FUNCTION)
+        conv.add_exported_program(
+            program, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], entrypoint_name=FUNCTION
+        )
         asset = conv.to_coreai().save_asset(Path(path))
     asset.update_metadata(_without_date)
 
@@ -152,6 +161,7 @@ def _without_date(m) -> None:
 
 
 # ------------------------------------------------------------------------------------------ metadata
+
 
 def _metadata_file(path: Path) -> dict:
     f = Path(path) / "metadata.json"
@@ -199,8 +209,9 @@ def check_artifact(path: Path, meta: dict) -> list[str]:
         if io[key]["name"] != name:
             problems.append(f"{key} named {io[key]['name']!r}, not {name!r}")
         if io[key]["shape"] != meta[key]["shape"] or io[key]["dtype"] != meta[key]["dtype"]:
-            problems.append(f"{key} {io[key]['dtype']} {io[key]['shape']} != metadata "
-                            f"{meta[key]['dtype']} {meta[key]['shape']}")
+            problems.append(
+                f"{key} {io[key]['dtype']} {io[key]['shape']} != metadata {meta[key]['dtype']} {meta[key]['shape']}"
+            )
     if read_metadata(path) != json.loads(json.dumps(meta)):
         problems.append("the metadata read back differs from what was written")
     data = (Path(path) / "main.mlirb").read_bytes()
@@ -220,6 +231,7 @@ def _source_roots() -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------ any .aimodel
+
 
 def _summary(path: Path, statistics: bool = True):
     _require()
@@ -269,13 +281,19 @@ def op_census(path: Path, threads: int = 2) -> dict:
     types its tensors store; a device decides at load which compute unit runs what."""
     s = _summary(path)
     rows = [{"op": op, "dtype": "-", "count": int(n)} for op, n in s.operation_distribution]
-    return {"runtime": RUNTIME, "delegate": None, "ops_total": sum(r["count"] for r in rows),
-            "ops": sorted(rows, key=lambda r: (-r["count"], r["op"])),
-            "storage_types": {t: int(n) for t, n in s.storage_types}, "compute_types": list(s.compute_types),
-            "dtype_note": "coreai-core's operation distribution of main.mlirb; storage_types: scalars stored per type"}
+    return {
+        "runtime": RUNTIME,
+        "delegate": None,
+        "ops_total": sum(r["count"] for r in rows),
+        "ops": sorted(rows, key=lambda r: (-r["count"], r["op"])),
+        "storage_types": {t: int(n) for t, n in s.storage_types},
+        "compute_types": list(s.compute_types),
+        "dtype_note": "coreai-core's operation distribution of main.mlirb; storage_types: scalars stored per type",
+    }
 
 
 # ------------------------------------------------------------------------------------------ runner
+
 
 class CoreAIRunner(Runner):
     """coreai-core's CPU runtime: the asset lowered to ODIX once, ``main`` run per image, ``threads``
@@ -330,4 +348,3 @@ class CoreAIRunner(Runner):
 def load_runner(path: Path, threads: int = 2, meta: dict | None = None) -> Runner:
     """A runner for an .aimodel: its mvit metadata, or ``meta`` describing an asset without any."""
     return CoreAIRunner(Path(path), meta if meta is not None else read_metadata(path), threads)
-

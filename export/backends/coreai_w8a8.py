@@ -9,6 +9,7 @@ int8 plan (searched, given with --keep-float, or a QAT checkpoint's) as ``module
 float32 (``FLOAT_COMPUTE``): coreai-opt's documented ``cast_to_16_bit_precision`` after W8A8 moved
 logits far from PyTorch (benchmarks/results/coreai.md), and the parity gate refuses such an artifact.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,8 +26,10 @@ from ..base import ExportError, ExportJob
 # after W8A8); the parity gate refuses what it made of the tiny test model (tests/test_coreai.py).
 FLOAT_COMPUTE = "float32"
 # What coreai-opt cannot take from mvit's int8 engine, said in the metadata and on the console.
-CANNOT_TAKE = ("coreai-opt cannot take mvit's QAT-learned activation ranges (its observers calibrate their own "
-               "min/max on the calibration images) nor histogram calibration")
+CANNOT_TAKE = (
+    "coreai-opt cannot take mvit's QAT-learned activation ranges (its observers calibrate their own "
+    "min/max on the calibration images) nor histogram calibration"
+)
 
 
 def float_configs(job: ExportJob, wrapped: nn.Module, prefix: str) -> tuple[dict, dict, list[str]]:
@@ -42,8 +45,10 @@ def float_configs(job: ExportJob, wrapped: nn.Module, prefix: str) -> tuple[dict
         elif k in types:
             by_type[types[k]] = None
         else:
-            raise ExportError(f"--keep-float {k!r}: no module or module type of that name in the model "
-                              f"(e.g. {next(iter(sorted(names)), '')!r} or 'LayerNorm')")
+            raise ExportError(
+                f"--keep-float {k!r}: no module or module type of that name in the model "
+                f"(e.g. {next(iter(sorted(names)), '')!r} or 'LayerNorm')"
+            )
     return by_name, by_type, keep
 
 
@@ -68,13 +73,20 @@ def quantize(job: ExportJob, wrapped: nn.Module, sample: torch.Tensor, in_model:
                     prepared(x)
             job.cache[key] = quantizer.finalize()
     finalized = job.cache[key]
-    details = {"method": "coreai-opt", "config": "QuantizerConfig() (graph mode)",
-               "observer": "min-max per image, moving average (coreai-opt's default, constant 0.01)",
-               "weights": "int8 per-channel symmetric", "activations": "int8 per-tensor symmetric",
-               "float_compute": FLOAT_COMPUTE, "calibration_images": int(len(job.calib_pixels)),
-               "keep_float": keep, "keep_float_source": job.keep_float_source,
-               "calibration_seconds": round(time.perf_counter() - t0, 1), "not_taken": CANNOT_TAKE,
-               "coreai": "W8A8: int8 weights and activations (quantize/dequantize ops)"}
+    details = {
+        "method": "coreai-opt",
+        "config": "QuantizerConfig() (graph mode)",
+        "observer": "min-max per image, moving average (coreai-opt's default, constant 0.01)",
+        "weights": "int8 per-channel symmetric",
+        "activations": "int8 per-tensor symmetric",
+        "float_compute": FLOAT_COMPUTE,
+        "calibration_images": int(len(job.calib_pixels)),
+        "keep_float": keep,
+        "keep_float_source": job.keep_float_source,
+        "calibration_seconds": round(time.perf_counter() - t0, 1),
+        "not_taken": CANNOT_TAKE,
+        "coreai": "W8A8: int8 weights and activations (quantize/dequantize ops)",
+    }
     if job.learned_ranges is not None:
         details["learned_ranges"] = "not applied: " + CANNOT_TAKE
     return finalized, details

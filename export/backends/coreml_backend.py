@@ -17,6 +17,7 @@ Outputs: ``classLabel`` and ``classLabel_probs`` (softmax in the graph), labels 
 Numerics: on macOS the runner uses Core ML's own predict; elsewhere mvit's reference interpreter of
 the ML Program (``mvit.export.coreml_interp``): graph numerics, not a device measurement.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,12 +30,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from ...model.preprocess import normalize_hwc_uint8
+from ...quant.pt2e import Pt2eGraph, pixels_to_tensor, quantize_pt2e
 from ..base import Capabilities, ExportError, ExportJob, IOSpec, TensorSpec
 from ..coreml_interp import calibrate_activations_linux
 from ..runner import Runner
 from ..wrappers import NormalizeOnly
-from ...model.preprocess import normalize_hwc_uint8
-from ...quant.pt2e import Pt2eGraph, pixels_to_tensor, quantize_pt2e
 
 FORMAT = "coreml"
 SUFFIX = ".mlpackage"
@@ -86,8 +87,12 @@ def _graph(job: ExportJob):
 
         return inner.eval(), torch.zeros(1, 3, h, w), key, to_input
     if job.input_mode == "float-nchw":
-        return job.model, torch.zeros(1, 3, h, w), "normalized-nchw", (
-            lambda px: pixels_to_tensor(px, "NCHW", lambda p: normalize_hwc_uint8(p, c)))
+        return (
+            job.model,
+            torch.zeros(1, 3, h, w),
+            "normalized-nchw",
+            (lambda px: pixels_to_tensor(px, "NCHW", lambda p: normalize_hwc_uint8(p, c))),
+        )
     raise ExportError(f"Core ML takes --input image or float-nchw, not {job.input_mode}")
 
 
@@ -119,8 +124,9 @@ def export(job: ExportJob, path: Path) -> IOSpec:
     if ct_route:
         ct_keep_float = _ct_keep_float(job)  # checked before the (slow) conversion
     if job.precision == "int8" and not ct_route:
-        inner, _, details = quantize_pt2e(calibration_graph(job), job.pt2e_settings(), cache=job.cache,
-                                          fold_quantize=True)
+        inner, _, details = quantize_pt2e(
+            calibration_graph(job), job.pt2e_settings(), cache=job.cache, fold_quantize=True
+        )
         details = dict(details, coreml="W8A8: int8 weights and activations (quantize/dequantize ops)")
     module = _Softmax(inner).eval()
     with torch.no_grad():
@@ -128,28 +134,40 @@ def export(job: ExportJob, path: Path) -> IOSpec:
     c = job.contract
     if job.input_mode == "image":
         layout = ct.colorlayout.BGR if c.channel_order == "BGR" else ct.colorlayout.RGB
-        inputs = [ct.ImageType(name=INPUT_NAME, shape=sample.shape, scale=1 / 255.0, bias=[0, 0, 0],
-                               color_layout=layout)]
+        inputs = [
+            ct.ImageType(name=INPUT_NAME, shape=sample.shape, scale=1 / 255.0, bias=[0, 0, 0], color_layout=layout)
+        ]
     else:
         inputs = [ct.TensorType(name=INPUT_NAME, shape=sample.shape, dtype=np.float32)]
     precision = ct.precision.FLOAT32 if job.precision == "fp32" else ct.precision.FLOAT16
     _restart_op_names()
     try:
-        mlmodel = ct.convert(program, inputs=inputs, classifier_config=ct.ClassifierConfig(list(job.meta.labels)),
-                             convert_to="mlprogram", minimum_deployment_target=ct.target.iOS17,
-                             compute_precision=precision)
+        mlmodel = ct.convert(
+            program,
+            inputs=inputs,
+            classifier_config=ct.ClassifierConfig(list(job.meta.labels)),
+            convert_to="mlprogram",
+            minimum_deployment_target=ct.target.iOS17,
+            compute_precision=precision,
+        )
     except Exception as e:
-        raise ExportError(f"coremltools could not convert {job.meta.architecture}: {str(e).splitlines()[0][:200]}")
+        raise ExportError(
+            f"coremltools could not convert {job.meta.architecture}: {str(e).splitlines()[0][:200]}"
+        ) from e
     if ct_route:
         mlmodel, details = _quantize_coremltools(job, mlmodel, program, to_input, *ct_keep_float)
     if job.precision == "dynamic":
         from coremltools.optimize.coreml import OpLinearQuantizerConfig, OptimizationConfig, linear_quantize_weights
 
-        cfg = OptimizationConfig(global_config=OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8",
-                                                                       granularity="per_channel"))
+        cfg = OptimizationConfig(
+            global_config=OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel")
+        )
         mlmodel = linear_quantize_weights(mlmodel, cfg)
-        details = {"method": "coremltools linear_quantize_weights", "weights": "int8 per-channel symmetric",
-                   "activations": "float16"}
+        details = {
+            "method": "coremltools linear_quantize_weights",
+            "weights": "int8 per-channel symmetric",
+            "activations": "float16",
+        }
     mlmodel.short_description = f"mvit {job.meta.architecture} ({job.precision})"
     mlmodel.save(str(path))
     _stable_manifest(path)
@@ -158,15 +176,24 @@ def export(job: ExportJob, path: Path) -> IOSpec:
     # (not in Manifest.json), not read by Core ML.
     Path(path, "executorch_debug_handle_mapping.json").unlink(missing_ok=True)
     h, w = c.input_size
-    in_spec = (TensorSpec(INPUT_NAME, [1, h, w, 3], "uint8", "NHWC") if job.input_mode == "image"
-               else TensorSpec(INPUT_NAME, [1, 3, h, w], "float32", "NCHW"))
+    in_spec = (
+        TensorSpec(INPUT_NAME, [1, h, w, 3], "uint8", "NHWC")
+        if job.input_mode == "image"
+        else TensorSpec(INPUT_NAME, [1, 3, h, w], "float32", "NCHW")
+    )
     probs_name = mlmodel.get_spec().description.predictedProbabilitiesName
-    io = IOSpec(in_spec, TensorSpec(probs_name, [1, job.meta.num_classes], "float32", "NC"),
-                normalization_in_model=job.input_mode == "image", output_kind="probabilities",
-                quantization_details=details)
+    io = IOSpec(
+        in_spec,
+        TensorSpec(probs_name, [1, job.meta.num_classes], "float32", "NC"),
+        normalization_in_model=job.input_mode == "image",
+        output_kind="probabilities",
+        quantization_details=details,
+    )
     if job.input_mode == "image":
-        io.quantization_details = dict(io.quantization_details, coreml_image={
-            "color_layout": c.channel_order, "scale": 1 / 255.0, "bias": [0.0, 0.0, 0.0]})
+        io.quantization_details = dict(
+            io.quantization_details,
+            coreml_image={"color_layout": c.channel_order, "scale": 1 / 255.0, "bias": [0.0, 0.0, 0.0]},
+        )
     return io
 
 
@@ -178,9 +205,10 @@ def _stem_op_names(program, mlmodel, keep_float: tuple[str, ...]) -> list[str]:
     the norm node), and the fp16 pass appends ``_cast_fp16``; the node's ``nn_module_stack`` says
     which module it ran in.
     """
+
     def model_path(path: str) -> str:  # the wrappers (_Softmax, NormalizeOnly) hold the model as .model
         while path.startswith("model."):
-            path = path[len("model."):]
+            path = path[len("model.") :]
         return path
 
     where: dict[str, tuple[list[str], list[str]]] = {}
@@ -204,8 +232,10 @@ def _ct_keep_float(job: ExportJob) -> tuple[tuple[str, ...], str]:
     types = {type(m).__name__ for m in job.model.modules()}
     unknown = [k for k in keep_float if k not in names and k not in types]
     if unknown:
-        raise ExportError(f"--keep-float {unknown[0]!r}: no module or module type of that name in the model "
-                          f"(e.g. {next(iter(sorted(names)), '')!r} or 'LayerNorm')")
+        raise ExportError(
+            f"--keep-float {unknown[0]!r}: no module or module type of that name in the model "
+            f"(e.g. {next(iter(sorted(names)), '')!r} or 'LayerNorm')"
+        )
     return keep_float, source
 
 
@@ -219,7 +249,6 @@ def _quantize_coremltools(job: ExportJob, mlmodel, program, to_input, keep_float
     import time
 
     import coremltools.optimize.coreml as cto
-
 
     if job.calib_pixels is None or len(job.calib_pixels) == 0:
         raise ExportError("int8 export needs calibration images")
@@ -235,15 +264,26 @@ def _quantize_coremltools(job: ExportJob, mlmodel, program, to_input, keep_float
     act = cto.OpLinearQuantizerConfig(mode=CT_ACTIVATION_MODE)
     wq = cto.OpLinearQuantizerConfig(mode="linear_symmetric", granularity="per_channel", weight_threshold=0)
     skip = {name: None for name in excluded}
-    q = calibrate_activations_linux(mlmodel, samples, cto.OptimizationConfig(global_config=act, op_name_configs=skip),
-                                    weight_config=cto.OptimizationConfig(global_config=wq, op_name_configs=skip),
-                                    mode="fp16")
-    details = {"method": "coremltools", "observer": "min-max (per tensor, coremltools linear_quantize_activations)",
-               "calibration_run": "mvit reference interpreter, fp16", "weights": "int8 per-channel symmetric",
-               "activations": f"int8 per-tensor ({CT_ACTIVATION_MODE})", "calibration_images": int(len(px)),
-               "keep_float": list(keep_float), "keep_float_source": source, "keep_float_ops": len(excluded),
-               "calibration_seconds": round(time.perf_counter() - t0, 1),
-               "coreml": "W8A8: int8 weights and activations (quantize/dequantize ops)"}
+    q = calibrate_activations_linux(
+        mlmodel,
+        samples,
+        cto.OptimizationConfig(global_config=act, op_name_configs=skip),
+        weight_config=cto.OptimizationConfig(global_config=wq, op_name_configs=skip),
+        mode="fp16",
+    )
+    details = {
+        "method": "coremltools",
+        "observer": "min-max (per tensor, coremltools linear_quantize_activations)",
+        "calibration_run": "mvit reference interpreter, fp16",
+        "weights": "int8 per-channel symmetric",
+        "activations": f"int8 per-tensor ({CT_ACTIVATION_MODE})",
+        "calibration_images": int(len(px)),
+        "keep_float": list(keep_float),
+        "keep_float_source": source,
+        "keep_float_ops": len(excluded),
+        "calibration_seconds": round(time.perf_counter() - t0, 1),
+        "coreml": "W8A8: int8 weights and activations (quantize/dequantize ops)",
+    }
     return q, details
 
 
@@ -265,8 +305,10 @@ def _stable_manifest(package: Path) -> None:
     derived from each item's path, so that the same inputs give the same bytes."""
     manifest = Path(package) / "Manifest.json"
     doc = json.loads(manifest.read_text())
-    renamed = {old: str(uuid.uuid5(uuid.NAMESPACE_URL, "mlpackage:" + item["path"]))
-               for old, item in doc["itemInfoEntries"].items()}
+    renamed = {
+        old: str(uuid.uuid5(uuid.NAMESPACE_URL, "mlpackage:" + item["path"]))
+        for old, item in doc["itemInfoEntries"].items()
+    }
     doc["itemInfoEntries"] = {renamed[k]: v for k, v in doc["itemInfoEntries"].items()}
     doc["rootModelIdentifier"] = renamed[doc["rootModelIdentifier"]]
     manifest.write_text(json.dumps(doc, indent=4, sort_keys=True))
@@ -324,8 +366,7 @@ def _labels(spec) -> list[str]:
             for op in _walk(block.operations):
                 if op.type == "classify":
                     for arg in op.inputs["classes"].arguments:
-                        return [v.immediateValue.tensor.strings.values[0]
-                                for v in arg.value.immediateValue.list.values]
+                        return [v.immediateValue.tensor.strings.values[0] for v in arg.value.immediateValue.list.values]
     return []
 
 
@@ -339,8 +380,10 @@ def _walk(operations):
 def can_time() -> tuple[bool, str]:
     """Core ML predictions need macOS (coremltools' native runtime)."""
     if platform.system() != "Darwin":
-        return False, (f"no latency: Core ML runs only on Apple OSes (this is {platform.system()}); accuracy and "
-                       f"agreement are graph numerics from mvit's reference interpreter, not a device measurement")
+        return False, (
+            f"no latency: Core ML runs only on Apple OSes (this is {platform.system()}); accuracy and "
+            f"agreement are graph numerics from mvit's reference interpreter, not a device measurement"
+        )
     try:
         import coremltools.libcoremlpython  # noqa: F401
     except ImportError:
@@ -393,8 +436,11 @@ class CoreMLRunner(Runner):
 
     @property
     def numerics(self) -> str:
-        return ("Core ML predict on this Mac" if self.backend == "coreml" else
-                "graph numerics from mvit's reference interpreter (not a device measurement)")
+        return (
+            "Core ML predict on this Mac"
+            if self.backend == "coreml"
+            else "graph numerics from mvit's reference interpreter (not a device measurement)"
+        )
 
     def reproducible(self) -> Runner:
         """The reference interpreter (Core ML's predict on macOS depends on the Mac)."""
@@ -434,6 +480,7 @@ def load_runner(path: Path, threads: int = 2, meta: dict | None = None) -> Runne
 
 
 # ------------------------------------------------------------------------------------------ any .mlpackage
+
 
 def _mil_dtype(code: int) -> str:
     """The name of a MIL tensor data type (MIL.proto's DataType enum, e.g. 10 -> float16)."""
@@ -477,11 +524,13 @@ def op_census(path: Path, threads: int = 2) -> dict:
         for block in fn.block_specializations.values():
             for op in _walk(block.operations):
                 t = op.outputs[0].type if op.outputs else None
-                dtype = (_mil_dtype(t.tensorType.dataType)
-                         if t is not None and t.HasField("tensorType") else "-")
+                dtype = _mil_dtype(t.tensorType.dataType) if t is not None and t.HasField("tensorType") else "-"
                 r = rows.setdefault((op.type, dtype), {"op": op.type, "dtype": dtype, "count": 0})
                 r["count"] += 1
-    return {"runtime": "none here (Core ML runs on Apple OSes only)", "delegate": None,
-            "ops_total": sum(r["count"] for r in rows.values()),
-            "ops": sorted(rows.values(), key=lambda r: (-r["count"], r["op"])),
-            "dtype_note": "dtype: the op's first output"}
+    return {
+        "runtime": "none here (Core ML runs on Apple OSes only)",
+        "delegate": None,
+        "ops_total": sum(r["count"] for r in rows.values()),
+        "ops": sorted(rows.values(), key=lambda r: (-r["count"], r["op"])),
+        "dtype_note": "dtype: the op's first output",
+    }

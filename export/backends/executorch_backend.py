@@ -17,6 +17,7 @@ explicitly and checks it.
 
 ExecuTorch is an optional extra (``pip install 'mvit[executorch]'``).
 """
+
 from __future__ import annotations
 
 import json
@@ -86,9 +87,12 @@ def export(job: ExportJob, path: Path) -> IOSpec:
     details["delegation"] = delegation
     h, w = job.contract.input_size
     shape = [1, h, w, 3] if layout == "NHWC" else [1, 3, h, w]
-    return IOSpec(TensorSpec(INPUT_NAME, shape, "float32", layout),
-                  TensorSpec(OUTPUT_NAME, [1, job.meta.num_classes], "float32", "NC"),
-                  normalization_in_model=in_model, quantization_details=details)
+    return IOSpec(
+        TensorSpec(INPUT_NAME, shape, "float32", layout),
+        TensorSpec(OUTPUT_NAME, [1, job.meta.num_classes], "float32", "NC"),
+        normalization_in_model=in_model,
+        quantization_details=details,
+    )
 
 
 def lower(module: torch.nn.Module, sample: torch.Tensor) -> tuple[bytes, dict]:
@@ -99,9 +103,12 @@ def lower(module: torch.nn.Module, sample: torch.Tensor) -> tuple[bytes, dict]:
 
     with torch.no_grad():
         exported = torch.export.export(module, (sample,)).run_decompositions(XNNPACK_DECOMPOSITIONS)
-        edge = to_edge_transform_and_lower(exported, transform_passes=[RemoveNoopExpandCopyPass()],
-                                           partitioner=[XnnpackPartitioner()],
-                                           constant_methods={META_METHOD: "{}"})
+        edge = to_edge_transform_and_lower(
+            exported,
+            transform_passes=[RemoveNoopExpandCopyPass()],
+            partitioner=[XnnpackPartitioner()],
+            constant_methods={META_METHOD: "{}"},
+        )
     delegation = delegation_summary(edge.exported_program().graph_module)
     return bytes(edge.to_executorch().buffer), delegation
 
@@ -154,9 +161,14 @@ def delegation_summary(graph_module) -> dict:
             taken[name] = b.delegated
         if b.non_delegated:
             left[name] = b.non_delegated
-    return {"delegate": "XnnpackBackend", "subgraphs": info.num_delegated_subgraphs,
-            "delegated_nodes": info.num_delegated_nodes, "non_delegated_nodes": info.num_non_delegated_nodes,
-            "delegated_ops": taken, "non_delegated_ops": left}
+    return {
+        "delegate": "XnnpackBackend",
+        "subgraphs": info.num_delegated_subgraphs,
+        "delegated_nodes": info.num_delegated_nodes,
+        "non_delegated_nodes": info.num_non_delegated_nodes,
+        "delegated_ops": taken,
+        "non_delegated_ops": left,
+    }
 
 
 def check_artifact(path: Path, meta: dict) -> list[str]:
@@ -177,6 +189,7 @@ def can_time() -> tuple[bool, str]:
 
 # ------------------------------------------------------------------------------------------ metadata
 
+
 def _program(path: Path):
     _require()
     from executorch.exir._serialize._program import deserialize_pte_binary
@@ -193,7 +206,7 @@ def _program(path: Path):
 def embed_metadata(path: Path, meta: dict) -> None:
     """Set the string the ``mvit_meta`` constant method returns (adding the method if missing)."""
     from executorch.exir._serialize._program import serialize_pte_binary
-    from executorch.exir.schema import (Chain, ContainerMetadata, EValue, ExecutionPlan, String)
+    from executorch.exir.schema import Chain, ContainerMetadata, EValue, ExecutionPlan, String
 
     pte = _program(path)
     value = EValue(String(to_json_bytes(meta).decode()))
@@ -201,11 +214,19 @@ def embed_metadata(path: Path, meta: dict) -> None:
     if plans:
         plans[0].values = [value]
     else:  # the layout the emitter gives a constant method returning one string
-        pte.program.execution_plan.append(ExecutionPlan(
-            name=META_METHOD, container_meta_type=ContainerMetadata("", '[1, {"type": null, "context": null, '
-                                                                        '"children_spec": []}]'),
-            values=[value], inputs=[], outputs=[0], chains=[Chain([], [], [], None)], operators=[],
-            delegates=[], non_const_buffer_sizes=[0]))
+        pte.program.execution_plan.append(
+            ExecutionPlan(
+                name=META_METHOD,
+                container_meta_type=ContainerMetadata("", '[1, {"type": null, "context": null, "children_spec": []}]'),
+                values=[value],
+                inputs=[],
+                outputs=[0],
+                chains=[Chain([], [], [], None)],
+                operators=[],
+                delegates=[],
+                non_const_buffer_sizes=[0],
+            )
+        )
     data = bytes(serialize_pte_binary(pte, extract_delegate_segments=True, segment_alignment=128))
     tmp = Path(path).with_name(Path(path).name + ".tmp")
     tmp.write_bytes(data)
@@ -222,6 +243,7 @@ def read_metadata(path: Path) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ runner
+
 
 def set_threads(threads: int) -> int:
     """Size ExecuTorch's process-wide threadpool; returns the count it reports afterwards."""
@@ -280,8 +302,12 @@ def io_details(path: Path) -> dict:
     meta = Runtime.get().load_program(Path(path)).metadata("forward")
     out = {}
     for key, t in (("input", meta.input_tensor_meta(0)), ("output", meta.output_tensor_meta(0))):
-        out[key] = {"name": f"{key}_0", "shape": [int(v) for v in t.sizes()],
-                    "dtype": _SCALAR_TYPES.get(int(t.dtype()), f"ScalarType {int(t.dtype())}"), "quantization": None}
+        out[key] = {
+            "name": f"{key}_0",
+            "shape": [int(v) for v in t.sizes()],
+            "dtype": _SCALAR_TYPES.get(int(t.dtype()), f"ScalarType {int(t.dtype())}"),
+            "quantization": None,
+        }
     return out
 
 
@@ -300,16 +326,26 @@ def missing_ops(path: Path) -> list[str]:
     program, plan = _forward_plan(path)
     rt = Runtime.get()
     have = rt.operator_registry.operator_names
-    missing = [f"{o.name}.{o.overload} (kernel)" if o.overload else f"{o.name} (kernel)" for o in plan.operators
-               if (f"{o.name}.{o.overload}" if o.overload else o.name) not in have and o.name not in have]
+    missing = [
+        f"{o.name}.{o.overload} (kernel)" if o.overload else f"{o.name} (kernel)"
+        for o in plan.operators
+        if (f"{o.name}.{o.overload}" if o.overload else o.name) not in have and o.name not in have
+    ]
     missing += [f"{d.id} (delegate)" for d in plan.delegates if not rt.backend_registry.is_available(d.id)]
     return sorted(set(missing))
 
 
-_XNN_DTYPES = {"xnn_datatype_fp32": "float32", "xnn_datatype_fp16": "float16", "xnn_datatype_qint8": "int8",
-               "xnn_datatype_quint8": "uint8", "xnn_datatype_qcint8": "int8 per-channel",
-               "xnn_datatype_qint32": "int32", "xnn_datatype_qcint32": "int32 per-channel",
-               "xnn_datatype_qdint8": "int8 dynamic", "xnn_datatype_int32": "int32"}
+_XNN_DTYPES = {
+    "xnn_datatype_fp32": "float32",
+    "xnn_datatype_fp16": "float16",
+    "xnn_datatype_qint8": "int8",
+    "xnn_datatype_quint8": "uint8",
+    "xnn_datatype_qcint8": "int8 per-channel",
+    "xnn_datatype_qint32": "int32",
+    "xnn_datatype_qcint32": "int32 per-channel",
+    "xnn_datatype_qdint8": "int8 dynamic",
+    "xnn_datatype_int32": "int32",
+}
 
 
 def xnnpack_nodes(blob: bytes) -> list[tuple[str, str]]:
@@ -369,8 +405,13 @@ def op_census(path: Path, threads: int = 2) -> dict:
                     r["count"] += 1
                     r["delegated"] += 1
     delegated = sum(r["delegated"] for r in rows.values())
-    return {"runtime": "ExecuTorch runtime (pybindings)", "delegate": "XNNPACK",
-            "ops_total": delegated + kernels, "ops_delegated": delegated, "delegate_partitions": delegate_calls,
-            "ops": sorted(rows.values(), key=lambda r: (-r["count"], r["op"])),
-            "fallback": {r["op"]: r["count"] for r in rows.values() if not r["delegated"]},
-            "dtype_note": "inside XNNPACK: node type and first input's datatype; outside: ExecuTorch kernels"}
+    return {
+        "runtime": "ExecuTorch runtime (pybindings)",
+        "delegate": "XNNPACK",
+        "ops_total": delegated + kernels,
+        "ops_delegated": delegated,
+        "delegate_partitions": delegate_calls,
+        "ops": sorted(rows.values(), key=lambda r: (-r["count"], r["op"])),
+        "fallback": {r["op"]: r["count"] for r in rows.values() if not r["delegated"]},
+        "dtype_note": "inside XNNPACK: node type and first input's datatype; outside: ExecuTorch kernels",
+    }

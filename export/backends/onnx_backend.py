@@ -6,6 +6,7 @@ The artifact is a single file (weights folded back in, no ``.onnx.data``); metad
 exports the fp32 graph, runs files and takes their op census after onnxruntime's own optimisation.
 The measurements behind these choices: benchmarks/results/onnx_simplifier.md.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,18 +18,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ...quant import onnx_qdq
 from ..base import Capabilities, ExportError, ExportJob, IOSpec, TensorSpec
 from ..runner import Runner
 from ..wrappers import PixelInput
-from ...quant import onnx_qdq
 
 FORMAT = "onnx"
 SUFFIX = ".onnx"
 RUNTIME = "onnxruntime (CPU EP)"
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
 INPUTS = ("float-nchw", "uint8-nhwc")
-KEEP_FLOAT = {p: "ONNX node names, op types (Conv, Gemm) or module paths whose nodes stay float"
-              for p in ("fp16", "dynamic", "int8")}
+KEEP_FLOAT = {
+    p: "ONNX node names, op types (Conv, Gemm) or module paths whose nodes stay float"
+    for p in ("fp16", "dynamic", "int8")
+}
 INT8_ROUTE = "onnxruntime-qdq"
 CALIB_METHODS = onnx_qdq.CALIB_METHODS
 RUNTIME_MODULES = ("onnxruntime",)  # imported before a benchmark times the model load
@@ -39,8 +42,12 @@ META_KEY = "mvit"
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 # Tried in order: the first that succeeds simplifies the exported graph (see the module docstring).
 SIMPLIFIERS = ("onnxsim", "onnxslim")
-_ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(uint8)": "uint8",
-               "tensor(int8)": "int8"}
+_ORT_DTYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(uint8)": "uint8",
+    "tensor(int8)": "int8",
+}
 
 
 def torch_export(job: ExportJob):
@@ -55,8 +62,15 @@ def torch_export(job: ExportJob):
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        prog = torch.onnx.export(module, (sample,), dynamo=True, input_names=[INPUT_NAME],
-                                 output_names=[OUTPUT_NAME], verbose=False, optimize=True)
+        prog = torch.onnx.export(
+            module,
+            (sample,),
+            dynamo=True,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            verbose=False,
+            optimize=True,
+        )
     return prog.model_proto
 
 
@@ -153,9 +167,12 @@ def _io_spec(path: Path, layout: str, in_model: bool, details: dict) -> IOSpec:
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     i, o = sess.get_inputs()[0], sess.get_outputs()[0]
-    return IOSpec(TensorSpec(i.name, list(i.shape), _ORT_DTYPES[i.type], layout),
-                  TensorSpec(o.name, list(o.shape), _ORT_DTYPES[o.type], "NC"),
-                  normalization_in_model=in_model, quantization_details=details)
+    return IOSpec(
+        TensorSpec(i.name, list(i.shape), _ORT_DTYPES[i.type], layout),
+        TensorSpec(o.name, list(o.shape), _ORT_DTYPES[o.type], "NC"),
+        normalization_in_model=in_model,
+        quantization_details=details,
+    )
 
 
 def check_artifact(path: Path, meta: dict) -> list[str]:
@@ -166,8 +183,11 @@ def check_artifact(path: Path, meta: dict) -> list[str]:
         onnx.checker.check_model(str(path))
     except Exception as e:  # onnx raises ValidationError and friends
         return [f"onnx checker: {str(e).splitlines()[0][:200]}"]
-    external = [t.name for t in onnx.load(str(path), load_external_data=False).graph.initializer
-                if t.data_location == onnx.TensorProto.EXTERNAL]
+    external = [
+        t.name
+        for t in onnx.load(str(path), load_external_data=False).graph.initializer
+        if t.data_location == onnx.TensorProto.EXTERNAL
+    ]
     return [f"{len(external)} weights stored outside the file"] if external else []
 
 
@@ -219,8 +239,9 @@ class ONNXRunner(Runner):
     def invoke(self, native: np.ndarray) -> np.ndarray:
         if not self._batch_one:
             return self.session.run(None, {self._in: native})[0]
-        return np.concatenate([self.session.run(None, {self._in: native[i : i + 1]})[0]
-                               for i in range(native.shape[0])])
+        return np.concatenate(
+            [self.session.run(None, {self._in: native[i : i + 1]})[0] for i in range(native.shape[0])]
+        )
 
 
 def load_runner(path: Path, threads: int = 2, meta: dict | None = None) -> Runner:
@@ -230,8 +251,14 @@ def load_runner(path: Path, threads: int = 2, meta: dict | None = None) -> Runne
 
 # ------------------------------------------------------------------------------------------ any .onnx file
 
-def session(path: Path, threads: int = 2, optimized_path: Path | None = None, spinning: bool = True,
-            profile_prefix: Path | None = None):
+
+def session(
+    path: Path,
+    threads: int = 2,
+    optimized_path: Path | None = None,
+    spinning: bool = True,
+    profile_prefix: Path | None = None,
+):
     """An onnxruntime CPU session: ``threads`` intra-op threads, every graph optimisation (the
     optimised graph saved to ``optimized_path`` if given).
 
@@ -261,8 +288,12 @@ def io_details(path: Path) -> dict:
     sess = session(path, 1)
     out = {}
     for key, t in (("input", sess.get_inputs()[0]), ("output", sess.get_outputs()[0])):
-        out[key] = {"name": t.name, "shape": [v if isinstance(v, int) else 1 for v in t.shape],
-                    "dtype": _ORT_DTYPES.get(t.type, t.type), "quantization": None}
+        out[key] = {
+            "name": t.name,
+            "shape": [v if isinstance(v, int) else 1 for v in t.shape],
+            "dtype": _ORT_DTYPES.get(t.type, t.type),
+            "quantization": None,
+        }
     return out
 
 
@@ -302,8 +333,16 @@ def _output_dtype(node, types: dict) -> int:
 
 # multiply-accumulate ops of onnxruntime's optimised CPU graph: integer kernels, and the float ones they replace
 # (the NCHWc and fused forms the CPU EP's optimiser writes included)
-INTEGER_MAC_OPS = ("QLinearConv", "QGemm", "QLinearMatMul", "MatMulInteger", "ConvInteger", "MatMulIntegerToFloat",
-                   "DynamicQuantizeMatMul", "QAttention")
+INTEGER_MAC_OPS = (
+    "QLinearConv",
+    "QGemm",
+    "QLinearMatMul",
+    "MatMulInteger",
+    "ConvInteger",
+    "MatMulIntegerToFloat",
+    "DynamicQuantizeMatMul",
+    "QAttention",
+)
 FLOAT_MAC_OPS = ("Conv", "Gemm", "MatMul", "FusedConv", "FusedGemm", "FusedMatMul", "Attention")
 CONVERSION_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear")
 
@@ -315,16 +354,18 @@ def integer_headline(ops: list[dict]) -> dict:
     integer = sum(r["count"] for r in ops if base(r) in INTEGER_MAC_OPS)
     floating = sum(r["count"] for r in ops if base(r) in FLOAT_MAC_OPS and r["dtype"] in ("float32", "float16"))
     conversions = {op: sum(r["count"] for r in ops if base(r) == op) for op in CONVERSION_OPS}
-    return {"mac_ops": integer + floating, "integer_mac_ops": integer,
-            "integer_share": integer / (integer + floating) if integer + floating else 0.0,
-            "conversions": {k: v for k, v in conversions.items() if v}}
+    return {
+        "mac_ops": integer + floating,
+        "integer_mac_ops": integer,
+        "integer_share": integer / (integer + floating) if integer + floating else 0.0,
+        "conversions": {k: v for k, v in conversions.items() if v},
+    }
 
 
 def op_census(path: Path, threads: int = 2) -> dict:
     """Node types with their first input's dtype, in the graph onnxruntime runs after its own
     optimisation (level ORT_ENABLE_ALL, CPU execution provider), against the file's own graph; with
     ``integer``: the headline figures of that graph (``integer_headline``)."""
-    import tempfile
 
     import onnx
 
@@ -342,7 +383,11 @@ def op_census(path: Path, threads: int = 2) -> dict:
             for o in n.output:
                 if o and o not in types:
                     types[o] = _output_dtype(n, types)
-            dtype = onnx.helper.tensor_dtype_to_np_dtype(types[n.input[0]]).name if n.input and types.get(n.input[0]) else "-"
+            dtype = (
+                onnx.helper.tensor_dtype_to_np_dtype(types[n.input[0]]).name
+                if n.input and types.get(n.input[0])
+                else "-"
+            )
             op = n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}:{n.op_type}"
             r = rows.setdefault((op, dtype), {"op": op, "dtype": dtype, "count": 0})
             r["count"] += 1
@@ -353,10 +398,16 @@ def op_census(path: Path, threads: int = 2) -> dict:
         session(path, threads, optimized)
         after = census(onnx.load(str(optimized)))
     before = census(onnx.load(str(path)))
-    return {"runtime": f"onnxruntime CPU execution provider, ORT_ENABLE_ALL, {threads} threads",
-            "delegate": None, "ops_total": after["nodes"], "ops": after["ops"], "file_nodes": before["nodes"],
-            "file_ops": before["ops"], "dtype_note": "dtype: the node's first input",
-            "integer": integer_headline(after["ops"])}
+    return {
+        "runtime": f"onnxruntime CPU execution provider, ORT_ENABLE_ALL, {threads} threads",
+        "delegate": None,
+        "ops_total": after["nodes"],
+        "ops": after["ops"],
+        "file_nodes": before["nodes"],
+        "file_ops": before["ops"],
+        "dtype_note": "dtype: the node's first input",
+        "integer": integer_headline(after["ops"]),
+    }
 
 
 def layer_error(fp32_path: Path, int8_path: Path, pixels: np.ndarray, threads: int = 2) -> dict:
@@ -369,6 +420,8 @@ def layer_error(fp32_path: Path, int8_path: Path, pixels: np.ndarray, threads: i
         inputs = runner.prepare(pixels)
     finally:
         runner.close()
-    return {"method": "onnxruntime.quantization.qdq_loss_debug",
-            "keep_float_names": f"ONNX node names (mvit-export --format {FORMAT} --keep-float NAME)",
-            "layers": qdq_layer_error(fp32_path, int8_path, inputs)}
+    return {
+        "method": "onnxruntime.quantization.qdq_loss_debug",
+        "keep_float_names": f"ONNX node names (mvit-export --format {FORMAT} --keep-float NAME)",
+        "layers": qdq_layer_error(fp32_path, int8_path, inputs),
+    }

@@ -1,6 +1,7 @@
 """Per-layer int8 error of an ONNX QDQ artifact (``onnx_backend.layer_error``): onnxruntime's QDQ debugging
 helpers (``qdq_loss_debug``) on the int8 artifact and the pre-processed float graph it was quantized from.
 Names are ONNX node names, as ``mvit-export --format onnx --keep-float`` resolves them."""
+
 from __future__ import annotations
 
 import tempfile
@@ -66,13 +67,25 @@ def qdq_layer_error(fp32_path, int8_path, inputs: np.ndarray) -> list[dict]:
             for f, post_q in zip(m["float"], m["post_qdq"]):
                 model.add(f, post_q)
         has_param = any(i in inits for i in node.input)
-        rows.append({"tensor": tensor, "keep_float_name": node.name, "op": node.op_type,
-                     "module": module_of_node.get(node.name), "module_exact": has_param,
-                     "local_sqnr_db": local.db, "model_sqnr_db": model.db if m.get("float") else None})
+        rows.append(
+            {
+                "tensor": tensor,
+                "keep_float_name": node.name,
+                "op": node.op_type,
+                "module": module_of_node.get(node.name),
+                "module_exact": has_param,
+                "local_sqnr_db": local.db,
+                "model_sqnr_db": model.db if m.get("float") else None,
+            }
+        )
     by_tensor = {r["tensor"]: r for r in rows}
     for r in rows:
         node = producer[r["tensor"]]
-        ins = [by_tensor[i]["model_sqnr_db"] for i in node.input if i in by_tensor and by_tensor[i]["model_sqnr_db"] is not None]
+        ins = [
+            by_tensor[i]["model_sqnr_db"]
+            for i in node.input
+            if i in by_tensor and by_tensor[i]["model_sqnr_db"] is not None
+        ]
         r["drop_db"] = (min(ins) - r["model_sqnr_db"]) if ins and r["model_sqnr_db"] is not None else None
     rows.sort(key=lambda r: r["local_sqnr_db"])
     return rows

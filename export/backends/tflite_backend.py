@@ -7,6 +7,7 @@ before the first conv's PAD so XNNPACK folds that PAD into the conv (``mvit.expo
 Runs with ai-edge-litert's interpreter (XNNPACK). Metadata lives in a flatbuffer metadata entry
 named ``mvit``.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from ..base import Capabilities, ExportError, ExportJob, IOSpec, TensorSpec
-from ..runner import Runner
 from ..metadata import to_json_bytes
+from ..runner import Runner
 from ..tflite_passes import dequantize_before_pad, float_softmax
 from ..wrappers import input_graph, pt2e_input_graph, quantize_input_graph
 
@@ -80,8 +81,11 @@ def export(job: ExportJob, path: Path) -> IOSpec:
             details.update(method="float16 weights, dequantized at load")
         elif job.precision == "dynamic":
             path.write_bytes(_dynamic_range(fp32))
-            details.update(method="ai-edge-quantizer dynamic_wi8_afp32", weights="int8 per-channel",
-                           activations="float (quantized on the fly)")
+            details.update(
+                method="ai-edge-quantizer dynamic_wi8_afp32",
+                weights="int8 per-channel",
+                activations="float (quantized on the fly)",
+            )
         else:
             raise ExportError(f"TFLite has no precision {job.precision!r}")
     model_bytes, moved = finish_graph(path.read_bytes())
@@ -161,8 +165,10 @@ def check_artifact(path: Path, meta: dict) -> list[str]:
     """Ops the interpreter cannot run without extra libraries (Flex, custom), and I/O against metadata."""
     from ai_edge_litert.interpreter import Interpreter
 
-    problems = [f"op {name} needs a runtime extension (Flex/custom), which phones' LiteRT lacks"
-                for name in custom_ops(Path(path).read_bytes())]
+    problems = [
+        f"op {name} needs a runtime extension (Flex/custom), which phones' LiteRT lacks"
+        for name in custom_ops(Path(path).read_bytes())
+    ]
     it = Interpreter(model_path=str(path))
     shape = [int(v) for v in it.get_input_details()[0]["shape"]]
     if shape != meta["input"]["shape"]:
@@ -176,8 +182,13 @@ def custom_ops(model_bytes: bytes) -> list[str]:
     from ai_edge_litert.tools import flatbuffer_utils as fb
 
     m = fb.read_model_from_bytearray(bytearray(model_bytes))
-    return sorted({_name(c.customCode) for c in m.operatorCodes
-                   if fb.get_builtin_code_from_operator_code(c) == schema.BuiltinOperator.CUSTOM})
+    return sorted(
+        {
+            _name(c.customCode)
+            for c in m.operatorCodes
+            if fb.get_builtin_code_from_operator_code(c) == schema.BuiltinOperator.CUSTOM
+        }
+    )
 
 
 def can_time() -> tuple[bool, str]:
@@ -269,8 +280,14 @@ class TFLiteRunner(Runner):
 
         # keep_tensors: every intermediate tensor stays readable, on the reference kernels (the XNNPACK
         # delegate computes whole subgraphs without them)
-        kw = dict(experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-                  experimental_preserve_all_tensors=True) if keep_tensors else {}
+        kw = (
+            dict(
+                experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+                experimental_preserve_all_tensors=True,
+            )
+            if keep_tensors
+            else {}
+        )
         self.interpreter = Interpreter(model_path=str(path), num_threads=threads, **kw)
         self.interpreter.allocate_tensors()
         self._in = self.interpreter.get_input_details()[0]["index"]
@@ -293,6 +310,7 @@ def load_runner(path: Path, threads: int = 2, meta: dict | None = None, keep_ten
 
 
 # ------------------------------------------------------------------------------------------ any .tflite file
+
 
 def io_details(path: Path) -> dict:
     """Input and output tensors of any .tflite file: name, shape, dtype, quantization (or None)."""
@@ -328,8 +346,11 @@ def _operators(model_bytes: bytes, subgraphs=None) -> list[tuple[str, tuple[str,
             builtin = fb.get_builtin_code_from_operator_code(code)
             custom = _name(code.customCode) if code.customCode else None
             name = custom if builtin == schema.BuiltinOperator.CUSTOM else names.get(builtin, f"BUILTIN_{builtin}")
-            dtypes = tuple(types.get(sg.tensors[int(t)].type, "?") for t in (op.inputs if op.inputs is not None else [])
-                           if int(t) >= 0)
+            dtypes = tuple(
+                types.get(sg.tensors[int(t)].type, "?")
+                for t in (op.inputs if op.inputs is not None else [])
+                if int(t) >= 0
+            )
             ops.append((name, dtypes))
     return ops
 
@@ -341,8 +362,10 @@ def missing_ops(path: Path) -> list[str]:
         custom = custom_ops(Path(path).read_bytes())
     except Exception as e:  # flatbuffers raises assorted errors on foreign bytes
         raise ValueError(f"not a readable .tflite file ({type(e).__name__})") from None
-    return [f"{c} ({'Flex: a TensorFlow op, needs the Select TF ops delegate' if c.startswith('Flex') else 'custom op'})"
-            for c in custom]
+    return [
+        f"{c} ({'Flex: a TensorFlow op, needs the Select TF ops delegate' if c.startswith('Flex') else 'custom op'})"
+        for c in custom
+    ]
 
 
 def op_census(path: Path, threads: int = 2) -> dict:
@@ -383,10 +406,16 @@ def op_census(path: Path, threads: int = 2) -> dict:
     for r in rows.values():
         if r["count"] > r["delegated"]:
             fallback[f"{r['op']} ({r['dtype']})"] = r["count"] - r["delegated"]
-    return {"runtime": f"ai-edge-litert interpreter, {threads} threads", "delegate": "XNNPACK",
-            "ops_total": len(plain), "ops_delegated": len(taken), "delegate_partitions": len(delegates),
-            "ops": sorted(rows.values(), key=lambda r: (-r["count"], r["op"])), "fallback": fallback,
-            "dtype_note": "dtype: the op's first input tensor"}
+    return {
+        "runtime": f"ai-edge-litert interpreter, {threads} threads",
+        "delegate": "XNNPACK",
+        "ops_total": len(plain),
+        "ops_delegated": len(taken),
+        "delegate_partitions": len(delegates),
+        "ops": sorted(rows.values(), key=lambda r: (-r["count"], r["op"])),
+        "fallback": fallback,
+        "dtype_note": "dtype: the op's first input tensor",
+    }
 
 
 def tensor_error(path: Path, model, pixels: np.ndarray) -> dict:
@@ -394,10 +423,12 @@ def tensor_error(path: Path, model, pixels: np.ndarray) -> dict:
     each int8 tensor on the reference kernels against its module's float output (``tflite_layers``)."""
     from .tflite_layers import file_tensor_error
 
-    return {"method": "each int8 tensor of the .tflite file (reference kernels) against the float model's "
-                      "output of the module it is named after",
-            "keep_float_names": f"module paths (mvit-export --format {FORMAT} --keep-float NAME)",
-            "layers": file_tensor_error(path, model, pixels)}
+    return {
+        "method": "each int8 tensor of the .tflite file (reference kernels) against the float model's "
+        "output of the module it is named after",
+        "keep_float_names": f"module paths (mvit-export --format {FORMAT} --keep-float NAME)",
+        "layers": file_tensor_error(path, model, pixels),
+    }
 
 
 MOVE_OPS = ("RESHAPE", "TRANSPOSE", "SLICE", "STRIDED_SLICE", "SQUEEZE", "EXPAND_DIMS", "GATHER")

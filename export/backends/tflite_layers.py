@@ -1,6 +1,7 @@
 """Per-tensor int8 error of a .tflite file against the float model it was exported from
 (``tflite_backend.tensor_error``): each int8 tensor the file computes, run on the reference kernels,
 against the float model's output of the module it is named after. This catches what the converter changed."""
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -8,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .tflite_backend import load_runner
 from ...model.preprocess import normalize_hwc_uint8
 from ...quant.qat import fold_for_qat
 from ...quant.sqnr import Energy
+from .tflite_backend import load_runner
 
 
 def _as_layout(x: np.ndarray, shape) -> np.ndarray | None:
@@ -38,7 +39,6 @@ def file_tensor_error(path, model, pixels: np.ndarray) -> list[dict]:
     """
     import torch
 
-
     runner = load_runner(Path(path), threads=1, keep_tensors=True)
     it = runner.interpreter
     tensors = {t["index"]: t for t in it.get_tensor_details()}
@@ -56,12 +56,18 @@ def file_tensor_error(path, model, pixels: np.ndarray) -> list[dict]:
     for m, i in output_of.items():
         if len(m) > len(innermost.get(i, "")):
             innermost[i] = m
-    quantized = {m: i for i, m in innermost.items()
-                 if tensors[i]["dtype"] in (np.int8, np.uint8, np.int16) and tensors[i]["quantization"][0] > 0}
+    quantized = {
+        m: i
+        for i, m in innermost.items()
+        if tensors[i]["dtype"] in (np.int8, np.uint8, np.int16) and tensors[i]["quantization"][0] > 0
+    }
     float_model, _ = fold_for_qat(model, torch.from_numpy(normalize_hwc_uint8(pixels[:1], runner.contract)))
     captured: dict[str, torch.Tensor] = {}
-    hooks = [mod.register_forward_hook(lambda _m, _i, out, name=name: captured.__setitem__(name, out))
-             for name, mod in float_model.named_modules() if name in quantized]
+    hooks = [
+        mod.register_forward_hook(lambda _m, _i, out, name=name: captured.__setitem__(name, out))
+        for name, mod in float_model.named_modules()
+        if name in quantized
+    ]
     local, whole = defaultdict(Energy), defaultdict(Energy)
     clipped, seen = defaultdict(int), defaultdict(int)
     try:
@@ -88,16 +94,27 @@ def file_tensor_error(path, model, pixels: np.ndarray) -> list[dict]:
         for h in hooks:
             h.remove()
     module_of = {i: m for m, i in quantized.items() if seen[m]}
-    rows = [{"tensor": tensors[i]["name"], "keep_float_name": m, "op": producer[i]["op_name"], "module": m,
-             "module_exact": True, "scale": float(tensors[i]["quantization"][0]),
-             "zero_point": int(tensors[i]["quantization"][1]), "clipped_pct": 100.0 * clipped[m] / seen[m],
-             "local_sqnr_db": local[m].db, "model_sqnr_db": whole[m].db} for i, m in module_of.items()]
+    rows = [
+        {
+            "tensor": tensors[i]["name"],
+            "keep_float_name": m,
+            "op": producer[i]["op_name"],
+            "module": m,
+            "module_exact": True,
+            "scale": float(tensors[i]["quantization"][0]),
+            "zero_point": int(tensors[i]["quantization"][1]),
+            "clipped_pct": 100.0 * clipped[m] / seen[m],
+            "local_sqnr_db": local[m].db,
+            "model_sqnr_db": whole[m].db,
+        }
+        for i, m in module_of.items()
+    ]
     by_index = {i: r for (i, _), r in zip(module_of.items(), rows)}
 
     def sources(tensor: int, depth: int = 0) -> list[int]:  # nearest reported tensors feeding ``tensor``
         op = producer.get(tensor)
         found = []
-        for i in (op["inputs"] if op is not None else ()):
+        for i in op["inputs"] if op is not None else ():
             if i in by_index:
                 found.append(i)
             elif depth < 8 and i in producer:

@@ -16,14 +16,33 @@ Public API:
                                               coremltools' linear_quantize_activations, calibrated here
   UnsupportedOpError, ProgramError            loud failures, naming the op
 """
+
 from .calibrate import calibrate_activations_linux, interpreter_predictions
 from .check import SOURCE_LABEL, THRESHOLDS, check_against_reference, compare
 from .interpreter import (
-    PINNED_COREMLTOOLS, CoreMLProgram, Interpreter, ProgramError, UnsupportedOpError, load_program, run, scores,
+    PINNED_COREMLTOOLS,
+    CoreMLProgram,
+    Interpreter,
+    ProgramError,
+    UnsupportedOpError,
+    load_program,
+    run,
+    scores,
 )
 
 __all__ = [
-    "PINNED_COREMLTOOLS", "SOURCE_LABEL", "THRESHOLDS", "CoreMLProgram", "Interpreter", "ProgramError",
-    "UnsupportedOpError", "calibrate_activations_linux", "check_against_reference", "compare",
-    "interpreter_predictions", "load_program", "run", "scores",
+    "PINNED_COREMLTOOLS",
+    "SOURCE_LABEL",
+    "THRESHOLDS",
+    "CoreMLProgram",
+    "Interpreter",
+    "ProgramError",
+    "UnsupportedOpError",
+    "calibrate_activations_linux",
+    "check_against_reference",
+    "compare",
+    "interpreter_predictions",
+    "load_program",
+    "run",
+    "scores",
 ]

@@ -10,6 +10,7 @@ The default count is 1; ``MVIT_COREML_INTERP_THREADS`` overrides it (0 leaves Op
 Only OpenBLAS found in the process (``/proc/self/maps``, Linux) is handled; elsewhere (macOS
 Accelerate, MKL) this is a no-op. Results do not depend on the thread count beyond summation order.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -17,9 +18,11 @@ import os
 from contextlib import contextmanager
 
 # (getter, setter) names: plain OpenBLAS, and the 64-bit-integer builds numpy/scipy wheels ship
-_SYMBOLS = (("openblas_get_num_threads", "openblas_set_num_threads"),
-            ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
-            ("openblas_get_num_threads64_", "openblas_set_num_threads64_"))
+_SYMBOLS = (
+    ("openblas_get_num_threads", "openblas_set_num_threads"),
+    ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
+    ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
+)
 _found: list | None = None
 
 

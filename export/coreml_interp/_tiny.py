@@ -3,11 +3,12 @@
 Used by the interpreter's tests (and handy for checking the interpreter by hand); not part of the
 public API. Each model has the structure, not the size, of its family: a conversion takes ~1 s.
 """
+
 from __future__ import annotations
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 
 def _cbr(cin, cout, k=3, s=1, groups=1, act=nn.SiLU):
@@ -21,8 +22,9 @@ class InvRes(nn.Module):
     def __init__(self, cin, cout, stride, exp=2, act=nn.SiLU):
         super().__init__()
         h = cin * exp
-        self.block = nn.Sequential(_cbr(cin, h, 1, act=act), _cbr(h, h, 3, stride, groups=h, act=act),
-                                   _cbr(h, cout, 1, act=None))
+        self.block = nn.Sequential(
+            _cbr(cin, h, 1, act=act), _cbr(h, h, 3, stride, groups=h, act=act), _cbr(h, cout, 1, act=None)
+        )
         self.res = stride == 1 and cin == cout
 
     def forward(self, x):
@@ -118,9 +120,13 @@ class TinyMobileNetV2(nn.Module):
 
     def __init__(self, num_classes=5, c=8):
         super().__init__()
-        self.features = nn.Sequential(_cbr(3, c, 3, 2, act=nn.ReLU6), InvRes(c, c, 1, act=nn.ReLU6),
-                                      InvRes(c, 2 * c, 2, act=nn.ReLU6), InvRes(2 * c, 2 * c, 1, act=nn.ReLU6),
-                                      _cbr(2 * c, 4 * c, 1, act=nn.ReLU6))
+        self.features = nn.Sequential(
+            _cbr(3, c, 3, 2, act=nn.ReLU6),
+            InvRes(c, c, 1, act=nn.ReLU6),
+            InvRes(c, 2 * c, 2, act=nn.ReLU6),
+            InvRes(2 * c, 2 * c, 1, act=nn.ReLU6),
+            _cbr(2 * c, 4 * c, 1, act=nn.ReLU6),
+        )
         self.fc = nn.Linear(4 * c, num_classes)
 
     def forward(self, x):
@@ -153,8 +159,12 @@ class TinyViT(nn.Module):
         return self.head(self.ln(t)[:, 0])
 
 
-TINY_MODELS = {"mobilevit_v1": TinyMobileViTv1, "mobilevit_v2": TinyMobileViTv2,
-               "mobilenet_v2": TinyMobileNetV2, "vit": TinyViT}
+TINY_MODELS = {
+    "mobilevit_v1": TinyMobileViTv1,
+    "mobilevit_v2": TinyMobileViTv2,
+    "mobilenet_v2": TinyMobileNetV2,
+    "vit": TinyViT,
+}
 
 
 def make_tiny(name: str, seed: int = 0) -> nn.Module:
@@ -173,8 +183,15 @@ def make_tiny(name: str, seed: int = 0) -> nn.Module:
     return m.eval()
 
 
-def convert(model: nn.Module, example: torch.Tensor, precision: str = "fp32", image_input: dict | None = None,
-            labels: list[str] | None = None, input_name: str = "image", quantized_torch: bool = False):
+def convert(
+    model: nn.Module,
+    example: torch.Tensor,
+    precision: str = "fp32",
+    image_input: dict | None = None,
+    labels: list[str] | None = None,
+    input_name: str = "image",
+    quantized_torch: bool = False,
+):
     """torch -> Core ML ML Program (iOS17), the route the export backend takes.
 
     ``precision`` is "fp32" or "fp16" (compute precision); ``image_input`` holds ``ct.ImageType``
@@ -193,5 +210,6 @@ def convert(model: nn.Module, example: torch.Tensor, precision: str = "fp32", im
     kw = {}
     if labels is not None:
         kw["classifier_config"] = ct.ClassifierConfig(list(labels))
-    return ct.convert(ep, inputs=[inp], minimum_deployment_target=ct.target.iOS17, compute_precision=cp,
-                      convert_to="mlprogram", **kw)
+    return ct.convert(
+        ep, inputs=[inp], minimum_deployment_target=ct.target.iOS17, compute_precision=cp, convert_to="mlprogram", **kw
+    )

@@ -19,6 +19,7 @@ not on which image came last. It is not a gain in accuracy: plain min/max over a
 ranges with outliers, and the last image's ranges did as well or better
 (benchmarks/results/coreml_w8a8.md).
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -57,8 +58,10 @@ def interpreter_predictions(mode: str = "auto", accumulate: bool = True):
         names = self.__dict__.setdefault("_mvit_names", {}).get(key)
         if names is None:  # same filter as the original: only tensors Core ML can return as multiarrays
             names = self.__dict__["_mvit_names"][key] = [
-                n for n in intermediate_output_names
-                if ModelDebugger.get_output_feature_type(n, self.block_info.operations) is not None]
+                n
+                for n in intermediate_output_names
+                if ModelDebugger.get_output_feature_type(n, self.block_info.operations) is not None
+            ]
         env = interp.execute(inputs, mode, keep_all=True)
         out = {name: np.asarray(env[name], dtype=np.float32) for name in names}
         for name in interp.program.output_names:
@@ -68,7 +71,8 @@ def interpreter_predictions(mode: str = "auto", accumulate: bool = True):
     ModelDebugger.predict_intermediate_outputs = predict_intermediate_outputs
     if accumulate:
         ModelDebugger.record_intermediate_output = staticmethod(
-            lambda output_value, output_name, stats: _accumulate_range(output_name, output_value, stats))
+            lambda output_value, output_name, stats: _accumulate_range(output_name, output_value, stats)
+        )
         ptq._update_tensor_range = lambda name, value, stats: _accumulate_range(name, value, stats)
     try:
         yield
@@ -78,9 +82,16 @@ def interpreter_predictions(mode: str = "auto", accumulate: bool = True):
         ptq._update_tensor_range = original_update
 
 
-def calibrate_activations_linux(mlmodel, sample_data, config=None, quantize_weights: bool = True,
-                                weight_threshold: int = 2048, mode: str = "auto", weight_config=None,
-                                accumulate: bool = True):
+def calibrate_activations_linux(
+    mlmodel,
+    sample_data,
+    config=None,
+    quantize_weights: bool = True,
+    weight_threshold: int = 2048,
+    mode: str = "auto",
+    weight_config=None,
+    accumulate: bool = True,
+):
     """W8A8 Core ML model via coremltools' own ``linear_quantize_activations``, calibrated here.
 
     ``mlmodel``: float ML Program (``ct.models.MLModel``, fp16 or fp32).
@@ -103,7 +114,8 @@ def calibrate_activations_linux(mlmodel, sample_data, config=None, quantize_weig
     with interpreter_predictions(mode, accumulate):
         model = cto.linear_quantize_activations(mlmodel, config, [dict(d) for d in sample_data])
     if quantize_weights:
-        wcfg = weight_config or cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(
-            mode="linear_symmetric", weight_threshold=weight_threshold))
+        wcfg = weight_config or cto.OptimizationConfig(
+            global_config=cto.OpLinearQuantizerConfig(mode="linear_symmetric", weight_threshold=weight_threshold)
+        )
         model = cto.linear_quantize_weights(model, wcfg)
     return model

@@ -1,12 +1,12 @@
 """Parity of a Core ML package (run by the reference interpreter) against the PyTorch model."""
+
 from __future__ import annotations
 
 import numpy as np
 
 from .interpreter import Interpreter, as_program, scores
 
-SOURCE_LABEL = ("graph numerics from the mvit reference interpreter (numpy, coremltools MIL), "
-                "not a device measurement")
+SOURCE_LABEL = "graph numerics from the mvit reference interpreter (numpy, coremltools MIL), not a device measurement"
 
 # precision -> (interpreter mode, thresholds). Float thresholds from issue 7; the quantized ones
 # compare top-1 with the float model on real images (min_agreement is an argument).
@@ -16,8 +16,7 @@ THRESHOLDS = {
     "int8_weights": {"mode": "auto"},
     "w8a8": {"mode": "auto"},
 }
-ALIASES = {"float32": "fp32", "float16": "fp16", "w8": "int8_weights", "dynamic": "int8_weights",
-           "int8": "w8a8"}
+ALIASES = {"float32": "fp32", "float16": "fp16", "w8": "int8_weights", "dynamic": "int8_weights", "int8": "w8a8"}
 
 
 def compare(y: np.ndarray, ref: np.ndarray) -> dict:
@@ -43,8 +42,16 @@ def compare(y: np.ndarray, ref: np.ndarray) -> dict:
     }
 
 
-def check_against_reference(program_path, torch_model, inputs, precision: str, *, coreml_inputs=None,
-                            min_agreement: float = 0.95, mode: str | None = None) -> dict:
+def check_against_reference(
+    program_path,
+    torch_model,
+    inputs,
+    precision: str,
+    *,
+    coreml_inputs=None,
+    min_agreement: float = 0.95,
+    mode: str | None = None,
+) -> dict:
     """Run the Core ML package with the reference interpreter and compare with the PyTorch model.
 
     ``program_path``: ``.mlpackage`` path, :class:`CoreMLProgram` or in-memory ``MLModel``.
@@ -74,8 +81,11 @@ def check_against_reference(program_path, torch_model, inputs, precision: str, *
         thr["min_top1_agreement"] = min_agreement
 
     x = inputs.detach().cpu().numpy() if isinstance(inputs, torch.Tensor) else np.asarray(inputs)
-    cx = x if coreml_inputs is None else (
-        coreml_inputs.detach().cpu().numpy() if isinstance(coreml_inputs, torch.Tensor) else coreml_inputs)
+    cx = (
+        x
+        if coreml_inputs is None
+        else (coreml_inputs.detach().cpu().numpy() if isinstance(coreml_inputs, torch.Tensor) else coreml_inputs)
+    )
     if len(cx) != len(x):
         raise ValueError(f"{len(x)} torch inputs but {len(cx)} Core ML inputs")
     with torch.no_grad():
@@ -105,5 +115,12 @@ def check_against_reference(program_path, torch_model, inputs, precision: str, *
         failures.append(f"cosine {m['cosine']:.6f} < {thr['min_cosine']}")
     if "min_top1_agreement" in thr and not m["top1_agreement"] >= thr["min_top1_agreement"]:
         failures.append(f"top-1 agreement {m['top1_agreement']:.4f} < {thr['min_top1_agreement']}")
-    return {**m, "precision": precision, "mode": run_mode, "thresholds": thr, "passed": not failures,
-            "failures": failures, "source": SOURCE_LABEL}
+    return {
+        **m,
+        "precision": precision,
+        "mode": run_mode,
+        "thresholds": thr,
+        "passed": not failures,
+        "failures": failures,
+        "source": SOURCE_LABEL,
+    }

@@ -1,4 +1,5 @@
 """Loading a saved Core ML ML Program and executing it op by op in numpy."""
+
 from __future__ import annotations
 
 import os
@@ -20,10 +21,31 @@ MODES = ("fp16", "fp32", "fp64", "auto")
 FLOAT_TYPES = ("fp16", "fp32", "fp64")
 # Ops that only move or select values: a float32 result holds values of its inputs, which are
 # already stored at the run's precision, so rounding it again would change nothing (and costs time).
-_MOVE_OPS = frozenset(("reshape", "transpose", "squeeze", "expand_dims", "concat", "split", "stack",
-                       "slice_by_index", "slice_by_size", "identity", "gather", "tile"))
-_INT_TYPES = {"int8": np.int8, "uint8": np.uint8, "int16": np.int16, "uint16": np.uint16, "int32": np.int32,
-              "int64": np.int64, "bool": np.bool_}
+_MOVE_OPS = frozenset(
+    (
+        "reshape",
+        "transpose",
+        "squeeze",
+        "expand_dims",
+        "concat",
+        "split",
+        "stack",
+        "slice_by_index",
+        "slice_by_size",
+        "identity",
+        "gather",
+        "tile",
+    )
+)
+_INT_TYPES = {
+    "int8": np.int8,
+    "uint8": np.uint8,
+    "int16": np.int16,
+    "uint16": np.uint16,
+    "int32": np.int32,
+    "int64": np.int64,
+    "bool": np.bool_,
+}
 
 
 class UnsupportedOpError(NotImplementedError):
@@ -31,8 +53,10 @@ class UnsupportedOpError(NotImplementedError):
 
     def __init__(self, op_type: str, op_name: str):
         self.op_type, self.op_name = op_type, op_name
-        super().__init__(f"Core ML reference interpreter: unsupported op type {op_type!r} (op {op_name!r}); "
-                         f"add it to export/coreml_interp/ops.py")
+        super().__init__(
+            f"Core ML reference interpreter: unsupported op type {op_type!r} (op {op_name!r}); "
+            f"add it to export/coreml_interp/ops.py"
+        )
 
 
 class ProgramError(RuntimeError):
@@ -42,10 +66,10 @@ class ProgramError(RuntimeError):
 @dataclass
 class InputInfo:
     name: str
-    kind: str                          # "tensor" | "image"
-    shape: tuple | None                # static shape the program declares, None if symbolic
-    dtype: str                         # MIL dtype of the program input: fp32, fp16, int32, ...
-    color_layout: str | None = None    # image inputs: RGB | BGR | GRAYSCALE | GRAYSCALE_FLOAT16
+    kind: str  # "tensor" | "image"
+    shape: tuple | None  # static shape the program declares, None if symbolic
+    dtype: str  # MIL dtype of the program input: fp32, fp16, int32, ...
+    color_layout: str | None = None  # image inputs: RGB | BGR | GRAYSCALE | GRAYSCALE_FLOAT16
 
 
 @dataclass
@@ -56,10 +80,10 @@ class CoreMLProgram:
     mil: Any
     inputs: dict[str, InputInfo]
     output_names: list[str]
-    labels: list | None = None                # classifier class labels, in class index order
-    probabilities_output: str | None = None   # classifier: name of the {label: score} output
+    labels: list | None = None  # classifier class labels, in class index order
+    probabilities_output: str | None = None  # classifier: name of the {label: score} output
     path: str | None = None
-    compute_precision: str = "fp32"           # "fp16" when any op output is declared fp16
+    compute_precision: str = "fp32"  # "fp16" when any op output is declared fp16
     user_metadata: dict = field(default_factory=dict)
 
     @property
@@ -81,7 +105,8 @@ def _check_coremltools():
     if ct.__version__ != PINNED_COREMLTOOLS and not os.environ.get("MVIT_COREML_INTERP_ANY_COREMLTOOLS"):
         raise RuntimeError(
             f"the Core ML reference interpreter is pinned to coremltools=={PINNED_COREMLTOOLS} (it uses the "
-            f"non-public milproto loader); found {ct.__version__}")
+            f"non-public milproto loader); found {ct.__version__}"
+        )
     return ct
 
 
@@ -99,7 +124,7 @@ def round_fp16(arr: np.ndarray) -> np.ndarray:
     mag = u & np.uint32(0x7FFFFFFF)
     out = ((u + np.uint32(0x0FFF) + ((u >> np.uint32(13)) & np.uint32(1))) & np.uint32(0xFFFFE000)).view(np.float32)
     slow = (mag - np.uint32(1)) < np.uint32(0x38800000 - 1)  # 0 < |x| < 2**-14 (0 wraps round: not slow)
-    slow |= mag >= np.uint32(0x47000000)                      # |x| >= 2**15, inf, nan
+    slow |= mag >= np.uint32(0x47000000)  # |x| >= 2**15, inf, nan
     if slow.any():
         out[slow] = arr[slow].astype(np.float16).astype(np.float32)
     return out
@@ -122,7 +147,7 @@ def _static_shape(var):
 
 
 def _from_spec(spec, weights_dir: str, path: str | None) -> CoreMLProgram:
-    ct = _check_coremltools()
+    _check_coremltools()
     from coremltools.converters.mil.frontend.milproto import load as milproto
     from coremltools.proto import FeatureTypes_pb2 as ft
 
@@ -146,9 +171,16 @@ def _from_spec(spec, weights_dir: str, path: str | None) -> CoreMLProgram:
             labels = list(o.inputs["classes"].val)
             prob_name = prob_name or o.outputs[1].name
     fp16 = any(_dtype_str(v) == "fp16" for o in fn.operations if o.op_type != "const" for v in o.outputs)
-    return CoreMLProgram(mil=mil, inputs=inputs, output_names=[v.name for v in fn.outputs], labels=labels,
-                         probabilities_output=prob_name, path=path, compute_precision="fp16" if fp16 else "fp32",
-                         user_metadata=dict(desc.metadata.userDefined))
+    return CoreMLProgram(
+        mil=mil,
+        inputs=inputs,
+        output_names=[v.name for v in fn.outputs],
+        labels=labels,
+        probabilities_output=prob_name,
+        path=path,
+        compute_precision="fp16" if fp16 else "fp32",
+        user_metadata=dict(desc.metadata.userDefined),
+    )
 
 
 def _from_mil(mil) -> CoreMLProgram:
@@ -157,8 +189,9 @@ def _from_mil(mil) -> CoreMLProgram:
     fn = mil.functions["main"]
     inputs = {n: InputInfo(n, "tensor", _static_shape(v), _dtype_str(v)) for n, v in fn.inputs.items()}
     fp16 = any(_dtype_str(v) == "fp16" for o in fn.operations if o.op_type != "const" for v in o.outputs)
-    return CoreMLProgram(mil=mil, inputs=inputs, output_names=[v.name for v in fn.outputs],
-                         compute_precision="fp16" if fp16 else "fp32")
+    return CoreMLProgram(
+        mil=mil, inputs=inputs, output_names=[v.name for v in fn.outputs], compute_precision="fp16" if fp16 else "fp32"
+    )
 
 
 def load_program(mlpackage_path) -> CoreMLProgram:
@@ -322,8 +355,9 @@ class Interpreter:
                 if not (exact and isinstance(r, np.ndarray) and r.dtype == np.float32):
                     r = self._store(r, declared, mode)
                 if shape is not None and isinstance(r, np.ndarray) and tuple(r.shape) != shape:
-                    raise ProgramError(f"op {o.name!r} ({o.op_type}) produced shape {tuple(r.shape)}, "
-                                       f"the program declares {shape}")
+                    raise ProgramError(
+                        f"op {o.name!r} ({o.op_type}) produced shape {tuple(r.shape)}, the program declares {shape}"
+                    )
                 env[var.name] = r
         if keep_all:
             return env
@@ -372,4 +406,3 @@ def scores(outputs: dict, program: CoreMLProgram) -> np.ndarray:
     if len(tensors) != 1:
         raise ValueError(f"expected one tensor output, the program has {list(outputs)}")
     return tensors[0].astype(np.float64)
-

@@ -13,10 +13,11 @@ The set covers every op type that coremltools 9.0 produced for the zoo's familie
 MobileNetV2, ViT) in fp32/fp16, with int8 weights (constexpr_affine_dequantize) and W8A8
 (quantize/dequantize), plus their close elementwise relatives.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -85,6 +86,7 @@ def _axis(ax: int, rank: int) -> int:
 
 # ----------------------------------------------------------------------------------------- elementwise
 
+
 def _binary(fn):
     def impl(a):
         x, y = a("x"), a("y")
@@ -96,11 +98,24 @@ def _binary(fn):
 
 
 for _name, _fn in {
-    "add": np.add, "sub": np.subtract, "mul": np.multiply, "real_div": np.true_divide,
-    "pow": np.power, "maximum": np.maximum, "minimum": np.minimum, "floor_div": np.floor_divide,
-    "mod": np.mod, "equal": np.equal, "not_equal": np.not_equal, "less": np.less,
-    "less_equal": np.less_equal, "greater": np.greater, "greater_equal": np.greater_equal,
-    "logical_and": np.logical_and, "logical_or": np.logical_or, "logical_xor": np.logical_xor,
+    "add": np.add,
+    "sub": np.subtract,
+    "mul": np.multiply,
+    "real_div": np.true_divide,
+    "pow": np.power,
+    "maximum": np.maximum,
+    "minimum": np.minimum,
+    "floor_div": np.floor_divide,
+    "mod": np.mod,
+    "equal": np.equal,
+    "not_equal": np.not_equal,
+    "less": np.less,
+    "less_equal": np.less_equal,
+    "greater": np.greater,
+    "greater_equal": np.greater_equal,
+    "logical_and": np.logical_and,
+    "logical_or": np.logical_or,
+    "logical_xor": np.logical_xor,
 }.items():
     OPS[_name] = _binary(_fn)
 
@@ -119,11 +134,24 @@ def _sigmoid(x):
 
 
 _UNARY = {
-    "relu": lambda x: np.maximum(x, 0), "relu6": lambda x: np.clip(x, 0, 6),
-    "sigmoid": _sigmoid, "tanh": np.tanh, "silu": lambda x: x / (1.0 + np.exp(-x)),
-    "sqrt": np.sqrt, "square": np.square, "exp": np.exp, "exp2": np.exp2, "abs": np.abs,
-    "erf": _erf, "floor": np.floor, "ceil": np.ceil, "round": np.round, "sign": np.sign,
-    "sin": np.sin, "cos": np.cos, "logical_not": np.logical_not,
+    "relu": lambda x: np.maximum(x, 0),
+    "relu6": lambda x: np.clip(x, 0, 6),
+    "sigmoid": _sigmoid,
+    "tanh": np.tanh,
+    "silu": lambda x: x / (1.0 + np.exp(-x)),
+    "sqrt": np.sqrt,
+    "square": np.square,
+    "exp": np.exp,
+    "exp2": np.exp2,
+    "abs": np.abs,
+    "erf": _erf,
+    "floor": np.floor,
+    "ceil": np.ceil,
+    "round": np.round,
+    "sign": np.sign,
+    "sin": np.sin,
+    "cos": np.cos,
+    "logical_not": np.logical_not,
     "softplus": lambda x: np.logaddexp(0, x).astype(x.dtype),
     "softsign": lambda x: x / (1 + np.abs(x)),
 }
@@ -177,6 +205,7 @@ def _select(a):
 
 # ------------------------------------------------------------------------------------- linear algebra
 
+
 def _pads(pad_type: str, pad, in_sizes, kernel, strides, dil):
     """[(before, after)] per spatial dim for MIL's pad_type valid/custom/same/same_lower."""
     n = len(in_sizes)
@@ -208,7 +237,7 @@ def conv2d(x, w, b=None, strides=(1, 1), pads=((0, 0), (0, 0)), dilations=(1, 1)
     wo = (wd + pl + pr - dw * (kw - 1) - 1) // sw + 1
 
     def tap(i, j):
-        return xp[:, :, i * dh: i * dh + sh * (ho - 1) + 1: sh, j * dw: j * dw + sw * (wo - 1) + 1: sw]
+        return xp[:, :, i * dh : i * dh + sh * (ho - 1) + 1 : sh, j * dw : j * dw + sw * (wo - 1) + 1 : sw]
 
     if cg == 1 and o == c:  # depthwise: accumulate the taps
         out = np.zeros((n, c, ho, wo), dtype=x.dtype)
@@ -265,15 +294,21 @@ def _pool(a):
     fill = -np.inf if is_max else 0.0
     xp = np.pad(x, ((0, 0), (0, 0), *pads), constant_values=fill)
     ho, wo = (xp.shape[2] - k[0]) // s[0] + 1, (xp.shape[3] - k[1]) // s[1] + 1
-    taps = [xp[:, :, i: i + s[0] * (ho - 1) + 1: s[0], j: j + s[1] * (wo - 1) + 1: s[1]]
-            for i in range(k[0]) for j in range(k[1])]
+    taps = [
+        xp[:, :, i : i + s[0] * (ho - 1) + 1 : s[0], j : j + s[1] * (wo - 1) + 1 : s[1]]
+        for i in range(k[0])
+        for j in range(k[1])
+    ]
     if is_max:
         return np.max(np.stack(taps), axis=0)
     total = np.sum(np.stack(taps), axis=0)
     if a("exclude_padding_from_average", False):
         ones = np.pad(np.ones(x.shape[2:], x.dtype), pads)
-        count = sum(ones[i: i + s[0] * (ho - 1) + 1: s[0], j: j + s[1] * (wo - 1) + 1: s[1]]
-                    for i in range(k[0]) for j in range(k[1]))
+        count = sum(
+            ones[i : i + s[0] * (ho - 1) + 1 : s[0], j : j + s[1] * (wo - 1) + 1 : s[1]]
+            for i in range(k[0])
+            for j in range(k[1])
+        )
         return total / count
     return total / (k[0] * k[1])
 
@@ -307,6 +342,7 @@ def _sdpa(a):
 
 
 # ------------------------------------------------------------------------------------ normalisation
+
 
 def _softmax(x, axis):
     e = np.exp(x - np.max(x, axis=axis, keepdims=True))
@@ -393,6 +429,7 @@ def _reduce_arg(a):
 
 
 # ---------------------------------------------------------------------------------- shape and layout
+
 
 @op("reshape")
 def _reshape(a):
@@ -516,8 +553,18 @@ def _gather(a):
 
 # ------------------------------------------------------------------------------------ type and quant
 
-_NP_DTYPES = {"fp16": np.float16, "fp32": np.float32, "fp64": np.float64, "int8": np.int8, "uint8": np.uint8,
-              "int16": np.int16, "uint16": np.uint16, "int32": np.int32, "int64": np.int64, "bool": np.bool_}
+_NP_DTYPES = {
+    "fp16": np.float16,
+    "fp32": np.float32,
+    "fp64": np.float64,
+    "int8": np.int8,
+    "uint8": np.uint8,
+    "int16": np.int16,
+    "uint16": np.uint16,
+    "int32": np.int32,
+    "int64": np.int64,
+    "bool": np.bool_,
+}
 
 
 @op("cast")
