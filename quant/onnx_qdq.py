@@ -310,9 +310,9 @@ def export_learned_int8(job: ExportJob, path: Path, names: tuple[str, str]) -> d
     trained rather than one it calibrates itself; returns the details.
 
     Activations stay int8 (S8S8). As uint8 (zero point + 128, the same real values) onnxruntime's AVX2
-    kernels without VNNI saturate on full-range 8-bit weights: on 120 trashnet6 images the shipped
-    model's all-int8 graph agreed with its own unfused (QDQ-simulated) numerics on 75% of the top-1s
-    as U8S8, 95.8% as S8S8 (97.5% with 7-bit weights: the rest is fused-kernel rounding).
+    kernels without VNNI saturate on full-range 8-bit weights, and the shipped model's all-int8 graph
+    then disagreed with its own unfused (QDQ-simulated) numerics far more often as U8S8 than as S8S8
+    (benchmarks/results/README.md, the ONNX int8 sections).
     """
     import onnx
 
@@ -384,7 +384,8 @@ def compress_float_weights(model, float_weights=(), min_size: int = MIN_PACKED_W
     weights, NCHWc convs, fused Gemm): a quarter of the bytes, the fp32 model's speed. A
     ``DequantizeLinear`` would say the same thing but is not folded on the CPU (onnxruntime keeps
     DQ nodes for its QDQ fusions): a DQ+Conv then dequantizes every run and loses the NCHWc layout,
-    and DQ+MatMul/Gemm becomes an 8-bit MatMulNBits that ran ~10% slower than the float Gemm.
+    and DQ+MatMul/Gemm becomes an 8-bit MatMulNBits that ran slower than the float Gemm
+    (benchmarks/results/onnx_int8_variants.md).
     Weights under a module in ``float_weights`` (a name prefix) stay float; so do weights that
     QDQ already quantized (their consumer reads a DequantizeLinear, not an initializer) and any
     initializer that another kind of op also reads.

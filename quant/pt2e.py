@@ -31,10 +31,7 @@ def split_silu(gm: torch.fx.GraphModule, where) -> int:
     sigmoid takes TFLite's fixed int8 output parameters (scale 1/256, zero point -128; litert-torch's
     ``fixed_qparams`` annotator) and the product is annotated like any activation, so the whole
     activation runs in int8 (XNNPACK: a lookup table and an int8 multiply), as it would fused into the
-    conv on a phone's int8 path. Measured here (benchmarks/results/tflite_int8_speed.md): six 1x1 convs
-    + SiLU run 0.84x of fp32 with it; the whole shipped model 1.03x vs 1.04x of fp32 without it (before
-    the input PAD fix of export/tflite_passes.py and the LayerNorm fold; this AVX2 CPU's int8 convs are
-    no faster than fp32), agreement 99.02% vs 99.26% (one image of 407).
+    conv on a phone's int8 path (measured in benchmarks/results/tflite_int8_speed.md).
     """
     aten = torch.ops.aten
     graph, count = gm.graph, 0
@@ -86,8 +83,8 @@ def _annotate_concatenations(model: torch.fx.GraphModule, qspec, keep_quantized)
     with that scale, whatever their range. litert-torch's own cat annotator never fires on
     ``torch.export`` graphs (it matches ``source_fn_stack``, which they lack), so the PyTorch graph ran
     a float cat the .tflite file did not: MobileViT-XS with its residual branch float and ``conv_proj``
-    int8 clipped the residual to ``conv_proj``'s SiLU range in TFLite (agreement 88%, cosine 0.88)
-    while the PT2E simulation agreed with float. Annotated here, one observer sees every input, and the
+    int8 clipped the residual to ``conv_proj``'s SiLU range in TFLite and failed its parity check
+    while the PT2E simulation agreed with float (benchmarks/results/int8_search.md). Annotated here, one observer sees every input, and the
     simulation, the search and every PT2E artifact compute the concatenation the runtime computes.
     A cat inside a ``--keep-float`` module is annotated too when one of its inputs comes from outside
     (int8 there): the runtime would run it in int8 anyway, and a shared range is the one that does not clip.
@@ -297,7 +294,7 @@ def prepare(wrapped: nn.Module, sample: torch.Tensor, quantizer) -> torch.fx.Gra
 
     Dropout is off and BatchNorm on running statistics in the exported graph (see quantize_pt2e); the
     LayerNorms' affine parameters are folded into the linears they feed, so int8 sees normalized
-    activations (model/export_prep.py: 99.02% -> 99.75% TFLite agreement on the shipped model).
+    activations (model/export_prep.py; its effect on agreement: benchmarks/results/int8_search.md).
     """
     import copy
 
