@@ -64,6 +64,8 @@ class ExportCache(QuantCache):
     format's fp32 artifact per input mode (fp16 and dynamic-range int8 are derived from it)."""
 
     fp32: dict[tuple[str, str], bytes] = field(default_factory=dict)  # (format, input mode) -> artifact bytes
+    # Core AI: coreai-opt's finalized W8A8 program by (input in model, float set, calibration images' hash)
+    coreai_w8a8: dict[tuple[bool, tuple[str, ...], str], Any] = field(default_factory=dict)
 
 
 @dataclass

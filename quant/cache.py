@@ -65,3 +65,6 @@ class QuantCache:
     calibrations: dict[CalibrationKey, Calibration] = field(default_factory=dict)
     seeded: dict[CalibrationKey, CalibrationState] = field(default_factory=dict)
     plans: dict[PlanKey, Plan] = field(default_factory=dict)
+    # onnxruntime QDQ calibrations (its calibration cache, JSON) by (layout, input mode, method, image count):
+    # the ranges do not depend on the float set, so one calibration serves every set tried in a run
+    onnx_ranges: dict[tuple[str, str, str | None, int], str] = field(default_factory=dict)

@@ -141,11 +141,11 @@ def quantize(job: ExportJob, model, path: Path) -> dict:
             }
         else:
             ranges = Path(tmp) / "ranges.json"
-            key = ("onnx-int8-ranges", LAYOUT, job.input_mode, job.calib_method, len(job.calib_pixels))
-            if key in job.cache:  # calibrated by an earlier export of this run (another float set)
-                ranges.write_text(job.cache[key])
+            key = (LAYOUT, job.input_mode, job.calib_method, len(job.calib_pixels))
+            if key in job.cache.onnx_ranges:  # calibrated by an earlier export of this run (another float set)
+                ranges.write_text(job.cache.onnx_ranges[key])
             quantize_qdq(pre, path, job, nodes, ranges)
-            job.cache[key] = ranges.read_text()
+            job.cache.onnx_ranges[key] = ranges.read_text()
             details = {
                 "method": "onnxruntime quantize_static QDQ",
                 "weights": "int8 per-channel symmetric" + (", 7-bit range" if REDUCE_RANGE else ""),

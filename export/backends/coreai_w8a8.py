@@ -62,17 +62,17 @@ def quantize(job: ExportJob, wrapped: nn.Module, sample: torch.Tensor, in_model:
         raise ExportError("int8 export needs calibration images")
     prefix = "model." if wrapped is not job.model else ""
     by_name, by_type, keep = float_configs(job, wrapped, prefix)
-    key = ("coreai-w8a8", in_model, tuple(keep), hashlib.sha1(job.calib_pixels.tobytes()).hexdigest())
+    key = (in_model, tuple(keep), hashlib.sha1(job.calib_pixels.tobytes()).hexdigest())
     t0 = time.perf_counter()
-    if key not in job.cache:  # one quantization per export run (and per shared cache) for these inputs
+    if key not in job.cache.coreai_w8a8:  # one quantization per export run (and per shared cache) for these inputs
         quantizer = Quantizer(wrapped, QuantizerConfig(module_name_configs=by_name, module_type_configs=by_type))
         with torch.no_grad():
             prepared = quantizer.prepare((sample,))
             with quantizer.calibration_mode():
                 for x in _calibration_inputs(job, in_model):
                     prepared(x)
-            job.cache[key] = quantizer.finalize()
-    finalized = job.cache[key]
+            job.cache.coreai_w8a8[key] = quantizer.finalize()
+    finalized = job.cache.coreai_w8a8[key]
     details = {
         "method": "coreai-opt",
         "config": "QuantizerConfig() (graph mode)",
