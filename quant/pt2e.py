@@ -224,6 +224,12 @@ def _keep_float_quantizer(
     return KeepFloatPT2EQuantizer()
 
 
+# The graph quantization-aware training learns its ranges in, and so the graph a QAT checkpoint's learned
+# ranges are exported in: litert-torch's annotations. The XNNPACK graph (mvit.quant.int8_graph) shares and
+# symmetrises ranges that QAT does not train yet, so its learned ranges would not map onto them.
+QAT_GRAPH = {"quantize_attention": False, "int8_chain": False}
+
+
 def quantizer_for(
     model: nn.Module,
     method: str,
@@ -396,7 +402,9 @@ def calibrate_pt2e(graph: Pt2eGraph, settings: Pt2eSettings, cache: QuantCache) 
     px, seeded = calib_pixels, cache.seeded.get(key)
     # the input range depends on the graph alone; None only for float calibration images (tests)
     domain = graph_input_range(to_input) if px is None or px.dtype == np.uint8 else None
-    quantizer = quantizer_for(model, method, keep_float, input_range=domain)
+    quantizer = quantizer_for(
+        model, method, keep_float, input_range=domain, **(QAT_GRAPH if ranges is not None else {})
+    )
     prepared = _restore(seeded, wrapped, sample, quantizer)
     if prepared is not None:
         details = dict(seeded.details)

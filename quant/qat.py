@@ -51,7 +51,7 @@ from ..model.data import DecodedImages, eval_batch
 from ..model.export_prep import attention_layers, fold_layernorm_affine_, prepare_for_export, scale_queries_
 from ..model.train import Recipe, Trainee, TrainError, param_groups, train, train_eval_view
 from . import QuantError
-from .pt2e import model_input_range, quantizer_for
+from .pt2e import QAT_GRAPH, model_input_range, quantizer_for
 
 SCHEMA = "mvit.qat/1"
 HEADER_KEY = "mvit_qat"
@@ -84,7 +84,9 @@ def qat_quantizer(model: nn.Module, keep_float: tuple[str, ...] = (), input_rang
     """mvit's PT2E quantizer (``quantizer_for``: the export's annotations, SiLU split, float regions
     and exact input over ``input_range``) with the QAT configuration."""
 
-    quantizer = quantizer_for(model, "min-max", keep_float, input_range=input_range).set_global(qat_config())
+    quantizer = quantizer_for(model, "min-max", keep_float, input_range=input_range, **QAT_GRAPH).set_global(
+        qat_config()
+    )
     # litert-torch 0.10 builds its conv+BatchNorm QAT patterns by torch.export-ing a plain function,
     # which torchao 0.18 refuses; fold_for_qat leaves no BatchNorm for them to match anyway.
     quantizer.STATIC_QAT_ONLY_OPS = []

@@ -38,7 +38,7 @@ def test_create_load_export_predict(tmp_path):
 def test_request_is_checked_before_any_work(tmp_path):
     req = ExportRequest(formats=("tflite", "pdf"), precisions=("int8",), out=tmp_path / "out", threads=0)
     problems = req.problems()
-    assert "unknown format 'pdf'; choose from onnx, tflite, coreml, executorch" in problems
+    assert "unknown format 'pdf'; choose from onnx, tflite, coreml, executorch, coreai" in problems
     assert "--threads must be an integer >= 1, got 0" in problems
     with pytest.raises(ExportError, match="unknown format 'pdf'"):
         mvit.export(req)

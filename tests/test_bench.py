@@ -143,8 +143,9 @@ def test_layer_reports_name_layers_the_exporters_accept(bench, tiny):
     for rep in (onnx_rep, pt2e_rep):
         assert "error" not in rep, rep.get("error")
         sqnr = [r["local_sqnr_db"] for r in rep["layers"]]
-        # ONNX int8 puts QDQ only on the full 3x3 and last 1x1 convs (7 in the tiny model, in and out tensors)
-        assert len(sqnr) > (12 if rep is onnx_rep else 20) and sqnr == sorted(sqnr)  # worst first
+        # ONNX int8 puts QDQ only on the convs and linears outside the searched float set (their in and out
+        # tensors): at least the three layers it suggests
+        assert len(sqnr) >= (6 if rep is onnx_rep else 20) and sqnr == sorted(sqnr)  # worst first
         assert len(rep["suggested_keep_float"]) == 3
     # The suggested names are accepted by mvit-export's --keep-float resolution, per format.
     import onnx

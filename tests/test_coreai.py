@@ -14,6 +14,7 @@ import pytest
 from mvit.export.api import export_model
 from mvit.export.backends import coreai_backend as cai
 from mvit.export.backends import coreai_w8a8
+from mvit.export.base import ExportCache
 from mvit.export.cli import main as export_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +29,7 @@ def exported(small_ckpt, small_data_dir, tmp_path_factory):
     24 images; and the cache holding the int8 export's coreai-opt model."""
     if cai.unavailable():
         pytest.skip(cai.unavailable())
-    out, cache = tmp_path_factory.mktemp("coreai_export"), {}
+    out, cache = tmp_path_factory.mktemp("coreai_export"), ExportCache()
     results = export_model(
         checkpoint=small_ckpt, formats=("coreai",), precisions=("fp32", "fp16"), out=out, verify_data=small_data_dir
     )

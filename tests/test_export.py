@@ -468,7 +468,9 @@ def onnx_int8_layouts(tiny_ckpt, data_dir, tmp_path_factory, monkeypatch_module)
     from mvit.quant import onnx_qdq
 
     out, files = tmp_path_factory.mktemp("layouts"), {}
-    cache: dict = {}
+    from mvit.export.base import ExportCache
+
+    cache = ExportCache()
     for layout in ("integer", "linear"):
         monkeypatch_module.setattr(onnx_qdq, "LAYOUT", layout)
         [r] = export_model(

@@ -154,10 +154,18 @@ def save(program, path: Path) -> None:
         )
         asset = conv.to_coreai().save_asset(Path(path))
     asset.update_metadata(_without_date)
+    _sorted_metadata(path)
 
 
 def _without_date(m) -> None:
     m.creation_date = None  # a timestamp would make every export's bytes differ
+
+
+def _sorted_metadata(path: Path) -> None:
+    """Rewrite the asset's metadata.json with sorted keys: coreai-core writes them in hash order, which
+    differs between processes, so the same inputs would not give the same bytes."""
+    f = Path(path) / "metadata.json"
+    f.write_text(json.dumps(json.loads(f.read_text()), indent=2, sort_keys=True) + "\n")
 
 
 # ------------------------------------------------------------------------------------------ metadata
@@ -186,6 +194,7 @@ def embed_metadata(path: Path, meta: dict) -> None:
         m.creation_date = None
 
     AIModelAsset.load(path).update_metadata(update)
+    _sorted_metadata(path)
 
 
 def read_metadata(path: Path) -> dict:

@@ -301,10 +301,20 @@ def embed_metadata(path: Path, meta: dict) -> None:
 
 
 def _stable_manifest(package: Path) -> None:
-    """Replace the random item identifiers coremltools writes into the package's Manifest.json with ones
-    derived from each item's path, so that the same inputs give the same bytes."""
+    """Make a saved package's bytes a function of its content: the specification serialized with sorted
+    map keys (protobuf orders the user-defined metadata by hash otherwise, which differs between
+    processes), and item identifiers in Manifest.json derived from each item's path instead of the
+    random ones coremltools writes."""
+    from coremltools.proto import Model_pb2
+
     manifest = Path(package) / "Manifest.json"
     doc = json.loads(manifest.read_text())
+    for item in doc["itemInfoEntries"].values():
+        if item["name"] == "model.mlmodel":
+            spec_path = Path(package) / "Data" / item["path"]
+            spec = Model_pb2.Model()
+            spec.ParseFromString(spec_path.read_bytes())
+            spec_path.write_bytes(spec.SerializeToString(deterministic=True))
     renamed = {
         old: str(uuid.uuid5(uuid.NAMESPACE_URL, "mlpackage:" + item["path"]))
         for old, item in doc["itemInfoEntries"].items()
