@@ -155,10 +155,12 @@ def test_base_regeneration_keeps_the_shipped_cases(tmp_path, monkeypatch):
         assert (d / app_fixtures.SHIPPED_FILE).read_text() == '{"schema": "x"}'
 
 
-def test_mvit_export_app_rerecords_the_golden_cases(monkeypatch, capsys):
+def test_mvit_export_app_rerecords_the_golden_cases(monkeypatch, capsys, tmp_path):
     """``mvit-export --app`` installs, then re-records that app's cases (or prints the command)."""
     from mvit.export import api, cli
     from mvit.export.apps import install as app_install
+
+    monkeypatch.chdir(tmp_path)  # the default --out is ./out: not the checkout's
 
     def fake_export(request, **kw):  # what the request asked for, without converting anything
         return [
