@@ -178,7 +178,8 @@ def _int8_plan(run: _Run, route: str, fmt: str) -> Plan:
     backend, c = get_backend(fmt), ckpt.meta.contract
     options, search = request.int8, None
     if data.heldout_pixels is not None and len(data.heldout_pixels) and data.calib_pixels is not None:
-        samples = search_samples(data.heldout_pixels)
+        # calibration-folder images are likely training images: searched on unseen-like views of them
+        samples = search_samples(data.heldout_pixels, unseen_like=options.search_data is None)
         search = SearchInputs(
             torch.from_numpy(normalize_hwc_uint8(data.calib_pixels, c)),
             torch.from_numpy(normalize_hwc_uint8(samples, c)),

@@ -218,6 +218,20 @@ def augment_batch(
     All random numbers come from ``generator`` (a CPU generator), so the result is the same on any
     device and a resumed run sees exactly the crops an uninterrupted one would.
     """
+    return normalize_tensor(_augment_unit(pixels, (out_size, out_size), cfg, generator), contract).to(dtype)
+
+
+def augment_pixels(pixels: np.ndarray, cfg: AugmentConfig, generator: torch.Generator) -> np.ndarray:
+    """uint8 N,H,W,3 -> uint8 N,H,W,3, augmented as ``augment_batch`` augments training batches."""
+    x = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2)
+    out = _augment_unit(x, (pixels.shape[1], pixels.shape[2]), cfg, generator)
+    return out.mul_(255.0).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def _augment_unit(
+    pixels: torch.Tensor, out_hw: tuple[int, int], cfg: AugmentConfig, generator: torch.Generator
+) -> torch.Tensor:
+    """uint8 [B, 3, H, W] -> float [B, 3, *out_hw] in [0, 1], cropped, flipped and jittered per ``cfg``."""
     b = pixels.shape[0]
     dev = pixels.device
     u = torch.rand(b, 7, generator=generator, dtype=torch.float64)
@@ -236,7 +250,7 @@ def augment_batch(
     theta[:, 1, 2] = cy
     theta = theta.to(device=dev, dtype=torch.float32)
     x = pixels.to(torch.float32).mul_(1.0 / 255.0)
-    grid = F.affine_grid(theta, [b, 3, out_size, out_size], align_corners=False)
+    grid = F.affine_grid(theta, [b, 3, *out_hw], align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     j = (2 * u[:, 5:7] - 1).to(device=dev, dtype=torch.float32)
     grey = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
@@ -249,8 +263,7 @@ def augment_batch(
         x = m + (x - m) * c
     if cfg.brightness:
         x = x * (1 + cfg.brightness * j[:, 0]).view(b, 1, 1, 1)
-    x = x.clamp_(0.0, 1.0)
-    return normalize_tensor(x, contract).to(dtype)
+    return x.clamp_(0.0, 1.0)
 
 
 def eval_batch(pixels: torch.Tensor, contract: PreprocessContract, dtype=torch.float32) -> torch.Tensor:

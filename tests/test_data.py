@@ -8,7 +8,15 @@ import torch
 from PIL import Image
 
 from mvit.model.contract import PreprocessContract
-from mvit.model.data import AugmentConfig, DatasetError, augment_batch, decode_split, eval_batch, find_splits
+from mvit.model.data import (
+    AugmentConfig,
+    DatasetError,
+    augment_batch,
+    augment_pixels,
+    decode_split,
+    eval_batch,
+    find_splits,
+)
 from mvit.model.preprocess import pixels_uint8
 
 
@@ -87,3 +95,14 @@ def test_augment_is_deterministic_and_normalised():
     ident = AugmentConfig(scale=(1, 1), ratio=(1, 1), flip=False, brightness=0, contrast=0, saturation=0)
     out = augment_batch(px, 40, c, ident, torch.Generator().manual_seed(0))
     assert torch.allclose(out, eval_batch(px, c), atol=1e-5)
+
+
+def test_augment_pixels_keeps_uint8_images_and_their_size():
+    px = np.random.default_rng(0).integers(0, 256, (3, 24, 40, 3), dtype=np.uint8)
+    ident = AugmentConfig(scale=(1, 1), ratio=(1, 1), flip=False, brightness=0, contrast=0, saturation=0)
+    same = augment_pixels(px, ident, torch.Generator().manual_seed(0))
+    assert same.dtype == np.uint8 and same.shape == px.shape
+    assert np.abs(same.astype(int) - px).max() <= 1  # identity resampling, rounded back to uint8
+    a = augment_pixels(px, AugmentConfig(scale=(0.2, 0.6)), torch.Generator().manual_seed(3))
+    b = augment_pixels(px, AugmentConfig(scale=(0.2, 0.6)), torch.Generator().manual_seed(3))
+    assert a.shape == px.shape and np.array_equal(a, b) and not np.array_equal(a, px)

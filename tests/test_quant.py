@@ -649,3 +649,15 @@ def test_onnx_min_max_calibration_in_slices_gives_the_same_ranges(tmp_path):
         )
         ranges[stride] = json.loads((tmp_path / f"r{stride}.json").read_text())["data"]
     assert ranges[None] == ranges[2] and set(ranges[2]) >= {"c", "s", "y"}
+
+
+def test_search_samples_are_unseen_like_views_of_calibration_folder_images():
+    from mvit.quant.plan import UNSEEN_LIKE_VIEWS, search_samples
+
+    px = np.random.default_rng(1).integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
+    plain = search_samples(px)  # --search-data images: as they are, then mirrored
+    assert np.array_equal(plain[:4], px) and np.array_equal(plain[4:], px[:, :, ::-1])
+    views = search_samples(px, unseen_like=True)
+    assert views.shape == (UNSEEN_LIKE_VIEWS * 4, 16, 16, 3) and views.dtype == np.uint8
+    assert np.array_equal(views, search_samples(px, unseen_like=True))  # the same samples for the same images
+    assert not any(np.array_equal(v, p) for v in views for p in px)
