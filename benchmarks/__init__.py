@@ -11,6 +11,8 @@ import types
 class _Callable(types.ModuleType):
     def __call__(self, config, say=None):
         """Run the benchmark matrix for ``config``; returns the report dictionary."""
+        # lazy: every bench worker (python -m mvit.benchmarks.worker) imports this package, and a torch row
+        # must not load mvit.export
         from .matrix import run
 
         return run(config, say)

@@ -20,7 +20,7 @@ from ..export.base import PRECISIONS
 from ..model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, read_meta
 from ..model.images import ImageFolderError, image_files
 from .cli_files import add_arguments, main_other, wants_other_mode
-from .device_results import merge
+from .device_results import merge, read_device_results
 from .matrix import BenchConfig, BenchError, Progress, resolve_checkpoint, run
 from .report import check_floors, parse_floor, write_reports
 
@@ -206,8 +206,6 @@ def main(argv=None) -> int:
                     + (" (the shipped model is not there yet; pass --weights)" if Path(w) == DEFAULT_CHECKPOINT else "")
                 )
             read_meta(w)
-        from .device_results import read_device_results
-
         device = [read_device_results(f) for f in args.device_results]
     except (BenchError, ImageFolderError, CheckpointError, ValueError) as e:
         return fail(str(e))

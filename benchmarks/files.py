@@ -19,9 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ..export.backends import format_of, get_backend
+from ..export.metadata import SCHEMA, meta_problems
+from ..export.parity import torch_logits
+from ..model.checkpoint import CheckpointError, load_checkpoint
+from ..model.contract import PreprocessContract
+from ..model.images import ImageFolderError, generated_pixels, image_files, labelled_indices, load_pixels
 from .census import headline_line, with_int8_headline
 from .latency import Worker, measure
-from .matrix import BenchError, Progress, first_line, machine_info, quiet
+from .matrix import BenchError, Progress, accuracy_metrics, file_tensor_report, first_line, machine_info, quiet
 from .untimed import untimed_scores
 
 
@@ -103,8 +109,6 @@ def open_entries(files, options: FileOptions, threads: int) -> list[FileEntry]:
     Raises ``BenchError`` (``UnsupportedOps`` for ops the runtime lacks) with one line naming the
     file and the problem, before anything is measured.
     """
-    from ..export.backends import format_of, get_backend
-
     entries = []
     for f in files:
         path = Path(f)
@@ -167,9 +171,6 @@ def input_layout(shape: list[int]) -> tuple[str, tuple[int, int]]:
 
 def synthesize_meta(entry: FileEntry, o: FileOptions) -> dict:
     """model_meta for a file made elsewhere: its own I/O tensors, the given labels and preprocessing."""
-    from ..export.metadata import SCHEMA, meta_problems
-    from ..model.contract import PreprocessContract
-
     inp, out = entry.io["input"], entry.io["output"]
     try:
         layout, (h, w) = input_layout(inp["shape"])
@@ -253,14 +254,10 @@ def sha256(path: Path) -> str:
 def reference_scores(ref: Path, pixels_for, threads: int, options: FileOptions) -> tuple[np.ndarray, list[str], str]:
     """Scores of the reference model (a checkpoint or a model file) on the evaluation images, as
     logits or log-probabilities; returns (scores, its labels, description)."""
-    from ..export.parity import torch_logits
-
     ref = Path(ref)
     if not ref.exists():
         raise BenchError(f"--reference {ref}: no such file")
     if ref.suffix == ".safetensors":
-        from ..model.checkpoint import CheckpointError, load_checkpoint
-
         try:
             ckpt = load_checkpoint(ref)
         except CheckpointError as e:
@@ -273,8 +270,6 @@ def reference_scores(ref: Path, pixels_for, threads: int, options: FileOptions) 
     entry = open_entries([ref], options, threads)[0]
     if entry.meta is None:
         raise BenchError(f"--reference {ref}: no mvit metadata and no --labels to feed it images")
-    from ..model.contract import PreprocessContract
-
     runner = entry.backend.load_runner(ref, threads, entry.meta)
     scores = runner.run(pixels_for(PreprocessContract.from_dict(entry.meta["preprocess"])))
     runner.close()
@@ -289,9 +284,6 @@ def reference_scores(ref: Path, pixels_for, threads: int, options: FileOptions) 
 def bench_files(cfg: FilesConfig, say=None) -> dict:
     """Measure every file of ``cfg``; returns the report (the matrix's report schema, one section
     of file rows)."""
-    from ..model.contract import PreprocessContract
-    from ..model.images import ImageFolderError, generated_pixels, image_files, load_pixels
-
     say = say or Progress()
     t0 = time.time()
     load0 = os.getloadavg() if hasattr(os, "getloadavg") else None
@@ -408,9 +400,6 @@ def bench_files(cfg: FilesConfig, say=None) -> dict:
 def _layer_reports(cfg: FilesConfig, entries: list[FileEntry], pixels_for, log: Path, say) -> list[dict]:
     """Per-tensor error of each int8 file whose backend reports one (``Backend.tensor_error``) against a
     checkpoint ``--reference`` (its float model)."""
-    from ..model.checkpoint import load_checkpoint
-    from .matrix import file_tensor_report
-
     picked = [e for e in entries if e.backend.CAPABILITIES.tensor_error and precision_of(e) == "int8"]
     if not (cfg.layer_report and picked and cfg.reference is not None and Path(cfg.reference).suffix == ".safetensors"):
         return []
@@ -434,10 +423,6 @@ def _evaluation(cfg: FilesConfig, pixel_cache: dict) -> str:
 
 def _row(e: FileEntry, w, pixel_cache: dict, ref, cfg: FilesConfig) -> dict:
     """The report row of one file: what it is, its census, and what its worker measured."""
-    from ..model.contract import PreprocessContract
-    from ..model.images import labelled_indices
-    from .matrix import accuracy_metrics
-
     row = {
         "model": (e.meta or {}).get("architecture") or e.path.stem,
         "file": str(e.path),

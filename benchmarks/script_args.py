@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..model.checkpoint import atomic_write
+
 
 def op_profile_parser(doc: str, files: str, runs: int) -> argparse.ArgumentParser:
     """A parser titled by ``doc``'s first line: model files (``files`` says which), --threads, --runs
@@ -43,7 +45,5 @@ def fail(prog: str, message: str) -> None:
 def emit_report(text: str, out: str | None) -> None:
     """Print ``text``; with ``out``, also write it there (whole or not at all)."""
     if out:
-        from ..model.checkpoint import atomic_write
-
         atomic_write(out, lambda tmp: Path(tmp).write_text(text))
     print(text)

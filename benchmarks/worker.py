@@ -14,8 +14,9 @@ original stdout; native libraries' chatter is redirected to stderr). Commands:
     {"cmd": "eval", "pixels": p, "out": o}           -> seconds (scores saved to o as .npy)
     {"cmd": "quit"}
 
-The worker imports the project's modules inside its functions, on purpose: each row's process loads only
-its own runtime, so its memory figures are that runtime's, not torch's as well.
+The worker imports the project's modules inside its functions (TorchEager, _preimport, main), on purpose:
+they load after main() has pointed stdout at stderr, so nothing they print reaches the protocol, and a
+torch row never loads mvit.export.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ class TorchEager:
     def __init__(self, weights: str, threads: int):
         import torch
 
-        from ..model.checkpoint import load_checkpoint
+        from ..model.checkpoint import load_checkpoint  # lazy: see the module docstring
 
         torch.set_num_threads(threads)
         self.torch = torch
@@ -66,7 +67,7 @@ class TorchEager:
         self.contract = self.ckpt.meta.contract
 
     def prepare(self, pixels: np.ndarray):
-        from ..model.preprocess import normalize_hwc_uint8
+        from ..model.preprocess import normalize_hwc_uint8  # lazy: see the module docstring
 
         return self.torch.from_numpy(normalize_hwc_uint8(pixels, self.contract))
 
@@ -87,7 +88,7 @@ def _preimport(spec: dict) -> None:
     else:
         import importlib
 
-        from ..export.backends import format_of, get_backend
+        from ..export.backends import format_of, get_backend  # lazy: see the module docstring
 
         for name in get_backend(format_of(spec["path"])).RUNTIME_MODULES:
             importlib.import_module(name)
@@ -116,13 +117,13 @@ def main() -> int:
                 if spec["kind"] == "torch":
                     runner = TorchEager(spec["weights"], spec["threads"])
                 elif spec.get("meta") is not None:  # a file described by the caller (mvit.benchmarks.files)
-                    from ..export.backends import format_of, get_backend
+                    from ..export.backends import format_of, get_backend  # lazy: see the module docstring
 
                     runner = get_backend(format_of(spec["path"])).load_runner(
                         spec["path"], spec["threads"], spec["meta"]
                     )
                 else:
-                    from ..export.api import load_artifact_runner
+                    from ..export.api import load_artifact_runner  # lazy: see the module docstring
 
                     runner = load_artifact_runner(spec["path"], spec["threads"])
                 reply(load_ms=(time.perf_counter() - t0) * 1e3, rss_before_mb=before, rss_after_mb=_rss_mb())

@@ -10,6 +10,7 @@ import sys
 import types
 
 from ..quant.options import Int8Options
+from .api import export_model
 from .request import ExportRequest
 
 __all__ = ["ExportRequest", "Int8Options"]
@@ -18,8 +19,6 @@ __all__ = ["ExportRequest", "Int8Options"]
 class _Callable(types.ModuleType):
     def __call__(self, request=None, **kwargs):
         """Run an ``ExportRequest`` (or one built from ``kwargs``); returns the export results."""
-        from .api import export_model
-
         return export_model(request, **kwargs)
 
 

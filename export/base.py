@@ -18,6 +18,7 @@ from ..model.checkpoint import CheckpointMeta
 from ..model.contract import PreprocessContract
 from ..model.preprocess import normalize_hwc_uint8
 from ..quant.cache import QuantCache
+from ..quant.pt2e import Pt2eSettings
 
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
 INPUT_MODES = ("float-nchw", "uint8-nhwc", "image")
@@ -89,8 +90,6 @@ class ExportJob:
 
     def pt2e_settings(self):
         """How ``mvit.quant.pt2e`` calibrates this job (a ``Pt2eSettings``)."""
-        from ..quant.pt2e import Pt2eSettings
-
         return Pt2eSettings(
             self.calib_pixels, self.calib_method, self.keep_float, self.keep_float_source, self.learned_ranges
         )

@@ -16,7 +16,7 @@ from ..model.images import ImageFolderError
 from ..quant.options import Int8Options
 from ..quant.plan import DEFAULT_MIN_AGREEMENT, HELDOUT_IMAGES
 from .api import export_model
-from .apps.install import plan_install
+from .apps.install import after_install, install_into_app, plan_install
 from .backends import FORMATS, get_backend
 from .base import INPUT_MODES, PRECISIONS, ExportError
 from .request import ExportRequest
@@ -233,8 +233,6 @@ def main(argv=None) -> int:
         slots = _app_slots(args.app, request) if args.app else None
         results = export_model(request)
         if args.app:
-            from .apps.install import after_install, install_into_app
-
             for r in results:
                 dest = install_into_app(r.folder, args.app, variant=slots[(r.format, r.precision)])
                 print(f"installed {r.format} {r.precision} into the {args.app} app: {dest['model']}")

@@ -7,10 +7,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from ..model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
+from ..model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, load_checkpoint
+from ..model.contract import PreprocessContract
 from ..model.preprocess import ImageLoadError, pixels_uint8
+from .api import load_artifact_runner
 from .base import ExportError
+from .parity import torch_logits
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,19 +40,11 @@ def predict(model_path, images, top: int = 3, threads: int = 2) -> list[list[tup
 
     path = Path(model_path) if model_path else DEFAULT_CHECKPOINT
     if path.suffix == ".safetensors":
-        import torch
-
-        from ..model.checkpoint import load_checkpoint
-        from .parity import torch_logits
-
         ck = load_checkpoint(path)
         contract, labels, kind = ck.meta.contract, ck.meta.labels, "logits"
         torch.set_num_threads(threads)
         run = lambda px: torch_logits(ck.model, px, contract)  # noqa: E731
     else:
-        from ..model.contract import PreprocessContract
-        from .api import load_artifact_runner
-
         runner = load_artifact_runner(path, threads)
         contract = PreprocessContract.from_dict(runner.meta["preprocess"])
         labels, kind, run = runner.meta["labels"], runner.output.get("kind", "logits"), runner.run

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .contract import HF_MOBILEVIT, MVIT_DEFAULT, TIMM_MOBILEVIT, PreprocessContract
+from .contract import HF_MOBILEVIT, IMAGENET_MEAN_STD, MVIT_DEFAULT, TIMM_MOBILEVIT, PreprocessContract
 
 SOURCES = ("cvnets", "timm", "hf", "torchvision")
 
@@ -293,7 +293,7 @@ def default_contract_for(source: str, arch: str, img_size: int = 256) -> Preproc
     elif source == "timm":
         base = TIMM_MOBILEVIT
     elif arch.startswith(("mobilenet", "vit")):
-        from .contract import IMAGENET_MEAN_STD as base
+        base = IMAGENET_MEAN_STD
     else:
         base = MVIT_DEFAULT
     return PreprocessContract(

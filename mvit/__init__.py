@@ -21,14 +21,14 @@ __all__ = ["create", "load", "export", "bench", "predict"]
 
 def create(name: str, num_classes: int = 1000, **kwargs):
     """A registered model variant with a ``num_classes`` head (weights initialised, not trained)."""
-    from mvit.model import create as _create
+    from mvit.model import create as _create  # lazy: keeps import mvit free of torch
 
     return _create(name, num_classes, **kwargs)
 
 
 def load(path=None):
     """Load a checkpoint (default: the shipped garbage-sorting model); returns a ``Checkpoint``."""
-    from mvit.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+    from mvit.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint  # lazy: keeps import mvit free of torch
 
     return load_checkpoint(path or DEFAULT_CHECKPOINT)
 
@@ -48,6 +48,6 @@ def __getattr__(name: str):
 
 def predict(model, images, top: int = 3, threads: int = 2):
     """Top-``top`` (label, probability) pairs per image, from an artifact or a checkpoint."""
-    from mvit.export.cli_predict import predict as _predict
+    from mvit.export.cli_predict import predict as _predict  # lazy: keeps import mvit free of torch
 
     return _predict(model, images, top, threads)

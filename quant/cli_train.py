@@ -16,6 +16,8 @@ from ..model.checkpoint import CheckpointError
 from ..model.contract import INTERPOLATIONS
 from ..model.data import DatasetError
 from ..model.train import TrainConfig, TrainError, command_line, train
+from . import QuantError
+from .qat import train_qat
 
 # Defaults that differ between training from scratch and QAT fine-tuning (None in the parser: unset).
 FLOAT_DEFAULTS = {
@@ -139,9 +141,6 @@ def main(argv=None) -> int:
     cfg = TrainConfig(**opts, command=command_line() if argv is None else "mvit-train " + " ".join(argv))
     try:
         if cfg.qat:
-            from . import QuantError
-            from .qat import train_qat
-
             try:
                 train_qat(cfg)
             except QuantError as e:

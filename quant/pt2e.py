@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..model.export_prep import fold_layernorm_affine_
+from ..model.preprocess import normalize_hwc_uint8
 from . import QuantError, int8_graph
 from .cache import Calibration, CalibrationKey, CalibrationState, QuantCache
 from .sim import module_paths, under
@@ -120,8 +122,6 @@ def graph_input_range(to_input) -> tuple[float, float] | None:
 
 def model_input_range(contract) -> tuple[float, float]:
     """The value range of the model's own input (normalized NCHW) under a preprocessing contract."""
-    from ..model.preprocess import normalize_hwc_uint8
-
     return graph_input_range(lambda px: torch.from_numpy(normalize_hwc_uint8(px, contract)))
 
 
@@ -305,8 +305,6 @@ def prepare(wrapped: nn.Module, sample: torch.Tensor, quantizer) -> torch.fx.Gra
     import copy
 
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
-
-    from ..model.export_prep import fold_layernorm_affine_
 
     wrapped = fold_layernorm_affine_(copy.deepcopy(wrapped).eval(), sample)
     return prepare_pt2e(torch.export.export(wrapped, (sample,)).module(), quantizer)

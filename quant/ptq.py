@@ -18,9 +18,11 @@ from torch import nn
 
 from ..model.export_prep import fold_layernorm_affine_
 from . import QuantError
+from .adaround import adaround
+from .bias_correction import correct_bias
 from .equalize import equalize_
 from .fold import fold_batchnorm_, fold_block_layernorm_
-from .pt2e import prepare
+from .pt2e import prepare, quantizer_for
 from .sim import SimGraph
 from .smooth import balance_attention_, smooth_layernorms_, smooth_value_output_
 
@@ -132,10 +134,6 @@ def apply_recipe(
     m, details = fold_float(model, recipe, calib, batch)
     details["recipe"] = asdict(recipe)
     if recipe.needs_sim:
-        from .adaround import adaround
-        from .bias_correction import correct_bias
-        from .pt2e import quantizer_for
-
         quantizer = quantizer if quantizer is not None else quantizer_for(m, "histogram")
         sim = build_sim(m, quantizer, calib, batch)
         weights, biases = {}, {}

@@ -157,8 +157,7 @@ def test_base_regeneration_keeps_the_shipped_cases(tmp_path, monkeypatch):
 
 def test_mvit_export_app_rerecords_the_golden_cases(monkeypatch, capsys, tmp_path):
     """``mvit-export --app`` installs, then re-records that app's cases (or prints the command)."""
-    from mvit.export import api, cli
-    from mvit.export.apps import install as app_install
+    from mvit.export import cli
 
     monkeypatch.chdir(tmp_path)  # the default --out is ./out: not the checkout's
 
@@ -179,8 +178,8 @@ def test_mvit_export_app_rerecords_the_golden_cases(monkeypatch, capsys, tmp_pat
             for p in request.precisions
         ]
 
-    monkeypatch.setattr(api, "export_model", fake_export)
-    monkeypatch.setattr(app_install, "install_into_app", lambda *a, **k: {"model": "assets/model_int8.tflite"})
+    monkeypatch.setattr(cli, "export_model", fake_export)  # the names cli.main calls
+    monkeypatch.setattr(cli, "install_into_app", lambda *a, **k: {"model": "assets/model_int8.tflite"})
     calls = []
     monkeypatch.setattr(app_fixtures, "write_shipped_fixtures", lambda **kw: calls.append(kw) or ["golden/x.json"])
     assert cli.main(["--app", "android", "--quantize", "int8"]) == 0

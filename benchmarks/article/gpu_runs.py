@@ -24,6 +24,9 @@ from pathlib import Path
 
 import torch
 
+import mvit.model as zoo
+from mvit.model.preprocess import list_images
+
 MODELS = ("mobilevit_xxs", "mobilenet_v2", "mobilevit_xs", "vit_tiny")
 DATASETS = {"trashnet6": 256, "imagenette10": 192}  # training resolution per dataset
 CLASSES = {"trashnet6": 6, "imagenette10": 10}
@@ -31,8 +34,6 @@ EPOCH_RATIO = {"trashnet6": 1.0, "imagenette10": 0.5}  # imagenette epochs = rat
 
 
 def probe(model_name: str, size: int, classes: int, batch: int, device: str, steps: int = 10) -> float:
-    import mvit.model as zoo
-
     kw = {"img_size": size} if model_name.startswith("vit") else {}
     net = zoo.create(model_name, classes, **kw).to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, fused=device.startswith("cuda"))
@@ -59,8 +60,6 @@ def probe(model_name: str, size: int, classes: int, batch: int, device: str, ste
 
 
 def count_train(data: Path, ds: str) -> int:
-    from mvit.model.preprocess import list_images
-
     return len(list_images(data / ds / "train"))
 
 

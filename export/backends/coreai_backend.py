@@ -35,6 +35,7 @@ from ..base import Capabilities, ExportError, ExportJob, IOSpec, TensorSpec
 from ..metadata import to_json_bytes
 from ..runner import Runner
 from ..wrappers import input_graph
+from .coreai_w8a8 import quantize
 
 FORMAT = "coreai"
 SUFFIX = ".aimodel"
@@ -96,8 +97,6 @@ def export(job: ExportJob, path: Path) -> IOSpec:
     module, sample, layout, in_model = _graph(job)
     details: dict = {}
     if job.precision == "int8":
-        from .coreai_w8a8 import quantize
-
         module, details = quantize(job, module, sample, in_model)
     with torch.no_grad():
         program = torch.export.export(module, (sample,))  # eval already (a GraphModule's .eval() returns None)

@@ -32,6 +32,7 @@ from torch import nn
 
 from ...model.preprocess import normalize_hwc_uint8
 from ...quant.pt2e import Pt2eGraph, pixels_to_tensor, quantize_pt2e
+from .. import coreml_interp
 from ..base import Capabilities, ExportError, ExportJob, IOSpec, TensorSpec
 from ..coreml_interp import calibrate_activations_linux
 from ..runner import Runner
@@ -438,8 +439,6 @@ class CoreMLRunner(Runner):
 
             self.mlmodel = ct.models.MLModel(str(path))
         else:
-            from .. import coreml_interp
-
             self.program = coreml_interp.load_program(str(path))
             self._interp = coreml_interp.Interpreter(self.program)  # constants prepared once, not per image
         self.probs_name = inspect_spec(path)["probabilities_output"]
@@ -474,8 +473,6 @@ class CoreMLRunner(Runner):
                 feed = Image.fromarray(x[0]) if self.input["dtype"] == "uint8" else x
                 probs = self.mlmodel.predict({INPUT_NAME: feed})[self.probs_name]
             else:
-                from .. import coreml_interp
-
                 feed = x.transpose(0, 3, 1, 2).astype(np.float32) if self.input["dtype"] == "uint8" else x
                 probs = coreml_interp.run(self._interp, {INPUT_NAME: feed}, mode="auto")[self.probs_name]
             if isinstance(probs, dict):

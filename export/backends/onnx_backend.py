@@ -22,6 +22,7 @@ from ...quant import onnx_qdq
 from ..base import Capabilities, ExportError, ExportJob, IOSpec, TensorSpec
 from ..runner import Runner
 from ..wrappers import PixelInput
+from .onnx_layers import qdq_layer_error
 
 FORMAT = "onnx"
 SUFFIX = ".onnx"
@@ -413,8 +414,6 @@ def op_census(path: Path, threads: int = 2) -> dict:
 def layer_error(fp32_path: Path, int8_path: Path, pixels: np.ndarray, threads: int = 2) -> dict:
     """Per-layer error of a QDQ int8 .onnx against its fp32 sibling on ``pixels`` (N,H,W,3 uint8), by
     onnxruntime's QDQ debugging helpers (``onnx_layers.qdq_layer_error``)."""
-    from .onnx_layers import qdq_layer_error
-
     runner = load_runner(Path(int8_path), threads)
     try:
         inputs = runner.prepare(pixels)

@@ -421,6 +421,7 @@ def op_census(path: Path, threads: int = 2) -> dict:
 def tensor_error(path: Path, model, pixels: np.ndarray) -> dict:
     """Per-tensor error of an int8 .tflite file against the float ``model`` on ``pixels`` (N,H,W,3 uint8):
     each int8 tensor on the reference kernels against its module's float output (``tflite_layers``)."""
+    # lazy: breaks the cycle tflite_backend -> tflite_layers -> tflite_backend
     from .tflite_layers import file_tensor_error
 
     return {
