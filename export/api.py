@@ -27,8 +27,10 @@ from ..model.export_prep import prepare_for_export
 from ..model.images import ImageFolderError, generated_pixels, image_files, labelled_indices, load_pixels
 from ..model.preprocess import normalize_hwc_uint8
 from ..quant import QuantError
+from ..quant.calibration import data_free_pixels
 from ..quant.plan import HELDOUT_IMAGES, Plan, SearchInputs, describe, int8_plan, needs_search, search_samples
 from ..quant.pt2e import calibrate_pt2e, calibration_key, calibration_states, model_input_range, seed_calibrations
+from ..quant.qat import read_ranges
 from .backends import FORMATS, format_of, get_backend
 from .base import ExportCache, ExportError, ExportJob
 from .console import CapturedOutput, Console
@@ -136,8 +138,6 @@ def export_model(
     )
     learned = None
     if "int8" in request.precisions:
-        from ..quant.qat import read_ranges
-
         learned = read_ranges(weights)
     routes = _int8_routes(request)
     searching = learned is None and any(needs_search(r, request.int8, weights, ckpt.sha256) for r in routes)
@@ -288,8 +288,6 @@ def _load_data(request: ExportRequest, ckpt, weights: Path, say, heldout: bool =
                     data.verify_names = _names(vused, opts.calib)
                     data.verify_source = f"{len(px)} images of {opts.calib} not used for calibration"
     elif needs_calib:
-        from ..quant.calibration import data_free_pixels
-
         data.calib_pixels, data.calib_source = data_free_pixels(ckpt, weights, opts.zeroq_count, say)
         warn(f"no --calib images: int8 calibrated on {data.calib_source}; real images calibrate better (--calib DIR)")
     if needs_calib and heldout and opts.search_data is not None:

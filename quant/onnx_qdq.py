@@ -25,6 +25,8 @@ import torch
 from ..model.pixel_input import PixelInput
 from ..model.preprocess import normalize_hwc_uint8
 from . import QuantError
+from .pt2e import Pt2eGraph, quantize_pt2e
+from .search import score
 
 if TYPE_CHECKING:  # the export job is handed down by the ONNX backend: its type only
     from ..export.base import ExportJob
@@ -292,7 +294,6 @@ def int8_search_evaluator(job: ExportJob, heldout_pixels: np.ndarray, ref_logits
     """For ``mvit.quant.plan.int8_plan``: ``evaluate(float_units) -> (agreement, cosine, expected flips)``
     (``mvit.quant.search.score``) with the float model's ``ref_logits`` on ``heldout_pixels``, of this
     backend's int8 model (``int8_search_runner``)."""
-    from .search import score
 
     run, ref = int8_search_runner(job, heldout_pixels, fp32_model), torch.from_numpy(ref_logits)
 
@@ -315,8 +316,6 @@ def export_learned_int8(job: ExportJob, path: Path, names: tuple[str, str]) -> d
     (benchmarks/results/README.md, the ONNX int8 sections).
     """
     import onnx
-
-    from .pt2e import Pt2eGraph, quantize_pt2e
 
     h, w = job.contract.input_size
     if job.input_mode == "float-nchw":

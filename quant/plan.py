@@ -23,7 +23,22 @@ from torch import nn
 from ..model.data import AugmentConfig, augment_pixels
 from . import QuantError
 from .cache import PlanKey, QuantCache
-from .search import SearchResult, StopRule, cache_key, load_cached, store
+from .pt2e import quantizer_for
+from .ptq import Recipe, build_sim, fold_float
+from .search import (
+    SearchResult,
+    StopRule,
+    cache_key,
+    gated_score,
+    layer_units,
+    load_cached,
+    near_ties_first,
+    rank_units,
+    search,
+    store,
+    unit_costs,
+)
+from .sensitivity import point_sensitivity
 
 if TYPE_CHECKING:
     from .options import Int8Options
@@ -269,8 +284,6 @@ def search_simulation(
     (``mvit.quant.sim.SimGraph``), calibrated on the first ``SEARCH_CALIB_IMAGES`` of ``calib``, the
     input quantized over ``input_range`` (as the exports do; None: calibrated). ``recipe``: the float
     rewrites (default ``mvit.quant.ptq.Recipe()``, what the exports use; others for measurements)."""
-    from .pt2e import quantizer_for
-    from .ptq import Recipe, build_sim, fold_float
 
     calib = calib[:SEARCH_CALIB_IMAGES]
     folded, _ = fold_float(model, recipe or Recipe(), calib, SEARCH_BATCH)
@@ -280,8 +293,6 @@ def search_simulation(
 def search_route(route: str, model: nn.Module, inputs: SearchInputs, rule: StopRule, say=None) -> SearchResult:
     """Run the search for ``route`` on ``inputs`` until ``rule`` accepts (see ``int8_plan``): every layer
     int8 first; only when that misses, the simulation's sensitivity ranking and the bisection."""
-    from .search import gated_score, layer_units, near_ties_first, rank_units, search, unit_costs
-    from .sensitivity import point_sensitivity
 
     calib, heldout, evaluate, input_range = (
         inputs.calib[:SEARCH_CALIB_IMAGES],

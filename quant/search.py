@@ -31,8 +31,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..model.checkpoint import atomic_write
 from .layer_io import layers
-from .sim import SimGraph
+from .ptq import build_sim
+from .sensitivity import point_sensitivity
+from .sim import SimGraph, under
 
 
 def layer_units(model: nn.Module) -> list[str]:
@@ -92,7 +95,6 @@ def op_kind(weight: torch.Tensor, groups: int = 1) -> str:
 def unit_costs(sim: SimGraph, units: list[str], batch: int) -> dict[str, float]:
     """Float cost of each unit, in milliseconds per image on XNNPACK: the time its conv/linear ops
     would have saved in int8 (multiply-accumulates times the measured saving per op kind)."""
-    from .sim import under
 
     cost = {u: 0.0 for u in units}
     for layer in layers(sim):
@@ -137,7 +139,6 @@ class _Coverage:
         self.covered = [[False] * len(paths) for _, paths, _ in self.points]
 
     def would_remove(self, module: str) -> set[str]:
-        from .sim import under
 
         out = set()
         for (name, paths, keep), cov in zip(self.points, self.covered):
@@ -148,7 +149,6 @@ class _Coverage:
         return out
 
     def add(self, module: str) -> None:
-        from .sim import under
 
         for (_, paths, _), cov in zip(self.points, self.covered):
             for i, pth in enumerate(paths):
@@ -346,8 +346,6 @@ def search_sim(
 ) -> SearchResult:
     """The search for PT2E int8 (TFLite, Core ML): sensitivity, costs and agreement from a ``SimGraph``
     of ``model`` calibrated on ``calib``; agreement measured on ``heldout`` (model inputs)."""
-    from .ptq import build_sim
-    from .sensitivity import point_sensitivity
 
     sim = build_sim(model, quantizer, calib, batch)
     with torch.no_grad():
@@ -477,7 +475,6 @@ def load_cached(checkpoint: Path, sha256: str, key: str) -> SearchResult | None:
 def store(checkpoint: Path, sha256: str, key: str, result: SearchResult, provenance: dict) -> Path:
     """Add ``result`` under ``key`` to the checkpoint's cache file (written atomically), replacing any
     entry for the same route and budget made under another rule (``load_cached`` would never read it)."""
-    from ..model.checkpoint import atomic_write
 
     path = cache_path(checkpoint)
     try:
