@@ -173,6 +173,7 @@ def markdown(report: dict) -> str:
             out.append(f"[{i}] {n}  ")
         if notes:
             out.append("")
+        out += [f"{v}  " for v in int8_verdicts(m["rows"], (mach or {}).get("isa") or [])]
         out.append(
             "Size of the PyTorch row: parameters and buffers in memory. Peak MB: peak resident memory "
             "of the row's own process (Python, numpy, torch imported; see bench.json for the memory "
@@ -389,6 +390,25 @@ def latency_points(report: dict) -> list[dict]:
                 }
             )
     return pts
+
+
+def int8_verdicts(rows: list[dict], isa: list[str]) -> list[str]:
+    """One line per format whose timed int8 row is not faster than its timed fp32 row on this CPU, naming
+    the CPU's ``isa`` flags (int8 speed depends on them: docs/int8.md)."""
+    median = {
+        (r["format"], r["precision"]): (r.get("latency") or {}).get("median_ms")
+        for r in rows
+        if (r.get("latency") or {}).get("median_ms")
+    }
+    lines = []
+    for (fmt, precision), ms in median.items():
+        fp32 = median.get((fmt, "fp32"))
+        if precision == "int8" and fp32 and ms >= fp32:
+            lines.append(
+                f"{fmt} int8 is not faster than {fmt} fp32 on this CPU ({' '.join(isa) or 'ISA unknown'}): "
+                f"{ms:.2f} ms against {fp32:.2f} ms ({ms / fp32:.2f}x); here int8 buys size, not speed."
+            )
+    return lines
 
 
 def _side_by_side_md(report: dict) -> list[str]:

@@ -252,6 +252,21 @@ def test_fail_below_exits_nonzero_and_reuse_skips_export(bench, tiny, data, capf
     assert _rows(report)["onnx-fp32"]["reused"] is True and "exporting" not in err
 
 
+def test_the_report_says_when_int8_is_not_faster_than_fp32_naming_the_isa():
+    from mvit.benchmarks.report import int8_verdicts
+
+    rows = [
+        {"format": "onnx", "precision": "fp32", "latency": {"median_ms": 8.0}},
+        {"format": "onnx", "precision": "int8", "latency": {"median_ms": 12.0}},
+        {"format": "tflite", "precision": "fp32", "latency": {"median_ms": 14.0}},
+        {"format": "tflite", "precision": "int8", "latency": {"median_ms": 7.0}},
+        {"format": "coreml", "precision": "int8", "latency": None},
+    ]
+    lines = int8_verdicts(rows, ["avx2", "avx512_vnni"])
+    assert len(lines) == 1 and lines[0].startswith("onnx int8 is not faster than onnx fp32")
+    assert "avx2 avx512_vnni" in lines[0] and "1.50x" in lines[0]
+
+
 def test_check_floors_unit():
     report = {
         "models": [

@@ -15,12 +15,12 @@ search's simulated PT2E graph).
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 
 import numpy as np
 import torch
 
+from mvit.benchmarks.matrix import cpu_info
 from mvit.benchmarks.script_args import emit_report
 from mvit.export.backends import onnx_backend
 from mvit.export.base import ExportCache, ExportJob
@@ -92,11 +92,11 @@ def main(argv=None) -> None:
         ref = torch_logits(net, px, c)
         run = _runner(args.route, net, ck.meta, calib, px)
         rows += [_row(name, source, run(units), ref) for name, units in sets.items()]
-    cpu = platform.processor() or platform.machine()
+    cpu, isa = cpu_info()
     text = "\n".join(
         [
             f"Route {args.route}, {args.weights}, {len(calib)} calibration images of {args.calib}, "
-            f"{len(held)} held out, verification {args.val}; {time.strftime('%Y-%m-%d')}, {cpu}.",
+            f"{len(held)} held out, verification {args.val}; {time.strftime('%Y-%m-%d')}, {cpu} ({' '.join(isa)}).",
             "",
             "| float set | samples | n | agreement % | margin median | margin p10 | int8 margin error std | "
             "expected flips / 1000 |",
