@@ -11,6 +11,7 @@ import pytest
 from mvit.benchmarks.census import census
 from mvit.export.api import export_model
 from mvit.export.cli import main as export_main
+from mvit.quant.plan import SEARCH_RULE
 
 
 @pytest.fixture
@@ -57,7 +58,7 @@ def test_export_searches_to_the_budget_stores_the_plan_and_reuses_it(ckpt, small
     chosen = [x for x in lines if x.startswith("int8 float layers (onnxruntime-qdq, searched): ")]
     assert len(chosen) == 1 and "(at most 0.60), " in chosen[0] and "on 12 held-out samples (gate 90.0%)" in chosen[0]
     cached = json.loads(ckpt.with_name("m.int8.json").read_text())
-    key = "onnxruntime-qdq|min_agreement=0.9000|fold|mirrored+expected-half+xnnpack-time"
+    key = f"onnxruntime-qdq|min_agreement=0.9000|fold|{SEARCH_RULE}"  # the current rule's entry, no other
     assert len(cached["sha256"]) == 64 and list(cached["entries"]) == [key]
 
     # the prefixes script reads the cached order and counts flips per half, plain and mirrored; the tiny
