@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 from ..export.backends import get_backend
+from ..export.backends.onnx_backend import FLOAT_MAC_OPS, INTEGER_MAC_OPS
 
 QUANTIZE_OPS = ("QUANTIZE", "QuantizeLinear", "quantize")  # TFLite, ONNX, Core ML (MIL)
 DEQUANTIZE_OPS = ("DEQUANTIZE", "DequantizeLinear", "dequantize")
@@ -19,31 +20,13 @@ DEQUANTIZE_OPS = ("DEQUANTIZE", "DequantizeLinear", "dequantize")
 XNNPACK_CONVERT = "Convert"
 # convolutions and matrix products of every runtime's census (float and integer kernels)
 HEAVY_OPS = (
-    "CONV_2D",
-    "DEPTHWISE_CONV_2D",
-    "FULLY_CONNECTED",
-    "BATCH_MATMUL",
-    "Conv",
-    "QLinearConv",
-    "MatMul",
-    "conv",
-    "linear",
-    "matmul",
-    "Gemm",
-    "QGemm",
-    "QLinearMatMul",
-    "MatMulInteger",
-    "ConvInteger",
-    "MatMulIntegerToFloat",
-    "DynamicQuantizeMatMul",
-    "FusedConv",
-    "FusedMatMul",
+    *("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL"),  # TFLite
+    *INTEGER_MAC_OPS,  # ONNX, onnxruntime's optimised CPU graph: the ops of its integer headline,
+    *FLOAT_MAC_OPS,  # and the NCHWc convolution by its own name
     "NchwcConv",
-    "Conv2d",
-    "DepthwiseConv2d",
-    "FullyConnected",
-    "BatchMatrixMultiply",
-)  # the last four: XNNPACK
+    *("conv", "linear", "matmul"),  # Core ML
+    *("Conv2d", "DepthwiseConv2d", "FullyConnected", "BatchMatrixMultiply"),  # XNNPACK
+)
 BATCH_MATMUL_OPS = ("BATCH_MATMUL", "BatchMatrixMultiply", "MatMul", "matmul", "QLinearMatMul")
 LOGISTIC_OPS = ("LOGISTIC", "Sigmoid", "sigmoid")
 FLOAT_DTYPES = ("float32", "float16")

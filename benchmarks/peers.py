@@ -55,19 +55,9 @@ from .matrix import accuracy_metrics, machine_info, reference_metrics
 
 PEER = "peer"
 MVIT = "mvit"
-ROWS = (
-    (PEER, "onnx", "fp32"),
-    (MVIT, "onnx", "fp32"),
-    (PEER, "onnx", "int8"),
-    (MVIT, "onnx", "int8"),
-    (PEER, "tflite", "fp32"),
-    (MVIT, "tflite", "fp32"),
-    (PEER, "tflite", "int8"),
-    (MVIT, "tflite", "int8"),
-    (PEER, "executorch", "fp32"),
-    (MVIT, "executorch", "fp32"),
-    (PEER, "executorch", "int8"),
-    (MVIT, "executorch", "int8"),
+# each format and precision: the peer's row, then mvit's
+ROWS = tuple(
+    (who, fmt, p) for fmt in ("onnx", "tflite", "executorch") for p in ("fp32", "int8") for who in (PEER, MVIT)
 )
 HOW = {
     (PEER, "onnx", "fp32"): "torch.onnx.export (defaults) + onnxruntime",

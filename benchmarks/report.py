@@ -100,6 +100,49 @@ def _f(v, fmt="{:.2f}", none="–"):
     return fmt.format(v)
 
 
+def _pct(v):
+    return None if v is None else 100.0 * v
+
+
+def _measured(r: dict, part: str, key: str):
+    return (r.get(part) or {}).get(key)
+
+
+# The measured columns of the results tables: header -> the cell of a row.
+_CELLS = {
+    "size MB": lambda r: _f(r.get("size_mb")),
+    "top-1 %": lambda r: _f(_pct(r.get("top1")), "{:.1f}"),
+    "top-5 %": lambda r: _f(_pct(r.get("top5")), "{:.1f}"),
+    "agreement %": lambda r: _f(_pct(r.get("agreement")), "{:.1f}"),
+    "KL": lambda r: _f(r.get("kl_mean"), "{:.4f}"),
+    "cosine": lambda r: _f(r.get("cosine"), "{:.4f}"),
+    "median ms": lambda r: _f(_measured(r, "latency", "median_ms")),
+    "p90 ms": lambda r: _f(_measured(r, "latency", "p90_ms")),
+    "min ms": lambda r: _f(_measured(r, "latency", "min_ms")),
+    "std ms": lambda r: _f(_measured(r, "latency", "std_ms")),
+    "img/s": lambda r: _f(_measured(r, "latency", "throughput_ips"), "{:.0f}"),
+    "vs eager": lambda r: _f(r.get("latency_vs_eager"), "{:.2f}x"),
+    "load ms": lambda r: _f(_measured(r, "latency", "load_ms"), "{:.0f}"),
+    "first ms": lambda r: _f(_measured(r, "latency", "first_ms"), "{:.1f}"),
+    "peak MB": lambda r: _f(_measured(r, "memory", "peak_rss_mb"), "{:.0f}"),
+}
+MATRIX_COLUMNS = tuple(_CELLS)  # the matrix's table: all of them
+# the table of model files: all but top-5, the spread, the throughput and the speed-up against PyTorch eager
+FILE_COLUMNS = tuple(c for c in _CELLS if c not in ("top-5 %", "std ms", "img/s", "vs eager"))
+
+
+def _table_head(first: list[str], measured: tuple[str, ...], last: tuple[str, ...] = ()) -> list[str]:
+    """A results table's header and alignment rows: ``first`` and ``last`` text, ``measured`` numbers."""
+    names = [*first, *measured, *last]
+    align = ["---"] * len(first) + ["---:"] * len(measured) + ["---"] * len(last)
+    return [f"| {' | '.join(names)} |", f"|{'|'.join(align)}|"]
+
+
+def _table_row(first: list[str], r: dict, measured: tuple[str, ...], last: tuple[str, ...] = ()) -> str:
+    """A results table's row: ``first`` and ``last`` cells as given, ``measured`` from the row ``r``."""
+    return "| " + " | ".join([*first, *(_CELLS[c](r) for c in measured), *last]) + " |"
+
+
 def markdown(report: dict) -> str:
     """bench.md: the machine and settings, one table per model (or of model files), the phones' rows."""
     out = ["# mvit-bench results", ""]
@@ -130,44 +173,16 @@ def markdown(report: dict) -> str:
             f"{m['evaluation']}. Agreement = same top-1 as PyTorch fp32; KL = mean KL(float || artifact) of the "
             f"softmax; cosine of logits (of log-probabilities for Core ML, whose output is probabilities).",
             "",
-            "| format | precision | status | size MB | top-1 % | top-5 % | agreement % | KL | cosine | "
-            "median ms | p90 ms | min ms | std ms | img/s | vs eager | load ms | first ms | peak MB |",
-            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            *_table_head(["format", "precision", "status"], MATRIX_COLUMNS),
         ]
         notes = []
         for r in m["rows"]:
-            lat = r.get("latency") or {}
-            mem = r.get("memory") or {}
             status = r["status"]
             if r.get("reason") or r.get("latency_note"):
                 notes.append(f"{r['format']} {r['precision']}: {r.get('reason') or r.get('latency_note')}")
                 status += f" [{len(notes)}]"
-            out.append(
-                "| "
-                + " | ".join(
-                    [
-                        "PyTorch eager" if r["format"] == "torch" else r["format"],
-                        r["precision"],
-                        status,
-                        _f(r.get("size_mb")),
-                        _f(_pct(r.get("top1")), "{:.1f}"),
-                        _f(_pct(r.get("top5")), "{:.1f}"),
-                        _f(_pct(r.get("agreement")), "{:.1f}"),
-                        _f(r.get("kl_mean"), "{:.4f}"),
-                        _f(r.get("cosine"), "{:.4f}"),
-                        _f(lat.get("median_ms")),
-                        _f(lat.get("p90_ms")),
-                        _f(lat.get("min_ms")),
-                        _f(lat.get("std_ms")),
-                        _f(lat.get("throughput_ips"), "{:.0f}"),
-                        _f(r.get("latency_vs_eager"), "{:.2f}x"),
-                        _f(lat.get("load_ms"), "{:.0f}"),
-                        _f(lat.get("first_ms"), "{:.1f}"),
-                        _f(mem.get("peak_rss_mb"), "{:.0f}"),
-                    ]
-                )
-                + " |"
-            )
+            name = "PyTorch eager" if r["format"] == "torch" else r["format"]
+            out.append(_table_row([name, r["precision"], status], r, MATRIX_COLUMNS))
         out.append("")
         for i, n in enumerate(notes, 1):
             out.append(f"[{i}] {n}  ")
@@ -201,13 +216,11 @@ def _files_md(m: dict) -> list[str]:
         "Metadata: where labels and preprocessing came from (the file's mvit metadata, the command's options, "
         "or none: latency on a generated image only). Agreement, KL and cosine against the --reference model.",
         "",
-        "| file | format | precision | metadata | status | size MB | top-1 % | agreement % | KL | cosine | "
-        "median ms | p90 ms | min ms | load ms | first ms | peak MB | ops (XNNPACK) |",
-        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        *_table_head(["file", "format", "precision", "metadata", "status"], FILE_COLUMNS, ("ops (XNNPACK)",)),
     ]
     notes = []
     for r in m["rows"]:
-        lat, mem, c = r.get("latency") or {}, r.get("memory") or {}, r.get("census") or {}
+        c = r.get("census") or {}
         status = r["status"]
         for n in ([r["reason"]] if r.get("reason") else []) + list(r.get("notes") or []):
             notes.append(f"{r.get('name') or Path(r['file']).name}: {n}")
@@ -225,31 +238,8 @@ def _files_md(m: dict) -> list[str]:
                 )
             )
         )
-        out.append(
-            "| "
-            + " | ".join(
-                [
-                    f"`{r.get('name') or Path(r['file']).name}`",
-                    r["format"],
-                    r.get("precision") or "–",
-                    r.get("metadata", "–"),
-                    status,
-                    _f(r.get("size_mb")),
-                    _f(_pct(r.get("top1")), "{:.1f}"),
-                    _f(_pct(r.get("agreement")), "{:.1f}"),
-                    _f(r.get("kl_mean"), "{:.4f}"),
-                    _f(r.get("cosine"), "{:.4f}"),
-                    _f(lat.get("median_ms")),
-                    _f(lat.get("p90_ms")),
-                    _f(lat.get("min_ms")),
-                    _f(lat.get("load_ms"), "{:.0f}"),
-                    _f(lat.get("first_ms"), "{:.1f}"),
-                    _f(mem.get("peak_rss_mb"), "{:.0f}"),
-                    ops,
-                ]
-            )
-            + " |"
-        )
+        file = [f"`{r.get('name') or Path(r['file']).name}`", r["format"], r.get("precision") or "–"]
+        out.append(_table_row([*file, r.get("metadata", "–"), status], r, FILE_COLUMNS, (ops,)))
     out.append("")
     out += [f"[{i}] {n}  " for i, n in enumerate(notes, 1)] + ([""] if notes else [])
     for r in m["rows"]:
@@ -427,10 +417,6 @@ def _side_by_side_md(report: dict) -> list[str]:
             f"{_f(p['median_ms'])} | {_f(p['p90_ms'])} |"
         )
     return out + [""]
-
-
-def _pct(v):
-    return None if v is None else 100.0 * v
 
 
 def _layer_md(lr: dict, top: int = 10) -> list[str]:

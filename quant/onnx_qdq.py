@@ -304,6 +304,23 @@ def int8_search_evaluator(job: ExportJob, heldout_pixels: np.ndarray, ref_logits
     return evaluate
 
 
+def dynamo_onnx(module: torch.nn.Module, sample: torch.Tensor, names: tuple[str, str]):
+    """``module`` on ``sample`` through torch.onnx's dynamo exporter (its optimiser on), without its log
+    and warnings; an onnx ModelProto with ``names`` (input, output)."""
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.onnx.export(
+            module,
+            (sample,),
+            dynamo=True,
+            input_names=[names[0]],
+            output_names=[names[1]],
+            verbose=False,
+            optimize=True,
+        ).model_proto
+
+
 def export_learned_int8(job: ExportJob, path: Path, names: tuple[str, str]) -> dict:
     """int8 from a quantization-aware trained checkpoint: the PT2E graph that TFLite and Core ML get
     (``mvit.quant.pt2e``: same quantizer, the checkpoint's learned activation ranges), written with its
@@ -330,18 +347,7 @@ def export_learned_int8(job: ExportJob, path: Path, names: tuple[str, str]) -> d
         cache=job.cache,
         fold_quantize=True,
     )
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        proto = torch.onnx.export(
-            converted,
-            (sample,),
-            dynamo=True,
-            input_names=[names[0]],
-            output_names=[names[1]],
-            verbose=False,
-            optimize=True,
-        ).model_proto
+    proto = dynamo_onnx(converted, sample, names)
     for node in proto.graph.node:  # the exporter's per-node stack traces: most of a small model's bytes
         del node.metadata_props[:]
     onnx.save_model(proto, str(path))

@@ -12,6 +12,17 @@ sys.path.insert(0, str(ROOT / "benchmarks" / "studies"))
 torch.set_flush_denormal(True)
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
+# The phone of the adb recordings (tests/adb_recordings/getprop.txt) and of the sample phone result files:
+# its device block in mvit.device_results/1.
+PIXEL_8 = {
+    "manufacturer": "Google",
+    "model": "Pixel 8",
+    "soc": "Tensor G3",
+    "os": "Android",
+    "os_version": "15",
+    "abi": "arm64-v8a",
+}
+
 
 def tflite_op_input_types(model) -> list[tuple[str, str]]:
     """(op name, first input's tensor type) per operator of a .tflite file (path or bytes)."""

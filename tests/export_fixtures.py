@@ -1,4 +1,5 @@
-"""A tiny trained checkpoint for export tests: confident predictions make int8 agreement meaningful."""
+"""A tiny trained checkpoint for export tests (confident predictions make int8 agreement meaningful), and
+the export and mvit-bench calls the export and bench tests share."""
 
 from pathlib import Path
 
@@ -6,12 +7,17 @@ import numpy as np
 import torch
 
 from mvit import model
+from mvit.benchmarks.cli import main as bench_main
+from mvit.benchmarks.report import row_id
+from mvit.export.api import export_model
 from mvit.model.checkpoint import CheckpointMeta, save_checkpoint
 from mvit.model.contract import PreprocessContract
 from mvit.model.preprocess import list_images, normalize_hwc_uint8, pixels_uint8
 
 CLASSES = ("red", "green", "blue")
 SIZE = (64, 64)
+# mvit-bench timing for tests: a few runs, short, on the CI machine's two cores
+FAST = ["--runs", "3", "--min-time", "0.05", "--threads", "2"]
 
 
 TRAIN_THREADS = 2
@@ -58,3 +64,38 @@ def seed_int8_plan(checkpoint: Path, float_units, min_agreement: float = 0.995) 
     for route in ROUTES:
         result = SearchResult(list(float_units), 1.0, min_agreement, True, 0, cosine=1.0)
         store(checkpoint, sha, search_cache_key(route, min_agreement), result, {"test": "seeded"})
+
+
+def export_int8(checkpoint: Path, fmt: str, out: Path, calib: Path, calib_count: int, **options) -> list:
+    """``checkpoint`` exported to ``fmt`` int8 into ``out``, calibrated on ``calib_count`` images of ``calib``
+    (the rest verify, unless ``verify=False``); ``options``: export_model's other keywords."""
+    return export_model(
+        checkpoint=checkpoint,
+        formats=(fmt,),
+        precisions=("int8",),
+        out=out,
+        calib=calib,
+        calib_count=calib_count,
+        **options,
+    )
+
+
+def bench_matrix(weights: Path, data: Path, out: Path, *options: str) -> int:
+    """``mvit-bench --weights WEIGHTS --data DATA --out OUT OPTIONS...`` (the matrix): its exit status."""
+    return bench_main(["--weights", str(weights), "--data", str(data), "--out", str(out), *options])
+
+
+def bench_reused(
+    weights: Path, data: Path, out: Path, fmt: str, quantize: str, *options: str, artifacts: Path | None = None
+) -> int:
+    """``bench_matrix`` of one format at ``quantize`` (a precision or ``all``) over the exports already in
+    ``artifacts`` (``--reuse``; default: mvit-bench's own, OUT/artifacts), with no layer report and no
+    plot: its exit status."""
+    where = ["--artifacts", str(artifacts)] if artifacts else []
+    reuse = [*where, "--reuse", "--formats", fmt, "--quantize", quantize, "--no-layer-report", "--no-plot"]
+    return bench_matrix(weights, data, out, *reuse, *options)
+
+
+def bench_rows(report: dict) -> dict:
+    """The rows of a bench.json report's first model, by ``format-precision`` in the report's order."""
+    return {row_id(r): r for r in report["models"][0]["rows"]}

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import PIXEL_8
 
 from mvit.benchmarks.cli import main as bench_main
 from mvit.benchmarks.device_results import read_device_results
@@ -123,14 +124,7 @@ def test_adb_rows_from_both_tools(phone, tmp_path, capfd):
     assert rc == 0, err
     tfl = read_device_results(out / "device-39021FDH2000KR-benchmark_model.json")
     et = read_device_results(out / "device-39021FDH2000KR-executor_runner.json")
-    assert tfl["device"] == {
-        "manufacturer": "Google",
-        "model": "Pixel 8",
-        "soc": "Tensor G3",
-        "os": "Android",
-        "os_version": "15",
-        "abi": "arm64-v8a",
-    }
+    assert tfl["device"] == PIXEL_8
     cpu, gpu = tfl["rows"]
     assert (cpu["accelerator"], cpu["accelerator_used"], cpu["threads"]) == ("cpu", "cpu", 4)
     assert cpu["latency"] == pytest.approx(

@@ -216,40 +216,31 @@ def _edit(path: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new, 1))
 
 
-@pytest.mark.parametrize(
-    "file,old,new,expected",
-    [
-        ("gradle/libs.versions.toml", 'camerax = "1.6.2"', 'camerax = "1.5.1"', "CameraX 1.5.1 is older"),
-        (
-            "app/build.gradle.kts",
-            "kotlin {\n",
-            "kotlin {\n    jvmToolchain(17)\n",
-            "jvmToolchain without a toolchain resolver",
-        ),
-        ("core/build.gradle.kts", "JvmTarget.JVM_17", "JvmTarget.JVM_21", "bytecode targets must be set and equal"),
-        ("app/build.gradle.kts", "libs.camerax.view", "libs.camerax.viewfinder", "libs.camerax.viewfinder is not in"),
-        (
-            "app/build.gradle.kts",
-            "    alias(libs.plugins.kotlin.compose)\n",
-            "",
-            "needs the Kotlin Compose compiler plugin",
-        ),
-        ("gradle/libs.versions.toml", 'kotlin = "2.4.20"', 'kotlin = "2.3.0"', "ci/test_core.sh compiles with Kotlin"),
-        ("gradle/wrapper/gradle-wrapper.properties", "gradle-8.14.3-bin.zip", "gradle-8.10-bin.zip", "older than AGP"),
-        (
-            "gradle/wrapper/gradle-wrapper.properties",
-            "distributionSha256Sum=",
-            "#distributionSha256Sum=",
-            "distributionSha256Sum missing",
-        ),
-        ("app/build.gradle.kts", "targetSdk = 36", "targetSdk = 37", "targetSdk 37 above compileSdk 36"),
-        (
-            "gradle/libs.versions.toml",
-            'version.ref = "lifecycle" }',
-            'version.ref = "lifecycles" }',
-            "undefined version 'lifecycles'",
-        ),
+# One breakage per rule of android_problems, by the file it edits: (old text, new text, expected problem).
+ANDROID_BREAKAGES = {
+    "gradle/libs.versions.toml": [
+        ('camerax = "1.6.2"', 'camerax = "1.5.1"', "CameraX 1.5.1 is older"),
+        ('kotlin = "2.4.20"', 'kotlin = "2.3.0"', "ci/test_core.sh compiles with Kotlin"),
+        ('version.ref = "lifecycle" }', 'version.ref = "lifecycles" }', "undefined version 'lifecycles'"),
     ],
+    "app/build.gradle.kts": [
+        ("kotlin {\n", "kotlin {\n    jvmToolchain(17)\n", "jvmToolchain without a toolchain resolver"),
+        ("libs.camerax.view", "libs.camerax.viewfinder", "libs.camerax.viewfinder is not in"),
+        ("    alias(libs.plugins.kotlin.compose)\n", "", "needs the Kotlin Compose compiler plugin"),
+        ("targetSdk = 36", "targetSdk = 37", "targetSdk 37 above compileSdk 36"),
+    ],
+    "core/build.gradle.kts": [
+        ("JvmTarget.JVM_17", "JvmTarget.JVM_21", "bytecode targets must be set and equal"),
+    ],
+    "gradle/wrapper/gradle-wrapper.properties": [
+        ("gradle-8.14.3-bin.zip", "gradle-8.10-bin.zip", "older than AGP"),
+        ("distributionSha256Sum=", "#distributionSha256Sum=", "distributionSha256Sum missing"),
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    "file,old,new,expected", [(file, *breakage) for file, rows in ANDROID_BREAKAGES.items() for breakage in rows]
 )
 def test_each_android_rule_catches_its_breakage(tmp_path, file, old, new, expected):
     android = _copy_android(tmp_path)

@@ -5,12 +5,10 @@ import struct
 
 import pytest
 from conftest import make_image_folder
-from export_fixtures import CLASSES, train_tiny_checkpoint
+from export_fixtures import CLASSES, FAST, bench_matrix, bench_reused, bench_rows, train_tiny_checkpoint
 
 from mvit.benchmarks.cli import main as bench_main
 from mvit.benchmarks.report import check_floors, parse_floor
-
-FAST = ["--runs", "3", "--min-time", "0.05", "--threads", "2"]
 
 
 @pytest.fixture(scope="module")
@@ -31,46 +29,37 @@ def bench(tiny, data, tmp_path_factory):
     """One run of the matrix: the core formats x fp32/int8, with a floor that holds (ExecuTorch's rows:
     test_executorch.py, which reuses its own exports)."""
     out = tmp_path_factory.mktemp("bench_out")
-    rc = bench_main(
-        [
-            "--weights",
-            str(tiny),
-            "--data",
-            str(data / "val"),
-            "--out",
-            str(out),
-            "--formats",
-            "onnx",
-            "tflite",
-            "coreml",
-            "--quantize",
-            "fp32",
-            "int8",
-            "--calib-count",
-            "8",
-            "--calib-method",
-            "min-max",
-            "--layer-images",
-            "4",
-            "--coreml-max-images",
-            "6",
-            "--fail-below",
-            "agreement=0.5",
-            *FAST,
-        ]
+    rc = bench_matrix(
+        tiny,
+        data / "val",
+        out,
+        "--formats",
+        "onnx",
+        "tflite",
+        "coreml",
+        "--quantize",
+        "fp32",
+        "int8",
+        "--calib-count",
+        "8",
+        "--calib-method",
+        "min-max",
+        "--layer-images",
+        "4",
+        "--coreml-max-images",
+        "6",
+        "--fail-below",
+        "agreement=0.5",
+        *FAST,
     )
     report = json.loads((out / "bench.json").read_text())
     return rc, out, report
 
 
-def _rows(report):
-    return {f"{r['format']}-{r['precision']}": r for r in report["models"][0]["rows"]}
-
-
 def test_matrix_rows_and_metrics(bench):
     rc, out, report = bench
     assert rc == 0
-    rows = _rows(report)
+    rows = bench_rows(report)
     assert list(rows) == [
         "torch-fp32",
         "onnx-fp32",
@@ -156,7 +145,7 @@ def test_layer_reports_name_layers_the_exporters_accept(bench, tiny):
     from mvit.quant.pt2e import quantizer_for
 
     pre = out / "pre.onnx"
-    quant_pre_process(str(_rows(report)["onnx-fp32"]["artifact"]), str(pre), skip_symbolic_shape=True)
+    quant_pre_process(str(bench_rows(report)["onnx-fp32"]["artifact"]), str(pre), skip_symbolic_shape=True)
     assert len(_nodes_to_keep_float(onnx.load(str(pre)), onnx_rep["suggested_keep_float"])) == 3
     model = load_checkpoint(tiny).model
     quantizer_for(model, "min-max", tuple(pt2e_rep["suggested_keep_float"]))  # raises on an unknown name
@@ -185,7 +174,7 @@ def test_the_tflite_file_report_compares_each_int8_tensor_with_the_float_model(b
     assert float(np.median([r["model_sqnr_db"] for r in layers])) > 15
     assert "Where the int8 error comes from: tflite int8 file" in (out / "bench.md").read_text()
 
-    artifact = _rows(report)["tflite-int8"]["artifact"]
+    artifact = bench_rows(report)["tflite-int8"]["artifact"]
     px, _ = load_pixels(image_files(data / "val")[:4], ckpt.meta.contract, 4)
     saturated = ((np.random.default_rng(0).random(px.shape) > 0.5) * 255).astype(np.uint8)
     tensor_error = get_backend("tflite").tensor_error
@@ -196,7 +185,7 @@ def test_the_tflite_file_report_compares_each_int8_tensor_with_the_float_model(b
 
 def test_an_int8_tflite_file_gets_its_tensor_report_against_a_checkpoint(bench, tiny, data, tmp_path):
     _, _, report = bench
-    artifact = _rows(report)["tflite-int8"]["artifact"]
+    artifact = bench_rows(report)["tflite-int8"]["artifact"]
     out = tmp_path / "files"
     rc = bench_main(
         [
@@ -222,34 +211,14 @@ def test_an_int8_tflite_file_gets_its_tensor_report_against_a_checkpoint(bench, 
 
 def test_fail_below_exits_nonzero_and_reuse_skips_export(bench, tiny, data, capfd):
     _, out, _ = bench
-    rc = bench_main(
-        [
-            "--weights",
-            str(tiny),
-            "--data",
-            str(data / "val"),
-            "--out",
-            str(out),
-            "--reuse",
-            "--formats",
-            "onnx",
-            "--quantize",
-            "fp32",
-            "--no-layer-report",
-            "--no-plot",
-            "--fail-below",
-            "onnx-fp32:agreement=1.01",
-            "--fail-above",
-            "onnx-*:size_mb=1000",
-            *FAST,
-        ]
-    )
+    floors = ["--fail-below", "onnx-fp32:agreement=1.01", "--fail-above", "onnx-*:size_mb=1000"]
+    rc = bench_reused(tiny, data / "val", out, "onnx", "fp32", *floors, *FAST)
     err = capfd.readouterr().err
     assert rc == 1
     assert "limit not met: mobilevit_test onnx-fp32: agreement 1 < 1.01" in err
     assert "size_mb" not in err  # the ceiling that holds is not reported
     report = json.loads((out / "bench.json").read_text())
-    assert _rows(report)["onnx-fp32"]["reused"] is True and "exporting" not in err
+    assert bench_rows(report)["onnx-fp32"]["reused"] is True and "exporting" not in err
 
 
 def test_the_report_says_when_int8_is_not_faster_than_fp32_naming_the_isa():

@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_image_folder
+from export_fixtures import FAST
 
 from mvit.benchmarks.cli import main as bench_main
-
-FAST = ["--runs", "3", "--min-time", "0.05", "--threads", "2"]
 
 
 class TinyNet(torch.nn.Module):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from export_fixtures import bench_reused, bench_rows, export_int8
 
 from mvit.export.api import export_model
 from mvit.export.backends import coreai_backend as cai
@@ -33,18 +34,14 @@ def exported(small_ckpt, small_data_dir, tmp_path_factory):
     results = export_model(
         checkpoint=small_ckpt, formats=("coreai",), precisions=("fp32", "fp16"), out=out, verify_data=small_data_dir
     )
-    results += export_model(
-        checkpoint=small_ckpt,
-        formats=("coreai",),
-        precisions=("int8",),
-        out=out,
-        calib=small_data_dir,
-        calib_count=16,
-        verify_data=small_data_dir,
-        keep_float=("conv_1",),
-        cache=cache,
-    )
+    results += _export_int8(small_ckpt, small_data_dir, out, cache)
     return {r.precision: r for r in results}, out, cache
+
+
+def _export_int8(ckpt: Path, data: Path, out: Path, cache: ExportCache) -> list:
+    """The int8 asset (the stem conv float, 16 calibration images, the rest verify) into ``out``; the
+    coreai-opt model calibrated once, in ``cache``."""
+    return export_int8(ckpt, "coreai", out, data, 16, verify_data=data, keep_float=("conv_1",), cache=cache)
 
 
 def _files(asset: Path) -> dict:
@@ -121,17 +118,7 @@ def test_w8a8_with_16_bit_cast_goes_through_the_gate(exported, small_ckpt, small
     did not reproduce)."""
     results, _, cache = exported
     monkeypatch.setattr(coreai_w8a8, "FLOAT_COMPUTE", "float16")
-    (r,) = export_model(
-        checkpoint=small_ckpt,
-        formats=("coreai",),
-        precisions=("int8",),
-        out=tmp_path,
-        calib=small_data_dir,
-        calib_count=16,
-        verify_data=small_data_dir,
-        keep_float=("conv_1",),
-        cache=cache,
-    )
+    (r,) = _export_int8(small_ckpt, small_data_dir, tmp_path, cache)
     d = r.meta["quantization_details"]
     assert d["float_compute"] == "float16" and r.meta["input"]["dtype"] == "float16" and r.meta["parity"]["thresholds"]
     assert r.parity.passed and abs(r.parity.max_abs_diff - results["int8"].parity.max_abs_diff) < 0.05
@@ -166,33 +153,11 @@ def test_bench_file_and_matrix_rows(exported, small_ckpt, small_data_dir, tmp_pa
     assert row["numerics"].startswith("graph numerics") and row["census"]["ops_total"] > 100
     assert {"quantize", "conv2d"} <= {o["op"] for o in row["census"]["ops"]} and row["size_mb"] > 0
     mout = tmp_path / "matrix"
-    rc = bench_main(
-        [
-            "--weights",
-            str(small_ckpt),
-            "--data",
-            str(small_data_dir),
-            "--out",
-            str(mout),
-            "--artifacts",
-            str(art),
-            "--reuse",
-            "--formats",
-            "coreai",
-            "--quantize",
-            "fp32",
-            "--no-layer-report",
-            "--no-plot",
-            "--runs",
-            "3",
-            "--min-time",
-            "0.05",
-        ]
+    rc = bench_reused(
+        small_ckpt, small_data_dir, mout, "coreai", "fp32", "--runs", "3", "--min-time", "0.05", artifacts=art
     )
     assert rc == 0, capfd.readouterr().err
-    rows = {
-        f"{r['format']}-{r['precision']}": r for r in json.loads((mout / "bench.json").read_text())["models"][0]["rows"]
-    }
+    rows = bench_rows(json.loads((mout / "bench.json").read_text()))
     r = rows["coreai-fp32"]
     assert r["reused"] and r["status"] == "exported" and "latency" not in r and r["agreement"] == 1.0
     assert r["latency_note"].startswith("no latency") and r["numerics"].startswith("graph numerics")

@@ -7,6 +7,7 @@ from collections import defaultdict
 import coremltools  # noqa: F401
 import numpy as np
 import pytest
+from export_fixtures import export_int8
 
 
 def _ops(artifact) -> dict:
@@ -17,15 +18,13 @@ def _ops(artifact) -> dict:
 
 def test_coremltools_route_exports_w8a8_that_passes_parity(small_ckpt, small_data_dir, tmp_path):
     from mvit.export import coreml_interp
-    from mvit.export.api import export_model
 
-    r = export_model(
-        checkpoint=small_ckpt,
-        formats=("coreml",),
-        precisions=("int8",),
-        out=tmp_path,
-        calib=small_data_dir,
-        calib_count=12,
+    r = export_int8(
+        small_ckpt,
+        "coreml",
+        tmp_path,
+        small_data_dir,
+        12,
         calib_method="coremltools",
         keep_float=("conv_1", "layer_1", "layer_2"),
     )[0]
@@ -58,17 +57,15 @@ def test_coremltools_route_exports_w8a8_that_passes_parity(small_ckpt, small_dat
 
 
 def test_unknown_keep_float_on_coremltools_route_fails_before_converting(small_ckpt, small_data_dir, tmp_path):
-    from mvit.export.api import export_model
     from mvit.export.base import ExportError
 
     with pytest.raises(ExportError, match="no module or module type of that name"):
-        export_model(
-            checkpoint=small_ckpt,
-            formats=("coreml",),
-            precisions=("int8",),
-            out=tmp_path,
-            calib=small_data_dir,
-            calib_count=4,
+        export_int8(
+            small_ckpt,
+            "coreml",
+            tmp_path,
+            small_data_dir,
+            4,
             calib_method="coremltools",
             keep_float=("no_such_module",),
             verify=False,

@@ -6,6 +6,7 @@ import json
 import struct
 
 import pytest
+from conftest import PIXEL_8
 
 from mvit.benchmarks.cli import main as bench_main
 from mvit.benchmarks.device_results import DeviceResultsError, read_device_results, row_checks
@@ -29,14 +30,7 @@ GOOD = {
     "schema": "mvit.device_results/1",
     "created": "2026-12-01T12:00:00Z",
     "source": "android-app",
-    "device": {
-        "manufacturer": "Google",
-        "model": "Pixel 8",
-        "soc": "Tensor G3",
-        "os": "Android",
-        "os_version": "15",
-        "abi": "arm64-v8a",
-    },
+    "device": PIXEL_8,
     "rows": [ROW],
 }
 IPHONE = {

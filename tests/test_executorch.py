@@ -12,13 +12,13 @@ pytest.importorskip(
     "executorch", reason="the optional extra: pip install 'mvit[executorch]' (tests/run.sh installs it)"
 )
 
+from export_fixtures import FAST, bench_reused, bench_rows  # noqa: E402
+
 from mvit.benchmarks.cli import main as bench_main  # noqa: E402
 from mvit.export.api import export_model  # noqa: E402
 from mvit.export.backends import executorch_backend as et  # noqa: E402
 from mvit.export.base import ExportCache  # noqa: E402
 from mvit.export.cli import main as export_main  # noqa: E402
-
-FAST = ["--runs", "3", "--min-time", "0.05", "--threads", "2"]
 
 
 @pytest.fixture(scope="module")
@@ -134,30 +134,9 @@ def test_runner_sets_the_thread_count(exported):
 def test_matrix_rows_and_file_rows(exported, small_ckpt, small_data_dir, tmp_path, capfd):
     results, art, _ = exported
     out = tmp_path / "matrix"
-    rc = bench_main(
-        [
-            "--weights",
-            str(small_ckpt),
-            "--data",
-            str(small_data_dir),
-            "--out",
-            str(out),
-            "--artifacts",
-            str(art),
-            "--reuse",
-            "--formats",
-            "executorch",
-            "--quantize",
-            "all",
-            "--no-layer-report",
-            "--no-plot",
-            *FAST,
-        ]
-    )
+    rc = bench_reused(small_ckpt, small_data_dir, out, "executorch", "all", *FAST, artifacts=art)
     assert rc == 0, capfd.readouterr().err
-    rows = {
-        f"{r['format']}-{r['precision']}": r for r in json.loads((out / "bench.json").read_text())["models"][0]["rows"]
-    }
+    rows = bench_rows(json.loads((out / "bench.json").read_text()))
     assert list(rows) == ["torch-fp32", "executorch-fp32", "executorch-int8"]  # fp16/dynamic: not ExecuTorch precisions
     for key in ("executorch-fp32", "executorch-int8"):
         r = rows[key]

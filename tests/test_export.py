@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 from conftest import make_image_folder, tflite_op_input_types
-from export_fixtures import CLASSES, seed_int8_plan, train_tiny_checkpoint
+from export_fixtures import CLASSES, export_int8, seed_int8_plan, train_tiny_checkpoint
 
 from mvit.export import parity
 from mvit.export.api import export_model, load_artifact_runner
@@ -271,16 +271,7 @@ def test_uint8_pixel_input_puts_normalisation_in_the_model(tiny_ckpt, data_dir, 
 def test_keep_float_keeps_named_ops_out_of_int8(tiny_ckpt, data_dir, tmp_path):
     import onnx
 
-    res = export_model(
-        checkpoint=tiny_ckpt,
-        formats=("onnx",),
-        precisions=("int8",),
-        out=tmp_path,
-        calib=data_dir,
-        calib_count=20,
-        keep_float=("MatMul",),
-        verify=False,
-    )
+    res = export_int8(tiny_ckpt, "onnx", tmp_path, data_dir, 20, keep_float=("MatMul",), verify=False)
     g = onnx.load(str(res[0].artifact)).graph
     producers = {o: n for n in g.node for o in n.output}
     matmuls = [n for n in g.node if n.op_type == "MatMul"]
@@ -288,17 +279,7 @@ def test_keep_float_keeps_named_ops_out_of_int8(tiny_ckpt, data_dir, tmp_path):
         producers.get(i) is None or producers[i].op_type != "DequantizeLinear" for n in matmuls for i in n.input
     )
     with pytest.raises(Exception, match="no ONNX node, op type or module"):
-        export_model(
-            checkpoint=tiny_ckpt,
-            formats=("onnx",),
-            precisions=("int8",),
-            out=tmp_path,
-            calib=data_dir,
-            calib_count=20,
-            keep_float=("NoSuchLayer",),
-            verify=False,
-            force=True,
-        )
+        export_int8(tiny_ckpt, "onnx", tmp_path, data_dir, 20, keep_float=("NoSuchLayer",), verify=False, force=True)
 
 
 def test_parity_failure_exits_nonzero_and_keeps_marked_file(tiny_ckpt, data_dir, tmp_path, monkeypatch, capsys):
@@ -473,16 +454,8 @@ def onnx_int8_layouts(tiny_ckpt, data_dir, tmp_path_factory, monkeypatch_module)
     cache = ExportCache()
     for layout in ("integer", "linear"):
         monkeypatch_module.setattr(onnx_qdq, "LAYOUT", layout)
-        [r] = export_model(
-            checkpoint=tiny_ckpt,
-            formats=("onnx",),
-            precisions=("int8",),
-            out=out / layout,
-            calib=data_dir,
-            calib_count=16,
-            keep_float=("none",),
-            verify=False,
-            cache=cache,
+        [r] = export_int8(
+            tiny_ckpt, "onnx", out / layout, data_dir, 16, keep_float=("none",), verify=False, cache=cache
         )
         assert r.meta["quantization_details"]["layout"] == layout
         files[layout] = r.artifact
@@ -550,16 +523,7 @@ def test_onnx_int8_float_layers_keep_their_silu_float(tiny_ckpt, data_dir, tmp_p
     from mvit.quant.onnx_qdq import _nodes_to_keep_float, float_closure
 
     monkeypatch.setattr(onnx_qdq, "LAYOUT", "integer")
-    [r] = export_model(
-        checkpoint=tiny_ckpt,
-        formats=("onnx",),
-        precisions=("int8",),
-        out=tmp_path,
-        calib=data_dir,
-        calib_count=16,
-        keep_float=("conv_1",),
-        verify=False,
-    )
+    [r] = export_int8(tiny_ckpt, "onnx", tmp_path, data_dir, 16, keep_float=("conv_1",), verify=False)
     ops, _ = _ort_ops(r.artifact)
     assert _float(ops, "Conv", "FusedConv") == 1, ops
     # conv_1's SiLU: float (fused by onnxruntime into the conv or run as QuickGelu / Sigmoid x Mul)

@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+from export_fixtures import export_int8
 from PIL import Image
 
 from mvit import model
@@ -75,15 +76,7 @@ def _odd_images(root):
 def test_calibration_folder_with_odd_images_calibrates_and_warns_once(ckpt, tmp_path):
     data = _odd_images(tmp_path / "odd")
     said = []
-    [res] = export_model(
-        checkpoint=ckpt,
-        formats=("onnx",),
-        precisions=("int8",),
-        out=tmp_path / "out",
-        calib=data,
-        calib_count=6,
-        say=said.append,
-    )
+    [res] = export_int8(ckpt, "onnx", tmp_path / "out", data, 6, say=said.append)
     skipped = [line for line in said if "unreadable" in line]
     assert len(skipped) == 1 and "skipped 1 unreadable image" in skipped[0] and "broken.jpg" in skipped[0], said
     assert res.meta["quantization_details"]["calibration_images"] == 6

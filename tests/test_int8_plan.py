@@ -7,9 +7,9 @@ import shutil
 
 import onnx
 import pytest
+from export_fixtures import export_int8
 
 from mvit.benchmarks.census import census
-from mvit.export.api import export_model
 from mvit.export.cli import main as export_main
 from mvit.quant.plan import SEARCH_RULE
 
@@ -27,16 +27,9 @@ def test_export_searches_to_the_budget_stores_the_plan_and_reuses_it(ckpt, small
 
     lines: list[str] = []
     kw = dict(
-        checkpoint=ckpt,
-        formats=("onnx",),
-        precisions=("int8",),
-        out=tmp_path / "out",
-        calib=small_data_dir,
-        calib_count=12,
-        min_agreement=0.9,
-        say=lines.append,
+        checkpoint=ckpt, fmt="onnx", out=tmp_path / "out", calib=small_data_dir, calib_count=12, min_agreement=0.9
     )
-    [r] = export_model(**kw)
+    [r] = export_int8(**kw, say=lines.append)
     plan = r.meta["quantization_details"]["int8_plan"]
     assert plan["source"] == "search" and plan["min_agreement"] == 0.9
     # 12 images left after calibration: half held out for the search, half verify (never the same ones);
@@ -107,7 +100,7 @@ def test_export_searches_to_the_budget_stores_the_plan_and_reuses_it(ckpt, small
 
     monkeypatch.setattr(plan_module, "search_route", no_search)
     lines.clear()
-    [again] = export_model(**dict(kw, force=True))
+    [again] = export_int8(**kw, say=lines.append, force=True)
     plan2 = again.meta["quantization_details"]["int8_plan"]
     assert plan2["source"] == "cache" and plan2["float_units"] == plan["float_units"]
     assert any(x.startswith("int8 float layers (onnxruntime-qdq, cached search result): ") for x in lines)

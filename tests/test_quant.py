@@ -6,10 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from export_fixtures import train_tiny_checkpoint
+from export_fixtures import export_int8, train_tiny_checkpoint
 
 from mvit import model
-from mvit.export.api import export_model
 from mvit.export.base import ExportJob
 from mvit.quant import Int8Options, int8_plan, needs_search
 
@@ -159,15 +158,8 @@ def _producers(g):
 @pytest.fixture(scope="module")
 def onnx_int8_stem_float(small_ckpt, small_data_dir, tmp_path_factory):
     """The tiny MobileViT as ONNX int8 with the stem float."""
-    return export_model(
-        checkpoint=small_ckpt,
-        formats=("onnx",),
-        precisions=("int8",),
-        out=tmp_path_factory.mktemp("onnx"),
-        calib=small_data_dir,
-        calib_count=16,
-        verify=False,
-        keep_float=STEM,
+    return export_int8(
+        small_ckpt, "onnx", tmp_path_factory.mktemp("onnx"), small_data_dir, 16, verify=False, keep_float=STEM
     )
 
 
@@ -303,16 +295,7 @@ def test_onnx_int8_linear_weights_are_per_output_channel(small_data_dir, tmp_pat
     from onnx import numpy_helper
 
     ckpt = train_tiny_checkpoint(small_data_dir, tmp_path / "vit.safetensors", arch="vit_test", steps=5)
-    res = export_model(
-        checkpoint=ckpt,
-        formats=("onnx",),
-        precisions=("int8",),
-        out=tmp_path,
-        calib=small_data_dir,
-        calib_count=8,
-        verify=False,
-        keep_float=("none",),
-    )
+    res = export_int8(ckpt, "onnx", tmp_path, small_data_dir, 8, verify=False, keep_float=("none",))
     assert res[0].meta["quantization_details"]["keep_float"] == []
     g = onnx.load(str(res[0].artifact)).graph
     inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}

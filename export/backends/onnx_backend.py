@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -60,19 +59,7 @@ def torch_export(job: ExportJob):
         module, sample = PixelInput(job.model, job.contract, "NHWC").eval(), torch.zeros(1, h, w, 3, dtype=torch.uint8)
     else:
         raise ExportError(f"ONNX takes --input float-nchw or uint8-nhwc, not {job.input_mode}")
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        prog = torch.onnx.export(
-            module,
-            (sample,),
-            dynamo=True,
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            verbose=False,
-            optimize=True,
-        )
-    return prog.model_proto
+    return onnx_qdq.dynamo_onnx(module, sample, (INPUT_NAME, OUTPUT_NAME))
 
 
 def _onnxsim(model):

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ._threads import blas_threads
-from .ops import OPS, Args
+from .ops import INT_DTYPES, OPS, Args
 
 # coremltools' milproto loader is not a public API: the interpreter is checked against exactly this
 # release. Moving coremltools means re-running tests/test_coreml_interp.py and updating the pin here
@@ -37,15 +37,6 @@ _MOVE_OPS = frozenset(
         "tile",
     )
 )
-_INT_TYPES = {
-    "int8": np.int8,
-    "uint8": np.uint8,
-    "int16": np.int16,
-    "uint16": np.uint16,
-    "int32": np.int32,
-    "int64": np.int64,
-    "bool": np.bool_,
-}
 
 
 class UnsupportedOpError(NotImplementedError):
@@ -272,8 +263,8 @@ class Interpreter:
                 with np.errstate(over="ignore", invalid="ignore"):
                     return round_fp16(arr)
             return arr.astype(np.float32)
-        if declared in _INT_TYPES and arr.dtype != _INT_TYPES[declared]:
-            return arr.astype(_INT_TYPES[declared])
+        if declared in INT_DTYPES and arr.dtype != INT_DTYPES[declared]:
+            return arr.astype(INT_DTYPES[declared])
         return arr
 
     def _const_values(self, mode: str) -> dict:

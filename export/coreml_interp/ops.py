@@ -553,10 +553,8 @@ def _gather(a):
 
 # ------------------------------------------------------------------------------------ type and quant
 
-_NP_DTYPES = {
-    "fp16": np.float16,
-    "fp32": np.float32,
-    "fp64": np.float64,
+# MIL's integer and bool dtypes (the interpreter also casts results declared with them to these)
+INT_DTYPES = {
     "int8": np.int8,
     "uint8": np.uint8,
     "int16": np.int16,
@@ -565,6 +563,7 @@ _NP_DTYPES = {
     "int64": np.int64,
     "bool": np.bool_,
 }
+_NP_DTYPES = {"fp16": np.float16, "fp32": np.float32, "fp64": np.float64, **INT_DTYPES}
 
 
 @op("cast")
