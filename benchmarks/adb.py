@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ..export.backends import format_of
 from .device_results import SCHEMA, problems
 from .files import sha256
@@ -251,8 +253,6 @@ def parse_executor_runner(out: str, warmup: int) -> dict:
             f"executor_runner printed {len(iters)} 'Iteration' times, expected more than the {warmup} "
             f"warm-up runs (executor_runner from ExecuTorch 1.3 or later prints one per execution)"
         )
-    import numpy as np
-
     timed = np.asarray(iters[warmup:], np.float64)
     lat = {
         "runs": int(timed.size),

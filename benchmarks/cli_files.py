@@ -8,6 +8,7 @@ arguments, ``--adb`` or ``--device-results`` ask for something other than the ma
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -262,8 +263,6 @@ def _describe(path: Path) -> tuple[str, str, str]:
 
 def _write_phone_results(results: list[dict], out: Path, say) -> None:
     """Each phone run as its own device_results file beside the reports (to merge again later)."""
-    import json
-
     for r in results:
         path = out / f"device-{r['serial']}-{r['source'].split(':')[1]}.json"
         text = json.dumps(r, indent=1) + "\n"

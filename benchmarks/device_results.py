@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -230,8 +231,6 @@ def merge(report: dict, results: list[dict], sources: list[str] | None = None) -
 
 def empty_report(machine: dict | None = None) -> dict:
     """A report holding no PC rows (``mvit-bench --device-results`` alone)."""
-    import time
-
     return {
         "schema": "mvit.bench/1",
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

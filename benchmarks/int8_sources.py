@@ -20,6 +20,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..export.parity import torch_logits
 from ..model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
@@ -101,8 +102,6 @@ def render(rep: dict) -> str:
 
 def main(argv=None) -> int:
     """Print the table; ``--json`` also writes the numbers."""
-    import torch
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weights", default=str(DEFAULT_CHECKPOINT))
     ap.add_argument(

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,8 +79,6 @@ class Worker:
 def interleaved_medians(calls: dict, rounds: int, per_round: int, warmup: int = 3) -> dict:
     """Median ms of each zero-argument callable, timed in one process: ``rounds`` rounds of ``per_round``
     calls each, the starting callable rotating every round (for in-process side-by-side comparisons)."""
-    import time
-
     for fn in calls.values():
         for _ in range(warmup):
             fn()
@@ -97,7 +96,7 @@ def interleaved_medians(calls: dict, rounds: int, per_round: int, warmup: int = 
 def tflite_on_zeros(model, threads: int):
     """``invoke`` of an ai-edge-litert interpreter for ``model`` (a .tflite path or its bytes) whose
     inputs are set to zeros: a zero-argument callable for ``interleaved_medians``."""
-    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.interpreter import Interpreter  # lazy: loaded only when a TFLite file is timed
 
     kw = {"model_content": model} if isinstance(model, (bytes, bytearray)) else {"model_path": str(model)}
     it = Interpreter(num_threads=threads, **kw)

@@ -23,14 +23,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+import torch
+from torch.fx import Interpreter
+
 from ..quant.sqnr import Energy
 
 
 def _run_graph(gm, x, skip_observers: bool) -> dict:
     """Every call_function node's tensor output of an exported GraphModule, by node name."""
-    import torch
-    from torch.fx import Interpreter
-
     values: dict = {}
 
     class Capture(Interpreter):

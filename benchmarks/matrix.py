@@ -14,9 +14,11 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..export.api import export_model, load_artifact_runner
 from ..export.backends import FORMATS, get_backend
@@ -308,8 +310,6 @@ def file_tensor_report(backend, path: Path, model, pixels: np.ndarray, top: int,
 def _pt2e_report(cfg, ckpt, arts, calib_pixels, px, fmts: list[str], cache: ExportCache) -> dict:
     """The PT2E float graph against the converted int8 graph of the first of ``fmts`` (all PT2E formats
     convert the same model), calibrated as that artifact's export was."""
-    import torch
-
     c = ckpt.meta.contract
     details = arts[(fmts[0], "int8")].meta.get("quantization_details", {})
     method = details.get("observer") or cfg.calib_method or "histogram"
@@ -336,8 +336,6 @@ def _pt2e_report(cfg, ckpt, arts, calib_pixels, px, fmts: list[str], cache: Expo
 
 
 def bench_model(cfg: BenchConfig, weights: Path, say) -> dict:
-    import torch
-
     torch.set_flush_denormal(True)  # converter speed (FIELD_NOTES); the eager baseline runs in its own process
     # One thread in this process (reference logits, conversion, calibration): a 2-thread OpenMP team is
     # many times slower whenever another process wants the cores. Timed rows use cfg.threads in workers.
@@ -580,8 +578,6 @@ def cpu_line(threads: int) -> str:
 
 
 def machine_info(threads: int) -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
     cpu, isa = cpu_info()
     libs = {}
     for pkg in (

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..export.api import export_model
 from ..export.backends import get_backend
@@ -100,16 +101,19 @@ class Built:
 
 def onnx_fp32_peer(model, sample, path: Path) -> None:
     """What the PyTorch docs show: ``torch.onnx.export(model, (x,), path)``."""
-    import torch
-
     torch.onnx.export(model, (sample,), str(path), input_names=["image"], output_names=["logits"])
 
 
 def onnx_int8_peer(fp32_path: Path, path: Path, calib: np.ndarray) -> None:
     """onnxruntime's documented static quantization: shape pre-processing, then ``quantize_static``
     (QDQ, signed int8 activations and weights, MinMax) with per-channel weights."""
-    from onnxruntime.quantization import CalibrationDataReader, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from onnxruntime.quantization import (  # lazy: loaded only to build the peers (not on --reuse)
+        CalibrationDataReader,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import (  # lazy: loaded only to build the peers (not on --reuse)
+        quant_pre_process,
+    )
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -131,18 +135,23 @@ def onnx_int8_peer(fp32_path: Path, path: Path, calib: np.ndarray) -> None:
 
 def tflite_fp32_peer(model, sample, path: Path) -> None:
     """litert-torch's conversion with its defaults."""
-    import litert_torch
+    import litert_torch  # lazy: loaded only to build the peers (not on --reuse)
 
     litert_torch.convert(model, (sample,)).export(str(path))
 
 
 def tflite_int8_peer(model, sample, path: Path, calib: np.ndarray) -> None:
     """litert-torch's documented PT2E recipe with symmetric per-channel int8, one image per call."""
-    import litert_torch
-    import torch
-    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
-    from litert_torch.quantize.quant_config import QuantConfig
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    import litert_torch  # lazy: loaded only to build the peers (not on --reuse)
+    from litert_torch.quantize.pt2e_quantizer import (  # lazy: loaded only to build the peers (not on --reuse)
+        PT2EQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from litert_torch.quantize.quant_config import QuantConfig  # lazy: loaded only to build the peers (not on --reuse)
+    from torchao.quantization.pt2e.quantize_pt2e import (  # lazy: loaded only to build the peers (not on --reuse)
+        convert_pt2e,
+        prepare_pt2e,
+    )
 
     quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
     prepared = prepare_pt2e(torch.export.export(model, (sample,)).module(), quantizer)
@@ -155,9 +164,10 @@ def tflite_int8_peer(model, sample, path: Path, calib: np.ndarray) -> None:
 
 def executorch_fp32_peer(model, sample, path: Path) -> None:
     """ExecuTorch's documented XNNPACK lowering with its defaults."""
-    import torch
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import (  # lazy: optional extra [executorch]
+        XnnpackPartitioner,
+    )
+    from executorch.exir import to_edge_transform_and_lower  # lazy: optional extra [executorch]
 
     with torch.no_grad():
         edge = to_edge_transform_and_lower(torch.export.export(model, (sample,)), partitioner=[XnnpackPartitioner()])
@@ -167,12 +177,14 @@ def executorch_fp32_peer(model, sample, path: Path) -> None:
 def executorch_int8_peer(model, sample, path: Path, calib: np.ndarray) -> None:
     """ExecuTorch's documented int8 recipe: XNNPACKQuantizer (symmetric, per-channel), PT2E calibration
     one image per call, then the XNNPACK lowering."""
-    import torch
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (  # lazy: optional extra [executorch]
         XNNPACKQuantizer,
         get_symmetric_quantization_config,
     )
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantize_pt2e import (  # lazy: loaded only to build the peers (not on --reuse)
+        convert_pt2e,
+        prepare_pt2e,
+    )
 
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
     prepared = prepare_pt2e(torch.export.export(model, (sample,)).module(), quantizer)
@@ -215,8 +227,6 @@ def label_peer(ckpt, path: Path, fmt: str, precision: str) -> None:
 def build_peers(ckpt, calib: np.ndarray, work: Path, say) -> list[Built]:
     """The peer artifacts in ``work/peer`` (float model as the checkpoint holds it): ONNX and TFLite,
     and ExecuTorch where it is installed."""
-    import torch
-
     folder = work / PEER
     folder.mkdir(parents=True, exist_ok=True)
     h, w = ckpt.meta.contract.input_size
@@ -273,8 +283,6 @@ def build_mvit(weights: Path, calib_dir: Path, calib_count: int, work: Path, thr
 
 def run(args, say=print) -> dict:
     """Build (or reuse), time, evaluate and census every row; returns the report dictionary."""
-    import torch
-
     torch.set_flush_denormal(True)
     torch.set_num_threads(1)  # this process builds and evaluates; the timed rows run in their own processes
     weights = Path(args.weights) if args.weights else DEFAULT_CHECKPOINT

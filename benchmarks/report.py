@@ -476,11 +476,11 @@ def plot(report: dict, path: Path) -> str | None:
     (colour), one panel per model; when phones are in the report (or rows have no accuracy), a panel
     of median latencies of every row, PC and phones side by side. Returns a note about rows left
     out, or None."""
-    import matplotlib
+    import matplotlib  # lazy: plotting only
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
+    import matplotlib.pyplot as plt  # lazy: plotting only
+    from matplotlib.lines import Line2D  # lazy: plotting only
 
     def metric_of(m):
         return "top1" if m.get("labelled") else "agreement"

@@ -4,6 +4,7 @@ onnx_op_profile) and int8_sources."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ..model.checkpoint import atomic_write
@@ -36,8 +37,6 @@ def op_profile_args(ap: argparse.ArgumentParser, prog: str, argv=None) -> argpar
 
 def fail(prog: str, message: str) -> None:
     """Exit with status 2 after one line on stderr: ``prog: message``."""
-    import sys
-
     sys.stderr.write(f"{prog}: {message}\n")
     raise SystemExit(2)
 

@@ -17,6 +17,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from ai_edge_litert import schema_py_generated as schema
+from ai_edge_litert.tools import flatbuffer_utils as fb
 
 from .latency import interleaved_medians, tflite_on_zeros
 from .matrix import cpu_line
@@ -24,8 +26,6 @@ from .script_args import emit_report, fail, op_profile_args, op_profile_parser
 
 
 def _names():
-    from ai_edge_litert import schema_py_generated as schema
-
     ops = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
     return ops, types
@@ -35,8 +35,6 @@ def cut(model, lo: int, hi: int) -> bytes:
     """Operators ``lo``..``hi - 1`` of subgraph 0 of ``model`` (a flatbuffer ModelT, modified in place
     and restored) as a model of their own: inputs are the tensors they read but neither compute nor
     hold as constants, outputs are the last operator's outputs."""
-    from ai_edge_litert.tools import flatbuffer_utils as fb
-
     sg = model.subgraphs[0]
     saved = sg.operators, sg.inputs, sg.outputs, model.signatureDefs
     ops = saved[0][lo:hi]
@@ -67,8 +65,6 @@ def _median_ms(model_bytes: bytes, threads: int, runs: int) -> float:
 def profile(path: Path, threads: int = 2, runs: int = 40, span: int = 1) -> list[dict]:
     """One row per ``span`` consecutive operators of ``path``: index, op type(s), input and output
     dtype, output shape, median ms of the cut-out model."""
-    from ai_edge_litert.tools import flatbuffer_utils as fb
-
     ops_by_code, types = _names()
     model = fb.read_model(str(path))
     sg = model.subgraphs[0]

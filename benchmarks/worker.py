@@ -14,13 +14,14 @@ original stdout; native libraries' chatter is redirected to stderr). Commands:
     {"cmd": "eval", "pixels": p, "out": o}           -> seconds (scores saved to o as .npy)
     {"cmd": "quit"}
 
-The worker imports the project's modules inside its functions (TorchEager, _preimport, main), on purpose:
-they load after main() has pointed stdout at stderr, so nothing they print reaches the protocol, and a
-torch row never loads mvit.export.
+The worker imports torch and the project's modules inside its functions (TorchEager, _preimport, main),
+on purpose: they load after main() has pointed stdout at stderr, so nothing they print reaches the
+protocol, and a torch row never loads mvit.export.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import resource
@@ -56,7 +57,7 @@ class TorchEager:
     """PyTorch eager fp32, the baseline: the contract's normalisation, then ``model(x)``."""
 
     def __init__(self, weights: str, threads: int):
-        import torch
+        import torch  # lazy: see the module docstring
 
         from ..model.checkpoint import load_checkpoint  # lazy: see the module docstring
 
@@ -86,8 +87,6 @@ def _preimport(spec: dict) -> None:
 
         import mvit.model  # noqa: F401
     else:
-        import importlib
-
         from ..export.backends import format_of, get_backend  # lazy: see the module docstring
 
         for name in get_backend(format_of(spec["path"])).RUNTIME_MODULES:

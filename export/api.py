@@ -7,7 +7,9 @@ temporary name that a killed run leaves behind and the next run into the same fo
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import dataclasses
+import multiprocessing as mp
 import os
 import re
 import shutil
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 from torch import nn
 
 from ..model.checkpoint import DEFAULT_CHECKPOINT, Checkpoint, load_checkpoint
@@ -172,8 +175,6 @@ def _int8_routes(request: ExportRequest) -> dict[str, str]:
 def _int8_plan(run: _Run, route: str, fmt: str) -> Plan:
     """The float layers of ``route``'s int8 (``mvit.quant.plan.int8_plan``), printed in one line; an
     unmet budget is an ExportError before anything is written."""
-    import torch
-
     request, data, ckpt, export_net, say = run.request, run.data, run.ckpt, run.export_net, run.say
     backend, c = get_backend(fmt), ckpt.meta.contract
     options, search = request.int8, None
@@ -345,11 +346,6 @@ def _export_parallel(run: _Run, jobs: int) -> list[ExportResult]:
     slowest exports start first. A PT2E calibration that several formats take (TFLite, Core ML,
     ExecuTorch int8) is made once, here, while the formats that need none start; its observer states go
     to the workers that wait for it (``mvit.quant.pt2e.calibration_states``)."""
-    import concurrent.futures as cf
-    import multiprocessing as mp
-
-    import torch
-
     request = dataclasses.replace(run.request, threads=max(1, run.request.threads // jobs), jobs=1)
     data, plans = run.data, run.plans
     order = sorted(request.formats, key=lambda f: -get_backend(f).EXPORT_COST)
@@ -425,8 +421,6 @@ def _format_worker(
 ) -> list[ExportResult]:
     """One format's exports in a worker process: the checkpoint loaded again, the shared calibrations'
     observer states (``calibrations``) seeded into its cache."""
-    import torch
-
     torch.set_num_threads(request.threads)
     ckpt = load_checkpoint(request.checkpoint or DEFAULT_CHECKPOINT)
     cache = ExportCache()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _v
 from pathlib import Path
 from typing import TypeGuard
 
@@ -17,9 +19,6 @@ LABELS_FILE = "labels.txt"
 
 def version() -> str:
     """mvit's installed version."""
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as _v
-
     try:
         return _v("mvit")
     except PackageNotFoundError:

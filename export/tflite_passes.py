@@ -17,8 +17,8 @@ def dequantize_before_pad(model_bytes: bytes) -> tuple[bytes, int]:
     The result is exact: a quantized PAD fills with the zero point, which dequantizes to 0.0, the
     float PAD's fill.
     """
-    from ai_edge_litert import schema_py_generated as schema
-    from ai_edge_litert.tools import flatbuffer_utils as fb
+    from ai_edge_litert import schema_py_generated as schema  # lazy: loaded only when a .tflite file is rewritten
+    from ai_edge_litert.tools import flatbuffer_utils as fb  # lazy: loaded only when a .tflite file is rewritten
 
     m = fb.read_model_from_bytearray(bytearray(model_bytes))
     op_ = schema.BuiltinOperator
@@ -73,8 +73,8 @@ def float_softmax(model_bytes: bytes) -> tuple[bytes, int]:
     does not take at all (it has no int8 softmax). Split again, the file computes what the PT2E model
     computes, and XNNPACK runs all three ops.
     """
-    from ai_edge_litert import schema_py_generated as schema
-    from ai_edge_litert.tools import flatbuffer_utils as fb
+    from ai_edge_litert import schema_py_generated as schema  # lazy: loaded only when a .tflite file is rewritten
+    from ai_edge_litert.tools import flatbuffer_utils as fb  # lazy: loaded only when a .tflite file is rewritten
 
     m = fb.read_model_from_bytearray(bytearray(model_bytes))
     op_ = schema.BuiltinOperator

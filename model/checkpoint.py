@@ -10,6 +10,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .contract import PreprocessContract
@@ -110,8 +112,6 @@ def save_checkpoint(path, model: nn.Module, meta: CheckpointMeta, extra_header: 
     ``extra_header``: further named JSON strings for the safetensors header (e.g. ``mvit_qat``, the
     activation ranges of a quantization-aware fine-tuned checkpoint: mvit.quant.qat); loading ignores them.
     """
-    from safetensors.torch import save_file
-
     if getattr(model, "num_classes", meta.num_classes) != meta.num_classes:
         raise CheckpointError(f"model has {model.num_classes} classes but {meta.num_classes} labels were given")
     tensors = {
@@ -126,8 +126,6 @@ def save_checkpoint(path, model: nn.Module, meta: CheckpointMeta, extra_header: 
 
 def read_header_entry(path, key: str) -> str | None:
     """One named entry of a checkpoint's safetensors header (``None`` when absent); reads only the header."""
-    from safetensors import SafetensorError, safe_open
-
     path = Path(path)
     _check_file(path)
     try:
@@ -141,8 +139,6 @@ def read_meta(path) -> CheckpointMeta:
     """Read only the metadata of a checkpoint (cheap: the header, not the weights)."""
     path = Path(path)
     _check_file(path)
-    from safetensors import SafetensorError, safe_open
-
     try:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
@@ -164,9 +160,6 @@ def load_checkpoint(path, num_classes: int | None = None, architecture: str | No
     ``num_classes`` / ``architecture``, when given, are what the caller expects; a mismatch is a
     ``CheckpointError`` rather than a silently different model.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     path = Path(path)
     meta = read_meta(path)
     if meta.architecture not in list_models():

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .contract import PreprocessContract
 from .preprocess import ImageLoadError, list_images, pixels_uint8, skipped_summary
@@ -70,8 +71,6 @@ def labelled_indices(files, root, labels: list[str]) -> np.ndarray | None:
 
 def generated_pixels(contract: PreprocessContract, n: int = 32, seed: int = 0) -> np.ndarray:
     """Smooth random colour images (for parity checks when no real images are given)."""
-    import torch
-
     g = torch.Generator().manual_seed(seed)
     h, w = contract.input_size
     low = torch.rand(n, 3, max(2, h // 16), max(2, w // 16), generator=g)

@@ -11,6 +11,8 @@ import re
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import nn
 
 from .contract import HF_MOBILEVIT, IMAGENET_MEAN_STD, MVIT_DEFAULT, TIMM_MOBILEVIT, PreprocessContract
@@ -264,9 +266,6 @@ def read_state_dict(path) -> dict[str, torch.Tensor]:
     if not path.exists():
         raise WeightImportError(f"{path}: no such file")
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         try:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as e:

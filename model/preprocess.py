@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import cast
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .contract import PreprocessContract
@@ -107,8 +108,6 @@ def normalize_tensor(batch, contract: PreprocessContract):
 
     Used on augmented training batches so training sees exactly what export and the apps see.
     """
-    import torch
-
     mean = torch.tensor(contract.mean, dtype=batch.dtype, device=batch.device).view(1, 3, 1, 1)
     std = torch.tensor(contract.std, dtype=batch.dtype, device=batch.device).view(1, 3, 1, 1)
     x = (batch - mean) / std

@@ -31,8 +31,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from .. import model as zoo
@@ -198,8 +202,6 @@ def param_groups(net: nn.Module, weight_decay: float):
 
 
 def save_state(path: Path, net: nn.Module, ema: nn.Module | None, opt: torch.optim.Optimizer, info: dict) -> None:
-    from safetensors.torch import save_file
-
     tensors = {f"model.{k}": v for k, v in net.state_dict().items()}
     if ema is not None:
         tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
@@ -232,9 +234,6 @@ def _unshared(tensors: dict) -> dict:
 
 
 def load_state(path: Path, net: nn.Module, ema: nn.Module | None, opt: torch.optim.Optimizer) -> dict:
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
     with safe_open(str(path), framework="pt") as f:
         meta = json.loads((f.metadata() or {}).get("mvit_train_state", "{}"))
     if meta.get("schema") != STATE_SCHEMA:
@@ -297,15 +296,11 @@ class Runtime:
     def all_reduce(self, t: torch.Tensor) -> torch.Tensor:
         """Sum ``t`` over all processes, in place."""
         if self.world > 1:
-            import torch.distributed as dist
-
             dist.all_reduce(t)
         return t
 
     def barrier(self) -> None:
         if self.world > 1:
-            import torch.distributed as dist
-
             dist.barrier()
 
 
@@ -316,8 +311,6 @@ def start_runtime(cfg: TrainConfig, log=None) -> Runtime:
     device = resolve_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
     rt = Runtime(device, world, rank, **({"log": log} if log else {}))
     if world > 1:
-        import torch.distributed as dist
-
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     if device.type == "cuda":
@@ -588,8 +581,6 @@ def open_run(cfg: TrainConfig, rt: Runtime, trainee: Trainee, out: Path) -> RunS
 def wrap_ddp(net: nn.Module, rt: Runtime) -> nn.Module:
     if rt.world == 1:
         return net
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
     return DDP(net, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
 
 
@@ -717,8 +708,6 @@ def params_digest(m: nn.Module) -> torch.Tensor:
 
 def ranks_in_sync(net: nn.Module, rt: Runtime) -> dict:
     """DDP check for the metrics: whether every process holds the same parameters."""
-    import torch.distributed as dist
-
     dig = params_digest(net)
     alld = [torch.zeros_like(dig) for _ in range(rt.world)]
     dist.all_gather(alld, dig)
@@ -758,8 +747,6 @@ def save_epoch(
         }
         save_state(out / STATE_FILE, trainee.net, trainee.ema, trainee.opt, info)
     if rt.world > 1:
-        import torch.distributed as dist
-
         best_t = torch.tensor([state.best_acc, float(state.best_epoch)], dtype=torch.float64, device=rt.device)
         dist.broadcast(best_t, 0)
         state.best_acc, state.best_epoch = float(best_t[0]), int(best_t[1])

@@ -16,6 +16,8 @@ Packages: ``mvit.model`` (architectures, checkpoints, preprocessing, training), 
 
 from __future__ import annotations
 
+import importlib
+
 __all__ = ["create", "load", "export", "bench", "predict"]
 
 
@@ -40,8 +42,6 @@ _PACKAGES = {"export": "mvit.export", "bench": "mvit.benchmarks", "benchmarks": 
 def __getattr__(name: str):
     # imported on first use, so that ``import mvit`` does not import torch
     if name in _PACKAGES:
-        import importlib
-
         return importlib.import_module(_PACKAGES[name])
     raise AttributeError(f"module 'mvit' has no attribute {name!r}")
 

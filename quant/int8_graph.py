@@ -28,6 +28,7 @@ The sources and the measurements behind these choices: benchmarks/results/int8_x
 from __future__ import annotations
 
 import operator
+from dataclasses import replace
 
 import torch
 
@@ -111,8 +112,6 @@ def _value_source(n: torch.fx.Node) -> torch.fx.Node:
 def symmetric_qspec(qspec):
     """``qspec`` (an affine per-tensor int8 activation spec) with zero point 0: its observer computes a
     symmetric range, so the tensor takes XNNPACK's int8 BATCH_MATMUL right-hand requirement."""
-    from dataclasses import replace
-
     ctr = qspec.observer_or_fake_quant_ctr  # a _PartialWrapper: the observer class and its arguments
     observer = ctr.p.func.with_args(**{**ctr.p.keywords, "qscheme": torch.per_tensor_symmetric})
     return replace(qspec, qscheme=torch.per_tensor_symmetric, observer_or_fake_quant_ctr=observer)
@@ -127,7 +126,10 @@ def annotate_attention_xnnpack(model: torch.fx.GraphModule, qspec, keep_quantize
     symmetric (one range for q, k and v: TFLite's SLICE keeps its input's scale); so does a graph input.
     An operand from a float op (the softmax) gets its own observer on the edge. ``symmetric_rhs=False`` leaves the right-hand
     operands affine (what XNNPACK refuses; for measurements). Returns how many matmuls."""
-    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
+    from torchao.quantization.pt2e.quantizer import (  # lazy: slow import, loaded only to quantize
+        QuantizationAnnotation,
+        SharedQuantizationSpec,
+    )
 
     sym, count = (symmetric_qspec(qspec) if symmetric_rhs else qspec), 0
     for n in model.graph.nodes:
@@ -161,7 +163,7 @@ def annotate_residual_adds(model: torch.fx.GraphModule, qspec, keep_quantized) -
     (a per-tensor range over a residual stream between float layers would round small tokens away, as
     ViT's class token); an add of something computed from parameters alone stays as litert-torch leaves
     it. Returns how many."""
-    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation  # lazy: slow import, loaded only to quantize
 
     count, activations = 0, set()  # the nodes computed from the graph input
     for n in model.graph.nodes:
@@ -198,7 +200,10 @@ def annotate_residual_adds(model: torch.fx.GraphModule, qspec, keep_quantized) -
 def share_through_moves(model: torch.fx.GraphModule, keep_quantized) -> int:
     """Give every op that only moves values (``MOVE_OPS``) the quantization of its input's producer when
     that producer's output is int8, in graph order so chains of moves share one range; returns how many."""
-    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
+    from torchao.quantization.pt2e.quantizer import (  # lazy: slow import, loaded only to quantize
+        QuantizationAnnotation,
+        SharedQuantizationSpec,
+    )
 
     count = 0
     for n in model.graph.nodes:

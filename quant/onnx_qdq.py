@@ -7,6 +7,10 @@ int8 is onnxruntime's QDQ (uint8 activations, int8 per-channel weights) on every
 outside the layers ``mvit.quant.plan`` leaves float (those keep float weights too).
 ``compress_float_weights`` stores float ops' weights as int8 decoded at session load. The measurements
 behind these choices: benchmarks/results/onnx_int8_variants.md and int8_search.md.
+
+onnx and onnxruntime are imported inside the functions that use them
+(``# lazy: see the module docstring``): this module loads with the ONNX backend, which ``mvit-export``
+imports whatever the formats asked for.
 """
 
 from __future__ import annotations
@@ -106,7 +110,7 @@ def calib_stride(count: int, most: int = CALIB_STRIDE) -> int:
 
 
 def _input_name(path: Path) -> str:
-    import onnx
+    import onnx  # lazy: see the module docstring
 
     return onnx.load(str(path), load_external_data=False).graph.input[0].name
 
@@ -115,9 +119,9 @@ def quantize(job: ExportJob, model, path: Path) -> dict:
     """``job``'s int8 (``job.precision`` "int8": static QDQ, or PT2E QDQ when the job carries learned
     ranges; "dynamic": onnxruntime's dynamic quantization) of the fp32 ONNX ``model``, written to
     ``path``; returns the quantization details for the artifact's metadata."""
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    import onnx  # lazy: see the module docstring
+    from onnxruntime.quantization import QuantType, quantize_dynamic  # lazy: see the module docstring
+    from onnxruntime.quantization.shape_inference import quant_pre_process  # lazy: see the module docstring
 
     if job.precision == "int8" and job.learned_ranges is not None:
         return export_learned_int8(job, path, (model.graph.input[0].name, model.graph.output[0].name))
@@ -212,8 +216,13 @@ def quantize_qdq(
     ``LAYOUT``) says which op types are quantized; ``nodes_to_exclude`` stay float with the elementwise
     ops next to them (``float_closure``), and so do the ``activation_matmuls`` unless the layout takes
     the attention integer."""
-    import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    import onnx  # lazy: see the module docstring
+    from onnxruntime.quantization import (  # lazy: see the module docstring
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     spec = LAYOUTS.get(layout or LAYOUT)
     if spec is None:
@@ -266,9 +275,9 @@ def quantize_qdq(
 def int8_search_runner(job: ExportJob, pixels: np.ndarray, fp32_model):
     """``run(float_units) -> logits`` of this backend's int8 model on ``pixels`` (N,H,W,3 uint8) with
     those module paths float; calibrates once, then quantizes and runs each candidate in onnxruntime."""
-    import onnx
-    import onnxruntime as ort
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    import onnx  # lazy: see the module docstring
+    import onnxruntime as ort  # lazy: see the module docstring
+    from onnxruntime.quantization.shape_inference import quant_pre_process  # lazy: see the module docstring
 
     tmp = Path(tempfile.mkdtemp(prefix="mvit-onnx-search-"))
     src, pre, out, ranges = tmp / "fp32.onnx", tmp / "pre.onnx", tmp / "int8.onnx", tmp / "ranges.json"
@@ -332,7 +341,7 @@ def export_learned_int8(job: ExportJob, path: Path, names: tuple[str, str]) -> d
     then disagreed with its own unfused (QDQ-simulated) numerics far more often as U8S8 than as S8S8
     (benchmarks/results/README.md, the ONNX int8 sections).
     """
-    import onnx
+    import onnx  # lazy: see the module docstring
 
     h, w = job.contract.input_size
     if job.input_mode == "float-nchw":
@@ -395,7 +404,7 @@ def compress_float_weights(model, float_weights=(), min_size: int = MIN_PACKED_W
     QDQ already quantized (their consumer reads a DequantizeLinear, not an initializer) and any
     initializer that another kind of op also reads.
     """
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper, numpy_helper  # lazy: see the module docstring
 
     g = model.graph
     inits = {i.name: i for i in g.initializer}

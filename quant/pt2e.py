@@ -7,9 +7,10 @@ carry the same quantisation parameters.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -56,7 +57,7 @@ def split_silu(gm: torch.fx.GraphModule, where) -> int:
 
 def _annotate_silu_products(model: torch.fx.GraphModule, qspec, keep_quantized) -> None:
     """Annotate ``x * sigmoid(x)`` (from ``split_silu``) where the sigmoid is quantized."""
-    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation  # lazy: slow import, loaded only to quantize
 
     for n in model.graph.nodes:
         if n.op != "call_function" or n.target != torch.ops.aten.mul.Tensor or len(n.args) != 2:
@@ -91,7 +92,10 @@ def _annotate_concatenations(model: torch.fx.GraphModule, qspec, keep_quantized)
     A cat inside a ``--keep-float`` module is annotated too when one of its inputs comes from outside
     (int8 there): the runtime would run it in int8 anyway, and a shared range is the one that does not clip.
     """
-    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
+    from torchao.quantization.pt2e.quantizer import (  # lazy: slow import, loaded only to quantize
+        QuantizationAnnotation,
+        SharedQuantizationSpec,
+    )
 
     for n in model.graph.nodes:
         if n.op != "call_function" or n.target != torch.ops.aten.cat.default or "quantization_annotation" in n.meta:
@@ -131,7 +135,9 @@ def input_qspec(input_range: tuple[float, float]):
     -128, so every pixel value is exact; a calibrated observer clipped white and missed the pixel grid
     (histogram on ViT-Tiny's [0, 1] input: (0, 0.9956), scale 0.0039043, which alone flipped 4 of 410
     search samples with every layer float)."""
-    from torchao.quantization.pt2e.quantizer import FixedQParamsQuantizationSpec
+    from torchao.quantization.pt2e.quantizer import (  # lazy: slow import, loaded only to quantize
+        FixedQParamsQuantizationSpec,
+    )
 
     lo, hi = input_range
     scale = (hi - lo) / 255.0
@@ -150,7 +156,7 @@ def _annotate_graph_inputs(model: torch.fx.GraphModule, qspec, edges: bool) -> N
     """Quantize every float graph input with ``qspec``: on each annotated op reading it (``edges``;
     a concatenation keeps its one shared range), or on the input itself when nothing annotated reads it
     (a float stem: int8 artifacts keep their int8 input)."""
-    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation  # lazy: slow import, loaded only to quantize
 
     for n in model.graph.nodes:
         val = n.meta.get("val")
@@ -179,7 +185,7 @@ def _keep_float_quantizer(
     dynamo-style ``nn_module_stack`` keys (``L__self___a_b`` -> ``a.b``), which never matches names
     with underscores (``conv_1``) or torch.export's keys: it would silently quantize everything.
     """
-    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer  # lazy: slow import, loaded only to quantize
 
     def outside_kept(n) -> bool:
         return not any(under(p, k) for p in module_paths(n) for k in keep_names)
@@ -251,13 +257,13 @@ def quantizer_for(
     (``mvit.quant.int8_graph``), so DEQUANTIZE/QUANTIZE sit only around float ops.
     ``False`` for either: the graph of litert-torch's annotators (for comparisons).
     """
-    from litert_torch.quantize.pt2e_quantizer import get_symmetric_quantization_config
+    from litert_torch.quantize.pt2e_quantizer import (  # lazy: slow import, loaded only to quantize
+        get_symmetric_quantization_config,
+    )
 
     config = get_symmetric_quantization_config(is_per_channel=True)
     if method == "min-max":
-        from dataclasses import replace
-
-        from torchao.quantization.pt2e.observer import MinMaxObserver
+        from torchao.quantization.pt2e.observer import MinMaxObserver  # lazy: slow import, loaded only to quantize
 
         act = replace(config.input_activation, observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12))
         config = replace(config, input_activation=act, output_activation=act)
@@ -290,7 +296,7 @@ BATCHED_FROM = 64
 
 
 def _observers(module: nn.Module) -> dict[str, nn.Module]:
-    from torchao.quantization.pt2e.observer import ObserverBase
+    from torchao.quantization.pt2e.observer import ObserverBase  # lazy: slow import, loaded only to quantize
 
     return {n: m for n, m in module.named_modules() if isinstance(m, ObserverBase)}
 
@@ -302,9 +308,7 @@ def prepare(wrapped: nn.Module, sample: torch.Tensor, quantizer) -> torch.fx.Gra
     LayerNorms' affine parameters are folded into the linears they feed, so int8 sees normalized
     activations (model/export_prep.py; its effect on agreement: benchmarks/results/int8_search.md).
     """
-    import copy
-
-    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e  # lazy: slow import, loaded only to quantize
 
     wrapped = fold_layernorm_affine_(copy.deepcopy(wrapped).eval(), sample)
     return prepare_pt2e(torch.export.export(wrapped, (sample,)).module(), quantizer)
@@ -485,10 +489,8 @@ def quantize_pt2e(
     "normalized-nchw"), method and keep-float list, so TFLite (``fold_quantize=False``) and Core ML
     (``True``: int8 weight constants) share one calibration.
     """
-    import copy
-
-    from torchao.quantization.pt2e import allow_exported_model_train_eval
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+    from torchao.quantization.pt2e import allow_exported_model_train_eval  # lazy: slow import, loaded only to quantize
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e  # lazy: slow import, loaded only to quantize
 
     cache = QuantCache() if cache is None else cache
     key = calibrate_pt2e(Pt2eGraph(*graph), settings, cache)

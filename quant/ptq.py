@@ -93,7 +93,7 @@ def fold_float(model: nn.Module, recipe: Recipe, calib: torch.Tensor, batch: int
 def build_sim(model: nn.Module, quantizer, calib: torch.Tensor, batch: int):
     """A ``SimGraph`` of ``model`` at static ``batch``, calibrated on ``calib`` with ``quantizer``
     (PT2E observers; the images beyond a multiple of ``batch`` are not used)."""
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e  # lazy: slow import, loaded only to quantize
 
     n = len(calib) - len(calib) % batch
     if n == 0:

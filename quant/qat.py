@@ -45,6 +45,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..model.checkpoint import load_checkpoint, read_header_entry, read_meta, save_checkpoint
 from ..model.data import DecodedImages, eval_batch
@@ -67,8 +68,13 @@ CALIB_BATCH = 32
 def qat_config():
     """litert-torch's QAT configuration (the fake-quantizing twin of ``quantizer_for``'s), with the
     weights fake-quantized at each step's own per-channel min/max."""
-    from litert_torch.quantize.pt2e_quantizer import get_symmetric_quantization_config
-    from torchao.quantization.pt2e import FusedMovingAvgObsFakeQuantize, MovingAveragePerChannelMinMaxObserver
+    from litert_torch.quantize.pt2e_quantizer import (  # lazy: slow import, loaded only to quantize
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e import (  # lazy: slow import, loaded only to quantize
+        FusedMovingAvgObsFakeQuantize,
+        MovingAveragePerChannelMinMaxObserver,
+    )
 
     config = get_symmetric_quantization_config(is_per_channel=True, is_qat=True)
     weight = replace(
@@ -105,8 +111,6 @@ class FoldedNorm:
 def fold_for_qat(model: nn.Module, sample: torch.Tensor) -> tuple[nn.Module, list[FoldedNorm]]:
     """An eval-mode copy of ``model`` as the int8 export sees it (attention scale and LayerNorm affine
     folded), with every Conv2d -> BatchNorm2d pair of an ``nn.Sequential`` fused into one Conv2d."""
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
     m = fold_layernorm_affine_(prepare_for_export(model), sample)
     names = {id(mod): n for n, mod in m.named_modules()}
     folded = []
@@ -163,8 +167,8 @@ def prepare_qat(
     The graph's ``train()``/``eval()`` only switch the activation observers (nothing else in it
     depends on the mode), so the training loop and DDP can call them as on any module.
     """
-    from torchao.quantization.pt2e import FakeQuantizeBase
-    from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
+    from torchao.quantization.pt2e import FakeQuantizeBase  # lazy: slow import, loaded only to quantize
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e  # lazy: slow import, loaded only to quantize
 
     h, w = input_size
     folded_model, folded = fold_for_qat(model, torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(0)))
@@ -244,7 +248,7 @@ def _producer(node, model_prefix: str) -> str | None:
 def observer_keys(graph: torch.fx.GraphModule, model_prefix: str = "") -> dict[str, str]:
     """``{key: observer module name}`` for the activation observers (or fake quantizers) of a
     prepared PT2E graph, in graph order; weight observers (fed by a parameter) are left out."""
-    from torchao.quantization.pt2e import FakeQuantizeBase, ObserverBase
+    from torchao.quantization.pt2e import FakeQuantizeBase, ObserverBase  # lazy: slow import, loaded only to quantize
 
     mods = dict(graph.named_modules())
     keys: dict[str, str] = {}
@@ -297,7 +301,7 @@ class LearnedRanges:
     def apply(self, prepared: torch.fx.GraphModule, model_prefix: str = "") -> dict:
         """Give the matching activation observers of a prepared (not yet converted) PT2E graph the
         learned (scale, zero point); returns what was applied and which observers kept their own."""
-        from torchao.quantization.pt2e import FixedQParamsObserver
+        from torchao.quantization.pt2e import FixedQParamsObserver  # lazy: slow import, loaded only to quantize
 
         mods = dict(prepared.named_modules())
         applied, own = 0, []

@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 import mvit.model as zoo
 from mvit.model.preprocess import list_images
@@ -94,9 +96,6 @@ def pack(out: Path, runs: Path, max_bytes: int = 15_000_000, max_tars: int = 7) 
 
 
 def to_fp16(path: Path) -> Path:
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
         tensors = {

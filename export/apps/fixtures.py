@@ -41,6 +41,7 @@ benchmark inputs (``--shipped``: only the installed models' cases, ``--no-shippe
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
 import json
 import shutil
@@ -156,8 +157,6 @@ def sample_indices(h: int, w: int, n: int = 12) -> list[list[int]]:
 
 
 def _b64(a: np.ndarray) -> str:
-    import base64
-
     return base64.b64encode(np.ascontiguousarray(a).tobytes()).decode("ascii")
 
 

@@ -22,6 +22,7 @@ apps' core tests and tests/test_shipped_fixtures.py check.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -268,8 +269,6 @@ def after_install(app: str, variants, refresh: bool = True) -> None:
 
 
 def main(argv=None) -> int:
-    import argparse
-
     ap = argparse.ArgumentParser(description="Install an exported artifact into a demo app.")
     ap.add_argument("artifact", type=Path)
     ap.add_argument("--app", choices=sorted(APPS), required=True)

@@ -22,6 +22,8 @@ Core AI is an optional extra (``pip install 'mvit[coreai]'``).
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
 import json
 import random
 import re
@@ -30,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+import mvit
 
 from ..base import Capabilities, ExportError, ExportJob, IOSpec, TensorSpec
 from ..metadata import to_json_bytes
@@ -62,8 +66,6 @@ MISSING = (
 
 def unavailable() -> str | None:
     """Why this machine cannot export or run .aimodel assets (one line), or None."""
-    import importlib.util
-
     # found, not imported: importing coreai-torch and coreai-opt takes seconds, and checks run for every request
     try:
         found = all(importlib.util.find_spec(m) is not None for m in ("coreai", "coreai_torch", "coreai_opt"))
@@ -92,7 +94,7 @@ def can_time() -> tuple[bool, str]:
 def export(job: ExportJob, path: Path) -> IOSpec:
     """Convert ``job`` to an .aimodel asset at ``path`` (a folder)."""
     _require()
-    import coreai_torch
+    import coreai_torch  # lazy: optional extra [coreai]
 
     module, sample, layout, in_model = _graph(job)
     details: dict = {}
@@ -102,11 +104,11 @@ def export(job: ExportJob, path: Path) -> IOSpec:
         program = torch.export.export(module, (sample,))  # eval already (a GraphModule's .eval() returns None)
         program = program.run_decompositions(coreai_torch.get_decomp_table())
     if job.precision == "int8" and details.get("float_compute") == "float16":
-        from coreai_opt.casting import cast_to_16_bit_precision
+        from coreai_opt.casting import cast_to_16_bit_precision  # lazy: optional extra [coreai]
 
         program = cast_to_16_bit_precision(program)
     if job.precision == "fp16":
-        from coreai_opt.casting import cast_fp32_to_fp16
+        from coreai_opt.casting import cast_fp32_to_fp16  # lazy: optional extra [coreai]
 
         program = cast_fp32_to_fp16(program)
         details = {"method": "coreai-opt cast_fp32_to_fp16", "compute": "float16 (input and output float16)"}
@@ -131,7 +133,7 @@ def _graph(job: ExportJob):
 def _seeded_names(seed: int = 0):
     """coreai-core's graph-name suffixes from a seeded generator instead of ``secrets.choice``, so that
     one conversion of one program always writes the same bytes."""
-    from coreai.authoring import func, graph_builder
+    from coreai.authoring import func, graph_builder  # lazy: optional extra [coreai]
 
     rng = random.Random(seed)
     saved = graph_builder.choice, func.choice
@@ -144,7 +146,7 @@ def _seeded_names(seed: int = 0):
 
 def save(program, path: Path) -> None:
     """Convert an exported program (release mode, named I/O) and write the asset to ``path``."""
-    import coreai_torch
+    import coreai_torch  # lazy: optional extra [coreai]
 
     with _seeded_names():
         conv = coreai_torch.TorchConverter(mode=coreai_torch.TorchConverter.Mode.RELEASE)
@@ -183,7 +185,7 @@ def _metadata_file(path: Path) -> dict:
 def embed_metadata(path: Path, meta: dict) -> None:
     """Store model_meta, as a JSON string, under ``creatorDefinedMetadata.mvit`` of the asset's metadata.json."""
     _require()
-    from coreai.authoring import AIModelAsset
+    from coreai.authoring import AIModelAsset  # lazy: optional extra [coreai]
 
     value = to_json_bytes(meta).decode()  # a string: custom metadata takes no nulls
 
@@ -232,8 +234,6 @@ def check_artifact(path: Path, meta: dict) -> list[str]:
 
 
 def _source_roots() -> list[str]:
-    import mvit
-
     roots = {str(Path(mvit.__file__).resolve().parents[1]), str(Path(torch.__file__).resolve().parents[1])}
     return sorted(r for r in roots if len(r) > 4)
 
@@ -243,7 +243,7 @@ def _source_roots() -> list[str]:
 
 def _summary(path: Path, statistics: bool = True):
     _require()
-    from coreai.authoring import AIModelAsset
+    from coreai.authoring import AIModelAsset  # lazy: optional extra [coreai]
 
     _metadata_file(path)
     try:
@@ -309,9 +309,7 @@ class CoreAIRunner(Runner):
 
     def __init__(self, path: Path, meta: dict, threads: int = 2):
         _require()
-        import asyncio
-
-        from coreai.authoring import AIModelAsset
+        from coreai.authoring import AIModelAsset  # lazy: optional extra [coreai]
 
         super().__init__(path, meta)
         self.max_verify = MAX_VERIFY.get(meta.get("precision"))
@@ -328,9 +326,7 @@ class CoreAIRunner(Runner):
     numerics = "graph numerics from coreai-core's bundled CPU runtime (not a device measurement)"
 
     def invoke(self, native: np.ndarray) -> np.ndarray:
-        import asyncio
-
-        from coreai.runtime import NDArray
+        from coreai.runtime import NDArray  # lazy: optional extra [coreai]
 
         async def one(i):
             out = await self._fn({INPUT_NAME: NDArray(np.ascontiguousarray(native[i : i + 1]))})

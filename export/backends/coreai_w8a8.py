@@ -56,7 +56,7 @@ def quantize(job: ExportJob, wrapped: nn.Module, sample: torch.Tensor, in_model:
     """The coreai-opt W8A8 model of ``wrapped`` (the job's model, possibly inside an input wrapper whose
     model is ``.model``), calibrated on the job's images; returns (finalized module, details). The finalized
     module is kept in ``job.cache``: another export of the same inputs converts it without quantizing again."""
-    from coreai_opt.quantization import Quantizer, QuantizerConfig
+    from coreai_opt.quantization import Quantizer, QuantizerConfig  # lazy: optional extra [coreai]
 
     if job.calib_pixels is None or len(job.calib_pixels) == 0:
         raise ExportError("int8 export needs calibration images")

@@ -16,6 +16,11 @@ Outputs: ``classLabel`` and ``classLabel_probs`` (softmax in the graph), labels 
 
 Numerics: on macOS the runner uses Core ML's own predict; elsewhere mvit's reference interpreter of
 the ML Program (``mvit.export.coreml_interp``): graph numerics, not a device measurement.
+
+coremltools, a heavy import, is imported inside the functions that use it
+(``# lazy: see the module docstring``): ``mvit-export`` imports every backend module (even for
+``--help``, which lists each format's options), and ``format_of`` (each benchmark worker) may import
+other formats' backends, so a process loads only the toolchains of the formats it uses.
 """
 
 from __future__ import annotations
@@ -23,11 +28,13 @@ from __future__ import annotations
 import json
 import platform
 import shutil
+import time
 import uuid
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 from ...model.preprocess import normalize_hwc_uint8
@@ -110,14 +117,14 @@ def _restart_op_names() -> None:
     """Number coremltools' generated op names (``const_12``) from zero again. Its MIL builder counts them
     process-wide, so a second conversion in one process, or the same one after other work, would name the
     same ops differently: the same inputs would not give the same bytes."""
-    from coremltools.converters.mil.mil.builder import Builder
+    from coremltools.converters.mil.mil.builder import Builder  # lazy: see the module docstring
 
     Builder.name_count.clear()
 
 
 def export(job: ExportJob, path: Path) -> IOSpec:
     """Convert ``job`` to an .mlpackage at ``path`` (a folder)."""
-    import coremltools as ct
+    import coremltools as ct  # lazy: see the module docstring
 
     inner, sample, key, to_input = _graph(job)
     details: dict = {}
@@ -158,7 +165,11 @@ def export(job: ExportJob, path: Path) -> IOSpec:
     if ct_route:
         mlmodel, details = _quantize_coremltools(job, mlmodel, program, to_input, *ct_keep_float)
     if job.precision == "dynamic":
-        from coremltools.optimize.coreml import OpLinearQuantizerConfig, OptimizationConfig, linear_quantize_weights
+        from coremltools.optimize.coreml import (  # lazy: see the module docstring
+            OpLinearQuantizerConfig,
+            OptimizationConfig,
+            linear_quantize_weights,
+        )
 
         cfg = OptimizationConfig(
             global_config=OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel")
@@ -247,9 +258,7 @@ def _quantize_coremltools(job: ExportJob, mlmodel, program, to_input, keep_float
     ``linear_quantize_weights`` (int8 per-channel symmetric, every conv/linear weight). The ops of
     the ``keep_float`` modules keep fp16 weights and activations.
     """
-    import time
-
-    import coremltools.optimize.coreml as cto
+    import coremltools.optimize.coreml as cto  # lazy: see the module docstring
 
     if job.calib_pixels is None or len(job.calib_pixels) == 0:
         raise ExportError("int8 export needs calibration images")
@@ -290,7 +299,7 @@ def _quantize_coremltools(job: ExportJob, mlmodel, program, to_input, keep_float
 
 def embed_metadata(path: Path, meta: dict) -> None:
     """Store model_meta in the package's user-defined metadata (re-saving the package)."""
-    import coremltools as ct
+    import coremltools as ct  # lazy: see the module docstring
 
     mlmodel = ct.models.MLModel(str(path), skip_model_load=True)
     mlmodel.user_defined_metadata[META_KEY] = json.dumps(meta)
@@ -306,7 +315,7 @@ def _stable_manifest(package: Path) -> None:
     map keys (protobuf orders the user-defined metadata by hash otherwise, which differs between
     processes), and item identifiers in Manifest.json derived from each item's path instead of the
     random ones coremltools writes."""
-    from coremltools.proto import Model_pb2
+    from coremltools.proto import Model_pb2  # lazy: see the module docstring
 
     manifest = Path(package) / "Manifest.json"
     doc = json.loads(manifest.read_text())
@@ -335,7 +344,7 @@ def read_metadata(path: Path) -> dict:
 
 
 def _spec(path: Path):
-    import coremltools as ct
+    import coremltools as ct  # lazy: see the module docstring
 
     if not Path(path, "Manifest.json").exists():
         raise ValueError(f"{path}: not an .mlpackage (no Manifest.json)")
@@ -435,7 +444,7 @@ class CoreMLRunner(Runner):
         if self.backend == "interpreter":
             self.max_verify = INTERPRETER_MAX_VERIFY
         if self.backend == "coreml":
-            import coremltools as ct
+            import coremltools as ct  # lazy: see the module docstring
 
             self.mlmodel = ct.models.MLModel(str(path))
         else:
@@ -468,8 +477,6 @@ class CoreMLRunner(Runner):
         for i in range(native.shape[0]):
             x = native[i : i + 1]
             if self.backend == "coreml":
-                from PIL import Image
-
                 feed = Image.fromarray(x[0]) if self.input["dtype"] == "uint8" else x
                 probs = self.mlmodel.predict({INPUT_NAME: feed})[self.probs_name]
             else:
@@ -491,7 +498,7 @@ def load_runner(path: Path, threads: int = 2, meta: dict | None = None) -> Runne
 
 def _mil_dtype(code: int) -> str:
     """The name of a MIL tensor data type (MIL.proto's DataType enum, e.g. 10 -> float16)."""
-    from coremltools.proto import MIL_pb2
+    from coremltools.proto import MIL_pb2  # lazy: see the module docstring
 
     try:
         return MIL_pb2.DataType.Name(code).lower()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -97,9 +98,13 @@ def export(job: ExportJob, path: Path) -> IOSpec:
 
 def lower(module: torch.nn.Module, sample: torch.Tensor) -> tuple[bytes, dict]:
     """``module`` -> (.pte bytes with an empty ``mvit_meta`` method, what XNNPACK took and what it left)."""
-    from executorch.backends.xnnpack._passes.remove_noop_expand_copy_pass import RemoveNoopExpandCopyPass
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
+    from executorch.backends.xnnpack._passes.remove_noop_expand_copy_pass import (  # lazy: optional extra [executorch]
+        RemoveNoopExpandCopyPass,
+    )
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import (  # lazy: optional extra [executorch]
+        XnnpackPartitioner,
+    )
+    from executorch.exir import to_edge_transform_and_lower  # lazy: optional extra [executorch]
 
     with torch.no_grad():
         exported = torch.export.export(module, (sample,)).run_decompositions(XNNPACK_DECOMPOSITIONS)
@@ -151,7 +156,7 @@ XNNPACK_DECOMPOSITIONS = {aten.layer_norm.default: _layer_norm, aten.mean.dim: _
 
 def delegation_summary(graph_module) -> dict:
     """Delegated subgraphs, and the aten ops XNNPACK took and left, by name (counts)."""
-    from executorch.devtools.backend_debug import get_delegation_info
+    from executorch.devtools.backend_debug import get_delegation_info  # lazy: optional extra [executorch]
 
     info = get_delegation_info(graph_module)
     taken, left = {}, {}
@@ -192,7 +197,7 @@ def can_time() -> tuple[bool, str]:
 
 def _program(path: Path):
     _require()
-    from executorch.exir._serialize._program import deserialize_pte_binary
+    from executorch.exir._serialize._program import deserialize_pte_binary  # lazy: optional extra [executorch]
 
     data = Path(path).read_bytes()
     if data[4:6] != b"ET":  # flatbuffer file identifier "ET" + version digits at bytes 4..8
@@ -205,8 +210,14 @@ def _program(path: Path):
 
 def embed_metadata(path: Path, meta: dict) -> None:
     """Set the string the ``mvit_meta`` constant method returns (adding the method if missing)."""
-    from executorch.exir._serialize._program import serialize_pte_binary
-    from executorch.exir.schema import Chain, ContainerMetadata, EValue, ExecutionPlan, String
+    from executorch.exir._serialize._program import serialize_pte_binary  # lazy: optional extra [executorch]
+    from executorch.exir.schema import (  # lazy: optional extra [executorch]
+        Chain,
+        ContainerMetadata,
+        EValue,
+        ExecutionPlan,
+        String,
+    )
 
     pte = _program(path)
     value = EValue(String(to_json_bytes(meta).decode()))
@@ -247,7 +258,7 @@ def read_metadata(path: Path) -> dict:
 
 def set_threads(threads: int) -> int:
     """Size ExecuTorch's process-wide threadpool; returns the count it reports afterwards."""
-    from executorch.extension.pybindings import portable_lib
+    from executorch.extension.pybindings import portable_lib  # lazy: optional extra [executorch]
 
     if portable_lib._threadpool_get_thread_count() != threads:
         portable_lib._unsafe_reset_threadpool(threads)
@@ -257,7 +268,7 @@ def set_threads(threads: int) -> int:
 def open_method(path: Path, threads: int):
     """(loaded ``forward`` method, threads in use) of a .pte file."""
     _require()
-    from executorch.runtime import Runtime
+    from executorch.runtime import Runtime  # lazy: optional extra [executorch]
 
     used = set_threads(threads)
     if used != threads:
@@ -297,7 +308,7 @@ _SCALAR_TYPES = {0: "uint8", 1: "int8", 3: "int32", 4: "int64", 5: "float16", 6:
 def io_details(path: Path) -> dict:
     """Input and output tensors of the ``forward`` method of any .pte file."""
     _require()
-    from executorch.runtime import Runtime
+    from executorch.runtime import Runtime  # lazy: optional extra [executorch]
 
     meta = Runtime.get().load_program(Path(path)).metadata("forward")
     out = {}
@@ -321,7 +332,7 @@ def _forward_plan(path: Path):
 
 def missing_ops(path: Path) -> list[str]:
     """Kernels and delegates the ``forward`` method needs that this ExecuTorch runtime lacks, named."""
-    from executorch.runtime import Runtime
+    from executorch.runtime import Runtime  # lazy: optional extra [executorch]
 
     program, plan = _forward_plan(path)
     rt = Runtime.get()
@@ -351,10 +362,11 @@ _XNN_DTYPES = {
 def xnnpack_nodes(blob: bytes) -> list[tuple[str, str]]:
     """(XNNPACK node type, dtype of its first input) per node of one XNNPACK delegate payload
     (decoded with the flatbuffer schema ExecuTorch ships, by its bundled flatc)."""
-    import tempfile
-
-    from executorch.backends.xnnpack.serialization.xnnpack_graph_serialize import XNNHeader, _get_schema_bytes
-    from executorch.exir._serialize._flatbuffer import _flatc_decompile
+    from executorch.backends.xnnpack.serialization.xnnpack_graph_serialize import (  # lazy: optional extra [executorch]
+        XNNHeader,
+        _get_schema_bytes,
+    )
+    from executorch.exir._serialize._flatbuffer import _flatc_decompile  # lazy: optional extra [executorch]
 
     header = XNNHeader.from_bytes(blob[: XNNHeader.EXPECTED_LENGTH])
     flat = blob[header.flatbuffer_offset : header.flatbuffer_offset + header.flatbuffer_size]

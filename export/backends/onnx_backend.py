@@ -5,6 +5,11 @@ The artifact is a single file (weights folded back in, no ``.onnx.data``); metad
 ``metadata_props["mvit"]``. int8 and dynamic quantization are ``mvit.quant.onnx_qdq``'s; this module
 exports the fp32 graph, runs files and takes their op census after onnxruntime's own optimisation.
 The measurements behind these choices: benchmarks/results/onnx_simplifier.md.
+
+onnx, onnxruntime and the simplifiers are imported inside the functions that use them
+(``# lazy: see the module docstring``): ``mvit-export`` imports every backend module (even for
+``--help``, which lists each format's options), and ``format_of`` (each benchmark worker) may import
+other formats' backends, so a process loads only the toolchains of the formats it uses.
 """
 
 from __future__ import annotations
@@ -63,7 +68,7 @@ def torch_export(job: ExportJob):
 
 
 def _onnxsim(model):
-    import onnxsim
+    import onnxsim  # lazy: see the module docstring
 
     simplified, ok = onnxsim.simplify(model)
     if not ok:
@@ -72,7 +77,7 @@ def _onnxsim(model):
 
 
 def _onnxslim(model):
-    import onnxslim
+    import onnxslim  # lazy: see the module docstring
 
     return onnxslim.slim(model)
 
@@ -86,7 +91,7 @@ def simplify(model, tools=SIMPLIFIERS):
     A tool that is missing, raises or fails its own check is logged and the next one is tried; with
     none left the exporter's graph is kept (it is valid, only less tidy). The input is not modified.
     """
-    import onnx
+    import onnx  # lazy: see the module docstring
 
     log = logging.getLogger(__name__)
     data = model.SerializeToString()
@@ -102,7 +107,7 @@ def simplify(model, tools=SIMPLIFIERS):
 
 def fp32_model(job: ExportJob):
     """Export + simplify once per input mode; returns an onnx ModelProto."""
-    import onnx
+    import onnx  # lazy: see the module docstring
 
     key = (FORMAT, job.input_mode)
     if key not in job.cache.fp32:
@@ -113,14 +118,14 @@ def fp32_model(job: ExportJob):
 
 def export(job: ExportJob, path: Path) -> IOSpec:
     """Convert ``job`` to a single-file .onnx at ``path``."""
-    import onnx
+    import onnx  # lazy: see the module docstring
 
     model = fp32_model(job)
     details: dict = {}
     if job.precision == "fp32":
         onnx.save_model(model, str(path))
     elif job.precision == "fp16":
-        from onnxconverter_common import float16
+        from onnxconverter_common import float16  # lazy: see the module docstring
 
         blocked = list(job.keep_float)
         half = float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=blocked or None)
@@ -151,7 +156,7 @@ def export_pt2e_qdq(job: ExportJob, path: Path) -> IOSpec:
 
 
 def _io_spec(path: Path, layout: str, in_model: bool, details: dict) -> IOSpec:
-    import onnxruntime as ort
+    import onnxruntime as ort  # lazy: see the module docstring
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     i, o = sess.get_inputs()[0], sess.get_outputs()[0]
@@ -165,7 +170,7 @@ def _io_spec(path: Path, layout: str, in_model: bool, details: dict) -> IOSpec:
 
 def check_artifact(path: Path, meta: dict) -> list[str]:
     """onnx's checker, and a single self-contained file."""
-    import onnx
+    import onnx  # lazy: see the module docstring
 
     try:
         onnx.checker.check_model(str(path))
@@ -191,7 +196,7 @@ def unavailable() -> str | None:
 
 def embed_metadata(path: Path, meta: dict) -> None:
     """Store model_meta as ``metadata_props["mvit"]`` (replacing an older entry)."""
-    import onnx
+    import onnx  # lazy: see the module docstring
 
     model = onnx.load(str(path))
     props = [p for p in model.metadata_props if p.key != META_KEY]
@@ -203,7 +208,7 @@ def embed_metadata(path: Path, meta: dict) -> None:
 
 def read_metadata(path: Path) -> dict:
     """model_meta stored in an .onnx file."""
-    import onnx
+    import onnx  # lazy: see the module docstring
 
     try:
         model = onnx.load(str(path), load_external_data=False)
@@ -253,7 +258,7 @@ def session(
     ``spinning=False`` for sessions timed in turn in one process: idle spinning threads of one session
     would steal the cores of the next. ``profile_prefix`` turns onnxruntime's profiler on.
     """
-    import onnxruntime as ort
+    import onnxruntime as ort  # lazy: see the module docstring
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
@@ -287,8 +292,8 @@ def io_details(path: Path) -> dict:
 
 def missing_ops(path: Path) -> list[str]:
     """Nodes of an .onnx file whose (domain, op type) onnxruntime has no schema for, named."""
-    import onnx
-    from onnxruntime.capi.onnxruntime_pybind11_state import get_all_operator_schema
+    import onnx  # lazy: see the module docstring
+    from onnxruntime.capi.onnxruntime_pybind11_state import get_all_operator_schema  # lazy: see the module docstring
 
     try:
         model = onnx.load(str(path), load_external_data=False)
@@ -304,7 +309,7 @@ def _output_dtype(node, types: dict) -> int:
     """The element type of ``node``'s output where shape inference has none (onnxruntime's contrib ops:
     QLinear* keep their input's type, QGemm without an output scale returns float, the rest pass the
     first input's type through)."""
-    from onnx import TensorProto
+    from onnx import TensorProto  # lazy: see the module docstring
 
     first = types.get(node.input[0], 0) if node.input else 0
     if node.op_type == "DequantizeLinear" or node.op_type == "MatMulIntegerToFloat":
@@ -355,7 +360,7 @@ def op_census(path: Path, threads: int = 2) -> dict:
     optimisation (level ORT_ENABLE_ALL, CPU execution provider), against the file's own graph; with
     ``integer``: the headline figures of that graph (``integer_headline``)."""
 
-    import onnx
+    import onnx  # lazy: see the module docstring
 
     def census(model) -> dict:
         try:

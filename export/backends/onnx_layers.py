@@ -19,9 +19,9 @@ def qdq_layer_error(fp32_path, int8_path, inputs: np.ndarray) -> list[dict]:
     re-derived the way the ONNX backend quantizes (``quant_pre_process``), so tensor and node names
     match the QDQ model's and the node names are those ``--keep-float`` resolves.
     """
-    import onnx
-    from onnxruntime.quantization import qdq_loss_debug as dbg
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    import onnx  # lazy: loaded only for layer-error reports
+    from onnxruntime.quantization import qdq_loss_debug as dbg  # lazy: loaded only for layer-error reports
+    from onnxruntime.quantization.shape_inference import quant_pre_process  # lazy: loaded only for layer-error reports
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -6,6 +6,11 @@ input and output, SiLU in int8 too), the route measured fastest and most accurat
 before the first conv's PAD so XNNPACK folds that PAD into the conv (``mvit.export.tflite_passes``).
 Runs with ai-edge-litert's interpreter (XNNPACK). Metadata lives in a flatbuffer metadata entry
 named ``mvit``.
+
+litert-torch, ai-edge-quantizer and ai-edge-litert are imported inside the functions that use them
+(``# lazy: see the module docstring``): ``mvit-export`` imports every backend module (even for
+``--help``, which lists each format's options), and ``format_of`` (each benchmark worker) may import
+other formats' backends, so a process loads only the toolchains of the formats it uses.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ def _quiet():
 
 
 def _convert(module, sample, path: Path, **kw) -> None:
-    import litert_torch
+    import litert_torch  # lazy: see the module docstring
 
     _quiet()
     litert_torch.convert(module, (sample,), **kw).export(str(path))
@@ -69,7 +74,7 @@ def export(job: ExportJob, path: Path) -> IOSpec:
     details: dict = {}
     if job.precision == "int8":
         converted, quantizer, details = quantize_input_graph(job, module, sample, layout, in_model)
-        from litert_torch.quantize.quant_config import QuantConfig
+        from litert_torch.quantize.quant_config import QuantConfig  # lazy: see the module docstring
 
         _convert(converted, sample, path, quant_config=QuantConfig(pt2e_quantizer=quantizer))
     else:
@@ -105,7 +110,7 @@ def finish_graph(model_bytes: bytes) -> tuple[bytes, int]:
 
 
 def _dynamic_range(fp32: bytes) -> bytes:
-    from ai_edge_quantizer import quantizer, recipe
+    from ai_edge_quantizer import quantizer, recipe  # lazy: see the module docstring
 
     q = quantizer.Quantizer(bytearray(fp32))
     q.load_quantization_recipe(recipe.dynamic_wi8_afp32())
@@ -113,7 +118,7 @@ def _dynamic_range(fp32: bytes) -> bytes:
 
 
 def _io_spec(model_bytes: bytes, layout: str) -> tuple[TensorSpec, TensorSpec]:
-    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.interpreter import Interpreter  # lazy: see the module docstring
 
     it = Interpreter(model_content=model_bytes)
     specs = []
@@ -128,8 +133,8 @@ def _io_spec(model_bytes: bytes, layout: str) -> tuple[TensorSpec, TensorSpec]:
 def weights_to_fp16(model_bytes: bytes) -> bytes:
     """Store every float32 constant as float16 behind a DEQUANTIZE op (TFLite's fp16 scheme:
     half the size; XNNPACK and the GPU delegate consume it directly)."""
-    from ai_edge_litert import schema_py_generated as schema
-    from ai_edge_litert.tools import flatbuffer_utils as fb
+    from ai_edge_litert import schema_py_generated as schema  # lazy: see the module docstring
+    from ai_edge_litert.tools import flatbuffer_utils as fb  # lazy: see the module docstring
 
     m = fb.read_model_from_bytearray(bytearray(model_bytes))
     deq = schema.BuiltinOperator.DEQUANTIZE
@@ -163,7 +168,7 @@ def weights_to_fp16(model_bytes: bytes) -> bytes:
 
 def check_artifact(path: Path, meta: dict) -> list[str]:
     """Ops the interpreter cannot run without extra libraries (Flex, custom), and I/O against metadata."""
-    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.interpreter import Interpreter  # lazy: see the module docstring
 
     problems = [
         f"op {name} needs a runtime extension (Flex/custom), which phones' LiteRT lacks"
@@ -178,8 +183,8 @@ def check_artifact(path: Path, meta: dict) -> list[str]:
 
 def custom_ops(model_bytes: bytes) -> list[str]:
     """Names of the custom (including Flex) ops in a .tflite file."""
-    from ai_edge_litert import schema_py_generated as schema
-    from ai_edge_litert.tools import flatbuffer_utils as fb
+    from ai_edge_litert import schema_py_generated as schema  # lazy: see the module docstring
+    from ai_edge_litert.tools import flatbuffer_utils as fb  # lazy: see the module docstring
 
     m = fb.read_model_from_bytearray(bytearray(model_bytes))
     return sorted(
@@ -203,8 +208,8 @@ def unavailable() -> str | None:
 
 def embed_metadata(path: Path, meta: dict) -> None:
     """Add (or replace) the ``mvit`` metadata entry of a .tflite file in place."""
-    from ai_edge_litert import schema_py_generated as schema
-    from ai_edge_litert.tools import flatbuffer_utils as fb
+    from ai_edge_litert import schema_py_generated as schema  # lazy: see the module docstring
+    from ai_edge_litert.tools import flatbuffer_utils as fb  # lazy: see the module docstring
 
     m = fb.read_model_from_bytearray(bytearray(Path(path).read_bytes()))
     buf = schema.BufferT()
@@ -218,7 +223,7 @@ def embed_metadata(path: Path, meta: dict) -> None:
 
 def read_metadata(path: Path) -> dict:
     """The ``mvit`` metadata entry of a .tflite file."""
-    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert import schema_py_generated as schema  # lazy: see the module docstring
 
     data = Path(path).read_bytes()
     try:
@@ -260,7 +265,7 @@ def short_tensor_name(name: str) -> str:
 def shorten_tensor_names(model_bytes: bytes) -> bytes:
     """Rewrite litert-torch's scope-path tensor names (a quarter of an int8 MobileViT-XXS file) as
     module paths; the graph's own input and output tensors keep their names."""
-    from ai_edge_litert.tools import flatbuffer_utils as fb
+    from ai_edge_litert.tools import flatbuffer_utils as fb  # lazy: see the module docstring
 
     m = fb.read_model_from_bytearray(bytearray(model_bytes))
     for sg in m.subgraphs:
@@ -276,7 +281,7 @@ class TFLiteRunner(Runner):
 
     def __init__(self, path: Path, meta: dict, threads: int = 2, keep_tensors: bool = False):
         super().__init__(path, meta)
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType  # lazy: see the module docstring
 
         # keep_tensors: every intermediate tensor stays readable, on the reference kernels (the XNNPACK
         # delegate computes whole subgraphs without them)
@@ -314,7 +319,7 @@ def load_runner(path: Path, threads: int = 2, meta: dict | None = None, keep_ten
 
 def io_details(path: Path) -> dict:
     """Input and output tensors of any .tflite file: name, shape, dtype, quantization (or None)."""
-    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.interpreter import Interpreter  # lazy: see the module docstring
 
     _quiet()
     it = Interpreter(model_path=str(path))
@@ -330,8 +335,8 @@ def io_details(path: Path) -> dict:
 def _operators(model_bytes: bytes, subgraphs=None) -> list[tuple[str, tuple[str, ...]]]:
     """(op name or custom code, input tensor types) per operator of the given subgraphs (default: all),
     from the flatbuffer."""
-    from ai_edge_litert import schema_py_generated as schema
-    from ai_edge_litert.tools import flatbuffer_utils as fb
+    from ai_edge_litert import schema_py_generated as schema  # lazy: see the module docstring
+    from ai_edge_litert.tools import flatbuffer_utils as fb  # lazy: see the module docstring
 
     try:
         m = fb.read_model_from_bytearray(bytearray(model_bytes))
@@ -375,7 +380,7 @@ def op_census(path: Path, threads: int = 2) -> dict:
     delegate replaced are the ones between its input and output tensors, found by walking back from
     its outputs.
     """
-    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.interpreter import Interpreter  # lazy: see the module docstring
 
     _quiet()
     ops = _operators(Path(path).read_bytes(), subgraphs=[0])  # the interpreter's nodes are subgraph 0's
@@ -438,7 +443,7 @@ MOVE_OPS = ("RESHAPE", "TRANSPOSE", "SLICE", "STRIDED_SLICE", "SQUEEZE", "EXPAND
 def conversions_around_moves(path: Path) -> list[str]:
     """DEQUANTIZE -> QUANTIZE paths of a .tflite file with only ops that move values between them (no float
     op that needed the conversion), each as ``DEQUANTIZE#i -> RESHAPE#j -> QUANTIZE#k``."""
-    from ai_edge_litert.tools import flatbuffer_utils as fb
+    from ai_edge_litert.tools import flatbuffer_utils as fb  # lazy: see the module docstring
 
     m = fb.read_model_from_bytearray(bytearray(Path(path).read_bytes()))
     sg = m.subgraphs[0]

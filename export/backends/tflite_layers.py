@@ -8,6 +8,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ...model.preprocess import normalize_hwc_uint8
 from ...quant.qat import fold_for_qat
@@ -37,8 +38,6 @@ def file_tensor_error(path, model, pixels: np.ndarray) -> list[dict]:
     file: it shows what the converter made of the quantized graph (a concatenation run at one scale,
     clipping a float branch, was found this way).
     """
-    import torch
-
     runner = load_runner(Path(path), threads=1, keep_tensors=True)
     it = runner.interpreter
     tensors = {t["index"]: t for t in it.get_tensor_details()}

@@ -198,7 +198,7 @@ def convert(
     keyword arguments (scale, bias, color_layout) to make the input an image; ``labels`` adds a
     classifier config.
     """
-    import coremltools as ct
+    import coremltools as ct  # lazy: heavy converter
 
     with torch.no_grad():
         ep = torch.export.export(model, (example,)).run_decompositions({})

@@ -42,8 +42,8 @@ def _accumulate_range(name, value, stats) -> None:
 def interpreter_predictions(mode: str = "auto", accumulate: bool = True):
     """Within the block, coremltools' calibration predictions run on the reference interpreter;
     with ``accumulate``, activation ranges cover all samples, not only the last (see the module doc)."""
-    from coremltools.optimize.coreml.experimental import _post_training_quantization as ptq
-    from coremltools.optimize.coreml.experimental._model_debugger import ModelDebugger
+    from coremltools.optimize.coreml.experimental import _post_training_quantization as ptq  # lazy: heavy converter
+    from coremltools.optimize.coreml.experimental._model_debugger import ModelDebugger  # lazy: heavy converter
 
     original = ModelDebugger.predict_intermediate_outputs
     original_record = ModelDebugger.__dict__["record_intermediate_output"]
@@ -107,7 +107,7 @@ def calibrate_activations_linux(
     ``accumulate``: ranges over all samples (default); ``False`` keeps coremltools 9.0's behaviour,
     the range of the last sample alone (see the module doc).
     """
-    import coremltools.optimize.coreml as cto
+    import coremltools.optimize.coreml as cto  # lazy: heavy converter
 
     if config is None:
         config = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(mode="linear_symmetric"))

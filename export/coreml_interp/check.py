@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from .interpreter import Interpreter, as_program, scores
 
@@ -69,8 +70,6 @@ def check_against_reference(
     Returns the metrics of :func:`compare` plus precision, mode, thresholds, ``passed`` (bool),
     ``failures`` (list of reasons) and ``source`` (says these are interpreter numerics).
     """
-    import torch
-
     precision = ALIASES.get(precision, precision)
     if precision not in THRESHOLDS:
         raise ValueError(f"precision must be one of {sorted(THRESHOLDS) + sorted(ALIASES)}, got {precision!r}")

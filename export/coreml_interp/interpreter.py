@@ -91,7 +91,7 @@ class CoreMLProgram:
 
 
 def _check_coremltools():
-    import coremltools as ct
+    import coremltools as ct  # lazy: heavy converter
 
     if ct.__version__ != PINNED_COREMLTOOLS and not os.environ.get("MVIT_COREML_INTERP_ANY_COREMLTOOLS"):
         raise RuntimeError(
@@ -122,7 +122,7 @@ def round_fp16(arr: np.ndarray) -> np.ndarray:
 
 
 def _dtype_str(var) -> str | None:
-    from coremltools.converters.mil.mil import types
+    from coremltools.converters.mil.mil import types  # lazy: heavy converter
 
     try:
         return types.builtin_to_string(var.dtype)
@@ -139,8 +139,8 @@ def _static_shape(var):
 
 def _from_spec(spec, weights_dir: str, path: str | None) -> CoreMLProgram:
     _check_coremltools()
-    from coremltools.converters.mil.frontend.milproto import load as milproto
-    from coremltools.proto import FeatureTypes_pb2 as ft
+    from coremltools.converters.mil.frontend.milproto import load as milproto  # lazy: heavy converter
+    from coremltools.proto import FeatureTypes_pb2 as ft  # lazy: heavy converter
 
     if spec.WhichOneof("Type") != "mlProgram":
         raise ValueError(f"{path or 'model'}: not an ML Program (model type {spec.WhichOneof('Type')!r})")

@@ -122,7 +122,7 @@ for _name, _fn in {
 
 def _erf(x: np.ndarray) -> np.ndarray:
     try:
-        from scipy.special import erf
+        from scipy.special import erf  # lazy: not a declared dependency (math.erf fallback below)
     except ImportError:  # pragma: no cover - scipy ships with the toolchain, keep a fallback
         return np.vectorize(math.erf, otypes=[x.dtype])(x)
     return erf(x).astype(x.dtype)
