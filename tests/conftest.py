@@ -3,14 +3,22 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
+
+# Under pytest-xdist each worker gets its share of the cores: torch's OpenMP threads (and the converters' and
+# runtimes' threads that read OMP_NUM_THREADS, subprocesses included) oversubscribing the cores made small
+# steps far slower than alone (tests/README.md).
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+THREADS = max(1, min(2, (os.cpu_count() or 1) // WORKERS))
+os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
+
+import torch  # noqa: E402  (after OMP_NUM_THREADS: OpenMP reads it when torch loads)
 
 ROOT = Path(__file__).resolve().parents[1]
 # The one-off studies are scripts run by path (not installed): import them as their scripts import each other.
 sys.path.insert(0, str(ROOT / "benchmarks" / "studies"))
 # Untrained weights produce denormal activations that make torchao's convert_pt2e ~200x slower.
 torch.set_flush_denormal(True)
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+torch.set_num_threads(THREADS)
 
 # The phone of the adb recordings (tests/adb_recordings/getprop.txt) and of the sample phone result files:
 # its device block in mvit.device_results/1.
