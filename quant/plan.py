@@ -278,16 +278,21 @@ def int8_plan(
 
 
 def search_simulation(
-    model: nn.Module, calib: torch.Tensor, input_range: tuple[float, float] | None = None, recipe=None
+    model: nn.Module,
+    calib: torch.Tensor,
+    input_range: tuple[float, float] | None = None,
+    recipe=None,
+    method: str = "histogram",
 ):
     """The simulated PT2E int8 graph the search measures TFLite / Core ML / ExecuTorch candidates in
     (``mvit.quant.sim.SimGraph``), calibrated on the first ``SEARCH_CALIB_IMAGES`` of ``calib``, the
     input quantized over ``input_range`` (as the exports do; None: calibrated). ``recipe``: the float
-    rewrites (default ``mvit.quant.ptq.Recipe()``, what the exports use; others for measurements)."""
+    rewrites (default ``mvit.quant.ptq.Recipe()``, what the exports use; others for measurements);
+    ``method``: the calibration method (``mvit.quant.pt2e.CALIB_METHODS``; the exports' default)."""
 
     calib = calib[:SEARCH_CALIB_IMAGES]
     folded, _ = fold_float(model, recipe or Recipe(), calib, SEARCH_BATCH)
-    return build_sim(folded, quantizer_for(folded, "histogram", input_range=input_range), calib, SEARCH_BATCH)
+    return build_sim(folded, quantizer_for(folded, method, input_range=input_range), calib, SEARCH_BATCH)
 
 
 def search_route(route: str, model: nn.Module, inputs: SearchInputs, rule: StopRule, say=None) -> SearchResult:

@@ -35,13 +35,13 @@ from mvit.quant.pt2e import model_input_range
 from mvit.quant.search import expected_flips, margins
 
 
-def _runner(route: str, net, meta, calib: np.ndarray, pixels: np.ndarray):
-    """``run(float_units) -> logits`` of ``route``'s int8 model on ``pixels``."""
+def _runner(route: str, net, meta, calib: np.ndarray, pixels: np.ndarray, method: str):
+    """``run(float_units) -> logits`` of ``route``'s int8 model on ``pixels``, calibrated with ``method``."""
     c = meta.contract
     if route == "onnxruntime-qdq":
-        job = ExportJob(net, meta, "int8", "float-nchw", calib, "min-max", (), ExportCache())
+        job = ExportJob(net, meta, "int8", "float-nchw", calib, method, (), ExportCache())
         return onnx_qdq.int8_search_runner(job, pixels, onnx_backend.fp32_model(job))
-    sim = search_simulation(net, torch.from_numpy(normalize_hwc_uint8(calib, c)), model_input_range(c))
+    sim = search_simulation(net, torch.from_numpy(normalize_hwc_uint8(calib, c)), model_input_range(c), method=method)
     x = torch.from_numpy(normalize_hwc_uint8(pixels, c))
 
     def run(float_units) -> np.ndarray:
@@ -71,6 +71,7 @@ def main(argv=None) -> None:
     ap.add_argument("--calib-count", type=int, default=256)
     ap.add_argument("--val", required=True, help="images the model never saw")
     ap.add_argument("--set", action="append", required=True, help="NAME=unit,unit,... (NAME= : all int8)")
+    ap.add_argument("--calib-method", help="default: the route's export default (pt2e histogram, onnx min-max)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out")
     args = ap.parse_args(argv)
@@ -87,15 +88,16 @@ def main(argv=None) -> None:
         "unseen-like views": search_samples(held, unseen_like=True),
         "verification images": val,
     }
+    method = args.calib_method or ("min-max" if args.route == "onnxruntime-qdq" else "histogram")
     rows = []
     for source, px in sources.items():
         ref = torch_logits(net, px, c)
-        run = _runner(args.route, net, ck.meta, calib, px)
+        run = _runner(args.route, net, ck.meta, calib, px, method)
         rows += [_row(name, source, run(units), ref) for name, units in sets.items()]
     cpu, isa = cpu_info()
     text = "\n".join(
         [
-            f"Route {args.route}, {args.weights}, {len(calib)} calibration images of {args.calib}, "
+            f"Route {args.route} ({method} calibration), {args.weights}, {len(calib)} calibration images of {args.calib}, "
             f"{len(held)} held out, verification {args.val}; {time.strftime('%Y-%m-%d')}, {cpu} ({' '.join(isa)}).",
             "",
             "| float set | samples | n | agreement % | margin median | margin p10 | int8 margin error std | "
