@@ -385,15 +385,11 @@ def latency_points(report: dict) -> list[dict]:
 def int8_verdicts(rows: list[dict], isa: list[str]) -> list[str]:
     """One line per format whose timed int8 row is not faster than its timed fp32 row on this CPU, naming
     the CPU's ``isa`` flags (int8 speed depends on them: docs/int8.md)."""
-    median = {
-        (r["format"], r["precision"]): (r.get("latency") or {}).get("median_ms")
-        for r in rows
-        if (r.get("latency") or {}).get("median_ms")
-    }
+    median = {(r["format"], r["precision"]): _measured(r, "latency", "median_ms") for r in rows}
     lines = []
     for (fmt, precision), ms in median.items():
         fp32 = median.get((fmt, "fp32"))
-        if precision == "int8" and fp32 and ms >= fp32:
+        if precision == "int8" and ms and fp32 and ms >= fp32:
             lines.append(
                 f"{fmt} int8 is not faster than {fmt} fp32 on this CPU ({' '.join(isa) or 'ISA unknown'}): "
                 f"{ms:.2f} ms against {fp32:.2f} ms ({ms / fp32:.2f}x); here int8 buys size, not speed."
